@@ -1,0 +1,202 @@
+"""`langclip` command line: maps subcommands to the stage functions; no logic of its own."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+EPILOGS = {
+    "tokenizer train": "example:\n  langclip tokenizer train --lang ru --wordfreq --merges 32000 --out tok/\n"
+                       "  langclip tokenizer train --lang el --corpus captions.parquet --column caption_el --merges 8000 --out tok-el/",
+    "tokenizer stats": "example:\n  langclip tokenizer stats --tokenizer tok/ --lang ru [--corpus queries.txt]",
+    "tokenizer encode": "example:\n  langclip tokenizer encode --tokenizer tok/ \"фото полосатого кота\"",
+    "cache build": "example:\n  langclip cache build --data pairs.parquet --clip ViT-B-32-quickgelu --weights ViT-B-32.pt --out cache/\n"
+                   "  torchrun --nproc_per_node 8 -m langclip cache build --data 'shards/{00000..00999}.tar' ...",
+    "train": "example:\n  langclip train --config configs/ru-vitb32-clip-init.yaml\n"
+             "  langclip train --config configs/ru-vitb32-clip-init.yaml epochs=3 optim.lr=1e-4 --resume latest",
+    "eval": "example:\n  langclip eval --model runs/ru --dataset cifar10 --lang ru --data-root ~/data\n"
+            "  langclip eval --model runs/ru --dataset imagefolder:photos/ --lang ru --classnames names.json",
+    "predict": "example:\n  langclip predict --model runs/ru --image cat.jpg --labels \"кот,собака,лошадь\"",
+    "similarity": "example:\n  langclip similarity --model runs/ru --images a.jpg b.jpg --texts texts.txt --out sim.png",
+    "export": "example:\n  langclip export --model runs/ru --format open_clip --out export/\n"
+              "  python -c \"import open_clip; open_clip.create_model_and_transforms('local-dir:export/')\"",
+    "demo": "example:\n  langclip demo --out demo/          # ~4 minutes on a laptop CPU, no network",
+}
+
+
+def _p(sub, name: str, help: str) -> argparse.ArgumentParser:
+    return sub.add_parser(name.split()[-1], help=help, epilog=EPILOGS.get(name),
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="langclip", description="Teach OpenAI's CLIP a new language.",
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="start here:\n  langclip demo --out demo/")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    tk = sub.add_parser("tokenizer", help="train / inspect the bilingual tokenizer")
+    tsub = tk.add_subparsers(dest="tcmd", required=True)
+    p = _p(tsub, "tokenizer train", "extend CLIP's BPE with merges for a language")
+    p.add_argument("--lang", required=True, help="language code (wordfreq's), e.g. ru, el, ar, zh")
+    p.add_argument("--merges", type=int, default=32000, help="merges to add (default 32000)")
+    p.add_argument("--corpus", nargs="*", default=[], help="text files (a text a line) or CSV/TSV/Parquet/JSONL")
+    p.add_argument("--column", help="text column of table corpora")
+    p.add_argument("--wordfreq", action="store_true", help="add wordfreq's frequency list for --lang")
+    p.add_argument("--wordfreq-top", type=int, help="only the N most frequent wordfreq words")
+    p.add_argument("--out", required=True)
+    p = _p(tsub, "tokenizer stats", "tokens per word before/after, context use")
+    p.add_argument("--tokenizer", required=True)
+    p.add_argument("--lang", required=True)
+    p.add_argument("--top", type=int, default=100_000)
+    p.add_argument("--corpus", nargs="*", default=None)
+    p.add_argument("--column")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p = _p(tsub, "tokenizer encode", "show ids and tokens of texts")
+    p.add_argument("--tokenizer", required=True)
+    p.add_argument("texts", nargs="+")
+
+    c = sub.add_parser("cache", help="image-embedding cache")
+    csub = c.add_subparsers(dest="ccmd", required=True)
+    p = _p(csub, "cache build", "embed every distinct image once with the frozen image tower")
+    p.add_argument("--data", required=True, nargs="+", help="table(s), tar shards (brace patterns) or an image folder")
+    p.add_argument("--clip", required=True, help="open_clip architecture, e.g. ViT-B-32-quickgelu")
+    p.add_argument("--weights", required=True, help="CLIP weights file (OpenAI .pt, state dict, open_clip, safetensors)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--image-column"); p.add_argument("--caption-column"); p.add_argument("--english-column")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--shard-size", type=int, default=8192)
+    p.add_argument("--device", default=None)
+
+    p = _p(sub, "train", "train the text tower on a cache")
+    p.add_argument("--config", help="YAML config (see configs/)")
+    p.add_argument("--resume", help="'latest' or a checkpoint path")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=1e-4")
+
+    p = _p(sub, "eval", "zero-shot classification")
+    p.add_argument("--model", required=True, help="run folder or export folder")
+    p.add_argument("--dataset", required=True, help="cifar10 | cifar100 | caltech101 | imagefolder:PATH")
+    p.add_argument("--lang", default="ru")
+    p.add_argument("--data-root", default="~/data")
+    p.add_argument("--download", action="store_true")
+    p.add_argument("--classnames", help="JSON file with class names (imagefolder)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default=None)
+    p.add_argument("--out", help="folder for results.json, results.md, confusion.png")
+    p.add_argument("--workers", type=int, default=2)
+
+    p = _p(sub, "predict", "classify an image among labels")
+    p.add_argument("--model", required=True)
+    p.add_argument("--image", required=True, nargs="+")
+    p.add_argument("--labels", required=True, help="comma-separated labels, or @file (one a line)")
+    p.add_argument("--top", type=int, default=5)
+    p.add_argument("--lang", default=None, help="use this language's prompt templates")
+
+    p = _p(sub, "similarity", "images x texts similarity picture")
+    p.add_argument("--model", required=True)
+    p.add_argument("--images", required=True, nargs="+")
+    p.add_argument("--texts", required=True, help="a UTF-8 file, one text a line")
+    p.add_argument("--out", required=True, help="picture path (.png); .csv and .json written beside it")
+
+    p = _p(sub, "export", "a folder stock open_clip loads")
+    p.add_argument("--model", required=True)
+    p.add_argument("--format", default="open_clip", choices=["open_clip"])
+    p.add_argument("--out", required=True)
+
+    p = _p(sub, "demo", "the whole method on a built-in bilingual world")
+    p.add_argument("--lang", default="ru", choices=["ru"])
+    p.add_argument("--out", default="demo")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", default="default", choices=["default", "small", "tiny"],
+                   help="tiny: a seconds-long smoke run (tests)")
+    return ap
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.cmd == "tokenizer":
+        from .tokenizer import Tokenizer
+        from .tokenizer_train import TokenizerTrainConfig, format_stats, tokenizer_stats, train_tokenizer
+
+        if args.tcmd == "train":
+            cfg = TokenizerTrainConfig(lang=args.lang, merges=args.merges, corpus=args.corpus, column=args.column,
+                                       wordfreq=args.wordfreq, wordfreq_top=args.wordfreq_top, out=args.out)
+            tok = train_tokenizer(cfg)
+            m = tok.meta
+            print(f"saved {args.out}: {m['merges_added']:,} merges added (vocab {tok.vocab_size:,}) "
+                  f"in {m['train_seconds']} s; end-of-text id {tok.eot_token_id} (argmax pooling)")
+        elif args.tcmd == "stats":
+            s = tokenizer_stats(Tokenizer.load(args.tokenizer), args.lang, args.top, args.corpus, args.column)
+            print(json.dumps(s, indent=2, ensure_ascii=False) if args.json else format_stats(s))
+        else:
+            tok = Tokenizer.load(args.tokenizer)
+            for t in args.texts:
+                print(json.dumps({"text": t, "ids": tok.encode(t), "tokens": tok.tokens(t)}, ensure_ascii=False))
+        return 0
+    if args.cmd == "cache":
+        from .cache import CacheConfig, build_cache
+
+        cfg = CacheConfig(data=args.data, clip=args.clip, weights=args.weights, out=args.out,
+                          image_column=args.image_column, caption_column=args.caption_column,
+                          english_column=args.english_column, batch_size=args.batch_size,
+                          workers=args.workers, shard_size=args.shard_size, device=args.device)
+        build_cache(cfg)
+        return 0
+    if args.cmd == "train":
+        from .config import load_config
+        from .train import TrainConfig, train
+
+        overrides = list(args.overrides) + ([f"resume={args.resume}"] if args.resume else [])
+        train(load_config(TrainConfig, args.config, overrides))
+        return 0
+    if args.cmd == "eval":
+        from .evaluate import evaluate_cli
+
+        evaluate_cli(model=args.model, dataset=args.dataset, lang=args.lang, data_root=args.data_root,
+                     download=args.download, classnames=args.classnames, batch_size=args.batch_size,
+                     device=args.device, out=args.out, workers=args.workers)
+        return 0
+    if args.cmd == "predict":
+        from .inference import predict_cli
+
+        predict_cli(args.model, args.image, args.labels, top=args.top, lang=args.lang)
+        return 0
+    if args.cmd == "similarity":
+        from .inference import similarity_cli
+
+        similarity_cli(args.model, args.images, args.texts, args.out)
+        return 0
+    if args.cmd == "export":
+        from .export import export_open_clip
+
+        out = export_open_clip(args.model, args.out)
+        print(f"exported to {out}; load with open_clip.create_model_and_transforms('local-dir:{out}')")
+        return 0
+    if args.cmd == "demo":
+        from .demo import DemoConfig, run_demo
+
+        run_demo(DemoConfig(lang=args.lang, out=args.out, seed=args.seed, size=args.size))
+        return 0
+    raise AssertionError(args.cmd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        print("langclip: interrupted; finished work is kept (rerun to resume)", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, RuntimeError) as e:
+        if args.verbose:
+            raise
+        print(f"langclip: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

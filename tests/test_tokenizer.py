@@ -1,0 +1,158 @@
+import json
+import random
+
+import pytest
+import tokenizers
+
+from langclip.cli import main
+from langclip.tokenizer import CLIP_VOCAB, Tokenizer, clean
+from langclip.tokenizer_train import TokenizerTrainConfig, tokens_per_word, train_tokenizer
+
+
+def english_texts(n=10_000, seed=0):
+    """Varied English: wordfreq words, mixed case, punctuation, digits, apostrophes, HTML entities, emoji."""
+    import wordfreq
+
+    rng = random.Random(seed)
+    words = wordfreq.top_n_list("en", 5000)
+    extras = ["&amp;", "&quot;", "&lt;3", "&#39;", "😀", "❤️", "👍🏽", "it's", "I'M", "you'll", "they've",
+              "3.14", "1,000", "2024-01-01", "$5", "50%", "#tag", "@user", "e-mail", "(sic)", "...", "?!",
+              "Ünïcödé", "naïve", "café", "\t", "  ", "\n", "O'Neil", "rock'n'roll", "C++", "x86_64", "🇫🇷"]
+    out = []
+    for _ in range(n):
+        k = rng.randint(1, 14)
+        toks = [rng.choice(words) if rng.random() < 0.8 else rng.choice(extras) for _ in range(k)]
+        toks = [t.upper() if rng.random() < 0.1 else t.capitalize() if rng.random() < 0.15 else t for t in toks]
+        sep = rng.choice([" ", " ", ", ", " - ", "  "])
+        out.append(sep.join(toks) + rng.choice(["", ".", "!", "?", " :)"]))
+    return out
+
+
+def test_english_ids_equal_open_clip_simple_tokenizer(tmp_path, ru_tokenizer):
+    from open_clip.tokenizer import SimpleTokenizer
+
+    ref = SimpleTokenizer()
+    texts = english_texts()
+    assert len(set(texts)) >= 10_000 * 0.95
+    for tok in (Tokenizer.clip(), ru_tokenizer):  # CLIP's own and an extended one
+        got = tok.encode_batch(texts)
+        bad = [(t, g, ref.encode(t)) for t, g in zip(texts, got) if g != ref.encode(t)]
+        assert not bad, bad[:3]
+    # the saved tokenizer.json alone (no langclip) gives the same ids on already-cleaned text
+    ru_tokenizer.save(tmp_path / "tok")
+    raw = tokenizers.Tokenizer.from_file(str(tmp_path / "tok" / "tokenizer.json"))
+    cleaned = [clean(t) for t in texts[:3000]]
+    for t, e in zip(cleaned, raw.encode_batch(cleaned)):
+        assert e.ids == [ru_tokenizer.sot_token_id] + ref.encode(t) + [ru_tokenizer.eot_token_id]
+
+
+def test_ids_layout_and_padding(ru_tokenizer):
+    tok = ru_tokenizer
+    assert tok.vocab_size == CLIP_VOCAB + 1500
+    assert tok.eot_token_id == tok.vocab_size - 1 and tok.sot_token_id == tok.vocab_size - 2
+    x = tok(["кот", "", "a photo of a cat"], context_length=10)
+    assert x.shape == (3, 10) and x.dtype.__str__() == "torch.int64"
+    assert (x[:, 0] == tok.sot_token_id).all()
+    assert x[1, 1] == tok.eot_token_id and (x[1, 2:] == 0).all()
+    assert (x.argmax(-1) == (x == tok.eot_token_id).int().argmax(-1)).all()  # argmax pooling finds EOT
+
+
+def test_truncation_keeps_end_of_text(ru_tokenizer):
+    long = "очень длинный запрос " * 100
+    x = ru_tokenizer([long, "кот"], context_length=16)
+    assert x[0, -1] == ru_tokenizer.eot_token_id and (x[0] != 0).all()
+    assert ru_tokenizer.decode(x[0]).startswith("очень длинный")
+
+
+def test_russian_compression_and_every_merge_fires(ru_tokenizer):
+    import wordfreq
+
+    before = tokens_per_word(Tokenizer.clip(), "ru", 20000)["weighted"]
+    after = tokens_per_word(ru_tokenizer, "ru", 20000)["weighted"]
+    assert before > 5 and after < before / 2.5
+    # every added merge fires on the corpus: each new token is used, or is part of a used token
+    words = wordfreq.top_n_list("ru", 20000)
+    used = {i for ids in ru_tokenizer.encode_batch(words) for i in ids}
+    model = json.loads(ru_tokenizer.hf.to_str())["model"]
+    vocab, merges = model["vocab"], model["merges"]
+    parts = {}
+    for m in merges[48894:]:
+        a, b = m if isinstance(m, list) else m.split(" ")
+        parts[vocab[a + b]] = (vocab[a], vocab[b])
+    stack = [i for i in used if i in parts]
+    seen = set(stack)
+    while stack:
+        for ch in parts[stack.pop()]:
+            if ch in parts and ch not in seen:
+                seen.add(ch)
+                stack.append(ch)
+    assert set(parts) == seen
+
+
+@pytest.mark.parametrize("lang,sample", [("el", "η γάτα κάθεται στο τραπέζι"), ("ar", "القطة تجلس على الطاولة"),
+                                          ("zh", "猫坐在桌子上"), ("ru", "кошка сидит на столе")])
+def test_any_script(tmp_path, lang, sample):
+    tok = train_tokenizer(TokenizerTrainConfig(lang=lang, wordfreq=True, wordfreq_top=5000, merges=400,
+                                               out=str(tmp_path / lang)), progress=False)
+    clip = Tokenizer.clip()
+    assert len(tok.encode(sample)) < len(clip.encode(sample))
+    assert tok.decode(tok.encode(sample)) == clean(sample)
+    loaded = Tokenizer.load(tmp_path / lang)
+    assert loaded.encode(sample) == tok.encode(sample) and loaded.meta["language"] == lang
+
+
+EDGE = ["", "a", "я", "é", "e\u0301", "😀", "👩‍👩‍👧", "北", "кот", "Ελλάδα", "مرحبا", "日本語のテキスト", "ﬁ", "x" * 500,
+        "слово " * 300, "tab\tand\nnewline", "₽100", "½"]
+
+
+@pytest.mark.parametrize("text", EDGE)
+def test_round_trip(ru_tokenizer, text):
+    # CLIP's pre-tokenizer drops whitespace and marks each pre-token's end: decoding joins pre-tokens
+    # with one space, so the identity holds on clean(t) up to the spaces between pre-tokens.
+    from langclip.tokenizer import pretokenize
+
+    c = clean(text)
+    assert ru_tokenizer.decode(ru_tokenizer.encode(text)) == " ".join(pretokenize(c))
+    if " ".join(pretokenize(c)).replace(" ", "") == c.replace(" ", ""):
+        assert ru_tokenizer.decode(ru_tokenizer.encode(text)).replace(" ", "") == c.replace(" ", "")
+
+
+def test_cli_train_stats_encode(tmp_path, capsys):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("две красные звезды\nодин синий круг\nпять зелёных квадратов\n" * 20, encoding="utf-8")
+    assert main(["tokenizer", "train", "--lang", "ru", "--corpus", str(corpus), "--merges", "30",
+                 "--out", str(tmp_path / "t")]) == 0
+    assert main(["tokenizer", "stats", "--tokenizer", str(tmp_path / "t"), "--lang", "ru", "--top", "2000",
+                 "--corpus", str(corpus), "--json"]) == 0
+    out = capsys.readouterr().out
+    stats = json.loads(out[out.index("{"):])
+    assert stats["queries"]["median_tokens"] < stats["queries"]["clip_median_tokens"]
+    assert main(["tokenizer", "encode", "--tokenizer", str(tmp_path / "t"), "красные звезды"]) == 0
+
+
+def test_cli_bad_input(tmp_path, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n", encoding="utf-8")
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes("строка\n".encode() + "кот".encode("cp1251") + b"\n")
+    small = tmp_path / "small.txt"
+    small.write_text("ab ab ab\n", encoding="utf-8")
+    cases = [
+        (["--corpus", str(empty)], "empty corpus"),
+        (["--corpus", str(bad)], "bad.txt:2: not UTF-8"),
+        (["--corpus", str(small), "--merges", "0"], "--merges must be at least 1"),
+        (["--wordfreq", "--lang", "xx"], "wordfreq has no word list for language 'xx'"),
+        (["--corpus", str(tmp_path / "missing.txt")], "corpus file not found"),
+        ([], "no corpus"),
+    ]
+    for extra, msg in cases:
+        argv = ["tokenizer", "train", "--out", str(tmp_path / "o"), "--merges", "5"]
+        argv += extra if "--lang" in extra else ["--lang", "ru"] + extra
+        assert main(argv) == 2, extra
+        err = capsys.readouterr().err
+        assert msg in err and "Traceback" not in err, (extra, err)
+    # fewer possible merges than asked: a warning saying what was done, and a usable tokenizer
+    with pytest.warns(UserWarning, match="allows only"):
+        assert main(["tokenizer", "train", "--lang", "ru", "--corpus", str(small), "--merges", "50",
+                     "--out", str(tmp_path / "s")]) == 0
+    assert Tokenizer.load(tmp_path / "s").num_added_merges < 50
