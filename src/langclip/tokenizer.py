@@ -70,10 +70,30 @@ def clip_base_vocab() -> list[str]:
     return v + ["".join(m) for m in clip_merges()]
 
 
+@functools.lru_cache()
+def _ftfy_sensitive():
+    """Characters on which some ftfy fixer (or html.unescape) may act; built from ftfy's own tables."""
+    from ftfy import chardata
+
+    chars = set(chardata.LIGATURES) | set(chardata.WIDTH_MAP) | set(chardata.CONTROL_CHARS)
+    chars |= set(range(0x80, 0xA0)) | set(range(0xD800, 0xE000))  # C1 controls, surrogates
+    chars |= {ord(c) for c in "&\r\x0b\x0c\x1b\u2028\u2029\u02bc\u2018\u2019\u201a\u201b\u201c\u201d\u201e\u201f"}
+    return frozenset(chr(c) for c in chars if c not in (0x09, 0x0a, 0x20))
+
+
 def _needs_ftfy(text: str) -> bool:
-    # On printable ASCII without '&', ftfy.fix_text and html.unescape are the identity (no mojibake,
-    # entities, control characters, curly quotes or width variants are possible): skip them.
-    return not (text.isascii() and text.isprintable() and "&" not in text)
+    """False when ftfy.fix_text and html.unescape would return `text` unchanged, decided cheaply.
+
+    ftfy runs its fixers until nothing changes; on text with none of the characters its fixers touch,
+    that is NFC already and that its mojibake detector (`is_bad`) does not flag, every fixer is the
+    identity. Printable ASCII without '&' is the common case."""
+    if text.isascii():
+        return not text.isprintable() or "&" in text
+    import unicodedata
+
+    from ftfy.badness import is_bad
+
+    return not _ftfy_sensitive().isdisjoint(text) or not unicodedata.is_normalized("NFC", text) or is_bad(text)
 
 
 def clean(text: str) -> str:
@@ -131,6 +151,13 @@ class Tokenizer:
         self.context_length = context_length
         self.pad_token_id = PAD_ID
         assert self.eot_token_id == self.vocab_size - 1, "end-of-text must be the largest id (argmax pooling)"
+        self._cache: dict[str, list[int]] = {}  # pre-token -> ids
+        # text is cleaned in Python (lower-case, NFC via ftfy, whitespace): the file's normalizer
+        # would redo that work, so the runtime copy skips it (same ids on cleaned text)
+        from tokenizers import Tokenizer as HFTok
+
+        self._runtime = HFTok.from_str(self.hf.to_str())
+        self._runtime.normalizer = None
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -172,10 +199,29 @@ class Tokenizer:
 
     def encode(self, text: str) -> list[int]:
         """Ids of `text` without start/end-of-text (like SimpleTokenizer.encode)."""
-        return self.hf.encode(clean(text), add_special_tokens=False).ids
+        return self.encode_batch([text])[0]
 
-    def encode_batch(self, texts: Sequence[str], add_special_tokens: bool = False) -> list[list[int]]:
-        return [e.ids for e in self.hf.encode_batch([clean(t) for t in texts], add_special_tokens=add_special_tokens)]
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """Ids of each text, without start/end-of-text. The BPE runs in `tokenizers` (Rust) once per
+        distinct pre-token; results are memoised, as CLIP's own tokenizer does, since a pre-token's ids
+        do not depend on its neighbours."""
+        cleaned = [clean(t) for t in texts]
+        words = [_PRE.findall(t) if "<|" not in t else None for t in cleaned]
+        cache = self._cache
+        missing = {w for ws in words if ws for w in ws if w not in cache}
+        if missing:
+            if len(cache) > 2_000_000:
+                cache.clear()
+            missing = list(missing)
+            for w, e in zip(missing, self._runtime.encode_batch(missing, add_special_tokens=False)):
+                cache[w] = e.ids
+        out = []
+        for t, ws in zip(cleaned, words):
+            if ws is None:  # literal special tokens in the text: let `tokenizers` handle them
+                out.append(self.hf.encode(t, add_special_tokens=False).ids)
+            else:
+                out.append([i for w in ws for i in cache[w]])
+        return out
 
     def tokens(self, text: str) -> list[str]:
         return self.hf.encode(clean(text), add_special_tokens=False).tokens
@@ -198,9 +244,8 @@ class Tokenizer:
         if L < 2:
             raise ValueError(f"context_length must be >= 2 (start and end tokens), got {L}")
         out = np.zeros((len(texts), L), dtype=np.int64)
-        encs = self.hf.encode_batch([clean(t) for t in texts], add_special_tokens=False)
-        for i, e in enumerate(encs):
-            ids = e.ids[: L - 2]
+        for i, ids in enumerate(self.encode_batch(texts)):
+            ids = ids[: L - 2]
             out[i, 0] = self.sot_token_id
             out[i, 1 : len(ids) + 1] = ids
             out[i, len(ids) + 1] = self.eot_token_id

@@ -1,0 +1,247 @@
+"""The langclip model: a pretrained CLIP's frozen image tower + a text tower for the new vocabulary.
+
+Both towers are open_clip's own modules inside one `open_clip.CLIP`, so the weights keep open_clip's
+layout (export is a plain state dict) while training runs a faster text forward: PyTorch SDPA with a
+causal flag instead of an explicit mask, each batch cut to its longest text (under a causal mask,
+positions after end-of-text cannot change it), and the last block computed at end-of-text only.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .weights import WeightsError, load_state_dict, sha256_file, split_towers
+
+log = logging.getLogger(__name__)
+
+
+def model_config(arch: str) -> dict:
+    """open_clip model config for an architecture name, or a JSON file in open_clip's format."""
+    import open_clip
+
+    if arch.endswith(".json") and Path(arch).is_file():
+        cfg = json.loads(Path(arch).read_text(encoding="utf-8"))
+        return copy.deepcopy(cfg.get("model_cfg", cfg))
+    cfg = open_clip.get_model_config(arch)
+    if cfg is None:
+        raise ValueError(f"unknown open_clip architecture {arch!r}; e.g. ViT-B-32-quickgelu, ViT-L-14 "
+                         f"(see open_clip.list_models()), or a model-config JSON file")
+    if "hf_model_name" in cfg.get("text_cfg", {}) or "timm_model_name" in cfg.get("text_cfg", {}):
+        raise ValueError(f"{arch}: only CLIP-style architectures with an open_clip text transformer are supported")
+    return copy.deepcopy(cfg)
+
+
+def student_config(clip_cfg: dict, vocab_size: int, context_length: int = 77, text_overrides: dict | None = None) -> dict:
+    """The CLIP config with its text tower resized for the bilingual vocabulary (argmax pooling)."""
+    cfg = copy.deepcopy(clip_cfg)
+    t = cfg.setdefault("text_cfg", {})
+    t.update(vocab_size=vocab_size, context_length=context_length, pool_type="argmax")
+    t.update(text_overrides or {})
+    return cfg
+
+
+class LangCLIP(nn.Module):
+    """open_clip CLIP with a locked image tower and a fast text forward.
+
+    encode_text(tokens (B, L) long) -> (B, D); encode_image(images (B, 3, H, W)) -> (B, D).
+    """
+
+    def __init__(self, model_cfg: dict):
+        super().__init__()
+        import open_clip
+
+        self.model_cfg = copy.deepcopy(model_cfg)
+        self.clip = open_clip.CLIP(**self.model_cfg)
+        self.lock_image_tower()
+
+    # -- towers ---------------------------------------------------------------------------------
+    def lock_image_tower(self) -> None:
+        self.clip.visual.requires_grad_(False)
+        self.clip.visual.eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.clip.visual.eval()  # frozen: dropout/BN statistics stay as pretrained
+        return self
+
+    @property
+    def visual(self) -> nn.Module:
+        return self.clip.visual
+
+    @property
+    def logit_scale(self) -> nn.Parameter:
+        return self.clip.logit_scale
+
+    @property
+    def context_length(self) -> int:
+        return self.clip.context_length
+
+    @property
+    def vocab_size(self) -> int:
+        return self.clip.vocab_size
+
+    def text_parameters(self) -> dict[str, nn.Parameter]:
+        return {n: p for n, p in self.clip.named_parameters() if not n.startswith("visual.")}
+
+    def text_state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in self.clip.state_dict().items() if not k.startswith("visual.")}
+
+    def num_trainable(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    # -- forward --------------------------------------------------------------------------------
+    def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        with torch.no_grad():
+            f = self.clip.visual(images)
+        return F.normalize(f, dim=-1) if normalize else f
+
+    def encode_text(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        f = fast_encode_text(self.clip, tokens)
+        return F.normalize(f, dim=-1) if normalize else f
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.encode_text(tokens, normalize=True)
+
+
+def _attn(blk, x: torch.Tensor) -> torch.Tensor:
+    """Causal self-attention of an open_clip ResidualAttentionBlock via SDPA. x: (B, L, W)."""
+    B, L, W = x.shape
+    a = blk.attn
+    H = a.num_heads
+    qkv = F.linear(x, a.in_proj_weight, a.in_proj_bias).view(B, L, 3, H, W // H).permute(2, 0, 3, 1, 4)
+    o = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=True)  # (B, H, L, W/H)
+    return a.out_proj(o.transpose(1, 2).reshape(B, L, W))
+
+
+def _attn_at(blk, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Attention output at one query position per row (idx: (B,)), keys up to it. -> (B, W)."""
+    B, L, W = x.shape
+    a = blk.attn
+    H = a.num_heads
+    wq, wkv = a.in_proj_weight[:W], a.in_proj_weight[W:]
+    bq, bkv = (a.in_proj_bias[:W], a.in_proj_bias[W:]) if a.in_proj_bias is not None else (None, None)
+    rows = torch.arange(B, device=x.device)
+    q = F.linear(x[rows, idx], wq, bq).view(B, 1, H, W // H).transpose(1, 2)     # (B, H, 1, d)
+    kv = F.linear(x, wkv, bkv).view(B, L, 2, H, W // H).permute(2, 0, 3, 1, 4)   # (2, B, H, L, d)
+    mask = (torch.arange(L, device=x.device)[None, :] <= idx[:, None])[:, None, None, :]  # (B, 1, 1, L)
+    o = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=mask)
+    return a.out_proj(o.transpose(1, 2).reshape(B, W))
+
+
+def _plain_blocks(clip) -> bool:
+    from open_clip.transformer import ResidualAttentionBlock
+
+    return all(type(b) is ResidualAttentionBlock and not hasattr(b, "ln_1_kv") for b in clip.transformer.resblocks)
+
+
+def fast_encode_text(clip, tokens: torch.Tensor) -> torch.Tensor:
+    """Same result as `clip.encode_text(tokens)` (argmax pooling), faster. tokens: (B, L) -> (B, D)."""
+    if clip.text_pool_type != "argmax" or not _plain_blocks(clip) or clip.transformer.grad_checkpointing:
+        return clip.encode_text(tokens)
+    idx = tokens.argmax(dim=-1)  # end-of-text is the largest id
+    L = int(idx.max()) + 1 if not torch.compiler.is_compiling() else tokens.shape[1]
+    tokens = tokens[:, :L]
+    cast = clip.transformer.get_cast_dtype()
+    x = clip.token_embedding(tokens).to(cast) + clip.positional_embedding[:L].to(cast)  # (B, L, W)
+    blocks = list(clip.transformer.resblocks)
+    for blk in blocks[:-1]:
+        x = x + blk.ls_1(_attn(blk, blk.ln_1(x)))
+        x = x + blk.ls_2(blk.mlp(blk.ln_2(x)))
+    last = blocks[-1]
+    rows = torch.arange(x.shape[0], device=x.device)
+    h = x[rows, idx] + last.ls_1(_attn_at(last, last.ln_1(x), idx))   # (B, W): only end-of-text
+    h = h + last.ls_2(last.mlp(last.ln_2(h)))
+    h = clip.ln_final(h)
+    proj = clip.text_projection
+    if proj is None:
+        return h
+    return proj(h) if isinstance(proj, nn.Linear) else h @ proj
+
+
+# -- building from a pretrained CLIP ------------------------------------------------------------
+def load_image_tower(model: LangCLIP, weights: str | Path, arch: str = "?") -> dict[str, torch.Tensor]:
+    """Load the image tower from a CLIP weights file into `model`; returns the file's non-visual part."""
+    sd = load_state_dict(weights)
+    vis, rest = split_towers(sd)
+    if not vis:
+        raise WeightsError(f"{weights}: has no image tower (no 'visual.*' weights) — a text-only checkpoint? "
+                           f"expected a full CLIP checkpoint for {arch}")
+    target = model.clip.visual.state_dict()
+    missing = sorted(set(target) - set(vis))
+    unexpected = sorted(set(vis) - set(target))
+    bad = [(k, tuple(vis[k].shape), tuple(v.shape)) for k, v in target.items() if k in vis and vis[k].shape != v.shape]
+    if missing or unexpected or bad:
+        detail = (f"shape of visual.{bad[0][0]} is {bad[0][1]}, expected {bad[0][2]}" if bad else
+                  f"missing visual.{missing[0]}" if missing else f"unexpected visual.{unexpected[0]}")
+        raise WeightsError(f"{weights}: image tower does not match architecture {arch} ({detail}; "
+                           f"{len(missing)} missing, {len(unexpected)} unexpected, {len(bad)} wrong shapes)")
+    model.clip.visual.load_state_dict({k: v.float() for k, v in vis.items()})
+    model.lock_image_tower()
+    return rest
+
+
+def clip_piece_ids(token: str, ranks: dict[tuple[str, str], int], vocab: dict[str, int]) -> list[int]:
+    """CLIP's ids for a byte-level token string, by applying CLIP's merges to its characters.
+    'ðŁĺĢ</w>' (an emoji that is one new token) -> CLIP's pieces of it."""
+    end = token.endswith("</w>")
+    chars = list(token[: -4] if end else token)
+    if not chars:
+        return []
+    if end:
+        chars[-1] += "</w>"
+    while len(chars) > 1:
+        pairs = [(ranks.get((a, b), 1 << 30), i) for i, (a, b) in enumerate(zip(chars, chars[1:]))]
+        r, i = min(pairs)
+        if r == 1 << 30:
+            break
+        chars[i: i + 2] = [chars[i] + chars[i + 1]]
+    return [vocab[c] for c in chars]
+
+
+def init_text_from_clip(model: LangCLIP, clip_text_sd: dict[str, torch.Tensor], tokenizer) -> dict:
+    """`clip` init: CLIP's text transformer, final norm, projection and temperature; CLIP's embeddings
+    for shared ids; each new token = mean of CLIP's embeddings of the pieces CLIP cuts it into;
+    start/end-of-text copied to their new ids; positional embedding cut or interpolated."""
+    from .tokenizer import CLIP_VOCAB, clip_base_vocab, clip_merges
+
+    c = model.clip
+    own = c.state_dict()
+    tok_emb = clip_text_sd.get("token_embedding.weight")
+    if tok_emb is None:
+        raise WeightsError("the CLIP weights file has no text tower (token_embedding.weight); `clip` init needs it")
+    load = {}
+    for k, v in clip_text_sd.items():
+        if k in own and k not in ("token_embedding.weight", "positional_embedding") and own[k].shape == v.shape:
+            load[k] = v.float()
+    skipped = [k for k in clip_text_sd if k not in load and k not in ("token_embedding.weight", "positional_embedding")]
+    if skipped:
+        raise WeightsError(f"text tower of the CLIP file does not fit the student ({skipped[0]}: "
+                           f"{tuple(clip_text_sd[skipped[0]].shape)} vs {tuple(own[skipped[0]].shape) if skipped[0] in own else 'absent'})")
+    c.load_state_dict(load, strict=False)
+    pos = clip_text_sd["positional_embedding"].float()
+    L = c.positional_embedding.shape[0]
+    with torch.no_grad():
+        if L <= pos.shape[0]:
+            c.positional_embedding.copy_(pos[:L])
+        else:
+            c.positional_embedding.copy_(F.interpolate(pos.T[None], size=L, mode="linear", align_corners=True)[0].T)
+        emb = c.token_embedding.weight
+        base = CLIP_VOCAB - 2
+        emb[:base] = tok_emb[:base].float()
+        emb[tokenizer.sot_token_id] = tok_emb[CLIP_VOCAB - 2].float()
+        emb[tokenizer.eot_token_id] = tok_emb[CLIP_VOCAB - 1].float()
+        ranks = {m: i for i, m in enumerate(clip_merges())}
+        vocab = {t: i for i, t in enumerate(clip_base_vocab())}
+        id_to_tok = {i: t for t, i in tokenizer.hf.get_vocab().items()}
+        n_new = 0
+        for i in range(base, tokenizer.sot_token_id):
+            pieces = clip_piece_ids(id_to_tok[i], ranks, vocab)
+            emb[i] = tok_emb[pieces].float().mean(0)
+            n_new += 1
+    return {"shared_ids": base + 2, "new_ids_from_pieces": n_new}

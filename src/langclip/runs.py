@@ -1,0 +1,153 @@
+"""Building a student model from a pretrained CLIP, and self-describing run folders.
+
+A run folder holds:
+    model.json                 model_cfg (open_clip format), image tower reference, init, preprocessing
+    tokenizer/                 tokenizer.json + langclip_tokenizer.json
+    text_tower.safetensors     the text tower (+ temperature): the final (or best) weights
+    config.yaml                the training configuration (written by `train`)
+    checkpoints/, metrics.jsonl, tb/   (written by `train`)
+The image tower is referenced, not copied: architecture + SHA-256 + path of the CLIP weights file.
+`load_model(run)` needs only the path (or `weights=` when the CLIP file has moved).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .model import LangCLIP, init_text_from_clip, load_image_tower, model_config, student_config
+from .tokenizer import Tokenizer
+from .weights import WeightsError, sha256_file
+
+log = logging.getLogger(__name__)
+MODEL_FILE = "model.json"
+TEXT_WEIGHTS = "text_tower.safetensors"
+
+
+@dataclass
+class ImageTowerRef:
+    arch: str
+    weights: str       # absolute path when created
+    sha256: str
+
+    @classmethod
+    def of(cls, arch: str, weights: str | Path) -> "ImageTowerRef":
+        return cls(arch=arch, weights=str(Path(weights).resolve()), sha256=sha256_file(weights))
+
+
+def preprocess_cfg(model: LangCLIP) -> dict:
+    from open_clip.transform import PreprocessCfg
+    from dataclasses import asdict
+
+    size = model.visual.image_size
+    cfg = asdict(PreprocessCfg(size=size if isinstance(size, int) else tuple(size)))
+    cfg.update(model.model_cfg.get("preprocess_cfg", {}) or {})
+    return cfg
+
+
+def image_transform(pp: dict):
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+
+    keep = {k: v for k, v in pp.items() if k in PreprocessCfg.__dataclass_fields__}
+    return image_transform_v2(PreprocessCfg(**keep), is_train=False)
+
+
+def build_student(arch: str, weights: str | Path, tokenizer: Tokenizer, init: str = "clip",
+                  context_length: int = 77, text_overrides: dict | None = None,
+                  seed: int = 0) -> tuple[LangCLIP, ImageTowerRef, dict]:
+    """A LangCLIP whose image tower is the pretrained CLIP's (locked) and whose text tower is sized for
+    `tokenizer` and initialised by `init` ('scratch' or 'clip')."""
+    if init not in ("scratch", "clip") and not init.startswith("hf:"):
+        raise ValueError(f"text init must be 'scratch', 'clip' or 'hf:<name>', got {init!r}")
+    if init.startswith("hf:"):
+        raise ValueError("hf:<name> text towers are not implemented yet (see docs/NOTES.md); use 'clip' or 'scratch'")
+    if init == "clip" and text_overrides:
+        raise ValueError(f"`clip` init keeps CLIP's text-tower shape; drop the overrides {sorted(text_overrides)}")
+    cfg = student_config(model_config(arch), tokenizer.vocab_size, context_length, text_overrides)
+    torch.manual_seed(seed)
+    model = LangCLIP(cfg)
+    rest = load_image_tower(model, weights, arch)
+    info: dict = {"init": init}
+    if "logit_scale" in rest:
+        with torch.no_grad():
+            model.logit_scale.copy_(rest["logit_scale"].float().reshape(model.logit_scale.shape))
+    if init == "clip":
+        info.update(init_text_from_clip(model, rest, tokenizer))
+    ref = ImageTowerRef.of(arch, weights)
+    return model, ref, info
+
+
+def save_model_files(run: str | Path, model: LangCLIP, tokenizer: Tokenizer, ref: ImageTowerRef,
+                     extra: dict | None = None, weights_name: str = TEXT_WEIGHTS) -> Path:
+    from safetensors.torch import save_file
+
+    run = Path(run)
+    run.mkdir(parents=True, exist_ok=True)
+    if not (run / "tokenizer" / "tokenizer.json").is_file():
+        tokenizer.save(run / "tokenizer")
+    meta = {"format": "langclip-run/1", "model_cfg": model.model_cfg, "image_tower": ref.__dict__,
+            "preprocess_cfg": preprocess_cfg(model), "tokenizer": "tokenizer",
+            "text_weights": TEXT_WEIGHTS, **(extra or {})}
+    atomic_write_text(run / MODEL_FILE, json.dumps(meta, indent=2, ensure_ascii=False))
+    sd = {k: v.detach().contiguous().cpu() for k, v in model.text_state_dict().items()}
+    tmp = run / (weights_name + ".tmp")
+    save_file(sd, str(tmp))
+    os.replace(tmp, run / weights_name)
+    return run
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_run_meta(run: str | Path) -> dict:
+    run = Path(run)
+    f = run / MODEL_FILE
+    if not f.is_file():
+        raise FileNotFoundError(f"{run} is not a langclip run folder: {MODEL_FILE} not found")
+    return json.loads(f.read_text(encoding="utf-8"))
+
+
+def resolve_image_weights(run: Path, ref: dict, weights: str | Path | None, check_sha: bool = True) -> Path:
+    cands = [Path(weights)] if weights else [Path(ref["weights"]), run / Path(ref["weights"]).name]
+    for c in cands:
+        if c.is_file():
+            if check_sha and sha256_file(c) != ref["sha256"]:
+                raise WeightsError(f"{c}: SHA-256 differs from the image tower this model was trained with "
+                                   f"({ref['sha256'][:12]}…); pass the right file with weights=/--weights")
+            return c
+    raise FileNotFoundError(f"image-tower weights for {run} not found (looked at {', '.join(map(str, cands))}); "
+                            f"pass weights= / --weights with the {ref['arch']} file (SHA-256 {ref['sha256'][:12]}…)")
+
+
+def load_model(run: str | Path, weights: str | Path | None = None, text_weights: str | None = None,
+               check_sha: bool = True) -> tuple[LangCLIP, Tokenizer, dict]:
+    """Load a run folder: (model in eval mode, tokenizer, model.json contents)."""
+    from safetensors.torch import load_file
+
+    run = Path(run)
+    meta = read_run_meta(run)
+    tok_dir = run / meta.get("tokenizer", "tokenizer")
+    if not (tok_dir / "tokenizer.json").is_file():
+        raise FileNotFoundError(f"{run}: the model folder has no tokenizer ({tok_dir}/tokenizer.json missing)")
+    tokenizer = Tokenizer.load(tok_dir)
+    model = LangCLIP(meta["model_cfg"])
+    ref = meta["image_tower"]
+    load_image_tower(model, resolve_image_weights(run, ref, weights, check_sha), ref["arch"])
+    tw = run / (text_weights or meta.get("text_weights", TEXT_WEIGHTS))
+    if not tw.is_file():
+        raise FileNotFoundError(f"{run}: text-tower weights {tw.name} not found")
+    sd = load_file(str(tw))
+    missing, unexpected = model.clip.load_state_dict(sd, strict=False)
+    missing = [k for k in missing if not k.startswith("visual.")]
+    if missing or unexpected:
+        raise WeightsError(f"{tw}: does not fit the model in {MODEL_FILE} (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    if tokenizer.vocab_size != model.vocab_size:
+        raise WeightsError(f"{run}: tokenizer has {tokenizer.vocab_size} ids but the text tower {model.vocab_size}")
+    return model.eval(), tokenizer, meta

@@ -1,0 +1,164 @@
+import json
+import zipfile
+
+import pytest
+import torch
+from torch import nn
+
+from langclip.model import LangCLIP, fast_encode_text
+from langclip.runs import build_student, load_model, save_model_files
+from langclip.tokenizer import Tokenizer
+from langclip.weights import WeightsError, load_state_dict
+
+IMG = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+
+
+def torchscript_archive(sd, path):
+    """A TorchScript archive holding `sd` under the same names, like OpenAI's ViT-B-32.pt."""
+    root = nn.Module()
+    for k, v in sd.items():
+        mod = root
+        *parents, leaf = k.split(".")
+        for name in parents:
+            if not hasattr(mod, name):
+                mod.add_module(name, nn.Module())
+            mod = getattr(mod, name)
+        mod.register_parameter(leaf, nn.Parameter(v.clone(), requires_grad=False))
+    root.register_buffer("input_resolution", torch.tensor(64))
+    root.register_buffer("context_length", torch.tensor(77))
+    root.register_buffer("vocab_size", torch.tensor(49408))
+
+    class Wrap(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            for n, m in inner.named_children():
+                self.add_module(n, m)
+            for n, p in inner.named_parameters(recurse=False):
+                self.register_parameter(n, p)
+            for n, b in inner.named_buffers(recurse=False):
+                self.register_buffer(n, b)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x
+
+    torch.jit.save(torch.jit.script(Wrap(root)), str(path))
+
+
+@pytest.fixture(scope="module")
+def weight_files(tiny_clip, tmp_path_factory):
+    from safetensors.torch import save_file
+
+    m, plain = tiny_clip
+    sd = m.state_dict()
+    d = tmp_path_factory.mktemp("w")
+    files = {"openai_state_dict": plain}
+    torch.save({"state_dict": {"module." + k: v for k, v in sd.items()}, "epoch": 3, "name": "x",
+                "optimizer": {"state": {}, "param_groups": [{"lr": 0.1}]}}, d / "epoch_3.pt")
+    files["open_clip_checkpoint"] = str(d / "epoch_3.pt")
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(d / "m.safetensors"))
+    files["safetensors"] = str(d / "m.safetensors")
+    torchscript_archive(sd, d / "ViT-tiny.pt")
+    files["torchscript"] = str(d / "ViT-tiny.pt")
+    return files
+
+
+@pytest.mark.parametrize("fmt", ["openai_state_dict", "open_clip_checkpoint", "safetensors", "torchscript"])
+def test_every_format_gives_open_clips_image_embeddings(fmt, weight_files, tiny_arch, tiny_clip):
+    import open_clip
+
+    ref_model, _ = tiny_clip
+    f = weight_files[fmt]
+    sd = load_state_dict(f)
+    model, ref, _ = build_student(tiny_arch, f, Tokenizer.clip(), init="scratch")
+    # open_clip's own loading of the same file
+    oc = open_clip.CLIP(**json.load(open(tiny_arch))["model_cfg"]).eval()
+    if fmt == "torchscript":
+        oc.load_state_dict(sd)
+    else:
+        open_clip.load_checkpoint(oc, f)
+    with torch.no_grad():
+        a = model.encode_image(IMG, normalize=False)
+        b = oc.encode_image(IMG)
+        c = ref_model.encode_image(IMG)
+    assert (a - b).abs().max() <= 1e-5 and (a - c).abs().max() <= 1e-5
+    assert len(ref.sha256) == 64
+
+
+def test_image_tower_locked_and_trainable_count(tiny_arch, tiny_clip, ru_tokenizer):
+    model, _, _ = build_student(tiny_arch, tiny_clip[1], ru_tokenizer, init="clip")
+    assert all(not p.requires_grad for p in model.visual.parameters())
+    text = sum(p.numel() for p in model.text_parameters().values())
+    assert model.num_trainable() == text > 0
+    model.train()
+    assert not model.visual.training
+
+
+def test_fast_text_forward_equals_open_clip(tiny_arch, tiny_clip, ru_tokenizer):
+    model, _, _ = build_student(tiny_arch, tiny_clip[1], ru_tokenizer, init="scratch")
+    toks = ru_tokenizer(["кот", "две красные звезды на синем фоне", "", "a photo " * 40], context_length=77)
+    with torch.no_grad():
+        ref = model.clip.encode_text(toks)
+        fast = fast_encode_text(model.clip, toks)
+    assert (ref - fast).abs().max() <= 1e-5
+
+
+def test_clip_init_preserves_english_exactly(tiny_arch, tiny_clip, ru_tokenizer):
+    orig, path = tiny_clip
+    texts = ["a photo of a cat", "two red stars on a blue background", "Hello, World!"]
+    model, _, info = build_student(tiny_arch, path, ru_tokenizer, init="clip")
+    assert info["new_ids_from_pieces"] == 1500
+    with torch.no_grad():
+        ours = model.encode_text(ru_tokenizer(texts), normalize=False)
+        theirs = orig.encode_text(Tokenizer.clip()(texts))
+    assert (ours - theirs).abs().max() <= 1e-5
+    # shorter context: still exact for texts that fit
+    model32, _, _ = build_student(tiny_arch, path, ru_tokenizer, init="clip", context_length=32)
+    with torch.no_grad():
+        ours32 = model32.encode_text(ru_tokenizer(texts, context_length=32), normalize=False)
+    assert (ours32 - theirs).abs().max() <= 1e-5
+    # a new Russian token starts from the mean of CLIP's embeddings of its pieces
+    new_id = max(ru_tokenizer.encode("кот"))
+    assert new_id >= 49406
+    word = ru_tokenizer.decode([new_id])
+    pieces = Tokenizer.clip().encode(word)  # a whole-word token: CLIP's pieces of the same word
+    if ru_tokenizer.hf.id_to_token(new_id).endswith("</w>") and ru_tokenizer.tokens(word) == [ru_tokenizer.hf.id_to_token(new_id)]:
+        expect = orig.token_embedding.weight[pieces].mean(0)
+        assert (model.clip.token_embedding.weight[new_id] - expect).abs().max() <= 1e-6
+
+
+def test_run_folder_round_trip(tmp_path, tiny_arch, tiny_clip, ru_tokenizer):
+    model, ref, info = build_student(tiny_arch, tiny_clip[1], ru_tokenizer, init="clip", context_length=32)
+    save_model_files(tmp_path / "run", model, ru_tokenizer, ref, {"init": info})
+    assert {p.name for p in (tmp_path / "run").iterdir()} >= {"model.json", "tokenizer", "text_tower.safetensors"}
+    loaded, tok, meta = load_model(tmp_path / "run")
+    t = tok(["кот на столе"], context_length=32)
+    with torch.no_grad():
+        assert torch.equal(loaded.encode_text(t), model.eval().encode_text(t))
+    assert meta["image_tower"]["sha256"] == ref.sha256
+
+
+def test_bad_weight_files(tmp_path, tiny_arch, tiny_clip, ru_tokenizer):
+    m, good = tiny_clip
+    notckpt = tmp_path / "notes.pt"
+    notckpt.write_text("hello, this is not a checkpoint")
+    trunc = tmp_path / "trunc.pt"
+    trunc.write_bytes(open(good, "rb").read()[:5000])
+    text_only = tmp_path / "text_only.pt"
+    torch.save({k: v for k, v in m.state_dict().items() if not k.startswith("visual.")}, text_only)
+    wrong = tmp_path / "wrong_arch.pt"
+    sd = dict(m.state_dict())
+    sd["visual.conv1.weight"] = torch.zeros(32, 3, 32, 32)
+    torch.save(sd, wrong)
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"state_dict": {"x": Evil()}}, evil)
+    cases = {notckpt: "not a readable checkpoint", trunc: "truncated", text_only: "no image tower",
+             wrong: "does not match architecture", evil: "refused to load", tmp_path / "nope.pt": "not found"}
+    for f, msg in cases.items():
+        with pytest.raises((WeightsError, FileNotFoundError)) as e:
+            build_student(tiny_arch, f, ru_tokenizer, init="scratch")
+        assert msg in str(e.value) and str(f.name) in str(e.value), (f, e.value)
