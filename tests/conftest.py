@@ -49,3 +49,49 @@ def tiny_clip(tmp_path_factory):
     p = tmp_path_factory.mktemp("clip") / "tiny-clip.pt"
     torch.save(m.state_dict(), p)
     return m, str(p)
+
+
+def make_image(path, seed, mode="RGB", size=(40, 30)):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    ch = {"RGB": 3, "RGBA": 4, "L": 1}[mode]
+    a = rng.integers(0, 255, size=(size[1], size[0], ch), dtype=np.uint8)
+    img = Image.fromarray(a[..., 0] if ch == 1 else a, mode)
+    img.save(path)
+    return path
+
+
+@pytest.fixture()
+def pair_data(tmp_path):
+    """16 images as files + a CSV table with 2 captions each (Russian + English), and 2 tar shards."""
+    import csv
+    import io
+    import tarfile
+
+    d = tmp_path / "data"
+    (d / "img").mkdir(parents=True)
+    rows = []
+    for i in range(16):
+        ext = "png" if i % 4 == 0 else "jpg"
+        make_image(d / "img" / f"{i:02d}.{ext}", i)
+        rows.append({"image": f"img/{i:02d}.{ext}", "caption": f"картинка номер {i}", "caption_en": f"picture number {i}"})
+        rows.append({"image": f"img/{i:02d}.{ext}", "caption": f"изображение {i}", "caption_en": f"image {i}"})
+    with open(d / "pairs.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=["image", "caption", "caption_en"])
+        w.writeheader()
+        w.writerows(rows)
+    for s in range(2):
+        with tarfile.open(d / f"shard-{s:05d}.tar", "w") as tf:
+            for i in range(4):
+                key = f"{s:05d}{i:04d}"
+                buf = io.BytesIO()
+                from PIL import Image
+                import numpy as np
+                Image.fromarray(np.random.default_rng(100 + s * 10 + i).integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(buf, "JPEG")
+                for name, data in ((f"{key}.jpg", buf.getvalue()), (f"{key}.txt", f"подпись {s} {i}".encode())):
+                    ti = tarfile.TarInfo(name)
+                    ti.size = len(data)
+                    tf.addfile(ti, io.BytesIO(data))
+    return d

@@ -162,3 +162,30 @@ def test_bad_weight_files(tmp_path, tiny_arch, tiny_clip, ru_tokenizer):
         with pytest.raises((WeightsError, FileNotFoundError)) as e:
             build_student(tiny_arch, f, ru_tokenizer, init="scratch")
         assert msg in str(e.value) and str(f.name) in str(e.value), (f, e.value)
+
+
+def test_export_loads_in_stock_open_clip(tmp_path, tiny_arch, tiny_clip, ru_tokenizer):
+    import open_clip
+    from PIL import Image
+
+    from langclip.cli import main
+    from langclip.runs import image_transform
+
+    model, ref, _ = build_student(tiny_arch, tiny_clip[1], ru_tokenizer, init="clip", context_length=32)
+    with torch.no_grad():  # make the text tower differ from CLIP's
+        model.clip.token_embedding.weight.add_(0.01 * torch.randn_like(model.clip.token_embedding.weight))
+    save_model_files(tmp_path / "run", model, ru_tokenizer, ref)
+    assert main(["export", "--model", str(tmp_path / "run"), "--out", str(tmp_path / "exp")]) == 0
+    oc, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{tmp_path / 'exp'}")
+    oc_tok = open_clip.get_tokenizer(f"local-dir:{tmp_path / 'exp'}")
+    texts = ["Две красные звезды", "a photo of a cat", "фото  полосатого   КОТА &amp; собаки", "очень " * 50]
+    assert torch.equal(oc_tok(texts), ru_tokenizer(texts, context_length=32))
+    img = Image.fromarray((torch.rand(80, 70, 3) * 255).byte().numpy())
+    meta = json.loads((tmp_path / "run" / "model.json").read_text())
+    x_ours = image_transform(meta["preprocess_cfg"])(img)[None]
+    assert torch.equal(preprocess(img)[None], x_ours)
+    loaded, tok, _ = load_model(tmp_path / "run")
+    with torch.no_grad():
+        t_ref, t_oc = loaded.encode_text(tok(texts, context_length=32)), oc.encode_text(oc_tok(texts), normalize=True)
+        i_ref, i_oc = loaded.encode_image(x_ours), oc.encode_image(x_ours, normalize=True)
+    assert (t_ref - t_oc).abs().max() <= 1e-5 and (i_ref - i_oc).abs().max() <= 1e-5

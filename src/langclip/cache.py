@@ -1,0 +1,297 @@
+"""Stage 2: the image-embedding cache. The image tower is frozen, so each distinct image is embedded
+once and every epoch reuses the result.
+
+Folder layout:
+    manifest.json            written last: architecture, weights SHA-256, preprocessing, dim, dtype,
+                             counts, failures (what was skipped and why)
+    images.parquet           row -> image source
+    captions.parquet         caption, image_row, caption_en (nullable)
+    emb/shard_00000.safetensors   "emb" (n, D) float16, "ok" (n,) bool — rows [k*S, (k+1)*S)
+    emb/shard_00000.failures.json
+    teacher.safetensors      original CLIP text embeddings of the English captions (when present)
+
+Shards are written atomically; a rerun skips complete shards (resume). Under torchrun each rank
+builds the shards k with k % world == rank, so the result does not depend on the number of processes.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from .data import ImageRef, open_image, read_pairs
+
+log = logging.getLogger(__name__)
+CACHE_FORMAT = "langclip-cache/1"
+
+
+@dataclass
+class CacheConfig:
+    data: list[str] = field(default_factory=list)
+    clip: str = "ViT-B-32-quickgelu"
+    weights: str = ""
+    out: str = "cache"
+    image_column: str | None = None
+    caption_column: str | None = None
+    english_column: str | None = None
+    batch_size: int = 256
+    workers: int = 4
+    shard_size: int = 8192
+    device: str | None = None
+
+    def validate(self) -> None:
+        if not self.data:
+            raise ValueError("no --data given")
+        if not self.weights:
+            raise ValueError("--weights (the CLIP weights file) is required")
+        if not Path(self.weights).is_file():
+            raise FileNotFoundError(f"CLIP weights file not found: {self.weights}")
+        if self.batch_size < 1 or self.shard_size < 1:
+            raise ValueError("batch_size and shard_size must be >= 1")
+
+
+class _Images(torch.utils.data.Dataset):
+    def __init__(self, refs: list[ImageRef], rows: list[int], transform):
+        self.refs, self.rows, self.transform = refs, rows, transform
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        row = self.rows[i]
+        try:
+            x = self.transform(open_image(self.refs[row]))
+            return row, x, ""
+        except Exception as e:  # corrupt, missing, truncated, decompression bomb: skipped and counted
+            return row, None, f"{type(e).__name__}: {str(e)[:200]}"
+
+
+def _collate(batch):
+    rows = [b[0] for b in batch]
+    ok = [b[1] is not None for b in batch]
+    xs = [b[1] for b in batch if b[1] is not None]
+    return rows, ok, (torch.stack(xs) if xs else None), [b[2] for b in batch]
+
+
+def _dist():
+    """(rank, world, initialised_here) from torchrun's environment."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, False
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        return dist.get_rank(), world, True
+    return dist.get_rank(), world, False
+
+
+def _save_atomic(tensors: dict, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp))
+    os.replace(tmp, path)
+
+
+def build_cache(cfg: CacheConfig, progress: bool = True) -> Path:
+    """Embed every distinct image of `cfg.data` once; write the cache folder; return its path."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from tqdm import tqdm
+
+    from .model import LangCLIP, load_image_tower, model_config
+    from .runs import image_transform, preprocess_cfg
+    from .weights import sha256_file
+
+    cfg.validate()
+    rank, world, own_pg = _dist()
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+    out = Path(cfg.out)
+    (out / "emb").mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    pairs = read_pairs(cfg.data, cfg.image_column, cfg.caption_column, cfg.english_column)
+    model = LangCLIP(model_config(cfg.clip))
+    rest = load_image_tower(model, cfg.weights, cfg.clip)
+    model.to(device).eval()
+    pp = preprocess_cfg(model)
+    transform = image_transform(pp)
+    n = len(pairs.images)
+    S = cfg.shard_size
+    shards = [k for k in range((n + S - 1) // S) if k % world == rank]
+    todo = [k for k in shards if not (out / "emb" / f"shard_{k:05d}.safetensors").is_file()]
+    rows = [r for k in todo for r in range(k * S, min(n, (k + 1) * S))]
+    dim = model.clip.visual.output_dim
+    loader = torch.utils.data.DataLoader(
+        _Images(pairs.images, rows, transform), batch_size=cfg.batch_size, num_workers=cfg.workers,
+        collate_fn=_collate, pin_memory=device.type == "cuda", persistent_workers=False)
+    bar = tqdm(total=len(rows), unit="img", desc=f"cache[{rank}]" if world > 1 else "cache",
+               disable=not progress, initial=0, smoothing=0.1)
+    if len(todo) < len(shards):
+        bar.write(f"resuming: {len(shards) - len(todo)} of {len(shards)} shards already complete")
+    buf_emb: dict[int, torch.Tensor] = {}
+    buf_fail: dict[int, str] = {}
+    amp = torch.autocast(device.type, dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+
+    def flush(k: int) -> None:
+        lo, hi = k * S, min(n, (k + 1) * S)
+        emb = torch.zeros(hi - lo, dim, dtype=torch.float16)
+        ok = torch.zeros(hi - lo, dtype=torch.bool)
+        for r in range(lo, hi):
+            if r in buf_emb:
+                emb[r - lo] = buf_emb.pop(r)
+                ok[r - lo] = True
+        fails = [{"row": r, "source": pairs.images[r].key, "reason": buf_fail.pop(r)} for r in range(lo, hi) if r in buf_fail]
+        (out / "emb" / f"shard_{k:05d}.failures.json").write_text(json.dumps(fails, ensure_ascii=False))
+        _save_atomic({"emb": emb, "ok": ok}, out / "emb" / f"shard_{k:05d}.safetensors")
+
+    pending = list(todo)
+    with torch.inference_mode():
+        for brows, bok, x, reasons in loader:
+            if x is not None:
+                with amp:
+                    f = model.clip.visual(x.to(device, non_blocking=True))
+                f = f.float().cpu().to(torch.float16)
+                for r, e in zip([r for r, o in zip(brows, bok) if o], f):
+                    buf_emb[r] = e
+            for r, o, why in zip(brows, bok, reasons):
+                if not o:
+                    buf_fail[r] = why
+            bar.update(len(brows))
+            last = brows[-1]
+            while pending and last >= min(n, (pending[0] + 1) * S) - 1:
+                flush(pending.pop(0))
+    for k in pending:
+        flush(k)
+    bar.close()
+    if world > 1:
+        torch.distributed.barrier()
+    if rank == 0:
+        _write_tables(out, pairs, pa, pq)
+        teacher = _teacher(model, rest, pairs, device, out) if any(c[2] for c in pairs.captions) else False
+        _write_manifest(out, cfg, pairs, pp, dim, teacher, sha256_file(cfg.weights), time.perf_counter() - t0)
+    if world > 1:
+        torch.distributed.barrier()
+        if own_pg:
+            torch.distributed.destroy_process_group()
+    return out
+
+
+def _write_tables(out: Path, pairs, pa, pq) -> None:
+    pq.write_table(pa.table({"row": list(range(len(pairs.images))), "source": [r.key for r in pairs.images]}),
+                   out / "images.parquet")
+    pq.write_table(pa.table({"caption": [c[1] for c in pairs.captions], "image_row": [c[0] for c in pairs.captions],
+                             "caption_en": [c[2] for c in pairs.captions]}), out / "captions.parquet")
+
+
+def _teacher(model, rest: dict, pairs, device, out: Path) -> bool:
+    """Original CLIP text embeddings of the English captions (the distillation teacher)."""
+    from .tokenizer import Tokenizer
+
+    missing, _ = model.clip.load_state_dict(rest, strict=False)
+    if [k for k in missing if not k.startswith("visual.")]:
+        log.warning("the CLIP file has no complete text tower: no teacher embeddings cached")
+        return False
+    tok = Tokenizer.clip()
+    idx = [i for i, c in enumerate(pairs.captions) if c[2]]
+    D = model.clip.text_projection.shape[-1]
+    emb = torch.zeros(len(pairs.captions), D, dtype=torch.float16)
+    has = torch.zeros(len(pairs.captions), dtype=torch.bool)
+    with torch.inference_mode():
+        for s in range(0, len(idx), 1024):
+            part = idx[s: s + 1024]
+            t = tok([pairs.captions[i][2] for i in part], context_length=model.clip.context_length).to(device)
+            emb[part] = model.clip.encode_text(t, normalize=True).float().cpu().half()
+            has[part] = True
+    _save_atomic({"emb": emb, "has": has}, out / "teacher.safetensors")
+    return True
+
+
+def _write_manifest(out: Path, cfg: CacheConfig, pairs, pp: dict, dim: int, teacher: bool, sha: str, secs: float) -> None:
+    fails = []
+    for f in sorted((out / "emb").glob("shard_*.failures.json")):
+        fails += json.loads(f.read_text(encoding="utf-8"))
+    n = len(pairs.images)
+    man = {"format": CACHE_FORMAT, "arch": cfg.clip, "weights": str(Path(cfg.weights).resolve()), "weights_sha256": sha,
+           "preprocess": pp, "dim": dim, "dtype": "float16", "shard_size": cfg.shard_size,
+           "num_shards": (n + cfg.shard_size - 1) // cfg.shard_size, "num_images": n,
+           "num_images_ok": n - len(fails), "num_images_failed": len(fails), "num_captions": len(pairs.captions),
+           "teacher": teacher, "failures": fails, "skipped": pairs.problems, "data": cfg.data,
+           "seconds": round(secs, 1), "config": asdict(cfg)}
+    tmp = out / "manifest.json.tmp"
+    tmp.write_text(json.dumps(man, indent=2, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, out / "manifest.json")
+    print(f"cache {out}: {man['num_images_ok']:,} images embedded, {len(fails)} failed, "
+          f"{len(pairs.problems)} input problems, {len(pairs.captions):,} captions, in {secs:.1f} s")
+
+
+# -- reading --------------------------------------------------------------------------------------
+@dataclass
+class CacheData:
+    manifest: dict
+    image_emb: torch.Tensor          # (N, D) float16, L2-normalised where ok
+    image_ok: torch.Tensor           # (N,) bool
+    captions: list[str]
+    caption_image: torch.Tensor      # (C,) long: image row of each caption
+    teacher: torch.Tensor | None     # (C, D) float16 or None
+    teacher_has: torch.Tensor | None
+
+
+def read_manifest(path: str | Path) -> dict:
+    f = Path(path) / "manifest.json"
+    if not f.is_file():
+        raise FileNotFoundError(f"{path} is not a complete langclip cache (no manifest.json); "
+                                f"build or resume it with `langclip cache build`")
+    return json.loads(f.read_text(encoding="utf-8"))
+
+
+def check_cache_matches(manifest: dict, arch: str, weights_sha256: str, where: str = "cache") -> None:
+    """Refuse a cache made with another image tower."""
+    if manifest.get("arch") != arch or manifest.get("weights_sha256") != weights_sha256:
+        raise ValueError(f"{where} was built with image tower {manifest.get('arch')} "
+                         f"(weights SHA-256 {str(manifest.get('weights_sha256'))[:12]}…), but the model uses {arch} "
+                         f"({weights_sha256[:12]}…); rebuild the cache with the same --clip/--weights")
+
+
+def load_cache(path: str | Path) -> CacheData:
+    import pyarrow.parquet as pq
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    man = read_manifest(path)
+    embs, oks = [], []
+    for k in range(man["num_shards"]):
+        d = load_file(str(path / "emb" / f"shard_{k:05d}.safetensors"))
+        embs.append(d["emb"])
+        oks.append(d["ok"])
+    emb = torch.cat(embs)
+    ok = torch.cat(oks)
+    emb = torch.nn.functional.normalize(emb.float(), dim=-1).half() * ok[:, None]
+    cap = pq.read_table(path / "captions.parquet").to_pydict()
+    rows = torch.tensor(cap["image_row"], dtype=torch.long)
+    keep = ok[rows]  # drop captions of images that failed
+    idx = keep.nonzero().flatten()
+    teacher = has = None
+    if man.get("teacher") and (path / "teacher.safetensors").is_file():
+        t = load_file(str(path / "teacher.safetensors"))
+        teacher, has = t["emb"][idx], t["has"][idx]
+    return CacheData(man, emb, ok, [cap["caption"][i] for i in idx.tolist()], rows[idx], teacher, has)
+
+
+def split_by_image(data: CacheData, val_fraction: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Caption indices (train, val); all captions of an image fall on the same side."""
+    imgs = data.caption_image.unique()
+    g = torch.Generator().manual_seed(seed)
+    perm = imgs[torch.randperm(len(imgs), generator=g)]
+    n_val = int(round(len(imgs) * val_fraction))
+    val_imgs = torch.zeros(int(data.image_emb.shape[0]), dtype=torch.bool)
+    val_imgs[perm[:n_val]] = True
+    is_val = val_imgs[data.caption_image]
+    return (~is_val).nonzero().flatten(), is_val.nonzero().flatten()

@@ -1,0 +1,235 @@
+"""Readers for image–caption pairs: tables, webdataset tar shards, folders with sidecar captions.
+
+Every reader yields the same thing: a list of distinct images (`ImageRef`) and a list of captions
+pointing at them, plus a list of problems (file, line/member, reason) for what was skipped.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+IMAGE_COLUMNS = ("image", "image_path", "path", "filepath", "file", "filename", "img")
+CAPTION_COLUMNS = ("caption", "text", "query", "captions", "caption_ru", "texts")
+ENGLISH_COLUMNS = ("caption_en", "english", "text_en")
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    path: str                 # image file, or the tar shard holding it
+    member: str = ""          # tar member name ("" for plain files)
+    offset: int = -1          # byte offset of the member's data in the shard
+    size: int = -1
+
+    @property
+    def key(self) -> str:
+        return f"{self.path}::{self.member}" if self.member else self.path
+
+
+@dataclass
+class Pairs:
+    images: list[ImageRef] = field(default_factory=list)
+    captions: list[tuple[int, str, str | None]] = field(default_factory=list)  # (image row, caption, english)
+    problems: list[dict] = field(default_factory=list)
+    _index: dict[str, int] = field(default_factory=dict)
+
+    def image_row(self, ref: ImageRef) -> int:
+        row = self._index.get(ref.key)
+        if row is None:
+            row = self._index[ref.key] = len(self.images)
+            self.images.append(ref)
+        return row
+
+    def add(self, ref: ImageRef, caps: list, english: list | None, where: str) -> None:
+        row = self.image_row(ref)
+        english = english or []
+        for i, c in enumerate(caps):
+            en = english[i] if i < len(english) else (english[0] if len(english) == 1 else None)
+            if not isinstance(c, str) or not c.strip():
+                self.problems.append({"where": where, "reason": "empty caption"})
+                continue
+            self.captions.append((row, c.strip(), en.strip() if isinstance(en, str) and en.strip() else None))
+
+
+def _listify(v) -> list:
+    if v is None:
+        return []
+    if isinstance(v, (list, tuple)):
+        return list(v)
+    if isinstance(v, str) and v.startswith("[") and v.endswith("]"):
+        try:
+            return list(json.loads(v))
+        except json.JSONDecodeError:
+            pass
+    return [v]
+
+
+def _pick(names: list[str], wanted: str | None, defaults: tuple, what: str, path: Path, required=True) -> str | None:
+    if wanted:
+        if wanted not in names:
+            raise ValueError(f"{path}: no {what} column {wanted!r}; columns are {names}")
+        return wanted
+    for d in defaults:
+        if d in names:
+            return d
+    if required:
+        raise ValueError(f"{path}: which column holds the {what}? pass --{what}-column (columns: {names})")
+    return None
+
+
+def _table_rows(path: Path) -> tuple[list[str], list[dict]]:
+    suf = path.suffix.lower()
+    if suf == ".parquet":
+        import pyarrow.parquet as pq
+
+        t = pq.read_table(path)
+        return t.column_names, t.to_pylist()
+    text = path.read_text(encoding="utf-8")
+    if suf in (".csv", ".tsv"):
+        r = csv.DictReader(io.StringIO(text), delimiter="\t" if suf == ".tsv" else ",")
+        rows = list(r)
+        return list(r.fieldnames or []), rows
+    rows = []
+    for i, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{i}: invalid JSON ({e.msg})") from None
+    names = sorted({k for r in rows for k in r})
+    return names, rows
+
+
+def read_table(path: str | Path, pairs: Pairs, image_column=None, caption_column=None, english_column=None) -> None:
+    path = Path(path)
+    names, rows = _table_rows(path)
+    ic = _pick(names, image_column, IMAGE_COLUMNS, "image", path)
+    cc = _pick(names, caption_column, CAPTION_COLUMNS, "caption", path)
+    ec = _pick(names, english_column, ENGLISH_COLUMNS, "english", path, required=False)
+    for i, r in enumerate(rows, 2 if path.suffix.lower() in (".csv", ".tsv") else 1):
+        p = r.get(ic)
+        if not p:
+            pairs.problems.append({"where": f"{path}:{i}", "reason": f"empty {ic}"})
+            continue
+        p = Path(str(p)).expanduser()
+        p = p if p.is_absolute() else path.parent / p
+        pairs.add(ImageRef(str(p)), _listify(r.get(cc)), _listify(r.get(ec)) if ec else None, f"{path}:{i}")
+
+
+def _decode_caption(b: bytes) -> list[str]:
+    return [ln for ln in b.decode("utf-8", errors="replace").splitlines() if ln.strip()] or [""]
+
+
+def read_tar(path: str | Path, pairs: Pairs) -> None:
+    """A webdataset shard as img2dataset writes it: key.jpg + key.txt [+ key.json]."""
+    path = Path(path)
+    size = path.stat().st_size
+    groups: dict[str, dict] = {}
+    order: list[str] = []
+    try:
+        with tarfile.open(path, mode="r") as tf:
+            for m in tf:
+                if not m.isfile():
+                    continue
+                base = os.path.basename(m.name)
+                key, _, ext = base.partition(".")
+                key = os.path.join(os.path.dirname(m.name), key)
+                g = groups.get(key)
+                if g is None:
+                    g = groups[key] = {}
+                    order.append(key)
+                ext = "." + ext.lower()
+                if ext in IMAGE_EXTS:
+                    g["image"] = (m.name, m.offset_data, m.size)
+                elif ext == ".txt":
+                    g["txt"] = tf.extractfile(m).read()
+                elif ext == ".json":
+                    g["json"] = tf.extractfile(m).read()
+    except (tarfile.TarError, EOFError, OSError) as e:
+        pairs.problems.append({"where": str(path), "reason": f"truncated or corrupt shard after {len(order)} keys ({e})"})
+    for key in order:
+        g = groups[key]
+        where = f"{path}::{key}"
+        if "image" not in g:
+            pairs.problems.append({"where": where, "reason": "no image in sample"})
+            continue
+        name, off, n = g["image"]
+        if off + n > size:
+            pairs.problems.append({"where": where, "reason": "image data cut off (truncated shard)"})
+            continue
+        meta = {}
+        if "json" in g:
+            try:
+                meta = json.loads(g["json"])
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                pairs.problems.append({"where": where, "reason": "invalid .json sidecar"})
+        caps = _decode_caption(g["txt"]) if "txt" in g else _listify(meta.get("caption"))
+        en = _listify(meta.get("caption_en") or meta.get("english"))
+        pairs.add(ImageRef(str(path), name, off, n), caps or [""], en or None, where)
+
+
+def read_folder(path: str | Path, pairs: Pairs) -> None:
+    """Images with sidecar captions: cat.jpg + cat.txt (one caption a line)."""
+    path = Path(path)
+    for p in sorted(path.rglob("*")):
+        if p.suffix.lower() in IMAGE_EXTS and p.is_file():
+            txt = p.with_suffix(".txt")
+            if not txt.is_file():
+                pairs.problems.append({"where": str(p), "reason": "no sidecar .txt caption"})
+                continue
+            pairs.add(ImageRef(str(p)), _decode_caption(txt.read_bytes()), None, str(txt))
+
+
+def expand(spec: str) -> list[str]:
+    from braceexpand import braceexpand
+
+    return list(braceexpand(spec))
+
+
+def read_pairs(specs: list[str], image_column=None, caption_column=None, english_column=None) -> Pairs:
+    """Read every spec: a table, a tar shard pattern ('shards/{00000..00009}.tar') or an image folder."""
+    pairs = Pairs()
+    for spec in specs:
+        for s in expand(spec):
+            p = Path(s).expanduser()
+            if p.is_dir():
+                read_folder(p, pairs)
+            elif not p.exists():
+                if p.suffix == ".tar":
+                    pairs.problems.append({"where": str(p), "reason": "shard not found"})
+                    continue
+                raise FileNotFoundError(f"data not found: {p}")
+            elif p.suffix.lower() == ".tar":
+                read_tar(p, pairs)
+            elif p.suffix.lower() in (".csv", ".tsv", ".parquet", ".jsonl", ".json"):
+                read_table(p, pairs, image_column, caption_column, english_column)
+            else:
+                raise ValueError(f"{p}: unknown data format; expected a table (.csv/.tsv/.parquet/.jsonl), "
+                                 f".tar shards or a folder of images with .txt captions")
+    if not pairs.images:
+        raise ValueError(f"no image–caption pairs found in {', '.join(specs)}")
+    return pairs
+
+
+def open_image(ref: ImageRef):
+    """PIL image of a reference (file or tar member); raises on unreadable data."""
+    from PIL import Image
+
+    if ref.member:
+        with open(ref.path, "rb") as f:
+            f.seek(ref.offset)
+            data = f.read(ref.size)
+        if len(data) != ref.size:
+            raise OSError("truncated image data")
+        img = Image.open(io.BytesIO(data))
+    else:
+        if os.path.getsize(ref.path) == 0:
+            raise OSError("zero-byte file")
+        img = Image.open(ref.path)
+    img.load()
+    return img

@@ -1,0 +1,47 @@
+"""Export a run to a folder that *stock* open_clip loads:
+
+    model, _, preprocess = open_clip.create_model_and_transforms("local-dir:export/")
+    tokenizer = open_clip.get_tokenizer("local-dir:export/")
+
+The folder holds `open_clip_config.json` (model_cfg with the bilingual vocabulary and argmax pooling,
+preprocess_cfg), `open_clip_model.safetensors` (both towers), and the tokenizer as a Hugging Face
+fast tokenizer (`tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json`), which open_clip
+wraps in its HFTokenizer with the same cleaning as CLIP's (`clean: lower`: ftfy, HTML, whitespace,
+lower case). Needs `transformers` at load time (open_clip's HFTokenizer uses it).
+"""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+from .runs import load_model
+from .tokenizer import EOT, SOT
+
+
+def export_open_clip(run: str | Path, out: str | Path, weights: str | Path | None = None) -> Path:
+    from safetensors.torch import save_file
+
+    model, tok, meta = load_model(run, weights=weights)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = copy.deepcopy(model.model_cfg)
+    t = cfg["text_cfg"]
+    t["hf_tokenizer_name"] = "langclip"  # any non-empty name: open_clip then reads the tokenizer from this folder
+    t["tokenizer_kwargs"] = {"clean": "lower"}
+    pp = {k: meta["preprocess_cfg"][k] for k in ("size", "mode", "mean", "std", "interpolation", "resize_mode",
+                                                   "fill_color") if k in meta["preprocess_cfg"]}
+    doc = {"model_cfg": cfg, "preprocess_cfg": pp,
+           "langclip": {"image_tower": meta["image_tower"], "language": tok.meta.get("language"),
+                        "init": meta.get("init"), "pool_type": "argmax", "eot_token_id": tok.eot_token_id}}
+    (out / "open_clip_config.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False), encoding="utf-8")
+    sd = {k: v.detach().contiguous() for k, v in model.clip.state_dict().items()}
+    save_file(sd, str(out / "open_clip_model.safetensors"))
+    tok.hf.save(str(out / "tokenizer.json"))
+    special = {"bos_token": SOT, "eos_token": EOT, "unk_token": EOT, "pad_token": "!"}
+    (out / "special_tokens_map.json").write_text(json.dumps(special, indent=2), encoding="utf-8")
+    (out / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": model.context_length,
+         "clean_up_tokenization_spaces": False, **special}, indent=2), encoding="utf-8")
+    tok.save(out / "langclip_tokenizer")
+    return out

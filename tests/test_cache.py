@@ -1,0 +1,122 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from langclip.cache import CacheConfig, build_cache, check_cache_matches, load_cache, split_by_image
+from langclip.data import open_image, read_pairs
+from langclip.model import LangCLIP, load_image_tower, model_config
+from langclip.runs import image_transform, preprocess_cfg
+from langclip.weights import sha256_file
+
+from conftest import make_image
+
+
+def direct_embeddings(arch, weights, refs):
+    m = LangCLIP(model_config(arch))
+    load_image_tower(m, weights, arch)
+    tf = image_transform(preprocess_cfg(m))
+    with torch.no_grad():
+        return m.encode_image(torch.stack([tf(open_image(r)) for r in refs]))
+
+
+def test_cache_equals_direct_tower(tmp_path, pair_data, tiny_arch, tiny_clip):
+    spec = [str(pair_data / "pairs.csv"), str(pair_data / "shard-{00000..00001}.tar")]
+    out = build_cache(CacheConfig(data=spec, clip=tiny_arch, weights=tiny_clip[1], out=str(tmp_path / "c"),
+                                  batch_size=5, workers=0, shard_size=7), progress=False)
+    c = load_cache(out)
+    pairs = read_pairs(spec)
+    assert c.manifest["num_images"] == 24 and c.manifest["num_images_ok"] == 24
+    assert len(c.captions) == 32 + 8 and c.teacher is not None and int(c.teacher_has.sum()) == 32
+    ref = direct_embeddings(tiny_arch, tiny_clip[1], pairs.images)
+    assert (c.image_emb.float() - ref).abs().max() < 2e-3  # fp16 storage
+    check_cache_matches(c.manifest, tiny_arch, sha256_file(tiny_clip[1]))
+    tr, va = split_by_image(c, 0.25, seed=0)
+    assert set(c.caption_image[tr].tolist()).isdisjoint(c.caption_image[va].tolist())
+    assert len(tr) + len(va) == len(c.captions)
+
+
+def test_bad_data_is_skipped_and_listed(tmp_path, tiny_arch, tiny_clip):
+    import csv
+
+    d = tmp_path / "bad"
+    d.mkdir()
+    make_image(d / "good.jpg", 1)
+    (d / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg" * 10)
+    (d / "zero.jpg").write_bytes(b"")
+    make_image(d / "alpha.png", 2, "RGBA")
+    make_image(d / "grey.png", 3, "L")
+    make_image(d / "tiny.png", 4, size=(1, 1))
+    rows = [("good.jpg", "хорошая"), ("corrupt.jpg", "битая"), ("zero.jpg", "пустая"), ("missing.jpg", "нет файла"),
+            ("alpha.png", "прозрачная"), ("grey.png", "серая"), ("tiny.png", "крошечная"), ("good.jpg", ""),
+            ("good.jpg", "длинная " * 1250)]
+    with open(d / "t.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "caption"])
+        w.writerows(rows)
+    # a truncated tar shard: good first sample, cut in the middle of the second
+    import io
+    import tarfile
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for k in range(2):
+            data = open(d / "good.jpg", "rb").read()
+            for name, b in ((f"k{k}.jpg", data), (f"k{k}.txt", "подпись".encode())):
+                ti = tarfile.TarInfo(name)
+                ti.size = len(b)
+                tf.addfile(ti, io.BytesIO(b))
+    raw = buf.getvalue()
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tf:
+        second = [m for m in tf.getmembers() if m.name == "k1.jpg"][0]
+    (d / "cut.tar").write_bytes(raw[: second.offset_data + 100])
+    out = build_cache(CacheConfig(data=[str(d / "t.csv"), str(d / "cut.tar")], clip=tiny_arch, weights=tiny_clip[1],
+                                  out=str(tmp_path / "c"), batch_size=4, workers=0), progress=False)
+    man = json.loads((out / "manifest.json").read_text())
+    reasons = {Path(f["source"].split("::")[0]).name: f["reason"] for f in man["failures"]}
+    assert set(reasons) == {"corrupt.jpg", "zero.jpg", "missing.jpg"}, reasons
+    assert "zero-byte" in reasons["zero.jpg"] and "No such file" in reasons["missing.jpg"]
+    skipped = " | ".join(p["reason"] for p in man["skipped"])
+    assert "empty caption" in skipped and "truncated" in skipped
+    c = load_cache(out)
+    assert man["num_images_ok"] == 5  # good, alpha, grey, tiny, and the first tar sample
+    assert any(len(t) > 9000 for t in c.captions)  # long caption kept (the tokenizer cuts it)
+    assert all(c.image_ok[r] for r in c.caption_image)
+
+
+def _build_cmd(spec, arch, weights, out, extra=()):
+    return [sys.executable, "-m", "langclip", "cache", "build", "--data", *spec, "--clip", arch, "--weights", weights,
+            "--out", out, "--batch-size", "3", "--workers", "0", "--shard-size", "4", *extra]
+
+
+def test_resume_after_interruption_gives_same_cache(tmp_path, pair_data, tiny_arch, tiny_clip):
+    spec = [str(pair_data / "pairs.csv")]
+    cfg = dict(data=spec, clip=tiny_arch, weights=tiny_clip[1], batch_size=3, workers=0, shard_size=4)
+    full = load_cache(build_cache(CacheConfig(out=str(tmp_path / "full"), **cfg), progress=False))
+    part = build_cache(CacheConfig(out=str(tmp_path / "part"), **cfg), progress=False)
+    # what a kill half-way leaves: no manifest, later shards missing, a half-written temporary file
+    os.remove(part / "manifest.json")
+    for k in (2, 3):
+        os.remove(part / "emb" / f"shard_{k:05d}.safetensors")
+    (part / "emb" / "shard_00002.safetensors.tmp").write_bytes(b"partial")
+    before = (part / "emb" / "shard_00000.safetensors").stat().st_mtime_ns
+    resumed = load_cache(build_cache(CacheConfig(out=str(part), **cfg), progress=False))
+    assert (part / "emb" / "shard_00000.safetensors").stat().st_mtime_ns == before  # not recomputed
+    assert torch.equal(full.image_emb, resumed.image_emb) and full.captions == resumed.captions
+
+
+def test_two_process_torchrun_equals_one_process(tmp_path, pair_data, tiny_arch, tiny_clip):
+    spec = [str(pair_data / "pairs.csv"), str(pair_data / "shard-{00000..00001}.tar")]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    one = subprocess.run(_build_cmd(spec, tiny_arch, tiny_clip[1], str(tmp_path / "one")), env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+                          "-m", "langclip", *_build_cmd(spec, tiny_arch, tiny_clip[1], str(tmp_path / "two"))[3:]],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = load_cache(tmp_path / "one"), load_cache(tmp_path / "two")
+    assert torch.equal(a.image_emb, b.image_emb) and a.captions == b.captions
+    assert torch.equal(a.teacher, b.teacher)
