@@ -95,3 +95,40 @@ def pair_data(tmp_path):
                     ti.size = len(data)
                     tf.addfile(ti, io.BytesIO(data))
     return d
+
+
+@pytest.fixture(scope="session")
+def world_cache(tmp_path_factory, tiny_arch, tiny_clip):
+    """A cache over 192 generated world pictures, 3 Russian + 3 English captions each."""
+    import csv
+    import random
+
+    from PIL import Image
+
+    from langclip.cache import CacheConfig, build_cache
+    from langclip.demo.world import captions, render, sample_scenes
+
+    d = tmp_path_factory.mktemp("world")
+    rows = []
+    for i, s in enumerate(sample_scenes(192, seed=1)):
+        Image.fromarray(render(s)).save(d / f"{i:03d}.png")
+        en, ru = captions(s.count, s.colour, s.shape, s.position, random.Random(i))
+        rows += [{"image": f"{i:03d}.png", "caption": r, "caption_en": e} for r, e in zip(ru, en)]
+    with open(d / "pairs.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=["image", "caption", "caption_en"])
+        w.writeheader()
+        w.writerows(rows)
+    return build_cache(CacheConfig(data=[str(d / "pairs.csv")], clip=tiny_arch, weights=tiny_clip[1],
+                                   out=str(d / "cache"), batch_size=64, workers=0, shard_size=100), progress=False)
+
+
+@pytest.fixture()
+def train_cfg(tmp_path, world_cache, tiny_arch, tiny_clip, ru_tokenizer):
+    from langclip.train import LossSection, ModelSection, OptimSection, TrainConfig
+
+    return TrainConfig(cache=str(world_cache), out=str(tmp_path / "run"),
+                       model=ModelSection(clip=tiny_arch, weights=tiny_clip[1], tokenizer=str(tmp_path / "tok"),
+                                          init="clip", context_length=16),
+                       optim=OptimSection(lr=3e-3, warmup_steps=5, weight_decay=0.0),
+                       loss=LossSection(), epochs=25, batch_size=32, val_fraction=0.25, seed=0,
+                       log_every=5, tensorboard=False) if ru_tokenizer.save(tmp_path / "tok") else None

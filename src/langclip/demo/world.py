@@ -1,0 +1,144 @@
+"""A procedurally generated bilingual image world: 64×64 pictures of 1–5 equal objects (shape,
+colour, count, position) on noisy backgrounds, with English and grammatical Russian captions.
+
+Russian agreement is spelled out in tables (checked against pymorphy3 in the tests):
+один красный круг · одна красная звезда · одно красное сердце · две красные звезды ·
+два красных круга · пять красных кругов · красное сердце слева.
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+import numpy as np
+
+SHAPES = ["circle", "square", "triangle", "star", "heart"]
+COLOURS = {"red": (220, 30, 30), "green": (30, 170, 40), "blue": (40, 60, 220), "yellow": (235, 215, 20),
+           "purple": (150, 40, 190), "black": (15, 15, 15)}
+COUNTS = [1, 2, 3, 4, 5]
+POSITIONS = ["left", "right", "top", "bottom", "centre"]
+
+# Russian: noun gender and forms (nom sg, gen sg, nom pl, gen pl)
+RU_NOUN = {"circle": ("m", "круг", "круга", "круги", "кругов"), "square": ("m", "квадрат", "квадрата", "квадраты", "квадратов"),
+           "triangle": ("m", "треугольник", "треугольника", "треугольники", "треугольников"),
+           "star": ("f", "звезда", "звезды", "звёзды", "звёзд"), "heart": ("n", "сердце", "сердца", "сердца", "сердец")}
+# adjective: nom sg m, f, n; nom pl; gen pl
+RU_ADJ = {"red": ("красный", "красная", "красное", "красные", "красных"),
+          "green": ("зелёный", "зелёная", "зелёное", "зелёные", "зелёных"),
+          "blue": ("синий", "синяя", "синее", "синие", "синих"),
+          "yellow": ("жёлтый", "жёлтая", "жёлтое", "жёлтые", "жёлтых"),
+          "purple": ("фиолетовый", "фиолетовая", "фиолетовое", "фиолетовые", "фиолетовых"),
+          "black": ("чёрный", "чёрная", "чёрное", "чёрные", "чёрных")}
+RU_NUM = {1: {"m": "один", "f": "одна", "n": "одно"}, 2: {"m": "два", "f": "две", "n": "два"},
+          3: {"m": "три", "f": "три", "n": "три"}, 4: {"m": "четыре", "f": "четыре", "n": "четыре"},
+          5: {"m": "пять", "f": "пять", "n": "пять"}}
+RU_POS = {"left": "слева", "right": "справа", "top": "сверху", "bottom": "снизу", "centre": "в центре"}
+EN_NUM = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}
+EN_PLURAL = {"circle": "circles", "square": "squares", "triangle": "triangles", "star": "stars", "heart": "hearts"}
+EN_POS = {"left": "on the left", "right": "on the right", "top": "at the top", "bottom": "at the bottom", "centre": "in the centre"}
+
+
+def ru_phrase(count: int, colour: str, shape: str, with_number: bool = True) -> str:
+    """'две красные звезды', 'пять красных кругов', 'красное сердце' (count 1, no number)."""
+    g, nom_sg, gen_sg, nom_pl, gen_pl = RU_NOUN[shape]
+    a_m, a_f, a_n, a_pl, a_gen_pl = RU_ADJ[colour]
+    if count == 1:
+        adj = {"m": a_m, "f": a_f, "n": a_n}[g]
+        return f"{RU_NUM[1][g]} {adj} {nom_sg}" if with_number else f"{adj} {nom_sg}"
+    if count in (2, 3, 4):
+        adj = a_pl if g == "f" else a_gen_pl   # две красные звезды, два красных круга
+        return f"{RU_NUM[count][g]} {adj} {gen_sg}"
+    return f"{RU_NUM[count][g]} {a_gen_pl} {gen_pl}"
+
+
+def en_phrase(count: int, colour: str, shape: str, with_number: bool = True) -> str:
+    if count == 1:
+        return f"{'one' if with_number else 'a'} {colour} {shape}"
+    return f"{EN_NUM[count]} {colour} {EN_PLURAL[shape]}"
+
+
+def captions(count: int, colour: str, shape: str, position: str | None, rng: random.Random) -> tuple[list[str], list[str]]:
+    """Paraphrases in both languages, aligned one to one."""
+    en, ru = [en_phrase(count, colour, shape)], [ru_phrase(count, colour, shape)]
+    en.append(f"a picture of {en[0]}")
+    ru.append(f"на картинке {ru[0]}")
+    if count == 1 and position:
+        en.append(f"{en_phrase(1, colour, shape, False)} {EN_POS[position]}")
+        ru.append(f"{ru_phrase(1, colour, shape, False)} {RU_POS[position]}")
+    else:
+        en.append(f"an image with {en[0]}")
+        ru.append(f"изображение: {ru[0]}")
+    return en, ru
+
+
+@dataclass
+class Scene:
+    shape: str
+    colour: str
+    count: int
+    position: str | None
+    seed: int
+
+
+def _shape_mask(shape: str, cx: float, cy: float, r: float, yy, xx):
+    dx, dy = xx - cx, yy - cy
+    if shape == "circle":
+        return dx * dx + dy * dy <= r * r
+    if shape == "square":
+        return (abs(dx) <= r * 0.85) & (abs(dy) <= r * 0.85)
+    if shape == "triangle":
+        return (dy <= r * 0.8) & (dy >= -r) & (abs(dx) <= (dy + r) * 0.6)
+    ang = np.arctan2(dy, dx)
+    rad = np.sqrt(dx * dx + dy * dy)
+    if shape == "star":
+        lim = r * (0.45 + 0.55 * (np.cos(5 * ang + math.pi / 2) * 0.5 + 0.5))
+        return rad <= lim
+    # heart
+    x, y = dx / r, -dy / r
+    return (x * x + (y - np.sqrt(np.abs(x)) * 0.8) ** 2) <= 0.9
+
+
+def render(scene: Scene, size: int = 64) -> np.ndarray:
+    """(size, size, 3) uint8 image of the scene."""
+    rng = np.random.default_rng(scene.seed)
+    base = rng.integers(150, 255, size=3)
+    img = np.empty((size, size, 3), dtype=np.float32)
+    img[:] = base
+    img += rng.normal(0, 12, size=(size, size, 3))                   # noise
+    gx = np.linspace(-1, 1, size)[None, :, None] * rng.normal(0, 20, size=3)
+    img += gx                                                        # a gradient
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    r = size * (0.16 if scene.count == 1 else 0.11 if scene.count <= 3 else 0.09) * rng.uniform(0.85, 1.15)
+    centres = []
+    if scene.count == 1 and scene.position:
+        m = size * 0.25
+        c = {"left": (m, size / 2), "right": (size - m, size / 2), "top": (size / 2, m),
+             "bottom": (size / 2, size - m), "centre": (size / 2, size / 2)}[scene.position]
+        centres.append((c[0] + rng.uniform(-3, 3), c[1] + rng.uniform(-3, 3)))
+    tries = 0
+    while len(centres) < scene.count and tries < 500:
+        tries += 1
+        c = (rng.uniform(r + 1, size - r - 1), rng.uniform(r + 1, size - r - 1))
+        if all((c[0] - a) ** 2 + (c[1] - b) ** 2 > (2.1 * r) ** 2 for a, b in centres):
+            centres.append(c)
+    col = np.array(COLOURS[scene.colour], dtype=np.float32)
+    for cx, cy in centres:
+        mask = _shape_mask(scene.shape, cx, cy, r, yy, xx)
+        img[mask] = col + rng.normal(0, 6, size=(int(mask.sum()), 3))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def sample_scenes(n: int, seed: int, exclude: set[tuple[str, str]] | None = None,
+                  only: set[tuple[str, str]] | None = None) -> list[Scene]:
+    """n random scenes; (colour, shape) combinations in `exclude` never occur, or only those in `only`."""
+    rng = random.Random(seed)
+    out = []
+    while len(out) < n:
+        shape, colour = rng.choice(SHAPES), rng.choice(list(COLOURS))
+        if exclude and (colour, shape) in exclude or only and (colour, shape) not in only:
+            continue
+        count = rng.choice(COUNTS)
+        pos = rng.choice(POSITIONS) if count == 1 else None
+        out.append(Scene(shape, colour, count, pos, rng.randrange(1 << 30)))
+    return out

@@ -1,0 +1,399 @@
+"""Stage 3: train the text tower on cached image embeddings (LiT: locked image, unlocked text).
+
+    cfg = load_config(TrainConfig, "configs/ru-vitb32-clip-init.yaml", ["epochs=3"])
+    run_dir = train(cfg)
+
+Batches: each epoch takes one caption per image (a fresh random choice every epoch), so an image
+never appears twice in a batch and never serves as a negative of itself. Loss: symmetric InfoNCE
+between text features and the cached (normalised) image embeddings with a learnable temperature
+initialised from the pretrained CLIP, plus optionally distillation towards the cached English CLIP
+text embedding (cosine or MSE). Under torchrun features are gathered across ranks with gradient
+(like open_clip's ClipLoss(gather_with_grad=True)), and DDP averages the gradients.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from .cache import check_cache_matches, load_cache, read_manifest, split_by_image
+from .config import ConfigError
+from .runs import atomic_write_text, build_student, save_model_files
+from .tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelSection:
+    clip: str = "ViT-B-32-quickgelu"        # open_clip architecture of the pretrained CLIP
+    weights: str = ""                        # its weights file (the image tower's, and `clip` init's)
+    tokenizer: str = ""                      # tokenizer folder (`langclip tokenizer train`)
+    init: str = "clip"                       # clip | scratch
+    context_length: int = 77
+    text_overrides: dict = field(default_factory=dict)  # scratch only: width/heads/layers of the text tower
+
+
+@dataclass
+class OptimSection:
+    lr: float = 5e-4
+    weight_decay: float = 0.2
+    beta1: float = 0.9
+    beta2: float = 0.98
+    eps: float = 1e-6
+    warmup_steps: int = 500
+    grad_clip: float = 1.0                   # 0: off
+
+
+@dataclass
+class LossSection:
+    contrastive: float = 1.0                 # weight of the CLIP loss
+    distill: float = 0.0                     # weight of distillation towards the English CLIP text embedding
+    distill_type: Literal["cosine", "mse"] = "cosine"
+
+
+@dataclass
+class TrainConfig:
+    cache: str = ""
+    out: str = "runs/run"
+    model: ModelSection = field(default_factory=ModelSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    loss: LossSection = field(default_factory=LossSection)
+    epochs: int = 10
+    batch_size: int = 1024                   # global batch (all ranks together)
+    val_fraction: float = 0.02               # of images, held out for recall@k
+    seed: int = 0
+    precision: Literal["auto", "bf16", "fp32"] = "auto"   # auto: bf16 on GPU, fp32 on CPU
+    compile: bool = False
+    device: str | None = None
+    checkpoint_every: int = 0                # steps; 0: at epoch end only
+    keep_checkpoints: int = 2
+    log_every: int = 50
+    max_steps: int = 0                       # stop after this many steps (0: all epochs)
+    resume: str | None = None                # 'latest' or a checkpoint path
+    tensorboard: bool = True
+
+    def validate(self) -> None:
+        m = self.model
+        for what, p in (("cache", self.cache), ("model.weights", m.weights), ("model.tokenizer", m.tokenizer)):
+            if not p:
+                raise ConfigError(f"{what} is required")
+            if not Path(p).exists():
+                raise ConfigError(f"{what}: not found: {p}")
+        if self.loss.contrastive <= 0 and self.loss.distill <= 0:
+            raise ConfigError("loss: contrastive and distill weights are both 0")
+        if self.batch_size < 2 or self.epochs < 1:
+            raise ConfigError("batch_size must be >= 2 and epochs >= 1")
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError("val_fraction must be in [0, 1)")
+        if m.init not in ("clip", "scratch"):
+            raise ConfigError(f"model.init must be clip or scratch, got {m.init!r}")
+
+
+# -- pieces -------------------------------------------------------------------------------------
+class TextTower(torch.nn.Module):
+    """What DDP wraps: tokens -> normalised text features, plus the temperature."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens):
+        return self.model.encode_text(tokens, normalize=True)
+
+
+def clip_loss(text: torch.Tensor, image: torch.Tensor, logit_scale: torch.Tensor, world: int = 1) -> torch.Tensor:
+    """Symmetric InfoNCE. text (b, D) local with grad, image (b, D) local, both normalised."""
+    if world > 1:
+        import torch.distributed as dist
+        import torch.distributed.nn.functional as dnnf
+
+        text = torch.cat(dnnf.all_gather(text))
+        imgs = [torch.empty_like(image) for _ in range(world)]
+        dist.all_gather(imgs, image)
+        image = torch.cat(imgs)
+    logits = logit_scale.exp() * text.float() @ image.float().T      # (B, B)
+    labels = torch.arange(logits.shape[0], device=logits.device)
+    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+
+
+def distill_loss(text: torch.Tensor, teacher: torch.Tensor, kind: str) -> torch.Tensor:
+    t = F.normalize(teacher.float(), dim=-1)
+    if kind == "mse":
+        return F.mse_loss(text.float(), t)
+    return (1 - (text.float() * t).sum(-1)).mean()
+
+
+def compute_loss(tower, tokens, image, teacher, cfg: TrainConfig, world: int = 1) -> tuple[torch.Tensor, dict]:
+    feats = tower(tokens)
+    scale = tower.module.model.logit_scale if hasattr(tower, "module") else tower.model.logit_scale
+    parts = {}
+    loss = torch.zeros((), device=feats.device)
+    if cfg.loss.contrastive > 0 and image is not None:
+        parts["clip"] = clip_loss(feats, image, scale, world)
+        loss = loss + cfg.loss.contrastive * parts["clip"]
+    if cfg.loss.distill > 0 and teacher is not None:
+        parts["distill"] = distill_loss(feats, teacher, cfg.loss.distill_type)
+        loss = loss + cfg.loss.distill * parts["distill"]
+    return loss, {k: float(v) for k, v in parts.items()}
+
+
+def param_groups(model, weight_decay: float):
+    decay, no_decay = [], []
+    for n, p in model.text_parameters().items():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "embedding" in n or "logit_scale" in n else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_lambda(total: int, warmup: int):
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+    return f
+
+
+def epoch_order(image_caps: list[torch.Tensor], seed: int, epoch: int) -> torch.Tensor:
+    """Caption indices for one epoch: one random caption per image, images shuffled."""
+    g = torch.Generator().manual_seed(seed * 100003 + epoch)
+    pick = torch.tensor([int(c[torch.randint(len(c), (1,), generator=g)]) for c in image_caps], dtype=torch.long)
+    return pick[torch.randperm(len(pick), generator=g)]
+
+
+@torch.no_grad()
+def recall_at_k(text: torch.Tensor, image: torch.Tensor, text_image: torch.Tensor, ks=(1, 5, 10)) -> dict:
+    """text (T, D), image (I, D) normalised; text_image (T,) image index of each text."""
+    sim = text.float() @ image.float().T                       # (T, I)
+    out = {}
+    rank_t2i = (sim > sim.gather(1, text_image[:, None])).sum(1)   # images scoring above the right one
+    for k in ks:
+        out[f"t2i_r@{k}"] = float((rank_t2i < k).float().mean())
+    # image -> text: best rank among the image's captions
+    simT = sim.T                                                 # (I, T)
+    best = torch.full((image.shape[0],), float("-inf"), device=sim.device)
+    best.scatter_reduce_(0, text_image, sim.gather(1, text_image[:, None]).squeeze(1), reduce="amax")
+    rank_i2t = (simT > best[:, None]).sum(1)
+    present = torch.zeros(image.shape[0], dtype=torch.bool, device=sim.device)
+    present[text_image] = True
+    for k in ks:
+        out[f"i2t_r@{k}"] = float((rank_i2t[present] < k).float().mean())
+    out["mean_recall"] = sum(out.values()) / len(out)
+    return out
+
+
+# -- the job ------------------------------------------------------------------------------------
+def _dist_env():
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), world
+
+
+def _checkpoint_path(out: Path, resume: str) -> Path | None:
+    if resume == "latest":
+        p = out / "checkpoints" / "latest.json"
+        return out / "checkpoints" / json.loads(p.read_text())["file"] if p.is_file() else None
+    if not Path(resume).is_file():
+        raise ConfigError(f"resume: checkpoint not found: {resume}")
+    return Path(resume)
+
+
+def train(cfg: TrainConfig, progress: bool = True) -> Path:
+    """Train the text tower; returns the run folder (loadable with `langclip.load`)."""
+    from tqdm import tqdm
+
+    cfg.validate()
+    rank, world = _dist_env()
+    if cfg.batch_size % world:
+        raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+        torch.cuda.set_device(device)
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    out = Path(cfg.out)
+    tok = Tokenizer.load(cfg.model.tokenizer)
+    from .weights import sha256_file
+
+    manifest = read_manifest(cfg.cache)
+    check_cache_matches(manifest, cfg.model.clip, sha256_file(cfg.model.weights), where=f"cache {cfg.cache}")
+    data = load_cache(cfg.cache)
+    if cfg.loss.distill > 0 and data.teacher is None:
+        raise ConfigError(f"loss.distill > 0 but cache {cfg.cache} has no English teacher embeddings "
+                          f"(build it with an English caption column)")
+    train_idx, val_idx = split_by_image(data, cfg.val_fraction, cfg.seed)
+    by_image: dict[int, list[int]] = {}
+    for c in train_idx.tolist():
+        by_image.setdefault(int(data.caption_image[c]), []).append(c)
+    image_caps = [torch.tensor(v) for _, v in sorted(by_image.items())]
+    steps_per_epoch = len(image_caps) // cfg.batch_size
+    if steps_per_epoch < 1:
+        raise ConfigError(f"batch_size {cfg.batch_size} is larger than the {len(image_caps)} training images in {cfg.cache}")
+    total = steps_per_epoch * cfg.epochs if not cfg.max_steps else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
+
+    model, ref, info = build_student(cfg.model.clip, cfg.model.weights, tok, cfg.model.init,
+                                     cfg.model.context_length, cfg.model.text_overrides or None, seed=cfg.seed)
+    model.to(device)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        import yaml
+
+        atomic_write_text(out / "config.yaml", yaml.safe_dump(asdict(cfg), allow_unicode=True, sort_keys=False))
+        save_model_files(out, model, tok, ref, {"init": info, "cache": str(Path(cfg.cache).resolve())})
+    # tokenization off the hot path: every caption once, up front (Rust)
+    tokens = tok(data.captions, context_length=cfg.model.context_length).to(torch.int32)
+    images = data.image_emb                                  # (N, D) fp16, normalised
+    teacher = data.teacher
+    tower = TextTower(model)
+    if world > 1:
+        tower = torch.nn.parallel.DistributedDataParallel(tower, device_ids=[device.index] if device.type == "cuda" else None)
+    fwd = torch.compile(tower) if cfg.compile else tower
+    opt = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr,
+                            betas=(cfg.optim.beta1, cfg.optim.beta2), eps=cfg.optim.eps,
+                            **({"fused": True} if device.type == "cuda" else {}))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, min(cfg.optim.warmup_steps, max(1, total // 10))))
+    step, start_epoch, best = 0, 0, -1.0
+    ck = _checkpoint_path(out, cfg.resume) if cfg.resume else None
+    if ck is not None:
+        st = torch.load(ck, map_location="cpu", weights_only=True)
+        model.clip.load_state_dict(st["text"], strict=False)
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        step, start_epoch, best = st["step"], st["epoch"], st["best"]
+        torch.set_rng_state(st["rng"])
+        if rank == 0:
+            print(f"resumed from {ck} at step {step} (epoch {start_epoch + 1})")
+    elif cfg.resume and rank == 0:
+        print(f"no checkpoint in {out / 'checkpoints'}: starting from scratch")
+    writer = None
+    if rank == 0 and cfg.tensorboard:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(out / "tb"))
+        except ImportError:
+            log.warning("tensorboard not installed: metrics go to metrics.jsonl only")
+    metrics_f = open(out / "metrics.jsonl", "a", encoding="utf-8") if rank == 0 else None
+    fault = int(os.environ.get("LANGCLIP_FAULT_AT_STEP", "0"))  # test hook: SIGKILL itself at that step
+
+    def log_metrics(rec: dict) -> None:
+        if metrics_f is None:
+            return
+        metrics_f.write(json.dumps(rec) + "\n")
+        metrics_f.flush()
+        if writer:
+            for k, v in rec.items():
+                if isinstance(v, (int, float)) and k not in ("step", "epoch"):
+                    writer.add_scalar(k, v, rec["step"])
+
+    def save_checkpoint(epoch_done: int) -> None:
+        if rank != 0:
+            return
+        d = out / "checkpoints"
+        d.mkdir(exist_ok=True)
+        name = f"step_{step:08d}.pt"
+        st = {"text": model.text_state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+              "step": step, "epoch": epoch_done, "best": best, "rng": torch.get_rng_state()}
+        torch.save(st, d / (name + ".tmp"))
+        os.replace(d / (name + ".tmp"), d / name)
+        atomic_write_text(d / "latest.json", json.dumps({"file": name, "step": step}))
+        for old in sorted(d.glob("step_*.pt"))[: -cfg.keep_checkpoints]:
+            old.unlink()
+
+    local = cfg.batch_size // world
+    bar = tqdm(total=total, initial=step, unit="step", disable=not progress or rank != 0, desc="train")
+    t_last, n_last = time.perf_counter(), step
+    done = step >= total
+    epoch = start_epoch
+    while not done and epoch < cfg.epochs:
+        order = epoch_order(image_caps, cfg.seed, epoch)
+        first = step - epoch * steps_per_epoch
+        model.train()
+        for s in range(first, steps_per_epoch):
+            cap = order[s * cfg.batch_size + rank * local: s * cfg.batch_size + (rank + 1) * local]
+            tk = tokens[cap].to(device, non_blocking=True).long()
+            img = images[data.caption_image[cap]].to(device, non_blocking=True)
+            tch = teacher[cap].to(device) if teacher is not None and cfg.loss.distill > 0 else None
+            if not cfg.compile:  # cut to the longest text (rounded up): padding cannot affect end-of-text
+                L = min(tk.shape[1], int(tk.argmax(-1).max()) // 8 * 8 + 8)
+                tk = tk[:, :L]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss, parts = compute_loss(fwd, tk, img, tch, cfg, world)
+            loss.backward()
+            if cfg.optim.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.text_parameters().values(), cfg.optim.grad_clip)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            sched.step()
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, math.log(100))
+            step += 1
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == total:
+                now = time.perf_counter()
+                rate = (step - n_last) * cfg.batch_size / max(now - t_last, 1e-9)
+                t_last, n_last = now, step
+                log_metrics({"step": step, "epoch": epoch + 1, "loss": float(loss), **parts,
+                             "lr": sched.get_last_lr()[0], "logit_scale": float(model.logit_scale.exp()),
+                             "pairs_per_s": rate})
+                bar.set_postfix(loss=f"{float(loss):.3f}", pairs_s=f"{rate:,.0f}")
+            if fault and step == fault:
+                os.kill(os.getpid(), signal.SIGKILL)
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step % steps_per_epoch:
+                save_checkpoint(epoch)
+            if step >= total:
+                done = True
+                break
+        epoch_done = epoch + 1 if step % steps_per_epoch == 0 else epoch
+        if rank == 0 and len(val_idx) > 0:
+            val = validate(model, tokens, images, data.caption_image, val_idx, device, bf16)
+            val = {f"val/{k}": v for k, v in val.items()}
+            log_metrics({"step": step, "epoch": epoch + 1, **val})
+            bar.write(f"epoch {epoch + 1}: " + "  ".join(f"{k[4:]} {v:.3f}" for k, v in val.items()))
+            if val["val/mean_recall"] > best:
+                best = val["val/mean_recall"]
+                save_model_files(out, model, tok, ref, {"init": info, "cache": str(Path(cfg.cache).resolve()),
+                                                        "best": {"step": step, **val}},
+                                 weights_name="text_tower_best.safetensors")
+        save_checkpoint(epoch_done)
+        epoch += 1
+    bar.close()
+    if rank == 0:
+        save_model_files(out, model, tok, ref, {"init": info, "cache": str(Path(cfg.cache).resolve()),
+                                                "steps": step, "best_mean_recall": best})
+        print(f"run {out}: {step} steps; text tower in {out / 'text_tower.safetensors'}")
+    if metrics_f:
+        metrics_f.close()
+    if writer:
+        writer.close()
+    return out
+
+
+@torch.no_grad()
+def validate(model, tokens, images, caption_image, val_idx, device, bf16: bool) -> dict:
+    model.eval()
+    feats = []
+    for s in range(0, len(val_idx), 1024):
+        tk = tokens[val_idx[s: s + 1024]].to(device).long()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            feats.append(model.encode_text(tk).float())
+    text = torch.cat(feats)
+    imgs_u, inv = caption_image[val_idx].unique(return_inverse=True)
+    out = recall_at_k(text, images[imgs_u].to(device).float(), inv.to(device))
+    model.train()
+    return out

@@ -1,0 +1,59 @@
+"""Run under torchrun (2 processes, gloo, CPU): one loss/gradient computation on a fixed global batch;
+rank 0 saves loss and gradients to argv[1]. Also importable for the 1-process reference."""
+import json
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+
+def batch():
+    from conftest import TINY_CFG
+
+    from langclip.model import LangCLIP
+
+    torch.manual_seed(0)
+    cfg = json.loads(json.dumps(TINY_CFG))
+    cfg["text_cfg"]["vocab_size"] = 300
+    cfg["text_cfg"]["context_length"] = 12
+    m = LangCLIP(cfg)
+    g = torch.Generator().manual_seed(1)
+    tok = torch.randint(1, 298, (8, 12), generator=g)
+    tok[torch.arange(8), torch.randint(3, 12, (8,), generator=g)] = 299
+    ims = torch.nn.functional.normalize(torch.randn(8, 32, generator=g), dim=-1)
+    tch = torch.randn(8, 32, generator=g)
+    return m, tok, ims, tch
+
+
+def loss_cfg():
+    from langclip.train import LossSection, TrainConfig
+
+    return TrainConfig(loss=LossSection(contrastive=1.0, distill=0.5))
+
+
+def main(out):
+    import torch.distributed as dist
+
+    from langclip.train import TextTower, compute_loss
+
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    model, tok, ims, tch = batch()
+    b = tok.shape[0] // world
+    sl = slice(rank * b, (rank + 1) * b)
+    tower = torch.nn.parallel.DistributedDataParallel(TextTower(model))
+    loss, _ = compute_loss(tower, tok[sl], ims[sl], tch[sl], loss_cfg(), world)
+    loss.backward()
+    total = loss.detach().clone()
+    dist.all_reduce(total)  # the contrastive part is global on every rank; distillation is per rank
+    if rank == 0:
+        torch.save({"loss": float(total) / world, "grads": {n: p.grad for n, p in model.text_parameters().items()
+                                                   if p.grad is not None}}, out)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
