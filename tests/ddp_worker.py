@@ -18,12 +18,12 @@ def batch():
     cfg = json.loads(json.dumps(TINY_CFG))
     cfg["text_cfg"]["vocab_size"] = 300
     cfg["text_cfg"]["context_length"] = 12
-    m = LangCLIP(cfg)
+    m = LangCLIP(cfg).double()  # float64: the comparison sees the method, not float32 summation order
     g = torch.Generator().manual_seed(1)
     tok = torch.randint(1, 298, (8, 12), generator=g)
     tok[torch.arange(8), torch.randint(3, 12, (8,), generator=g)] = 299
-    ims = torch.nn.functional.normalize(torch.randn(8, 32, generator=g), dim=-1)
-    tch = torch.randn(8, 32, generator=g)
+    ims = torch.nn.functional.normalize(torch.randn(8, 32, generator=g, dtype=torch.float64), dim=-1)
+    tch = torch.randn(8, 32, generator=g, dtype=torch.float64)
     return m, tok, ims, tch
 
 

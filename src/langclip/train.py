@@ -121,16 +121,23 @@ def clip_loss(text: torch.Tensor, image: torch.Tensor, logit_scale: torch.Tensor
         imgs = [torch.empty_like(image) for _ in range(world)]
         dist.all_gather(imgs, image)
         image = torch.cat(imgs)
-    logits = logit_scale.exp() * text.float() @ image.float().T      # (B, B)
+    text, image = _up(text), _up(image).to(_up(text).dtype)
+    logits = logit_scale.exp() * text @ image.T                       # (B, B)
     labels = torch.arange(logits.shape[0], device=logits.device)
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
 
 
+def _up(x: torch.Tensor) -> torch.Tensor:
+    """Losses in at least float32 (bf16/fp16 features are upcast; float64 stays)."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def distill_loss(text: torch.Tensor, teacher: torch.Tensor, kind: str) -> torch.Tensor:
-    t = F.normalize(teacher.float(), dim=-1)
+    text = _up(text)
+    t = F.normalize(teacher.to(text.dtype), dim=-1)
     if kind == "mse":
-        return F.mse_loss(text.float(), t)
-    return (1 - (text.float() * t).sum(-1)).mean()
+        return F.mse_loss(text, t)
+    return (1 - (text * t).sum(-1)).mean()
 
 
 def compute_loss(tower, tokens, image, teacher, cfg: TrainConfig, world: int = 1) -> tuple[torch.Tensor, dict]:
