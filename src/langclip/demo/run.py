@@ -1,0 +1,310 @@
+"""The demo pipeline. Everything lands in `--out`:
+
+    world/            generated pictures, train.csv (Russian + English captions), russian.txt
+    teacher/          arch.json + clip-teacher.pt: the stand-in for OpenAI's CLIP (English only)
+    tokenizer/        CLIP BPE + Russian merges
+    cache/            image-embedding cache of the training pictures
+    runs/clip, runs/scratch   one run folder per text-tower initialisation
+    report/           report.md, summary.json, confusion_*.png, similarity.png, curves.png
+
+Stages use only langclip's public functions; continue with `langclip eval|predict|similarity|export
+--model OUT/runs/clip`.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .world import COLOURS, COUNTS, SHAPES, captions, en_phrase, render, ru_phrase, sample_scenes
+
+HELD_OUT = {("red", "star"), ("blue", "heart"), ("green", "triangle"), ("yellow", "square"), ("purple", "circle")}
+SIZES = {  # train images, test images, teacher epochs, student epochs, merges
+    "default": (2400, 600, 30, 40, 800),
+    "small": (1200, 400, 20, 25, 600),
+    "tiny": (256, 120, 4, 4, 200),
+}
+TEACHER = {"embed_dim": 64, "quick_gelu": True,
+           "vision_cfg": {"image_size": 64, "layers": 3, "width": 96, "head_width": 32, "patch_size": 8},
+           "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 96, "heads": 3, "layers": 3}}
+
+
+@dataclass
+class DemoConfig:
+    lang: str = "ru"
+    out: str = "demo"
+    seed: int = 0
+    size: str = "default"
+
+
+def _stage(name: str, t0: float) -> None:
+    print(f"[{time.perf_counter() - t0:6.1f}s] {name}", flush=True)
+
+
+def _write_world(d: Path, scenes, exclude_ru: set | None, seed: int) -> list[dict]:
+    from PIL import Image
+
+    d.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, s in enumerate(scenes):
+        name = f"{i:05d}.png"
+        Image.fromarray(render(s)).save(d / name)
+        en, ru = captions(s.count, s.colour, s.shape, s.position, random.Random(seed * 7919 + i))
+        rows += [{"image": name, "caption": r, "caption_en": e, "shape": s.shape, "colour": s.colour,
+                  "count": s.count} for r, e in zip(ru, en)]
+    return rows
+
+
+def _train_teacher(rows: list[dict], img_dir: Path, out: Path, epochs: int, seed: int, t0: float) -> Path:
+    """Stage 0: a small English CLIP (both towers), saved like a pretrained CLIP state dict."""
+    import open_clip
+    from PIL import Image
+    from tqdm import tqdm
+
+    from ..runs import image_transform
+    from ..tokenizer import Tokenizer
+    from ..train import clip_loss
+
+    torch.manual_seed(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "arch.json").write_text(json.dumps({"model_cfg": TEACHER}, indent=1))
+    model = open_clip.CLIP(**TEACHER)
+    tf = image_transform({"size": 64})
+    names = sorted({r["image"] for r in rows})
+    idx = {n: i for i, n in enumerate(names)}
+    x = torch.stack([tf(Image.open(img_dir / n)) for n in names])
+    caps: list[list[str]] = [[] for _ in names]
+    for r in rows:
+        caps[idx[r["image"]]].append(r["caption_en"])
+    tok = Tokenizer.clip()
+    ctx = TEACHER["text_cfg"]["context_length"]
+    all_caps = [c for cs in caps for c in cs]
+    all_tok = tok(all_caps, context_length=ctx)
+    starts = torch.tensor([0] + [len(c) for c in caps]).cumsum(0)[:-1]
+    n_caps = torch.tensor([len(c) for c in caps])
+    B = 128
+    steps = epochs * (len(names) // B)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.1)
+    g = torch.Generator().manual_seed(seed)
+    bar = tqdm(total=steps, desc="stage 0: English teacher CLIP", unit="step", mininterval=1)
+    model.train()
+    for ep in range(epochs):
+        perm = torch.randperm(len(names), generator=g)
+        for s in range(len(names) // B):
+            b = perm[s * B:(s + 1) * B]
+            pick = starts[b] + (torch.rand(len(b), generator=g) * n_caps[b]).long()
+            fi = F.normalize(model.encode_image(x[b]), dim=-1)
+            ft = F.normalize(model.encode_text(all_tok[pick]), dim=-1)
+            loss = clip_loss(ft, fi, model.logit_scale)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            sched.step()
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss):.3f}")
+    bar.close()
+    path = out / "clip-teacher.pt"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def _tasks(lang: str):
+    """Zero-shot tasks: class forms keyed by the attribute the template fixes."""
+    ph = ru_phrase if lang == "ru" else en_phrase
+    shape = ([{c: ph(1, c, s, False) for c in COLOURS} for s in SHAPES], [f"{{{c}}}" for c in COLOURS], SHAPES, "shape")
+    colour = ([{s: ph(1, c, s, False) for s in SHAPES} for c in COLOURS], [f"{{{s}}}" for s in SHAPES], list(COLOURS), "colour")
+    count = ([{f"{c}_{s}": ph(n, c, s) for c in COLOURS for s in SHAPES} for n in COUNTS],
+             [f"{{{c}_{s}}}" for c in COLOURS for s in SHAPES], COUNTS, "count")
+    return {"shape": shape, "colour": colour, "count": count}
+
+
+def _display(lang: str, task: str, value) -> str:
+    if task == "shape":
+        return ru_phrase(1, "black", value, False).split()[-1] if lang == "ru" else value
+    if task == "colour":
+        return ru_phrase(1, value, "circle", False).split()[0] if lang == "ru" else value
+    return str(value)
+
+
+@torch.no_grad()
+def _zero_shot(model, tok, feats, labels_by_task, lang, mask=None) -> dict:
+    from ..evaluate import classification_metrics, zero_shot_weights
+
+    out = {}
+    for task, (classes, templates, values, key) in _tasks(lang).items():
+        w = zero_shot_weights(model, tok, classes, templates)
+        y = torch.tensor([values.index(v) for v in labels_by_task[key]])
+        f = feats if mask is None else feats[mask]
+        y = y if mask is None else y[mask]
+        out[task] = classification_metrics(f @ w.T, y, [_display(lang, task, v) for v in values])
+    return out
+
+
+def run_demo(cfg: DemoConfig) -> dict:
+    from ..cache import CacheConfig, build_cache, load_cache
+    from ..evaluate import markdown_table, plot_confusion
+    from ..inference import save_similarity
+    from ..model import LangCLIP, model_config
+    from ..runs import image_transform, load_model
+    from ..tokenizer import Tokenizer
+    from ..tokenizer_train import TokenizerTrainConfig, train_tokenizer
+    from ..train import LossSection, ModelSection, OptimSection, TrainConfig, recall_at_k, train
+    from ..weights import load_state_dict
+
+    if cfg.lang != "ru":
+        raise ValueError("the built-in world speaks English and Russian: --lang ru")
+    n_train, n_test, t_epochs, s_epochs, merges = SIZES[cfg.size]
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _stage("world: generating pictures and captions", t0)
+    train_scenes = sample_scenes(n_train, cfg.seed)
+    test_scenes = sample_scenes(n_test, cfg.seed + 1)
+    rows = _write_world(out / "world" / "train", train_scenes, None, cfg.seed)
+    test_rows = _write_world(out / "world" / "test", test_scenes, None, cfg.seed + 1)
+    ru_rows = [r for r in rows if (r["colour"], r["shape"]) not in HELD_OUT]  # the student never reads these
+    with open(out / "world" / "train.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=["image", "caption", "caption_en"])
+        w.writeheader()
+        w.writerows([{k: "train/" + r[k] if k == "image" else r[k] for k in ("image", "caption", "caption_en")} for r in ru_rows])
+    (out / "world" / "russian.txt").write_text("\n".join(r["caption"] for r in ru_rows), encoding="utf-8")
+
+    _stage("stage 0: training the English teacher CLIP (stand-in for OpenAI's)", t0)
+    weights = _train_teacher(rows, out / "world" / "train", out / "teacher", t_epochs, cfg.seed, t0)
+    arch = str(out / "teacher" / "arch.json")
+
+    _stage("stage 1: bilingual tokenizer (CLIP BPE + Russian merges)", t0)
+    tok = train_tokenizer(TokenizerTrainConfig(lang="ru", merges=merges, corpus=[str(out / "world" / "russian.txt")],
+                                               wordfreq=True, wordfreq_top=20000, out=str(out / "tokenizer")))
+    _stage("stage 1: image-embedding cache", t0)
+    cache = build_cache(CacheConfig(data=[str(out / "world" / "train.csv")], clip=arch, weights=str(weights),
+                                    out=str(out / "cache"), batch_size=256, workers=0, shard_size=4096))
+    runs = {}
+    for init in ("clip", "scratch"):
+        _stage(f"stage 1: Russian text tower, init={init}", t0)
+        runs[init] = train(TrainConfig(
+            cache=str(cache), out=str(out / "runs" / init),
+            model=ModelSection(clip=arch, weights=str(weights), tokenizer=str(out / "tokenizer"), init=init,
+                               context_length=24),
+            optim=OptimSection(lr=2e-3 if init == "clip" else 3e-3, warmup_steps=20, weight_decay=0.05),
+            loss=LossSection(contrastive=1.0, distill=1.0), epochs=s_epochs, batch_size=128, val_fraction=0.1,
+            seed=cfg.seed, log_every=10, tensorboard=True))
+
+    _stage("stage 2: evaluation on held-out pictures", t0)
+    teacher = LangCLIP(model_config(arch))
+    teacher.clip.load_state_dict(load_state_dict(weights))
+    teacher.eval()
+    tf = image_transform({"size": 64})
+    from PIL import Image
+
+    test_imgs = sorted({r["image"] for r in test_rows})
+    x = torch.stack([tf(Image.open(out / "world" / "test" / n)) for n in test_imgs])
+    first = {}
+    for r in test_rows:
+        first.setdefault(r["image"], r)
+    labels = {k: [first[n][k] for n in test_imgs] for k in ("shape", "colour", "count")}
+    held = torch.tensor([(first[n]["colour"], first[n]["shape"]) in HELD_OUT for n in test_imgs])
+    with torch.no_grad():
+        feats = teacher.encode_image(x)
+    results = {"teacher_en": _zero_shot(teacher, Tokenizer.clip(), feats, labels, "en"),
+               "teacher_en_heldout": _zero_shot(teacher, Tokenizer.clip(), feats, labels, "en", held)}
+    students = {}
+    for init, run in runs.items():
+        m, stok, _ = load_model(run)
+        students[init] = (m, stok)
+        results[f"student_{init}_ru"] = _zero_shot(m, stok, feats, labels, "ru")
+        results[f"student_{init}_ru_heldout"] = _zero_shot(m, stok, feats, labels, "ru", held)
+    # retrieval on the test pictures, first caption of each
+    retr = {}
+    with torch.no_grad():
+        idx = torch.arange(len(test_imgs))
+        t_en = teacher.encode_text(Tokenizer.clip()([first[n]["caption_en"] for n in test_imgs], context_length=24))
+        retr["teacher_en"] = recall_at_k(t_en, feats, idx)
+        for init, (m, stok) in students.items():
+            t_ru = m.encode_text(stok([first[n]["caption"] for n in test_imgs], context_length=24))
+            retr[f"student_{init}_ru"] = recall_at_k(t_ru, feats, idx)
+    summary = _report(out, results, retr, held, students, test_imgs, first, feats, t0, cfg)
+    return summary
+
+
+def _report(out, results, retr, held, students, test_imgs, first, feats, t0, cfg) -> dict:
+    from PIL import Image
+
+    from ..evaluate import markdown_table, plot_confusion
+    from ..inference import save_similarity
+
+    rep = out / "report"
+    rep.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for task in ("shape", "colour", "count"):
+        for split in ("", "_heldout"):
+            t = results[f"teacher_en{split}"][task]["acc1"]
+            r = {"task": task + (" (held-out combos)" if split else ""), "teacher EN": t}
+            for init in ("clip", "scratch"):
+                s = results[f"student_{init}_ru{split}"][task]["acc1"]
+                r[f"student RU {init}"] = s
+                r[f"{init} / teacher"] = s / t if t else 0.0
+            r["chance"] = 1 / len(results["teacher_en"][task]["classnames"])
+            rows.append(r)
+    cols = ["task", "teacher EN", "student RU clip", "clip / teacher", "student RU scratch", "scratch / teacher", "chance"]
+    retr_rows = [{"model": k, **{m: v for m, v in d.items()}} for k, d in retr.items()]
+    for init in ("clip", "scratch"):
+        for task in ("shape", "colour", "count"):
+            res = results[f"student_{init}_ru"][task]
+            plot_confusion(res["confusion"], res["classnames"], rep / f"confusion_{init}_{task}.png",
+                           f"студент ({init}), {task}")
+    m, stok = students["clip"]
+    pick = list(range(8))
+    ims = [Image.open(out / "world" / "test" / test_imgs[i]) for i in pick]
+    texts = [first[test_imgs[i]]["caption"] for i in pick]
+    with torch.no_grad():
+        sim = (feats[pick] @ m.encode_text(stok(texts, context_length=24)).T).numpy()
+    save_similarity(sim, ims, [test_imgs[i] for i in pick], texts, rep / "similarity.png")
+    _curves(out, rep)
+    summary = {"seconds": round(time.perf_counter() - t0, 1), "seed": cfg.seed, "size": cfg.size,
+               "zero_shot": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in rows],
+               "retrieval": retr, "held_out_combinations": sorted(map(list, HELD_OUT)),
+               "n_test_images": len(test_imgs), "n_test_heldout": int(held.sum())}
+    (rep / "summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False), encoding="utf-8")
+    md = ["# langclip demo report", "", f"Seed {cfg.seed}, size {cfg.size}, {summary['seconds']} s.", "",
+          "## Zero-shot accuracy (acc@1) on held-out pictures", "", markdown_table(rows, cols),
+          "## Retrieval on the test pictures (one caption each)", "",
+          markdown_table(retr_rows, ["model", "t2i_r@1", "t2i_r@5", "i2t_r@1", "i2t_r@5", "mean_recall"]),
+          "## Pictures", "", "![similarity](similarity.png)", "", "![curves](curves.png)", "",
+          *[f"![{i} {t}](confusion_{i}_{t}.png)" for i in ("clip", "scratch") for t in ("shape", "colour", "count")]]
+    (rep / "report.md").write_text("\n".join(md), encoding="utf-8")
+    print("\n" + markdown_table(rows, cols))
+    print(f"report: {rep / 'report.md'}  ({summary['seconds']} s)")
+    return summary
+
+
+def _curves(out: Path, rep: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for init in ("clip", "scratch"):
+        recs = [json.loads(l) for l in open(out / "runs" / init / "metrics.jsonl", encoding="utf-8")]
+        tr = [r for r in recs if "loss" in r]
+        va = [r for r in recs if "val/mean_recall" in r]
+        a.plot([r["step"] for r in tr], [r["loss"] for r in tr], label=init)
+        b.plot([r["epoch"] for r in va], [r["val/mean_recall"] for r in va], label=init)
+    a.set_title("training loss")
+    a.set_xlabel("step")
+    b.set_title("validation mean recall@{1,5,10}")
+    b.set_xlabel("epoch")
+    a.legend()
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(rep / "curves.png", dpi=100)
+    plt.close(fig)

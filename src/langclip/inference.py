@@ -1,0 +1,166 @@
+"""Inference API and the similarity picture.
+
+    m = langclip.load("runs/ru")
+    m.classify([Image.open("cat.jpg")], ["кот", "собака", "лошадь"])   # (1, 3) probabilities
+    m.encode_text(["фото кота"]); m.encode_image([img])                 # (N, D), L2-normalised
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+
+class LoadedModel:
+    def __init__(self, model, tokenizer, preprocess, device, meta: dict):
+        self.model, self.tokenizer, self.preprocess, self.device, self.meta = model, tokenizer, preprocess, device, meta
+
+    @torch.no_grad()
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        t = self.tokenizer(list(texts), context_length=self.model.context_length).to(self.device)
+        return self.model.encode_text(t).float().cpu()
+
+    @torch.no_grad()
+    def encode_image(self, images) -> torch.Tensor:
+        x = torch.stack([self.preprocess(im) for im in images]).to(self.device)
+        return self.model.encode_image(x).float().cpu()
+
+    @torch.no_grad()
+    def classify(self, images, labels: list[str], templates: list[str] | None = None) -> torch.Tensor:
+        """(N images, len(labels)) probabilities; templates like 'фото {}' are averaged per label."""
+        from .evaluate import zero_shot_weights
+
+        if not labels:
+            raise ValueError("no labels given")
+        w = zero_shot_weights(self.model, self.tokenizer, labels, templates or ["{c}"], self.device).cpu()
+        f = self.encode_image(images)
+        return (self.model.logit_scale.exp().cpu() * f @ w.T).softmax(-1)
+
+
+def load(path: str | Path, device: str | None = None, weights: str | None = None) -> LoadedModel:
+    """A run folder (or an export folder) -> LoadedModel."""
+    from .runs import image_transform, load_model
+
+    path = Path(path)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if (path / "open_clip_config.json").is_file() and not (path / "model.json").is_file():
+        import open_clip
+
+        from .model import LangCLIP
+        from .tokenizer import Tokenizer
+
+        cfg = json.loads((path / "open_clip_config.json").read_text(encoding="utf-8"))
+        m = LangCLIP(cfg["model_cfg"])
+        from safetensors.torch import load_file
+
+        m.clip.load_state_dict(load_file(str(path / "open_clip_model.safetensors")))
+        if not (path / "tokenizer.json").is_file():
+            raise FileNotFoundError(f"{path}: the model folder has no tokenizer (tokenizer.json missing)")
+        tok = Tokenizer.load(path / "langclip_tokenizer") if (path / "langclip_tokenizer").is_dir() else Tokenizer.load(path)
+        _, _, pp = open_clip.create_model_and_transforms(f"local-dir:{path}")
+        return LoadedModel(m.to(dev).eval(), tok, pp, dev, cfg)
+    model, tok, meta = load_model(path, weights=weights)
+    return LoadedModel(model.to(dev).eval(), tok, image_transform(meta["preprocess_cfg"]), dev, meta)
+
+
+def _open_images(paths: list[str]):
+    from PIL import Image, UnidentifiedImageError
+
+    out = []
+    for p in paths:
+        try:
+            im = Image.open(p)
+            im.load()
+            out.append(im)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"image not found: {p}") from None
+        except (UnidentifiedImageError, OSError) as e:
+            raise ValueError(f"{p}: not a readable image ({e})") from None
+    return out
+
+
+def read_text_lines(path: str) -> list[str]:
+    raw = Path(path).read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x}); save the file as UTF-8") from None
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        raise ValueError(f"{path}: no texts (one text a line)")
+    return lines
+
+
+def parse_labels(labels: str) -> list[str]:
+    out = read_text_lines(labels[1:]) if labels.startswith("@") else [x.strip() for x in labels.split(",") if x.strip()]
+    if not out:
+        raise ValueError("empty label list: give --labels \"кот,собака\" or @labels.txt")
+    return out
+
+
+def predict_cli(model: str, images: list[str], labels: str, top: int = 5, lang: str | None = None) -> list:
+    labs = parse_labels(labels)
+    ims = _open_images(images)
+    m = load(model)
+    from .evaluate import shipped_templates
+
+    probs = m.classify(ims, labs, shipped_templates(lang) if lang else None)
+    res = []
+    for p, pr in zip(images, probs):
+        v, i = pr.topk(min(top, len(labs)))
+        res.append({"image": p, "top": [{"label": labs[j], "prob": round(float(x), 4)} for x, j in zip(v, i)]})
+        print(p)
+        for x, j in zip(v, i):
+            print(f"  {float(x):6.1%}  {labs[j]}")
+    return res
+
+
+def similarity_cli(model: str, images: list[str], texts_file: str, out: str) -> Path:
+    texts = read_text_lines(texts_file)
+    ims = _open_images(images)
+    m = load(model)
+    sim = (m.encode_image(ims) @ m.encode_text(texts).T).numpy()
+    return save_similarity(sim, ims, [Path(p).name for p in images], texts, out)
+
+
+def save_similarity(sim, images, image_names: list[str], texts: list[str], out: str | Path) -> Path:
+    """The origin's picture: cosine similarity of images (columns, thumbnails on top) × texts (rows)."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    S = sim.T  # (texts, images)
+    n_i, n_t = len(images), len(texts)
+    fig, ax = plt.subplots(figsize=(2.2 + 1.1 * n_i + 0.09 * max(len(t) for t in texts), 1.6 + 0.7 * n_t))
+    ax.imshow(S, vmin=min(0.0, float(S.min())), vmax=float(S.max()), cmap="viridis", aspect="auto",
+              extent=(-0.5, n_i - 0.5, n_t - 0.5, -0.5))
+    for i in range(n_t):
+        for j in range(n_i):
+            ax.text(j, i, f"{S[i, j]:.2f}", ha="center", va="center", fontsize=8, color="white")
+    ax.set_yticks(range(n_t), texts, fontsize=9)
+    ax.set_xticks([])
+    for j, im in enumerate(images):
+        ax.imshow(im.convert("RGB"), extent=(j - 0.45, j + 0.45, -0.6, -1.5), aspect="auto")
+    ax.set_xlim(-0.5, n_i - 0.5)
+    ax.set_ylim(n_t - 0.5, -1.6)
+    ax.set_title("cosine similarity: images × texts")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    with open(out.with_suffix(".csv"), "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["text"] + image_names)
+        for t, row in zip(texts, S):
+            w.writerow([t] + [f"{x:.4f}" for x in row])
+    out.with_suffix(".json").write_text(json.dumps({"images": image_names, "texts": texts, "similarity_text_x_image":
+                                                    [[round(float(x), 5) for x in r] for r in S]}, ensure_ascii=False),
+                                        encoding="utf-8")
+    print(f"saved {out} (+ .csv, .json)")
+    return out
