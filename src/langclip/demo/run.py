@@ -31,8 +31,8 @@ SIZES = {  # train images, test images, teacher epochs, student epochs, merges
     "tiny": (256, 120, 4, 4, 200),
 }
 TEACHER = {"embed_dim": 64, "quick_gelu": True,
-           "vision_cfg": {"image_size": 64, "layers": 3, "width": 96, "head_width": 32, "patch_size": 8},
-           "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 96, "heads": 3, "layers": 3}}
+           "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
+           "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
 
 
 @dataclass
@@ -108,7 +108,7 @@ def _train_teacher(rows: list[dict], img_dir: Path, out: Path, epochs: int, seed
             opt.zero_grad(set_to_none=True)
             sched.step()
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}")
     bar.close()
     path = out / "clip-teacher.pt"
     torch.save(model.state_dict(), path)

@@ -1,0 +1,42 @@
+import json
+
+from langclip.cli import main
+from langclip.demo.world import RU_ADJ, RU_NOUN, ru_phrase
+
+
+def test_russian_agreement_checked_with_pymorphy3():
+    import pymorphy3
+
+    morph = pymorphy3.MorphAnalyzer()
+    assert ru_phrase(1, "red", "circle") == "один красный круг"
+    assert ru_phrase(2, "red", "star") == "две красные звезды"
+    assert ru_phrase(5, "red", "circle") == "пять красных кругов"
+    assert ru_phrase(1, "red", "heart", with_number=False) == "красное сердце"
+    assert ru_phrase(3, "blue", "heart") == "три синих сердца"
+    for shape, (g, nom_sg, gen_sg, nom_pl, gen_pl) in RU_NOUN.items():
+        p = next(p for p in morph.parse(nom_sg) if p.tag.POS == "NOUN")
+        assert p.inflect({"gent", "sing"}).word == gen_sg
+        assert p.inflect({"gent", "plur"}).word.replace("е", "ё") in (gen_pl, gen_pl.replace("е", "ё"))
+        assert {"masc": "m", "femn": "f", "neut": "n"}[p.tag.gender] == g
+    for colour, forms in RU_ADJ.items():
+        p = next(p for p in morph.parse(forms[0].replace("ё", "е")) if p.tag.POS == "ADJF")
+        got = [p.inflect(t).word for t in ({"masc", "nomn"}, {"femn", "nomn"}, {"neut", "nomn"}, {"plur", "nomn"}, {"plur", "gent"})]
+        assert got == [f.replace("ё", "е") for f in forms], (colour, got)
+
+
+def test_reduced_demo_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--size", "small", "--out", str(out)]) == 0
+    rep = out / "report"
+    for f in ("report.md", "summary.json", "similarity.png", "similarity.csv", "curves.png", "confusion_clip_shape.png"):
+        assert (rep / f).is_file() and (rep / f).stat().st_size > 200, f
+    s = json.loads((rep / "summary.json").read_text())
+    rows = {r["task"]: r for r in s["zero_shot"]}
+    # the student clearly beats chance on shape and colour
+    for task in ("shape", "colour"):
+        assert rows[task]["student RU clip"] > 2 * rows[task]["chance"], rows[task]
+    # the continuation commands work on the run folder
+    assert main(["export", "--model", str(out / "runs" / "clip"), "--out", str(tmp_path / "exp")]) == 0
+    img = sorted((out / "world" / "test").glob("*.png"))[0]
+    assert main(["predict", "--model", str(out / "runs" / "clip"), "--image", str(img),
+                 "--labels", "красный круг,синяя звезда,жёлтое сердце"]) == 0
