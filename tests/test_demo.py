@@ -21,7 +21,7 @@ def test_russian_agreement_checked_with_pymorphy3():
     for colour, forms in RU_ADJ.items():
         p = next(p for p in morph.parse(forms[0].replace("ё", "е")) if p.tag.POS == "ADJF")
         got = [p.inflect(t).word for t in ({"masc", "nomn"}, {"femn", "nomn"}, {"neut", "nomn"}, {"plur", "nomn"}, {"plur", "gent"})]
-        assert got == [f.replace("ё", "е") for f in forms], (colour, got)
+        assert [g.replace("ё", "е") for g in got] == [f.replace("ё", "е") for f in forms], (colour, got)
 
 
 def test_reduced_demo_end_to_end(tmp_path):
@@ -32,9 +32,11 @@ def test_reduced_demo_end_to_end(tmp_path):
         assert (rep / f).is_file() and (rep / f).stat().st_size > 200, f
     s = json.loads((rep / "summary.json").read_text())
     rows = {r["task"]: r for r in s["zero_shot"]}
-    # the student clearly beats chance on shape and colour
-    for task in ("shape", "colour"):
-        assert rows[task]["student RU clip"] > 2 * rows[task]["chance"], rows[task]
+    # the student clearly beats chance (colour is easy, shape harder for the small teacher) and
+    # follows its teacher
+    assert rows["colour"]["student RU clip"] > 3 * rows["colour"]["chance"], rows["colour"]
+    assert rows["shape"]["student RU clip"] > 1.5 * rows["shape"]["chance"], rows["shape"]
+    assert rows["colour"]["clip / teacher"] > 0.9, rows["colour"]
     # the continuation commands work on the run folder
     assert main(["export", "--model", str(out / "runs" / "clip"), "--out", str(tmp_path / "exp")]) == 0
     img = sorted((out / "world" / "test").glob("*.png"))[0]

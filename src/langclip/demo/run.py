@@ -27,7 +27,7 @@ from .world import COLOURS, COUNTS, SHAPES, captions, en_phrase, render, ru_phra
 HELD_OUT = {("red", "star"), ("blue", "heart"), ("green", "triangle"), ("yellow", "square"), ("purple", "circle")}
 SIZES = {  # train images, test images, teacher epochs, student epochs, merges
     "default": (2400, 600, 30, 40, 800),
-    "small": (1200, 400, 20, 25, 600),
+    "small": (1200, 400, 35, 25, 600),
     "tiny": (256, 120, 4, 4, 200),
 }
 TEACHER = {"embed_dim": 64, "quick_gelu": True,
