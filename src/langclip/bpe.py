@@ -87,8 +87,7 @@ def learn_merges(
             heapq.heappush(heap, (-cur, sym_str[a], sym_str[b], a, b))
             continue
         new_str = sym_str[a] + sym_str[b]
-        if new_str in known or (sym_str[a].endswith(suffix)):
-            # result exists already (see module docstring), or a malformed pair across a word end
+        if new_str in known:  # result exists already (see module docstring)
             stats[(a, b)] = 0
             result.skipped_existing += 1
             continue

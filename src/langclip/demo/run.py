@@ -148,9 +148,7 @@ def _zero_shot(model, tok, feats, labels_by_task, lang, mask=None) -> dict:
 
 
 def run_demo(cfg: DemoConfig) -> dict:
-    from ..cache import CacheConfig, build_cache, load_cache
-    from ..evaluate import markdown_table, plot_confusion
-    from ..inference import save_similarity
+    from ..cache import CacheConfig, build_cache
     from ..model import LangCLIP, model_config
     from ..runs import image_transform, load_model
     from ..tokenizer import Tokenizer
