@@ -46,6 +46,76 @@ def test_english_ids_equal_open_clip_simple_tokenizer(tmp_path, ru_tokenizer):
         assert e.ids == [ru_tokenizer.sot_token_id] + ref.encode(t) + [ru_tokenizer.eot_token_id]
 
 
+def mixed_texts(n=4000, seed=1):
+    """Texts that exercise every branch of the cleaning fast path: scripts, mojibake, ftfy's fixers,
+    odd white space, non-NFC, literal special tokens, HTML entities."""
+    import wordfreq
+
+    rng = random.Random(seed)
+    words = wordfreq.top_n_list("ru", 3000) + wordfreq.top_n_list("el", 500) + wordfreq.top_n_list("en", 500)
+    odd = ["вЂ™", "РџСЂРёРІРµС‚", "Ã©tÃ©", "â€œquotedâ€\x9d", "Ð¿Ñ€Ð¸Ð²ÐµÑ‚", "Ђ", "ў", "Ґ", "\u00a0", "\u3000",
+           "\u2028", "\x1c", "\x85", "\u200b", "\u180e", "e\u0301", "ﬁ", "ＡＢＣ", "«ёлки»", "“кавычки”", "№5",
+           "©", "°C", "™", "&amp;", "&lt;кот&gt;", "<|endoftext|>", "a<|startoftext|>b", "\x1b[31m", "½",
+           "İstanbul", "ΣΊΣΥΦΟΣ", "Ё", "\t", "\n", "it's", "Кот's", "🙂", "١٢٣", "北京"]
+    out = []
+    for _ in range(n):
+        toks = [rng.choice(words) if rng.random() < 0.75 else rng.choice(odd) for _ in range(rng.randint(1, 10))]
+        toks = [t.upper() if rng.random() < 0.1 else t.capitalize() if rng.random() < 0.2 else t for t in toks]
+        out.append(rng.choice([" ", "  ", ", ", "\t"]).join(toks) + rng.choice(["", ".", "!", " «—»"]))
+    return out
+
+
+def test_fast_cleaning_path_equals_ftfy_path(monkeypatch):
+    """The encoder skips ftfy where it provably changes nothing: on texts built to hit every case,
+    CLIP's vocabulary gives exactly SimpleTokenizer's ids (which always runs ftfy)."""
+    from open_clip.tokenizer import SimpleTokenizer
+
+    ref, tok = SimpleTokenizer(), Tokenizer.clip()
+    texts = mixed_texts()
+    got = tok.encode_batch(texts)
+    bad = [(t, g, ref.encode(t)) for t, g in zip(texts, got) if g != ref.encode(t)]
+    assert not bad, bad[:3]
+    assert tok.encode_batch(texts) == got  # memoised second pass
+    # the text-by-text fallback (taken if a cleaned text ever kept odd white space) agrees
+    import langclip.tokenizer as T
+
+    monkeypatch.setattr(T, "_sep_breakers", lambda: __import__("re").compile("a"))
+    assert Tokenizer.clip().encode_batch(texts) == got
+
+
+def test_fast_path_assumptions_hold_for_all_of_unicode():
+    import sys
+
+    import regex
+    from ftfy.badness import is_bad
+
+    from langclip.tokenizer import _mojibake_triggers, _slow_chars, _slow_re
+
+    ws = regex.compile(r"\s")
+    spaces = [c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace() or ws.fullmatch(c)]
+    assert max(map(ord, spaces)) <= 0x3000  # where _slow_chars stops looking
+    assert all(c in _slow_chars() for c in spaces if c.isspace() != bool(ws.fullmatch(c)))
+    # the character class matches exactly the set
+    assert all(_slow_re().search(c) for c in _slow_chars())
+    assert not any(_slow_re().search(chr(c)) for c in range(0x400, 0x460) if chr(c) not in _slow_chars())
+    # every mojibake match holds a trigger; plain Russian, Greek and ASCII hold none
+    triggers = _mojibake_triggers()
+    assert triggers.isdisjoint("абвгдеёжзийклмнопрстуфхцчшщъыьэюяАБВГДЕЁЖЗИЙКЛМНОПРСТУФХЦЧШЩЪЫЬЭЮЯ"
+                               "αβγδεζηθικλμνξοπρστυφχψωΑΒΓΔΕΖΗΘΙΚΛΜΝΞΟΠΡΣΤΥΦΧΨΩ"
+                               + "".join(map(chr, range(0x20, 0x7F))))
+    rng = random.Random(0)
+    pool = sorted(triggers) + list("РСВГвЂaz AZ.,!?ÃÂ°×²") + [chr(c) for c in range(0x410, 0x450)]
+    n_bad = 0
+    for _ in range(20000):
+        t = "".join(rng.choice(pool) for _ in range(rng.randint(1, 6)))
+        if is_bad(t):
+            n_bad += 1
+            assert not triggers.isdisjoint(t), t
+        if triggers.isdisjoint(t):
+            assert not is_bad(t), t
+    assert n_bad > 1000  # the fuzzing did reach the detector
+
+
 def test_ids_layout_and_padding(ru_tokenizer):
     tok = ru_tokenizer
     assert tok.vocab_size == CLIP_VOCAB + 1500

@@ -13,10 +13,13 @@ file gives the same ids on already-cleaned text.
 from __future__ import annotations
 
 import functools
+from itertools import chain
 import gzip
 import html
 import importlib.util
 import json
+import re
+import unicodedata
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -71,7 +74,7 @@ def clip_base_vocab() -> list[str]:
 
 
 @functools.lru_cache()
-def _ftfy_sensitive():
+def _ftfy_sensitive() -> frozenset:
     """Characters on which some ftfy fixer (or html.unescape) may act; built from ftfy's own tables."""
     from ftfy import chardata
 
@@ -81,19 +84,104 @@ def _ftfy_sensitive():
     return frozenset(chr(c) for c in chars if c not in (0x09, 0x0a, 0x20))
 
 
+def _charset(item) -> set[int] | None:
+    """Code points a parsed regex item (a literal or a plain character class) can match; None if any."""
+    try:
+        from re import _constants as C  # Python >= 3.11
+    except ImportError:  # pragma: no cover
+        import sre_constants as C
+    op, av = item
+    if op is C.LITERAL:
+        return {av}
+    if op is not C.IN:
+        return None
+    out: set[int] = set()
+    for o, a in av:
+        if o is C.LITERAL:
+            out.add(a)
+        elif o is C.RANGE:
+            out.update(range(a[0], a[1] + 1))
+        else:  # negation, categories (\w, \s): may match anything
+            return None
+    return out
+
+
+@functools.lru_cache()
+def _mojibake_triggers() -> frozenset:
+    """A set of characters that every match of ftfy's mojibake detector (`badness.BADNESS_RE`) contains
+    at least one of: for each alternative of the regex, the mandatory item whose characters are rarest
+    in ordinary Latin/Cyrillic/Greek text. Text with none of them cannot be `is_bad`, so ftfy's
+    encoding fixer leaves it unchanged, and the (slow) regex need not run. Derived from ftfy's own
+    regex, so it follows ftfy's version."""
+    try:
+        from re import _constants as C, _parser as P  # Python >= 3.11
+    except ImportError:  # pragma: no cover
+        import sre_constants as C
+        import sre_parse as P
+    from ftfy.badness import BADNESS_RE
+
+    tree = P.parse(BADNESS_RE.pattern, BADNESS_RE.flags)
+    if BADNESS_RE.flags & re.IGNORECASE or len(tree.data) != 1 or tree.data[0][0] is not C.BRANCH:
+        return frozenset(map(chr, range(0x80, 0x110000)))  # unknown shape: every non-ASCII text checks
+    # printable ASCII and the basic Greek and Russian alphabets
+    common = set(range(0x20, 0x7F)) | set(range(0x391, 0x3AA)) | set(range(0x3B1, 0x3CA))
+    common |= set(range(0x410, 0x450)) | {0x401, 0x451}
+    out: set[int] = set()
+    for alt in tree.data[0][1][1]:
+        sets = [s for s in map(_charset, alt) if s is not None]
+        if not sets:
+            return frozenset(map(chr, range(0x80, 0x110000)))
+        out |= min(sets, key=lambda s: (len(s & common), len(s)))
+    return frozenset(map(chr, out))
+
+
+@functools.lru_cache()
+def _slow_chars() -> frozenset:
+    """Characters that send a non-ASCII text through ftfy: the fixers' characters, the mojibake
+    detector's triggers, and white space that `str.split` and CLIP's `\\s` disagree on."""
+    # white space ends at U+3000 in Unicode (a test checks the whole range)
+    odd_space = {chr(c) for c in range(0x3001) if chr(c).isspace() != bool(_WS.fullmatch(chr(c)))}
+    return _ftfy_sensitive() | _mojibake_triggers() | frozenset(odd_space) | {_SEP}
+
+
+@functools.lru_cache()
+def _slow_re() -> "re.Pattern":
+    """`_slow_chars` as one character class: a search is ~7x faster than `frozenset.isdisjoint`."""
+    cps = sorted(map(ord, _slow_chars()))
+    ranges, lo, hi = [], cps[0], cps[0]
+    for c in cps[1:] + [-1]:
+        if c == hi + 1:
+            hi = c
+            continue
+        ranges.append(re.escape(chr(lo)) + ("" if lo == hi else "-" + re.escape(chr(hi))))
+        lo = hi = c
+    return re.compile("[" + "".join(ranges) + "]")
+
+
+@functools.lru_cache()
+def _sep_breakers() -> "re.Pattern":
+    """White space that CLIP's `\\s` does not know, which would break the batch's single `str.split`.
+    ftfy removes it all; the check guards against ftfy changing."""
+    odd = [c for c in map(chr, range(0x3001)) if c.isspace() != bool(_WS.fullmatch(c))]
+    return re.compile("[" + "".join(map(re.escape, odd)) + "]")
+
+
 def _needs_ftfy(text: str) -> bool:
     """False when ftfy.fix_text and html.unescape would return `text` unchanged, decided cheaply.
 
     ftfy runs its fixers until nothing changes; on text with none of the characters its fixers touch,
     that is NFC already and that its mojibake detector (`is_bad`) does not flag, every fixer is the
-    identity. Printable ASCII without '&' is the common case."""
+    identity. Printable ASCII without '&' is the common case; `is_bad` runs only on the rare text
+    holding one of its trigger characters."""
     if text.isascii():
         return not text.isprintable() or "&" in text
-    import unicodedata
-
+    if not unicodedata.is_normalized("NFC", text) or not _ftfy_sensitive().isdisjoint(text):
+        return True
+    if _mojibake_triggers().isdisjoint(text):
+        return False
     from ftfy.badness import is_bad
 
-    return not _ftfy_sensitive().isdisjoint(text) or not unicodedata.is_normalized("NFC", text) or is_bad(text)
+    return is_bad(text)
 
 
 def clean(text: str) -> str:
@@ -108,6 +196,11 @@ def clean(text: str) -> str:
 def pretokenize(cleaned: str) -> list[str]:
     """CLIP's pre-tokenization of cleaned text: 'a cat's 2 paws!' -> ['a', 'cat', "'s", '2', 'paws', '!']."""
     return _PRE.findall(cleaned)
+
+
+_chain = chain.from_iterable
+_SEP = "\x00"  # separates texts in a batch; never in a cleaned text (checked)
+_BYTE_MAP = {i: c for i, c in bytes_to_unicode().items()}  # for str.translate of latin-1-decoded bytes
 
 
 def build_hf_tokenizer(new_merges: Sequence[tuple[str, str]] = ()):
@@ -139,6 +232,18 @@ def build_hf_tokenizer(new_merges: Sequence[tuple[str, str]] = ()):
     return tok
 
 
+class _Memo(dict):
+    """A dict that computes a missing value with `fn(key)` and keeps it."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def __missing__(self, key):
+        value = self[key] = self.fn(key)
+        return value
+
+
 class Tokenizer:
     """Bilingual CLIP tokenizer: `tok(["кот", "a cat"], context_length=77) -> LongTensor[2, 77]`."""
 
@@ -151,13 +256,12 @@ class Tokenizer:
         self.context_length = context_length
         self.pad_token_id = PAD_ID
         assert self.eot_token_id == self.vocab_size - 1, "end-of-text must be the largest id (argmax pooling)"
-        self._cache: dict[str, list[int]] = {}  # pre-token -> ids
-        # text is cleaned in Python (lower-case, NFC via ftfy, whitespace): the file's normalizer
-        # would redo that work, so the runtime copy skips it (same ids on cleaned text)
-        from tokenizers import Tokenizer as HFTok
-
-        self._runtime = HFTok.from_str(self.hf.to_str())
-        self._runtime.normalizer = None
+        self._cache = _Memo(self._encode_chunk)  # chunk or pre-token -> ids
+        # the BPE model alone, for pre-tokens already cut and byte-mapped; langclip memoises, so the
+        # model's own word cache is off (its inserts cost more than they save here)
+        self._bpe = self.hf.model
+        if hasattr(self._bpe, "_resize_cache"):
+            self._bpe._resize_cache(0)
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -202,26 +306,58 @@ class Tokenizer:
         return self.encode_batch([text])[0]
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        """Ids of each text, without start/end-of-text. The BPE runs in `tokenizers` (Rust) once per
-        distinct pre-token; results are memoised, as CLIP's own tokenizer does, since a pre-token's ids
-        do not depend on its neighbours."""
-        cleaned = [clean(t) for t in texts]
-        words = [_PRE.findall(t) if "<|" not in t else None for t in cleaned]
-        cache = self._cache
-        missing = {w for ws in words if ws for w in ws if w not in cache}
-        if missing:
-            if len(cache) > 2_000_000:
-                cache.clear()
-            missing = list(missing)
-            for w, e in zip(missing, self._runtime.encode_batch(missing, add_special_tokens=False)):
-                cache[w] = e.ids
-        out = []
-        for t, ws in zip(cleaned, words):
-            if ws is None:  # literal special tokens in the text: let `tokenizers` handle them
-                out.append(self.hf.encode(t, add_special_tokens=False).ids)
-            else:
-                out.append([i for w in ws for i in cache[w]])
-        return out
+        """Ids of each text, without start/end-of-text."""
+        flat, lens = self._encode_flat(texts)
+        ends = lens.cumsum()
+        return [flat[e - n : e].tolist() for e, n in zip(ends.tolist(), lens.tolist())]
+
+    def _encode_flat(self, texts: Sequence[str]):
+        """All texts' ids (no start/end-of-text) concatenated, and each text's count (numpy int64).
+
+        A cleaned text is cut at its spaces into chunks; no pre-token crosses a space, so a chunk's
+        ids never depend on its neighbours and are memoised (as CLIP's own tokenizer memoises words).
+        Only a new chunk is pre-tokenized and run through the BPE in `tokenizers` (Rust). Cleaning is
+        skipped where it provably changes nothing but case (see `_needs_ftfy`). The whole batch is
+        joined with a separator chunk, split once and looked up in one pass at C speed."""
+        import numpy as np
+
+        cache, slow, is_nfc = self._cache, _slow_re().search, unicodedata.is_normalized
+        if len(cache) > 2_000_000:
+            cache.clear()
+        cache[_SEP] = [-1]
+        prepared = [t.lower() if ((t.isprintable() and "&" not in t) if t.isascii() else
+                                  (not slow(t) and is_nfc("NFC", t))) else clean(t) for t in texts]
+        joined = f" {_SEP} ".join(prepared)
+        if joined.count(_SEP) != max(len(prepared) - 1, 0) or _sep_breakers().search(joined):
+            # a cleaned text kept a character that str.split would misread: text by text
+            flat: list[int] = []
+            lens: list[int] = []
+            for t in prepared:
+                n0 = len(flat)
+                t = _WS.sub(" ", t).strip(" ")  # no-op on cleaned text; CLIP's split on the others
+                flat.extend(_chain(map(cache.__getitem__, t.split(" ") if t else ())))
+                lens.append(len(flat) - n0)
+            return np.asarray(flat, dtype=np.int64), np.asarray(lens, dtype=np.int64)
+        # a new chunk is encoded by _Memo.__missing__
+        ids = np.fromiter(_chain(map(cache.__getitem__, joined.split())), dtype=np.int64)
+        seps = np.flatnonzero(ids == -1)
+        lens = np.diff(np.concatenate(([-1], seps, [len(ids)]))) - 1
+        return (np.delete(ids, seps) if len(seps) else ids), lens
+
+    def _encode_chunk(self, chunk: str) -> list[int]:
+        """Ids of one cleaned, space-free chunk (not memoised here: `_Memo` stores the result).
+        A literal "<|endoftext|>" in a text is plain text, as in SimpleTokenizer (open_clip >= 3)."""
+        # a run of letters is one pre-token; str.isalpha is \p{L} (checked in the old, stable
+        # blocks only, where Python's and `regex`'s Unicode tables cannot differ)
+        if chunk.isalpha():
+            if chunk.isascii():  # ASCII letters are their own byte-level characters
+                return [t.id for t in self._bpe.tokenize(chunk)]
+            if max(chunk) < "\u0530":
+                return [t.id for t in self._bpe.tokenize(chunk.encode("utf-8").decode("latin-1").translate(_BYTE_MAP))]
+        words = _PRE.findall(chunk)
+        if len(words) == 1 and words[0] == chunk:
+            return [t.id for t in self._bpe.tokenize(chunk.encode("utf-8").decode("latin-1").translate(_BYTE_MAP))]
+        return [i for w in words for i in self._cache[w]]
 
     def tokens(self, text: str) -> list[str]:
         return self.hf.encode(clean(text), add_special_tokens=False).tokens
@@ -243,10 +379,15 @@ class Tokenizer:
         L = context_length or self.context_length
         if L < 2:
             raise ValueError(f"context_length must be >= 2 (start and end tokens), got {L}")
-        out = np.zeros((len(texts), L), dtype=np.int64)
-        for i, ids in enumerate(self.encode_batch(texts)):
-            ids = ids[: L - 2]
-            out[i, 0] = self.sot_token_id
-            out[i, 1 : len(ids) + 1] = ids
-            out[i, len(ids) + 1] = self.eot_token_id
+        flat, lens = self._encode_flat(texts)
+        B = len(texts)
+        out = np.zeros((B, L), dtype=np.int64)
+        out[:, 0] = self.sot_token_id
+        n = np.minimum(lens, L - 2)  # too long: cut, keeping room for end-of-text
+        if len(flat):
+            rows = np.repeat(np.arange(B), lens)
+            pos = np.arange(len(flat)) - np.repeat(lens.cumsum() - lens, lens)  # position within its text
+            keep = pos < L - 2
+            out[rows[keep], pos[keep] + 1] = flat[keep]
+        out[np.arange(B), n + 1] = self.eot_token_id
         return torch.from_numpy(out)
