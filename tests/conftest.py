@@ -126,9 +126,10 @@ def world_cache(tmp_path_factory, tiny_arch, tiny_clip):
 def train_cfg(tmp_path, world_cache, tiny_arch, tiny_clip, ru_tokenizer):
     from langclip.train import LossSection, ModelSection, OptimSection, TrainConfig
 
+    ru_tokenizer.save(tmp_path / "tok")
     return TrainConfig(cache=str(world_cache), out=str(tmp_path / "run"),
                        model=ModelSection(clip=tiny_arch, weights=tiny_clip[1], tokenizer=str(tmp_path / "tok"),
                                           init="clip", context_length=16),
                        optim=OptimSection(lr=3e-3, warmup_steps=5, weight_decay=0.0),
                        loss=LossSection(), epochs=25, batch_size=32, val_fraction=0.25, seed=0,
-                       log_every=5, tensorboard=False) if ru_tokenizer.save(tmp_path / "tok") else None
+                       log_every=5, tensorboard=False)

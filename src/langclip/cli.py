@@ -16,8 +16,10 @@ EPILOGS = {
                    "  torchrun --nproc_per_node 8 -m langclip cache build --data 'shards/{00000..00999}.tar' ...",
     "train": "example:\n  langclip train --config configs/ru-vitb32-clip-init.yaml\n"
              "  langclip train --config configs/ru-vitb32-clip-init.yaml epochs=3 optim.lr=1e-4 --resume latest",
-    "eval": "example:\n  langclip eval --model runs/ru --dataset cifar10 --lang ru --data-root ~/data\n"
+    "eval": "example:\n  langclip eval --model runs/ru --dataset cifar10 cifar100 caltech101 --lang ru --data-root ~/data --reference --out eval/\n"
             "  langclip eval --model runs/ru --dataset imagefolder:photos/ --lang ru --classnames names.json",
+    "eval-retrieval": "example:\n  langclip eval-retrieval --model runs/ru --data cache/            # the run's held-out images\n"
+                      "  langclip eval-retrieval --model runs/ru --data test_pairs.parquet --out eval/",
     "predict": "example:\n  langclip predict --model runs/ru --image cat.jpg --labels \"кот,собака,лошадь\"",
     "similarity": "example:\n  langclip similarity --model runs/ru --images a.jpg b.jpg --texts texts.txt --out sim.png",
     "export": "example:\n  langclip export --model runs/ru --format open_clip --out export/\n"
@@ -79,15 +81,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _p(sub, "eval", "zero-shot classification")
     p.add_argument("--model", required=True, help="run folder or export folder")
-    p.add_argument("--dataset", required=True, help="cifar10 | cifar100 | caltech101 | imagefolder:PATH")
+    p.add_argument("--dataset", required=True, nargs="+", help="cifar10 | cifar100 | caltech101 | imagefolder:PATH (several allowed)")
     p.add_argument("--lang", default="ru")
     p.add_argument("--data-root", default="~/data")
     p.add_argument("--download", action="store_true")
     p.add_argument("--classnames", help="JSON file with class names (imagefolder)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default=None)
-    p.add_argument("--out", help="folder for results.json, results.md, confusion.png")
+    p.add_argument("--out", help="folder for results.json, results.md, confusion_<dataset>.png")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--reference", action="store_true",
+                   help="also evaluate the original English CLIP (English names and templates) as a reference row")
+    p.add_argument("--weights", help="the CLIP weights file, if it moved since training")
+
+    p = _p(sub, "eval-retrieval", "text<->image recall@1/5/10 on held-out pairs")
+    p.add_argument("--model", required=True, help="run folder or export folder")
+    p.add_argument("--data", required=True, nargs="+", help="a langclip cache folder, or pairs: table(s), tar shards, image folder")
+    p.add_argument("--split", default="val", choices=["val", "all"],
+                   help="cache only: val = the images the run held out in training (default), all = every pair")
+    p.add_argument("--val-fraction", type=float, help="override the run's held-out fraction")
+    p.add_argument("--seed", type=int, help="override the run's split seed")
+    p.add_argument("--image-column"); p.add_argument("--caption-column")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default=None)
+    p.add_argument("--weights", help="the CLIP weights file, if it moved since training")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--out", help="folder for retrieval.json and retrieval.md")
 
     p = _p(sub, "predict", "classify an image among labels")
     p.add_argument("--model", required=True)
@@ -157,7 +176,16 @@ def run(args: argparse.Namespace) -> int:
 
         evaluate_cli(model=args.model, dataset=args.dataset, lang=args.lang, data_root=args.data_root,
                      download=args.download, classnames=args.classnames, batch_size=args.batch_size,
-                     device=args.device, out=args.out, workers=args.workers)
+                     device=args.device, out=args.out, workers=args.workers, reference=args.reference,
+                     weights=args.weights)
+        return 0
+    if args.cmd == "eval-retrieval":
+        from .evaluate import evaluate_retrieval_cli
+
+        evaluate_retrieval_cli(model=args.model, data=args.data, split=args.split, val_fraction=args.val_fraction,
+                               seed=args.seed, batch_size=args.batch_size, device=args.device, weights=args.weights,
+                               out=args.out, workers=args.workers, image_column=args.image_column,
+                               caption_column=args.caption_column)
         return 0
     if args.cmd == "predict":
         from .inference import predict_cli

@@ -82,12 +82,13 @@ def evaluate(model, dataloader, tokenizer, classnames: list, templates: list[str
 def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, names: list[str]) -> dict:
     C = logits.shape[1]
     top = logits.topk(min(5, C), dim=1).indices
-    acc1 = float((top[:, 0] == labels).float().mean())
-    acc5 = float((top == labels[:, None]).any(1).float().mean())
+    n = int(labels.numel())
+    acc1 = int((top[:, 0] == labels).sum()) / n  # exact counts, float64: comparable with other harnesses
+    acc5 = int((top == labels[:, None]).any(1).sum()) / n
     conf = torch.zeros(C, C, dtype=torch.long)
     conf.index_put_((labels, top[:, 0]), torch.ones_like(labels), accumulate=True)
     support = conf.sum(1)
-    per_class = (conf.diag().float() / support.clamp(min=1).float())
+    per_class = (conf.diag().double() / support.clamp(min=1).double())
     present = support > 0
     return {"acc1": acc1, "acc5": acc5, "mean_per_class_recall": float(per_class[present].mean()),
             "per_class": {n: float(a) for n, a, p in zip(names, per_class, present) if p},
@@ -110,7 +111,7 @@ def plot_confusion(conf, names: list[str], path: str | Path, title: str = "") ->
     conf = np.asarray(conf, dtype=float)
     norm = conf / np.maximum(conf.sum(1, keepdims=True), 1)
     n = len(names)
-    size = max(4.0, 0.45 * n + 2)
+    size = max(4.0, 0.45 * n + 2) if n <= 30 else 0.17 * n + 3  # inches; 100 classes: 20 in
     fig, ax = plt.subplots(figsize=(size, size * 0.9))
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(n), names, rotation=60, ha="right", fontsize=8 if n < 30 else 5)
@@ -156,31 +157,213 @@ def load_dataset(name: str, root: str | Path, transform, download: bool = False)
                                 f"(needs network) or put torchvision's layout there") from None
 
 
-def evaluate_cli(model: str, dataset: str, lang: str, data_root: str, download: bool = False,
+def dataset_classnames(dataset: str, lang: str, classnames: str | None = None, folder_classes=None) -> list:
+    """Class names for a dataset: a --classnames JSON file (a list, or {lang: list}), an image folder's
+    own folder names, or the shipped lists."""
+    if classnames:
+        f = Path(classnames)
+        try:
+            names = json.loads(f.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"class-name file not found: {f}") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{f}: not a UTF-8 JSON list of class names ({e})") from None
+        names = names.get(lang, names) if isinstance(names, dict) else names
+        if not isinstance(names, list) or not names:
+            raise ValueError(f"{f}: expected a non-empty JSON list of class names (or {{\"{lang}\": [...]}})")
+        return names
+    if dataset.startswith("imagefolder:"):
+        return list(folder_classes)
+    return shipped_classnames(dataset, lang)
+
+
+def load_reference_clip(arch: str, weights: str | Path):
+    """The original English CLIP (both towers from its weights file) and CLIP's own tokenizer."""
+    from .model import LangCLIP, load_image_tower, model_config
+    from .tokenizer import Tokenizer
+    from .weights import WeightsError
+
+    model = LangCLIP(model_config(arch))
+    rest = load_image_tower(model, weights, arch)
+    own = model.text_state_dict()
+    text = {k: v.float() for k, v in rest.items() if k in own}
+    missing = [k for k in own if k not in text]
+    if missing:
+        raise WeightsError(f"{weights}: no English text tower ({missing[0]} missing); the reference row needs "
+                           f"the full CLIP weights file")
+    model.clip.load_state_dict(text, strict=False)
+    return model.eval(), Tokenizer.clip()
+
+
+def _reference(m, weights: str | None, device):
+    """(model, tokenizer) of the English CLIP a langclip model was built from."""
+    ref = (m.meta or {}).get("image_tower")
+    if not ref:
+        raise ValueError("--reference needs the CLIP the model was built from: this folder records none "
+                         "(an export); evaluate the run folder instead")
+    from .runs import resolve_image_weights
+
+    run = Path(m.meta.get("_path", "."))
+    path = resolve_image_weights(run, ref, weights)
+    model, tok = load_reference_clip(ref["arch"], path)
+    return model.to(device), tok
+
+
+SUMMARY = ("acc1", "acc5", "mean_per_class_recall", "n")
+
+
+def evaluate_cli(model: str, dataset: str | list[str], lang: str, data_root: str, download: bool = False,
                  classnames: str | None = None, batch_size: int = 256, device: str | None = None,
-                 out: str | None = None, workers: int = 2) -> dict:
+                 out: str | None = None, workers: int = 2, reference: bool = False,
+                 weights: str | None = None) -> dict:
+    """Zero-shot evaluation on one or more datasets; with `reference`, the original English CLIP is
+    evaluated in the same harness (English class names and templates) as a second row."""
     from .inference import load
 
-    m = load(model, device=device)
-    ds, folder_classes = load_dataset(dataset, data_root, m.preprocess, download)
-    key = dataset.split(":")[0]
-    if classnames:
-        names = json.loads(Path(classnames).read_text(encoding="utf-8"))
-        names = names.get(lang, names) if isinstance(names, dict) else names
-    elif key == "imagefolder":
-        names = folder_classes
+    datasets = [dataset] if isinstance(dataset, str) else list(dataset)
+    if classnames:  # cheap input checks first
+        dataset_classnames(datasets[0], lang, classnames)
+    m = load(model, device=device, weights=weights)
+    templates = shipped_templates(lang)
+    ref = _reference(m, weights, m.device) if reference else None
+    rows, results = [], {}
+    o = Path(out) if out else None
+    if o:
+        o.mkdir(parents=True, exist_ok=True)
+    for ds_name in datasets:
+        ds, folder_classes = load_dataset(ds_name, data_root, m.preprocess, download)
+        key = ds_name.split(":")[0] if ds_name.startswith("imagefolder:") else ds_name
+        names = dataset_classnames(ds_name, lang, classnames, folder_classes)
+        n_classes = len(folder_classes) if folder_classes is not None else len(getattr(ds, "classes", names))
+        if len(names) != n_classes:
+            raise ValueError(f"{ds_name}: {len(names)} class names for {n_classes} classes")
+        loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers)
+        res = evaluate(m.model, loader, m.tokenizer, names, templates, m.device)
+        results[ds_name] = res
+        rows.append({"model": f"langclip ({lang})", "dataset": ds_name, **{k: res[k] for k in SUMMARY}})
+        print(json.dumps({"dataset": ds_name, "lang": lang, **{k: res[k] for k in SUMMARY}}, ensure_ascii=False))
+        if ref is not None:
+            en = dataset_classnames(ds_name, "en", None, folder_classes) if key != "imagefolder" else names
+            r = evaluate(ref[0], loader, ref[1], en, shipped_templates("en"), m.device)
+            results[f"{ds_name}/reference_en"] = r
+            rows.append({"model": "CLIP (en, reference)", "dataset": ds_name, **{k: r[k] for k in SUMMARY}})
+            print(json.dumps({"dataset": ds_name, "lang": "en", "model": "reference", **{k: r[k] for k in SUMMARY}}))
+        if o:
+            safe = ds_name.replace(":", "_").replace("/", "_")
+            plot_confusion(res["confusion"], res["classnames"], o / f"confusion_{safe}.png", f"{ds_name} ({lang})")
+    if o:
+        (o / "results.json").write_text(json.dumps(results, ensure_ascii=False, indent=1), encoding="utf-8")
+        table = markdown_table(rows, ["model", "dataset", *SUMMARY])
+        (o / "results.md").write_text(table, encoding="utf-8")
+        print(f"saved {o}/results.json, results.md, confusion_*.png")
+    return results
+
+
+# -- retrieval ----------------------------------------------------------------------------------
+def recall_at_k(text: torch.Tensor, image: torch.Tensor, text_image: torch.Tensor, ks=(1, 5, 10)) -> dict:
+    """text (T, D), image (I, D) normalised; text_image (T,) image index of each text."""
+    sim = text.float() @ image.float().T                       # (T, I)
+    out = {}
+    rank_t2i = (sim > sim.gather(1, text_image[:, None])).sum(1)   # images scoring above the right one
+    for k in ks:
+        out[f"t2i_r@{k}"] = float((rank_t2i < k).float().mean())
+    # image -> text: best rank among the image's captions
+    simT = sim.T                                                 # (I, T)
+    best = torch.full((image.shape[0],), float("-inf"), device=sim.device)
+    best.scatter_reduce_(0, text_image, sim.gather(1, text_image[:, None]).squeeze(1), reduce="amax")
+    rank_i2t = (simT > best[:, None]).sum(1)
+    present = torch.zeros(image.shape[0], dtype=torch.bool, device=sim.device)
+    present[text_image] = True
+    for k in ks:
+        out[f"i2t_r@{k}"] = float((rank_i2t[present] < k).float().mean())
+    out["mean_recall"] = sum(out.values()) / len(out)
+    return out
+
+
+@torch.no_grad()
+def encode_texts(model, tokenizer, texts: list[str], device, batch_size: int = 512) -> torch.Tensor:
+    out = []
+    for s in range(0, len(texts), batch_size):
+        t = tokenizer(texts[s: s + batch_size], context_length=model.context_length).to(device)
+        out.append(model.encode_text(t).float().cpu())
+    return torch.cat(out) if out else torch.zeros(0, 0)
+
+
+def _run_split(model_path: Path) -> tuple[float, int]:
+    """The held-out fraction and seed the run was trained with (config.yaml), else the defaults."""
+    f = model_path / "config.yaml"
+    if f.is_file():
+        import yaml
+
+        c = yaml.safe_load(f.read_text(encoding="utf-8")) or {}
+        return float(c.get("val_fraction", 0.02)), int(c.get("seed", 0))
+    return 0.02, 0
+
+
+def evaluate_retrieval_cli(model: str, data: list[str], split: str = "val", val_fraction: float | None = None,
+                           seed: int | None = None, batch_size: int = 256, device: str | None = None,
+                           weights: str | None = None, out: str | None = None, workers: int = 2,
+                           image_column=None, caption_column=None) -> dict:
+    """Text->image and image->text recall@1/5/10 on held-out pairs.
+
+    `data` is a langclip cache (its image embeddings are used; `split='val'` takes the images the run
+    held out in training, `all` takes every pair) or pairs (table, tar shards, folder), whose images
+    are embedded here (unreadable images are skipped and counted)."""
+    from .cache import CacheData, check_cache_matches, load_cache, split_by_image
+    from .inference import load
+
+    if split not in ("val", "all"):
+        raise ValueError(f"--split must be val or all, got {split!r}")
+    m = load(model, device=device, weights=weights)
+    skipped = 0
+    if len(data) == 1 and (Path(data[0]) / "manifest.json").is_file():
+        cache: CacheData = load_cache(data[0])
+        ref = (m.meta or {}).get("image_tower")
+        if ref:
+            check_cache_matches(cache.manifest, ref["arch"], ref["sha256"], where=data[0])
+        if split == "val":
+            vf, sd = _run_split(Path(model))
+            _, idx = split_by_image(cache, val_fraction if val_fraction is not None else vf,
+                                    seed if seed is not None else sd)
+            if len(idx) == 0:
+                raise ValueError(f"{data[0]}: the held-out split is empty (val_fraction {vf}); use --split all")
+        else:
+            idx = torch.arange(len(cache.captions))
+        imgs_u, inv = cache.caption_image[idx].unique(return_inverse=True)
+        image = cache.image_emb[imgs_u].float()
+        texts = [cache.captions[i] for i in idx.tolist()]
+        source = f"cache {data[0]} ({split})"
     else:
-        names = shipped_classnames(key, lang)
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers)
-    res = evaluate(m.model, loader, m.tokenizer, names, shipped_templates(lang), m.device)
-    summary = {k: res[k] for k in ("acc1", "acc5", "mean_per_class_recall", "n")}
-    print(json.dumps({"dataset": dataset, "lang": lang, **summary}, ensure_ascii=False))
+        from .cache import _Images, _collate
+        from .data import read_pairs
+
+        pairs = read_pairs(data, image_column, caption_column)
+        ds = _Images(pairs.images, list(range(len(pairs.images))), m.preprocess)
+        loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=_collate)
+        feats: dict[int, torch.Tensor] = {}
+        with torch.no_grad():
+            for rows, oks, x, _errs in loader:
+                if x is not None:
+                    f = m.model.encode_image(x.to(m.device)).float().cpu()
+                    feats.update(zip([r for r, k in zip(rows, oks) if k], f))
+        skipped = len(pairs.images) - len(feats)
+        if not feats:
+            raise ValueError(f"none of the {len(pairs.images)} images in {', '.join(data)} could be read")
+        kept = [(row, c) for row, c, _ in pairs.captions if row in feats]
+        texts = [c for _, c in kept]
+        imgs_u, inv = torch.tensor([row for row, _ in kept], dtype=torch.long).unique(return_inverse=True)
+        image = torch.stack([feats[int(r)] for r in imgs_u])
+        source = ", ".join(data)
+    if not texts:
+        raise ValueError(f"no pairs to evaluate in {source}")
+    text = encode_texts(m.model, m.tokenizer, texts, m.device)
+    res = recall_at_k(text, image, inv)
+    res.update(texts=len(texts), images=int(image.shape[0]), images_skipped=skipped, data=source)
+    print(json.dumps(res, ensure_ascii=False))
     if out:
         o = Path(out)
         o.mkdir(parents=True, exist_ok=True)
-        (o / "results.json").write_text(json.dumps(res, ensure_ascii=False, indent=1), encoding="utf-8")
-        (o / "results.md").write_text(markdown_table([{"dataset": dataset, "lang": lang, **summary}],
-                                                     ["dataset", "lang", "acc1", "acc5", "mean_per_class_recall", "n"]),
-                                      encoding="utf-8")
-        plot_confusion(res["confusion"], res["classnames"], o / "confusion.png", f"{dataset} ({lang})")
+        (o / "retrieval.json").write_text(json.dumps(res, ensure_ascii=False, indent=1), encoding="utf-8")
+        cols = ["t2i_r@1", "t2i_r@5", "t2i_r@10", "i2t_r@1", "i2t_r@5", "i2t_r@10", "texts", "images"]
+        (o / "retrieval.md").write_text(markdown_table([res], cols), encoding="utf-8")
     return res

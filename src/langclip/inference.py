@@ -15,6 +15,7 @@ import torch
 class LoadedModel:
     def __init__(self, model, tokenizer, preprocess, device, meta: dict):
         self.model, self.tokenizer, self.preprocess, self.device, self.meta = model, tokenizer, preprocess, device, meta
+        tokenizer.context_length = model.context_length  # tokenizer(texts) fits the model by default
 
     @torch.no_grad()
     def encode_text(self, texts: list[str]) -> torch.Tensor:
@@ -61,6 +62,7 @@ def load(path: str | Path, device: str | None = None, weights: str | None = None
         _, _, pp = open_clip.create_model_and_transforms(f"local-dir:{path}")
         return LoadedModel(m.to(dev).eval(), tok, pp, dev, cfg)
     model, tok, meta = load_model(path, weights=weights)
+    meta = dict(meta, _path=str(path))
     return LoadedModel(model.to(dev).eval(), tok, image_transform(meta["preprocess_cfg"]), dev, meta)
 
 

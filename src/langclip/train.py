@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .cache import check_cache_matches, load_cache, read_manifest, split_by_image
+from .evaluate import recall_at_k  # noqa: F401  (re-exported: part of this stage's API)
 from .config import ConfigError
 from .runs import atomic_write_text, build_student, save_model_files
 from .tokenizer import Tokenizer
@@ -179,26 +180,6 @@ def epoch_order(image_caps: list[torch.Tensor], seed: int, epoch: int) -> torch.
 
 
 @torch.no_grad()
-def recall_at_k(text: torch.Tensor, image: torch.Tensor, text_image: torch.Tensor, ks=(1, 5, 10)) -> dict:
-    """text (T, D), image (I, D) normalised; text_image (T,) image index of each text."""
-    sim = text.float() @ image.float().T                       # (T, I)
-    out = {}
-    rank_t2i = (sim > sim.gather(1, text_image[:, None])).sum(1)   # images scoring above the right one
-    for k in ks:
-        out[f"t2i_r@{k}"] = float((rank_t2i < k).float().mean())
-    # image -> text: best rank among the image's captions
-    simT = sim.T                                                 # (I, T)
-    best = torch.full((image.shape[0],), float("-inf"), device=sim.device)
-    best.scatter_reduce_(0, text_image, sim.gather(1, text_image[:, None]).squeeze(1), reduce="amax")
-    rank_i2t = (simT > best[:, None]).sum(1)
-    present = torch.zeros(image.shape[0], dtype=torch.bool, device=sim.device)
-    present[text_image] = True
-    for k in ks:
-        out[f"i2t_r@{k}"] = float((rank_i2t[present] < k).float().mean())
-    out["mean_recall"] = sum(out.values()) / len(out)
-    return out
-
-
 # -- the job ------------------------------------------------------------------------------------
 def _dist_env():
     world = int(os.environ.get("WORLD_SIZE", "1"))

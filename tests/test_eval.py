@@ -1,0 +1,234 @@
+"""Zero-shot evaluation (parity with CLIP_benchmark), the English reference row, retrieval evaluation,
+shipped class names, inference bad input, and the pictures."""
+import json
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from langclip.cli import main
+
+from conftest import make_image
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, tiny_arch, tiny_clip, ru_tokenizer):
+    """A run folder: `clip` init (English exactly CLIP's), context 32, a slightly changed Russian part."""
+    from langclip.runs import build_student, save_model_files
+
+    run = tmp_path_factory.mktemp("eval") / "run"
+    model, ref, info = build_student(tiny_arch, tiny_clip[1], ru_tokenizer, init="clip", context_length=32)
+    with torch.no_grad():  # new (Russian) tokens only: English stays CLIP's
+        emb = model.clip.token_embedding.weight
+        emb[49406:ru_tokenizer.sot_token_id] += 0.05 * torch.randn_like(emb[49406:ru_tokenizer.sot_token_id])
+    save_model_files(run, model, ru_tokenizer, ref, {"init": info})
+    return run
+
+
+@pytest.fixture()
+def cifar_root(tmp_path, monkeypatch):
+    """20 test images written in CIFAR-10's own python format, read by torchvision.datasets.CIFAR10.
+    torchvision checks the files' MD5 against the real dataset's; the checksums are pointed at ours."""
+    import hashlib
+
+    import torchvision.datasets as tvd
+
+    d = tmp_path / "cifar" / "cifar-10-batches-py"
+    d.mkdir(parents=True)
+    def batch(n, seed):
+        r = np.random.default_rng(seed)
+        labels = [int(i % 10) for i in range(n)]
+        imgs = r.integers(0, 255, (n, 3, 32, 32), dtype=np.uint8)
+        for i, y in enumerate(labels):  # a class-dependent tint, so predictions are not all alike
+            imgs[i, y % 3] = np.clip(imgs[i, y % 3].astype(int) + 40 * (y // 3), 0, 255)
+        # str keys: the real files were pickled by Python 2, whose str torchvision reads back as str
+        return {"batch_label": "x", "labels": labels, "data": imgs.reshape(n, -1), "filenames": ["f"] * n}
+
+    files = {f"data_batch_{i}": batch(2, i) for i in range(1, 6)}
+    files["test_batch"] = batch(20, 99)
+    for name, obj in files.items():
+        (d / name).write_bytes(pickle.dumps(obj, protocol=2))
+    (d / "batches.meta").write_bytes(pickle.dumps({"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog",
+                                                                   "frog", "horse", "ship", "truck"], "num_vis": 3072},
+                                                  protocol=2))
+    md5 = lambda f: hashlib.md5((d / f).read_bytes()).hexdigest()
+    monkeypatch.setattr(tvd.CIFAR10, "train_list", [[f"data_batch_{i}", md5(f"data_batch_{i}")] for i in range(1, 6)])
+    monkeypatch.setattr(tvd.CIFAR10, "test_list", [["test_batch", md5("test_batch")]])
+    monkeypatch.setattr(tvd.CIFAR10, "meta", {"filename": "batches.meta", "key": "label_names", "md5": md5("batches.meta")})
+    return tmp_path / "cifar"
+
+
+def _clip_benchmark(m, root, names, templates):
+    import torchvision.datasets as tvd
+    from clip_benchmark.metrics import zeroshot_classification as zsc
+
+    ds = tvd.CIFAR10(str(root), train=False, transform=m.preprocess)
+    loader = torch.utils.data.DataLoader(ds, batch_size=7)
+    return zsc.evaluate(m.model, loader, m.tokenizer, names, templates, "cpu", amp=False)
+
+
+@pytest.mark.filterwarnings("ignore:Conversion of an array with ndim > 0:DeprecationWarning")  # CLIP_benchmark's
+def test_zero_shot_parity_with_clip_benchmark(tiny_run, cifar_root, tmp_path):
+    import langclip
+    from langclip.evaluate import evaluate, evaluate_cli, shipped_classnames, shipped_templates
+
+    m = langclip.load(tiny_run, device="cpu")
+    # English through the CLI path (shipped names and templates), Russian through the API with
+    # nominative names in {c} templates, since CLIP_benchmark fills only {c}
+    ours = evaluate_cli(str(tiny_run), "cifar10", "en", str(cifar_root), batch_size=6, device="cpu",
+                        out=str(tmp_path / "ev"), workers=0)["cifar10"]
+    ref = _clip_benchmark(m, cifar_root, shipped_classnames("cifar10", "en"), shipped_templates("en"))
+    ru_names = [c["nom"] for c in shipped_classnames("cifar10", "ru")]
+    ru_templates = ["фото: {c}", "{c}", "на картинке {c}"]
+    import torchvision.datasets as tvd
+
+    loader = torch.utils.data.DataLoader(tvd.CIFAR10(str(cifar_root), train=False, transform=m.preprocess), batch_size=5)
+    ours_ru = evaluate(m.model, loader, m.tokenizer, ru_names, ru_templates, "cpu")
+    ref_ru = _clip_benchmark(m, cifar_root, ru_names, ru_templates)
+    for a, b in ((ours, ref), (ours_ru, ref_ru)):
+        assert a["n"] == 20
+        for k in ("acc1", "acc5", "mean_per_class_recall"):
+            assert a[k] == pytest.approx(b[k], abs=1e-9), (k, a[k], b[k])
+    assert 0 < ours["acc5"] < 1 and ours_ru["acc5"] > 0  # not a degenerate agreement
+    files = {p.name: p.stat().st_size for p in (tmp_path / "ev").iterdir()}
+    assert files["confusion_cifar10.png"] > 10_000 and "results.md" in files and "results.json" in files
+
+
+def test_english_reference_row(tiny_run, cifar_root, tmp_path):
+    """The reference row is the original English CLIP: with `clip` init, the student's English equals it."""
+    from langclip.evaluate import evaluate_cli
+
+    assert main(["eval", "--model", str(tiny_run), "--dataset", "cifar10", "--lang", "en", "--data-root",
+                 str(cifar_root), "--reference", "--out", str(tmp_path / "ev"), "--workers", "0",
+                 "--device", "cpu"]) == 0
+    res = json.loads((tmp_path / "ev" / "results.json").read_text(encoding="utf-8"))
+    a, b = res["cifar10"], res["cifar10/reference_en"]
+    assert [a[k] for k in ("acc1", "acc5", "mean_per_class_recall")] == [b[k] for k in ("acc1", "acc5", "mean_per_class_recall")]
+    md = (tmp_path / "ev" / "results.md").read_text(encoding="utf-8")
+    assert "CLIP (en, reference)" in md and "langclip (en)" in md
+    # Russian row beside the English reference (the gap users want to see)
+    r = evaluate_cli(str(tiny_run), ["cifar10"], "ru", str(cifar_root), device="cpu", workers=0, reference=True)
+    assert set(r) == {"cifar10", "cifar10/reference_en"} and r["cifar10/reference_en"]["acc1"] == b["acc1"]
+
+
+def test_shipped_class_names_complete_and_up_to_date():
+    import runpy
+    from pathlib import Path
+
+    import pymorphy3
+
+    from langclip.evaluate import fill, shipped_classnames, shipped_templates
+
+    mk = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "make_classnames.py"))
+    assert mk["main"](["--check"]) == 0, "class-name files differ from scripts/make_classnames.py"
+    morph = pymorphy3.MorphAnalyzer()
+    for ds, n in (("cifar10", 10), ("cifar100", 100), ("caltech101", 101)):
+        en, ru = shipped_classnames(ds, "en"), shipped_classnames(ds, "ru")
+        assert len(en) == len(ru) == n and len(set(en)) == n
+        assert all(set(c) == {"nom", "gen"} and c["nom"] and c["gen"] for c in ru)
+        for c in ru:  # the first word of every genitive reads as a genitive (or cannot change)
+            w = c["gen"].split()[0].lower()
+            assert any({"gent"} <= p.tag.grammemes or "Fixd" in p.tag for p in morph.parse(w)), c
+    en, ru = shipped_classnames("cifar100", "en"), shipped_classnames("cifar100", "ru")
+    for t in shipped_templates("ru"):
+        assert "{" not in fill(t, ru[en.index("maple tree")])
+    assert fill("фото {gen}", ru[en.index("sweet pepper")]) == "фото сладкого перца"
+    assert fill("{nom}", ru[en.index("maple tree")]) == "клён"
+
+
+def test_retrieval_eval_on_pairs_and_cache(tiny_run, pair_data, world_cache, tmp_path, capsys):
+    import langclip
+    from langclip.cache import load_cache, split_by_image
+    from langclip.evaluate import evaluate_retrieval_cli, recall_at_k
+
+    # pairs: one image is corrupt -> skipped and counted; the rest equals a direct computation
+    (pair_data / "img" / "05.jpg").write_bytes(b"not a jpeg")
+    res = evaluate_retrieval_cli(str(tiny_run), [str(pair_data / "pairs.csv")], device="cpu", workers=0,
+                                 out=str(tmp_path / "r"))
+    assert res["images_skipped"] == 1 and res["images"] == 15 and res["texts"] == 30
+    m = langclip.load(tiny_run, device="cpu")
+    from PIL import Image
+
+    names = [f"{i:02d}.{'png' if i % 4 == 0 else 'jpg'}" for i in range(16) if i != 5]
+    img = m.encode_image([Image.open(pair_data / "img" / n) for n in names])
+    caps = [c for i in range(16) if i != 5 for c in (f"картинка номер {i}", f"изображение {i}")]
+    direct = recall_at_k(m.encode_text(caps), img, torch.arange(15).repeat_interleave(2))
+    for k, v in direct.items():
+        assert res[k] == pytest.approx(v, abs=1e-6), k
+    assert (tmp_path / "r" / "retrieval.md").is_file()
+    # cache: the held-out images of the split; `all` covers every caption
+    assert main(["eval-retrieval", "--model", str(tiny_run), "--data", str(world_cache), "--split", "val",
+                 "--val-fraction", "0.25", "--device", "cpu"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    _, val = split_by_image(load_cache(world_cache), 0.25, 0)
+    assert out["texts"] == len(val) and out["images"] == 48
+    assert main(["eval-retrieval", "--model", str(tiny_run), "--data", str(world_cache), "--split", "all",
+                 "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["texts"] == 192 * 3
+
+
+def test_inference_bad_input(tiny_run, tmp_path, capsys):
+    import shutil
+
+    good = make_image(tmp_path / "cat.png", 1)
+    broken = tmp_path / "broken.jpg"
+    broken.write_text("this is not an image")
+    cp1251 = tmp_path / "labels.txt"
+    cp1251.write_bytes("кот\nсобака\n".encode("cp1251"))
+    texts = tmp_path / "texts.txt"
+    texts.write_text("кот\nсобака\n", encoding="utf-8")
+    for i, c in enumerate(["cat", "dog"]):
+        (tmp_path / "photos" / c).mkdir(parents=True)
+        make_image(tmp_path / "photos" / c / "a.png", i)
+    names3 = tmp_path / "names.json"
+    names3.write_text('{"ru": ["кот", "собака", "лошадь"]}', encoding="utf-8")
+    no_tok = tmp_path / "no_tok"
+    shutil.copytree(tiny_run, no_tok)
+    shutil.rmtree(no_tok / "tokenizer")
+    cases = [
+        (["predict", "--model", str(tiny_run), "--image", str(broken), "--labels", "кот,собака"], "broken.jpg: not a readable image"),
+        (["predict", "--model", str(tiny_run), "--image", str(tmp_path / "nope.jpg"), "--labels", "кот"], "image not found"),
+        (["predict", "--model", str(tiny_run), "--image", str(good), "--labels", " , ,"], "empty label list"),
+        (["predict", "--model", str(tiny_run), "--image", str(good), "--labels", f"@{cp1251}"], "labels.txt:1: not UTF-8"),
+        (["predict", "--model", str(no_tok), "--image", str(good), "--labels", "кот"], "has no tokenizer"),
+        (["similarity", "--model", str(tiny_run), "--images", str(good), str(broken), "--texts", str(texts),
+          "--out", str(tmp_path / "s.png")], "broken.jpg: not a readable image"),
+        (["similarity", "--model", str(tiny_run), "--images", str(good), "--texts", str(cp1251),
+          "--out", str(tmp_path / "s.png")], "labels.txt:1: not UTF-8"),
+        (["eval", "--model", str(tiny_run), "--dataset", "cifar10", "--data-root", str(tmp_path / "nodata")], "cifar10 not found under"),
+        (["eval", "--model", str(tiny_run), "--dataset", f"imagefolder:{tmp_path / 'photos'}", "--classnames", str(cp1251)], "not a UTF-8 JSON list"),
+        (["eval", "--model", str(tiny_run), "--dataset", f"imagefolder:{tmp_path / 'photos'}", "--classnames", str(names3)], "3 class names for 2 classes"),
+        (["eval", "--model", str(tmp_path), "--dataset", "cifar10"], "not a langclip run folder"),
+    ]
+    for argv, msg in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert msg in err and "Traceback" not in err, (argv, err)
+    assert not (tmp_path / "s.png").exists()
+
+
+def test_pictures_render_cyrillic(tiny_run, tmp_path):
+    from PIL import Image
+
+    import langclip
+    from langclip.evaluate import plot_confusion, shipped_classnames
+    from langclip.inference import save_similarity
+
+    m = langclip.load(tiny_run, device="cpu")
+    ims = [Image.open(make_image(tmp_path / f"{i}.png", i, size=(64, 48))) for i in range(3)]
+    texts = ["рыжий кот на диване", "две собаки на траве", "Ελληνικά: γάτα", "a red car"]
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        sim = (m.encode_image(ims) @ m.encode_text(texts).T).numpy()
+        save_similarity(sim, ims, ["0.png", "1.png", "2.png"], texts, tmp_path / "sim.png")
+        names = [c["nom"] for c in shipped_classnames("cifar100", "ru")]
+        plot_confusion(np.eye(100, dtype=int), names, tmp_path / "conf.png", "CIFAR-100 (ru)")
+    missing = [str(x.message) for x in w if "missing from font" in str(x.message).lower() or "glyph" in str(x.message).lower()]
+    assert not missing, missing[:3]
+    with Image.open(tmp_path / "sim.png") as im:
+        assert im.size[0] > 300 and im.size[1] > 200
+    assert (tmp_path / "conf.png").stat().st_size > 50_000
+    rows = (tmp_path / "sim.csv").read_text(encoding="utf-8").splitlines()
+    assert rows[1].startswith("рыжий кот") and len(rows) == 5
