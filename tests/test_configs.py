@@ -15,7 +15,7 @@ def test_shipped_config_parses(path, tmp_path):
         (tmp_path / k).mkdir()
     cfg = load_config(TrainConfig, path, [f"cache={tmp_path / 'cache'}", f"model.weights={tmp_path / 'model.weights'}",
                                           f"model.tokenizer={tmp_path / 'model.tokenizer'}"])
-    assert cfg.epochs >= 1 and cfg.model.init in ("clip", "scratch")
+    assert cfg.epochs >= 1 and (cfg.model.init in ("clip", "scratch") or cfg.model.init.startswith("hf:"))
 
 
 def test_config_errors_name_the_key(tmp_path):

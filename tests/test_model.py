@@ -1,6 +1,7 @@
 import json
 import zipfile
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -189,3 +190,79 @@ def test_export_loads_in_stock_open_clip(tmp_path, tiny_arch, tiny_clip, ru_toke
         t_ref, t_oc = loaded.encode_text(tok(texts, context_length=32)), oc.encode_text(oc_tok(texts), normalize=True)
         i_ref, i_oc = loaded.encode_image(x_ours), oc.encode_image(x_ours, normalize=True)
     assert (t_ref - t_oc).abs().max() <= 1e-5 and (i_ref - i_oc).abs().max() <= 1e-5
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    """A 2-layer, width-32 BERT with a WordPiece vocabulary, saved as a Hugging Face model folder."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    d = tmp_path_factory.mktemp("tiny_bert")
+    words = ["кот", "кошка", "собака", "красный", "синий", "круг", "звезда", "две", "три", "на", "фото", "##а", "##ы"]
+    chars = sorted(set("".join(words).replace("#", "")) | set("абвгдеёжзийклмнопрстуфхцчшщъыьэюя0123456789"))
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words + chars + ["##" + c for c in chars]
+    (d / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    BertTokenizerFast(vocab_file=str(d / "vocab.txt")).save_pretrained(str(d))
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=40)).save_pretrained(str(d))
+    return d
+
+
+def test_hf_text_tower_init_save_load_export(tmp_path, tiny_arch, tiny_clip, tiny_bert):
+    import open_clip
+    from PIL import Image
+    from transformers import BertModel
+
+    from langclip.cli import main
+    from langclip.runs import image_transform
+    from langclip.tokenizer import HFTextTokenizer
+
+    tok = HFTextTokenizer.load(tiny_bert, context_length=24)
+    model, ref, info = build_student(tiny_arch, tiny_clip[1], tok, init=f"hf:{tiny_bert}", context_length=24)
+    assert info["hf_model"] == str(tiny_bert) and model.is_hf
+    # the text tower is the pretrained encoder; the image tower is CLIP's, locked
+    bert = BertModel.from_pretrained(str(tiny_bert))
+    assert torch.equal(model.clip.text.transformer.embeddings.word_embeddings.weight, bert.embeddings.word_embeddings.weight)
+    assert all(not p.requires_grad for p in model.visual.parameters())
+    assert torch.equal(model.logit_scale.detach(), tiny_clip[0].logit_scale.detach())
+    texts = ["две красные звезды", "кот на фото", "синий круг " * 20]
+    t = tok(texts, context_length=24)
+    assert t.shape == (3, 24) and t[2, -1] == tok.tok.sep_token_id  # truncation keeps [SEP]
+    with torch.no_grad():
+        e = model.eval().encode_text(t)
+    assert e.shape == (3, 32) and torch.allclose(e.norm(dim=-1), torch.ones(3))
+    # run folder round trip, then export to stock open_clip
+    save_model_files(tmp_path / "run", model, tok, ref, {"init": info})
+    loaded, tok2, _ = load_model(tmp_path / "run")
+    with torch.no_grad():
+        assert torch.equal(loaded.encode_text(tok2(texts)), e)
+    assert main(["export", "--model", str(tmp_path / "run"), "--out", str(tmp_path / "exp")]) == 0
+    oc, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{tmp_path / 'exp'}")
+    oc_tok = open_clip.get_tokenizer(f"local-dir:{tmp_path / 'exp'}")
+    assert torch.equal(oc_tok(texts, context_length=24), t)
+    img = Image.fromarray((torch.rand(80, 70, 3) * 255).byte().numpy())
+    meta = json.loads((tmp_path / "run" / "model.json").read_text())
+    x = image_transform(meta["preprocess_cfg"])(img)[None]
+    with torch.no_grad():
+        assert (oc.eval().encode_text(t, normalize=True) - e).abs().max() <= 1e-5
+        assert (oc.encode_image(x, normalize=True) - loaded.encode_image(x)).abs().max() <= 1e-5
+    with pytest.raises(FileNotFoundError, match="could not be loaded"):
+        build_student(tiny_arch, tiny_clip[1], None, init=f"hf:{tmp_path / 'nope'}")
+
+
+def test_hf_text_tower_trains(tmp_path, world_cache, tiny_arch, tiny_clip, tiny_bert):
+    from langclip.train import LossSection, ModelSection, OptimSection, TrainConfig, train
+
+    cfg = TrainConfig(cache=str(world_cache), out=str(tmp_path / "run"),
+                      model=ModelSection(clip=tiny_arch, weights=tiny_clip[1], init=f"hf:{tiny_bert}", context_length=24),
+                      optim=OptimSection(lr=1e-3, warmup_steps=1), loss=LossSection(), epochs=2, batch_size=32,
+                      val_fraction=0.25, seed=0, log_every=1, tensorboard=False)
+    train(cfg)
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in lines if "loss" in r]
+    assert len(losses) >= 4 and all(np.isfinite(losses))
+    import langclip
+
+    m = langclip.load(tmp_path / "run", device="cpu")
+    assert m.encode_text(["две красные звезды"]).shape == (1, 32)

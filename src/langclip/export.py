@@ -25,13 +25,13 @@ def export_open_clip(run: str | Path, out: str | Path, weights: str | Path | Non
     model, tok, meta = load_model(run, weights=weights)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if model.is_hf:
+        return _export_hf(model, tok, meta, out)
     cfg = copy.deepcopy(model.model_cfg)
     t = cfg["text_cfg"]
     t["hf_tokenizer_name"] = "langclip"  # any non-empty name: open_clip then reads the tokenizer from this folder
     t["tokenizer_kwargs"] = {"clean": "lower"}
-    pp = {k: meta["preprocess_cfg"][k] for k in ("size", "mode", "mean", "std", "interpolation", "resize_mode",
-                                                   "fill_color") if k in meta["preprocess_cfg"]}
-    doc = {"model_cfg": cfg, "preprocess_cfg": pp,
+    doc = {"model_cfg": cfg, "preprocess_cfg": _preprocess(meta),
            "langclip": {"image_tower": meta["image_tower"], "language": tok.meta.get("language"),
                         "init": meta.get("init"), "pool_type": "argmax", "eot_token_id": tok.eot_token_id}}
     (out / "open_clip_config.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False), encoding="utf-8")
@@ -44,4 +44,31 @@ def export_open_clip(run: str | Path, out: str | Path, weights: str | Path | Non
         {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": model.context_length,
          "clean_up_tokenization_spaces": False, **special}, indent=2), encoding="utf-8")
     tok.save(out / "langclip_tokenizer")
+    return out
+
+
+def _preprocess(meta: dict) -> dict:
+    return {k: meta["preprocess_cfg"][k] for k in ("size", "mode", "mean", "std", "interpolation", "resize_mode",
+                                                   "fill_color") if k in meta["preprocess_cfg"]}
+
+
+def _export_hf(model, tok, meta: dict, out: Path) -> Path:
+    """An `hf:` text tower: the encoder's config and tokenizer files go into the folder, and the config
+    names the folder itself (absolute path) as the HF model, so stock open_clip builds the same
+    CustomTextCLIP offline. Moving the folder: edit `hf_model_name` in open_clip_config.json."""
+    from safetensors.torch import save_file
+
+    cfg = copy.deepcopy(model.model_cfg)
+    t = cfg["text_cfg"]
+    original = meta.get("init", {}).get("hf_model") if isinstance(meta.get("init"), dict) else None
+    t.update(hf_model_name=str(out.resolve()), hf_tokenizer_name=original or t.get("hf_tokenizer_name", ""),
+             hf_model_pretrained=False)
+    model.clip.text.config.save_pretrained(str(out))
+    tok.save(out)
+    doc = {"model_cfg": cfg, "preprocess_cfg": _preprocess(meta),
+           "langclip": {"image_tower": meta["image_tower"], "init": meta.get("init"), "text_tower": "hf",
+                        "hf_model": original}}
+    (out / "open_clip_config.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False), encoding="utf-8")
+    sd = {k: v.detach().contiguous() for k, v in model.clip.state_dict().items()}
+    save_file(sd, str(out / "open_clip_model.safetensors"))
     return out

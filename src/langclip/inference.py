@@ -58,7 +58,12 @@ def load(path: str | Path, device: str | None = None, weights: str | None = None
         m.clip.load_state_dict(load_file(str(path / "open_clip_model.safetensors")))
         if not (path / "tokenizer.json").is_file():
             raise FileNotFoundError(f"{path}: the model folder has no tokenizer (tokenizer.json missing)")
-        tok = Tokenizer.load(path / "langclip_tokenizer") if (path / "langclip_tokenizer").is_dir() else Tokenizer.load(path)
+        if "hf_model_name" in cfg["model_cfg"].get("text_cfg", {}):
+            from .tokenizer import HFTextTokenizer
+
+            tok = HFTextTokenizer.load(path)
+        else:
+            tok = Tokenizer.load(path / "langclip_tokenizer") if (path / "langclip_tokenizer").is_dir() else Tokenizer.load(path)
         _, _, pp = open_clip.create_model_and_transforms(f"local-dir:{path}")
         return LoadedModel(m.to(dev).eval(), tok, pp, dev, cfg)
     model, tok, meta = load_model(path, weights=weights)

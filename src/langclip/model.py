@@ -46,6 +46,16 @@ def student_config(clip_cfg: dict, vocab_size: int, context_length: int = 77, te
     return cfg
 
 
+def hf_student_config(clip_cfg: dict, name: str, context_length: int = 77, proj: str = "mlp",
+                      pooler: str = "mean_pooler") -> dict:
+    """The CLIP config with a pretrained Hugging Face encoder as text tower (open_clip's HF support),
+    pooled and projected to the image embedding size."""
+    cfg = copy.deepcopy(clip_cfg)
+    cfg["text_cfg"] = {"hf_model_name": name, "hf_tokenizer_name": name, "hf_model_pretrained": True,
+                       "hf_proj_type": proj, "hf_pooler_type": pooler, "context_length": context_length}
+    return cfg
+
+
 class LangCLIP(nn.Module):
     """open_clip CLIP with a locked image tower and a fast text forward.
 
@@ -57,8 +67,14 @@ class LangCLIP(nn.Module):
         import open_clip
 
         self.model_cfg = copy.deepcopy(model_cfg)
-        self.clip = open_clip.CLIP(**self.model_cfg)
+        # an `hf:<name>` text tower is open_clip's HFTextEncoder inside a CustomTextCLIP
+        cls = open_clip.CustomTextCLIP if self.is_hf else open_clip.CLIP
+        self.clip = cls(**self.model_cfg)
         self.lock_image_tower()
+
+    @property
+    def is_hf(self) -> bool:
+        return "hf_model_name" in self.model_cfg.get("text_cfg", {})
 
     # -- towers ---------------------------------------------------------------------------------
     def lock_image_tower(self) -> None:
@@ -137,12 +153,13 @@ def _attn_at(blk, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 def _plain_blocks(clip) -> bool:
     from open_clip.transformer import ResidualAttentionBlock
 
-    return all(type(b) is ResidualAttentionBlock and not hasattr(b, "ln_1_kv") for b in clip.transformer.resblocks)
+    return hasattr(clip, "transformer") and all(type(b) is ResidualAttentionBlock and not hasattr(b, "ln_1_kv") for b in clip.transformer.resblocks)
 
 
 def fast_encode_text(clip, tokens: torch.Tensor) -> torch.Tensor:
     """Same result as `clip.encode_text(tokens)` (argmax pooling), faster. tokens: (B, L) -> (B, D)."""
-    if clip.text_pool_type != "argmax" or not _plain_blocks(clip) or clip.transformer.grad_checkpointing:
+    if (getattr(clip, "text_pool_type", None) != "argmax" or not _plain_blocks(clip)
+            or clip.transformer.grad_checkpointing):  # HF text towers and other kinds: open_clip's forward
         return clip.encode_text(tokens)
     idx = tokens.argmax(dim=-1)  # end-of-text is the largest id
     L = int(idx.max()) + 1 if not torch.compiler.is_compiling() else tokens.shape[1]

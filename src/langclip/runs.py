@@ -11,6 +11,7 @@ The image tower is referenced, not copied: architecture + SHA-256 + path of the 
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -19,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from .model import LangCLIP, init_text_from_clip, load_image_tower, model_config, student_config
-from .tokenizer import Tokenizer
+from .model import LangCLIP, hf_student_config, init_text_from_clip, load_image_tower, model_config, student_config
+from .tokenizer import Tokenizer, load_tokenizer
 from .weights import WeightsError, sha256_file
 
 log = logging.getLogger(__name__)
@@ -60,11 +61,12 @@ def build_student(arch: str, weights: str | Path, tokenizer: Tokenizer, init: st
                   context_length: int = 77, text_overrides: dict | None = None,
                   seed: int = 0) -> tuple[LangCLIP, ImageTowerRef, dict]:
     """A LangCLIP whose image tower is the pretrained CLIP's (locked) and whose text tower is sized for
-    `tokenizer` and initialised by `init` ('scratch' or 'clip')."""
+    `tokenizer` and initialised by `init`: 'scratch', 'clip', or 'hf:<name-or-folder>' (a pretrained
+    Hugging Face encoder; `tokenizer` is then that encoder's own, see `HFTextTokenizer`)."""
     if init not in ("scratch", "clip") and not init.startswith("hf:"):
         raise ValueError(f"text init must be 'scratch', 'clip' or 'hf:<name>', got {init!r}")
     if init.startswith("hf:"):
-        raise ValueError("hf:<name> text towers are not implemented yet (see docs/NOTES.md); use 'clip' or 'scratch'")
+        return _build_hf_student(arch, weights, tokenizer, init[3:], context_length, seed)
     if init == "clip" and text_overrides:
         raise ValueError(f"`clip` init keeps CLIP's text-tower shape; drop the overrides {sorted(text_overrides)}")
     cfg = student_config(model_config(arch), tokenizer.vocab_size, context_length, text_overrides)
@@ -81,6 +83,33 @@ def build_student(arch: str, weights: str | Path, tokenizer: Tokenizer, init: st
     return model, ref, info
 
 
+def _build_hf_student(arch: str, weights: str | Path, tokenizer, name: str, context_length: int,
+                      seed: int) -> tuple[LangCLIP, ImageTowerRef, dict]:
+    """`hf:<name>`: a pretrained Hugging Face encoder (hub name or local folder) as the text tower, with
+    its own tokenizer, mean-pooled and projected (a fresh MLP) to the image embedding size."""
+    if not name:
+        raise ValueError("hf: needs a Hugging Face model name or folder, e.g. hf:cointegrated/rubert-tiny2")
+    cfg = hf_student_config(model_config(arch), name, context_length)
+    torch.manual_seed(seed)
+    try:
+        model = LangCLIP(cfg)
+    except (OSError, ValueError) as e:
+        raise FileNotFoundError(f"Hugging Face model {name!r} could not be loaded: {str(e).splitlines()[0]}") from None
+    max_len = getattr(model.clip.text.config, "max_position_embeddings", context_length)
+    if context_length > max_len:
+        raise ValueError(f"context_length {context_length} exceeds {name}'s {max_len} positions")
+    if tokenizer is not None and getattr(tokenizer, "vocab_size", 0) > model.vocab_size:
+        raise ValueError(f"the tokenizer has {tokenizer.vocab_size} ids but {name} embeds {model.vocab_size}")
+    rest = load_image_tower(model, weights, arch)
+    if "logit_scale" in rest:
+        with torch.no_grad():
+            model.logit_scale.copy_(rest["logit_scale"].float().reshape(model.logit_scale.shape))
+    # from now on the run's own weights hold the text tower: rebuilding needs only the HF config
+    model.model_cfg["text_cfg"]["hf_model_pretrained"] = False
+    n_text = sum(p.numel() for p in model.text_parameters().values())
+    return model, ImageTowerRef.of(arch, weights), {"init": f"hf:{name}", "hf_model": name, "text_parameters": n_text}
+
+
 def save_model_files(run: str | Path, model: LangCLIP, tokenizer: Tokenizer, ref: ImageTowerRef,
                      extra: dict | None = None, weights_name: str = TEXT_WEIGHTS) -> Path:
     from safetensors.torch import save_file
@@ -89,6 +118,8 @@ def save_model_files(run: str | Path, model: LangCLIP, tokenizer: Tokenizer, ref
     run.mkdir(parents=True, exist_ok=True)
     if not (run / "tokenizer" / "tokenizer.json").is_file():
         tokenizer.save(run / "tokenizer")
+    if model.is_hf and not (run / "tokenizer" / "config.json").is_file():
+        model.clip.text.config.save_pretrained(str(run / "tokenizer"))  # the HF encoder's shape
     meta = {"format": "langclip-run/1", "model_cfg": model.model_cfg, "image_tower": ref.__dict__,
             "preprocess_cfg": preprocess_cfg(model), "tokenizer": "tokenizer",
             "text_weights": TEXT_WEIGHTS, **(extra or {})}
@@ -136,8 +167,13 @@ def load_model(run: str | Path, weights: str | Path | None = None, text_weights:
     tok_dir = run / meta.get("tokenizer", "tokenizer")
     if not (tok_dir / "tokenizer.json").is_file():
         raise FileNotFoundError(f"{run}: the model folder has no tokenizer ({tok_dir}/tokenizer.json missing)")
-    tokenizer = Tokenizer.load(tok_dir)
-    model = LangCLIP(meta["model_cfg"])
+    tokenizer = load_tokenizer(tok_dir)
+    cfg = meta["model_cfg"]
+    if "hf_model_name" in cfg.get("text_cfg", {}):  # HF text tower: its shape from the saved config
+        cfg = copy.deepcopy(cfg)
+        cfg["text_cfg"].update(hf_model_name=str(tok_dir.resolve()), hf_model_pretrained=False)
+        tokenizer.context_length = cfg["text_cfg"].get("context_length", 77)
+    model = LangCLIP(cfg)
     ref = meta["image_tower"]
     load_image_tower(model, resolve_image_weights(run, ref, weights, check_sha), ref["arch"])
     tw = run / (text_weights or meta.get("text_weights", TEXT_WEIGHTS))
@@ -148,6 +184,6 @@ def load_model(run: str | Path, weights: str | Path | None = None, text_weights:
     missing = [k for k in missing if not k.startswith("visual.")]
     if missing or unexpected:
         raise WeightsError(f"{tw}: does not fit the model in {MODEL_FILE} (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    if tokenizer.vocab_size != model.vocab_size:
+    if tokenizer.vocab_size != model.vocab_size and not (model.is_hf and tokenizer.vocab_size <= model.vocab_size):
         raise WeightsError(f"{run}: tokenizer has {tokenizer.vocab_size} ids but the text tower {model.vocab_size}")
     return model.eval(), tokenizer, meta

@@ -29,7 +29,7 @@ from .cache import check_cache_matches, load_cache, read_manifest, split_by_imag
 from .evaluate import recall_at_k  # noqa: F401  (re-exported: part of this stage's API)
 from .config import ConfigError
 from .runs import atomic_write_text, build_student, save_model_files
-from .tokenizer import Tokenizer
+from .tokenizer import HFTextTokenizer, Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,8 @@ log = logging.getLogger(__name__)
 class ModelSection:
     clip: str = "ViT-B-32-quickgelu"        # open_clip architecture of the pretrained CLIP
     weights: str = ""                        # its weights file (the image tower's, and `clip` init's)
-    tokenizer: str = ""                      # tokenizer folder (`langclip tokenizer train`)
-    init: str = "clip"                       # clip | scratch
+    tokenizer: str = ""                      # tokenizer folder (`langclip tokenizer train`); hf: init: optional
+    init: str = "clip"                       # clip | scratch | hf:<name-or-folder> (a pretrained HF encoder)
     context_length: int = 77
     text_overrides: dict = field(default_factory=dict)  # scratch only: width/heads/layers of the text tower
 
@@ -85,7 +85,10 @@ class TrainConfig:
 
     def validate(self) -> None:
         m = self.model
+        hf = m.init.startswith("hf:")
         for what, p in (("cache", self.cache), ("model.weights", m.weights), ("model.tokenizer", m.tokenizer)):
+            if hf and what == "model.tokenizer" and not p:
+                continue  # an hf: text tower brings its own tokenizer
             if not p:
                 raise ConfigError(f"{what} is required")
             if not Path(p).exists():
@@ -96,8 +99,10 @@ class TrainConfig:
             raise ConfigError("batch_size must be >= 2 and epochs >= 1")
         if not 0 <= self.val_fraction < 1:
             raise ConfigError("val_fraction must be in [0, 1)")
-        if m.init not in ("clip", "scratch"):
-            raise ConfigError(f"model.init must be clip or scratch, got {m.init!r}")
+        if m.init not in ("clip", "scratch") and not (hf and len(m.init) > 3):
+            raise ConfigError(f"model.init must be clip, scratch or hf:<name-or-folder>, got {m.init!r}")
+        if hf and m.text_overrides:
+            raise ConfigError("model.text_overrides apply to scratch init only (an hf: tower has its own shape)")
 
 
 # -- pieces -------------------------------------------------------------------------------------
@@ -152,7 +157,7 @@ def compute_loss(tower, tokens, image, teacher, cfg: TrainConfig, world: int = 1
     if cfg.loss.distill > 0 and teacher is not None:
         parts["distill"] = distill_loss(feats, teacher, cfg.loss.distill_type)
         loss = loss + cfg.loss.distill * parts["distill"]
-    return loss, {k: float(v) for k, v in parts.items()}
+    return loss, {k: float(v.detach()) for k, v in parts.items()}
 
 
 def param_groups(model, weight_decay: float):
@@ -180,6 +185,15 @@ def epoch_order(image_caps: list[torch.Tensor], seed: int, epoch: int) -> torch.
 
 
 @torch.no_grad()
+def text_length(tokens: torch.Tensor, pad_id: int | None) -> int:
+    """Length of the longest text in a padded batch: up to end-of-text (the largest id, langclip's
+    tokenizer) or, with `pad_id` (a Hugging Face tokenizer), up to the last non-padding token."""
+    if pad_id is None:
+        return int(tokens.argmax(-1).max()) + 1
+    pos = torch.arange(1, tokens.shape[1] + 1, device=tokens.device)
+    return int(((tokens != pad_id) * pos).max())
+
+
 # -- the job ------------------------------------------------------------------------------------
 def _dist_env():
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -215,7 +229,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         torch.cuda.set_device(device)
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     out = Path(cfg.out)
-    tok = Tokenizer.load(cfg.model.tokenizer)
+    if cfg.model.init.startswith("hf:"):  # the HF encoder's own tokenizer (or model.tokenizer, if given)
+        tok = HFTextTokenizer.load(cfg.model.tokenizer or cfg.model.init[3:], cfg.model.context_length)
+    else:
+        tok = Tokenizer.load(cfg.model.tokenizer)
     from .weights import sha256_file
 
     manifest = read_manifest(cfg.cache)
@@ -245,6 +262,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         save_model_files(out, model, tok, ref, {"init": info, "cache": str(Path(cfg.cache).resolve())})
     # tokenization off the hot path: every caption once, up front (Rust)
     tokens = tok(data.captions, context_length=cfg.model.context_length).to(torch.int32)
+    pad_id = getattr(tok, "pad_token_id", 0) if model.is_hf else None
     images = data.image_emb                                  # (N, D) fp16, normalised
     teacher = data.teacher
     tower = TextTower(model)
@@ -318,7 +336,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             img = images[data.caption_image[cap]].to(device, non_blocking=True)
             tch = teacher[cap].to(device) if teacher is not None and cfg.loss.distill > 0 else None
             if not cfg.compile:  # cut to the longest text (rounded up): padding cannot affect end-of-text
-                L = min(tk.shape[1], int(tk.argmax(-1).max()) // 8 * 8 + 8)
+                L = min(tk.shape[1], (text_length(tk, pad_id) - 1) // 8 * 8 + 8)
                 tk = tk[:, :L]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 loss, parts = compute_loss(fwd, tk, img, tch, cfg, world)
