@@ -226,3 +226,22 @@ def test_cli_bad_input(tmp_path, capsys):
         assert main(["tokenizer", "train", "--lang", "ru", "--corpus", str(small), "--merges", "50",
                      "--out", str(tmp_path / "s")]) == 0
     assert Tokenizer.load(tmp_path / "s").num_added_merges < 50
+
+
+def test_batch_tensor_layout_matches_text_by_text(ru_tokenizer):
+    """The vectorised tensor fill and the big-batch (Arrow) lookup agree with encoding text by text."""
+    import torch
+
+    from langclip.tokenizer import _lookup_arrow
+
+    texts = mixed_texts(1500, seed=3) + ["", "  ", "кот " * 60]
+    one_by_one = [ru_tokenizer.encode_batch([t])[0] for t in texts]
+    assert ru_tokenizer.encode_batch(texts) == one_by_one  # > 4096 chunks: the Arrow path
+    for L in (2, 5, 16, 77):
+        exp = torch.zeros(len(texts), L, dtype=torch.long)
+        for i, e in enumerate(one_by_one):
+            e = e[: L - 2]
+            exp[i, 0], exp[i, len(e) + 1] = ru_tokenizer.sot_token_id, ru_tokenizer.eot_token_id
+            exp[i, 1: len(e) + 1] = torch.tensor(e, dtype=torch.long)
+        assert torch.equal(ru_tokenizer(texts, context_length=L), exp), L
+    assert _lookup_arrow(["a\ud800b"] * 10, ru_tokenizer._cache) is None  # Arrow refuses: the dict path runs

@@ -232,6 +232,30 @@ def build_hf_tokenizer(new_merges: Sequence[tuple[str, str]] = ()):
     return tok
 
 
+def _lookup_arrow(chunks: list[str], cache):
+    """The concatenated ids of `chunks`, for big batches: Arrow's hash table finds the distinct chunks
+    (C++), each distinct chunk is looked up once, and NumPy gathers the rest. ~3x faster than one dict
+    lookup per chunk at 100k texts. None if Arrow cannot take the strings (e.g. lone surrogates)."""
+    import numpy as np
+
+    try:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+    except ImportError:
+        return None
+    try:
+        enc = pc.dictionary_encode(pa.array(chunks, type=pa.string()))
+    except (pa.ArrowException, UnicodeError, ValueError, TypeError):
+        return None
+    codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    u_ids = [cache[u] for u in enc.dictionary.to_pylist()]
+    u_lens = np.fromiter(map(len, u_ids), dtype=np.int64, count=len(u_ids))
+    u_flat = np.fromiter(_chain(u_ids), dtype=np.int64, count=int(u_lens.sum()))
+    c_lens = u_lens[codes]
+    src = np.repeat((u_lens.cumsum() - u_lens)[codes] - (c_lens.cumsum() - c_lens), c_lens) + np.arange(int(c_lens.sum()))
+    return u_flat[src]
+
+
 class _Memo(dict):
     """A dict that computes a missing value with `fn(key)` and keeps it."""
 
@@ -338,8 +362,11 @@ class Tokenizer:
                 flat.extend(_chain(map(cache.__getitem__, t.split(" ") if t else ())))
                 lens.append(len(flat) - n0)
             return np.asarray(flat, dtype=np.int64), np.asarray(lens, dtype=np.int64)
+        chunks = joined.split()
         # a new chunk is encoded by _Memo.__missing__
-        ids = np.fromiter(_chain(map(cache.__getitem__, joined.split())), dtype=np.int64)
+        ids = _lookup_arrow(chunks, cache) if len(chunks) >= 4096 else None
+        if ids is None:
+            ids = np.fromiter(_chain(map(cache.__getitem__, chunks)), dtype=np.int64)
         seps = np.flatnonzero(ids == -1)
         lens = np.diff(np.concatenate(([-1], seps, [len(ids)]))) - 1
         return (np.delete(ids, seps) if len(seps) else ids), lens
@@ -385,10 +412,13 @@ class Tokenizer:
         out[:, 0] = self.sot_token_id
         n = np.minimum(lens, L - 2)  # too long: cut, keeping room for end-of-text
         if len(flat):
-            rows = np.repeat(np.arange(B), lens)
-            pos = np.arange(len(flat)) - np.repeat(lens.cumsum() - lens, lens)  # position within its text
-            keep = pos < L - 2
-            out[rows[keep], pos[keep] + 1] = flat[keep]
+            # flat position k of text b lands at out[b, 1 + k - start_b]
+            shift = np.repeat(np.arange(B) * L + 1 - (lens.cumsum() - lens), lens)
+            dest = np.arange(len(flat)) + shift
+            if int(lens.max()) > L - 2:
+                keep = dest - np.repeat(np.arange(B) * L, lens) < L - 1
+                dest, flat = dest[keep], flat[keep]
+            out.reshape(-1)[dest] = flat
         out[np.arange(B), n + 1] = self.eot_token_id
         return torch.from_numpy(out)
 
