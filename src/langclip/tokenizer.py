@@ -13,6 +13,7 @@ file gives the same ids on already-cleaned text.
 from __future__ import annotations
 
 import functools
+import gc
 from itertools import chain
 import gzip
 import html
@@ -280,7 +281,8 @@ class Tokenizer:
         self.context_length = context_length
         self.pad_token_id = PAD_ID
         assert self.eot_token_id == self.vocab_size - 1, "end-of-text must be the largest id (argmax pooling)"
-        self._cache = _Memo(self._encode_chunk)  # chunk or pre-token -> ids
+        # chunk or pre-token -> ids, as tuples: tuples of ints leave the garbage collector's lists
+        self._cache = _Memo(self._encode_chunk)
         # the BPE model alone, for pre-tokens already cut and byte-mapped; langclip memoises, so the
         # model's own word cache is off (its inserts cost more than they save here)
         self._bpe = self.hf.model
@@ -336,6 +338,17 @@ class Tokenizer:
         return [flat[e - n : e].tolist() for e, n in zip(ends.tolist(), lens.tolist())]
 
     def _encode_flat(self, texts: Sequence[str]):
+        # the batch allocates many small containers (none can form a cycle); a full collection over a
+        # process holding torch would cost more than the encoding itself, so collection waits
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            return self._encode_flat_inner(texts)
+        finally:
+            if paused:
+                gc.enable()
+
+    def _encode_flat_inner(self, texts: Sequence[str]):
         """All texts' ids (no start/end-of-text) concatenated, and each text's count (numpy int64).
 
         A cleaned text is cut at its spaces into chunks; no pre-token crosses a space, so a chunk's
@@ -348,7 +361,7 @@ class Tokenizer:
         cache, slow, is_nfc = self._cache, _slow_re().search, unicodedata.is_normalized
         if len(cache) > 2_000_000:
             cache.clear()
-        cache[_SEP] = [-1]
+        cache[_SEP] = (-1,)
         prepared = [t.lower() if ((t.isprintable() and "&" not in t) if t.isascii() else
                                   (not slow(t) and is_nfc("NFC", t))) else clean(t) for t in texts]
         joined = f" {_SEP} ".join(prepared)
@@ -371,20 +384,20 @@ class Tokenizer:
         lens = np.diff(np.concatenate(([-1], seps, [len(ids)]))) - 1
         return (np.delete(ids, seps) if len(seps) else ids), lens
 
-    def _encode_chunk(self, chunk: str) -> list[int]:
+    def _encode_chunk(self, chunk: str) -> tuple[int, ...]:
         """Ids of one cleaned, space-free chunk (not memoised here: `_Memo` stores the result).
         A literal "<|endoftext|>" in a text is plain text, as in SimpleTokenizer (open_clip >= 3)."""
         # a run of letters is one pre-token; str.isalpha is \p{L} (checked in the old, stable
         # blocks only, where Python's and `regex`'s Unicode tables cannot differ)
         if chunk.isalpha():
             if chunk.isascii():  # ASCII letters are their own byte-level characters
-                return [t.id for t in self._bpe.tokenize(chunk)]
+                return tuple([t.id for t in self._bpe.tokenize(chunk)])
             if max(chunk) < "\u0530":
-                return [t.id for t in self._bpe.tokenize(chunk.encode("utf-8").decode("latin-1").translate(_BYTE_MAP))]
+                return tuple([t.id for t in self._bpe.tokenize(chunk.encode("utf-8").decode("latin-1").translate(_BYTE_MAP))])
         words = _PRE.findall(chunk)
         if len(words) == 1 and words[0] == chunk:
-            return [t.id for t in self._bpe.tokenize(chunk.encode("utf-8").decode("latin-1").translate(_BYTE_MAP))]
-        return [i for w in words for i in self._cache[w]]
+            return tuple([t.id for t in self._bpe.tokenize(chunk.encode("utf-8").decode("latin-1").translate(_BYTE_MAP))])
+        return tuple([i for w in words for i in self._cache[w]])
 
     def tokens(self, text: str) -> list[str]:
         return self.hf.encode(clean(text), add_special_tokens=False).tokens
