@@ -1,7 +1,13 @@
 """Tokenizer benchmark: training time of 32k Russian merges (wordfreq), tokens per word, and batch
 encoding throughput against open_clip's SimpleTokenizer on distinct sentences (same run, a ratio).
 
-    python benchmarks/tokenizer_bench.py [--merges 32000] [--sentences 20000]
+    python benchmarks/tokenizer_bench.py [--merges 32000] [--sentences 20000 100000] [--repeats 3]
+
+Encoding: one thread, fresh tokenizer objects for every measurement (both tokenizers memoise words,
+and both start empty, so the cost of every new word is inside the timing). Two kinds of text:
+`uniform` draws 3-12 words uniformly from the top 30k of wordfreq's list (the worst case for
+memoisation: most words are rare), `zipf` draws them by their wordfreq frequency, as in real text.
+The two tokenizers run alternately; the median of the repeats is reported.
 Prints one JSON object per measurement and the machine.
 """
 import argparse
@@ -9,27 +15,34 @@ import json
 import os
 import platform
 import random
+import statistics
 import tempfile
 import time
 
 import torch
 
 
-def sentences(lang, n, seed=0):
+def sentences(lang, n, seed=0, kind="uniform"):
     import wordfreq
 
     rng = random.Random(seed)
     words = wordfreq.top_n_list(lang, 30000)
+    weights = [wordfreq.word_frequency(w, lang) for w in words] if kind == "zipf" else None
     out = set()
     while len(out) < n:
-        out.add(" ".join(rng.choice(words) for _ in range(rng.randint(3, 12))))
-    return sorted(out)
+        k = rng.randint(3, 12)
+        out.add(" ".join(rng.choices(words, weights, k=k) if weights else (rng.choice(words) for _ in range(k))))
+    texts = sorted(out)
+    rng.shuffle(texts)
+    return texts
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--merges", type=int, default=32000)
-    ap.add_argument("--sentences", type=int, default=20000)
+    ap.add_argument("--sentences", type=int, nargs="+", default=[20000, 100000])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--skip-train", metavar="TOKENIZER_DIR", help="use this tokenizer instead of training one")
     ap.add_argument("--threads", type=int, default=1, help="torch/rayon threads for training (1 = one core)")
     a = ap.parse_args()
     os.environ["RAYON_NUM_THREADS"] = str(a.threads)
@@ -41,24 +54,33 @@ def main():
 
     print(json.dumps({"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                       "threads": a.threads, "python": platform.python_version()}))
-    tok_dir = tempfile.mkdtemp()
-    t0 = time.perf_counter()
-    tok = train_tokenizer(TokenizerTrainConfig(lang="ru", wordfreq=True, merges=a.merges, out=tok_dir), progress=False)
-    train_s = time.perf_counter() - t0
-    clip = Tokenizer.clip()
-    print(json.dumps({"name": "train_ru_wordfreq", "merges": tok.num_added_merges, "seconds": round(train_s, 1),
-                      "tokens_per_word_ru_top100k_weighted": round(tokens_per_word(tok, "ru")["weighted"], 3),
-                      "clip_tokens_per_word_ru_top100k_weighted": round(tokens_per_word(clip, "ru")["weighted"], 3),
-                      "clip_tokens_per_word_ru_top50k_weighted": round(tokens_per_word(clip, "ru", 50000)["weighted"], 3)}))
+    if a.skip_train:
+        tok_dir = a.skip_train
+    else:
+        tok_dir = tempfile.mkdtemp()
+        t0 = time.perf_counter()
+        tok = train_tokenizer(TokenizerTrainConfig(lang="ru", wordfreq=True, merges=a.merges, out=tok_dir),
+                              progress=False)
+        train_s = time.perf_counter() - t0
+        clip = Tokenizer.clip()
+        print(json.dumps({"name": "train_ru_wordfreq", "merges": tok.num_added_merges, "seconds": round(train_s, 1),
+                          "tokens_per_word_ru_top100k_weighted": round(tokens_per_word(tok, "ru")["weighted"], 3),
+                          "clip_tokens_per_word_ru_top100k_weighted": round(tokens_per_word(clip, "ru")["weighted"], 3),
+                          "clip_tokens_per_word_ru_top50k_weighted": round(tokens_per_word(clip, "ru", 50000)["weighted"], 3)}))
     for lang in ("en", "ru"):
-        texts = sentences(lang, a.sentences)
-        # fresh objects: both memoise per-word BPE, and both start empty here
-        ref, tok = SimpleTokenizer(), Tokenizer.load(tok_dir)
-        t0 = time.perf_counter(); ref(texts); ref_s = time.perf_counter() - t0
-        t0 = time.perf_counter(); tok(texts); ours_s = time.perf_counter() - t0
-        print(json.dumps({"name": f"encode_distinct_{lang}", "sentences": len(texts),
-                          "open_clip_per_s": round(len(texts) / ref_s), "langclip_per_s": round(len(texts) / ours_s),
-                          "speedup": round(ref_s / ours_s, 1)}))
+        for kind in ("uniform", "zipf"):
+            for n in a.sentences:
+                texts = sentences(lang, n, kind=kind)
+                ref_t, ours_t = [], []
+                for _ in range(a.repeats):
+                    ref, tok = SimpleTokenizer(), Tokenizer.load(tok_dir)  # fresh: both memoise words
+                    t0 = time.perf_counter(); ref(texts); ref_t.append(time.perf_counter() - t0)
+                    t0 = time.perf_counter(); tok(texts); ours_t.append(time.perf_counter() - t0)
+                ref_s, ours_s = statistics.median(ref_t), statistics.median(ours_t)
+                print(json.dumps({"name": f"encode_distinct_{lang}_{kind}", "sentences": len(texts),
+                                  "open_clip_per_s": round(len(texts) / ref_s), "langclip_per_s": round(len(texts) / ours_s),
+                                  "speedup": round(ref_s / ours_s, 1),
+                                  "speedups_each_repeat": [round(r / o, 1) for r, o in zip(ref_t, ours_t)]}), flush=True)
 
 
 if __name__ == "__main__":

@@ -111,6 +111,11 @@ def test_english_reference_row(tiny_run, cifar_root, tmp_path):
     # Russian row beside the English reference (the gap users want to see)
     r = evaluate_cli(str(tiny_run), ["cifar10"], "ru", str(cifar_root), device="cpu", workers=0, reference=True)
     assert set(r) == {"cifar10", "cifar10/reference_en"} and r["cifar10/reference_en"]["acc1"] == b["acc1"]
+    # an exported folder evaluates the same, reference included
+    assert main(["export", "--model", str(tiny_run), "--out", str(tmp_path / "exp")]) == 0
+    e = evaluate_cli(str(tmp_path / "exp"), "cifar10", "ru", str(cifar_root), device="cpu", workers=0, reference=True)
+    for k in ("acc1", "acc5", "mean_per_class_recall"):
+        assert e["cifar10"][k] == r["cifar10"][k] and e["cifar10/reference_en"][k] == b[k]
 
 
 def test_shipped_class_names_complete_and_up_to_date():

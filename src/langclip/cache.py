@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from .data import ImageRef, open_image, read_pairs
+from .dist import init_from_env
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = "langclip-cache/1"
@@ -78,19 +79,6 @@ def _collate(batch):
     return rows, ok, (torch.stack(xs) if xs else None), [b[2] for b in batch]
 
 
-def _dist():
-    """(rank, world, initialised_here) from torchrun's environment."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, False
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        return dist.get_rank(), world, True
-    return dist.get_rank(), world, False
-
-
 def _save_atomic(tensors: dict, path: Path) -> None:
     from safetensors.torch import save_file
 
@@ -110,7 +98,7 @@ def build_cache(cfg: CacheConfig, progress: bool = True) -> Path:
     from .weights import sha256_file
 
     cfg.validate()
-    rank, world, own_pg = _dist()
+    rank, world, own_pg = init_from_env()
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))

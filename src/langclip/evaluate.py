@@ -197,10 +197,10 @@ def load_reference_clip(arch: str, weights: str | Path):
 
 def _reference(m, weights: str | None, device):
     """(model, tokenizer) of the English CLIP a langclip model was built from."""
-    ref = (m.meta or {}).get("image_tower")
+    meta = m.meta or {}
+    ref = meta.get("image_tower") or meta.get("langclip", {}).get("image_tower")  # run folder / export
     if not ref:
-        raise ValueError("--reference needs the CLIP the model was built from: this folder records none "
-                         "(an export); evaluate the run folder instead")
+        raise ValueError("--reference needs the CLIP the model was built from, and this folder records none")
     from .runs import resolve_image_weights
 
     run = Path(m.meta.get("_path", "."))

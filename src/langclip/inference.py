@@ -65,7 +65,7 @@ def load(path: str | Path, device: str | None = None, weights: str | None = None
         else:
             tok = Tokenizer.load(path / "langclip_tokenizer") if (path / "langclip_tokenizer").is_dir() else Tokenizer.load(path)
         _, _, pp = open_clip.create_model_and_transforms(f"local-dir:{path}")
-        return LoadedModel(m.to(dev).eval(), tok, pp, dev, cfg)
+        return LoadedModel(m.to(dev).eval(), tok, pp, dev, dict(cfg, _path=str(path)))
     model, tok, meta = load_model(path, weights=weights)
     meta = dict(meta, _path=str(path))
     return LoadedModel(model.to(dev).eval(), tok, image_transform(meta["preprocess_cfg"]), dev, meta)

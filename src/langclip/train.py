@@ -26,8 +26,9 @@ import torch
 import torch.nn.functional as F
 
 from .cache import check_cache_matches, load_cache, read_manifest, split_by_image
-from .evaluate import recall_at_k  # noqa: F401  (re-exported: part of this stage's API)
 from .config import ConfigError
+from .dist import init_from_env
+from .evaluate import recall_at_k  # noqa: F401  (re-exported: part of this stage's API)
 from .runs import atomic_write_text, build_student, save_model_files
 from .tokenizer import HFTextTokenizer, Tokenizer
 
@@ -195,17 +196,6 @@ def text_length(tokens: torch.Tensor, pad_id: int | None) -> int:
 
 
 # -- the job ------------------------------------------------------------------------------------
-def _dist_env():
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), world
-
-
 def _checkpoint_path(out: Path, resume: str) -> Path | None:
     if resume == "latest":
         p = out / "checkpoints" / "latest.json"
@@ -220,7 +210,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     from tqdm import tqdm
 
     cfg.validate()
-    rank, world = _dist_env()
+    rank, world, _ = init_from_env()
     if cfg.batch_size % world:
         raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
