@@ -237,3 +237,54 @@ def test_pictures_render_cyrillic(tiny_run, tmp_path):
     assert (tmp_path / "conf.png").stat().st_size > 50_000
     rows = (tmp_path / "sim.csv").read_text(encoding="utf-8").splitlines()
     assert rows[1].startswith("рыжий кот") and len(rows) == 5
+
+
+CALTECH_FOLDERS = (
+    "accordion airplanes anchor ant BACKGROUND_Google barrel bass beaver binocular bonsai brain brontosaurus buddha "
+    "butterfly camera cannon car_side ceiling_fan cellphone chair chandelier cougar_body cougar_face crab crayfish "
+    "crocodile crocodile_head cup dalmatian dollar_bill dolphin dragonfly electric_guitar elephant emu euphonium ewer "
+    "Faces Faces_easy ferry flamingo flamingo_head garfield gerenuk gramophone grand_piano hawksbill headphone hedgehog "
+    "helicopter ibis inline_skate joshua_tree kangaroo ketch lamp laptop Leopards llama lobster lotus mandolin mayfly "
+    "menorah metronome minaret Motorbikes nautilus octopus okapi pagoda panda pigeon pizza platypus pyramid revolver "
+    "rhino rooster saxophone schooner scissors scorpion sea_horse snoopy soccer_ball stapler starfish stegosaurus "
+    "stop_sign strawberry sunflower tick trilobite umbrella watch water_lilly wheelchair wild_cat windsor_chair wrench "
+    "yin_yang").split()
+
+
+def test_cifar100_and_caltech101_layouts(tiny_run, tmp_path, monkeypatch):
+    """Both datasets read from torchvision's on-disk layouts in one `langclip eval`; the shipped names
+    line up with the real Caltech101 folders (torchvision's label order)."""
+    import hashlib
+
+    import torchvision.datasets as tvd
+
+    from langclip.evaluate import shipped_classnames
+
+    real = sorted(c for c in CALTECH_FOLDERS if c != "BACKGROUND_Google")
+    assert len(real) == 101
+    for folder, en in zip(real, shipped_classnames("caltech101", "en")):
+        assert any(w.rstrip("s") in en for w in folder.lower().split("_")), (folder, en)
+    root = tmp_path / "data"
+    for i, c in enumerate(CALTECH_FOLDERS):
+        (root / "caltech101" / "101_ObjectCategories" / c).mkdir(parents=True)
+        if c != "BACKGROUND_Google":
+            make_image(root / "caltech101" / "101_ObjectCategories" / c / "image_0001.jpg", i, size=(20, 16))
+    d = root / "cifar-100-python"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    for name, n in (("train", 2), ("test", 20)):
+        obj = {"data": rng.integers(0, 255, (n, 3072), dtype=np.uint8), "fine_labels": [i * 5 % 100 for i in range(n)],
+               "coarse_labels": [0] * n, "filenames": ["f"] * n}
+        (d / name).write_bytes(pickle.dumps(obj, protocol=2))
+    (d / "meta").write_bytes(pickle.dumps({"fine_label_names": [f"c{i}" for i in range(100)],
+                                           "coarse_label_names": ["x"] * 20}, protocol=2))
+    md5 = lambda f: hashlib.md5((d / f).read_bytes()).hexdigest()
+    monkeypatch.setattr(tvd.CIFAR100, "train_list", [["train", md5("train")]])
+    monkeypatch.setattr(tvd.CIFAR100, "test_list", [["test", md5("test")]])
+    monkeypatch.setattr(tvd.CIFAR100, "meta", {"filename": "meta", "key": "fine_label_names", "md5": md5("meta")})
+    assert main(["eval", "--model", str(tiny_run), "--dataset", "cifar100", "caltech101", "--lang", "ru",
+                 "--data-root", str(root), "--out", str(tmp_path / "ev"), "--workers", "0", "--device", "cpu"]) == 0
+    res = json.loads((tmp_path / "ev" / "results.json").read_text(encoding="utf-8"))
+    assert res["cifar100"]["n"] == 20 and len(res["cifar100"]["classnames"]) == 100
+    assert res["caltech101"]["n"] == 101 and res["caltech101"]["classnames"][0] == "лицо не в центре"
+    assert (tmp_path / "ev" / "confusion_caltech101.png").stat().st_size > 50_000

@@ -149,8 +149,7 @@ def load_dataset(name: str, root: str | Path, transform, download: bool = False)
         raise ValueError(f"unknown dataset {name!r}: cifar10, cifar100, caltech101 or imagefolder:PATH")
     try:
         if name == "caltech101":
-            ds = cls(str(root), target_type="category", transform=lambda im: transform(im.convert("RGB")), download=download)
-            return ds, ds.categories
+            return _caltech101(root, transform, download)
         return cls(str(root), train=False, transform=transform, download=download), None
     except RuntimeError as e:
         raise FileNotFoundError(f"{name} not found under {root} ({e}); download it with --download "
@@ -210,6 +209,29 @@ def _reference(m, weights: str | None, device):
 
 
 SUMMARY = ("acc1", "acc5", "mean_per_class_recall", "n")
+
+
+def _caltech101(root: Path, transform, download: bool):
+    """torchvision's Caltech101 layout (root/caltech101/101_ObjectCategories/<category>/*.jpg) with
+    torchvision's labels: sorted folder names without BACKGROUND_Google. Read as an image folder, so
+    category labels need neither the annotation files nor scipy (torchvision's class imports it)."""
+    import os
+
+    import torchvision.datasets as tvd
+
+    cats = root / "caltech101" / "101_ObjectCategories"
+    if not cats.is_dir():
+        if not download:
+            raise RuntimeError(f"{cats} does not exist")
+        tvd.Caltech101(str(root), target_type="category", download=True)
+
+    class Caltech101Folder(tvd.ImageFolder):
+        def find_classes(self, directory):
+            classes = sorted(e.name for e in os.scandir(directory) if e.is_dir() and e.name != "BACKGROUND_Google")
+            return classes, {c: i for i, c in enumerate(classes)}
+
+    ds = Caltech101Folder(str(cats), transform=transform)
+    return ds, ds.classes
 
 
 def evaluate_cli(model: str, dataset: str | list[str], lang: str, data_root: str, download: bool = False,
