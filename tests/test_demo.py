@@ -37,6 +37,21 @@ def test_reduced_demo_end_to_end(tmp_path):
     assert rows["colour"]["student RU clip"] > 3 * rows["colour"]["chance"], rows["colour"]
     assert rows["shape"]["student RU clip"] > 1.5 * rows["shape"]["chance"], rows["shape"]
     assert rows["colour"]["clip / teacher"] > 0.9, rows["colour"]
+    # training on the cache of generated pictures: held-out recall@1 far above chance (issue #5)
+    import yaml
+
+    from langclip.cache import load_cache, split_by_image
+
+    run = out / "runs" / "clip"
+    cfg = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+    cache = load_cache(cfg["cache"])
+    _, val = split_by_image(cache, cfg["val_fraction"], cfg["seed"])
+    chance = 1 / len(cache.caption_image[val].unique())
+    last = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if "val/t2i_r@1" in x][-1]
+    assert last["val/t2i_r@1"] > 20 * chance and last["val/i2t_r@1"] > 20 * chance, (last, chance)
+    retr = s["retrieval"]["student_clip_ru"]
+    n_test = len(list((out / "world" / "test").glob("*.png")))
+    assert retr["t2i_r@1"] > 10 / n_test and retr["i2t_r@1"] > 10 / n_test, (retr, n_test)
     # the continuation commands work on the run folder
     assert main(["export", "--model", str(out / "runs" / "clip"), "--out", str(tmp_path / "exp")]) == 0
     img = sorted((out / "world" / "test").glob("*.png"))[0]

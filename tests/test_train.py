@@ -18,14 +18,15 @@ def val_recall(run):
     return [r for r in recs if "val/t2i_r@1" in r]
 
 
-def test_training_raises_recall_far_above_chance_and_keeps_image_tower(train_cfg, tiny_clip):
+def test_training_raises_recall_and_keeps_image_tower(train_cfg, tiny_clip):
     before = {k: v.clone() for k, v in tiny_clip[0].visual.state_dict().items()}
     run = train(train_cfg, progress=False)
     vals = val_recall(run)
     n_val_images = 48
     chance = 1 / n_val_images
-    # a random 2-layer image tower carries little of the picture; the demo test shows the method with a
-    # trained teacher. Here: clearly above chance in both directions, and better than before training.
+    # a random 2-layer image tower carries little of the picture (t2i R@1 ~2.7x chance here); the
+    # "far above chance" check is test_demo.py, whose cache comes from a trained tiny teacher.
+    # Here: above chance, and better than before training.
     assert vals[-1]["val/t2i_r@1"] > 2 * chance and vals[-1]["val/t2i_r@5"] > 2 * (5 * chance), vals[-1]
     assert vals[-1]["val/mean_recall"] > vals[0]["val/mean_recall"] or vals[0]["val/mean_recall"] > 0.5
     model, tok, meta = load_model(run)
