@@ -76,6 +76,7 @@ class TrainConfig:
     seed: int = 0
     precision: Literal["auto", "bf16", "fp32"] = "auto"   # auto: bf16 on GPU, fp32 on CPU
     compile: bool = False
+    compile_mode: Literal["default", "max-autotune", "max-autotune-no-cudagraphs", "reduce-overhead"] = "default"
     device: str | None = None
     checkpoint_every: int = 0                # steps; 0: at epoch end only
     keep_checkpoints: int = 2
@@ -258,7 +259,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     tower = TextTower(model)
     if world > 1:
         tower = torch.nn.parallel.DistributedDataParallel(tower, device_ids=[device.index] if device.type == "cuda" else None)
-    fwd = torch.compile(tower) if cfg.compile else tower
+    fwd = torch.compile(tower, mode=None if cfg.compile_mode == "default" else cfg.compile_mode) if cfg.compile else tower
     opt = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr,
                             betas=(cfg.optim.beta1, cfg.optim.beta2), eps=cfg.optim.eps,
                             **({"fused": True} if device.type == "cuda" else {}))
