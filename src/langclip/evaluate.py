@@ -160,20 +160,25 @@ def dataset_classnames(dataset: str, lang: str, classnames: str | None = None, f
     """Class names for a dataset: a --classnames JSON file (a list, or {lang: list}), an image folder's
     own folder names, or the shipped lists."""
     if classnames:
-        f = Path(classnames)
-        try:
-            names = json.loads(f.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"class-name file not found: {f}") from None
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ValueError(f"{f}: not a UTF-8 JSON list of class names ({e})") from None
-        names = names.get(lang, names) if isinstance(names, dict) else names
-        if not isinstance(names, list) or not names:
-            raise ValueError(f"{f}: expected a non-empty JSON list of class names (or {{\"{lang}\": [...]}})")
-        return names
+        return read_classnames(classnames, lang)
     if dataset.startswith("imagefolder:"):
         return list(folder_classes)
     return shipped_classnames(dataset, lang)
+
+
+def read_classnames(path: str, lang: str) -> list:
+    """A --classnames JSON file: a list of names, or {lang: list}."""
+    f = Path(path)
+    try:
+        names = json.loads(f.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"class-name file not found: {f}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{f}: not a UTF-8 JSON list of class names ({e})") from None
+    names = names.get(lang, names) if isinstance(names, dict) else names
+    if not isinstance(names, list) or not names:
+        raise ValueError(f"{f}: expected a non-empty JSON list of class names (or {{\"{lang}\": [...]}})")
+    return names
 
 
 def load_reference_clip(arch: str, weights: str | Path):
@@ -203,7 +208,8 @@ def _reference(m, weights: str | None, device):
     from .runs import resolve_image_weights
 
     run = Path(m.meta.get("_path", "."))
-    path = resolve_image_weights(run, ref, weights)
+    # a run folder's load already checked this file's SHA-256; an export's load did not read it
+    path = resolve_image_weights(run, ref, weights, check_sha="image_tower" not in meta)
     model, tok = load_reference_clip(ref["arch"], path)
     return model.to(device), tok
 
@@ -243,8 +249,7 @@ def evaluate_cli(model: str, dataset: str | list[str], lang: str, data_root: str
     from .inference import load
 
     datasets = [dataset] if isinstance(dataset, str) else list(dataset)
-    if classnames:  # cheap input checks first
-        dataset_classnames(datasets[0], lang, classnames)
+    given = read_classnames(classnames, lang) if classnames else None  # cheap input checks first
     m = load(model, device=device, weights=weights)
     templates = shipped_templates(lang)
     ref = _reference(m, weights, m.device) if reference else None
@@ -254,8 +259,7 @@ def evaluate_cli(model: str, dataset: str | list[str], lang: str, data_root: str
         o.mkdir(parents=True, exist_ok=True)
     for ds_name in datasets:
         ds, folder_classes = load_dataset(ds_name, data_root, m.preprocess, download)
-        key = ds_name.split(":")[0] if ds_name.startswith("imagefolder:") else ds_name
-        names = dataset_classnames(ds_name, lang, classnames, folder_classes)
+        names = given or dataset_classnames(ds_name, lang, None, folder_classes)
         n_classes = len(folder_classes) if folder_classes is not None else len(getattr(ds, "classes", names))
         if len(names) != n_classes:
             raise ValueError(f"{ds_name}: {len(names)} class names for {n_classes} classes")
@@ -265,7 +269,7 @@ def evaluate_cli(model: str, dataset: str | list[str], lang: str, data_root: str
         rows.append({"model": f"langclip ({lang})", "dataset": ds_name, **{k: res[k] for k in SUMMARY}})
         print(json.dumps({"dataset": ds_name, "lang": lang, **{k: res[k] for k in SUMMARY}}, ensure_ascii=False))
         if ref is not None:
-            en = dataset_classnames(ds_name, "en", None, folder_classes) if key != "imagefolder" else names
+            en = names if ds_name.startswith("imagefolder:") else dataset_classnames(ds_name, "en")
             r = evaluate(ref[0], loader, ref[1], en, shipped_templates("en"), m.device)
             results[f"{ds_name}/reference_en"] = r
             rows.append({"model": "CLIP (en, reference)", "dataset": ds_name, **{k: r[k] for k in SUMMARY}})
@@ -313,13 +317,14 @@ def encode_texts(model, tokenizer, texts: list[str], device, batch_size: int = 5
 
 def _run_split(model_path: Path) -> tuple[float, int]:
     """The held-out fraction and seed the run was trained with (config.yaml), else the defaults."""
-    f = model_path / "config.yaml"
-    if f.is_file():
-        import yaml
+    import yaml
 
-        c = yaml.safe_load(f.read_text(encoding="utf-8")) or {}
-        return float(c.get("val_fraction", 0.02)), int(c.get("seed", 0))
-    return 0.02, 0
+    from .train import TrainConfig
+
+    f = model_path / "config.yaml"
+    c = (yaml.safe_load(f.read_text(encoding="utf-8")) or {}) if f.is_file() else {}
+    d = TrainConfig()
+    return float(c.get("val_fraction", d.val_fraction)), int(c.get("seed", d.seed))
 
 
 def evaluate_retrieval_cli(model: str, data: list[str], split: str = "val", val_fraction: float | None = None,

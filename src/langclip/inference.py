@@ -17,10 +17,10 @@ class LoadedModel:
         self.model, self.tokenizer, self.preprocess, self.device, self.meta = model, tokenizer, preprocess, device, meta
         tokenizer.context_length = model.context_length  # tokenizer(texts) fits the model by default
 
-    @torch.no_grad()
     def encode_text(self, texts: list[str]) -> torch.Tensor:
-        t = self.tokenizer(list(texts), context_length=self.model.context_length).to(self.device)
-        return self.model.encode_text(t).float().cpu()
+        from .evaluate import encode_texts
+
+        return encode_texts(self.model, self.tokenizer, list(texts), self.device)
 
     @torch.no_grad()
     def encode_image(self, images) -> torch.Tensor:

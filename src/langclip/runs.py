@@ -57,6 +57,13 @@ def image_transform(pp: dict):
     return image_transform_v2(PreprocessCfg(**keep), is_train=False)
 
 
+def _copy_logit_scale(model: LangCLIP, clip_rest: dict) -> None:
+    """The pretrained CLIP's temperature, if its weights file has one."""
+    if "logit_scale" in clip_rest:
+        with torch.no_grad():
+            model.logit_scale.copy_(clip_rest["logit_scale"].float().reshape(model.logit_scale.shape))
+
+
 def build_student(arch: str, weights: str | Path, tokenizer: Tokenizer, init: str = "clip",
                   context_length: int = 77, text_overrides: dict | None = None,
                   seed: int = 0) -> tuple[LangCLIP, ImageTowerRef, dict]:
@@ -74,9 +81,7 @@ def build_student(arch: str, weights: str | Path, tokenizer: Tokenizer, init: st
     model = LangCLIP(cfg)
     rest = load_image_tower(model, weights, arch)
     info: dict = {"init": init}
-    if "logit_scale" in rest:
-        with torch.no_grad():
-            model.logit_scale.copy_(rest["logit_scale"].float().reshape(model.logit_scale.shape))
+    _copy_logit_scale(model, rest)
     if init == "clip":
         info.update(init_text_from_clip(model, rest, tokenizer))
     ref = ImageTowerRef.of(arch, weights)
@@ -101,9 +106,7 @@ def _build_hf_student(arch: str, weights: str | Path, tokenizer, name: str, cont
     if tokenizer is not None and getattr(tokenizer, "vocab_size", 0) > model.vocab_size:
         raise ValueError(f"the tokenizer has {tokenizer.vocab_size} ids but {name} embeds {model.vocab_size}")
     rest = load_image_tower(model, weights, arch)
-    if "logit_scale" in rest:
-        with torch.no_grad():
-            model.logit_scale.copy_(rest["logit_scale"].float().reshape(model.logit_scale.shape))
+    _copy_logit_scale(model, rest)
     # from now on the run's own weights hold the text tower: rebuilding needs only the HF config
     model.model_cfg["text_cfg"]["hf_model_pretrained"] = False
     n_text = sum(p.numel() for p in model.text_parameters().values())

@@ -85,12 +85,19 @@ def _ftfy_sensitive() -> frozenset:
     return frozenset(chr(c) for c in chars if c not in (0x09, 0x0a, 0x20))
 
 
-def _charset(item) -> set[int] | None:
-    """Code points a parsed regex item (a literal or a plain character class) can match; None if any."""
+def _sre():
+    """(constants, parser) of Python's regex engine, for reading ftfy's pattern."""
     try:
-        from re import _constants as C  # Python >= 3.11
+        from re import _constants as C, _parser as P  # Python >= 3.11
     except ImportError:  # pragma: no cover
         import sre_constants as C
+        import sre_parse as P
+    return C, P
+
+
+def _charset(item) -> set[int] | None:
+    """Code points a parsed regex item (a literal or a plain character class) can match; None if any."""
+    C, _ = _sre()
     op, av = item
     if op is C.LITERAL:
         return {av}
@@ -114,11 +121,7 @@ def _mojibake_triggers() -> frozenset:
     in ordinary Latin/Cyrillic/Greek text. Text with none of them cannot be `is_bad`, so ftfy's
     encoding fixer leaves it unchanged, and the (slow) regex need not run. Derived from ftfy's own
     regex, so it follows ftfy's version."""
-    try:
-        from re import _constants as C, _parser as P  # Python >= 3.11
-    except ImportError:  # pragma: no cover
-        import sre_constants as C
-        import sre_parse as P
+    C, P = _sre()
     from ftfy.badness import BADNESS_RE
 
     tree = P.parse(BADNESS_RE.pattern, BADNESS_RE.flags)
@@ -137,12 +140,17 @@ def _mojibake_triggers() -> frozenset:
 
 
 @functools.lru_cache()
+def _odd_spaces() -> frozenset:
+    """White space that `str.split` and CLIP's `\\s` disagree on (it ends at U+3000 in Unicode; a test
+    checks the whole range)."""
+    return frozenset(c for c in map(chr, range(0x3001)) if c.isspace() != bool(_WS.fullmatch(c)))
+
+
+@functools.lru_cache()
 def _slow_chars() -> frozenset:
     """Characters that send a non-ASCII text through ftfy: the fixers' characters, the mojibake
-    detector's triggers, and white space that `str.split` and CLIP's `\\s` disagree on."""
-    # white space ends at U+3000 in Unicode (a test checks the whole range)
-    odd_space = {chr(c) for c in range(0x3001) if chr(c).isspace() != bool(_WS.fullmatch(chr(c)))}
-    return _ftfy_sensitive() | _mojibake_triggers() | frozenset(odd_space) | {_SEP}
+    detector's triggers, and the odd white space."""
+    return _ftfy_sensitive() | _mojibake_triggers() | _odd_spaces() | {_SEP}
 
 
 @functools.lru_cache()
@@ -163,8 +171,7 @@ def _slow_re() -> "re.Pattern":
 def _sep_breakers() -> "re.Pattern":
     """White space that CLIP's `\\s` does not know, which would break the batch's single `str.split`.
     ftfy removes it all; the check guards against ftfy changing."""
-    odd = [c for c in map(chr, range(0x3001)) if c.isspace() != bool(_WS.fullmatch(c))]
-    return re.compile("[" + "".join(map(re.escape, odd)) + "]")
+    return re.compile("[" + "".join(map(re.escape, sorted(_odd_spaces()))) + "]")
 
 
 def _needs_ftfy(text: str) -> bool:
@@ -389,15 +396,18 @@ class Tokenizer:
         A literal "<|endoftext|>" in a text is plain text, as in SimpleTokenizer (open_clip >= 3)."""
         # a run of letters is one pre-token; str.isalpha is \p{L} (checked in the old, stable
         # blocks only, where Python's and `regex`'s Unicode tables cannot differ)
-        if chunk.isalpha():
-            if chunk.isascii():  # ASCII letters are their own byte-level characters
-                return tuple([t.id for t in self._bpe.tokenize(chunk)])
-            if max(chunk) < "\u0530":
-                return tuple([t.id for t in self._bpe.tokenize(chunk.encode("utf-8").decode("latin-1").translate(_BYTE_MAP))])
+        if chunk.isalpha() and (chunk.isascii() or max(chunk) < "\u0530"):
+            return self._bpe_ids(chunk)
         words = _PRE.findall(chunk)
         if len(words) == 1 and words[0] == chunk:
-            return tuple([t.id for t in self._bpe.tokenize(chunk.encode("utf-8").decode("latin-1").translate(_BYTE_MAP))])
+            return self._bpe_ids(chunk)
         return tuple([i for w in words for i in self._cache[w]])
+
+    def _bpe_ids(self, word: str) -> tuple[int, ...]:
+        """BPE of one pre-token, mapped to CLIP's byte-level characters ('!'..'~' map to themselves)."""
+        if not (word.isascii() and word.isprintable()):
+            word = word.encode("utf-8").decode("latin-1").translate(_BYTE_MAP)
+        return tuple([t.id for t in self._bpe.tokenize(word)])
 
     def tokens(self, text: str) -> list[str]:
         return self.hf.encode(clean(text), add_special_tokens=False).tokens
