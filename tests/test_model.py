@@ -247,6 +247,15 @@ def test_hf_text_tower_init_save_load_export(tmp_path, tiny_arch, tiny_clip, tin
     with torch.no_grad():
         assert (oc.eval().encode_text(t, normalize=True) - e).abs().max() <= 1e-5
         assert (oc.encode_image(x, normalize=True) - loaded.encode_image(x)).abs().max() <= 1e-5
+    # the export names its own folder as hf_model_name; langclip.load still works after a move
+    (tmp_path / "exp").rename(tmp_path / "moved")
+    import langclip
+
+    lm = langclip.load(tmp_path / "moved", device="cpu")
+    assert torch.equal(lm.tokenizer(texts, context_length=24), t)
+    with torch.no_grad():
+        assert (lm.model.encode_text(t, normalize=True) - e).abs().max() <= 1e-5
+    assert torch.equal(lm.preprocess(img), x[0])
     with pytest.raises(FileNotFoundError, match="could not be loaded"):
         build_student(tiny_arch, tiny_clip[1], None, init=f"hf:{tmp_path / 'nope'}")
 

@@ -55,7 +55,9 @@ def _preprocess(meta: dict) -> dict:
 def _export_hf(model, tok, meta: dict, out: Path) -> Path:
     """An `hf:` text tower: the encoder's config and tokenizer files go into the folder, and the config
     names the folder itself (absolute path) as the HF model, so stock open_clip builds the same
-    CustomTextCLIP offline. Moving the folder: edit `hf_model_name` in open_clip_config.json."""
+    CustomTextCLIP offline. After a move `langclip.load` still works (it falls back to the folder's own
+    config.json); stock open_clip needs `hf_model_name` in open_clip_config.json set to the new path,
+    because it resolves that name against the working directory, not the folder."""
     from safetensors.torch import save_file
 
     cfg = copy.deepcopy(model.model_cfg)

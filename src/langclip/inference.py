@@ -7,9 +7,12 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import torch
+
+log = logging.getLogger(__name__)
 
 
 class LoadedModel:
@@ -52,6 +55,13 @@ def load(path: str | Path, device: str | None = None, weights: str | None = None
         from .tokenizer import Tokenizer
 
         cfg = json.loads((path / "open_clip_config.json").read_text(encoding="utf-8"))
+        text_cfg = cfg["model_cfg"].get("text_cfg", {})
+        hf_name = text_cfg.get("hf_model_name")
+        if hf_name and not Path(hf_name).is_dir() and (path / "config.json").is_file():
+            # an hf: export names its own folder (stock open_clip resolves nothing relative to it):
+            # after a move, the encoder's config is the one in this folder
+            log.info("%s: hf_model_name %s not found; using the folder's own config.json", path, hf_name)
+            text_cfg["hf_model_name"] = str(path.resolve())
         m = LangCLIP(cfg["model_cfg"])
         from safetensors.torch import load_file
 
@@ -64,8 +74,8 @@ def load(path: str | Path, device: str | None = None, weights: str | None = None
             tok = HFTextTokenizer.load(path)
         else:
             tok = Tokenizer.load(path / "langclip_tokenizer") if (path / "langclip_tokenizer").is_dir() else Tokenizer.load(path)
-        _, _, pp = open_clip.create_model_and_transforms(f"local-dir:{path}")
-        return LoadedModel(m.to(dev).eval(), tok, pp, dev, dict(cfg, _path=str(path)))
+        pp_cfg = dict(open_clip.get_model_preprocess_cfg(m.clip), **cfg.get("preprocess_cfg", {}))
+        return LoadedModel(m.to(dev).eval(), tok, image_transform(pp_cfg), dev, dict(cfg, _path=str(path)))
     model, tok, meta = load_model(path, weights=weights)
     meta = dict(meta, _path=str(path))
     return LoadedModel(model.to(dev).eval(), tok, image_transform(meta["preprocess_cfg"]), dev, meta)
