@@ -159,7 +159,7 @@ def compute_loss(tower, tokens, image, teacher, cfg: TrainConfig, world: int = 1
     if cfg.loss.distill > 0 and teacher is not None:
         parts["distill"] = distill_loss(feats, teacher, cfg.loss.distill_type)
         loss = loss + cfg.loss.distill * parts["distill"]
-    return loss, {k: float(v.detach()) for k, v in parts.items()}
+    return loss, {k: v.detach() for k, v in parts.items()}  # tensors: reading them waits for the device
 
 
 def param_groups(model, weight_decay: float):
@@ -179,10 +179,27 @@ def lr_lambda(total: int, warmup: int):
     return f
 
 
-def epoch_order(image_caps: list[torch.Tensor], seed: int, epoch: int) -> torch.Tensor:
+class CaptionGroups:
+    """Training captions grouped by image, as flat arrays (no Python object per image, so an epoch
+    order for millions of images takes milliseconds): `caps[starts[i]: starts[i] + counts[i]]` are
+    the caption indices of the i-th training image (images in ascending row order)."""
+
+    def __init__(self, train_idx: torch.Tensor, caption_image: torch.Tensor):
+        ci = caption_image[train_idx]
+        order = torch.argsort(ci, stable=True)
+        self.caps = train_idx[order]
+        _, self.counts = torch.unique_consecutive(ci[order], return_counts=True)
+        self.starts = torch.cumsum(self.counts, 0) - self.counts
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+
+def epoch_order(groups: CaptionGroups, seed: int, epoch: int) -> torch.Tensor:
     """Caption indices for one epoch: one random caption per image, images shuffled."""
     g = torch.Generator().manual_seed(seed * 100003 + epoch)
-    pick = torch.tensor([int(c[torch.randint(len(c), (1,), generator=g)]) for c in image_caps], dtype=torch.long)
+    off = (torch.rand(len(groups), generator=g, dtype=torch.float64) * groups.counts).long()
+    pick = groups.caps[groups.starts + torch.minimum(off, groups.counts - 1)]
     return pick[torch.randperm(len(pick), generator=g)]
 
 
@@ -194,6 +211,19 @@ def text_length(tokens: torch.Tensor, pad_id: int | None) -> int:
         return int(tokens.argmax(-1).max()) + 1
     pos = torch.arange(1, tokens.shape[1] + 1, device=tokens.device)
     return int(((tokens != pad_id) * pos).max())
+
+
+def bucket_length(n: int, context: int, multiple: int) -> int:
+    """Length a batch is cut to: its longest text rounded up to `multiple`, at most `context`.
+    Under a causal mask padding after end-of-text cannot change it, so the cut is exact; rounding
+    keeps the number of distinct shapes small (one compiled graph per length under torch.compile)."""
+    return min(context, (n - 1) // multiple * multiple + multiple)
+
+
+def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    if device.type != "cuda":
+        return x.to(device)
+    return x.pin_memory().to(device, non_blocking=True)
 
 
 # -- the job ------------------------------------------------------------------------------------
@@ -233,13 +263,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         raise ConfigError(f"loss.distill > 0 but cache {cfg.cache} has no English teacher embeddings "
                           f"(build it with an English caption column)")
     train_idx, val_idx = split_by_image(data, cfg.val_fraction, cfg.seed)
-    by_image: dict[int, list[int]] = {}
-    for c in train_idx.tolist():
-        by_image.setdefault(int(data.caption_image[c]), []).append(c)
-    image_caps = [torch.tensor(v) for _, v in sorted(by_image.items())]
-    steps_per_epoch = len(image_caps) // cfg.batch_size
+    groups = CaptionGroups(train_idx, data.caption_image)
+    steps_per_epoch = len(groups) // cfg.batch_size
     if steps_per_epoch < 1:
-        raise ConfigError(f"batch_size {cfg.batch_size} is larger than the {len(image_caps)} training images in {cfg.cache}")
+        raise ConfigError(f"batch_size {cfg.batch_size} is larger than the {len(groups)} training images in {cfg.cache}")
     total = steps_per_epoch * cfg.epochs if not cfg.max_steps else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
 
     model, ref, info = build_student(cfg.model.clip, cfg.model.weights, tok, cfg.model.init,
@@ -259,7 +286,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     tower = TextTower(model)
     if world > 1:
         tower = torch.nn.parallel.DistributedDataParallel(tower, device_ids=[device.index] if device.type == "cuda" else None)
-    fwd = torch.compile(tower, mode=None if cfg.compile_mode == "default" else cfg.compile_mode) if cfg.compile else tower
+    # compiled: one static graph per bucketed length (at most ~6 buckets, under dynamo's recompile limit)
+    cut = max(16, -(-cfg.model.context_length // 6 // 8) * 8) if cfg.compile else 8
+    fwd = (torch.compile(tower, mode=None if cfg.compile_mode == "default" else cfg.compile_mode, dynamic=False)
+           if cfg.compile else tower)
     opt = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr,
                             betas=(cfg.optim.beta1, cfg.optim.beta2), eps=cfg.optim.eps,
                             **({"fused": True} if device.type == "cuda" else {}))
@@ -318,17 +348,17 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     done = step >= total
     epoch = start_epoch
     while not done and epoch < cfg.epochs:
-        order = epoch_order(image_caps, cfg.seed, epoch)
+        order = epoch_order(groups, cfg.seed, epoch)
         first = step - epoch * steps_per_epoch
         model.train()
         for s in range(first, steps_per_epoch):
             cap = order[s * cfg.batch_size + rank * local: s * cfg.batch_size + (rank + 1) * local]
-            tk = tokens[cap].to(device, non_blocking=True).long()
-            img = images[data.caption_image[cap]].to(device, non_blocking=True)
-            tch = teacher[cap].to(device) if teacher is not None and cfg.loss.distill > 0 else None
-            if not cfg.compile:  # cut to the longest text (rounded up): padding cannot affect end-of-text
-                L = min(tk.shape[1], (text_length(tk, pad_id) - 1) // 8 * 8 + 8)
-                tk = tk[:, :L]
+            # batch assembled on the host (no device sync), copied from pinned memory asynchronously
+            tk = tokens[cap]
+            tk = tk[:, :bucket_length(text_length(tk, pad_id), tk.shape[1], cut)]
+            tk = to_device(tk, device).long()
+            img = to_device(images[data.caption_image[cap]], device)
+            tch = to_device(teacher[cap], device) if teacher is not None and cfg.loss.distill > 0 else None
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 loss, parts = compute_loss(fwd, tk, img, tch, cfg, world)
             loss.backward()
@@ -345,10 +375,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                 now = time.perf_counter()
                 rate = (step - n_last) * cfg.batch_size / max(now - t_last, 1e-9)
                 t_last, n_last = now, step
-                log_metrics({"step": step, "epoch": epoch + 1, "loss": float(loss), **parts,
-                             "lr": sched.get_last_lr()[0], "logit_scale": float(model.logit_scale.exp()),
+                log_metrics({"step": step, "epoch": epoch + 1, "loss": float(loss.detach()), **{k: float(v) for k, v in parts.items()},
+                             "lr": sched.get_last_lr()[0], "logit_scale": float(model.logit_scale.detach().exp()),
                              "pairs_per_s": rate})
-                bar.set_postfix(loss=f"{float(loss):.3f}", pairs_s=f"{rate:,.0f}")
+                bar.set_postfix(loss=f"{float(loss.detach()):.3f}", pairs_s=f"{rate:,.0f}")
             if fault and step == fault:
                 os.kill(os.getpid(), signal.SIGKILL)
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step % steps_per_epoch:
