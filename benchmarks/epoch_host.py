@@ -6,11 +6,13 @@ it, which a fast GPU step can otherwise wait on:
 
 - grouping the training captions by image (once a run),
 - one epoch's order: one random caption per image, images shuffled (every epoch),
-- per step: gathering the batch's token rows and image embeddings, finding its longest text and
-  cutting the batch to its length bucket (what `train` does before the copy to the device).
+- per step: the batch's token rows, padded to its longest text (length bucket), and its image
+  embeddings (what `train` does before the copy to the device),
+- the memory of the token table: ragged `TokenTable` vs the padded (N, context) table.
 
-Baseline in the same run: the per-image Python implementation langclip shipped before session 3
-(a dict of caption lists, one `torch.randint` per image each epoch), copied below verbatim.
+Baseline in the same run: what langclip shipped before session 3, copied below verbatim: a dict of
+caption lists and one `torch.randint` per image each epoch; a padded int32 token table (built from an
+int64 one) gathered row by row and cut after the gather.
 
     python benchmarks/epoch_host.py                    # 3.7M images x 5 captions, context 77
     python benchmarks/epoch_host.py --images 200000    # quicker
@@ -22,7 +24,7 @@ import time
 
 import torch
 
-from langclip.train import CaptionGroups, bucket_length, epoch_order, text_length
+from langclip.train import CaptionGroups, TokenTable, bucket_length, epoch_order, text_length
 
 
 # -- baseline: langclip before session 3 ---------------------------------------------------------
@@ -88,20 +90,43 @@ def main():
     report("langclip_epoch_order", t_order, base_order)
     assert len(order) == N and torch.equal(caption_image[order].sort().values, torch.arange(N))
 
-    def assemble(s):
+    steps = min(a.steps, N // a.batch)
+    epoch_steps = N // a.batch
+
+    def per_step(assemble):
+        assemble(0)
+        _, t = timed(lambda: [assemble(s) for s in range(steps)])
+        return t / steps
+
+    def old_assemble(s):
         cap = order[s * a.batch: (s + 1) * a.batch]
         tk = tokens[cap]
         tk = tk[:, :bucket_length(text_length(tk, None), tk.shape[1], 8)]
         return tk.long(), images[caption_image[cap]]
 
-    steps = min(a.steps, N // a.batch)
-    assemble(0)
-    _, t = timed(lambda: [assemble(s) for s in range(steps)])
-    per_step = t / steps
-    epoch_steps = N // a.batch
-    report("langclip_batch_assembly", per_step, ms_per_step=round(per_step * 1e3, 3),
-           host_pairs_per_s=round(a.batch / per_step),
-           host_seconds_per_epoch=round(t_order + per_step * epoch_steps, 1), steps_per_epoch=epoch_steps)
+    table, t_table = timed(lambda: TokenTable(*_ragged(tokens, 1 << 18), None, a.context))
+
+    def new_assemble(s):
+        cap = order[s * a.batch: (s + 1) * a.batch]
+        return table.batch(cap, 8), images[caption_image[cap]]
+
+    for s in (0, 1, steps - 1):  # the same batches
+        assert torch.equal(old_assemble(s)[0], new_assemble(s)[0])
+    base_step = per_step(old_assemble)
+    report("baseline_batch_assembly", base_step, ms_per_step=round(base_step * 1e3, 3))
+    step = per_step(new_assemble)
+    report("langclip_batch_assembly", step, base_step, ms_per_step=round(step * 1e3, 3),
+           host_pairs_per_s=round(a.batch / step),
+           host_seconds_per_epoch=round(t_order + step * epoch_steps, 1), steps_per_epoch=epoch_steps)
+    padded = tokens.numel() * tokens.element_size()
+    report("langclip_token_table", t_table, table_gib=round(table.nbytes / 2**30, 2),
+           baseline_table_gib=round(padded / 2**30, 2), baseline_peak_gib=round(3 * padded / 2**30, 2),
+           memory_ratio=round(padded / table.nbytes, 1))
+
+
+def _ragged(tokens, chunk):
+    parts = [TokenTable.from_padded(tokens[s: s + chunk]) for s in range(0, len(tokens), chunk)]
+    return torch.cat([p.flat for p in parts]), torch.cat([p.lengths for p in parts])
 
 
 if __name__ == "__main__":

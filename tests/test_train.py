@@ -126,3 +126,59 @@ def test_compiled_training_matches_eager(tmp_path, train_cfg):
             keep = torch.cat([torch.arange(w), torch.arange(2 * w, 3 * w)])  # scales up to lr-sized
             a[k], b[k] = a[k][keep], b[k][keep]  # steps, so only the query and value biases are compared
         torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+@pytest.mark.parametrize("pad_id", [None, 7])
+def test_token_table_gives_the_padded_batches(ru_tokenizer, pad_id):
+    """Ragged storage, chunked encoding: every batch equals the padded tokens cut to its length."""
+    from langclip.train import TokenTable, bucket_length, text_length
+
+    texts = ["кот", "две красные звезды на синем фоне", "", "a photo " * 40, "синий круг"] * 7
+    padded = ru_tokenizer(texts, context_length=32)
+    if pad_id is not None:  # a Hugging Face-style table: [ids..., pad, pad], pad id not 0
+        padded = torch.where(padded == 0, pad_id, padded)
+
+        class Tok:
+            def __call__(self, t, context_length):
+                x = ru_tokenizer(t, context_length=context_length)
+                return torch.where(x == 0, pad_id, x)
+        tok = Tok()
+    else:
+        tok = ru_tokenizer
+    table = TokenTable.encode(tok, texts, 32, pad_id, chunk=4)   # 9 chunks
+    assert len(table) == len(texts)
+    assert table.nbytes < padded.numel() * 4
+    g = torch.Generator().manual_seed(0)
+    for idx in [torch.arange(len(texts)), torch.tensor([0, 2]), torch.randperm(len(texts), generator=g)[:6]]:
+        for multiple in (1, 8, 16):
+            L = bucket_length(text_length(padded[idx], pad_id), 32, multiple)
+            assert torch.equal(table.batch(idx, multiple), padded[idx][:, :L]), (idx, multiple)
+
+
+def test_torchrun_training_run_matches_one_process(tmp_path, train_cfg):
+    """The whole `langclip train` job under torchrun (2 gloo processes, same global batch) logs the
+    same losses and ends with the same weights as one process, and its run folder loads."""
+    from safetensors.torch import load_file
+
+    import langclip
+
+    train_cfg.epochs, train_cfg.val_fraction, train_cfg.log_every = 2, 0.25, 1
+    cfg = _write_cfg(train_cfg, tmp_path / "c.yaml")
+    assert main(["train", "--config", str(cfg), f"out={tmp_path / 'one'}"]) == 0
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29547",
+                        "-m", "langclip", "train", "--config", str(cfg), f"out={tmp_path / 'two'}"],
+                       capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    losses = [[r_["loss"] for r_ in map(json.loads, open(tmp_path / d / "metrics.jsonl")) if "loss" in r_]
+              for d in ("one", "two")]
+    assert len(losses[0]) == len(losses[1]) == 8
+    torch.testing.assert_close(torch.tensor(losses[1]), torch.tensor(losses[0]), rtol=1e-4, atol=1e-5)
+    a = load_file(str(tmp_path / "one" / "text_tower.safetensors"))
+    b = load_file(str(tmp_path / "two" / "text_tower.safetensors"))
+    for k in a:
+        if k.endswith("attn.in_proj_bias"):  # key bias: see test_compiled_training_matches_eager
+            w = a[k].shape[0] // 3
+            keep = torch.cat([torch.arange(w), torch.arange(2 * w, 3 * w)])
+            a[k], b[k] = a[k][keep], b[k][keep]
+        torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=1e-4, msg=k)
+    assert langclip.load(tmp_path / "two", device="cpu").encode_text(["кот"]).shape[0] == 1

@@ -207,10 +207,62 @@ def epoch_order(groups: CaptionGroups, seed: int, epoch: int) -> torch.Tensor:
 def text_length(tokens: torch.Tensor, pad_id: int | None) -> int:
     """Length of the longest text in a padded batch: up to end-of-text (the largest id, langclip's
     tokenizer) or, with `pad_id` (a Hugging Face tokenizer), up to the last non-padding token."""
+    return int(row_lengths(tokens, pad_id).max())
+
+
+@torch.no_grad()
+def row_lengths(tokens: torch.Tensor, pad_id: int | None) -> torch.Tensor:
+    """Per-row length of a padded batch (see `text_length`). -> (B,) long"""
     if pad_id is None:
-        return int(tokens.argmax(-1).max()) + 1
+        return tokens.argmax(-1) + 1
     pos = torch.arange(1, tokens.shape[1] + 1, device=tokens.device)
-    return int(((tokens != pad_id) * pos).max())
+    return ((tokens != pad_id) * pos).max(-1).values
+
+
+class TokenTable:
+    """Every caption's token ids, ragged: flat int32 ids plus each caption's offset and length, encoded
+    in chunks. At the origin's scale (18.5M captions) that is ~1 GB where a padded int64 (N, 77) table
+    is 11 GB, per process. `batch(idx)` gives a batch padded to its longest text (bucketed)."""
+
+    def __init__(self, flat: torch.Tensor, lengths: torch.Tensor, pad_id: int | None, context_length: int):
+        self.flat, self.lengths = flat, lengths
+        self.offsets = torch.cumsum(lengths, 0, dtype=torch.long) - lengths
+        self.pad_id, self.context_length = pad_id, context_length
+
+    @classmethod
+    def from_padded(cls, tokens: torch.Tensor, pad_id: int | None = None) -> "TokenTable":
+        n = row_lengths(tokens, pad_id)
+        keep = torch.arange(tokens.shape[1])[None, :] < n[:, None]
+        return cls(tokens[keep].to(torch.int32), n.to(torch.int32), pad_id, tokens.shape[1])
+
+    @classmethod
+    def encode(cls, tok, texts: list[str], context_length: int, pad_id: int | None = None,
+               chunk: int = 1 << 18, progress: bool = False) -> "TokenTable":
+        from tqdm import tqdm
+
+        parts = [cls.from_padded(tok(texts[s: s + chunk], context_length=context_length), pad_id)
+                 for s in tqdm(range(0, len(texts), chunk), desc="tokenize", unit="chunk",
+                               disable=not progress or len(texts) <= chunk)]
+        if not parts:
+            return cls(torch.zeros(0, dtype=torch.int32), torch.zeros(0, dtype=torch.int32), pad_id, context_length)
+        return cls(torch.cat([p.flat for p in parts]), torch.cat([p.lengths for p in parts]), pad_id, context_length)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.flat, self.lengths, self.offsets))
+
+    def batch(self, idx: torch.Tensor, multiple: int = 8) -> torch.Tensor:
+        """(B, L) LongTensor of captions `idx`, L = the longest rounded up to `multiple` (<= context)."""
+        n = self.lengths[idx].long()
+        L = bucket_length(int(n.max()), self.context_length, multiple) if len(n) else 1
+        pos = torch.arange(L)
+        valid = pos[None, :] < n[:, None]
+        out = torch.full((len(idx), L), self.pad_id or 0, dtype=torch.long)
+        out[valid] = self.flat[(self.offsets[idx][:, None] + pos[None, :])[valid]].long()
+        return out
 
 
 def bucket_length(n: int, context: int, multiple: int) -> int:
@@ -279,8 +331,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         atomic_write_text(out / "config.yaml", yaml.safe_dump(asdict(cfg), allow_unicode=True, sort_keys=False))
         save_model_files(out, model, tok, ref, {"init": info, "cache": str(Path(cfg.cache).resolve())})
     # tokenization off the hot path: every caption once, up front (Rust)
-    tokens = tok(data.captions, context_length=cfg.model.context_length).to(torch.int32)
     pad_id = getattr(tok, "pad_token_id", 0) if model.is_hf else None
+    tokens = TokenTable.encode(tok, data.captions, cfg.model.context_length, pad_id, progress=progress and rank == 0)
     images = data.image_emb                                  # (N, D) fp16, normalised
     teacher = data.teacher
     tower = TextTower(model)
@@ -354,9 +406,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         for s in range(first, steps_per_epoch):
             cap = order[s * cfg.batch_size + rank * local: s * cfg.batch_size + (rank + 1) * local]
             # batch assembled on the host (no device sync), copied from pinned memory asynchronously
-            tk = tokens[cap]
-            tk = tk[:, :bucket_length(text_length(tk, pad_id), tk.shape[1], cut)]
-            tk = to_device(tk, device).long()
+            tk = to_device(tokens.batch(cap, cut), device)
             img = to_device(images[data.caption_image[cap]], device)
             tch = to_device(teacher[cap], device) if teacher is not None and cfg.loss.distill > 0 else None
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -416,7 +466,7 @@ def validate(model, tokens, images, caption_image, val_idx, device, bf16: bool) 
     model.eval()
     feats = []
     for s in range(0, len(val_idx), 1024):
-        tk = tokens[val_idx[s: s + 1024]].to(device).long()
+        tk = tokens.batch(val_idx[s: s + 1024]).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             feats.append(model.encode_text(tk).float())
     text = torch.cat(feats)
