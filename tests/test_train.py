@@ -182,3 +182,14 @@ def test_torchrun_training_run_matches_one_process(tmp_path, train_cfg):
             a[k], b[k] = a[k][keep], b[k][keep]
         torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=1e-4, msg=k)
     assert langclip.load(tmp_path / "two", device="cpu").encode_text(["кот"]).shape[0] == 1
+
+
+def test_diverged_training_stops_with_a_clear_error(tmp_path, train_cfg, capsys):
+    train_cfg.optim.lr, train_cfg.optim.grad_clip, train_cfg.log_every = 1e6, 0.0, 1
+    train_cfg.checkpoint_every, train_cfg.epochs = 1, 2
+    cfg = _write_cfg(train_cfg, tmp_path / "c.yaml")
+    assert main(["train", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "training diverged: loss is nan" in err and "the last checkpoint" in err and "Lower optim.lr" in err, err
+    recs = [json.loads(l) for l in open(tmp_path / "run" / "metrics.jsonl")]
+    assert recs and all(r["loss"] == r["loss"] for r in recs)   # the finite steps before are logged

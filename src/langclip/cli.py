@@ -219,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("langclip: interrupted; finished work is kept (rerun to resume)", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, RuntimeError) as e:
+    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, RuntimeError,
+            FloatingPointError) as e:
         if args.verbose:
             raise
         print(f"langclip: error: {e}", file=sys.stderr)

@@ -395,6 +395,15 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             old.unlink()
 
     local = cfg.batch_size // world
+    if rank == 0:
+        n_par = sum(p.numel() for p in model.text_parameters().values() if p.requires_grad)
+        n_val_img = int(data.caption_image[val_idx].unique().numel()) if len(val_idx) else 0
+        print(f"train: {len(groups):,} images / {len(train_idx):,} captions -> {steps_per_epoch:,} steps an epoch "
+              f"x {cfg.epochs} = {total:,} steps (batch {cfg.batch_size:,}, {world} process{'es' * (world > 1)}); "
+              f"held out: {n_val_img:,} images / {len(val_idx):,} captions; text tower {n_par / 1e6:.1f}M "
+              f"parameters ({cfg.model.init} init); {device.type}, {'bf16' if bf16 else 'fp32'}"
+              f"{', compiled' if cfg.compile else ''}", flush=True)
+    t_start, step_start = time.perf_counter(), step
     bar = tqdm(total=total, initial=step, unit="step", disable=not progress or rank != 0, desc="train")
     t_last, n_last = time.perf_counter(), step
     done = step >= total
@@ -422,6 +431,13 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             step += 1
             bar.update(1)
             if step % cfg.log_every == 0 or step == total:
+                if not torch.isfinite(loss.detach()):
+                    last = _checkpoint_path(out, "latest")
+                    raise FloatingPointError(
+                        f"training diverged: loss is {float(loss.detach())} at step {step} (lr "
+                        f"{sched.get_last_lr()[0]:.3g}); "
+                        + (f"the last checkpoint, {last}, is intact. " if last else "no checkpoint was written yet. ")
+                        + "Lower optim.lr, raise optim.warmup_steps or keep optim.grad_clip on, and start again")
                 now = time.perf_counter()
                 rate = (step - n_last) * cfg.batch_size / max(now - t_last, 1e-9)
                 t_last, n_last = now, step
@@ -453,7 +469,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     if rank == 0:
         save_model_files(out, model, tok, ref, {"init": info, "cache": str(Path(cfg.cache).resolve()),
                                                 "steps": step, "best_mean_recall": best})
-        print(f"run {out}: {step} steps; text tower in {out / 'text_tower.safetensors'}")
+        secs = time.perf_counter() - t_start
+        print(f"run {out}: {step} steps in {secs:.1f} s ({(step - step_start) * cfg.batch_size / max(secs, 1e-9):,.0f} "
+              f"pairs/s with validation); "
+              + (f"best held-out mean recall {best:.3f} (text_tower_best.safetensors); " if best >= 0 else "")
+              + f"text tower in {out / 'text_tower.safetensors'}")
     if metrics_f:
         metrics_f.close()
     if writer:
