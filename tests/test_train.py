@@ -43,7 +43,7 @@ def _write_cfg(cfg: TrainConfig, path):
     return path
 
 
-def test_resume_after_sigkill_matches_uninterrupted(tmp_path, train_cfg):
+def test_resume_after_sigkill_matches_uninterrupted(tmp_path, train_cfg, capsys):
     from safetensors.torch import load_file
 
     train_cfg.epochs, train_cfg.checkpoint_every, train_cfg.val_fraction = 3, 2, 0.25
@@ -56,6 +56,13 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path, train_cfg):
                        env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == -9, r.stderr[-2000:]
     assert json.loads((tmp_path / "k" / "checkpoints" / "latest.json").read_text())["step"] == 6
+    # refused before anything is written: a fresh start over it, a resume with other settings
+    before = {f: f.read_bytes() for f in (tmp_path / "k").rglob("*") if f.is_file()}
+    assert main(["train", "--config", str(cfg_path), f"out={tmp_path / 'k'}"]) == 2
+    assert "already holds a run (checkpoint at step 6)" in capsys.readouterr().err
+    assert main(["train", "--config", str(cfg_path), f"out={tmp_path / 'k'}", "batch_size=16", "--resume", "latest"]) == 2
+    assert "batch_size: checkpoint 32, now 16" in capsys.readouterr().err
+    assert {f: f.read_bytes() for f in (tmp_path / "k").rglob("*") if f.is_file()} == before
     assert main(["train", "--config", str(cfg_path), f"out={tmp_path / 'k'}", "--resume", "latest"]) == 0
     a = load_file(str(tmp_path / "ref" / "text_tower.safetensors"))
     b = load_file(str(tmp_path / "k" / "text_tower.safetensors"))

@@ -288,6 +288,22 @@ def _checkpoint_path(out: Path, resume: str) -> Path | None:
     return Path(resume)
 
 
+def _resume_keys(cfg: TrainConfig) -> dict:
+    """What a resumed run must share with the checkpoint to continue the same sample order and model."""
+    m = cfg.model
+    return {"cache": str(Path(cfg.cache).resolve()), "batch_size": cfg.batch_size, "seed": cfg.seed,
+            "val_fraction": cfg.val_fraction, "model.clip": m.clip, "model.init": m.init,
+            "model.context_length": m.context_length, "model.text_overrides": dict(m.text_overrides)}
+
+
+def _check_resumable(saved: dict, cfg: TrainConfig, ck: Path) -> None:
+    now = _resume_keys(cfg)
+    diff = [f"{k}: checkpoint {saved[k]!r}, now {now[k]!r}" for k in now if k in saved and saved[k] != now[k]]
+    if diff:
+        raise ConfigError(f"resume: {ck} was written by a different run ({'; '.join(diff)}); resuming would not "
+                          f"continue it. Use the same settings, or a new `out` folder to start afresh")
+
+
 def train(cfg: TrainConfig, progress: bool = True) -> Path:
     """Train the text tower; returns the run folder (loadable with `langclip.load`)."""
     from tqdm import tqdm
@@ -302,6 +318,15 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         torch.cuda.set_device(device)
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     out = Path(cfg.out)
+    # before anything is written: a finished or interrupted run in `out` is never overwritten
+    ck = _checkpoint_path(out, cfg.resume) if cfg.resume else None
+    if ck is not None:
+        st = torch.load(ck, map_location="cpu", weights_only=True)
+        _check_resumable(st.get("run", {}), cfg, ck)
+    elif not cfg.resume and (out / "checkpoints" / "latest.json").is_file():
+        done = json.loads((out / "checkpoints" / "latest.json").read_text())
+        raise ConfigError(f"{out} already holds a run (checkpoint at step {done.get('step')}): continue it with "
+                          f"--resume latest, or give another `out` folder")
     if cfg.model.init.startswith("hf:"):  # the HF encoder's own tokenizer (or model.tokenizer, if given)
         tok = HFTextTokenizer.load(cfg.model.tokenizer or cfg.model.init[3:], cfg.model.context_length)
     else:
@@ -347,9 +372,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                             **({"fused": True} if device.type == "cuda" else {}))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, min(cfg.optim.warmup_steps, max(1, total // 10))))
     step, start_epoch, best = 0, 0, -1.0
-    ck = _checkpoint_path(out, cfg.resume) if cfg.resume else None
     if ck is not None:
-        st = torch.load(ck, map_location="cpu", weights_only=True)
         model.clip.load_state_dict(st["text"], strict=False)
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])
@@ -387,7 +410,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         d.mkdir(exist_ok=True)
         name = f"step_{step:08d}.pt"
         st = {"text": model.text_state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-              "step": step, "epoch": epoch_done, "best": best, "rng": torch.get_rng_state()}
+              "step": step, "epoch": epoch_done, "best": best, "rng": torch.get_rng_state(),
+              "run": _resume_keys(cfg)}
         torch.save(st, d / (name + ".tmp"))
         os.replace(d / (name + ".tmp"), d / name)
         atomic_write_text(d / "latest.json", json.dumps({"file": name, "step": step}))

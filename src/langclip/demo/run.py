@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,6 +189,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     runs = {}
     for init in ("clip", "scratch"):
         _stage(f"stage 1: Russian text tower, init={init}", t0)
+        shutil.rmtree(out / "runs" / init, ignore_errors=True)  # the demo regenerates everything it made
         runs[init] = train(TrainConfig(
             cache=str(cache), out=str(out / "runs" / init),
             model=ModelSection(clip=arch, weights=str(weights), tokenizer=str(out / "tokenizer"), init=init,
