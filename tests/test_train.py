@@ -200,3 +200,21 @@ def test_diverged_training_stops_with_a_clear_error(tmp_path, train_cfg, capsys)
     assert "training diverged: loss is nan" in err and "the last checkpoint" in err and "Lower optim.lr" in err, err
     recs = [json.loads(l) for l in open(tmp_path / "run" / "metrics.jsonl")]
     assert recs and all(r["loss"] == r["loss"] for r in recs)   # the finite steps before are logged
+
+
+def test_resume_with_new_optimizer_settings_uses_them(tmp_path, train_cfg, capsys):
+    """A checkpoint restores its optimizer's lr/weight decay; overrides given with --resume win."""
+    from langclip.train import lr_lambda
+
+    train_cfg.epochs, train_cfg.log_every = 1, 1
+    cfg = _write_cfg(train_cfg, tmp_path / "c.yaml")
+    assert main(["train", "--config", str(cfg)]) == 0
+    assert main(["train", "--config", str(cfg), "epochs=2", "optim.lr=1e-4", "optim.weight_decay=0.1",
+                 "--resume", "latest"]) == 0
+    out = capsys.readouterr().out
+    assert "new optimizer settings from this step: optim.lr=0.0001, optim.weight_decay=0.1" in out, out
+    recs = [json.loads(l) for l in open(tmp_path / "run" / "metrics.jsonl") if '"lr"' in l]
+    steps_per_epoch = recs[-1]["step"] // 2
+    f = lr_lambda(2 * steps_per_epoch, 1)
+    after = [r for r in recs if r["step"] > steps_per_epoch]
+    assert after and all(abs(r["lr"] - 1e-4 * f(r["step"])) <= 1e-12 for r in after), after

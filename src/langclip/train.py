@@ -304,6 +304,24 @@ def _check_resumable(saved: dict, cfg: TrainConfig, ck: Path) -> None:
                           f"continue it. Use the same settings, or a new `out` folder to start afresh")
 
 
+def _apply_optim_settings(opt, sched, o: OptimSection) -> list[str]:
+    """After loading a checkpoint's optimizer and scheduler: the config's lr, weight decay, betas and
+    eps win (a checkpoint restores its own), so overrides on `--resume` take effect. -> what changed"""
+    changed = []
+    for i, g in enumerate(opt.param_groups):   # [decayed, not decayed], as param_groups() builds them
+        want = {"initial_lr": o.lr, "weight_decay": o.weight_decay if i == 0 else 0.0,
+                "betas": (o.beta1, o.beta2), "eps": o.eps}
+        for k, v in want.items():
+            if (tuple(g[k]) if k == "betas" else g.get(k)) != v:
+                changed.append(f"optim.{'lr' if k == 'initial_lr' else k}={v}")
+                g[k] = v
+    if changed:
+        sched.base_lrs = [o.lr] * len(opt.param_groups)
+        for g, lam in zip(opt.param_groups, sched.lr_lambdas):
+            g["lr"] = o.lr * lam(sched.last_epoch)
+    return sorted(set(changed))
+
+
 def train(cfg: TrainConfig, progress: bool = True) -> Path:
     """Train the text tower; returns the run folder (loadable with `langclip.load`)."""
     from tqdm import tqdm
@@ -376,10 +394,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         model.clip.load_state_dict(st["text"], strict=False)
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])
+        changed = _apply_optim_settings(opt, sched, cfg.optim)
         step, start_epoch, best = st["step"], st["epoch"], st["best"]
         torch.set_rng_state(st["rng"])
         if rank == 0:
-            print(f"resumed from {ck} at step {step} (epoch {start_epoch + 1})")
+            print(f"resumed from {ck} at step {step} (epoch {start_epoch + 1})"
+                  + (f"; new optimizer settings from this step: {', '.join(changed)}" if changed else ""))
     elif cfg.resume and rank == 0:
         print(f"no checkpoint in {out / 'checkpoints'}: starting from scratch")
     writer = None
