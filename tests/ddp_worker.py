@@ -24,7 +24,8 @@ def batch():
     tok[torch.arange(8), torch.randint(3, 12, (8,), generator=g)] = 299
     ims = torch.nn.functional.normalize(torch.randn(8, 32, generator=g, dtype=torch.float64), dim=-1)
     tch = torch.randn(8, 32, generator=g, dtype=torch.float64)
-    return m, tok, ims, tch
+    has = torch.tensor([1, 1, 1, 0, 1, 0, 0, 0], dtype=torch.bool)  # English for 3 + 1 captions: uneven ranks
+    return m, tok, ims, tch, has
 
 
 def loss_cfg():
@@ -40,14 +41,14 @@ def main(out):
 
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
-    model, tok, ims, tch = batch()
+    model, tok, ims, tch, has = batch()
     b = tok.shape[0] // world
     sl = slice(rank * b, (rank + 1) * b)
     tower = torch.nn.parallel.DistributedDataParallel(TextTower(model))
-    loss, _ = compute_loss(tower, tok[sl], ims[sl], tch[sl], loss_cfg(), world)
+    loss, _ = compute_loss(tower, tok[sl], ims[sl], tch[sl], loss_cfg(), world, has[sl])
     loss.backward()
     total = loss.detach().clone()
-    dist.all_reduce(total)  # the contrastive part is global on every rank; distillation is per rank
+    dist.all_reduce(total)  # the contrastive part is global on every rank; distillation is each rank's share
     if rank == 0:
         torch.save({"loss": float(total) / world, "grads": {n: p.grad for n, p in model.text_parameters().items()
                                                    if p.grad is not None}}, out)

@@ -94,8 +94,8 @@ def test_ddp_two_processes_equal_one(tmp_path):
 
     from langclip.train import TextTower, compute_loss
 
-    model, tok, ims, tch = batch()
-    loss1, _ = compute_loss(TextTower(model), tok, ims, tch, loss_cfg(), 1)
+    model, tok, ims, tch, has = batch()
+    loss1, _ = compute_loss(TextTower(model), tok, ims, tch, loss_cfg(), 1, has)
     loss1.backward()
     ref = {n: p.grad for n, p in model.text_parameters().items() if p.grad is not None}
     out = tmp_path / "g.pt"
@@ -218,3 +218,20 @@ def test_resume_with_new_optimizer_settings_uses_them(tmp_path, train_cfg, capsy
     f = lr_lambda(2 * steps_per_epoch, 1)
     after = [r for r in recs if r["step"] > steps_per_epoch]
     assert after and all(abs(r["lr"] - 1e-4 * f(r["step"])) <= 1e-12 for r in after), after
+
+
+@pytest.mark.parametrize("kind", ["cosine", "mse"])
+def test_distillation_averages_over_captions_with_english(kind):
+    """Captions without an English caption (zeros in the dense teacher) take no part in distillation."""
+    from langclip.train import distill_loss
+
+    g = torch.Generator().manual_seed(0)
+    text = torch.nn.functional.normalize(torch.randn(6, 8, generator=g, dtype=torch.float64), dim=-1)
+    teacher = torch.randn(6, 8, generator=g, dtype=torch.float64)
+    has = torch.tensor([1, 0, 1, 1, 0, 1], dtype=torch.bool)
+    teacher[~has] = 0
+    t = torch.nn.functional.normalize(teacher[has], dim=-1)
+    want = (1 - (text[has] * t).sum(-1)).mean() if kind == "cosine" else ((text[has] - t) ** 2).mean()
+    assert abs(float(distill_loss(text, teacher, kind, has)) - float(want)) <= 1e-12
+    assert abs(float(distill_loss(text[has], teacher[has], kind)) - float(want)) <= 1e-12
+    assert float(distill_loss(text, teacher, kind, torch.zeros(6, dtype=torch.bool))) == 0.0

@@ -140,15 +140,28 @@ def _up(x: torch.Tensor) -> torch.Tensor:
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
-def distill_loss(text: torch.Tensor, teacher: torch.Tensor, kind: str) -> torch.Tensor:
+def distill_loss(text: torch.Tensor, teacher: torch.Tensor, kind: str, has: torch.Tensor | None = None,
+                 world: int = 1) -> torch.Tensor:
+    """Distillation towards the English CLIP text embedding, averaged over the captions that have an
+    English one (`has`; all if None) across all ranks: under DDP each rank returns its share scaled so
+    that the averaged gradients equal one process's on the global batch."""
     text = _up(text)
     t = F.normalize(teacher.to(text.dtype), dim=-1)
-    if kind == "mse":
-        return F.mse_loss(text, t)
-    return (1 - (text * t).sum(-1)).mean()
+    per = ((text - t) ** 2).mean(-1) if kind == "mse" else 1 - (text * t).sum(-1)
+    if has is None and world == 1:
+        return per.mean()
+    w = has.to(per.dtype) if has is not None else torch.ones_like(per)
+    n = w.sum().detach()
+    if world > 1:
+        import torch.distributed as dist
+
+        n = n.clone()
+        dist.all_reduce(n)
+    return (per * w).sum() * world / n.clamp_min(1)
 
 
-def compute_loss(tower, tokens, image, teacher, cfg: TrainConfig, world: int = 1) -> tuple[torch.Tensor, dict]:
+def compute_loss(tower, tokens, image, teacher, cfg: TrainConfig, world: int = 1,
+                 teacher_has: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     feats = tower(tokens)
     scale = tower.module.model.logit_scale if hasattr(tower, "module") else tower.model.logit_scale
     parts = {}
@@ -157,7 +170,7 @@ def compute_loss(tower, tokens, image, teacher, cfg: TrainConfig, world: int = 1
         parts["clip"] = clip_loss(feats, image, scale, world)
         loss = loss + cfg.loss.contrastive * parts["clip"]
     if cfg.loss.distill > 0 and teacher is not None:
-        parts["distill"] = distill_loss(feats, teacher, cfg.loss.distill_type)
+        parts["distill"] = distill_loss(feats, teacher, cfg.loss.distill_type, teacher_has, world)
         loss = loss + cfg.loss.distill * parts["distill"]
     return loss, {k: v.detach() for k, v in parts.items()}  # tensors: reading them waits for the device
 
@@ -378,6 +391,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     tokens = TokenTable.encode(tok, data.captions, cfg.model.context_length, pad_id, progress=progress and rank == 0)
     images = data.image_emb                                  # (N, D) fp16, normalised
     teacher = data.teacher
+    teacher_all = teacher is None or data.teacher_has is None or bool(data.teacher_has.all())
     tower = TextTower(model)
     if world > 1:
         tower = torch.nn.parallel.DistributedDataParallel(tower, device_ids=[device.index] if device.type == "cuda" else None)
@@ -461,9 +475,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             # batch assembled on the host (no device sync), copied from pinned memory asynchronously
             tk = to_device(tokens.batch(cap, cut), device)
             img = to_device(images[data.caption_image[cap]], device)
-            tch = to_device(teacher[cap], device) if teacher is not None and cfg.loss.distill > 0 else None
+            tch = has = None
+            if teacher is not None and cfg.loss.distill > 0:
+                tch = to_device(teacher[cap], device)
+                has = None if teacher_all else to_device(data.teacher_has[cap], device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                loss, parts = compute_loss(fwd, tk, img, tch, cfg, world)
+                loss, parts = compute_loss(fwd, tk, img, tch, cfg, world, has)
             loss.backward()
             if cfg.optim.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.text_parameters().values(), cfg.optim.grad_clip)
