@@ -88,7 +88,7 @@ def test_bad_data_is_skipped_and_listed(tmp_path, tiny_arch, tiny_clip):
 
 def _build_cmd(spec, arch, weights, out, extra=()):
     return [sys.executable, "-m", "langclip", "cache", "build", "--data", *spec, "--clip", arch, "--weights", weights,
-            "--out", out, "--batch-size", "3", "--workers", "0", "--shard-size", "4", *extra]
+            "--out", out, "--batch-size", "3", "--workers", "0", "--shard-size", "4", "--teacher-shard-size", "5", *extra]
 
 
 def test_resume_after_interruption_gives_same_cache(tmp_path, pair_data, tiny_arch, tiny_clip):
@@ -119,4 +119,40 @@ def test_two_process_torchrun_equals_one_process(tmp_path, pair_data, tiny_arch,
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = load_cache(tmp_path / "one"), load_cache(tmp_path / "two")
     assert torch.equal(a.image_emb, b.image_emb) and a.captions == b.captions
-    assert torch.equal(a.teacher, b.teacher)
+    assert torch.equal(a.teacher, b.teacher) and torch.equal(a.teacher_has, b.teacher_has)
+    assert len(list((tmp_path / "two" / "teacher").iterdir())) == 7   # 32 English captions, 5 a shard, both ranks
+
+
+def test_teacher_embeddings_are_english_clips_and_resume(tmp_path, pair_data, tiny_arch, tiny_clip):
+    """The cached teacher is the original CLIP's text embedding of each English caption; it is written
+    in shards that a rerun completes (here 4 shards of 10 captions, one deleted and rebuilt)."""
+    import open_clip
+
+    from langclip.model import model_config
+    from langclip.weights import load_state_dict
+
+    cfg = CacheConfig(data=[str(pair_data / "pairs.csv")], clip=tiny_arch, weights=tiny_clip[1],
+                      out=str(tmp_path / "c"), batch_size=5, workers=0, shard_size=7, teacher_shard_size=10)
+    c = load_cache(build_cache(cfg, progress=False))
+    shards = sorted((tmp_path / "c" / "teacher").glob("shard_*.safetensors"))
+    assert len(shards) == 4 and int(c.teacher_has.sum()) == 32
+    ref = open_clip.CLIP(**model_config(tiny_arch))
+    ref.load_state_dict(load_state_dict(tiny_clip[1]))
+    en = [e for _, _, e in read_pairs([str(pair_data / "pairs.csv")]).captions]
+    rows = [i for i, e in enumerate(en) if e]
+    with torch.no_grad():
+        want = ref.eval().encode_text(open_clip.tokenize([en[i] for i in rows]), normalize=True)
+    assert (c.teacher[rows].float() - want).abs().max() < 2e-3   # fp16 storage
+    shards[1].unlink()
+    (tmp_path / "c" / "manifest.json").unlink()
+    c2 = load_cache(build_cache(cfg, progress=False))
+    assert torch.equal(c2.teacher, c.teacher) and torch.equal(c2.teacher_has, c.teacher_has)
+    # a cache written before teacher shards (one dense teacher.safetensors) still loads
+    import shutil
+
+    from safetensors.torch import save_file
+
+    save_file({"emb": c.teacher.contiguous(), "has": c.teacher_has}, str(tmp_path / "c" / "teacher.safetensors"))
+    shutil.rmtree(tmp_path / "c" / "teacher")
+    c3 = load_cache(tmp_path / "c")
+    assert torch.equal(c3.teacher, c.teacher) and torch.equal(c3.teacher_has, c.teacher_has)

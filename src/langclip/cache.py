@@ -8,7 +8,8 @@ Folder layout:
     captions.parquet         caption, image_row, caption_en (nullable)
     emb/shard_00000.safetensors   "emb" (n, D) float16, "ok" (n,) bool — rows [k*S, (k+1)*S)
     emb/shard_00000.failures.json
-    teacher.safetensors      original CLIP text embeddings of the English captions (when present)
+    teacher/shard_00000.safetensors   original CLIP text embeddings of the English captions (when
+                             present): "idx" caption rows, "emb" (n, D) float16
 
 Shards are written atomically; a rerun skips complete shards (resume). Under torchrun each rank
 builds the shards k with k % world == rank, so the result does not depend on the number of processes.
@@ -43,6 +44,7 @@ class CacheConfig:
     batch_size: int = 256
     workers: int = 4
     shard_size: int = 8192
+    teacher_shard_size: int = 65536         # English captions per teacher-embedding shard
     device: str | None = None
 
     def validate(self) -> None:
@@ -52,8 +54,8 @@ class CacheConfig:
             raise ValueError("--weights (the CLIP weights file) is required")
         if not Path(self.weights).is_file():
             raise FileNotFoundError(f"CLIP weights file not found: {self.weights}")
-        if self.batch_size < 1 or self.shard_size < 1:
-            raise ValueError("batch_size and shard_size must be >= 1")
+        if self.batch_size < 1 or self.shard_size < 1 or self.teacher_shard_size < 1:
+            raise ValueError("batch_size, shard_size and teacher_shard_size must be >= 1")
 
 
 class _Images(torch.utils.data.Dataset):
@@ -161,9 +163,12 @@ def build_cache(cfg: CacheConfig, progress: bool = True) -> Path:
     bar.close()
     if world > 1:
         torch.distributed.barrier()
+    teacher = (_teacher(model, rest, pairs, device, out, rank, world, progress, cfg.teacher_shard_size)
+               if any(c[2] for c in pairs.captions) else False)
+    if world > 1:
+        torch.distributed.barrier()
     if rank == 0:
         _write_tables(out, pairs, pa, pq)
-        teacher = _teacher(model, rest, pairs, device, out) if any(c[2] for c in pairs.captions) else False
         _write_manifest(out, cfg, pairs, pp, dim, teacher, sha256_file(cfg.weights), time.perf_counter() - t0)
     if world > 1:
         torch.distributed.barrier()
@@ -179,8 +184,13 @@ def _write_tables(out: Path, pairs, pa, pq) -> None:
                              "caption_en": [c[2] for c in pairs.captions]}), out / "captions.parquet")
 
 
-def _teacher(model, rest: dict, pairs, device, out: Path) -> bool:
-    """Original CLIP text embeddings of the English captions (the distillation teacher)."""
+def _teacher(model, rest: dict, pairs, device, out: Path, rank: int = 0, world: int = 1, progress: bool = True,
+             chunk: int = 65536) -> bool:
+    """Original CLIP text embeddings of the English captions (the distillation teacher), written as
+    teacher/shard_k.safetensors ("idx": caption rows, "emb": (n, D) float16). Like the image shards:
+    written atomically, skipped when complete (resume), shard k made by rank k % world; bf16 on GPU."""
+    from tqdm import tqdm
+
     from .tokenizer import Tokenizer
 
     missing, _ = model.clip.load_state_dict(rest, strict=False)
@@ -189,17 +199,45 @@ def _teacher(model, rest: dict, pairs, device, out: Path) -> bool:
         return False
     tok = Tokenizer.clip()
     idx = [i for i, c in enumerate(pairs.captions) if c[2]]
-    D = model.clip.text_projection.shape[-1]
-    emb = torch.zeros(len(pairs.captions), D, dtype=torch.float16)
-    has = torch.zeros(len(pairs.captions), dtype=torch.bool)
+    d = out / "teacher"
+    d.mkdir(exist_ok=True)
+    todo = [k for k in range((len(idx) + chunk - 1) // chunk)
+            if k % world == rank and not (d / f"shard_{k:05d}.safetensors").is_file()]
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    bar = tqdm(total=sum(len(idx[k * chunk: (k + 1) * chunk]) for k in todo), unit="text",
+               desc=f"teacher[{rank}]" if world > 1 else "teacher (English CLIP)", disable=not progress)
     with torch.inference_mode():
-        for s in range(0, len(idx), 1024):
-            part = idx[s: s + 1024]
-            t = tok([pairs.captions[i][2] for i in part], context_length=model.clip.context_length).to(device)
-            emb[part] = model.clip.encode_text(t, normalize=True).float().cpu().half()
-            has[part] = True
-    _save_atomic({"emb": emb, "has": has}, out / "teacher.safetensors")
+        for k in todo:
+            part = idx[k * chunk: (k + 1) * chunk]
+            embs = []
+            for s in range(0, len(part), 1024):
+                t = tok([pairs.captions[i][2] for i in part[s: s + 1024]], context_length=model.clip.context_length)
+                with amp:
+                    embs.append(model.encode_text(t.to(device), normalize=True).float().cpu().half())
+                bar.update(len(t))
+            _save_atomic({"idx": torch.tensor(part, dtype=torch.long), "emb": torch.cat(embs)},
+                         d / f"shard_{k:05d}.safetensors")
+    bar.close()
     return True
+
+
+def _load_teacher(path: Path, n_captions: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Dense (C, D) float16 teacher embeddings and the (C,) mask of captions that have one."""
+    from safetensors.torch import load_file
+
+    if (path / "teacher.safetensors").is_file():          # caches written before session 3: one dense file
+        t = load_file(str(path / "teacher.safetensors"))
+        return t["emb"], t["has"]
+    shards = sorted((path / "teacher").glob("shard_*.safetensors"))
+    if not shards:
+        return None
+    parts = [load_file(str(f)) for f in shards]
+    emb = torch.zeros(n_captions, parts[0]["emb"].shape[1], dtype=torch.float16)
+    has = torch.zeros(n_captions, dtype=torch.bool)
+    for t in parts:
+        emb[t["idx"]] = t["emb"]
+        has[t["idx"]] = True
+    return emb, has
 
 
 def _write_manifest(out: Path, cfg: CacheConfig, pairs, pp: dict, dim: int, teacher: bool, sha: str, secs: float) -> None:
@@ -267,9 +305,9 @@ def load_cache(path: str | Path) -> CacheData:
     keep = ok[rows]  # drop captions of images that failed
     idx = keep.nonzero().flatten()
     teacher = has = None
-    if man.get("teacher") and (path / "teacher.safetensors").is_file():
-        t = load_file(str(path / "teacher.safetensors"))
-        teacher, has = t["emb"][idx], t["has"][idx]
+    t = _load_teacher(path, len(cap["caption"])) if man.get("teacher") else None
+    if t is not None:
+        teacher, has = t[0][idx], t[1][idx]
     return CacheData(man, emb, ok, [cap["caption"][i] for i in idx.tolist()], rows[idx], teacher, has)
 
 

@@ -71,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-column"); p.add_argument("--caption-column"); p.add_argument("--english-column")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--workers", type=int, default=4)
-    p.add_argument("--shard-size", type=int, default=8192)
+    p.add_argument("--shard-size", type=int, default=8192, help="images per embedding shard (the unit of resume)")
+    p.add_argument("--teacher-shard-size", type=int, default=65536,
+                   help="English captions per teacher-embedding shard (the unit of resume)")
     p.add_argument("--device", default=None)
 
     p = _p(sub, "train", "train the text tower on a cache")
@@ -161,7 +163,8 @@ def run(args: argparse.Namespace) -> int:
         cfg = CacheConfig(data=args.data, clip=args.clip, weights=args.weights, out=args.out,
                           image_column=args.image_column, caption_column=args.caption_column,
                           english_column=args.english_column, batch_size=args.batch_size,
-                          workers=args.workers, shard_size=args.shard_size, device=args.device)
+                          workers=args.workers, shard_size=args.shard_size,
+                          teacher_shard_size=args.teacher_shard_size, device=args.device)
         build_cache(cfg)
         return 0
     if args.cmd == "train":
