@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from .data import ImageRef, open_image, read_pairs
+from .data import ImageRef, open_image, read_pairs, read_parallel
 from .dist import init_from_env
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ class CacheConfig:
     workers: int = 4
     shard_size: int = 8192
     teacher_shard_size: int = 65536         # English captions per teacher-embedding shard
+    text_only: bool = False                 # a parallel corpus (target text + English), no images
     device: str | None = None
 
     def validate(self) -> None:
@@ -107,7 +108,8 @@ def build_cache(cfg: CacheConfig, progress: bool = True) -> Path:
     out = Path(cfg.out)
     (out / "emb").mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    pairs = read_pairs(cfg.data, cfg.image_column, cfg.caption_column, cfg.english_column)
+    pairs = (read_parallel(cfg.data, cfg.caption_column, cfg.english_column) if cfg.text_only else
+             read_pairs(cfg.data, cfg.image_column, cfg.caption_column, cfg.english_column))
     model = LangCLIP(model_config(cfg.clip))
     rest = load_image_tower(model, cfg.weights, cfg.clip)
     model.to(device).eval()
@@ -165,6 +167,9 @@ def build_cache(cfg: CacheConfig, progress: bool = True) -> Path:
         torch.distributed.barrier()
     teacher = (_teacher(model, rest, pairs, device, out, rank, world, progress, cfg.teacher_shard_size)
                if any(c[2] for c in pairs.captions) else False)
+    if cfg.text_only and not teacher:
+        raise ValueError(f"{cfg.weights}: a text-only cache needs the CLIP's text tower (the teacher), "
+                         f"and this file has none")
     if world > 1:
         torch.distributed.barrier()
     if rank == 0:
@@ -249,11 +254,15 @@ def _write_manifest(out: Path, cfg: CacheConfig, pairs, pp: dict, dim: int, teac
            "preprocess": pp, "dim": dim, "dtype": "float16", "shard_size": cfg.shard_size,
            "num_shards": (n + cfg.shard_size - 1) // cfg.shard_size, "num_images": n,
            "num_images_ok": n - len(fails), "num_images_failed": len(fails), "num_captions": len(pairs.captions),
-           "teacher": teacher, "failures": fails, "skipped": pairs.problems, "data": cfg.data,
+           "teacher": teacher, "text_only": cfg.text_only, "failures": fails, "skipped": pairs.problems, "data": cfg.data,
            "seconds": round(secs, 1), "config": asdict(cfg)}
     tmp = out / "manifest.json.tmp"
     tmp.write_text(json.dumps(man, indent=2, ensure_ascii=False), encoding="utf-8")
     os.replace(tmp, out / "manifest.json")
+    if cfg.text_only:
+        print(f"cache {out}: text-only, {len(pairs.captions):,} text pairs with English teacher embeddings, "
+              f"{len(pairs.problems)} input problems, in {secs:.1f} s")
+        return
     print(f"cache {out}: {man['num_images_ok']:,} images embedded, {len(fails)} failed, "
           f"{len(pairs.problems)} input problems, {len(pairs.captions):,} captions, in {secs:.1f} s")
 
@@ -268,6 +277,7 @@ class CacheData:
     caption_image: torch.Tensor      # (C,) long: image row of each caption
     teacher: torch.Tensor | None     # (C, D) float16 or None
     teacher_has: torch.Tensor | None
+    text_only: bool = False          # a parallel corpus: no images; each caption is its own group
 
 
 def read_manifest(path: str | Path) -> dict:
@@ -297,18 +307,22 @@ def load_cache(path: str | Path) -> CacheData:
         d = load_file(str(path / "emb" / f"shard_{k:05d}.safetensors"))
         embs.append(d["emb"])
         oks.append(d["ok"])
-    emb = torch.cat(embs)
-    ok = torch.cat(oks)
+    emb = torch.cat(embs) if embs else torch.zeros(0, man["dim"], dtype=torch.float16)
+    ok = torch.cat(oks) if oks else torch.zeros(0, dtype=torch.bool)
     emb = torch.nn.functional.normalize(emb.float(), dim=-1).half() * ok[:, None]
     cap = pq.read_table(path / "captions.parquet").to_pydict()
     rows = torch.tensor(cap["image_row"], dtype=torch.long)
-    keep = ok[rows]  # drop captions of images that failed
-    idx = keep.nonzero().flatten()
+    text_only = bool(man.get("text_only"))
+    if text_only:
+        rows = torch.arange(len(rows))  # each text pair its own group (split, sampling)
+        idx = rows
+    else:
+        idx = ok[rows].nonzero().flatten()  # drop captions of images that failed
     teacher = has = None
     t = _load_teacher(path, len(cap["caption"])) if man.get("teacher") else None
     if t is not None:
         teacher, has = t[0][idx], t[1][idx]
-    return CacheData(man, emb, ok, [cap["caption"][i] for i in idx.tolist()], rows[idx], teacher, has)
+    return CacheData(man, emb, ok, [cap["caption"][i] for i in idx.tolist()], rows[idx], teacher, has, text_only)
 
 
 def split_by_image(data: CacheData, val_fraction: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -317,7 +331,7 @@ def split_by_image(data: CacheData, val_fraction: float, seed: int = 0) -> tuple
     g = torch.Generator().manual_seed(seed)
     perm = imgs[torch.randperm(len(imgs), generator=g)]
     n_val = int(round(len(imgs) * val_fraction))
-    val_imgs = torch.zeros(int(data.image_emb.shape[0]), dtype=torch.bool)
+    val_imgs = torch.zeros(max(int(data.image_emb.shape[0]), int(imgs.max()) + 1 if len(imgs) else 0), dtype=torch.bool)
     val_imgs[perm[:n_val]] = True
     is_val = val_imgs[data.caption_image]
     return (~is_val).nonzero().flatten(), is_val.nonzero().flatten()

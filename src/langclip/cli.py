@@ -13,7 +13,8 @@ EPILOGS = {
     "tokenizer stats": "example:\n  langclip tokenizer stats --tokenizer tok/ --lang ru [--corpus queries.txt]",
     "tokenizer encode": "example:\n  langclip tokenizer encode --tokenizer tok/ \"фото полосатого кота\"",
     "cache build": "example:\n  langclip cache build --data pairs.parquet --clip ViT-B-32-quickgelu --weights ViT-B-32.pt --out cache/\n"
-                   "  torchrun --nproc_per_node 8 -m langclip cache build --data 'shards/{00000..00999}.tar' ...",
+                   "  torchrun --nproc_per_node 8 -m langclip cache build --data 'shards/{00000..00999}.tar' ...\n"
+                   "  langclip cache build --text-only --data parallel.tsv --clip ViT-B-32-quickgelu --weights ViT-B-32.pt --out cache-text/",
     "train": "example:\n  langclip train --config configs/ru-vitb32-clip-init.yaml\n"
              "  langclip train --config configs/ru-vitb32-clip-init.yaml epochs=3 optim.lr=1e-4 --resume latest",
     "eval": "example:\n  langclip eval --model runs/ru --dataset cifar10 cifar100 caltech101 --lang ru --data-root ~/data --reference --out eval/\n"
@@ -74,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard-size", type=int, default=8192, help="images per embedding shard (the unit of resume)")
     p.add_argument("--teacher-shard-size", type=int, default=65536,
                    help="English captions per teacher-embedding shard (the unit of resume)")
+    p.add_argument("--text-only", action="store_true",
+                   help="--data is a parallel corpus (target-language text + English, no images): cache the "
+                        "English CLIP text embeddings for distillation-only training")
     p.add_argument("--device", default=None)
 
     p = _p(sub, "train", "train the text tower on a cache")
@@ -164,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
                           image_column=args.image_column, caption_column=args.caption_column,
                           english_column=args.english_column, batch_size=args.batch_size,
                           workers=args.workers, shard_size=args.shard_size,
-                          teacher_shard_size=args.teacher_shard_size, device=args.device)
+                          teacher_shard_size=args.teacher_shard_size, text_only=args.text_only, device=args.device)
         build_cache(cfg)
         return 0
     if args.cmd == "train":

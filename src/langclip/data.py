@@ -216,6 +216,36 @@ def read_pairs(specs: list[str], image_column=None, caption_column=None, english
     return pairs
 
 
+def read_parallel(specs: list[str], caption_column=None, english_column=None) -> Pairs:
+    """A text-only parallel corpus: tables of (target-language text, English text), no images. The
+    result has no images; each caption's image row is -1 and every kept caption has its English."""
+    pairs = Pairs()
+    for spec in specs:
+        for s in expand(spec):
+            path = Path(s).expanduser()
+            if not path.is_file():
+                raise FileNotFoundError(f"data not found: {path}")
+            if path.suffix.lower() not in (".csv", ".tsv", ".parquet", ".jsonl", ".json"):
+                raise ValueError(f"{path}: a parallel corpus is a table (.csv/.tsv/.parquet/.jsonl) with a "
+                                 f"target-language column and an English column")
+            names, rows = _table_rows(path)
+            cc = _pick(names, caption_column, CAPTION_COLUMNS, "caption", path)
+            ec = _pick(names, english_column, ENGLISH_COLUMNS, "english", path)
+            for i, r in enumerate(rows, 2 if path.suffix.lower() in (".csv", ".tsv") else 1):
+                caps, en = _listify(r.get(cc)), _listify(r.get(ec))
+                for j, c in enumerate(caps):
+                    e = en[j] if j < len(en) else (en[0] if len(en) == 1 else None)
+                    if not isinstance(c, str) or not c.strip():
+                        pairs.problems.append({"where": f"{path}:{i}", "reason": f"empty {cc}"})
+                    elif not isinstance(e, str) or not e.strip():
+                        pairs.problems.append({"where": f"{path}:{i}", "reason": f"empty {ec} (no English to distil from)"})
+                    else:
+                        pairs.captions.append((-1, c.strip(), e.strip()))
+    if not pairs.captions:
+        raise ValueError(f"no text pairs found in {', '.join(specs)}")
+    return pairs
+
+
 def open_image(ref: ImageRef):
     """PIL image of a reference (file or tar member); raises on unreadable data."""
     from PIL import Image

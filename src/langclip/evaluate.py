@@ -357,9 +357,12 @@ def evaluate_retrieval_cli(model: str, data: list[str], split: str = "val", val_
         else:
             idx = torch.arange(len(cache.captions))
         imgs_u, inv = cache.caption_image[idx].unique(return_inverse=True)
-        image = cache.image_emb[imgs_u].float()
+        if cache.text_only:  # a parallel corpus: each text against the English CLIP embeddings instead
+            image = torch.nn.functional.normalize(cache.teacher[idx].float(), dim=-1)
+        else:
+            image = cache.image_emb[imgs_u].float()
         texts = [cache.captions[i] for i in idx.tolist()]
-        source = f"cache {data[0]} ({split})"
+        source = f"cache {data[0]} ({split}{', text-only: English CLIP text embeddings as targets' if cache.text_only else ''})"
     else:
         from .cache import _Images, _collate
         from .data import read_pairs

@@ -370,6 +370,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     if cfg.loss.distill > 0 and data.teacher is None:
         raise ConfigError(f"loss.distill > 0 but cache {cfg.cache} has no English teacher embeddings "
                           f"(build it with an English caption column)")
+    if data.text_only and cfg.loss.contrastive > 0:
+        raise ConfigError(f"cache {cfg.cache} is a text-only parallel corpus (no images): set loss.contrastive=0 "
+                          f"and loss.distill>0 (distillation towards the English CLIP text embeddings)")
     train_idx, val_idx = split_by_image(data, cfg.val_fraction, cfg.seed)
     groups = CaptionGroups(train_idx, data.caption_image)
     steps_per_epoch = len(groups) // cfg.batch_size
@@ -390,6 +393,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     pad_id = getattr(tok, "pad_token_id", 0) if model.is_hf else None
     tokens = TokenTable.encode(tok, data.captions, cfg.model.context_length, pad_id, progress=progress and rank == 0)
     images = data.image_emb                                  # (N, D) fp16, normalised
+    if data.text_only:  # validation retrieves each held-out text's English teacher embedding instead
+        images = F.normalize(data.teacher.float(), dim=-1).half()
     teacher = data.teacher
     teacher_all = teacher is None or data.teacher_has is None or bool(data.teacher_has.all())
     tower = TextTower(model)
@@ -456,9 +461,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     if rank == 0:
         n_par = sum(p.numel() for p in model.text_parameters().values() if p.requires_grad)
         n_val_img = int(data.caption_image[val_idx].unique().numel()) if len(val_idx) else 0
-        print(f"train: {len(groups):,} images / {len(train_idx):,} captions -> {steps_per_epoch:,} steps an epoch "
+        what = "text pairs (text-only)" if data.text_only else "images"
+        print(f"train: {len(groups):,} {what} / {len(train_idx):,} captions -> {steps_per_epoch:,} steps an epoch "
               f"x {cfg.epochs} = {total:,} steps (batch {cfg.batch_size:,}, {world} process{'es' * (world > 1)}); "
-              f"held out: {n_val_img:,} images / {len(val_idx):,} captions; text tower {n_par / 1e6:.1f}M "
+              f"held out: {n_val_img:,} {what} / {len(val_idx):,} captions; text tower {n_par / 1e6:.1f}M "
               f"parameters ({cfg.model.init} init); {device.type}, {'bf16' if bf16 else 'fp32'}"
               f"{', compiled' if cfg.compile else ''}", flush=True)
     t_start, step_start = time.perf_counter(), step
@@ -474,7 +480,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             cap = order[s * cfg.batch_size + rank * local: s * cfg.batch_size + (rank + 1) * local]
             # batch assembled on the host (no device sync), copied from pinned memory asynchronously
             tk = to_device(tokens.batch(cap, cut), device)
-            img = to_device(images[data.caption_image[cap]], device)
+            img = None if data.text_only else to_device(images[data.caption_image[cap]], device)
             tch = has = None
             if teacher is not None and cfg.loss.distill > 0:
                 tch = to_device(teacher[cap], device)
@@ -516,6 +522,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         epoch_done = epoch + 1 if step % steps_per_epoch == 0 else epoch
         if rank == 0 and len(val_idx) > 0:
             val = validate(model, tokens, images, data.caption_image, val_idx, device, bf16)
+            if data.text_only:  # text -> its English teacher embedding, and back
+                val = {k.replace("t2i", "to_en").replace("i2t", "from_en"): v for k, v in val.items()}
             val = {f"val/{k}": v for k, v in val.items()}
             log_metrics({"step": step, "epoch": epoch + 1, **val})
             bar.write(f"epoch {epoch + 1}: " + "  ".join(f"{k[4:]} {v:.3f}" for k, v in val.items()))
