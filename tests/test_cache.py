@@ -156,3 +156,34 @@ def test_teacher_embeddings_are_english_clips_and_resume(tmp_path, pair_data, ti
     shutil.rmtree(tmp_path / "c" / "teacher")
     c3 = load_cache(tmp_path / "c")
     assert torch.equal(c3.teacher, c.teacher) and torch.equal(c3.teacher_has, c.teacher_has)
+
+
+def test_tables_read_alike_in_every_format(tmp_path):
+    """CSV, JSONL and Parquet give the same images, captions and problems: paths resolved against the
+    table's folder (once per distinct path), list cells, empty and missing captions and English."""
+    import csv
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    home = str(Path("~").expanduser())
+    rows = [("a.jpg", "кот", "cat"), ("./a.jpg", "  кошка ", ""), ("sub/b.jpg", '["собака", "пёс"]', '["dog", "hound"]'),
+            ("", "ничего", "nothing"), ("/abs/c.jpg", "   ", "blank"), ("~/d.jpg", "дом", None),
+            ("sub//b.jpg", "щенок", "puppy"), ("a.jpg", '["лиса"]', "fox")]
+    want_images = [str(tmp_path / "a.jpg"), str(tmp_path / "sub/b.jpg"), "/abs/c.jpg", home + "/d.jpg"]
+    want_caps = [(0, "кот", "cat"), (0, "кошка", None), (1, "собака", "dog"), (1, "пёс", "hound"),
+                 (3, "дом", None), (1, "щенок", "puppy"), (0, "лиса", "fox")]
+    with open(tmp_path / "t.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "caption", "caption_en"])
+        w.writerows([(i, c, e or "") for i, c, e in rows])
+    (tmp_path / "t.jsonl").write_text("\n".join(json.dumps({"image": i, "caption": c, "caption_en": e}, ensure_ascii=False)
+                                                for i, c, e in rows), encoding="utf-8")
+    pq.write_table(pa.table({"image": [r[0] for r in rows], "caption": [r[1] for r in rows],
+                             "caption_en": [r[2] for r in rows]}), tmp_path / "t.parquet")
+    for ext, first in (("csv", 2), ("jsonl", 1), ("parquet", 1)):
+        p = read_pairs([str(tmp_path / f"t.{ext}")])
+        assert [r.key for r in p.images] == want_images, ext
+        assert p.captions == want_caps, ext
+        assert p.problems == [{"where": f"{tmp_path / f't.{ext}'}:{3 + first}", "reason": "empty image"},
+                              {"where": f"{tmp_path / f't.{ext}'}:{4 + first}", "reason": "empty caption"}], ext

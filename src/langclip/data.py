@@ -107,18 +107,47 @@ def _table_rows(path: Path) -> tuple[list[str], list[dict]]:
 
 def read_table(path: str | Path, pairs: Pairs, image_column=None, caption_column=None, english_column=None) -> None:
     path = Path(path)
-    names, rows = _table_rows(path)
-    ic = _pick(names, image_column, IMAGE_COLUMNS, "image", path)
-    cc = _pick(names, caption_column, CAPTION_COLUMNS, "caption", path)
-    ec = _pick(names, english_column, ENGLISH_COLUMNS, "english", path, required=False)
-    for i, r in enumerate(rows, 2 if path.suffix.lower() in (".csv", ".tsv") else 1):
-        p = r.get(ic)
+    if path.suffix.lower() == ".parquet":   # only the needed columns, column by column (large tables)
+        import pyarrow.parquet as pq
+
+        names = pq.read_schema(path).names
+        ic = _pick(names, image_column, IMAGE_COLUMNS, "image", path)
+        cc = _pick(names, caption_column, CAPTION_COLUMNS, "caption", path)
+        ec = _pick(names, english_column, ENGLISH_COLUMNS, "english", path, required=False)
+        t = pq.read_table(path, columns=[c for c in dict.fromkeys((ic, cc, ec)) if c])
+        cols = [t.column(c).to_pylist() if c else None for c in (ic, cc, ec)]
+    else:
+        names, rows = _table_rows(path)
+        ic = _pick(names, image_column, IMAGE_COLUMNS, "image", path)
+        cc = _pick(names, caption_column, CAPTION_COLUMNS, "caption", path)
+        ec = _pick(names, english_column, ENGLISH_COLUMNS, "english", path, required=False)
+        cols = [[r.get(c) for r in rows] if c else None for c in (ic, cc, ec)]
+    imgs, caps, ens = cols
+    parent = path.parent
+    resolved: dict[str, str] = {}   # each distinct path string resolved once (an image has many rows)
+    index = pairs._index
+    first = 2 if path.suffix.lower() in (".csv", ".tsv") else 1
+    for i, (p, c) in enumerate(zip(imgs, caps)):
         if not p:
-            pairs.problems.append({"where": f"{path}:{i}", "reason": f"empty {ic}"})
+            pairs.problems.append({"where": f"{path}:{i + first}", "reason": f"empty {ic}"})
             continue
-        p = Path(str(p)).expanduser()
-        p = p if p.is_absolute() else path.parent / p
-        pairs.add(ImageRef(str(p)), _listify(r.get(cc)), _listify(r.get(ec)) if ec else None, f"{path}:{i}")
+        p = p if isinstance(p, str) else str(p)
+        key = resolved.get(p)
+        if key is None:
+            q = Path(p).expanduser()
+            key = resolved[p] = str(q if q.is_absolute() else parent / q)
+        e = ens[i] if ens is not None else None
+        if isinstance(c, str) and not c.startswith("[") and (e is None or isinstance(e, str) and not e.startswith("[")):
+            row = index.get(key)    # the common case, inline: one caption, at most one English text
+            if row is None:
+                row = pairs.image_row(ImageRef(key))
+            cs = c.strip()
+            if cs:
+                pairs.captions.append((row, cs, (e.strip() or None) if e else None))
+            else:
+                pairs.problems.append({"where": f"{path}:{i + first}", "reason": "empty caption"})
+        else:
+            pairs.add(ImageRef(key), _listify(c), _listify(e) if ens is not None else None, f"{path}:{i + first}")
 
 
 def _decode_caption(b: bytes) -> list[str]:
