@@ -288,3 +288,23 @@ def test_cifar100_and_caltech101_layouts(tiny_run, tmp_path, monkeypatch):
     assert res["cifar100"]["n"] == 20 and len(res["cifar100"]["classnames"]) == 100
     assert res["caltech101"]["n"] == 101 and res["caltech101"]["classnames"][0] == "лицо не в центре"
     assert (tmp_path / "ev" / "confusion_caltech101.png").stat().st_size > 50_000
+
+
+def test_recall_in_chunks_equals_the_whole_matrix():
+    """recall_at_k never builds the whole similarity matrix; chunked results equal the direct ones."""
+    from langclip.evaluate import recall_at_k
+
+    g = torch.Generator().manual_seed(0)
+    image = torch.nn.functional.normalize(torch.randn(37, 16, generator=g), dim=-1)
+    text_image = torch.randint(0, 30, (150,), generator=g)                    # 7 images without captions
+    text = torch.nn.functional.normalize(image[text_image] + 0.9 * torch.randn(150, 16, generator=g), dim=-1)
+    sim = text @ image.T
+    r_t = (sim > sim.gather(1, text_image[:, None])).sum(1)
+    best = torch.full((37,), float("-inf")).scatter_reduce(0, text_image, sim.gather(1, text_image[:, None]).squeeze(1), "amax")
+    r_i = (sim.T > best[:, None]).sum(1)[torch.bincount(text_image, minlength=37) > 0]
+    want = {f"t2i_r@{k}": float((r_t < k).float().mean()) for k in (1, 5, 10)}
+    want.update({f"i2t_r@{k}": float((r_i < k).float().mean()) for k in (1, 5, 10)})
+    assert 0.05 < want["t2i_r@1"] < 0.95                                    # neither trivial nor hopeless
+    for m in (1, 37, 100, 37 * 150, 1 << 27):                               # 1 text a chunk ... one chunk
+        got = recall_at_k(text, image, text_image, max_elements=m)
+        assert all(abs(got[k] - v) < 1e-9 for k, v in want.items()), (m, got, want)
