@@ -26,7 +26,7 @@ def direct_embeddings(arch, weights, refs):
 def test_cache_equals_direct_tower(tmp_path, pair_data, tiny_arch, tiny_clip):
     spec = [str(pair_data / "pairs.csv"), str(pair_data / "shard-{00000..00001}.tar")]
     out = build_cache(CacheConfig(data=spec, clip=tiny_arch, weights=tiny_clip[1], out=str(tmp_path / "c"),
-                                  batch_size=5, workers=0, shard_size=7), progress=False)
+                                  batch_size=5, shard_size=7), progress=False)   # automatic decoding workers
     c = load_cache(out)
     pairs = read_pairs(spec)
     assert c.manifest["num_images"] == 24 and c.manifest["num_images_ok"] == 24
@@ -187,3 +187,15 @@ def test_tables_read_alike_in_every_format(tmp_path):
         assert p.captions == want_caps, ext
         assert p.problems == [{"where": f"{tmp_path / f't.{ext}'}:{3 + first}", "reason": "empty image"},
                               {"where": f"{tmp_path / f't.{ext}'}:{4 + first}", "reason": "empty caption"}], ext
+
+
+def test_automatic_workers_share_the_cores(monkeypatch):
+    import langclip.cache as cache_mod
+
+    monkeypatch.setattr(cache_mod.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert cache_mod.auto_workers() == 15
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    assert cache_mod.auto_workers() == 1
+    monkeypatch.setattr(cache_mod.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert cache_mod.auto_workers() == 0

@@ -42,7 +42,7 @@ class CacheConfig:
     caption_column: str | None = None
     english_column: str | None = None
     batch_size: int = 256
-    workers: int = 4
+    workers: int = -1                        # decoding processes per rank; -1: the cores / local ranks, minus one
     shard_size: int = 8192
     teacher_shard_size: int = 65536         # English captions per teacher-embedding shard
     text_only: bool = False                 # a parallel corpus (target text + English), no images
@@ -55,6 +55,8 @@ class CacheConfig:
             raise ValueError("--weights (the CLIP weights file) is required")
         if not Path(self.weights).is_file():
             raise FileNotFoundError(f"CLIP weights file not found: {self.weights}")
+        if self.workers < -1:
+            raise ValueError(f"workers must be >= 0 (or -1: automatic), got {self.workers}")
         if self.batch_size < 1 or self.shard_size < 1 or self.teacher_shard_size < 1:
             raise ValueError("batch_size, shard_size and teacher_shard_size must be >= 1")
 
@@ -73,6 +75,17 @@ class _Images(torch.utils.data.Dataset):
             return row, x, ""
         except Exception as e:  # corrupt, missing, truncated, decompression bomb: skipped and counted
             return row, None, f"{type(e).__name__}: {str(e)[:200]}"
+
+
+def auto_workers() -> int:
+    """Image-decoding processes for this rank: the cores it may use (its share of the node under
+    torchrun) minus one for the main process; 0 on a single core."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(0, cores // max(local, 1) - 1)
 
 
 def _collate(batch):
@@ -121,8 +134,9 @@ def build_cache(cfg: CacheConfig, progress: bool = True) -> Path:
     todo = [k for k in shards if not (out / "emb" / f"shard_{k:05d}.safetensors").is_file()]
     rows = [r for k in todo for r in range(k * S, min(n, (k + 1) * S))]
     dim = model.clip.visual.output_dim
+    workers = cfg.workers if cfg.workers >= 0 else auto_workers()
     loader = torch.utils.data.DataLoader(
-        _Images(pairs.images, rows, transform), batch_size=cfg.batch_size, num_workers=cfg.workers,
+        _Images(pairs.images, rows, transform), batch_size=cfg.batch_size, num_workers=workers,
         collate_fn=_collate, pin_memory=device.type == "cuda", persistent_workers=False)
     bar = tqdm(total=len(rows), unit="img", desc=f"cache[{rank}]" if world > 1 else "cache",
                disable=not progress, initial=0, smoothing=0.1)

@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--image-column"); p.add_argument("--caption-column"); p.add_argument("--english-column")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--workers", type=int, default=-1,
+                   help="image-decoding processes per rank (default -1: the cores, shared among torchrun's local ranks, minus one)")
     p.add_argument("--shard-size", type=int, default=8192, help="images per embedding shard (the unit of resume)")
     p.add_argument("--teacher-shard-size", type=int, default=65536,
                    help="English captions per teacher-embedding shard (the unit of resume)")
