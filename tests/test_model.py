@@ -1,12 +1,11 @@
 import json
-import zipfile
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from langclip.model import LangCLIP, fast_encode_text
+from langclip.model import fast_encode_text
 from langclip.runs import build_student, load_model, save_model_files
 from langclip.tokenizer import Tokenizer
 from langclip.weights import WeightsError, load_state_dict

@@ -8,7 +8,6 @@ import torch
 import yaml
 
 from langclip.cli import main
-from langclip.config import ConfigError, load_config
 from langclip.runs import load_model
 from langclip.train import LossSection, ModelSection, OptimSection, TrainConfig, train
 
@@ -142,7 +141,7 @@ def test_compiled_training_matches_eager(tmp_path, train_cfg):
 @pytest.mark.parametrize("pad_id", [None, 7])
 def test_token_table_gives_the_padded_batches(ru_tokenizer, pad_id):
     """Ragged storage, chunked encoding: every batch equals the padded tokens cut to its length."""
-    from langclip.train import TokenTable, bucket_length, text_length
+    from langclip.batches import TokenTable, bucket_length, text_length
 
     texts = ["кот", "две красные звезды на синем фоне", "", "a photo " * 40, "синий круг"] * 7
     padded = ru_tokenizer(texts, context_length=32)
@@ -247,7 +246,7 @@ def test_text_only_parallel_corpus_distillation(tmp_path, tiny_arch, tiny_clip, 
     import csv
     import random
 
-    from langclip.cache import CacheConfig, build_cache, load_cache
+    from langclip.cache import load_cache
     from langclip.demo.world import captions, sample_scenes
 
     rows = []

@@ -5,7 +5,6 @@ import argparse
 import json
 import logging
 import sys
-from pathlib import Path
 
 EPILOGS = {
     "tokenizer train": "example:\n  langclip tokenizer train --lang ru --wordfreq --merges 32000 --out tok/\n"

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .weights import WeightsError, load_state_dict, sha256_file, split_towers
+from .weights import WeightsError, load_state_dict, split_towers
 
 log = logging.getLogger(__name__)
 

@@ -181,8 +181,8 @@ def run_demo(cfg: DemoConfig) -> dict:
     arch = str(out / "teacher" / "arch.json")
 
     _stage("stage 1: bilingual tokenizer (CLIP BPE + Russian merges)", t0)
-    tok = train_tokenizer(TokenizerTrainConfig(lang="ru", merges=merges, corpus=[str(out / "world" / "russian.txt")],
-                                               wordfreq=True, wordfreq_top=20000, out=str(out / "tokenizer")))
+    train_tokenizer(TokenizerTrainConfig(lang="ru", merges=merges, corpus=[str(out / "world" / "russian.txt")],
+                                     wordfreq=True, wordfreq_top=20000, out=str(out / "tokenizer")))
     _stage("stage 1: image-embedding cache", t0)
     cache = build_cache(CacheConfig(data=[str(out / "world" / "train.csv")], clip=arch, weights=str(weights),
                                     out=str(out / "cache"), batch_size=256, workers=0, shard_size=4096))
