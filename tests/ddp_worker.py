@@ -25,13 +25,15 @@ def batch():
     ims = torch.nn.functional.normalize(torch.randn(8, 32, generator=g, dtype=torch.float64), dim=-1)
     tch = torch.randn(8, 32, generator=g, dtype=torch.float64)
     has = torch.tensor([1, 1, 1, 0, 1, 0, 0, 0], dtype=torch.bool)  # English for 3 + 1 captions: uneven ranks
-    return m, tok, ims, tch, has
+    tok_en = torch.randint(1, 298, (8, 9), generator=g)             # English captions, another length
+    tok_en[torch.arange(8), torch.randint(3, 9, (8,), generator=g)] = 299
+    return m, tok, ims, tch, has, tok_en
 
 
 def loss_cfg():
     from langclip.train import LossSection, TrainConfig
 
-    return TrainConfig(loss=LossSection(contrastive=1.0, distill=0.5))
+    return TrainConfig(loss=LossSection(contrastive=1.0, distill=0.5, english=0.3))
 
 
 def main(out):
@@ -41,11 +43,11 @@ def main(out):
 
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
-    model, tok, ims, tch, has = batch()
+    model, tok, ims, tch, has, tok_en = batch()
     b = tok.shape[0] // world
     sl = slice(rank * b, (rank + 1) * b)
     tower = torch.nn.parallel.DistributedDataParallel(TextTower(model))
-    loss, _ = compute_loss(tower, tok[sl], ims[sl], tch[sl], loss_cfg(), world, has[sl])
+    loss, _ = compute_loss(tower, tok[sl], ims[sl], tch[sl], loss_cfg(), world, has[sl], tok_en[sl])
     loss.backward()
     total = loss.detach().clone()
     dist.all_reduce(total)  # the contrastive part is global on every rank; distillation is each rank's share

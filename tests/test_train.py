@@ -97,8 +97,14 @@ def test_ddp_two_processes_equal_one(tmp_path):
 
     from langclip.train import TextTower, compute_loss
 
-    model, tok, ims, tch, has = batch()
-    loss1, _ = compute_loss(TextTower(model), tok, ims, tch, loss_cfg(), 1, has)
+    model, tok, ims, tch, has, tok_en = batch()
+    loss1, parts = compute_loss(TextTower(model), tok, ims, tch, loss_cfg(), 1, has, tok_en)
+    assert set(parts) == {"clip", "distill", "english"}
+    with torch.no_grad():  # one forward of both languages (padded to one length) = two separate ones
+        from langclip.train import distill_loss
+
+        sep = distill_loss(TextTower(model)(tok_en), tch, "cosine", has)
+    assert abs(float(parts["english"]) - float(sep)) <= 1e-12
     loss1.backward()
     ref = {n: p.grad for n, p in model.text_parameters().items() if p.grad is not None}
     out = tmp_path / "g.pt"
@@ -284,3 +290,15 @@ def test_text_only_parallel_corpus_distillation(tmp_path, tiny_arch, tiny_clip, 
 
     res = evaluate_retrieval_cli(str(tmp_path / "run"), [str(tmp_path / "cache")], device="cpu")
     assert res["texts"] == 80 and abs(res["t2i_r@1"] - vals[-1]["val/to_en_r@1"]) < 1e-6
+
+
+def test_english_replay_trains_and_validates_english(tmp_path, train_cfg):
+    """loss.english feeds the English captions through the student too (distilled to English CLIP);
+    validation then also reports the English captions' recall on the same held-out images."""
+    train_cfg.epochs, train_cfg.loss.distill, train_cfg.loss.english, train_cfg.log_every = 2, 0.5, 1.0, 1
+    run = train(train_cfg, progress=False)
+    recs = [json.loads(l) for l in open(run / "metrics.jsonl")]
+    steps = [r for r in recs if "loss" in r]
+    assert steps and all("english" in r and r["english"] == r["english"] for r in steps)
+    vals = [r for r in recs if "val/mean_recall" in r]
+    assert vals and all({"val/en_t2i_r@1", "val/en_i2t_r@10"} <= set(r) for r in vals)

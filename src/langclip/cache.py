@@ -292,6 +292,7 @@ class CacheData:
     teacher: torch.Tensor | None     # (C, D) float16 or None
     teacher_has: torch.Tensor | None
     text_only: bool = False          # a parallel corpus: no images; each caption is its own group
+    captions_en: list | None = None  # the English caption of each caption (None where there is none)
 
 
 def read_manifest(path: str | Path) -> dict:
@@ -336,7 +337,9 @@ def load_cache(path: str | Path) -> CacheData:
     t = _load_teacher(path, len(cap["caption"])) if man.get("teacher") else None
     if t is not None:
         teacher, has = t[0][idx], t[1][idx]
-    return CacheData(man, emb, ok, [cap["caption"][i] for i in idx.tolist()], rows[idx], teacher, has, text_only)
+    keep = idx.tolist()
+    en = [cap["caption_en"][i] for i in keep] if "caption_en" in cap and any(cap["caption_en"]) else None
+    return CacheData(man, emb, ok, [cap["caption"][i] for i in keep], rows[idx], teacher, has, text_only, en)
 
 
 def split_by_image(data: CacheData, val_fraction: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

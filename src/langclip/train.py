@@ -62,6 +62,8 @@ class LossSection:
     contrastive: float = 1.0                 # weight of the CLIP loss
     distill: float = 0.0                     # weight of distillation towards the English CLIP text embedding
     distill_type: Literal["cosine", "mse"] = "cosine"
+    english: float = 0.0                     # English replay: the student's embedding of the English caption
+                                             # distilled to English CLIP's (keeps English working)
 
 
 @dataclass
@@ -96,8 +98,10 @@ class TrainConfig:
                 raise ConfigError(f"{what} is required")
             if not Path(p).exists():
                 raise ConfigError(f"{what}: not found: {p}")
-        if self.loss.contrastive <= 0 and self.loss.distill <= 0:
-            raise ConfigError("loss: contrastive and distill weights are both 0")
+        if self.loss.contrastive <= 0 and self.loss.distill <= 0 and self.loss.english <= 0:
+            raise ConfigError("loss: contrastive, distill and english weights are all 0")
+        if min(self.loss.contrastive, self.loss.distill, self.loss.english) < 0:
+            raise ConfigError("loss: weights must be >= 0")
         if self.batch_size < 2 or self.epochs < 1:
             raise ConfigError("batch_size must be >= 2 and epochs >= 1")
         if not 0 <= self.val_fraction < 1:
@@ -162,8 +166,19 @@ def distill_loss(text: torch.Tensor, teacher: torch.Tensor, kind: str, has: torc
 
 
 def compute_loss(tower, tokens, image, teacher, cfg: TrainConfig, world: int = 1,
-                 teacher_has: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
-    feats = tower(tokens)
+                 teacher_has: torch.Tensor | None = None, tokens_en: torch.Tensor | None = None,
+                 pad_id: int = 0) -> tuple[torch.Tensor, dict]:
+    """Weighted sum of the contrastive loss (text vs image), distillation (text vs English CLIP's
+    embedding of its English caption) and English replay (the student's embedding of that English
+    caption vs the same target). With `tokens_en` both languages go through one forward pass (one
+    batch of 2B: one DDP forward per backward)."""
+    if tokens_en is not None:
+        L = max(tokens.shape[1], tokens_en.shape[1])
+        both = torch.cat([F.pad(tokens, (0, L - tokens.shape[1]), value=pad_id),
+                          F.pad(tokens_en, (0, L - tokens_en.shape[1]), value=pad_id)])
+        feats, feats_en = tower(both).split(tokens.shape[0])
+    else:
+        feats, feats_en = tower(tokens), None
     scale = tower.module.model.logit_scale if hasattr(tower, "module") else tower.model.logit_scale
     parts = {}
     loss = torch.zeros((), device=feats.device)
@@ -173,6 +188,9 @@ def compute_loss(tower, tokens, image, teacher, cfg: TrainConfig, world: int = 1
     if cfg.loss.distill > 0 and teacher is not None:
         parts["distill"] = distill_loss(feats, teacher, cfg.loss.distill_type, teacher_has, world)
         loss = loss + cfg.loss.distill * parts["distill"]
+    if cfg.loss.english > 0 and feats_en is not None and teacher is not None:
+        parts["english"] = distill_loss(feats_en, teacher, cfg.loss.distill_type, teacher_has, world)
+        loss = loss + cfg.loss.english * parts["english"]
     return loss, {k: v.detach() for k, v in parts.items()}  # tensors: reading them waits for the device
 
 
@@ -269,9 +287,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     manifest = read_manifest(cfg.cache)
     check_cache_matches(manifest, cfg.model.clip, sha256_file(cfg.model.weights), where=f"cache {cfg.cache}")
     data = load_cache(cfg.cache)
-    if cfg.loss.distill > 0 and data.teacher is None:
-        raise ConfigError(f"loss.distill > 0 but cache {cfg.cache} has no English teacher embeddings "
-                          f"(build it with an English caption column)")
+    for w in ("distill", "english"):
+        if getattr(cfg.loss, w) > 0 and (data.teacher is None or data.captions_en is None):
+            raise ConfigError(f"loss.{w} > 0 but cache {cfg.cache} has no English captions and teacher "
+                              f"embeddings (build it with an English caption column)")
     if data.text_only and cfg.loss.contrastive > 0:
         raise ConfigError(f"cache {cfg.cache} is a text-only parallel corpus (no images): set loss.contrastive=0 "
                           f"and loss.distill>0 (distillation towards the English CLIP text embeddings)")
@@ -294,6 +313,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     # tokenization off the hot path: every caption once, up front (Rust)
     pad_id = getattr(tok, "pad_token_id", 0) if model.is_hf else None
     tokens = TokenTable.encode(tok, data.captions, cfg.model.context_length, pad_id, progress=progress and rank == 0)
+    tokens_en = None   # English captions: replayed in training (loss.english) and validated on
+    if data.captions_en is not None and not data.text_only:
+        tokens_en = TokenTable.encode(tok, [e or "" for e in data.captions_en], cfg.model.context_length, pad_id)
+        has_en = torch.tensor([bool(e) for e in data.captions_en])
     images = data.image_emb                                  # (N, D) fp16, normalised
     if data.text_only:  # validation retrieves each held-out text's English teacher embedding instead
         images = F.normalize(data.teacher.float(), dim=-1).half()
@@ -383,12 +406,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             # batch assembled on the host (no device sync), copied from pinned memory asynchronously
             tk = to_device(tokens.batch(cap, cut), device)
             img = None if data.text_only else to_device(images[data.caption_image[cap]], device)
-            tch = has = None
-            if teacher is not None and cfg.loss.distill > 0:
+            tch = has = tk_en = None
+            if teacher is not None and (cfg.loss.distill > 0 or cfg.loss.english > 0):
                 tch = to_device(teacher[cap], device)
                 has = None if teacher_all else to_device(data.teacher_has[cap], device)
+            if cfg.loss.english > 0:
+                tk_en = to_device(tokens_en.batch(cap, cut), device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                loss, parts = compute_loss(fwd, tk, img, tch, cfg, world, has)
+                loss, parts = compute_loss(fwd, tk, img, tch, cfg, world, has, tk_en, pad_id or 0)
             loss.backward()
             if cfg.optim.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.text_parameters().values(), cfg.optim.grad_clip)
@@ -426,9 +451,15 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             val = validate(model, tokens, images, data.caption_image, val_idx, device, bf16)
             if data.text_only:  # text -> its English teacher embedding, and back
                 val = {k.replace("t2i", "to_en").replace("i2t", "from_en"): v for k, v in val.items()}
+            if tokens_en is not None:  # is English kept? the same held-out images, their English captions
+                en_idx = val_idx[has_en[val_idx]]
+                if len(en_idx):
+                    en = validate(model, tokens_en, images, data.caption_image, en_idx, device, bf16)
+                    val.update({f"en_{k}": v for k, v in en.items() if k != "mean_recall"})
             val = {f"val/{k}": v for k, v in val.items()}
             log_metrics({"step": step, "epoch": epoch + 1, **val})
-            bar.write(f"epoch {epoch + 1}: " + "  ".join(f"{k[4:]} {v:.3f}" for k, v in val.items()))
+            bar.write(f"epoch {epoch + 1}: " + "  ".join(f"{k[4:]} {v:.3f}" for k, v in val.items()
+                                                         if not k.startswith("val/en_") or k.endswith("@1")))
             if val["val/mean_recall"] > best:
                 best = val["val/mean_recall"]
                 save_model_files(out, model, tok, ref, {"init": info, "cache": str(Path(cfg.cache).resolve()),

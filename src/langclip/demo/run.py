@@ -195,7 +195,7 @@ def run_demo(cfg: DemoConfig) -> dict:
             model=ModelSection(clip=arch, weights=str(weights), tokenizer=str(out / "tokenizer"), init=init,
                                context_length=24),
             optim=OptimSection(lr=2e-3 if init == "clip" else 3e-3, warmup_steps=20, weight_decay=0.05),
-            loss=LossSection(contrastive=1.0, distill=1.0), epochs=s_epochs, batch_size=128, val_fraction=0.1,
+            loss=LossSection(contrastive=1.0, distill=1.0, english=1.0), epochs=s_epochs, batch_size=128, val_fraction=0.1,
             seed=cfg.seed, log_every=10, tensorboard=True))
 
     _stage("stage 2: evaluation on held-out pictures", t0)
@@ -222,6 +222,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         students[init] = (m, stok)
         results[f"student_{init}_ru"] = _zero_shot(m, stok, feats, labels, "ru")
         results[f"student_{init}_ru_heldout"] = _zero_shot(m, stok, feats, labels, "ru", held)
+        results[f"student_{init}_en"] = _zero_shot(m, stok, feats, labels, "en")   # is English kept?
     # retrieval on the test pictures, first caption of each
     retr = {}
     with torch.no_grad():
@@ -254,7 +255,11 @@ def _report(out, results, retr, held, students, test_imgs, first, feats, t0, cfg
                 r[f"{init} / teacher"] = s / t if t else 0.0
             r["chance"] = 1 / len(results["teacher_en"][task]["classnames"])
             rows.append(r)
-    cols = ["task", "teacher EN", "student RU clip", "clip / teacher", "student RU scratch", "scratch / teacher", "chance"]
+    for r, task in zip(rows[::2], ("shape", "colour", "count")):
+        for init in ("clip", "scratch"):   # the same students, English class names: is English kept?
+            r[f"student EN {init}"] = results[f"student_{init}_en"][task]["acc1"]
+    cols = ["task", "teacher EN", "student RU clip", "clip / teacher", "student RU scratch", "scratch / teacher",
+            "student EN clip", "student EN scratch", "chance"]
     retr_rows = [{"model": k, **{m: v for m, v in d.items()}} for k, d in retr.items()]
     for init in ("clip", "scratch"):
         for task in ("shape", "colour", "count"):
