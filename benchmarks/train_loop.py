@@ -1,0 +1,173 @@
+"""The whole training loop (`langclip.train`) vs its bare step, in the same run.
+
+train_throughput.py times one compiled step on fixed tensors. A real epoch also draws the epoch order,
+gathers token rows and image embeddings on the host, copies them to the device, logs, validates and
+checkpoints. This script writes a synthetic cache in langclip's format (random unit image embeddings,
+Russian-like queries of 2-6 wordfreq words, their English-like counterparts and teacher embeddings),
+trains one epoch with `train()`, and compares the loop's pairs/s (metrics.jsonl, after warm-up) with
+the bare step (same model, optimizer, precision and compile mode) run on random tokens with the
+same sequence of batch lengths as the loop's first 40 batches.
+
+    python benchmarks/train_loop.py                             # GPU: ViT-B-32 text tower, 200k images
+    python benchmarks/train_loop.py --english                   # with English replay (2B a step)
+    python benchmarks/train_loop.py --tiny --device cpu --images 6000 --batch 128   # CPU mode
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+TINY = {"embed_dim": 64, "quick_gelu": True,
+        "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
+
+
+def write_cache(d: Path, arch: str, weights: Path, n_images: int, per_image: int, dim: int, seed: int = 0) -> None:
+    """A cache folder in langclip's format, without images: what `langclip cache build` writes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from safetensors.torch import save_file
+    from wordfreq import top_n_list
+
+    from langclip.weights import sha256_file
+
+    g = torch.Generator().manual_seed(seed)
+    ru, en = top_n_list("ru", 20000), top_n_list("en", 20000)
+    n_caps = n_images * per_image
+    lens = torch.randint(2, 7, (n_caps,), generator=g).tolist()
+    wi = torch.randint(0, 20000, (n_caps, 6), generator=g).tolist()
+    caps = [" ".join(ru[j] for j in w[:k]) for w, k in zip(wi, lens)]
+    caps_en = [" ".join(en[j] for j in w[:k]) for w, k in zip(wi, lens)]
+    (d / "emb").mkdir(parents=True)
+    S = 65536
+    emb = F.normalize(torch.randn(n_images, dim, generator=g), dim=-1).half()
+    for k in range(0, n_images, S):
+        save_file({"emb": emb[k: k + S].contiguous(), "ok": torch.ones(min(S, n_images - k), dtype=torch.bool)},
+                  str(d / "emb" / f"shard_{k // S:05d}.safetensors"))
+    (d / "teacher").mkdir()
+    teacher = F.normalize(torch.randn(n_caps, dim, generator=g), dim=-1).half()
+    save_file({"idx": torch.arange(n_caps), "emb": teacher}, str(d / "teacher" / "shard_00000.safetensors"))
+    image_row = torch.arange(n_images).repeat_interleave(per_image).tolist()
+    pq.write_table(pa.table({"caption": caps, "image_row": image_row, "caption_en": caps_en}), d / "captions.parquet")
+    pq.write_table(pa.table({"row": list(range(n_images)), "source": [f"img{i}" for i in range(n_images)]}),
+                   d / "images.parquet")
+    man = {"format": "langclip-cache/1", "arch": arch, "weights": str(weights), "weights_sha256": sha256_file(weights),
+           "preprocess": {}, "dim": dim, "dtype": "float16", "shard_size": S, "num_shards": (n_images + S - 1) // S,
+           "num_images": n_images, "num_images_ok": n_images, "num_images_failed": 0, "num_captions": n_caps,
+           "teacher": True, "text_only": False, "failures": [], "skipped": [], "data": ["synthetic"]}
+    (d / "manifest.json").write_text(json.dumps(man))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--tiny", action="store_true")
+    ap.add_argument("--images", type=int, default=200_000)
+    ap.add_argument("--per-image", type=int, default=5, help="captions per image (the origin: 5 queries)")
+    ap.add_argument("--batch", type=int, default=1024)
+    ap.add_argument("--merges", type=int, default=4000, help="tokenizer merges (fewer than 32k: quicker to train)")
+    ap.add_argument("--english", action="store_true", help="English replay on (loss.english=1)")
+    ap.add_argument("--no-compile", action="store_true")
+    a = ap.parse_args()
+    import open_clip
+
+    from langclip.batches import CaptionGroups, TokenTable, epoch_order
+    from langclip.cache import load_cache, split_by_image
+    from langclip.model import LangCLIP
+    from langclip.tokenizer import Tokenizer
+    from langclip.tokenizer_train import TokenizerTrainConfig, train_tokenizer
+    from langclip.train import LossSection, ModelSection, OptimSection, TrainConfig, clip_loss, param_groups, train
+
+    dev = a.device
+    compile_ = dev == "cuda" and not a.no_compile
+    torch.backends.cuda.matmul.allow_tf32 = True
+    print(json.dumps({"device": torch.cuda.get_device_name(0) if dev == "cuda" else platform.machine(),
+                      "torch": torch.__version__, "images": a.images, "captions": a.images * a.per_image,
+                      "batch": a.batch, "english_replay": a.english, "compiled": compile_, "tiny": a.tiny}), flush=True)
+    tmp = Path(tempfile.mkdtemp(prefix="langclip-loop-"))
+    cfg = TINY if a.tiny else open_clip.get_model_config("ViT-B-32-quickgelu")
+    arch = tmp / "arch.json"
+    arch.write_text(json.dumps(cfg))
+    torch.save(open_clip.CLIP(**cfg).state_dict(), tmp / "clip.pt")
+    t = time.perf_counter()
+    tok = train_tokenizer(TokenizerTrainConfig(lang="ru", merges=a.merges, wordfreq=True, wordfreq_top=50000,
+                                               out=str(tmp / "tok")), progress=False)
+    write_cache(tmp / "cache", str(arch), tmp / "clip.pt", a.images, a.per_image, cfg["embed_dim"])
+    print(json.dumps({"name": "setup", "seconds": round(time.perf_counter() - t, 1)}), flush=True)
+
+    # the loop: one epoch of train()
+    tcfg = TrainConfig(cache=str(tmp / "cache"), out=str(tmp / "run"),
+                       model=ModelSection(clip=str(arch), weights=str(tmp / "clip.pt"), tokenizer=str(tmp / "tok"),
+                                          init="clip", context_length=32),
+                       optim=OptimSection(lr=1e-4, warmup_steps=100),
+                       loss=LossSection(contrastive=1.0, distill=1.0, english=1.0 if a.english else 0.0),
+                       epochs=1, batch_size=a.batch, val_fraction=0.01, compile=compile_, log_every=20,
+                       tensorboard=False, device=dev)
+    t = time.perf_counter()
+    train(tcfg, progress=False)
+    wall = time.perf_counter() - t
+    recs = [json.loads(line) for line in open(tmp / "run" / "metrics.jsonl")]
+    rates = [r["pairs_per_s"] for r in recs if "pairs_per_s" in r][2:-1] or [r["pairs_per_s"] for r in recs if "pairs_per_s" in r]
+    steps = max(r["step"] for r in recs)
+
+    # the bare step on the same shapes: the loop's own sequence of batch lengths
+    data = load_cache(tmp / "cache")
+    table = TokenTable.encode(Tokenizer.load(tmp / "tok"), data.captions, 32)
+    mult = 16 if compile_ else 8
+    order = epoch_order(CaptionGroups(split_by_image(data, 0.01, 0)[0], data.caption_image), 0, 0)
+    lengths = [table.batch(order[s: s + a.batch], mult).shape[1]          # the loop's batch lengths, in order
+               for s in range(0, min(len(order), 40 * a.batch) - a.batch + 1, a.batch)]
+    c = json.loads(json.dumps(cfg))
+    c["text_cfg"].update(vocab_size=tok.vocab_size, context_length=32)
+    model = LangCLIP(c).to(dev)
+    model.clip.visual = None
+    opt = torch.optim.AdamW(param_groups(model, 0.2), lr=1e-4, **({"fused": True} if dev == "cuda" else {}))
+    B = a.batch * (2 if a.english else 1)
+    tks = {}
+    for L in set(lengths):
+        tks[L] = torch.randint(1, tok.vocab_size - 2, (B, L), device=dev)
+        tks[L][:, -1] = tok.vocab_size - 1
+    fi = F.normalize(torch.randn(a.batch, cfg["embed_dim"], device=dev), dim=-1).half()
+    amp = dict(device_type=dev, dtype=torch.bfloat16, enabled=dev == "cuda")
+
+    def loss_fn(tk, fi):
+        with torch.autocast(**amp):
+            ft = model.encode_text(tk)
+            return clip_loss(ft[: fi.shape[0]], fi, model.logit_scale) + (1 - (ft[: fi.shape[0]].float() * ft[-fi.shape[0]:].float()).sum(-1)).mean()
+
+    f = torch.compile(loss_fn, dynamic=False) if compile_ else loss_fn
+
+    def step(L):
+        f(tks[L], fi).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for L in sorted(set(lengths)):   # compile / warm every shape first
+        step(L)
+        step(L)
+    if dev == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    for L in lengths:
+        step(L)
+    if dev == "cuda":
+        torch.cuda.synchronize()
+    bare = a.batch * len(lengths) / (time.perf_counter() - t)
+    loop = statistics.median(rates)
+    print(json.dumps({"name": "bare_step", "lengths": {L: lengths.count(L) for L in sorted(set(lengths))},
+                      "pairs_per_s": round(bare)}), flush=True)
+    print(json.dumps({"name": "train_loop", "steps": steps, "epoch_wall_s": round(wall, 1),
+                      "pairs_per_s_median": round(loop), "loop_vs_bare_step": round(loop / bare, 3),
+                      "epoch_3_7M_pairs_min_at_this_rate": round(3.7e6 / loop / 60, 2)}), flush=True)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()
