@@ -25,12 +25,12 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from .batches import CaptionGroups, TokenTable, epoch_order, to_device
 from .cache import check_cache_matches, load_cache, read_manifest, split_by_image
 from .config import ConfigError
 from .dist import init_from_env
 from .evaluate import recall_at_k  # noqa: F401  (re-exported: part of this stage's API)
 from .runs import atomic_write_text, build_student, save_model_files
-from .batches import CaptionGroups, TokenTable, epoch_order, to_device
 from .tokenizer import HFTextTokenizer, Tokenizer
 
 log = logging.getLogger(__name__)
@@ -221,16 +221,19 @@ def _checkpoint_path(out: Path, resume: str) -> Path | None:
     return Path(resume)
 
 
-def _resume_keys(cfg: TrainConfig) -> dict:
-    """What a resumed run must share with the checkpoint to continue the same sample order and model."""
+def _resume_keys(cfg: TrainConfig, manifest: dict) -> dict:
+    """What a resumed run must share with the checkpoint to continue the same sample order and model.
+    The cache is named by its content (image tower, counts), not its path: it may move between machines."""
     m = cfg.model
-    return {"cache": str(Path(cfg.cache).resolve()), "batch_size": cfg.batch_size, "seed": cfg.seed,
+    cache = (f"{str(manifest.get('weights_sha256'))[:12]}…, {manifest.get('num_images')} images, "
+             f"{manifest.get('num_captions')} captions")
+    return {"cache": cache, "batch_size": cfg.batch_size, "seed": cfg.seed,
             "val_fraction": cfg.val_fraction, "model.clip": m.clip, "model.init": m.init,
             "model.context_length": m.context_length, "model.text_overrides": dict(m.text_overrides)}
 
 
-def _check_resumable(saved: dict, cfg: TrainConfig, ck: Path) -> None:
-    now = _resume_keys(cfg)
+def _check_resumable(saved: dict, cfg: TrainConfig, manifest: dict, ck: Path) -> None:
+    now = _resume_keys(cfg, manifest)
     diff = [f"{k}: checkpoint {saved[k]!r}, now {now[k]!r}" for k in now if k in saved and saved[k] != now[k]]
     if diff:
         raise ConfigError(f"resume: {ck} was written by a different run ({'; '.join(diff)}); resuming would not "
@@ -269,11 +272,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         torch.cuda.set_device(device)
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     out = Path(cfg.out)
+    manifest = read_manifest(cfg.cache)
     # before anything is written: a finished or interrupted run in `out` is never overwritten
     ck = _checkpoint_path(out, cfg.resume) if cfg.resume else None
     if ck is not None:
         st = torch.load(ck, map_location="cpu", weights_only=True)
-        _check_resumable(st.get("run", {}), cfg, ck)
+        _check_resumable(st.get("run", {}), cfg, manifest, ck)
     elif not cfg.resume and (out / "checkpoints" / "latest.json").is_file():
         done = json.loads((out / "checkpoints" / "latest.json").read_text())
         raise ConfigError(f"{out} already holds a run (checkpoint at step {done.get('step')}): continue it with "
@@ -284,7 +288,6 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         tok = Tokenizer.load(cfg.model.tokenizer)
     from .weights import sha256_file
 
-    manifest = read_manifest(cfg.cache)
     check_cache_matches(manifest, cfg.model.clip, sha256_file(cfg.model.weights), where=f"cache {cfg.cache}")
     data = load_cache(cfg.cache)
     for w in ("distill", "english"):
@@ -314,7 +317,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     pad_id = getattr(tok, "pad_token_id", 0) if model.is_hf else None
     tokens = TokenTable.encode(tok, data.captions, cfg.model.context_length, pad_id, progress=progress and rank == 0)
     tokens_en = None   # English captions: replayed in training (loss.english) and validated on
-    if data.captions_en is not None and not data.text_only:
+    if data.captions_en is not None:
         tokens_en = TokenTable.encode(tok, [e or "" for e in data.captions_en], cfg.model.context_length, pad_id)
         has_en = torch.tensor([bool(e) for e in data.captions_en])
     images = data.image_emb                                  # (N, D) fp16, normalised
@@ -375,7 +378,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         name = f"step_{step:08d}.pt"
         st = {"text": model.text_state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
               "step": step, "epoch": epoch_done, "best": best, "rng": torch.get_rng_state(),
-              "run": _resume_keys(cfg)}
+              "run": _resume_keys(cfg, manifest)}
         torch.save(st, d / (name + ".tmp"))
         os.replace(d / (name + ".tmp"), d / name)
         atomic_write_text(d / "latest.json", json.dumps({"file": name, "step": step}))
@@ -449,13 +452,13 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         epoch_done = epoch + 1 if step % steps_per_epoch == 0 else epoch
         if rank == 0 and len(val_idx) > 0:
             val = validate(model, tokens, images, data.caption_image, val_idx, device, bf16)
-            if data.text_only:  # text -> its English teacher embedding, and back
-                val = {k.replace("t2i", "to_en").replace("i2t", "from_en"): v for k, v in val.items()}
             if tokens_en is not None:  # is English kept? the same held-out images, their English captions
                 en_idx = val_idx[has_en[val_idx]]
                 if len(en_idx):
                     en = validate(model, tokens_en, images, data.caption_image, en_idx, device, bf16)
                     val.update({f"en_{k}": v for k, v in en.items() if k != "mean_recall"})
+            if data.text_only:  # text -> its English teacher embedding, and back
+                val = {k.replace("t2i", "to_en").replace("i2t", "from_en"): v for k, v in val.items()}
             val = {f"val/{k}": v for k, v in val.items()}
             log_metrics({"step": step, "epoch": epoch + 1, **val})
             bar.write(f"epoch {epoch + 1}: " + "  ".join(f"{k[4:]} {v:.3f}" for k, v in val.items()
