@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from langclip.cache import CacheConfig, build_cache, check_cache_matches, load_cache, split_by_image
@@ -105,6 +106,18 @@ def test_resume_after_interruption_gives_same_cache(tmp_path, pair_data, tiny_ar
     resumed = load_cache(build_cache(CacheConfig(out=str(part), **cfg), progress=False))
     assert (part / "emb" / "shard_00000.safetensors").stat().st_mtime_ns == before  # not recomputed
     assert torch.equal(full.image_emb, resumed.image_emb) and full.captions == resumed.captions
+    # a rerun with other shard boundaries, other data or another tower would mix rows: refused,
+    # and nothing already written is touched
+    os.remove(part / "manifest.json")
+    written = {f: f.read_bytes() for f in (part / "emb").iterdir()}
+    other = tmp_path / "other.csv"
+    other.write_text("image,caption\n" + str(pair_data / "img" / "00.jpg") + ",кот\n", encoding="utf-8")
+    for change, msg in ((dict(cfg, shard_size=5), "shard_size: was 4, now 5"),
+                        (dict(cfg, data=[str(other)]), "the list of images"),
+                        (dict(cfg, teacher_shard_size=7), "teacher_shard_size: was 65536, now 7")):
+        with pytest.raises(ValueError, match=msg):
+            build_cache(CacheConfig(out=str(part), **change), progress=False)
+    assert {f: f.read_bytes() for f in (part / "emb").iterdir()} == written
 
 
 def test_two_process_torchrun_equals_one_process(tmp_path, pair_data, tiny_arch, tiny_clip):

@@ -103,6 +103,40 @@ def _save_atomic(tensors: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _check_build_state(out: Path, cfg: CacheConfig, pairs, sha: str, rank: int, world: int) -> None:
+    """A rerun resumes only the same build: the shards already written are rows of *this* image list at
+    *this* shard size, embedded by *this* tower. Anything else would mix silently, so it is refused."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for ref in pairs.images:
+        h.update(ref.key.encode("utf-8", "surrogatepass") + b"\n")
+    eh = hashlib.sha1()
+    for _, _, en in pairs.captions:
+        eh.update((en or "").encode("utf-8", "surrogatepass") + b"\n")
+    state = {"format": CACHE_FORMAT, "arch": cfg.clip, "weights_sha256": sha, "shard_size": cfg.shard_size,
+             "teacher_shard_size": cfg.teacher_shard_size, "text_only": cfg.text_only,
+             "images": len(pairs.images), "images_sha1": h.hexdigest(), "english_sha1": eh.hexdigest()}
+    f = out / "emb" / "build.json"
+    if f.is_file():
+        old = json.loads(f.read_text(encoding="utf-8"))
+        diff = [k for k in state if old.get(k) != state[k]]
+        if diff:
+            what = {"images": "the list of images", "images_sha1": "the list of images",
+                    "english_sha1": "the English captions", "weights_sha256": "the weights file"}
+            names = sorted({what.get(k, k) for k in diff})
+            raise ValueError(f"{out} holds part of another cache build ({', '.join(names)} differ"
+                             + "".join(f"; {k}: was {old.get(k)}, now {state[k]}" for k in diff
+                                       if k in ("shard_size", "teacher_shard_size", "arch", "text_only", "images"))
+                             + "): resuming would mix them. Use the same --data and options, or another --out")
+    elif rank == 0:
+        tmp = f.with_name(f.name + ".tmp")
+        tmp.write_text(json.dumps(state, indent=1), encoding="utf-8")
+        os.replace(tmp, f)
+    if world > 1:
+        torch.distributed.barrier()
+
+
 def build_cache(cfg: CacheConfig, progress: bool = True) -> Path:
     """Embed every distinct image of `cfg.data` once; write the cache folder; return its path."""
     import pyarrow as pa
@@ -123,6 +157,8 @@ def build_cache(cfg: CacheConfig, progress: bool = True) -> Path:
     t0 = time.perf_counter()
     pairs = (read_parallel(cfg.data, cfg.caption_column, cfg.english_column) if cfg.text_only else
              read_pairs(cfg.data, cfg.image_column, cfg.caption_column, cfg.english_column))
+    sha = sha256_file(cfg.weights)
+    _check_build_state(out, cfg, pairs, sha, rank, world)
     model = LangCLIP(model_config(cfg.clip))
     rest = load_image_tower(model, cfg.weights, cfg.clip)
     model.to(device).eval()
@@ -188,7 +224,7 @@ def build_cache(cfg: CacheConfig, progress: bool = True) -> Path:
         torch.distributed.barrier()
     if rank == 0:
         _write_tables(out, pairs, pa, pq)
-        _write_manifest(out, cfg, pairs, pp, dim, teacher, sha256_file(cfg.weights), time.perf_counter() - t0)
+        _write_manifest(out, cfg, pairs, pp, dim, teacher, sha, time.perf_counter() - t0)
     if world > 1:
         torch.distributed.barrier()
         if own_pg:
