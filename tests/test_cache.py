@@ -51,12 +51,12 @@ def test_bad_data_is_skipped_and_listed(tmp_path, tiny_arch, tiny_clip):
     make_image(d / "alpha.png", 2, "RGBA")
     make_image(d / "grey.png", 3, "L")
     make_image(d / "tiny.png", 4, size=(1, 1))
-    rows = [("good.jpg", "хорошая"), ("corrupt.jpg", "битая"), ("zero.jpg", "пустая"), ("missing.jpg", "нет файла"),
-            ("alpha.png", "прозрачная"), ("grey.png", "серая"), ("tiny.png", "крошечная"), ("good.jpg", ""),
-            ("good.jpg", "длинная " * 1250)]
+    rows = [("good.jpg", "хорошая", "good"), ("corrupt.jpg", "битая", "broken"), ("zero.jpg", "пустая", "empty"),
+            ("missing.jpg", "нет файла", "no file"), ("alpha.png", "прозрачная", ""), ("grey.png", "серая", "grey"),
+            ("tiny.png", "крошечная", "tiny"), ("good.jpg", "", "none"), ("good.jpg", "длинная " * 1250, "long")]
     with open(d / "t.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["image", "caption"])
+        w.writerow(["image", "caption", "caption_en"])
         w.writerows(rows)
     # a truncated tar shard: good first sample, cut in the middle of the second
     import io
@@ -85,6 +85,12 @@ def test_bad_data_is_skipped_and_listed(tmp_path, tiny_arch, tiny_clip):
     assert man["num_images_ok"] == 5  # good, alpha, grey, tiny, and the first tar sample
     assert any(len(t) > 9000 for t in c.captions)  # long caption kept (the tokenizer cuts it)
     assert all(c.image_ok[r] for r in c.caption_image)
+    # teacher rows follow the kept captions (those of failed images dropped), memory-mapped or not
+    assert c.captions_en == ["good", None, "grey", "tiny", "long", None] and c.teacher_has.tolist() == [
+        True, False, True, True, True, False]
+    (out / "teacher" / "dense.npy").rename(tmp_path / "dense.npy")
+    c2 = load_cache(out)
+    assert torch.equal(c2.teacher, c.teacher) and torch.equal(c2.teacher_has, c.teacher_has)
 
 
 def _build_cmd(spec, arch, weights, out, extra=()):
@@ -106,6 +112,14 @@ def test_resume_after_interruption_gives_same_cache(tmp_path, pair_data, tiny_ar
     resumed = load_cache(build_cache(CacheConfig(out=str(part), **cfg), progress=False))
     assert (part / "emb" / "shard_00000.safetensors").stat().st_mtime_ns == before  # not recomputed
     assert torch.equal(full.image_emb, resumed.image_emb) and full.captions == resumed.captions
+    # the memory-mapped array equals what the shards give (caches from before it existed)
+    assert (part / "emb" / "normalized.npy").is_file()
+    for f in ("normalized.npy", "ok.npy"):
+        (part / "emb" / f).rename(tmp_path / f)
+    from_shards = load_cache(part)
+    assert torch.equal(from_shards.image_emb, resumed.image_emb) and torch.equal(from_shards.image_ok, resumed.image_ok)
+    for f in ("normalized.npy", "ok.npy"):
+        (tmp_path / f).rename(part / "emb" / f)
     # a rerun with other shard boundaries, other data or another tower would mix rows: refused,
     # and nothing already written is touched
     os.remove(part / "manifest.json")
@@ -133,7 +147,7 @@ def test_two_process_torchrun_equals_one_process(tmp_path, pair_data, tiny_arch,
     a, b = load_cache(tmp_path / "one"), load_cache(tmp_path / "two")
     assert torch.equal(a.image_emb, b.image_emb) and a.captions == b.captions
     assert torch.equal(a.teacher, b.teacher) and torch.equal(a.teacher_has, b.teacher_has)
-    assert len(list((tmp_path / "two" / "teacher").iterdir())) == 7   # 32 English captions, 5 a shard, both ranks
+    assert len(list((tmp_path / "two" / "teacher").glob("shard_*"))) == 7   # 32 English captions, 5 a shard, both ranks
 
 
 def test_teacher_embeddings_are_english_clips_and_resume(tmp_path, pair_data, tiny_arch, tiny_clip):

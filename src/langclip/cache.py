@@ -224,12 +224,89 @@ def build_cache(cfg: CacheConfig, progress: bool = True) -> Path:
         torch.distributed.barrier()
     if rank == 0:
         _write_tables(out, pairs, pa, pq)
+        ok = write_normalized(out, (n + S - 1) // S, n, dim)
+        if teacher:   # kept: captions whose image was embedded (all of them in a text-only cache)
+            keep = torch.ones(len(pairs.captions), dtype=torch.bool) if cfg.text_only else \
+                torch.from_numpy(ok)[torch.tensor([c[0] for c in pairs.captions], dtype=torch.long)]
+            write_teacher_dense(out, keep)
         _write_manifest(out, cfg, pairs, pp, dim, teacher, sha, time.perf_counter() - t0)
     if world > 1:
         torch.distributed.barrier()
         if own_pg:
             torch.distributed.destroy_process_group()
     return out
+
+
+def _read_shards(path: Path, num_shards: int, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """All image embeddings, L2-normalised (zero rows for images that failed), and the ok mask."""
+    from safetensors.torch import load_file
+
+    embs, oks = [], []
+    for k in range(num_shards):
+        d = load_file(str(path / "emb" / f"shard_{k:05d}.safetensors"))
+        embs.append(torch.nn.functional.normalize(d["emb"].float(), dim=-1).half() * d["ok"][:, None])
+        oks.append(d["ok"])
+    if not embs:
+        return torch.zeros(0, dim, dtype=torch.float16), torch.zeros(0, dtype=torch.bool)
+    return torch.cat(embs), torch.cat(oks)
+
+
+def write_normalized(path: Path, num_shards: int, n: int, dim: int):
+    """emb/normalized.npy + emb/ok.npy: the embeddings as one array, ready to use, which
+    `load_cache` memory-maps, so the training processes of a node share one copy in the page cache."""
+    import numpy as np
+
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    tmp = path / "emb" / "normalized.tmp.npy"
+    mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(n, dim))
+    oks = np.zeros(n, dtype=bool)
+    from safetensors.torch import load_file
+
+    row = 0
+    for k in range(num_shards):   # one shard at a time: never the whole array in memory
+        d = load_file(str(path / "emb" / f"shard_{k:05d}.safetensors"))
+        e = torch.nn.functional.normalize(d["emb"].float(), dim=-1).half() * d["ok"][:, None]
+        mm[row: row + len(e)] = e.numpy()
+        oks[row: row + len(e)] = d["ok"].numpy()
+        row += len(e)
+    mm.flush()
+    del mm
+    np.save(path / "emb" / "ok.tmp.npy", oks)
+    os.replace(path / "emb" / "ok.tmp.npy", path / "emb" / "ok.npy")
+    os.replace(tmp, path / "emb" / "normalized.npy")
+    return oks
+
+
+def write_teacher_dense(path: Path, keep: torch.Tensor) -> None:
+    """teacher/dense.npy (C, D) float16 + teacher/has.npy: the teacher embedding of every kept caption
+    (`keep`: over all captions; those of failed images are dropped) in `load_cache`'s caption order,
+    memory-mapped there like the image embeddings (18.5M captions: 19 GB that every process shared)."""
+    import numpy as np
+    from safetensors.torch import load_file
+
+    shards = sorted((path / "teacher").glob("shard_*.safetensors"))
+    n = int(keep.sum())
+    if not shards or n == 0:
+        return
+    pos = torch.full((len(keep),), -1, dtype=torch.long)
+    pos[keep] = torch.arange(n)
+    mm = has = None
+    for f in shards:   # one shard at a time
+        t = load_file(str(f))
+        if mm is None:
+            tmp = path / "teacher" / "dense.tmp.npy"
+            mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(n, t["emb"].shape[1]))
+            has = np.zeros(n, dtype=bool)
+        p = pos[t["idx"]]
+        m = p >= 0
+        mm[p[m].numpy()] = t["emb"][m].numpy()
+        has[p[m].numpy()] = True
+    mm.flush()
+    del mm
+    np.save(path / "teacher" / "has.tmp.npy", has)
+    os.replace(path / "teacher" / "has.tmp.npy", path / "teacher" / "has.npy")
+    os.replace(tmp, path / "teacher" / "dense.npy")
 
 
 def _write_tables(out: Path, pairs, pa, pq) -> None:
@@ -349,18 +426,21 @@ def check_cache_matches(manifest: dict, arch: str, weights_sha256: str, where: s
 
 def load_cache(path: str | Path) -> CacheData:
     import pyarrow.parquet as pq
-    from safetensors.torch import load_file
 
     path = Path(path)
     man = read_manifest(path)
-    embs, oks = [], []
-    for k in range(man["num_shards"]):
-        d = load_file(str(path / "emb" / f"shard_{k:05d}.safetensors"))
-        embs.append(d["emb"])
-        oks.append(d["ok"])
-    emb = torch.cat(embs) if embs else torch.zeros(0, man["dim"], dtype=torch.float16)
-    ok = torch.cat(oks) if oks else torch.zeros(0, dtype=torch.bool)
-    emb = torch.nn.functional.normalize(emb.float(), dim=-1).half() * ok[:, None]
+    norm = path / "emb" / "normalized.npy"
+    if norm.is_file() and (path / "emb" / "ok.npy").is_file():
+        import numpy as np
+
+        # copy-on-write map: pages come from the page cache, shared by every process that loads it
+        emb = torch.from_numpy(np.load(norm, mmap_mode="c"))
+        ok = torch.from_numpy(np.load(path / "emb" / "ok.npy"))
+        if tuple(emb.shape) != (man["num_images"], man["dim"]):
+            raise ValueError(f"{norm}: shape {tuple(emb.shape)}, the manifest says "
+                             f"({man['num_images']}, {man['dim']}); rebuild the cache")
+    else:                                                   # caches written before session 3
+        emb, ok = _read_shards(path, man["num_shards"], man["dim"])
     cap = pq.read_table(path / "captions.parquet").to_pydict()
     rows = torch.tensor(cap["image_row"], dtype=torch.long)
     text_only = bool(man.get("text_only"))
@@ -370,9 +450,18 @@ def load_cache(path: str | Path) -> CacheData:
     else:
         idx = ok[rows].nonzero().flatten()  # drop captions of images that failed
     teacher = has = None
-    t = _load_teacher(path, len(cap["caption"])) if man.get("teacher") else None
-    if t is not None:
-        teacher, has = t[0][idx], t[1][idx]
+    dense = path / "teacher" / "dense.npy"
+    if man.get("teacher") and dense.is_file() and (path / "teacher" / "has.npy").is_file():
+        import numpy as np
+
+        teacher = torch.from_numpy(np.load(dense, mmap_mode="c"))   # shared page cache, as the images
+        has = torch.from_numpy(np.load(path / "teacher" / "has.npy"))
+        if teacher.shape[0] != len(idx):
+            raise ValueError(f"{dense}: {teacher.shape[0]} rows for {len(idx)} captions; rebuild the cache")
+    else:
+        t = _load_teacher(path, len(cap["caption"])) if man.get("teacher") else None
+        if t is not None:
+            teacher, has = t[0][idx], t[1][idx]
     keep = idx.tolist()
     en = [cap["caption_en"][i] for i in keep] if "caption_en" in cap and any(cap["caption_en"]) else None
     return CacheData(man, emb, ok, [cap["caption"][i] for i in keep], rows[idx], teacher, has, text_only, en)
