@@ -6,13 +6,19 @@ Folder layout:
                              counts, failures (what was skipped and why)
     images.parquet           row -> image source
     captions.parquet         caption, image_row, caption_en (nullable)
+    emb/build.json           what the shards belong to (image list, tower, shard sizes): a rerun
+                             with anything else is refused instead of mixing
     emb/shard_00000.safetensors   "emb" (n, D) float16, "ok" (n,) bool — rows [k*S, (k+1)*S)
     emb/shard_00000.failures.json
+    emb/normalized.npy, ok.npy    all rows, L2-normalised (zeros where failed): memory-mapped by
+                             `load_cache`, so a node's training processes share one copy
     teacher/shard_00000.safetensors   original CLIP text embeddings of the English captions (when
                              present): "idx" caption rows, "emb" (n, D) float16
+    teacher/dense.npy, has.npy    the same in `load_cache`'s caption order, memory-mapped
 
 Shards are written atomically; a rerun skips complete shards (resume). Under torchrun each rank
 builds the shards k with k % world == rank, so the result does not depend on the number of processes.
+The consolidated .npy files are written last, by rank 0, from the shards.
 """
 from __future__ import annotations
 
