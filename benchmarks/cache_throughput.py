@@ -19,9 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-TINY = {"embed_dim": 64, "quick_gelu": True,
-        "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
-        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
+TINY = json.loads((Path(__file__).parent / "tiny_clip.json").read_text())  # the CPU-mode model, shared
 
 
 def main():

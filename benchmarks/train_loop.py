@@ -24,9 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-TINY = {"embed_dim": 64, "quick_gelu": True,
-        "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
-        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
+TINY = json.loads((Path(__file__).parent / "tiny_clip.json").read_text())  # the CPU-mode model, shared
 
 
 def write_cache(d: Path, arch: str, weights: Path, n_images: int, per_image: int, dim: int, seed: int = 0) -> None:

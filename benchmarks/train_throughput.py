@@ -12,13 +12,12 @@ import argparse
 import json
 import platform
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-TINY = {"embed_dim": 64, "quick_gelu": True,
-        "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
-        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
+TINY = json.loads((Path(__file__).parent / "tiny_clip.json").read_text())  # the CPU-mode model, shared
 
 
 def sync(dev):
