@@ -114,15 +114,13 @@ def _check_build_state(out: Path, cfg: CacheConfig, pairs, sha: str, rank: int, 
     *this* shard size, embedded by *this* tower. Anything else would mix silently, so it is refused."""
     import hashlib
 
-    h = hashlib.sha1()
-    for ref in pairs.images:
-        h.update(ref.key.encode("utf-8", "surrogatepass") + b"\n")
-    eh = hashlib.sha1()
-    for _, _, en in pairs.captions:
-        eh.update((en or "").encode("utf-8", "surrogatepass") + b"\n")
+    def digest(texts) -> str:   # one encode and one hash call for millions of entries
+        return hashlib.sha1("".join(t + "\n" for t in texts).encode("utf-8", "surrogatepass")).hexdigest()
+
     state = {"format": CACHE_FORMAT, "arch": cfg.clip, "weights_sha256": sha, "shard_size": cfg.shard_size,
              "teacher_shard_size": cfg.teacher_shard_size, "text_only": cfg.text_only,
-             "images": len(pairs.images), "images_sha1": h.hexdigest(), "english_sha1": eh.hexdigest()}
+             "images": len(pairs.images), "images_sha1": digest(r.key for r in pairs.images),
+             "english_sha1": digest(en or "" for _, _, en in pairs.captions)}
     f = out / "emb" / "build.json"
     if f.is_file():
         old = json.loads(f.read_text(encoding="utf-8"))
@@ -243,18 +241,32 @@ def build_cache(cfg: CacheConfig, progress: bool = True) -> Path:
     return out
 
 
-def _read_shards(path: Path, num_shards: int, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """All image embeddings, L2-normalised (zero rows for images that failed), and the ok mask."""
+def _shard_rows(path: Path, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Image shard k's embeddings, L2-normalised (zero rows for images that failed), and its ok mask."""
     from safetensors.torch import load_file
 
-    embs, oks = [], []
-    for k in range(num_shards):
-        d = load_file(str(path / "emb" / f"shard_{k:05d}.safetensors"))
-        embs.append(torch.nn.functional.normalize(d["emb"].float(), dim=-1).half() * d["ok"][:, None])
-        oks.append(d["ok"])
-    if not embs:
+    d = load_file(str(path / "emb" / f"shard_{k:05d}.safetensors"))
+    return torch.nn.functional.normalize(d["emb"].float(), dim=-1).half() * d["ok"][:, None], d["ok"]
+
+
+def _read_shards(path: Path, num_shards: int, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """All image embeddings and the ok mask, from the shards (caches without emb/normalized.npy)."""
+    parts = [_shard_rows(path, k) for k in range(num_shards)]
+    if not parts:
         return torch.zeros(0, dim, dtype=torch.float16), torch.zeros(0, dtype=torch.bool)
-    return torch.cat(embs), torch.cat(oks)
+    return torch.cat([e for e, _ in parts]), torch.cat([ok for _, ok in parts])
+
+
+def _publish(mm, tmp: Path, dst: Path, mask, mask_dst: Path) -> None:
+    """Finish a memory-mapped array written at `tmp` and its row mask: mask first, then the array,
+    each by an atomic rename (load_cache looks for both)."""
+    import numpy as np
+
+    mm.flush()
+    mask_tmp = mask_dst.with_name(mask_dst.stem + ".tmp.npy")
+    np.save(mask_tmp, mask)
+    os.replace(mask_tmp, mask_dst)
+    os.replace(tmp, dst)
 
 
 def write_normalized(path: Path, num_shards: int, n: int, dim: int):
@@ -267,20 +279,13 @@ def write_normalized(path: Path, num_shards: int, n: int, dim: int):
     tmp = path / "emb" / "normalized.tmp.npy"
     mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(n, dim))
     oks = np.zeros(n, dtype=bool)
-    from safetensors.torch import load_file
-
     row = 0
     for k in range(num_shards):   # one shard at a time: never the whole array in memory
-        d = load_file(str(path / "emb" / f"shard_{k:05d}.safetensors"))
-        e = torch.nn.functional.normalize(d["emb"].float(), dim=-1).half() * d["ok"][:, None]
+        e, ok = _shard_rows(path, k)
         mm[row: row + len(e)] = e.numpy()
-        oks[row: row + len(e)] = d["ok"].numpy()
+        oks[row: row + len(e)] = ok.numpy()
         row += len(e)
-    mm.flush()
-    del mm
-    np.save(path / "emb" / "ok.tmp.npy", oks)
-    os.replace(path / "emb" / "ok.tmp.npy", path / "emb" / "ok.npy")
-    os.replace(tmp, path / "emb" / "normalized.npy")
+    _publish(mm, tmp, path / "emb" / "normalized.npy", oks, path / "emb" / "ok.npy")
     return oks
 
 
@@ -297,22 +302,17 @@ def write_teacher_dense(path: Path, keep: torch.Tensor) -> None:
         return
     pos = torch.full((len(keep),), -1, dtype=torch.long)
     pos[keep] = torch.arange(n)
-    mm = has = None
+    tmp = path / "teacher" / "dense.tmp.npy"
+    mm, has = None, np.zeros(n, dtype=bool)
     for f in shards:   # one shard at a time
         t = load_file(str(f))
         if mm is None:
-            tmp = path / "teacher" / "dense.tmp.npy"
             mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(n, t["emb"].shape[1]))
-            has = np.zeros(n, dtype=bool)
         p = pos[t["idx"]]
         m = p >= 0
         mm[p[m].numpy()] = t["emb"][m].numpy()
         has[p[m].numpy()] = True
-    mm.flush()
-    del mm
-    np.save(path / "teacher" / "has.tmp.npy", has)
-    os.replace(path / "teacher" / "has.tmp.npy", path / "teacher" / "has.npy")
-    os.replace(tmp, path / "teacher" / "dense.npy")
+    _publish(mm, tmp, path / "teacher" / "dense.npy", has, path / "teacher" / "has.npy")
 
 
 def _write_tables(out: Path, pairs, pa, pq) -> None:
@@ -342,7 +342,7 @@ def _teacher(model, rest: dict, pairs, device, out: Path, rank: int = 0, world: 
     todo = [k for k in range((len(idx) + chunk - 1) // chunk)
             if k % world == rank and not (d / f"shard_{k:05d}.safetensors").is_file()]
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    bar = tqdm(total=sum(len(idx[k * chunk: (k + 1) * chunk]) for k in todo), unit="text",
+    bar = tqdm(total=sum(min(chunk, len(idx) - k * chunk) for k in todo), unit="text",
                desc=f"teacher[{rank}]" if world > 1 else "teacher (English CLIP)", disable=not progress)
     with torch.inference_mode():
         for k in todo:

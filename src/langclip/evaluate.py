@@ -297,14 +297,15 @@ def recall_at_k(text: torch.Tensor, image: torch.Tensor, text_image: torch.Tenso
     step = max(1, max_elements // max(n_img, 1))
     rank_t2i = torch.empty(T, dtype=torch.long, device=text.device)
     best = torch.full((n_img,), float("-inf"), device=text.device)   # each image's best caption score
+    sim = None
     for s in range(0, T, step):
         sim = text[s: s + step] @ image.T
         right = sim.gather(1, text_image[s: s + step, None])
         rank_t2i[s: s + step] = (sim > right).sum(1)                  # images scoring above the right one
         best.scatter_reduce_(0, text_image[s: s + step], right.squeeze(1), reduce="amax")
     rank_i2t = torch.zeros(n_img, dtype=torch.long, device=text.device)  # texts scoring above that best
-    for s in range(0, T, step):
-        rank_i2t += (text[s: s + step] @ image.T > best[None, :]).sum(0)
+    for s in range(0, T, step):   # one chunk (the usual case): the matrix is still there, not recomputed
+        rank_i2t += ((sim if step >= T else text[s: s + step] @ image.T) > best[None, :]).sum(0)
     present = torch.zeros(n_img, dtype=torch.bool, device=text.device)
     present[text_image] = True
     out = {}

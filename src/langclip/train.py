@@ -316,14 +316,19 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     # tokenization off the hot path: every caption once, up front (Rust)
     pad_id = getattr(tok, "pad_token_id", 0) if model.is_hf else None
     tokens = TokenTable.encode(tok, data.captions, cfg.model.context_length, pad_id, progress=progress and rank == 0)
-    tokens_en = None   # English captions: replayed in training (loss.english) and validated on
+    tokens_en = en_val = None
     if data.captions_en is not None:
-        tokens_en = TokenTable.encode(tok, [e or "" for e in data.captions_en], cfg.model.context_length, pad_id)
+        if cfg.loss.english > 0:   # replayed in training: every English caption
+            tokens_en = TokenTable.encode(tok, [e or "" for e in data.captions_en], cfg.model.context_length, pad_id)
         has_en = torch.tensor([bool(e) for e in data.captions_en])
+        ev = val_idx[has_en[val_idx]]   # validated on (is English kept?): the held-out images' English captions
+        if len(ev):
+            en_val = (TokenTable.encode(tok, [data.captions_en[i] for i in ev.tolist()], cfg.model.context_length,
+                                        pad_id), data.caption_image[ev])
     data.captions = data.captions_en = None   # the ids are all training needs: ~1.5 GB of str at 18.5M
     images = data.image_emb                                  # (N, D) fp16, normalised
     if data.text_only:  # validation retrieves each held-out text's English teacher embedding instead
-        images = F.normalize(data.teacher.float(), dim=-1).half()
+        images = data.teacher                                # normalised per validated row (validate)
     teacher = data.teacher
     teacher_all = teacher is None or data.teacher_has is None or bool(data.teacher_has.all())
     tower = TextTower(model)
@@ -452,12 +457,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                 break
         epoch_done = epoch + 1 if step % steps_per_epoch == 0 else epoch
         if rank == 0 and len(val_idx) > 0:
-            val = validate(model, tokens, images, data.caption_image, val_idx, device, bf16)
-            if tokens_en is not None:  # is English kept? the same held-out images, their English captions
-                en_idx = val_idx[has_en[val_idx]]
-                if len(en_idx):
-                    en = validate(model, tokens_en, images, data.caption_image, en_idx, device, bf16)
-                    val.update({f"en_{k}": v for k, v in en.items() if k != "mean_recall"})
+            val = validate(model, tokens, images, data.caption_image, val_idx, device, bf16, data.text_only)
+            if en_val is not None:  # is English kept? the same held-out images, their English captions
+                en = validate(model, en_val[0], images, en_val[1], torch.arange(len(en_val[1])), device, bf16,
+                              data.text_only)
+                val.update({f"en_{k}": v for k, v in en.items() if k != "mean_recall"})
             if data.text_only:  # text -> its English teacher embedding, and back
                 val = {k.replace("t2i", "to_en").replace("i2t", "from_en"): v for k, v in val.items()}
             val = {f"val/{k}": v for k, v in val.items()}
@@ -488,7 +492,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
 
 
 @torch.no_grad()
-def validate(model, tokens, images, caption_image, val_idx, device, bf16: bool) -> dict:
+def validate(model, tokens, images, caption_image, val_idx, device, bf16: bool, renormalise: bool = False) -> dict:
+    """Held-out recall@k. `renormalise`: the targets are teacher embeddings (text-only caches), L2-
+    normalised here for the validated rows only, not for the whole (possibly memory-mapped) array."""
     model.eval()
     feats = []
     for s in range(0, len(val_idx), 1024):
@@ -497,6 +503,9 @@ def validate(model, tokens, images, caption_image, val_idx, device, bf16: bool) 
             feats.append(model.encode_text(tk).float())
     text = torch.cat(feats)
     imgs_u, inv = caption_image[val_idx].unique(return_inverse=True)
-    out = recall_at_k(text, images[imgs_u].to(device).float(), inv.to(device))
+    target = images[imgs_u]
+    if renormalise:
+        target = F.normalize(target.float(), dim=-1).half()
+    out = recall_at_k(text, target.to(device).float(), inv.to(device))
     model.train()
     return out
