@@ -18,6 +18,15 @@ def ru_tokenizer(tmp_path_factory):
                                                 out=str(out)), progress=False)
 
 
+@pytest.fixture(scope="session")
+def ru_tokenizer_32k(tmp_path_factory):
+    """The README's real recipe: `tokenizer train --lang ru --wordfreq --merges 32000` (~1-2 minutes)."""
+    from langclip.tokenizer_train import TokenizerTrainConfig, train_tokenizer
+
+    out = tmp_path_factory.mktemp("tok_ru_32k")
+    return train_tokenizer(TokenizerTrainConfig(lang="ru", wordfreq=True, merges=32000, out=str(out)), progress=False)
+
+
 TINY_CFG = {
     "embed_dim": 32,
     "quick_gelu": True,

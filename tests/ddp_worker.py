@@ -1,5 +1,7 @@
-"""Run under torchrun (2 processes, gloo, CPU): one loss/gradient computation on a fixed global batch;
-rank 0 saves loss and gradients to argv[1]. Also importable for the 1-process reference."""
+"""Run under torchrun (2 processes, gloo, CPU): two training steps on a fixed global batch for every
+loss combination; rank 0 saves each step's loss and gradients to argv[1]. Also importable for the
+1-process reference (same functions, world 1)."""
+import itertools
 import json
 import os
 import sys
@@ -7,6 +9,9 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
+
+# every combination of (contrastive, distill, english) weights with at least one loss on
+COMBOS = [c for c in itertools.product((0.0, 1.0), (0.0, 0.5), (0.0, 0.3)) if any(c)]
 
 
 def batch():
@@ -30,30 +35,49 @@ def batch():
     return m, tok, ims, tch, has, tok_en
 
 
-def loss_cfg():
+def loss_cfg(c=1.0, d=0.5, e=0.3):
     from langclip.train import LossSection, TrainConfig
 
-    return TrainConfig(loss=LossSection(contrastive=1.0, distill=0.5, english=0.3))
+    return TrainConfig(loss=LossSection(contrastive=c, distill=d, english=e))
+
+
+def two_steps(combo, rank=0, world=1):
+    """Two SGD steps of the combo's loss on this rank's share of the batch, as train() wraps the
+    tower (make_tower: DDP under torchrun). -> [(global loss, {name: grad}) per step]"""
+    from langclip.train import compute_loss, make_tower
+
+    model, tok, ims, tch, has, tok_en = batch()
+    cfg = loss_cfg(*combo)
+    b = tok.shape[0] // world
+    sl = slice(rank * b, (rank + 1) * b)
+    tower = make_tower(model, cfg, world, torch.device("cpu"))
+    opt = torch.optim.SGD([p for p in model.text_parameters().values() if p.requires_grad], lr=0.5)
+    out = []
+    for _ in range(2):   # DDP's reducer checks unused parameters at the second step
+        loss, _ = compute_loss(tower, tok[sl], ims[sl], tch[sl], cfg, world, has[sl], tok_en[sl] if cfg.loss.english else None)
+        loss.backward()
+        total = loss.detach().clone()
+        if world > 1:   # the contrastive part is global on every rank, distillation each rank's share
+            import torch.distributed as dist   # scaled by world: the mean over ranks is the global loss
+
+            dist.all_reduce(total)
+        out.append((float(total) / world,
+                    {n: p.grad.clone() for n, p in model.text_parameters().items() if p.grad is not None}))
+        opt.step()
+        opt.zero_grad()
+    return out
 
 
 def main(out):
     import torch.distributed as dist
 
-    from langclip.train import TextTower, compute_loss
-
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
-    model, tok, ims, tch, has, tok_en = batch()
-    b = tok.shape[0] // world
-    sl = slice(rank * b, (rank + 1) * b)
-    tower = torch.nn.parallel.DistributedDataParallel(TextTower(model))
-    loss, _ = compute_loss(tower, tok[sl], ims[sl], tch[sl], loss_cfg(), world, has[sl], tok_en[sl])
-    loss.backward()
-    total = loss.detach().clone()
-    dist.all_reduce(total)  # the contrastive part is global on every rank; distillation is each rank's share
+    res = {}
+    for combo in COMBOS:
+        res[str(combo)] = two_steps(combo, rank, world)
     if rank == 0:
-        torch.save({"loss": float(total) / world, "grads": {n: p.grad for n, p in model.text_parameters().items()
-                                                   if p.grad is not None}}, out)
+        torch.save(res, out)
     dist.barrier()
     dist.destroy_process_group()
 

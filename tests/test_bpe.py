@@ -58,3 +58,31 @@ def test_matches_naive_reference_on_random_corpus():
 def test_exhausted_corpus_reports_it():
     res = learn_merges([(["x", "y"], 5)], 10, existing_tokens={"x", "y"})
     assert res.merges == [("x", "y")] and res.exhausted
+
+
+def test_protected_pairs_are_never_learned():
+    """{"aaxb": 3, "ab": 5} with 'a' and 'b' protected: (a,a) and (a,b), the most frequent pairs, are
+    never learned; (a,x) -> 'ax', then ('a','ax') and ('ax','b') tie at 3 (ties go by the pieces'
+    strings: 'a' < 'ax') -> 'aax', then ('aax','b'), and nothing is left."""
+    res = learn_merges([(list("aaxb"), 3), (list("ab"), 5)], 10, {"a", "b", "x"}, protected=lambda s: s in ("a", "b"))
+    assert res.protected_pairs == 2 and res.exhausted
+    assert res.merges == [("a", "x"), ("a", "ax"), ("aax", "b")]
+
+
+def test_script_guard_examples():
+    from langclip.tokenizer import bytes_to_unicode
+    from langclip.tokenizer_train import ScriptGuard
+
+    u = bytes_to_unicode()
+    enc = lambda s: "".join(u[b] for b in s.encode())   # noqa: E731
+    g = ScriptGuard(["CYRILLIC"])
+    for s in ("lad", "xviii", "é", "😀", "北", "'s", "«"):   # could be cut from text without Cyrillic
+        assert g.protected(enc(s)) and g.protected(enc(s) + "</w>"), s
+    for s in ("п", "пр", "aп", "п1"):                         # holds a Cyrillic character
+        assert not g.protected(enc(s)), s
+    assert not g.protected(u[0xD0])      # a lead byte only Cyrillic characters begin with
+    assert g.protected(u[0xBF])          # a continuation byte: any character may end so
+    greek = ScriptGuard(["GREEK"])
+    assert not greek.protected(u[0xCE]) and not greek.protected(u[0xCF]) and greek.protected(enc("lad"))
+    latin = ScriptGuard(["LATIN"])       # a Latin-script language: its non-ASCII letters
+    assert latin.protected(enc("lad")) and not latin.protected(enc("ł")) and not latin.protected(enc("ä"))

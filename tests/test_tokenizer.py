@@ -46,6 +46,58 @@ def test_english_ids_equal_open_clip_simple_tokenizer(tmp_path, ru_tokenizer):
         assert e.ids == [ru_tokenizer.sot_token_id] + ref.encode(t) + [ru_tokenizer.eot_token_id]
 
 
+def latin_words_of_russian_wordfreq() -> list[str]:
+    import regex
+    import wordfreq
+
+    return [w for w in wordfreq.get_frequency_dict("ru", wordlist="best")
+            if regex.search(r"\p{Latin}", w) and not regex.search(r"\p{Cyrillic}", w)]
+
+
+@pytest.mark.slow
+def test_english_ids_unchanged_with_the_real_recipe(tmp_path, ru_tokenizer_32k):
+    """The full 32k wordfreq tokenizer: every Latin-script word of wordfreq's Russian list ("lada",
+    "xviii", ... which merges learned between Latin pieces used to change) and 20,000 varied English
+    texts get exactly open_clip SimpleTokenizer's ids, through langclip and through tokenizer.json."""
+    from open_clip.tokenizer import SimpleTokenizer
+
+    ref = SimpleTokenizer()
+    tok = ru_tokenizer_32k
+    assert tok.num_added_merges == 32000 and tok.meta["target_scripts"] == ["CYRILLIC"]
+    latin = latin_words_of_russian_wordfreq()
+    assert len(latin) > 30_000 and {"lada", "xviii", "xxi"} <= set(latin)
+    texts = english_texts(20_000, seed=7)
+    assert len(set(texts)) >= 19_000
+    for batch in (latin, texts):
+        got = tok.encode_batch(batch)
+        bad = [(t, g, ref.encode(t)) for t, g in zip(batch, got) if g != ref.encode(t)]
+        assert not bad, (len(bad), bad[:5])
+    tok.save(tmp_path / "tok")
+    raw = tokenizers.Tokenizer.from_file(str(tmp_path / "tok" / "tokenizer.json"))
+    cleaned = [clean(t) for t in latin[:5000] + texts[:5000]]
+    for t, e in zip(cleaned, raw.encode_batch(cleaned)):
+        assert e.ids == [tok.sot_token_id] + ref.encode(t) + [tok.eot_token_id], t
+    # and the recipe still compresses Russian (the protection costs next to nothing)
+    assert tokens_per_word(tok, "ru", 50_000)["weighted"] < 1.2
+
+
+def test_corpus_with_latin_words_keeps_english_ids(tmp_path):
+    """--corpus: a Russian corpus full of Latin brand names and numerals (the merges an unprotected
+    trainer learns first) still leaves every Latin-script pre-token with CLIP's ids."""
+    from open_clip.tokenizer import SimpleTokenizer
+
+    latin = ["lada", "xviii", "iphone", "samsung", "xxi", "bmw", "youtube", "ok", "covid"]
+    lines = [f"{w} {r} {w}" for w in latin for r in ("новый", "век", "купить", "отзывы")] * 20
+    (tmp_path / "c.txt").write_text("\n".join(lines), encoding="utf-8")
+    tok = train_tokenizer(TokenizerTrainConfig(lang="ru", corpus=[str(tmp_path / "c.txt")], merges=200,
+                                               out=str(tmp_path / "tok")), progress=False)
+    ref = SimpleTokenizer()
+    assert tok.meta["protected_pairs"] > 0
+    for w in latin + [" ".join(latin), "LADA Xviii!"]:
+        assert tok.encode(w) == ref.encode(w), w
+    assert len(tok.encode("купить")) == 1   # the Russian words did get merges
+
+
 def mixed_texts(n=4000, seed=1):
     """Texts that exercise every branch of the cleaning fast path: scripts, mojibake, ftfy's fixers,
     odd white space, non-NFC, literal special tokens, HTML entities."""

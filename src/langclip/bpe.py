@@ -10,6 +10,11 @@ A new merge whose result string already exists in the vocabulary is skipped: if 
 earlier (lower-rank) merge could become applicable after it, and encoding would no longer reproduce
 the training segmentation. Skips are counted and reported.
 
+A merge may also be *protected* against (`protected(symbol)` true for both of its sides): such a
+pair is never counted, so it can never be learned. langclip protects every symbol that could occur
+in text CLIP already handles (see `tokenizer_train.ScriptGuard`), which makes English ids unchanged
+by construction: a new merge always holds a piece that such text cannot contain.
+
 Example (hand-checkable): words {"aaab": 3, "ab": 1} with start symbols a|a|a|b and a|b:
 pair counts (a,a)=6, (a,b)=4 -> merge (a,a) -> aa|a|b (count 3), then (aa,a)=3 vs (a,b)=4 -> merge
 (a,b) -> aa|ab and ab, and so on.
@@ -26,6 +31,7 @@ from typing import Callable, Iterable
 class BPEResult:
     merges: list[tuple[str, str]]          # new merges, in rank order
     skipped_existing: int = 0              # candidate merges skipped: result already in the vocabulary
+    protected_pairs: int = 0               # distinct pairs never counted: both sides protected
     exhausted: bool = False                # True when fewer merges were possible than asked
     pair_counts: list[int] = field(default_factory=list)  # weighted count of each merge when learned
 
@@ -36,24 +42,28 @@ def learn_merges(
     existing_tokens: set[str],
     suffix: str = "</w>",
     progress: Callable[[int], None] | None = None,
+    protected: Callable[[str], bool] | None = None,
 ) -> BPEResult:
     """Continue BPE training.
 
     segmented: (symbols, weight) per distinct pre-token, symbols being the word's current
     segmentation under the base tokenizer, e.g. (["пр", "ив", "ет</w>"], 120).
     existing_tokens: every token string already in the vocabulary.
+    protected: symbol -> whether a merge of two such symbols is forbidden (None: nothing is).
     Returns the new merges; their result strings are new tokens, in order.
     """
     if num_merges < 1:
         raise ValueError("num_merges must be >= 1")
     sym_id: dict[str, int] = {}   # token string -> int symbol
     sym_str: list[str] = []       # int symbol -> token string
+    prot: list[bool] = []         # int symbol -> protected (a pair of two protected symbols never merges)
 
     def sid(s: str) -> int:
         i = sym_id.get(s)
         if i is None:
             i = sym_id[s] = len(sym_str)
             sym_str.append(s)
+            prot.append(bool(protected and protected(s)))
         return i
 
     words: list[list[int]] = []
@@ -66,15 +76,19 @@ def learn_merges(
 
     stats: dict[tuple[int, int], int] = defaultdict(int)     # pair -> weighted count
     where: dict[tuple[int, int], set[int]] = defaultdict(set)  # pair -> word indices (may be stale)
+    banned: set[tuple[int, int]] = set()
     for wi, (word, w) in enumerate(zip(words, weights)):
         for p in zip(word, word[1:]):
+            if prot[p[0]] and prot[p[1]]:
+                banned.add(p)
+                continue
             stats[p] += w
             where[p].add(wi)
     # max-heap by count; ties broken by the pair's strings so the result is deterministic
     heap = [(-c, sym_str[a], sym_str[b], a, b) for (a, b), c in stats.items()]
     heapq.heapify(heap)
     known = set(existing_tokens)
-    result = BPEResult(merges=[])
+    result = BPEResult(merges=[], protected_pairs=len(banned))
     while len(result.merges) < num_merges:
         if not heap:
             result.exhausted = True
@@ -100,7 +114,7 @@ def learn_merges(
             _merge_word(words, wi, a, b, c, weights[wi], delta, where)
         stats[(a, b)] = 0
         for p, d in delta.items():
-            if d == 0:
+            if d == 0 or (prot[p[0]] and prot[p[1]]):
                 continue
             cnt = stats.get(p, 0) + d
             if cnt > 0:

@@ -9,13 +9,14 @@ import csv
 import json
 import logging
 import time
+import unicodedata
 import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .bpe import learn_merges
-from .tokenizer import Tokenizer, build_hf_tokenizer, clean, clip_base_vocab, pretokenize, _WS
+from .tokenizer import SUFFIX, Tokenizer, build_hf_tokenizer, bytes_to_unicode, clean, clip_base_vocab, pretokenize, _WS
 
 log = logging.getLogger(__name__)
 WEIGHT_MASS = 10**9  # each corpus source is scaled to this total integer weight
@@ -133,6 +134,101 @@ def _scale(c: Counter) -> Counter:
     return Counter({k: max(1, round(v / total * WEIGHT_MASS)) for k, v in c.items()}) if total else c
 
 
+# -- English stays CLIP's, by construction ------------------------------------------------------
+def char_script(ch: str) -> str:
+    """The first word of a character's Unicode name: 'к' -> 'CYRILLIC', '北' -> 'CJK', '!' -> 'EXCLAMATION'."""
+    return unicodedata.name(ch, "?").split(" ", 1)[0]
+
+
+def target_scripts(weights: Counter, share: float = 0.05) -> list[str]:
+    """The scripts of the target language: those holding >= `share` of the corpus's letter mass, Latin
+    excluded; for a Latin-script language (nothing else qualifies), 'LATIN' (its non-ASCII letters)."""
+    mass: Counter = Counter()
+    for word, w in weights.items():
+        for ch in word:
+            if ch.isalpha():
+                mass[char_script(ch)] += w
+    total = sum(v for k, v in mass.items() if k != "LATIN")
+    own = sorted(k for k, v in mass.items() if k != "LATIN" and v >= share * total) if total else []
+    return own or ["LATIN"]
+
+
+# Unicode blocks of common scripts: a block's every character counts as the script's, so that e.g. the
+# Coptic letters inside "Greek and Coptic" do not make every Greek lead byte ambiguous.
+SCRIPT_BLOCKS: dict[str, tuple[tuple[int, int], ...]] = {
+    "CYRILLIC": ((0x0400, 0x052F), (0x1C80, 0x1C8F), (0x2DE0, 0x2DFF), (0xA640, 0xA69F)),
+    "GREEK": ((0x0370, 0x03FF), (0x1F00, 0x1FFF)),
+    "ARMENIAN": ((0x0530, 0x058F),), "HEBREW": ((0x0590, 0x05FF),),
+    "ARABIC": ((0x0600, 0x06FF), (0x0750, 0x077F), (0x08A0, 0x08FF), (0xFB50, 0xFDFF), (0xFE70, 0xFEFF)),
+    "DEVANAGARI": ((0x0900, 0x097F),), "BENGALI": ((0x0980, 0x09FF),), "TAMIL": ((0x0B80, 0x0BFF),),
+    "THAI": ((0x0E00, 0x0E7F),), "GEORGIAN": ((0x10A0, 0x10FF), (0x2D00, 0x2D2F)),
+    "HANGUL": ((0x1100, 0x11FF), (0x3130, 0x318F), (0xAC00, 0xD7AF)),
+    "HIRAGANA": ((0x3040, 0x309F),), "KATAKANA": ((0x30A0, 0x30FF),),
+    "CJK": ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF)),
+}
+
+
+class ScriptGuard:
+    """The rule that keeps English ids unchanged: **a new merge must hold, in at least one of its two
+    pieces, part of a character of a target script that no other character shares** (for Russian: a
+    Cyrillic letter, or a UTF-8 lead byte only Cyrillic characters begin with). A character belongs to
+    a script by the first word of its Unicode name or by its block (SCRIPT_BLOCKS). A piece that could occur in
+    a pre-token without a target-script character is *protected*; two protected pieces never merge.
+    So a pre-token with no letter of the target script — all English, Latin-script words in Russian
+    text ("lada", "xviii"), digits, punctuation, emoji, other scripts — is cut exactly as CLIP cuts it,
+    by construction, whatever the corpus (BPE works per pre-token; CLIP's merges rank first).
+    For a Latin-script language the target characters are its non-ASCII Latin letters (ASCII text keeps
+    CLIP's ids; a word with ä or ł may not).
+
+        ScriptGuard(["CYRILLIC"]).protected("lad") -> True; .protected("Ð¿") (п) -> False
+    """
+
+    def __init__(self, scripts: list[str]):
+        self.scripts = list(scripts)
+        self._set = frozenset(scripts)
+        self._byte = {c: b for b, c in bytes_to_unicode().items()}
+        self._range_memo: dict[tuple[int, int], bool] = {}
+
+    def is_target(self, cp: int) -> bool:
+        if "LATIN" in self._set and cp < 0x80:
+            return False
+        name = unicodedata.name(chr(cp), "")
+        if not name:   # unassigned: occurs in no text (keeps e.g. U+0380..U+0383 from protecting Greek)
+            return True
+        return name.split(" ", 1)[0] in self._set or any(
+            lo <= cp <= hi for sc in self.scripts for lo, hi in SCRIPT_BLOCKS.get(sc, ()))
+
+    def _all_target(self, lo: int, hi: int) -> bool:
+        """Every code point in [lo, hi] is a target character (ranges of a truncated UTF-8 sequence)."""
+        key = (lo, hi)
+        if key not in self._range_memo:   # a huge range (a lone 4-byte lead) is never all target: protected
+            self._range_memo[key] = hi - lo < 8192 and all(self.is_target(c) for c in range(lo, hi + 1))
+        return self._range_memo[key]
+
+    def protected(self, symbol: str) -> bool:
+        if symbol.endswith(SUFFIX):
+            symbol = symbol[: -len(SUFFIX)]
+        bs = [self._byte[c] for c in symbol]
+        i, n = 0, len(bs)
+        while i < n and 0x80 <= bs[i] < 0xC0:   # the tail of a character begun before this piece: any
+            i += 1                               # character may end so (conservatively: protected)
+        while i < n:
+            b = bs[i]
+            size = 1 if b < 0x80 else 2 if b < 0xE0 else 3 if b < 0xF0 else 4
+            cp = b if size == 1 else b & (0xFF >> (size + 1))
+            got = bs[i + 1: i + size]
+            for c in got:
+                cp = (cp << 6) | (c & 0x3F)
+            missing = size - 1 - len(got)
+            if missing == 0:
+                if self.is_target(cp):
+                    return False
+            elif self._all_target(cp << (6 * missing), ((cp + 1) << (6 * missing)) - 1):
+                return False   # a truncated character that only target characters begin with
+            i += size
+        return True
+
+
 # -- training -----------------------------------------------------------------------------------
 def train_tokenizer(cfg: TokenizerTrainConfig, progress: bool = True) -> Tokenizer:
     """Learn `cfg.merges` merges continuing CLIP's BPE on the corpus; save to `cfg.out`."""
@@ -155,6 +251,8 @@ def train_tokenizer(cfg: TokenizerTrainConfig, progress: bool = True) -> Tokeniz
     if not weights:
         raise CorpusError("empty corpus: the texts hold no words")
     words = list(weights)
+    guard = ScriptGuard(target_scripts(weights))
+    log.info("target scripts %s: pre-tokens without their letters keep CLIP's ids", guard.scripts)
     base = build_hf_tokenizer(())
     segs = base.encode_batch(words, add_special_tokens=False)
     segmented = [(e.tokens, weights[w]) for w, e in zip(words, segs)]
@@ -162,7 +260,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig, progress: bool = True) -> Tokeniz
 
     bar = tqdm(total=cfg.merges, desc="merges", unit="merge", disable=not progress, mininterval=0.5)
     res = learn_merges(segmented, cfg.merges, set(clip_base_vocab()),
-                       progress=lambda n: bar.update(n - bar.n))
+                       progress=lambda n: bar.update(n - bar.n), protected=guard.protected)
     bar.close()
     if res.exhausted:
         msg = (f"the corpus allows only {len(res.merges)} new merges (asked for {cfg.merges}): "
@@ -175,6 +273,8 @@ def train_tokenizer(cfg: TokenizerTrainConfig, progress: bool = True) -> Tokeniz
         "merges_requested": cfg.merges,
         "merges_added": len(res.merges),
         "merges_skipped_existing": res.skipped_existing,
+        "protected_pairs": res.protected_pairs,   # pairs of CLIP-handled pieces never merged (English ids)
+        "target_scripts": guard.scripts,   # a new merge never fires on a pre-token without their letters
         "corpus": {"files": [str(c) for c in cfg.corpus], "column": cfg.column, "wordfreq": cfg.wordfreq,
                    "wordfreq_top": cfg.wordfreq_top, "distinct_pretokens": len(words), **sources},
         "train_seconds": round(time.perf_counter() - t0, 1),

@@ -135,9 +135,12 @@ def clip_loss(text: torch.Tensor, image: torch.Tensor, logit_scale: torch.Tensor
         dist.all_gather(imgs, image)
         image = torch.cat(imgs)
     text, image = _up(text), _up(image).to(_up(text).dtype)
-    logits = logit_scale.exp() * text @ image.T                       # (B, B)
-    labels = torch.arange(logits.shape[0], device=logits.device)
-    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+    # autocast would run this product in bf16: at a temperature of 100 that is a 0.25-0.5 resolution
+    # on the logits. Similarities and the loss are float32 (or float64), whatever the autocast.
+    with torch.autocast(text.device.type, enabled=False):
+        logits = _up(logit_scale).exp() * text @ image.T             # (B, B)
+        labels = torch.arange(logits.shape[0], device=logits.device)
+        return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
 
 
 def _up(x: torch.Tensor) -> torch.Tensor:
@@ -209,6 +212,18 @@ def lr_lambda(total: int, warmup: int):
             return (step + 1) / warmup
         return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
     return f
+
+
+def make_tower(model, cfg: TrainConfig, world: int, device: torch.device):
+    """The module a step calls: TextTower, wrapped in DDP under torchrun. Without the contrastive loss
+    the temperature takes no part in the loss, so it is frozen: DDP's reducer fails on a trainable
+    parameter that gets no gradient (and find_unused_parameters would cost every step a graph walk)."""
+    model.logit_scale.requires_grad_(cfg.loss.contrastive > 0)
+    tower = TextTower(model)
+    if world > 1:
+        tower = torch.nn.parallel.DistributedDataParallel(
+            tower, device_ids=[device.index] if device.type == "cuda" else None)
+    return tower
 
 
 # -- the job ------------------------------------------------------------------------------------
@@ -331,9 +346,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         images = data.teacher                                # normalised per validated row (validate)
     teacher = data.teacher
     teacher_all = teacher is None or data.teacher_has is None or bool(data.teacher_has.all())
-    tower = TextTower(model)
-    if world > 1:
-        tower = torch.nn.parallel.DistributedDataParallel(tower, device_ids=[device.index] if device.type == "cuda" else None)
+    tower = make_tower(model, cfg, world, device)
     # compiled: one static graph per bucketed length (at most ~6 buckets, under dynamo's recompile limit)
     cut = max(16, -(-cfg.model.context_length // 6 // 8) * 8) if cfg.compile else 8
     fwd = (torch.compile(tower, mode=None if cfg.compile_mode == "default" else cfg.compile_mode, dynamic=False)
