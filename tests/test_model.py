@@ -274,3 +274,60 @@ def test_hf_text_tower_trains(tmp_path, world_cache, tiny_arch, tiny_clip, tiny_
 
     m = langclip.load(tmp_path / "run", device="cpu")
     assert m.encode_text(["две красные звезды"]).shape == (1, 32)
+
+
+def test_fast_text_forward_never_asks_the_device_for_the_length():
+    """The eager fast path must not read a device tensor back (`int(idx.max())` was a sync every
+    step). On the meta device any such read raises, so the forward must go through without one; and
+    a host batch is cut after its longest text with the same result as the full one."""
+    import json
+
+    from conftest import TINY_CFG
+
+    from langclip.model import LangCLIP, fast_encode_text, trim_tokens
+
+    cfg = json.loads(json.dumps(TINY_CFG))
+    cfg["text_cfg"]["vocab_size"] = 300
+    torch.manual_seed(0)
+    m = LangCLIP(cfg).eval()
+    tok = torch.randint(1, 298, (4, 77))
+    tok[:, 9:] = 0
+    tok[torch.arange(4), torch.tensor([3, 8, 5, 2])] = 299
+    with torch.no_grad():
+        full = m.clip.encode_text(tok)                       # open_clip's own forward, the reference
+        cut = fast_encode_text(m.clip, tok)
+        assert trim_tokens(tok).shape == (4, 9)
+        torch.testing.assert_close(cut, full, rtol=1e-5, atol=1e-5)
+        meta = LangCLIP(cfg).to("meta")
+        out = fast_encode_text(meta.clip, tok.to("meta"))  # raises if it reads the device back
+    assert out.shape == (4, 32) and out.device.type == "meta"
+
+
+@pytest.mark.parametrize("field,value", [("no_causal_mask", True), ("pool_type", "last"), ("embed_cls", True)])
+def test_clip_init_refuses_text_configs_it_cannot_honour(tmp_path, tiny_clip, ru_tokenizer, field, value):
+    import json
+
+    from conftest import TINY_CFG
+
+    from langclip.runs import build_student
+
+    cfg = json.loads(json.dumps(TINY_CFG))
+    cfg["text_cfg"][field] = value
+    arch = tmp_path / "arch.json"
+    arch.write_text(json.dumps({"model_cfg": cfg}))
+    with pytest.raises(ValueError, match=f"cannot honour text_cfg {field}={value!r}"):
+        build_student(str(arch), tiny_clip[1], ru_tokenizer, "clip")
+
+
+def test_scratch_non_causal_tower_is_computed_as_configured(tiny_arch, tiny_clip, ru_tokenizer):
+    """A scratch tower without the causal mask: the fast forward (which assumes one) steps aside."""
+    from langclip.model import fast_encode_text
+    from langclip.runs import build_student
+
+    m, _, _ = build_student(tiny_arch, tiny_clip[1], ru_tokenizer, "scratch", 16, {"no_causal_mask": True})
+    tok = ru_tokenizer(["два красных круга", "кот"], context_length=16)
+    with torch.no_grad():
+        torch.testing.assert_close(fast_encode_text(m.clip, tok), m.clip.encode_text(tok))
+        causal, _, _ = build_student(tiny_arch, tiny_clip[1], ru_tokenizer, "scratch", 16)
+        causal.load_state_dict(m.state_dict())   # the same weights, with the mask: another function
+        assert not torch.allclose(fast_encode_text(causal.clip, tok), m.clip.encode_text(tok), atol=1e-4)

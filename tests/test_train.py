@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 import os
@@ -67,6 +68,18 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path, train_cfg, capsys)
     assert "already holds a run (checkpoint at step 6)" in capsys.readouterr().err
     assert main(["train", "--config", str(cfg_path), f"out={tmp_path / 'k'}", "batch_size=16", "--resume", "latest"]) == 2
     assert "batch_size: checkpoint 32, now 16" in capsys.readouterr().err
+    # the schedule's length (the cosine follows it) and the tokenizer are part of the run too
+    assert main(["train", "--config", str(cfg_path), f"out={tmp_path / 'k'}", "epochs=4", "--resume", "latest"]) == 2
+    assert "epochs: checkpoint 3, now 4" in capsys.readouterr().err
+    assert main(["train", "--config", str(cfg_path), f"out={tmp_path / 'k'}", "max_steps=9", "--resume", "latest"]) == 2
+    assert "max_steps: checkpoint 0, now 9" in capsys.readouterr().err
+    from langclip.tokenizer_train import TokenizerTrainConfig, train_tokenizer
+
+    train_tokenizer(TokenizerTrainConfig(lang="ru", wordfreq=True, wordfreq_top=2000, merges=300,
+                                         out=str(tmp_path / "other-tok")), progress=False)
+    assert main(["train", "--config", str(cfg_path), f"out={tmp_path / 'k'}", f"model.tokenizer={tmp_path / 'other-tok'}",
+                 "--resume", "latest"]) == 2
+    assert "tokenizer: checkpoint" in capsys.readouterr().err
     assert {f: f.read_bytes() for f in (tmp_path / "k").rglob("*") if f.is_file()} == before
     # the cache moved (another machine, local disk): the same content resumes
     import shutil
@@ -77,6 +90,30 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path, train_cfg, capsys)
     a = load_file(str(tmp_path / "ref" / "text_tower.safetensors"))
     b = load_file(str(tmp_path / "k" / "text_tower.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # metrics.jsonl: each step once, as in the uninterrupted run (the steps after the checkpoint were
+    # logged before the kill and again after the resume)
+    def records(run):
+        return [(r["step"], r.get("loss"), r.get("val/mean_recall")) for r in map(json.loads, open(run / "metrics.jsonl"))]
+    assert records(tmp_path / "k") == records(tmp_path / "ref")
+
+
+def test_resume_refuses_a_checkpoint_that_does_not_fit(tmp_path, train_cfg):
+    """Text weights load strictly: a checkpoint missing a weight (or holding another) is an error."""
+    from langclip.config import ConfigError
+    from langclip.train import load_text_weights, rng_state, set_rng_state
+
+    model, _, _ = load_model(train(dataclasses.replace(train_cfg, epochs=1), progress=False))
+    sd = model.text_state_dict()
+    load_text_weights(model, sd, "ck.pt")
+    for bad in ({k: v for k, v in sd.items() if k != "ln_final.weight"}, dict(sd, extra=torch.zeros(1))):
+        with pytest.raises(ConfigError, match="ck.pt: its text tower does not fit"):
+            load_text_weights(model, bad, "ck.pt")
+    st = rng_state()   # every stream; checkpoints of round 1 (a CPU tensor) still restore
+    a = torch.rand(3)
+    set_rng_state(st)
+    assert torch.equal(torch.rand(3), a)
+    set_rng_state(st["cpu"])
+    assert torch.equal(torch.rand(3), a)
 
 
 def test_bad_configuration_is_caught_before_work(tmp_path, train_cfg, capsys):
@@ -182,17 +219,21 @@ def test_token_table_gives_the_padded_batches(ru_tokenizer, pad_id):
             assert torch.equal(table.batch(idx, multiple), padded[idx][:, :L]), (idx, multiple)
 
 
-def test_torchrun_training_run_matches_one_process(tmp_path, train_cfg):
+@pytest.mark.parametrize("loss", [{"contrastive": 1.0}, {"contrastive": 0.0, "distill": 1.0, "english": 0.5}])
+def test_torchrun_training_run_matches_one_process(tmp_path, train_cfg, loss):
     """The whole `langclip train` job under torchrun (2 gloo processes, same global batch) logs the
-    same losses and ends with the same weights as one process, and its run folder loads."""
+    same losses and ends with the same weights as one process, and its run folder loads — with the
+    contrastive loss, and without it (distillation + English replay, which used to crash at step 2)."""
     from safetensors.torch import load_file
 
     import langclip
 
     train_cfg.epochs, train_cfg.val_fraction, train_cfg.log_every = 2, 0.25, 1
+    for k, v in loss.items():
+        setattr(train_cfg.loss, k, v)
     cfg = _write_cfg(train_cfg, tmp_path / "c.yaml")
     assert main(["train", "--config", str(cfg), f"out={tmp_path / 'one'}"]) == 0
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29547",
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(29547 + len(loss)),
                         "-m", "langclip", "train", "--config", str(cfg), f"out={tmp_path / 'two'}"],
                        capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert r.returncode == 0, r.stderr[-3000:]
@@ -207,6 +248,14 @@ def test_torchrun_training_run_matches_one_process(tmp_path, train_cfg):
             w = a[k].shape[0] // 3
             keep = torch.cat([torch.arange(w), torch.arange(2 * w, 3 * w)])
             a[k], b[k] = a[k][keep], b[k][keep]
+        if k == "token_embedding.weight":
+            # float32: a rare token's row gets rounding-level gradients, which Adam scales up to a
+            # fraction of lr either way (the method itself is checked in float64 at 1e-10 in
+            # test_ddp_two_processes_equal_one_for_every_loss_combination): all rows within lr/3,
+            # all but a handful within 1e-4
+            d = (b[k] - a[k]).abs().amax(-1)
+            assert d.max() < train_cfg.optim.lr / 3 and int((d > 1e-4).sum()) <= 4, (d.max(), (d > 1e-4).sum())
+            continue
         torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=1e-4, msg=k)
     assert langclip.load(tmp_path / "two", device="cpu").encode_text(["кот"]).shape[0] == 1
 
@@ -217,20 +266,41 @@ def test_diverged_training_stops_with_a_clear_error(tmp_path, train_cfg, capsys)
     cfg = _write_cfg(train_cfg, tmp_path / "c.yaml")
     assert main(["train", "--config", str(cfg)]) == 2
     err = capsys.readouterr().err
-    assert "training diverged: loss is nan" in err and "the last checkpoint" in err and "Lower optim.lr" in err, err
+    assert "training diverged: non-finite loss or weights by step" in err and "the last checkpoint" in err, err
+    assert "Lower optim.lr" in err
     recs = [json.loads(l) for l in open(tmp_path / "run" / "metrics.jsonl")]
     assert recs and all(r["loss"] == r["loss"] for r in recs)   # the finite steps before are logged
+
+
+def test_divergence_between_log_steps_never_reaches_a_checkpoint(tmp_path, train_cfg, capsys):
+    """Logging rarely, checkpointing every step: the run still stops at the first checkpoint after the
+    loss went non-finite; every checkpoint on disk holds finite weights (rotation kept the last good
+    one), and the error names it."""
+    train_cfg.optim.lr, train_cfg.optim.grad_clip, train_cfg.log_every = 1e6, 0.0, 1000
+    train_cfg.checkpoint_every, train_cfg.epochs, train_cfg.keep_checkpoints = 1, 3, 1
+    cfg = _write_cfg(train_cfg, tmp_path / "c.yaml")
+    assert main(["train", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "training diverged" in err
+    cks = sorted((tmp_path / "run" / "checkpoints").glob("step_*.pt"))
+    assert len(cks) == 1 and str(cks[0]) in err, (cks, err)
+    st = torch.load(cks[0], weights_only=True)
+    assert all(v.isfinite().all() for v in st["text"].values())
+    latest = json.loads((tmp_path / "run" / "checkpoints" / "latest.json").read_text())
+    assert latest["file"] == cks[0].name
+    assert not (tmp_path / "run" / "text_tower_best.safetensors").exists()   # nothing non-finite saved
 
 
 def test_resume_with_new_optimizer_settings_uses_them(tmp_path, train_cfg, capsys):
     """A checkpoint restores its optimizer's lr/weight decay; overrides given with --resume win."""
     from langclip.train import lr_lambda
 
-    train_cfg.epochs, train_cfg.log_every = 1, 1
+    train_cfg.epochs, train_cfg.log_every = 2, 1
     cfg = _write_cfg(train_cfg, tmp_path / "c.yaml")
     assert main(["train", "--config", str(cfg)]) == 0
-    assert main(["train", "--config", str(cfg), "epochs=2", "optim.lr=1e-4", "optim.weight_decay=0.1",
-                 "--resume", "latest"]) == 0
+    first = sorted((tmp_path / "run" / "checkpoints").glob("step_*.pt"))[0]   # the end of epoch 1
+    assert main(["train", "--config", str(cfg), "optim.lr=1e-4", "optim.weight_decay=0.1",
+                 "--resume", str(first)]) == 0
     out = capsys.readouterr().out
     assert "new optimizer settings from this step: optim.lr=0.0001, optim.weight_decay=0.1" in out, out
     recs = [json.loads(l) for l in open(tmp_path / "run" / "metrics.jsonl") if '"lr"' in l]

@@ -329,6 +329,7 @@ def _teacher(model, rest: dict, pairs, device, out: Path, rank: int = 0, world: 
     written atomically, skipped when complete (resume), shard k made by rank k % world; bf16 on GPU."""
     from tqdm import tqdm
 
+    from .model import trim_tokens
     from .tokenizer import Tokenizer
 
     missing, _ = model.clip.load_state_dict(rest, strict=False)
@@ -351,7 +352,7 @@ def _teacher(model, rest: dict, pairs, device, out: Path, rank: int = 0, world: 
             for s in range(0, len(part), 1024):
                 t = tok([pairs.captions[i][2] for i in part[s: s + 1024]], context_length=model.clip.context_length)
                 with amp:
-                    embs.append(model.encode_text(t.to(device), normalize=True).float().cpu().half())
+                    embs.append(model.encode_text(trim_tokens(t).to(device), normalize=True).float().cpu().half())
                 bar.update(len(t))
             _save_atomic({"idx": torch.tensor(part, dtype=torch.long), "emb": torch.cat(embs)},
                          d / f"shard_{k:05d}.safetensors")

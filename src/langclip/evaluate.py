@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .model import trim_tokens
+
 
 def _forms(c) -> dict:
     return dict(c, c=c.get("nom", next(iter(c.values())))) if isinstance(c, dict) else _Any(c)
@@ -61,7 +63,8 @@ def zero_shot_weights(model, tokenizer, classnames: list, templates: list[str], 
     """(C, D): per class, the mean of the normalised template embeddings, normalised."""
     out = []
     for c in classnames:
-        t = tokenizer([fill(tp, c) for tp in templates], context_length=context_length or model.context_length).to(device)
+        t = tokenizer([fill(tp, c) for tp in templates], context_length=context_length or model.context_length)
+        t = (t if getattr(model, "is_hf", False) else trim_tokens(t)).to(device)
         e = F.normalize(model.encode_text(t).float(), dim=-1).mean(0)
         out.append(F.normalize(e, dim=-1))
     return torch.stack(out)
@@ -321,7 +324,10 @@ def recall_at_k(text: torch.Tensor, image: torch.Tensor, text_image: torch.Tenso
 def encode_texts(model, tokenizer, texts: list[str], device, batch_size: int = 512) -> torch.Tensor:
     out = []
     for s in range(0, len(texts), batch_size):
-        t = tokenizer(texts[s: s + batch_size], context_length=model.context_length).to(device)
+        t = tokenizer(texts[s: s + batch_size], context_length=model.context_length)
+        if not getattr(model, "is_hf", False):
+            t = trim_tokens(t)   # on the host: the device is never asked for the length
+        t = t.to(device)
         out.append(model.encode_text(t).float().cpu())
     return torch.cat(out) if out else torch.zeros(0, 0)
 

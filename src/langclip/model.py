@@ -37,6 +37,18 @@ def model_config(arch: str) -> dict:
     return copy.deepcopy(cfg)
 
 
+def check_clip_init(clip_cfg: dict, arch: str) -> None:
+    """`clip` init copies CLIP's text transformer, which is causal and pools at end-of-text (argmax):
+    a text config that says otherwise cannot be honoured, so it is refused, naming the field."""
+    t = clip_cfg.get("text_cfg", {})
+    bad = [f"{k}={t[k]!r}" for k, ok in (("no_causal_mask", lambda v: not v), ("embed_cls", lambda v: not v),
+                                         ("pool_type", lambda v: v in (None, "argmax")))
+           if k in t and not ok(t[k])]
+    if bad:
+        raise ValueError(f"{arch}: `clip` init copies CLIP's causal, end-of-text-pooled text transformer and "
+                         f"cannot honour text_cfg {', '.join(bad)}; use `scratch` init for such a tower")
+
+
 def student_config(clip_cfg: dict, vocab_size: int, context_length: int = 77, text_overrides: dict | None = None) -> dict:
     """The CLIP config with its text tower resized for the bilingual vocabulary (argmax pooling)."""
     cfg = copy.deepcopy(clip_cfg)
@@ -156,14 +168,22 @@ def _plain_blocks(clip) -> bool:
     return hasattr(clip, "transformer") and all(type(b) is ResidualAttentionBlock and not hasattr(b, "ln_1_kv") for b in clip.transformer.resblocks)
 
 
+def trim_tokens(tokens: torch.Tensor) -> torch.Tensor:
+    """Cut a host batch (B, L) after its longest text (end-of-text is each row's largest id): under a
+    causal mask the positions after end-of-text change nothing. Call it before copying to a device,
+    so that the device never has to report the length back (a sync per batch)."""
+    return tokens[:, : int(tokens.argmax(dim=-1).max()) + 1] if tokens.numel() else tokens
+
+
 def fast_encode_text(clip, tokens: torch.Tensor) -> torch.Tensor:
     """Same result as `clip.encode_text(tokens)` (argmax pooling), faster. tokens: (B, L) -> (B, D)."""
     if (getattr(clip, "text_pool_type", None) != "argmax" or not _plain_blocks(clip)
-            or clip.transformer.grad_checkpointing):  # HF text towers and other kinds: open_clip's forward
-        return clip.encode_text(tokens)
+            or clip.transformer.grad_checkpointing or getattr(clip, "attn_mask", None) is None):
+        return clip.encode_text(tokens)   # HF, non-causal and other text towers: open_clip's own forward
+    if tokens.device.type == "cpu" and not torch.compiler.is_compiling():
+        tokens = trim_tokens(tokens)   # on the host this costs no device sync; a device batch comes cut
     idx = tokens.argmax(dim=-1)  # end-of-text is the largest id
-    L = int(idx.max()) + 1 if not torch.compiler.is_compiling() else tokens.shape[1]
-    tokens = tokens[:, :L]
+    L = tokens.shape[1]
     cast = clip.transformer.get_cast_dtype()
     x = clip.token_embedding(tokens).to(cast) + clip.positional_embedding[:L].to(cast)  # (B, L, W)
     blocks = list(clip.transformer.resblocks)

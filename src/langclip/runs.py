@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .model import LangCLIP, hf_student_config, init_text_from_clip, load_image_tower, model_config, student_config
+from .model import LangCLIP, check_clip_init, hf_student_config, init_text_from_clip, load_image_tower, model_config, student_config
 from .tokenizer import Tokenizer, load_tokenizer
 from .weights import WeightsError, sha256_file
 
@@ -76,7 +76,10 @@ def build_student(arch: str, weights: str | Path, tokenizer: Tokenizer, init: st
         return _build_hf_student(arch, weights, tokenizer, init[3:], context_length, seed)
     if init == "clip" and text_overrides:
         raise ValueError(f"`clip` init keeps CLIP's text-tower shape; drop the overrides {sorted(text_overrides)}")
-    cfg = student_config(model_config(arch), tokenizer.vocab_size, context_length, text_overrides)
+    base = model_config(arch)
+    if init == "clip":
+        check_clip_init(base, arch)
+    cfg = student_config(base, tokenizer.vocab_size, context_length, text_overrides)
     torch.manual_seed(seed)
     model = LangCLIP(cfg)
     rest = load_image_tower(model, weights, arch)

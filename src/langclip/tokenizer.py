@@ -329,6 +329,12 @@ class Tokenizer:
         (path / META_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")
         return path
 
+    def digest(self) -> str:
+        """Identity of the vocabulary and merges (what a resumed run must share with its checkpoint)."""
+        import hashlib
+
+        return hashlib.sha256(self.hf.to_str().encode("utf-8")).hexdigest()[:16]
+
     # -- encoding -----------------------------------------------------------------------------
     @property
     def num_added_merges(self) -> int:
@@ -476,6 +482,12 @@ class HFTextTokenizer:
     def save(self, path: str | Path) -> Path:
         self.tok.save_pretrained(str(path))
         return Path(path)
+
+    def digest(self) -> str:
+        import hashlib
+
+        vocab = json.dumps(sorted(self.tok.get_vocab().items()), ensure_ascii=False)
+        return hashlib.sha256(f"{type(self.tok).__name__}\n{vocab}".encode("utf-8")).hexdigest()[:16]
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         return self.tok(list(texts), add_special_tokens=False)["input_ids"]

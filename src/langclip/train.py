@@ -226,6 +226,82 @@ def make_tower(model, cfg: TrainConfig, world: int, device: torch.device):
     return tower
 
 
+def load_text_weights(model, sd: dict, where) -> None:
+    """A checkpoint's text tower into `model`, strictly: every text weight present, nothing else."""
+    missing, unexpected = model.clip.load_state_dict(sd, strict=False)
+    missing = [k for k in missing if not k.startswith("visual.")]
+    if missing or unexpected:
+        raise ConfigError(f"{where}: its text tower does not fit this model (missing {missing[:3]}, unexpected "
+                          f"{unexpected[:3]}): was it written by another model configuration?")
+
+
+def rng_state() -> dict:
+    """Every random stream a step draws from: the CPU generator and each CUDA device's."""
+    st = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def set_rng_state(st) -> None:
+    if isinstance(st, torch.Tensor):   # checkpoints before round 2: the CPU generator only
+        st = {"cpu": st}
+    torch.set_rng_state(st["cpu"])
+    if "cuda" in st and torch.cuda.is_available() and len(st["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """On resume: drop the records logged after the checkpoint's step (they are logged again)."""
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    keep = []
+    for ln in lines:
+        try:
+            if json.loads(ln).get("step", 0) > step:
+                continue
+        except json.JSONDecodeError:   # a line cut by the crash
+            continue
+        keep.append(ln)
+    if len(keep) != len(lines):
+        atomic_write_text(path, "".join(keep))
+
+
+def global_values(loss: torch.Tensor, parts: dict, world: int) -> torch.Tensor:
+    """[loss, *parts] over the global batch: under DDP the contrastive part is already global on every
+    rank and distillation is each rank's share times world, so the mean over ranks is the global value."""
+    v = torch.stack([loss.detach().float(), *[p.float() for p in parts.values()]])
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(v)
+        v = v / world
+    return v
+
+
+def diverged(bad_steps: torch.Tensor, model, world: int, weights: bool) -> bool:
+    """Whether any step since the start had a non-finite loss (`bad_steps`, counted on the device with
+    no sync) or, with `weights`, whether any text weight is non-finite, on any rank."""
+    bad = bad_steps.detach().float().clone()
+    if weights:
+        bad = bad + torch.stack([(~p.detach().isfinite()).any() for p in model.text_parameters().values()]).sum()
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(bad)
+    return bool(bad > 0)
+
+
+def divergence_error(out: Path, step: int, lr: float) -> FloatingPointError:
+    last = _checkpoint_path(out, "latest")
+    return FloatingPointError(
+        f"training diverged: non-finite loss or weights by step {step} (lr {lr:.3g}); "
+        + (f"the last checkpoint, {last}, holds finite weights (continue from it with --resume {last} after "
+           f"lowering optim.lr). " if last else "no checkpoint was written yet. ")
+        + "Lower optim.lr, raise optim.warmup_steps or keep optim.grad_clip on")
+
+
 # -- the job ------------------------------------------------------------------------------------
 def _checkpoint_path(out: Path, resume: str) -> Path | None:
     if resume == "latest":
@@ -236,19 +312,21 @@ def _checkpoint_path(out: Path, resume: str) -> Path | None:
     return Path(resume)
 
 
-def _resume_keys(cfg: TrainConfig, manifest: dict) -> dict:
-    """What a resumed run must share with the checkpoint to continue the same sample order and model.
-    The cache is named by its content (image tower, counts), not its path: it may move between machines."""
+def _resume_keys(cfg: TrainConfig, manifest: dict, tok) -> dict:
+    """What a resumed run must share with the checkpoint to continue the same sample order, model and
+    schedule (the cosine's length follows epochs / max_steps). The cache is named by its content (image
+    tower, counts), not its path: it may move between machines; the tokenizer by its vocabulary."""
     m = cfg.model
     cache = (f"{str(manifest.get('weights_sha256'))[:12]}…, {manifest.get('num_images')} images, "
              f"{manifest.get('num_captions')} captions")
     return {"cache": cache, "batch_size": cfg.batch_size, "seed": cfg.seed,
             "val_fraction": cfg.val_fraction, "model.clip": m.clip, "model.init": m.init,
-            "model.context_length": m.context_length, "model.text_overrides": dict(m.text_overrides)}
+            "model.context_length": m.context_length, "model.text_overrides": dict(m.text_overrides),
+            "tokenizer": tok.digest(), "epochs": cfg.epochs, "max_steps": cfg.max_steps}
 
 
-def _check_resumable(saved: dict, cfg: TrainConfig, manifest: dict, ck: Path) -> None:
-    now = _resume_keys(cfg, manifest)
+def _check_resumable(saved: dict, cfg: TrainConfig, manifest: dict, tok, ck: Path) -> None:
+    now = _resume_keys(cfg, manifest, tok)
     diff = [f"{k}: checkpoint {saved[k]!r}, now {now[k]!r}" for k in now if k in saved and saved[k] != now[k]]
     if diff:
         raise ConfigError(f"resume: {ck} was written by a different run ({'; '.join(diff)}); resuming would not "
@@ -289,18 +367,19 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     out = Path(cfg.out)
     manifest = read_manifest(cfg.cache)
     # before anything is written: a finished or interrupted run in `out` is never overwritten
-    ck = _checkpoint_path(out, cfg.resume) if cfg.resume else None
-    if ck is not None:
-        st = torch.load(ck, map_location="cpu", weights_only=True)
-        _check_resumable(st.get("run", {}), cfg, manifest, ck)
-    elif not cfg.resume and (out / "checkpoints" / "latest.json").is_file():
-        done = json.loads((out / "checkpoints" / "latest.json").read_text())
-        raise ConfigError(f"{out} already holds a run (checkpoint at step {done.get('step')}): continue it with "
-                          f"--resume latest, or give another `out` folder")
     if cfg.model.init.startswith("hf:"):  # the HF encoder's own tokenizer (or model.tokenizer, if given)
         tok = HFTextTokenizer.load(cfg.model.tokenizer or cfg.model.init[3:], cfg.model.context_length)
     else:
         tok = Tokenizer.load(cfg.model.tokenizer)
+    resume_keys = _resume_keys(cfg, manifest, tok)
+    ck = _checkpoint_path(out, cfg.resume) if cfg.resume else None
+    if ck is not None:
+        st = torch.load(ck, map_location="cpu", weights_only=True)
+        _check_resumable(st.get("run", {}), cfg, manifest, tok, ck)
+    elif not cfg.resume and (out / "checkpoints" / "latest.json").is_file():
+        done = json.loads((out / "checkpoints" / "latest.json").read_text())
+        raise ConfigError(f"{out} already holds a run (checkpoint at step {done.get('step')}): continue it with "
+                          f"--resume latest, or give another `out` folder")
     from .weights import sha256_file
 
     check_cache_matches(manifest, cfg.model.clip, sha256_file(cfg.model.weights), where=f"cache {cfg.cache}")
@@ -357,12 +436,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, min(cfg.optim.warmup_steps, max(1, total // 10))))
     step, start_epoch, best = 0, 0, -1.0
     if ck is not None:
-        model.clip.load_state_dict(st["text"], strict=False)
+        load_text_weights(model, st["text"], ck)
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])
         changed = _apply_optim_settings(opt, sched, cfg.optim)
         step, start_epoch, best = st["step"], st["epoch"], st["best"]
-        torch.set_rng_state(st["rng"])
+        set_rng_state(st["rng"])
+        if rank == 0:
+            truncate_metrics(out / "metrics.jsonl", step)   # what was logged after the checkpoint is redone
         if rank == 0:
             print(f"resumed from {ck} at step {step} (epoch {start_epoch + 1})"
                   + (f"; new optimizer settings from this step: {', '.join(changed)}" if changed else ""))
@@ -373,7 +454,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            writer = SummaryWriter(str(out / "tb"))
+            writer = SummaryWriter(str(out / "tb"), purge_step=step + 1 if step else None)
         except ImportError:
             log.warning("tensorboard not installed: metrics go to metrics.jsonl only")
     metrics_f = open(out / "metrics.jsonl", "a", encoding="utf-8") if rank == 0 else None
@@ -396,8 +477,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         d.mkdir(exist_ok=True)
         name = f"step_{step:08d}.pt"
         st = {"text": model.text_state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-              "step": step, "epoch": epoch_done, "best": best, "rng": torch.get_rng_state(),
-              "run": _resume_keys(cfg, manifest)}
+              "step": step, "epoch": epoch_done, "best": best, "rng": rng_state(),
+              "run": resume_keys}
         torch.save(st, d / (name + ".tmp"))
         os.replace(d / (name + ".tmp"), d / name)
         atomic_write_text(d / "latest.json", json.dumps({"file": name, "step": step}))
@@ -415,6 +496,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
               f"parameters ({cfg.model.init} init); {device.type}, {'bf16' if bf16 else 'fp32'}"
               f"{', compiled' if cfg.compile else ''}", flush=True)
     t_start, step_start = time.perf_counter(), step
+    bad_steps = torch.zeros((), dtype=torch.long, device=device)
     bar = tqdm(total=total, initial=step, unit="step", disable=not progress or rank != 0, desc="train")
     t_last, n_last = time.perf_counter(), step
     done = step >= total
@@ -436,6 +518,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                 tk_en = to_device(tokens_en.batch(cap, cut), device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 loss, parts = compute_loss(fwd, tk, img, tch, cfg, world, has, tk_en, pad_id or 0)
+            bad_steps += ~torch.isfinite(loss.detach())   # counted on the device: no sync per step
             loss.backward()
             if cfg.optim.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.text_parameters().values(), cfg.optim.grad_clip)
@@ -446,29 +529,29 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                 model.logit_scale.clamp_(0, math.log(100))
             step += 1
             bar.update(1)
-            if step % cfg.log_every == 0 or step == total:
-                if not torch.isfinite(loss.detach()):
-                    last = _checkpoint_path(out, "latest")
-                    raise FloatingPointError(
-                        f"training diverged: loss is {float(loss.detach())} at step {step} (lr "
-                        f"{sched.get_last_lr()[0]:.3g}); "
-                        + (f"the last checkpoint, {last}, is intact. " if last else "no checkpoint was written yet. ")
-                        + "Lower optim.lr, raise optim.warmup_steps or keep optim.grad_clip on, and start again")
+            log_now = step % cfg.log_every == 0 or step == total
+            ck_now = bool(cfg.checkpoint_every) and step % cfg.checkpoint_every == 0 and step % steps_per_epoch != 0
+            if (log_now or ck_now) and diverged(bad_steps, model, world, weights=ck_now):
+                raise divergence_error(out, step, sched.get_last_lr()[0])
+            if log_now:
                 now = time.perf_counter()
                 rate = (step - n_last) * cfg.batch_size / max(now - t_last, 1e-9)
                 t_last, n_last = now, step
-                log_metrics({"step": step, "epoch": epoch + 1, "loss": float(loss.detach()), **{k: float(v) for k, v in parts.items()},
+                vals = global_values(loss, parts, world).tolist()
+                log_metrics({"step": step, "epoch": epoch + 1, "loss": vals[0], **dict(zip(parts, vals[1:])),
                              "lr": sched.get_last_lr()[0], "logit_scale": float(model.logit_scale.detach().exp()),
                              "pairs_per_s": rate})
-                bar.set_postfix(loss=f"{float(loss.detach()):.3f}", pairs_s=f"{rate:,.0f}")
+                bar.set_postfix(loss=f"{vals[0]:.3f}", pairs_s=f"{rate:,.0f}")
             if fault and step == fault:
                 os.kill(os.getpid(), signal.SIGKILL)
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step % steps_per_epoch:
+            if ck_now:
                 save_checkpoint(epoch)
             if step >= total:
                 done = True
                 break
         epoch_done = epoch + 1 if step % steps_per_epoch == 0 else epoch
+        if diverged(bad_steps, model, world, weights=True):   # nothing non-finite is validated or saved
+            raise divergence_error(out, step, sched.get_last_lr()[0])
         if rank == 0 and len(val_idx) > 0:
             val = validate(model, tokens, images, data.caption_image, val_idx, device, bf16, data.text_only)
             if en_val is not None:  # is English kept? the same held-out images, their English captions
@@ -518,7 +601,7 @@ def validate(model, tokens, images, caption_image, val_idx, device, bf16: bool, 
     imgs_u, inv = caption_image[val_idx].unique(return_inverse=True)
     target = images[imgs_u]
     if renormalise:
-        target = F.normalize(target.float(), dim=-1).half()
+        target = F.normalize(target.float(), dim=-1)   # float32, as eval-retrieval computes it
     out = recall_at_k(text, target.to(device).float(), inv.to(device))
     model.train()
     return out
