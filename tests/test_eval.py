@@ -165,10 +165,14 @@ def test_retrieval_eval_on_pairs_and_cache(tiny_run, pair_data, world_cache, tmp
     assert (tmp_path / "r" / "retrieval.md").is_file()
     # cache: the held-out images of the split; `all` covers every caption
     assert main(["eval-retrieval", "--model", str(tiny_run), "--data", str(world_cache), "--split", "val",
-                 "--val-fraction", "0.25", "--device", "cpu"]) == 0
+                 "--val-fraction", "0.25", "--seed", "0", "--device", "cpu"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     _, val = split_by_image(load_cache(world_cache), 0.25, 0)
     assert out["texts"] == len(val) and out["images"] == 48
+    # this run folder records no split: without both --val-fraction and --seed it is refused, not guessed
+    assert main(["eval-retrieval", "--model", str(tiny_run), "--data", str(world_cache), "--val-fraction", "0.25",
+                 "--device", "cpu"]) == 2
+    assert "does not record the split" in capsys.readouterr().err
     assert main(["eval-retrieval", "--model", str(tiny_run), "--data", str(world_cache), "--split", "all",
                  "--device", "cpu"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["texts"] == 192 * 3

@@ -405,3 +405,32 @@ def test_contrastive_logits_are_float32_under_bf16_autocast():
     assert abs(float(got) - float(ref)) < 1e-5
     assert bf16.dtype == torch.bfloat16        # the hazard is real on this build: the test can fail
     assert (bf16.double() - logits).abs().max() > 0.05
+
+
+def test_held_out_split_travels_with_the_run_and_its_export(tmp_path, train_cfg, capsys):
+    """eval-retrieval on an export scores exactly the images the run held out (recorded fraction, seed
+    and a digest of the held-out rows), equal to the run's last validation; an export without the
+    record, or a cache whose held-out images differ, is refused rather than guessed."""
+    train_cfg.epochs, train_cfg.val_fraction, train_cfg.seed = 2, 0.3, 5   # not the defaults
+    run = train(train_cfg, progress=False)
+    last = val_recall(run)[-1]
+    split = json.loads((run / "model.json").read_text())["split"]
+    assert split["val_fraction"] == 0.3 and split["seed"] == 5 and split["val_images"] == 58
+    assert main(["export", "--model", str(run), "--out", str(tmp_path / "exp")]) == 0
+    capsys.readouterr()
+    for model in (run, tmp_path / "exp"):
+        assert main(["eval-retrieval", "--model", str(model), "--data", train_cfg.cache, "--device", "cpu"]) == 0
+        res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert res["images"] == 58, model
+        for k in ("t2i_r@1", "t2i_r@5", "i2t_r@1", "i2t_r@10"):
+            assert res[k] == pytest.approx(last[f"val/{k}"], abs=1e-6), (model, k)
+    cfg_f = tmp_path / "exp" / "open_clip_config.json"
+    doc = json.loads(cfg_f.read_text())
+    doc["langclip"]["split"]["val_images_sha256"] = "0" * 64      # as if the held-out rows differed
+    cfg_f.write_text(json.dumps(doc))
+    assert main(["eval-retrieval", "--model", str(tmp_path / "exp"), "--data", train_cfg.cache, "--device", "cpu"]) == 2
+    assert "are not the ones the model was trained without" in capsys.readouterr().err
+    del doc["langclip"]["split"]
+    cfg_f.write_text(json.dumps(doc))
+    assert main(["eval-retrieval", "--model", str(tmp_path / "exp"), "--data", train_cfg.cache, "--device", "cpu"]) == 2
+    assert "does not record the split" in capsys.readouterr().err

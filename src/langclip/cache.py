@@ -474,6 +474,17 @@ def load_cache(path: str | Path) -> CacheData:
     return CacheData(man, emb, ok, [cap["caption"][i] for i in keep], rows[idx], teacher, has, text_only, en)
 
 
+def split_record(data: CacheData, val_idx: torch.Tensor, val_fraction: float, seed: int) -> dict:
+    """What identifies a run's held-out split, stored in the run folder and every export: fraction,
+    seed, and a digest of the held-out image rows, so evaluation can prove it scores the same images."""
+    import hashlib
+
+    rows = data.caption_image[val_idx].unique().to(torch.int64).numpy()
+    return {"val_fraction": val_fraction, "seed": seed, "val_images": int(len(rows)),
+            "cache_images": int(data.image_emb.shape[0]), "cache_captions": len(data.caption_image),
+            "val_images_sha256": hashlib.sha256(rows.tobytes()).hexdigest()}
+
+
 def split_by_image(data: CacheData, val_fraction: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Caption indices (train, val); all captions of an image fall on the same side."""
     imgs = data.caption_image.unique()

@@ -332,16 +332,45 @@ def encode_texts(model, tokenizer, texts: list[str], device, batch_size: int = 5
     return torch.cat(out) if out else torch.zeros(0, 0)
 
 
-def _run_split(model_path: Path) -> tuple[float, int]:
-    """The held-out fraction and seed the run was trained with (config.yaml), else the defaults."""
-    import yaml
-
-    from .train import TrainConfig
-
+def run_split(meta: dict, model_path: Path) -> dict | None:
+    """The held-out split a model was trained with: model.json's `split` (a run), the export's
+    `langclip.split`, or — run folders written before splits were recorded — config.yaml's fraction
+    and seed (no digest). None when the model does not say."""
+    split = meta.get("split") or (meta.get("langclip") or {}).get("split")
+    if split:
+        return split
     f = model_path / "config.yaml"
-    c = (yaml.safe_load(f.read_text(encoding="utf-8")) or {}) if f.is_file() else {}
-    d = TrainConfig()
-    return float(c.get("val_fraction", d.val_fraction)), int(c.get("seed", d.seed))
+    if f.is_file() and (model_path / "model.json").is_file():
+        import yaml
+
+        c = yaml.safe_load(f.read_text(encoding="utf-8")) or {}
+        if "val_fraction" in c and "seed" in c:
+            return {"val_fraction": float(c["val_fraction"]), "seed": int(c["seed"])}
+    return None
+
+
+def held_out(cache, split: dict | None, where: str, val_fraction: float | None = None, seed: int | None = None):
+    """Caption indices of the model's held-out images in `cache`; refuses rather than guesses: no
+    recorded split (and no explicit --val-fraction/--seed), or held-out images that are not the run's."""
+    from .cache import split_by_image, split_record
+
+    explicit = val_fraction is not None or seed is not None
+    if split is None and (val_fraction is None or seed is None):
+        raise ValueError(f"{where}: the model does not record the split it was trained with (an export made "
+                         f"before splits travelled?): give both --val-fraction and --seed, or --split all")
+    vf = val_fraction if val_fraction is not None else split["val_fraction"]
+    sd = seed if seed is not None else split["seed"]
+    _, idx = split_by_image(cache, vf, sd)
+    if not explicit and split.get("val_images_sha256"):
+        got = split_record(cache, idx, vf, sd)
+        if got["val_images_sha256"] != split["val_images_sha256"]:
+            raise ValueError(f"{where}: the held-out images of this cache are not the ones the model was trained "
+                             f"without (digest {got['val_images_sha256'][:12]}… vs the run's "
+                             f"{split['val_images_sha256'][:12]}…; {got['val_images']} vs {split['val_images']} "
+                             f"images): is it the training cache? Use --split all on another cache")
+    if len(idx) == 0:
+        raise ValueError(f"{where}: the held-out split is empty (val_fraction {vf}); use --split all")
+    return idx
 
 
 def evaluate_retrieval_cli(model: str, data: list[str], split: str = "val", val_fraction: float | None = None,
@@ -353,7 +382,7 @@ def evaluate_retrieval_cli(model: str, data: list[str], split: str = "val", val_
     `data` is a langclip cache (its image embeddings are used; `split='val'` takes the images the run
     held out in training, `all` takes every pair) or pairs (table, tar shards, folder), whose images
     are embedded here (unreadable images are skipped and counted)."""
-    from .cache import CacheData, check_cache_matches, load_cache, split_by_image
+    from .cache import CacheData, check_cache_matches, load_cache
     from .inference import load
 
     if split not in ("val", "all"):
@@ -366,11 +395,7 @@ def evaluate_retrieval_cli(model: str, data: list[str], split: str = "val", val_
         if ref:
             check_cache_matches(cache.manifest, ref["arch"], ref["sha256"], where=data[0])
         if split == "val":
-            vf, sd = _run_split(Path(model))
-            _, idx = split_by_image(cache, val_fraction if val_fraction is not None else vf,
-                                    seed if seed is not None else sd)
-            if len(idx) == 0:
-                raise ValueError(f"{data[0]}: the held-out split is empty (val_fraction {vf}); use --split all")
+            idx = held_out(cache, run_split(m.meta or {}, Path(model)), data[0], val_fraction, seed)
         else:
             idx = torch.arange(len(cache.captions))
         imgs_u, inv = cache.caption_image[idx].unique(return_inverse=True)

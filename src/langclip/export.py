@@ -33,7 +33,8 @@ def export_open_clip(run: str | Path, out: str | Path, weights: str | Path | Non
     t["tokenizer_kwargs"] = {"clean": "lower"}
     doc = {"model_cfg": cfg, "preprocess_cfg": _preprocess(meta),
            "langclip": {"image_tower": meta["image_tower"], "language": tok.meta.get("language"),
-                        "init": meta.get("init"), "pool_type": "argmax", "eot_token_id": tok.eot_token_id}}
+                        "init": meta.get("init"), "pool_type": "argmax", "eot_token_id": tok.eot_token_id,
+                        "split": meta.get("split")}}
     (out / "open_clip_config.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False), encoding="utf-8")
     sd = {k: v.detach().contiguous() for k, v in model.clip.state_dict().items()}
     save_file(sd, str(out / "open_clip_model.safetensors"))
@@ -69,7 +70,7 @@ def _export_hf(model, tok, meta: dict, out: Path) -> Path:
     tok.save(out)
     doc = {"model_cfg": cfg, "preprocess_cfg": _preprocess(meta),
            "langclip": {"image_tower": meta["image_tower"], "init": meta.get("init"), "text_tower": "hf",
-                        "hf_model": original}}
+                        "hf_model": original, "split": meta.get("split")}}
     (out / "open_clip_config.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False), encoding="utf-8")
     sd = {k: v.detach().contiguous() for k, v in model.clip.state_dict().items()}
     save_file(sd, str(out / "open_clip_model.safetensors"))

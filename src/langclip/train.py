@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .batches import CaptionGroups, TokenTable, epoch_order, to_device
-from .cache import check_cache_matches, load_cache, read_manifest, split_by_image
+from .cache import check_cache_matches, load_cache, read_manifest, split_by_image, split_record
 from .config import ConfigError
 from .dist import init_from_env
 from .evaluate import recall_at_k  # noqa: F401  (re-exported: part of this stage's API)
@@ -392,6 +392,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         raise ConfigError(f"cache {cfg.cache} is a text-only parallel corpus (no images): set loss.contrastive=0 "
                           f"and loss.distill>0 (distillation towards the English CLIP text embeddings)")
     train_idx, val_idx = split_by_image(data, cfg.val_fraction, cfg.seed)
+    split = split_record(data, val_idx, cfg.val_fraction, cfg.seed)   # travels with the run and its exports
     groups = CaptionGroups(train_idx, data.caption_image)
     steps_per_epoch = len(groups) // cfg.batch_size
     if steps_per_epoch < 1:
@@ -406,7 +407,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         import yaml
 
         atomic_write_text(out / "config.yaml", yaml.safe_dump(asdict(cfg), allow_unicode=True, sort_keys=False))
-        save_model_files(out, model, tok, ref, {"init": info, "cache": str(Path(cfg.cache).resolve())})
+        save_model_files(out, model, tok, ref, {"init": info, "cache": str(Path(cfg.cache).resolve()), "split": split})
     # tokenization off the hot path: every caption once, up front (Rust)
     pad_id = getattr(tok, "pad_token_id", 0) if model.is_hf else None
     tokens = TokenTable.encode(tok, data.captions, cfg.model.context_length, pad_id, progress=progress and rank == 0)
@@ -566,14 +567,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                                                          if not k.startswith("val/en_") or k.endswith("@1")))
             if val["val/mean_recall"] > best:
                 best = val["val/mean_recall"]
-                save_model_files(out, model, tok, ref, {"init": info, "cache": str(Path(cfg.cache).resolve()),
+                save_model_files(out, model, tok, ref, {"init": info, "cache": str(Path(cfg.cache).resolve()), "split": split,
                                                         "best": {"step": step, **val}},
                                  weights_name="text_tower_best.safetensors")
         save_checkpoint(epoch_done)
         epoch += 1
     bar.close()
     if rank == 0:
-        save_model_files(out, model, tok, ref, {"init": info, "cache": str(Path(cfg.cache).resolve()),
+        save_model_files(out, model, tok, ref, {"init": info, "cache": str(Path(cfg.cache).resolve()), "split": split,
                                                 "steps": step, "best_mean_recall": best})
         secs = time.perf_counter() - t_start
         print(f"run {out}: {step} steps in {secs:.1f} s ({(step - step_start) * cfg.batch_size / max(secs, 1e-9):,.0f} "
