@@ -226,3 +226,24 @@ def test_automatic_workers_share_the_cores(monkeypatch):
     assert cache_mod.auto_workers() == 1
     monkeypatch.setattr(cache_mod.os, "sched_getaffinity", lambda pid: {0}, raising=False)
     assert cache_mod.auto_workers() == 0
+
+
+def test_wrong_base_folder_stops_early_and_names_it(tmp_path, pair_data, tiny_arch, tiny_clip, capsys):
+    """A table moved away from its images: every path misses. The build stops with the folder the
+    paths were resolved against and the first failures, instead of "succeeding" with zero images; a
+    corrected rerun into the same --out is not refused."""
+    from langclip.cli import main
+
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    (moved / "pairs.csv").write_text((pair_data / "pairs.csv").read_text(encoding="utf-8"), encoding="utf-8")
+    args = ["cache", "build", "--clip", tiny_arch, "--weights", tiny_clip[1], "--out", str(tmp_path / "c"),
+            "--workers", "0", "--batch-size", "4"]
+    assert main(args + ["--data", str(moved / "pairs.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "16 of the first 16 images could not be read" in err, err
+    assert f"resolved against the table's folder ({moved.resolve()})" in err
+    assert str(moved / "img" / "00.png") in err and "--max-failure-rate" in err
+    assert not (tmp_path / "c" / "manifest.json").exists()
+    assert main(args + ["--data", str(pair_data / "pairs.csv")]) == 0
+    assert json.loads((tmp_path / "c" / "manifest.json").read_text())["num_images"] == 16

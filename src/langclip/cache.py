@@ -53,6 +53,8 @@ class CacheConfig:
     teacher_shard_size: int = 65536         # English captions per teacher-embedding shard
     text_only: bool = False                 # a parallel corpus (target text + English), no images
     device: str | None = None
+    max_failure_rate: float = 0.5           # stop when more images than this fail (after the first 100):
+                                            # a wrong base folder, not a few corrupt files
 
     def validate(self) -> None:
         if not self.data:
@@ -63,6 +65,8 @@ class CacheConfig:
             raise FileNotFoundError(f"CLIP weights file not found: {self.weights}")
         if self.workers < -1:
             raise ValueError(f"workers must be >= 0 (or -1: automatic), got {self.workers}")
+        if not 0 < self.max_failure_rate <= 1:
+            raise ValueError(f"max_failure_rate must be in (0, 1], got {self.max_failure_rate}")
         if self.batch_size < 1 or self.shard_size < 1 or self.teacher_shard_size < 1:
             raise ValueError("batch_size, shard_size and teacher_shard_size must be >= 1")
 
@@ -199,8 +203,16 @@ def build_cache(cfg: CacheConfig, progress: bool = True) -> Path:
         _save_atomic({"emb": emb, "ok": ok}, out / "emb" / f"shard_{k:05d}.safetensors")
 
     pending = list(todo)
+    seen = failed = 0
     with torch.inference_mode():
         for brows, bok, x, reasons in loader:
+            seen += len(brows)
+            failed += len(brows) - sum(bok)
+            if failed > cfg.max_failure_rate * seen and seen >= min(len(rows), 100):
+                for r, o, why in zip(brows, bok, reasons):
+                    if not o:
+                        buf_fail[r] = why
+                raise ValueError(_failure_message(cfg, pairs, buf_fail, failed, seen, out, len(todo) == len(pending)))
             if x is not None:
                 with amp:
                     f = model.clip.visual(x.to(device, non_blocking=True))
@@ -239,6 +251,23 @@ def build_cache(cfg: CacheConfig, progress: bool = True) -> Path:
         if own_pg:
             torch.distributed.destroy_process_group()
     return out
+
+
+def _failure_message(cfg: CacheConfig, pairs, fails: dict, failed: int, seen: int, out: Path, nothing_done: bool) -> str:
+    """A build where most images fail is a wrong path, not corrupt files: say where paths were looked
+    for and show the first failures. Complete shards stay; with none, the build record goes too, so a
+    corrected rerun is not refused as "another build"."""
+    if nothing_done:
+        (out / "emb" / "build.json").unlink(missing_ok=True)
+    tables = [s for s in cfg.data if Path(s).suffix.lower() in (".csv", ".tsv", ".parquet", ".jsonl", ".json")]
+    base = (f"relative image paths are resolved against the table's folder "
+            f"({', '.join(sorted({str(Path(t).expanduser().resolve().parent) for t in tables}))}); "
+            if tables else "")
+    first = [f"  {pairs.images[r].key}: {fails[r]}" for r in sorted(fails)[:5]]
+    return (f"cache build stopped: {failed} of the first {seen} images could not be read (more than "
+            f"max_failure_rate {cfg.max_failure_rate:.0%}) — a wrong base folder or image column, not a few "
+            f"corrupt files. {base}first failures:\n" + "\n".join(first) +
+            "\n(complete shards are kept; --max-failure-rate 1 builds anyway)")
 
 
 def _shard_rows(path: Path, k: int) -> tuple[torch.Tensor, torch.Tensor]:

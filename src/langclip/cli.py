@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--data is a parallel corpus (target-language text + English, no images): cache the "
                         "English CLIP text embeddings for distillation-only training")
     p.add_argument("--device", default=None)
+    p.add_argument("--max-failure-rate", type=float, default=0.5,
+                   help="stop when more than this share of images fails (after the first 100; default 0.5)")
 
     p = _p(sub, "train", "train the text tower on a cache")
     p.add_argument("--config", help="YAML config (see configs/)")
@@ -168,7 +170,8 @@ def run(args: argparse.Namespace) -> int:
                           image_column=args.image_column, caption_column=args.caption_column,
                           english_column=args.english_column, batch_size=args.batch_size,
                           workers=args.workers, shard_size=args.shard_size,
-                          teacher_shard_size=args.teacher_shard_size, text_only=args.text_only, device=args.device)
+                          teacher_shard_size=args.teacher_shard_size, text_only=args.text_only, device=args.device,
+                          max_failure_rate=args.max_failure_rate)
         build_cache(cfg)
         return 0
     if args.cmd == "train":
