@@ -78,48 +78,18 @@ DATASETS = {"cifar10": (CIFAR10_EN, CIFAR10_RU), "cifar100": (CIFAR100_EN, CIFAR
             "caltech101": (CALTECH101_EN, CALTECH101_RU)}
 
 
-def _nominative_parse(morph, word: str):
-    """The most likely nominative reading of `word` (nouns first, then adjectives/participles)."""
-    parses = [p for p in morph.parse(word) if "nomn" in p.tag]
-    if not parses:
-        raise ValueError(f"pymorphy3 finds no nominative reading of {word!r}")
-    # a declinable noun first ("мак" is also the indeclinable abbreviation МАК), then any noun
-    return sorted(parses, key=lambda p: (p.tag.POS != "NOUN", "Fixd" in p.tag, "Abbr" in p.tag))[0]
+def ru_entry(phrase: str) -> dict:
+    from langclip.morph import inflect_phrase   # the same code that inflects users' labels
 
-
-def inflect_phrase(morph, phrase: str, case: str) -> str:
-    """Put every agreeing word of `phrase` into `case`, keeping each word's number ('=' words stay)."""
-    words = phrase.split(" ")
-    out = []
-    for w in words:
-        if w.startswith("="):
-            out.append(w[1:])
-            continue
-        p = _nominative_parse(morph, w.lower())
-        grammemes = {case} | ({p.tag.number} if p.tag.number else set())
-        f = p.inflect(grammemes)
-        if f is None:
-            raise ValueError(f"pymorphy3 cannot put {w!r} into {case}")
-        word = f.word
-        if w[0].isupper():
-            word = word[0].upper() + word[1:]
-        out.append(word)
-    return " ".join(out)
-
-
-def ru_entry(morph, phrase: str) -> dict:
-    return {"nom": phrase.replace("=", ""), "gen": inflect_phrase(morph, phrase, "gent")}
+    return {"nom": phrase.replace("=", ""), "gen": inflect_phrase(phrase, "gent")}
 
 
 def build() -> dict[str, dict]:
-    import pymorphy3
-
-    morph = pymorphy3.MorphAnalyzer()
     out = {}
     for name, (en, ru) in DATASETS.items():
         if len(en) != len(ru):
             raise ValueError(f"{name}: {len(en)} English names but {len(ru)} Russian")
-        out[name] = {"en": en, "ru": [ru_entry(morph, p) for p in ru]}
+        out[name] = {"en": en, "ru": [ru_entry(p) for p in ru]}
     return out
 
 

@@ -1,8 +1,10 @@
 """langclip: teach OpenAI's CLIP a new language.
 
-    import langclip
-    m = langclip.load("runs/ru")                     # a run folder or an export folder
-    probs = m.classify(images, ["кот", "собака"])    # (N, 2)
+    >>> import langclip
+    >>> from PIL import Image
+    >>> m = langclip.load("runs/ru")                  # a run folder or an export folder
+    >>> m.classify([Image.open("cat.jpg")], ["кот", "собака"], lang="ru").shape   # probabilities
+    torch.Size([1, 2])
 """
 __version__ = "0.1.0"
 

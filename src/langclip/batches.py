@@ -73,10 +73,10 @@ class TokenTable:
     @classmethod
     def encode(cls, tok, texts: list[str], context_length: int, pad_id: int | None = None,
                chunk: int = 1 << 18, progress: bool = False) -> "TokenTable":
-        from tqdm import tqdm
+        from .files import progress_bar
 
         parts = [cls.from_padded(tok(texts[s: s + chunk], context_length=context_length), pad_id)
-                 for s in tqdm(range(0, len(texts), chunk), desc="tokenize", unit="chunk",
+                 for s in progress_bar(range(0, len(texts), chunk), desc="tokenize", unit="chunk",
                                disable=not progress or len(texts) <= chunk)]
         if not parts:
             return cls(torch.zeros(0, dtype=torch.int32), torch.zeros(0, dtype=torch.int32), pad_id, context_length)

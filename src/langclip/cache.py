@@ -33,6 +33,7 @@ import torch
 
 from .data import ImageRef, open_image, read_pairs, read_parallel
 from .dist import init_from_env
+from .files import check_out_dir
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = "langclip-cache/1"
@@ -149,7 +150,7 @@ def build_cache(cfg: CacheConfig, progress: bool = True) -> Path:
     """Embed every distinct image of `cfg.data` once; write the cache folder; return its path."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from tqdm import tqdm
+    from .files import progress_bar
 
     from .model import LangCLIP, load_image_tower, model_config
     from .runs import image_transform, preprocess_cfg
@@ -160,7 +161,7 @@ def build_cache(cfg: CacheConfig, progress: bool = True) -> Path:
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
-    out = Path(cfg.out)
+    out = check_out_dir(cfg.out, "cache", ("manifest.json", "emb"))
     (out / "emb").mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     pairs = (read_parallel(cfg.data, cfg.caption_column, cfg.english_column) if cfg.text_only else
@@ -182,7 +183,7 @@ def build_cache(cfg: CacheConfig, progress: bool = True) -> Path:
     loader = torch.utils.data.DataLoader(
         _Images(pairs.images, rows, transform), batch_size=cfg.batch_size, num_workers=workers,
         collate_fn=_collate, pin_memory=device.type == "cuda", persistent_workers=False)
-    bar = tqdm(total=len(rows), unit="img", desc=f"cache[{rank}]" if world > 1 else "cache",
+    bar = progress_bar(total=len(rows), unit="img", desc=f"cache[{rank}]" if world > 1 else "cache",
                disable=not progress, initial=0, smoothing=0.1)
     if len(todo) < len(shards):
         bar.write(f"resuming: {len(shards) - len(todo)} of {len(shards)} shards already complete")
@@ -356,7 +357,7 @@ def _teacher(model, rest: dict, pairs, device, out: Path, rank: int = 0, world: 
     """Original CLIP text embeddings of the English captions (the distillation teacher), written as
     teacher/shard_k.safetensors ("idx": caption rows, "emb": (n, D) float16). Like the image shards:
     written atomically, skipped when complete (resume), shard k made by rank k % world; bf16 on GPU."""
-    from tqdm import tqdm
+    from .files import progress_bar
 
     from .model import trim_tokens
     from .tokenizer import Tokenizer
@@ -372,7 +373,7 @@ def _teacher(model, rest: dict, pairs, device, out: Path, rank: int = 0, world: 
     todo = [k for k in range((len(idx) + chunk - 1) // chunk)
             if k % world == rank and not (d / f"shard_{k:05d}.safetensors").is_file()]
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    bar = tqdm(total=sum(min(chunk, len(idx) - k * chunk) for k in todo), unit="text",
+    bar = progress_bar(total=sum(min(chunk, len(idx) - k * chunk) for k in todo), unit="text",
                desc=f"teacher[{rank}]" if world > 1 else "teacher (English CLIP)", disable=not progress)
     with torch.inference_mode():
         for k in todo:

@@ -20,7 +20,8 @@ EPILOGS = {
             "  langclip eval --model runs/ru --dataset imagefolder:photos/ --lang ru --classnames names.json",
     "eval-retrieval": "example:\n  langclip eval-retrieval --model runs/ru --data cache/            # the run's held-out images\n"
                       "  langclip eval-retrieval --model runs/ru --data test_pairs.parquet --out eval/",
-    "predict": "example:\n  langclip predict --model runs/ru --image cat.jpg --labels \"кот,собака,лошадь\"",
+    "predict": "example:\n  langclip predict --model runs/ru --image cat.jpg --labels \"кот,собака,лошадь\" --lang ru\n"
+               "  langclip predict --model runs/ru --image *.jpg --labels @labels.txt --weights ViT-B-32.pt --device cpu",
     "similarity": "example:\n  langclip similarity --model runs/ru --images a.jpg b.jpg --texts texts.txt --out sim.png",
     "export": "example:\n  langclip export --model runs/ru --format open_clip --out export/\n"
               "  python -c \"import open_clip; open_clip.create_model_and_transforms('local-dir:export/')\"",
@@ -121,18 +122,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", required=True, nargs="+")
     p.add_argument("--labels", required=True, help="comma-separated labels, or @file (one a line)")
     p.add_argument("--top", type=int, default=5)
-    p.add_argument("--lang", default=None, help="use this language's prompt templates")
+    p.add_argument("--lang", default=None,
+                   help="use this language's shipped prompt templates (ru: 'фото {gen}', ...); labels are "
+                        "written in the nominative and inflected into the form each template asks for "
+                        "(ru: pymorphy3; 'кот' -> 'фото кота'; words it does not know stay as written)")
+    p.add_argument("--weights", help="the CLIP weights file, if it moved since training")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
 
     p = _p(sub, "similarity", "images x texts similarity picture")
     p.add_argument("--model", required=True)
     p.add_argument("--images", required=True, nargs="+")
     p.add_argument("--texts", required=True, help="a UTF-8 file, one text a line")
     p.add_argument("--out", required=True, help="picture path (.png); .csv and .json written beside it")
+    p.add_argument("--weights", help="the CLIP weights file, if it moved since training")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
 
     p = _p(sub, "export", "a folder stock open_clip loads")
     p.add_argument("--model", required=True)
-    p.add_argument("--format", default="open_clip", choices=["open_clip"])
     p.add_argument("--out", required=True)
+    p.add_argument("--weights", help="the CLIP weights file, if it moved since training")
+    p.add_argument("--device", default="cpu", help="where the model is built to be saved (default cpu)")
 
     p = _p(sub, "demo", "the whole method on a built-in bilingual world")
     p.add_argument("--lang", default="ru", choices=["ru"])
@@ -200,17 +209,18 @@ def run(args: argparse.Namespace) -> int:
     if args.cmd == "predict":
         from .inference import predict_cli
 
-        predict_cli(args.model, args.image, args.labels, top=args.top, lang=args.lang)
+        predict_cli(args.model, args.image, args.labels, top=args.top, lang=args.lang, weights=args.weights,
+                    device=args.device)
         return 0
     if args.cmd == "similarity":
         from .inference import similarity_cli
 
-        similarity_cli(args.model, args.images, args.texts, args.out)
+        similarity_cli(args.model, args.images, args.texts, args.out, weights=args.weights, device=args.device)
         return 0
     if args.cmd == "export":
         from .export import export_open_clip
 
-        out = export_open_clip(args.model, args.out)
+        out = export_open_clip(args.model, args.out, weights=args.weights, device=args.device)
         print(f"exported to {out}; load with open_clip.create_model_and_transforms('local-dir:{out}')")
         return 0
     if args.cmd == "demo":
@@ -221,7 +231,20 @@ def run(args: argparse.Namespace) -> int:
     raise AssertionError(args.cmd)
 
 
+EXPECTED = (ValueError, OSError, FloatingPointError)   # bad input, files, divergence: said plainly
+MAX_LINES = 25
+
+
+def one_screen(msg: str) -> str:
+    lines = msg.splitlines() or [msg]
+    if len(lines) > MAX_LINES:
+        lines = lines[:MAX_LINES] + [f"... ({len(lines) - MAX_LINES} more lines)"]
+    return "\n".join(ln if len(ln) <= 2000 else ln[:2000] + " ..." for ln in lines)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Every failure is one screen on stderr, exit code 2, no traceback: what went wrong and where.
+    An error langclip did not expect says so and how to see its traceback (`langclip -v ...`)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
@@ -229,11 +252,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("langclip: interrupted; finished work is kept (rerun to resume)", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, RuntimeError,
-            FloatingPointError) as e:
+    except Exception as e:  # noqa: BLE001 - the one place every error becomes a message
         if args.verbose:
             raise
-        print(f"langclip: error: {e}", file=sys.stderr)
+        text = str(e) or type(e).__name__
+        if isinstance(e, EXPECTED):
+            print(f"langclip: error: {one_screen(text)}", file=sys.stderr)
+        else:
+            print(f"langclip: error: unexpected {type(e).__name__}: {one_screen(text)}\n"
+                  f"(this is a bug or an environment problem; run with -v for the traceback: "
+                  f"langclip -v {' '.join(argv if argv is not None else sys.argv[1:])})", file=sys.stderr)
         return 2
 
 

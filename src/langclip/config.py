@@ -1,6 +1,14 @@
 """Nested dataclass configuration: YAML file + `key.sub=value` command-line overrides, validated.
 
-    cfg = load_config(TrainConfig, "configs/ru-vitb32.yaml", ["optim.lr=1e-4", "epochs=3"])
+    >>> from langclip.train import TrainConfig
+    >>> cfg = load_config(TrainConfig, "configs/ru-vitb32-clip-init.yaml", ["optim.lr=1e-4", "epochs=3"],
+    ...                   validate=False)
+    >>> cfg.epochs, cfg.optim.lr, cfg.model.init
+    (3, 0.0001, 'clip')
+    >>> cfg.validate()          # by default load_config validates: the files it names must exist
+    Traceback (most recent call last):
+    ...
+    langclip.config.ConfigError: cache: not found: cache/ru-vitb32
 
 Unknown keys and values of the wrong type are errors that name the key (and the file), raised
 before any work starts.
@@ -120,8 +128,10 @@ def _set_path(d: dict, dotted: str, value: Any) -> None:
     d[keys[-1]] = value
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
-    """Build `cls` from a YAML file and `key=value` overrides (values parsed as YAML scalars)."""
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
+                validate: bool = True) -> T:
+    """Build `cls` from a YAML file and `key=value` overrides (values parsed as YAML scalars);
+    `validate=False` reads it without checking that the files it names exist."""
     data: dict = {}
     if path:
         p = Path(path)
@@ -142,7 +152,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         cfg = from_dict(cls, data)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}" if path else str(e)) from None
-    validate = getattr(cfg, "validate", None)
-    if callable(validate):
-        validate()
+    check = getattr(cfg, "validate", None)
+    if validate and callable(check):
+        check()
     return cfg

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .files import check_out_dir
 from .model import trim_tokens
 
 
@@ -33,7 +34,8 @@ class _Any(dict):
 
 
 def fill(template: str, classname) -> str:
-    return template.format_map(_forms(classname))
+    """'фото {gen}' + {'nom': 'кот', 'gen': 'кота'} -> 'фото кота'; '{}' and '{c}' are the name as given."""
+    return template.replace("{}", "{c}").format_map(_forms(classname))
 
 
 def display_name(c) -> str:
@@ -257,7 +259,7 @@ def evaluate_cli(model: str, dataset: str | list[str], lang: str, data_root: str
     templates = shipped_templates(lang)
     ref = _reference(m, weights, m.device) if reference else None
     rows, results = [], {}
-    o = Path(out) if out else None
+    o = check_out_dir(out, "evaluation", ("results.json", "retrieval.json")) if out else None
     if o:
         o.mkdir(parents=True, exist_ok=True)
     for ds_name in datasets:
@@ -433,7 +435,7 @@ def evaluate_retrieval_cli(model: str, data: list[str], split: str = "val", val_
     res.update(texts=len(texts), images=int(image.shape[0]), images_skipped=skipped, data=source)
     print(json.dumps(res, ensure_ascii=False))
     if out:
-        o = Path(out)
+        o = check_out_dir(out, "evaluation", ("results.json", "retrieval.json"))
         o.mkdir(parents=True, exist_ok=True)
         (o / "retrieval.json").write_text(json.dumps(res, ensure_ascii=False, indent=1), encoding="utf-8")
         cols = ["t2i_r@1", "t2i_r@5", "t2i_r@10", "i2t_r@1", "i2t_r@5", "i2t_r@10", "texts", "images"]

@@ -15,15 +15,18 @@ import copy
 import json
 from pathlib import Path
 
+from .files import check_out_dir
 from .runs import load_model
 from .tokenizer import EOT, SOT
 
 
-def export_open_clip(run: str | Path, out: str | Path, weights: str | Path | None = None) -> Path:
+def export_open_clip(run: str | Path, out: str | Path, weights: str | Path | None = None,
+                     device: str = "cpu") -> Path:
     from safetensors.torch import save_file
 
+    out = check_out_dir(out, "export", ("open_clip_config.json",))
     model, tok, meta = load_model(run, weights=weights)
-    out = Path(out)
+    model.to(device)   # the weights are read where the user says (a GPU-only host), saved from the CPU
     out.mkdir(parents=True, exist_ok=True)
     if model.is_hf:
         return _export_hf(model, tok, meta, out)
@@ -36,7 +39,7 @@ def export_open_clip(run: str | Path, out: str | Path, weights: str | Path | Non
                         "init": meta.get("init"), "pool_type": "argmax", "eot_token_id": tok.eot_token_id,
                         "split": meta.get("split")}}
     (out / "open_clip_config.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False), encoding="utf-8")
-    sd = {k: v.detach().contiguous() for k, v in model.clip.state_dict().items()}
+    sd = {k: v.detach().contiguous().cpu() for k, v in model.clip.state_dict().items()}
     save_file(sd, str(out / "open_clip_model.safetensors"))
     tok.hf.save(str(out / "tokenizer.json"))
     special = {"bos_token": SOT, "eos_token": EOT, "unk_token": EOT, "pad_token": "!"}
@@ -72,6 +75,6 @@ def _export_hf(model, tok, meta: dict, out: Path) -> Path:
            "langclip": {"image_tower": meta["image_tower"], "init": meta.get("init"), "text_tower": "hf",
                         "hf_model": original, "split": meta.get("split")}}
     (out / "open_clip_config.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False), encoding="utf-8")
-    sd = {k: v.detach().contiguous() for k, v in model.clip.state_dict().items()}
+    sd = {k: v.detach().contiguous().cpu() for k, v in model.clip.state_dict().items()}
     save_file(sd, str(out / "open_clip_model.safetensors"))
     return out

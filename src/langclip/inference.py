@@ -1,8 +1,15 @@
 """Inference API and the similarity picture.
 
-    m = langclip.load("runs/ru")
-    m.classify([Image.open("cat.jpg")], ["кот", "собака", "лошадь"])   # (1, 3) probabilities
-    m.encode_text(["фото кота"]); m.encode_image([img])                 # (N, D), L2-normalised
+    >>> import langclip
+    >>> from PIL import Image
+    >>> m = langclip.load("runs/ru")
+    >>> img = Image.open("cat.jpg")
+    >>> m.classify([img], ["кот", "собака", "лошадь"]).shape            # probabilities
+    torch.Size([1, 3])
+    >>> m.classify([img], ["кот", "собака"], lang="ru").sum().item()   # shipped templates, labels inflected
+    1.0
+    >>> m.encode_text(["фото кота"]).shape[0], m.encode_image([img]).shape[0]   # (N, D), L2-normalised
+    (1, 1)
 """
 from __future__ import annotations
 
@@ -31,13 +38,24 @@ class LoadedModel:
         return self.model.encode_image(x).float().cpu()
 
     @torch.no_grad()
-    def classify(self, images, labels: list[str], templates: list[str] | None = None) -> torch.Tensor:
-        """(N images, len(labels)) probabilities; templates like 'фото {}' are averaged per label."""
-        from .evaluate import zero_shot_weights
+    def classify(self, images, labels: list[str], templates: list[str] | None = None,
+                 lang: str | None = None) -> torch.Tensor:
+        """(N images, len(labels)) probabilities. Templates are averaged per label: '{c}' or '{}' is the
+        label as given, '{gen}' (and other forms) its inflection; `lang` takes that language's shipped
+        templates (unless `templates` is given) and inflects the labels (written in the nominative)
+        into the form each template asks for — "кот" -> "фото кота".
+
+            >>> m.classify([img], ["кот", "собака"], ["фото {gen}", "{}"]).shape
+            torch.Size([1, 2])
+        """
+        from .evaluate import shipped_templates, zero_shot_weights
+        from .morph import label_forms, template_forms
 
         if not labels:
             raise ValueError("no labels given")
-        w = zero_shot_weights(self.model, self.tokenizer, labels, templates or ["{c}"], self.device).cpu()
+        templates = templates or (shipped_templates(lang) if lang else ["{c}"])
+        names = [label_forms(x, lang, template_forms(templates)) for x in labels] if lang else labels
+        w = zero_shot_weights(self.model, self.tokenizer, names, templates, self.device).cpu()
         f = self.encode_image(images)
         return (self.model.logit_scale.exp().cpu() * f @ w.T).softmax(-1)
 
@@ -117,13 +135,12 @@ def parse_labels(labels: str) -> list[str]:
     return out
 
 
-def predict_cli(model: str, images: list[str], labels: str, top: int = 5, lang: str | None = None) -> list:
+def predict_cli(model: str, images: list[str], labels: str, top: int = 5, lang: str | None = None,
+                weights: str | None = None, device: str | None = None) -> list:
     labs = parse_labels(labels)
     ims = _open_images(images)
-    m = load(model)
-    from .evaluate import shipped_templates
-
-    probs = m.classify(ims, labs, shipped_templates(lang) if lang else None)
+    m = load(model, device=device, weights=weights)
+    probs = m.classify(ims, labs, lang=lang)
     res = []
     for p, pr in zip(images, probs):
         v, i = pr.topk(min(top, len(labs)))
@@ -134,12 +151,23 @@ def predict_cli(model: str, images: list[str], labels: str, top: int = 5, lang: 
     return res
 
 
-def similarity_cli(model: str, images: list[str], texts_file: str, out: str) -> Path:
+def similarity_cli(model: str, images: list[str], texts_file: str, out: str, weights: str | None = None,
+                   device: str | None = None) -> Path:
+    from .files import check_out_file
+
+    check_out_file(out, "similarity picture", lambda p: "similarity_text_x_image" in _read_or_empty(p.with_suffix(".json")))
     texts = read_text_lines(texts_file)
     ims = _open_images(images)
-    m = load(model)
+    m = load(model, device=device, weights=weights)
     sim = (m.encode_image(ims) @ m.encode_text(texts).T).numpy()
     return save_similarity(sim, ims, [Path(p).name for p in images], texts, out)
+
+
+def _read_or_empty(p: Path) -> str:
+    try:
+        return p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ""
 
 
 def save_similarity(sim, images, image_names: list[str], texts: list[str], out: str | Path) -> Path:

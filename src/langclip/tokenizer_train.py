@@ -1,7 +1,11 @@
 """Stage 1: train a bilingual tokenizer (CLIP's BPE + N merges for a language) and measure it.
 
-    >>> tok = train_tokenizer(TokenizerTrainConfig(lang="ru", wordfreq=True, merges=32000, out="tok/"))
-    >>> tokenizer_stats(tok, lang="ru")["tokens_per_word_weighted"]
+    >>> cfg = TokenizerTrainConfig(lang="ru", wordfreq=True, wordfreq_top=20000, merges=2000, out="tok/")
+    >>> tok = train_tokenizer(cfg, progress=False)       # the real recipe: merges=32000, all of wordfreq
+    >>> tok.vocab_size                                    # 49,408 CLIP ids + 2,000 new tokens
+    51408
+    >>> tokenizer_stats(tok, lang="ru", top=20000)["tokens_per_word_weighted"] < 2.5   # CLIP: ~6
+    True
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .bpe import learn_merges
+from .files import check_out_dir
 from .tokenizer import SUFFIX, Tokenizer, build_hf_tokenizer, bytes_to_unicode, clean, clip_base_vocab, pretokenize, _WS
 
 log = logging.getLogger(__name__)
@@ -233,6 +238,7 @@ class ScriptGuard:
 def train_tokenizer(cfg: TokenizerTrainConfig, progress: bool = True) -> Tokenizer:
     """Learn `cfg.merges` merges continuing CLIP's BPE on the corpus; save to `cfg.out`."""
     cfg.validate()
+    check_out_dir(cfg.out, "tokenizer", ("langclip_tokenizer.json",))
     t0 = time.perf_counter()
     sources: dict[str, int] = {}
     weights: Counter = Counter()
@@ -256,9 +262,9 @@ def train_tokenizer(cfg: TokenizerTrainConfig, progress: bool = True) -> Tokeniz
     base = build_hf_tokenizer(())
     segs = base.encode_batch(words, add_special_tokens=False)
     segmented = [(e.tokens, weights[w]) for w, e in zip(words, segs)]
-    from tqdm import tqdm
+    from .files import progress_bar
 
-    bar = tqdm(total=cfg.merges, desc="merges", unit="merge", disable=not progress, mininterval=0.5)
+    bar = progress_bar(total=cfg.merges, desc="merges", unit="merge", disable=not progress, mininterval=0.5)
     res = learn_merges(segmented, cfg.merges, set(clip_base_vocab()),
                        progress=lambda n: bar.update(n - bar.n), protected=guard.protected)
     bar.close()

@@ -29,6 +29,7 @@ from .batches import CaptionGroups, TokenTable, epoch_order, to_device
 from .cache import check_cache_matches, load_cache, read_manifest, split_by_image, split_record
 from .config import ConfigError
 from .dist import init_from_env
+from .files import check_out_dir
 from .evaluate import recall_at_k  # noqa: F401  (re-exported: part of this stage's API)
 from .runs import atomic_write_text, build_student, save_model_files
 from .tokenizer import HFTextTokenizer, Tokenizer
@@ -353,7 +354,7 @@ def _apply_optim_settings(opt, sched, o: OptimSection) -> list[str]:
 
 def train(cfg: TrainConfig, progress: bool = True) -> Path:
     """Train the text tower; returns the run folder (loadable with `langclip.load`)."""
-    from tqdm import tqdm
+    from .files import progress_bar
 
     cfg.validate()
     rank, world, _ = init_from_env()
@@ -364,7 +365,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
         torch.cuda.set_device(device)
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
-    out = Path(cfg.out)
+    out = check_out_dir(cfg.out, "run", ("model.json", "checkpoints", "config.yaml"))
     manifest = read_manifest(cfg.cache)
     # before anything is written: a finished or interrupted run in `out` is never overwritten
     if cfg.model.init.startswith("hf:"):  # the HF encoder's own tokenizer (or model.tokenizer, if given)
@@ -498,7 +499,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
               f"{', compiled' if cfg.compile else ''}", flush=True)
     t_start, step_start = time.perf_counter(), step
     bad_steps = torch.zeros((), dtype=torch.long, device=device)
-    bar = tqdm(total=total, initial=step, unit="step", disable=not progress or rank != 0, desc="train")
+    bar = progress_bar(total=total, initial=step, unit="step", disable=not progress or rank != 0, desc="train")
     t_last, n_last = time.perf_counter(), step
     done = step >= total
     epoch = start_epoch
@@ -542,7 +543,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                 log_metrics({"step": step, "epoch": epoch + 1, "loss": vals[0], **dict(zip(parts, vals[1:])),
                              "lr": sched.get_last_lr()[0], "logit_scale": float(model.logit_scale.detach().exp()),
                              "pairs_per_s": rate})
-                bar.set_postfix(loss=f"{vals[0]:.3f}", pairs_s=f"{rate:,.0f}")
+                bar.set_postfix(loss=f"{vals[0]:.3f}", pairs_s=f"{rate:,.0f}", refresh=False)
             if fault and step == fault:
                 os.kill(os.getpid(), signal.SIGKILL)
             if ck_now:

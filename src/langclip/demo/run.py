@@ -66,7 +66,7 @@ def _train_teacher(rows: list[dict], img_dir: Path, out: Path, epochs: int, seed
     """Stage 0: a small English CLIP (both towers), saved like a pretrained CLIP state dict."""
     import open_clip
     from PIL import Image
-    from tqdm import tqdm
+    from ..files import progress_bar
 
     from ..runs import image_transform
     from ..tokenizer import Tokenizer
@@ -94,7 +94,7 @@ def _train_teacher(rows: list[dict], img_dir: Path, out: Path, epochs: int, seed
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.1)
     g = torch.Generator().manual_seed(seed)
-    bar = tqdm(total=steps, desc="stage 0: English teacher CLIP", unit="step", mininterval=1)
+    bar = progress_bar(total=steps, desc="stage 0: English teacher CLIP", unit="step", mininterval=1)
     model.train()
     for ep in range(epochs):
         perm = torch.randperm(len(names), generator=g)
@@ -109,7 +109,7 @@ def _train_teacher(rows: list[dict], img_dir: Path, out: Path, epochs: int, seed
             opt.zero_grad(set_to_none=True)
             sched.step()
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     bar.close()
     path = out / "clip-teacher.pt"
     torch.save(model.state_dict(), path)
@@ -155,6 +155,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     from ..tokenizer import Tokenizer
     from ..tokenizer_train import TokenizerTrainConfig, train_tokenizer
     from ..train import LossSection, ModelSection, OptimSection, TrainConfig, recall_at_k, train
+    from ..files import check_out_dir
     from ..weights import load_state_dict
 
     if cfg.lang != "ru":
@@ -162,7 +163,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     n_train, n_test, t_epochs, s_epochs, merges = SIZES[cfg.size]
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)
-    out = Path(cfg.out)
+    out = check_out_dir(cfg.out, "demo", ("summary.json", "world"))
     out.mkdir(parents=True, exist_ok=True)
     _stage("world: generating pictures and captions", t0)
     train_scenes = sample_scenes(n_train, cfg.seed)

@@ -1,0 +1,66 @@
+"""Grammatical forms of class names and labels, for templates that name the form they need
+("фото {gen}": a photo *of a cat*, genitive). Russian forms come from pymorphy3; a language without
+a morphology here uses the label as given for every form.
+
+    >>> label_forms("красный круг", "ru")["gen"]
+    'красного круга'
+    >>> label_forms("cat", "en")["gen"]
+    'cat'
+"""
+from __future__ import annotations
+
+import functools
+import string
+
+CASES = {"nom": "nomn", "gen": "gent", "dat": "datv", "acc": "accs", "ins": "ablt", "loc": "loct"}
+
+
+@functools.lru_cache()
+def _morph():
+    import pymorphy3
+
+    return pymorphy3.MorphAnalyzer()
+
+
+def _nominative_parse(word: str):
+    """The most likely nominative reading of `word` (nouns first, then adjectives/participles), or None."""
+    parses = [p for p in _morph().parse(word) if "nomn" in p.tag]
+    if not parses:
+        return None
+    # a declinable noun first ("мак" is also the indeclinable abbreviation МАК), then any noun
+    return sorted(parses, key=lambda p: (p.tag.POS != "NOUN", "Fixd" in p.tag, "Abbr" in p.tag))[0]
+
+
+def inflect_phrase(phrase: str, case: str, strict: bool = True) -> str:
+    """Put every agreeing word of a nominative `phrase` into pymorphy3's `case` ('gent'), keeping each
+    word's number; a word written with a leading '=' is a fixed complement and stays ('голова =крокодила').
+    strict: a word with no nominative reading is an error; otherwise it stays as written ('iphone')."""
+    out = []
+    for w in phrase.split(" "):
+        if w.startswith("=") or not w:
+            out.append(w[1:])
+            continue
+        p = _nominative_parse(w.lower())
+        f = p.inflect({case} | ({p.tag.number} if p.tag.number else set())) if p is not None else None
+        if f is None:
+            if strict:
+                raise ValueError(f"pymorphy3 cannot put {w!r} into {case}")
+            out.append(w)
+            continue
+        out.append(f.word[0].upper() + f.word[1:] if w[0].isupper() else f.word)
+    return " ".join(out)
+
+
+def template_forms(templates: list[str]) -> set[str]:
+    """The forms templates ask for: ['фото {gen}', '{nom}'] -> {'gen', 'nom'}."""
+    return {f for t in templates for _, f, _, _ in string.Formatter().parse(t) if f}
+
+
+def label_forms(label: str, lang: str, forms: set[str] | None = None) -> dict[str, str]:
+    """{form: text} of a user's label, written in the nominative. Russian: each case pymorphy3 knows
+    (words it cannot read stay as written); other languages: the label itself for every form."""
+    forms = set(forms or CASES) | {"nom"}
+    if lang != "ru":
+        return {f: label for f in forms}
+    return {f: label if f in ("nom", "c") or f not in CASES else inflect_phrase(label, CASES[f], strict=False)
+            for f in forms}
