@@ -34,7 +34,14 @@ def test_cache_equals_direct_tower(tmp_path, pair_data, tiny_arch, tiny_clip):
     assert len(c.captions) == 32 + 8 and c.teacher is not None and int(c.teacher_has.sum()) == 32
     ref = direct_embeddings(tiny_arch, tiny_clip[1], pairs.images)
     assert (c.image_emb.float() - ref).abs().max() < 2e-3  # fp16 storage
-    check_cache_matches(c.manifest, tiny_arch, sha256_file(tiny_clip[1]))
+    from langclip.weights import load_state_dict, split_towers, tower_digest
+
+    digest = tower_digest(split_towers(load_state_dict(tiny_clip[1]))[0])
+    check_cache_matches(c.manifest, {"arch": tiny_arch, "tower_sha256": digest})
+    with pytest.raises(ValueError, match="image-tower digest"):
+        check_cache_matches(c.manifest, {"arch": tiny_arch, "tower_sha256": "0" * 64})
+    old = {k: v for k, v in c.manifest.items() if k != "tower_sha256"}   # a cache from before digests
+    check_cache_matches(old, {"arch": tiny_arch, "tower_sha256": digest, "sha256": sha256_file(tiny_clip[1])})
     tr, va = split_by_image(c, 0.25, seed=0)
     assert set(c.caption_image[tr].tolist()).isdisjoint(c.caption_image[va].tolist())
     assert len(tr) + len(va) == len(c.captions)

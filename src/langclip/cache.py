@@ -43,7 +43,8 @@ CACHE_FORMAT = "langclip-cache/1"
 class CacheConfig:
     data: list[str] = field(default_factory=list)
     clip: str = "ViT-B-32-quickgelu"
-    weights: str = ""
+    weights: str = ""                        # a CLIP weights file, or:
+    pretrained: str = ""                     # open_clip's pretrained tag (e.g. openai), through its download cache
     out: str = "cache"
     image_column: str | None = None
     caption_column: str | None = None
@@ -60,9 +61,11 @@ class CacheConfig:
     def validate(self) -> None:
         if not self.data:
             raise ValueError("no --data given")
-        if not self.weights:
-            raise ValueError("--weights (the CLIP weights file) is required")
-        if not Path(self.weights).is_file():
+        if self.weights and self.pretrained:
+            raise ValueError("give either --weights FILE or --pretrained TAG, not both")
+        if not self.weights and not self.pretrained:
+            raise ValueError("the CLIP weights are required: --weights FILE or --pretrained TAG (e.g. openai)")
+        if self.weights and not Path(self.weights).is_file():
             raise FileNotFoundError(f"CLIP weights file not found: {self.weights}")
         if self.workers < -1:
             raise ValueError(f"workers must be >= 0 (or -1: automatic), got {self.workers}")
@@ -154,7 +157,7 @@ def build_cache(cfg: CacheConfig, progress: bool = True) -> Path:
 
     from .model import LangCLIP, load_image_tower, model_config
     from .runs import image_transform, preprocess_cfg
-    from .weights import sha256_file
+    from .weights import clip_weights, sha256_file
 
     cfg.validate()
     rank, world, own_pg = init_from_env()
@@ -166,10 +169,11 @@ def build_cache(cfg: CacheConfig, progress: bool = True) -> Path:
     t0 = time.perf_counter()
     pairs = (read_parallel(cfg.data, cfg.caption_column, cfg.english_column) if cfg.text_only else
              read_pairs(cfg.data, cfg.image_column, cfg.caption_column, cfg.english_column))
-    sha = sha256_file(cfg.weights)
+    weights = clip_weights(cfg.clip, cfg.weights, cfg.pretrained)
+    sha = sha256_file(weights)
     _check_build_state(out, cfg, pairs, sha, rank, world)
-    model = LangCLIP(model_config(cfg.clip))
-    rest = load_image_tower(model, cfg.weights, cfg.clip)
+    model = LangCLIP(model_config(cfg.clip, cfg.pretrained))   # a tag's own preprocessing
+    rest = load_image_tower(model, weights, cfg.clip)
     model.to(device).eval()
     pp = preprocess_cfg(model)
     transform = image_transform(pp)
@@ -235,7 +239,7 @@ def build_cache(cfg: CacheConfig, progress: bool = True) -> Path:
     teacher = (_teacher(model, rest, pairs, device, out, rank, world, progress, cfg.teacher_shard_size)
                if any(c[2] for c in pairs.captions) else False)
     if cfg.text_only and not teacher:
-        raise ValueError(f"{cfg.weights}: a text-only cache needs the CLIP's text tower (the teacher), "
+        raise ValueError(f"{weights}: a text-only cache needs the CLIP's text tower (the teacher), "
                          f"and this file has none")
     if world > 1:
         torch.distributed.barrier()
@@ -246,7 +250,7 @@ def build_cache(cfg: CacheConfig, progress: bool = True) -> Path:
             keep = torch.ones(len(pairs.captions), dtype=torch.bool) if cfg.text_only else \
                 torch.from_numpy(ok)[torch.tensor([c[0] for c in pairs.captions], dtype=torch.long)]
             write_teacher_dense(out, keep)
-        _write_manifest(out, cfg, pairs, pp, dim, teacher, sha, time.perf_counter() - t0)
+        _write_manifest(out, cfg, pairs, pp, dim, teacher, sha, time.perf_counter() - t0, weights, model.tower_sha256)
     if world > 1:
         torch.distributed.barrier()
         if own_pg:
@@ -409,12 +413,14 @@ def _load_teacher(path: Path, n_captions: int) -> tuple[torch.Tensor, torch.Tens
     return emb, has
 
 
-def _write_manifest(out: Path, cfg: CacheConfig, pairs, pp: dict, dim: int, teacher: bool, sha: str, secs: float) -> None:
+def _write_manifest(out: Path, cfg: CacheConfig, pairs, pp: dict, dim: int, teacher: bool, sha: str, secs: float,
+                    weights: Path, tower_sha256: str) -> None:
     fails = []
     for f in sorted((out / "emb").glob("shard_*.failures.json")):
         fails += json.loads(f.read_text(encoding="utf-8"))
     n = len(pairs.images)
-    man = {"format": CACHE_FORMAT, "arch": cfg.clip, "weights": str(Path(cfg.weights).resolve()), "weights_sha256": sha,
+    man = {"format": CACHE_FORMAT, "arch": cfg.clip, "weights": str(Path(weights).resolve()), "weights_sha256": sha,
+           "tower_sha256": tower_sha256, "pretrained": cfg.pretrained,
            "preprocess": pp, "dim": dim, "dtype": "float16", "shard_size": cfg.shard_size,
            "num_shards": (n + cfg.shard_size - 1) // cfg.shard_size, "num_images": n,
            "num_images_ok": n - len(fails), "num_images_failed": len(fails), "num_captions": len(pairs.captions),
@@ -453,12 +459,17 @@ def read_manifest(path: str | Path) -> dict:
     return json.loads(f.read_text(encoding="utf-8"))
 
 
-def check_cache_matches(manifest: dict, arch: str, weights_sha256: str, where: str = "cache") -> None:
-    """Refuse a cache made with another image tower."""
-    if manifest.get("arch") != arch or manifest.get("weights_sha256") != weights_sha256:
-        raise ValueError(f"{where} was built with image tower {manifest.get('arch')} "
-                         f"(weights SHA-256 {str(manifest.get('weights_sha256'))[:12]}…), but the model uses {arch} "
-                         f"({weights_sha256[:12]}…); rebuild the cache with the same --clip/--weights")
+def check_cache_matches(manifest: dict, ref: dict, where: str = "cache") -> None:
+    """Refuse a cache made with another image tower. `ref`: the model's tower (arch, tower_sha256 — the
+    digest of its tensors — and sha256, its file's bytes). Caches and runs from before tensor digests
+    are compared by the file's SHA-256."""
+    both = manifest.get("tower_sha256") and ref.get("tower_sha256")
+    key, label = ("tower_sha256", "image-tower digest") if both else ("weights_sha256", "weights SHA-256")
+    theirs, ours = str(manifest.get(key)), str(ref.get("tower_sha256" if both else "sha256"))
+    if manifest.get("arch") != ref.get("arch") or theirs != ours:
+        raise ValueError(f"{where} was built with image tower {manifest.get('arch')} ({label} {theirs[:12]}…), but "
+                         f"the model uses {ref.get('arch')} ({ours[:12]}…); rebuild the cache with the same "
+                         f"--clip and weights")
 
 
 def load_cache(path: str | Path) -> CacheData:

@@ -11,7 +11,8 @@ EPILOGS = {
                        "  langclip tokenizer train --lang el --corpus captions.parquet --column caption_el --merges 8000 --out tok-el/",
     "tokenizer stats": "example:\n  langclip tokenizer stats --tokenizer tok/ --lang ru [--corpus queries.txt]",
     "tokenizer encode": "example:\n  langclip tokenizer encode --tokenizer tok/ \"фото полосатого кота\"",
-    "cache build": "example:\n  langclip cache build --data pairs.parquet --clip ViT-B-32-quickgelu --weights ViT-B-32.pt --out cache/\n"
+    "cache build": "example:\n  langclip cache build --data pairs.parquet --clip ViT-B-32-quickgelu --pretrained openai --out cache/\n"
+                   "  langclip cache build --data pairs.parquet --clip ViT-B-32-quickgelu --weights ViT-B-32.pt --out cache/\n"
                    "  torchrun --nproc_per_node 8 -m langclip cache build --data 'shards/{00000..00999}.tar' ...\n"
                    "  langclip cache build --text-only --data parallel.tsv --clip ViT-B-32-quickgelu --weights ViT-B-32.pt --out cache-text/",
     "train": "example:\n  langclip train --config configs/ru-vitb32-clip-init.yaml\n"
@@ -67,7 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = _p(csub, "cache build", "embed every distinct image once with the frozen image tower")
     p.add_argument("--data", required=True, nargs="+", help="table(s), tar shards (brace patterns) or an image folder")
     p.add_argument("--clip", required=True, help="open_clip architecture, e.g. ViT-B-32-quickgelu")
-    p.add_argument("--weights", required=True, help="CLIP weights file (OpenAI .pt, state dict, open_clip, safetensors)")
+    p.add_argument("--weights", default="", help="CLIP weights file (OpenAI .pt, state dict, open_clip, safetensors)")
+    p.add_argument("--pretrained", default="",
+                   help="or open_clip's pretrained tag (e.g. openai), read from open_clip's download cache "
+                        "(downloaded there when online)")
     p.add_argument("--out", required=True)
     p.add_argument("--image-column"); p.add_argument("--caption-column"); p.add_argument("--english-column")
     p.add_argument("--batch-size", type=int, default=256)
@@ -175,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
     if args.cmd == "cache":
         from .cache import CacheConfig, build_cache
 
-        cfg = CacheConfig(data=args.data, clip=args.clip, weights=args.weights, out=args.out,
+        cfg = CacheConfig(data=args.data, clip=args.clip, weights=args.weights, pretrained=args.pretrained, out=args.out,
                           image_column=args.image_column, caption_column=args.caption_column,
                           english_column=args.english_column, batch_size=args.batch_size,
                           workers=args.workers, shard_size=args.shard_size,

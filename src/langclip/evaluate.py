@@ -216,6 +216,11 @@ def _reference(m, weights: str | None, device):
     # a run folder's load already checked this file's SHA-256; an export's load did not read it
     path = resolve_image_weights(run, ref, weights, check_sha="image_tower" not in meta)
     model, tok = load_reference_clip(ref["arch"], path)
+    if ref.get("tower_sha256") and model.tower_sha256 != ref["tower_sha256"]:
+        from .weights import WeightsError
+
+        raise WeightsError(f"{path}: not the CLIP this model was built from (image-tower digest "
+                           f"{model.tower_sha256[:12]}… vs {ref['tower_sha256'][:12]}…); pass the right --weights")
     return model.to(device), tok
 
 
@@ -395,7 +400,7 @@ def evaluate_retrieval_cli(model: str, data: list[str], split: str = "val", val_
         cache: CacheData = load_cache(data[0])
         ref = (m.meta or {}).get("image_tower")
         if ref:
-            check_cache_matches(cache.manifest, ref["arch"], ref["sha256"], where=data[0])
+            check_cache_matches(cache.manifest, ref, where=data[0])
         if split == "val":
             idx = held_out(cache, run_split(m.meta or {}, Path(model)), data[0], val_fraction, seed)
         else:

@@ -16,13 +16,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .weights import WeightsError, load_state_dict, split_towers
+from .weights import WeightsError, load_state_dict, split_towers, tower_digest
 
 log = logging.getLogger(__name__)
 
 
-def model_config(arch: str) -> dict:
-    """open_clip model config for an architecture name, or a JSON file in open_clip's format."""
+def model_config(arch: str, pretrained: str = "") -> dict:
+    """open_clip model config for an architecture name, or a JSON file in open_clip's format; with a
+    pretrained tag, that tag's own preprocessing (mean/std, resize) in `preprocess_cfg`."""
+    cfg = _arch_config(arch)
+    if pretrained:
+        from .weights import pretrained_preprocess
+
+        cfg["preprocess_cfg"] = {**(cfg.get("preprocess_cfg") or {}), **pretrained_preprocess(arch, pretrained)}
+    return cfg
+
+
+def _arch_config(arch: str) -> dict:
     import open_clip
 
     if arch.endswith(".json") and Path(arch).is_file():
@@ -81,7 +91,8 @@ class LangCLIP(nn.Module):
         self.model_cfg = copy.deepcopy(model_cfg)
         # an `hf:<name>` text tower is open_clip's HFTextEncoder inside a CustomTextCLIP
         cls = open_clip.CustomTextCLIP if self.is_hf else open_clip.CLIP
-        self.clip = cls(**self.model_cfg)
+        self.clip = cls(**{k: v for k, v in self.model_cfg.items() if k != "preprocess_cfg"})
+        self.tower_sha256 = ""   # digest of the loaded image tower's tensors (load_image_tower)
         self.lock_image_tower()
 
     @property
@@ -220,6 +231,7 @@ def load_image_tower(model: LangCLIP, weights: str | Path, arch: str = "?") -> d
                            f"{len(missing)} missing, {len(unexpected)} unexpected, {len(bad)} wrong shapes)")
     model.clip.visual.load_state_dict({k: v.float() for k, v in vis.items()})
     model.lock_image_tower()
+    model.tower_sha256 = tower_digest(vis)
     return rest
 
 

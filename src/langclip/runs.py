@@ -33,11 +33,14 @@ TEXT_WEIGHTS = "text_tower.safetensors"
 class ImageTowerRef:
     arch: str
     weights: str       # absolute path when created
-    sha256: str
+    sha256: str        # of the file's bytes (what runs before round 2 were checked by)
+    tower_sha256: str = ""   # of the image tower's tensors: the tower's identity, whatever the file format
+    pretrained: str = ""     # open_clip's pretrained tag, when the weights came through its cache
 
     @classmethod
-    def of(cls, arch: str, weights: str | Path) -> "ImageTowerRef":
-        return cls(arch=arch, weights=str(Path(weights).resolve()), sha256=sha256_file(weights))
+    def of(cls, arch: str, weights: str | Path, tower_sha256: str = "", pretrained: str = "") -> "ImageTowerRef":
+        return cls(arch=arch, weights=str(Path(weights).resolve()), sha256=sha256_file(weights),
+                   tower_sha256=tower_sha256, pretrained=pretrained)
 
 
 def preprocess_cfg(model: LangCLIP) -> dict:
@@ -66,17 +69,17 @@ def _copy_logit_scale(model: LangCLIP, clip_rest: dict) -> None:
 
 def build_student(arch: str, weights: str | Path, tokenizer: Tokenizer, init: str = "clip",
                   context_length: int = 77, text_overrides: dict | None = None,
-                  seed: int = 0) -> tuple[LangCLIP, ImageTowerRef, dict]:
+                  seed: int = 0, pretrained: str = "") -> tuple[LangCLIP, ImageTowerRef, dict]:
     """A LangCLIP whose image tower is the pretrained CLIP's (locked) and whose text tower is sized for
     `tokenizer` and initialised by `init`: 'scratch', 'clip', or 'hf:<name-or-folder>' (a pretrained
     Hugging Face encoder; `tokenizer` is then that encoder's own, see `HFTextTokenizer`)."""
     if init not in ("scratch", "clip") and not init.startswith("hf:"):
         raise ValueError(f"text init must be 'scratch', 'clip' or 'hf:<name>', got {init!r}")
     if init.startswith("hf:"):
-        return _build_hf_student(arch, weights, tokenizer, init[3:], context_length, seed)
+        return _build_hf_student(arch, weights, tokenizer, init[3:], context_length, seed, pretrained)
     if init == "clip" and text_overrides:
         raise ValueError(f"`clip` init keeps CLIP's text-tower shape; drop the overrides {sorted(text_overrides)}")
-    base = model_config(arch)
+    base = model_config(arch, pretrained)
     if init == "clip":
         check_clip_init(base, arch)
     cfg = student_config(base, tokenizer.vocab_size, context_length, text_overrides)
@@ -87,17 +90,17 @@ def build_student(arch: str, weights: str | Path, tokenizer: Tokenizer, init: st
     _copy_logit_scale(model, rest)
     if init == "clip":
         info.update(init_text_from_clip(model, rest, tokenizer))
-    ref = ImageTowerRef.of(arch, weights)
+    ref = ImageTowerRef.of(arch, weights, model.tower_sha256, pretrained)
     return model, ref, info
 
 
 def _build_hf_student(arch: str, weights: str | Path, tokenizer, name: str, context_length: int,
-                      seed: int) -> tuple[LangCLIP, ImageTowerRef, dict]:
+                      seed: int, pretrained: str = "") -> tuple[LangCLIP, ImageTowerRef, dict]:
     """`hf:<name>`: a pretrained Hugging Face encoder (hub name or local folder) as the text tower, with
     its own tokenizer, mean-pooled and projected (a fresh MLP) to the image embedding size."""
     if not name:
         raise ValueError("hf: needs a Hugging Face model name or folder, e.g. hf:cointegrated/rubert-tiny2")
-    cfg = hf_student_config(model_config(arch), name, context_length)
+    cfg = hf_student_config(model_config(arch, pretrained), name, context_length)
     torch.manual_seed(seed)
     try:
         model = LangCLIP(cfg)
@@ -113,7 +116,7 @@ def _build_hf_student(arch: str, weights: str | Path, tokenizer, name: str, cont
     # from now on the run's own weights hold the text tower: rebuilding needs only the HF config
     model.model_cfg["text_cfg"]["hf_model_pretrained"] = False
     n_text = sum(p.numel() for p in model.text_parameters().values())
-    return model, ImageTowerRef.of(arch, weights), {"init": f"hf:{name}", "hf_model": name, "text_parameters": n_text}
+    return model, ImageTowerRef.of(arch, weights, model.tower_sha256, pretrained), {"init": f"hf:{name}", "hf_model": name, "text_parameters": n_text}
 
 
 def save_model_files(run: str | Path, model: LangCLIP, tokenizer: Tokenizer, ref: ImageTowerRef,
@@ -152,10 +155,17 @@ def read_run_meta(run: str | Path) -> dict:
 
 
 def resolve_image_weights(run: Path, ref: dict, weights: str | Path | None, check_sha: bool = True) -> Path:
+    """The CLIP file of a run's image tower: `weights` if given, else where it was, beside the run, or
+    (a pretrained tag) open_clip's download cache. A run that records the tower's tensor digest is
+    checked by it after loading (load_model); an older one by the file's SHA-256 here."""
     cands = [Path(weights)] if weights else [Path(ref["weights"]), run / Path(ref["weights"]).name]
+    if not weights and ref.get("pretrained") and not any(c.is_file() for c in cands):
+        from .weights import resolve_pretrained
+
+        cands.append(resolve_pretrained(ref["arch"], ref["pretrained"]))
     for c in cands:
         if c.is_file():
-            if check_sha and sha256_file(c) != ref["sha256"]:
+            if check_sha and not ref.get("tower_sha256") and sha256_file(c) != ref["sha256"]:
                 raise WeightsError(f"{c}: SHA-256 differs from the image tower this model was trained with "
                                    f"({ref['sha256'][:12]}…); pass the right file with weights=/--weights")
             return c
@@ -181,7 +191,12 @@ def load_model(run: str | Path, weights: str | Path | None = None, text_weights:
         tokenizer.context_length = cfg["text_cfg"].get("context_length", 77)
     model = LangCLIP(cfg)
     ref = meta["image_tower"]
-    load_image_tower(model, resolve_image_weights(run, ref, weights, check_sha), ref["arch"])
+    wf = resolve_image_weights(run, ref, weights, check_sha)
+    load_image_tower(model, wf, ref["arch"])
+    if check_sha and ref.get("tower_sha256") and model.tower_sha256 != ref["tower_sha256"]:
+        raise WeightsError(f"{wf}: its image tower differs from the one this model was trained with (tensor digest "
+                           f"{model.tower_sha256[:12]}… vs {ref['tower_sha256'][:12]}…); pass the right file with "
+                           f"weights=/--weights")
     tw = run / (text_weights or meta.get("text_weights", TEXT_WEIGHTS))
     if not tw.is_file():
         raise FileNotFoundError(f"{run}: text-tower weights {tw.name} not found")

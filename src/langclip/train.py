@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class ModelSection:
     clip: str = "ViT-B-32-quickgelu"        # open_clip architecture of the pretrained CLIP
-    weights: str = ""                        # its weights file (the image tower's, and `clip` init's)
+    weights: str = ""                        # its weights file (the image tower's, and `clip` init's), or:
+    pretrained: str = ""                     # open_clip's pretrained tag (e.g. openai), through its download cache
     tokenizer: str = ""                      # tokenizer folder (`langclip tokenizer train`); hf: init: optional
     init: str = "clip"                       # clip | scratch | hf:<name-or-folder> (a pretrained HF encoder)
     context_length: int = 77
@@ -92,9 +93,13 @@ class TrainConfig:
     def validate(self) -> None:
         m = self.model
         hf = m.init.startswith("hf:")
+        if m.weights and m.pretrained:
+            raise ConfigError("give model.weights (a file) or model.pretrained (a tag), not both")
         for what, p in (("cache", self.cache), ("model.weights", m.weights), ("model.tokenizer", m.tokenizer)):
             if hf and what == "model.tokenizer" and not p:
                 continue  # an hf: text tower brings its own tokenizer
+            if what == "model.weights" and m.pretrained:
+                continue  # resolved through open_clip's download cache
             if not p:
                 raise ConfigError(f"{what} is required")
             if not Path(p).exists():
@@ -381,9 +386,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         done = json.loads((out / "checkpoints" / "latest.json").read_text())
         raise ConfigError(f"{out} already holds a run (checkpoint at step {done.get('step')}): continue it with "
                           f"--resume latest, or give another `out` folder")
-    from .weights import sha256_file
+    from .weights import clip_weights
 
-    check_cache_matches(manifest, cfg.model.clip, sha256_file(cfg.model.weights), where=f"cache {cfg.cache}")
+    weights = clip_weights(cfg.model.clip, cfg.model.weights, cfg.model.pretrained)
     data = load_cache(cfg.cache)
     for w in ("distill", "english"):
         if getattr(cfg.loss, w) > 0 and (data.teacher is None or data.captions_en is None):
@@ -400,8 +405,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         raise ConfigError(f"batch_size {cfg.batch_size} is larger than the {len(groups)} training images in {cfg.cache}")
     total = steps_per_epoch * cfg.epochs if not cfg.max_steps else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
 
-    model, ref, info = build_student(cfg.model.clip, cfg.model.weights, tok, cfg.model.init,
-                                     cfg.model.context_length, cfg.model.text_overrides or None, seed=cfg.seed)
+    model, ref, info = build_student(cfg.model.clip, weights, tok, cfg.model.init, cfg.model.context_length,
+                                     cfg.model.text_overrides or None, seed=cfg.seed, pretrained=cfg.model.pretrained)
+    check_cache_matches(manifest, ref.__dict__, where=f"cache {cfg.cache}")   # before anything is written
     model.to(device)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)

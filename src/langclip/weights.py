@@ -96,3 +96,108 @@ def split_towers(sd: dict[str, torch.Tensor]) -> tuple[dict, dict]:
     vis = {k[len("visual."):]: v for k, v in sd.items() if k.startswith("visual.")}
     rest = {k: v for k, v in sd.items() if not k.startswith("visual.")}
     return vis, rest
+
+
+# -- identity of an image tower -------------------------------------------------------------------
+def tower_digest(vis: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of an image tower's tensors (names, shapes, values as float32): the same weights saved
+    as OpenAI's .pt, a state dict or .safetensors — fp16 or fp32 — are the same tower."""
+    h = hashlib.sha256()
+    for k in sorted(vis):
+        v = vis[k].detach().to(torch.float32).contiguous().cpu()
+        h.update(f"{k}:{tuple(v.shape)}\n".encode())
+        h.update(v.numpy().tobytes())
+    return h.hexdigest()
+
+
+# -- open_clip pretrained tags ------------------------------------------------------------------------
+def pretrained_cfg(arch: str, tag: str) -> dict:
+    """open_clip's registry entry for `arch` + pretrained `tag` (download places, preprocessing)."""
+    import open_clip
+
+    cfg = open_clip.pretrained.get_pretrained_cfg(arch, tag)
+    if not cfg:
+        tags = open_clip.pretrained.list_pretrained_tags_by_model(arch)
+        raise WeightsError(f"open_clip has no pretrained {tag!r} for {arch}"
+                           + (f"; its tags: {', '.join(tags)}" if tags else " (no pretrained tags at all)")
+                           + "; or pass --weights FILE")
+    return cfg
+
+
+def pretrained_preprocess(arch: str, tag: str) -> dict:
+    """The tag's own preprocessing (mean/std, interpolation, resize mode), e.g. laion2b ViT-L-14's
+    mean 0.5, DFN's squash resize — not the architecture's default."""
+    cfg = pretrained_cfg(arch, tag)
+    return {k: (list(cfg[k]) if isinstance(cfg[k], tuple) else cfg[k])
+            for k in ("mean", "std", "interpolation", "resize_mode") if cfg.get(k) is not None}
+
+
+def _cached_pretrained(cfg: dict, cache_dir: str | None) -> Path | None:
+    """The tag's file if open_clip's download cache already holds it (Hugging Face hub cache, or the
+    URL cache ~/.cache/clip), looked up on disk only."""
+    import os
+
+    hub = cfg.get("hf_hub", "")
+    if hub:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+            from open_clip.pretrained import HF_WEIGHTS_NAME, _get_safe_alternatives
+        except ImportError:
+            try_to_load_from_cache = None
+        if try_to_load_from_cache is not None:
+            repo, fname = os.path.split(hub)
+            fname = fname or HF_WEIGHTS_NAME
+            for f in list(_get_safe_alternatives(fname)) + [fname]:
+                p = try_to_load_from_cache(repo, f, cache_dir=cache_dir)
+                if isinstance(p, str) and Path(p).is_file():
+                    return Path(p)
+    url = cfg.get("url", "")
+    if url:
+        p = Path(cache_dir or os.path.expanduser("~/.cache/clip")) / os.path.basename(url)
+        if p.is_file():
+            return p
+    return None
+
+
+def resolve_pretrained(arch: str, tag: str, cache_dir: str | None = None) -> Path:
+    """The weights file of open_clip's pretrained `tag` for `arch`: from open_clip's download cache,
+    else downloaded by open_clip (unless offline). Offline and not cached: an error that says what to
+    download and where to put it."""
+    import os
+
+    cfg = pretrained_cfg(arch, tag)
+    hit = _cached_pretrained(cfg, cache_dir)
+    if hit is not None:
+        return hit
+    where = []
+    if cfg.get("hf_hub"):
+        repo, fname = os.path.split(cfg["hf_hub"])
+        where.append(f"the Hugging Face repo {repo} ({fname or 'open_clip_model.safetensors'}), e.g. "
+                     f"`huggingface-cli download {repo}` on a connected machine, then copy its hub cache "
+                     f"({os.environ.get('HF_HUB_CACHE') or '~/.cache/huggingface/hub'})")
+    if cfg.get("url"):
+        where.append(f"{cfg['url']} into {cache_dir or '~/.cache/clip'}/")
+    how = "; or ".join(where) + "; or pass --weights FILE with the file itself"
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("LANGCLIP_OFFLINE") == "1":
+        raise WeightsError(f"pretrained {arch} {tag!r} is not in open_clip's download cache and this machine is "
+                           f"offline (HF_HUB_OFFLINE=1). Get {how}")
+    import open_clip
+
+    try:
+        return Path(open_clip.pretrained.download_pretrained(cfg, cache_dir=cache_dir))
+    except Exception as e:  # no network, hub errors: all say the same to the user
+        raise WeightsError(f"pretrained {arch} {tag!r} is not in open_clip's download cache and could not be "
+                           f"downloaded ({type(e).__name__}: {str(e).splitlines()[0][:200]}). Get {how}") from None
+
+
+def clip_weights(arch: str, weights: str = "", pretrained: str = "") -> Path:
+    """The CLIP weights file a stage uses: `weights` (a file) or open_clip's `pretrained` tag."""
+    if weights and pretrained:
+        raise WeightsError("give either --weights FILE or --pretrained TAG, not both")
+    if pretrained:
+        return resolve_pretrained(arch, pretrained)
+    if not weights:
+        raise WeightsError("the CLIP weights are required: --weights FILE or --pretrained TAG (e.g. openai)")
+    if not Path(weights).is_file():
+        raise FileNotFoundError(f"CLIP weights file not found: {weights}")
+    return Path(weights)
