@@ -116,14 +116,15 @@ def test_clip_init_preserves_english_exactly(tiny_arch, tiny_clip, ru_tokenizer)
     with torch.no_grad():
         ours32 = model32.encode_text(ru_tokenizer(texts, context_length=32), normalize=False)
     assert (ours32 - theirs).abs().max() <= 1e-5
-    # a new Russian token starts from the mean of CLIP's embeddings of its pieces
-    new_id = max(ru_tokenizer.encode("кот"))
-    assert new_id >= 49406
-    word = ru_tokenizer.decode([new_id])
-    pieces = Tokenizer.clip().encode(word)  # a whole-word token: CLIP's pieces of the same word
-    if ru_tokenizer.hf.id_to_token(new_id).endswith("</w>") and ru_tokenizer.tokens(word) == [ru_tokenizer.hf.id_to_token(new_id)]:
-        expect = orig.token_embedding.weight[pieces].mean(0)
-        assert (model.clip.token_embedding.weight[new_id] - expect).abs().max() <= 1e-6
+    # a new Russian token starts from the mean of CLIP's embeddings of its pieces: "дом" is one new
+    # whole-word token here, and CLIP's tokenizer cuts the same word into several pieces
+    new_id, = ru_tokenizer.encode("дом")
+    assert new_id >= 49406 and ru_tokenizer.hf.id_to_token(new_id).endswith("</w>")
+    pieces = Tokenizer.clip().encode("дом")
+    assert len(pieces) > 1
+    expect = orig.token_embedding.weight[pieces].mean(0)
+    assert (model.clip.token_embedding.weight[new_id] - expect).abs().max() <= 1e-6
+    assert (model.clip.token_embedding.weight[new_id] - orig.token_embedding.weight[pieces[0]]).abs().max() > 1e-3
 
 
 def test_run_folder_round_trip(tmp_path, tiny_arch, tiny_clip, ru_tokenizer):
@@ -331,3 +332,103 @@ def test_scratch_non_causal_tower_is_computed_as_configured(tiny_arch, tiny_clip
         causal, _, _ = build_student(tiny_arch, tiny_clip[1], ru_tokenizer, "scratch", 16)
         causal.load_state_dict(m.state_dict())   # the same weights, with the mask: another function
         assert not torch.allclose(fast_encode_text(causal.clip, tok), m.clip.encode_text(tok), atol=1e-4)
+
+
+def _fake_hub_cache(root, repo: str, filename: str, sd) -> None:
+    """A file laid out as huggingface_hub's cache holds it (refs/main -> snapshots/<rev>/<file>)."""
+    from safetensors.torch import save_file
+
+    d = root / f"models--{repo.replace('/', '--')}"
+    rev = "0" * 40
+    (d / "refs").mkdir(parents=True)
+    (d / "refs" / "main").write_text(rev)
+    (d / "snapshots" / rev).mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(d / "snapshots" / rev / filename))
+
+
+@pytest.mark.slow
+def test_pretrained_tag_from_open_clips_cache_is_the_same_tower_as_the_file(tmp_path, pair_data):
+    """`--pretrained openai` for a ViT-B/32-shaped CLIP (random weights, laid out in the Hugging Face
+    cache that open_clip downloads into): the cache build reads it offline; the same weights saved as
+    an fp32 OpenAI-layout .pt are the same tower (equal tensor digest, equal embeddings), so training
+    with either accepts the other's cache; offline without the file, the error says what to get."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import open_clip
+
+    from langclip.weights import load_state_dict, split_towers, tower_digest
+
+    torch.manual_seed(0)
+    sd = {k: v.half() for k, v in open_clip.create_model("ViT-B-32-quickgelu").state_dict().items()}
+    hub = tmp_path / "hub"
+    _fake_hub_cache(hub, "timm/vit_base_patch32_clip_224.openai", "open_clip_model.safetensors", sd)
+    torch.save({k: v.float() for k, v in sd.items()}, tmp_path / "ViT-B-32.pt")
+    env = dict(os.environ, HF_HUB_CACHE=str(hub), HF_HUB_OFFLINE="1", HOME=str(tmp_path / "home"), OMP_NUM_THREADS="2")
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "langclip", *args], capture_output=True, text=True, env=env,
+                              timeout=600)
+
+    common = ["cache", "build", "--data", str(pair_data / "pairs.csv"), "--clip", "ViT-B-32-quickgelu", "--workers", "0"]
+    r = cli(*common, "--pretrained", "openai", "--out", str(tmp_path / "c1"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = cli(*common, "--weights", str(tmp_path / "ViT-B-32.pt"), "--out", str(tmp_path / "c2"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    m1, m2 = (json.loads((tmp_path / c / "manifest.json").read_text()) for c in ("c1", "c2"))
+    assert m1["pretrained"] == "openai" and m1["weights_sha256"] != m2["weights_sha256"]
+    assert m1["tower_sha256"] == m2["tower_sha256"] == tower_digest(split_towers(load_state_dict(tmp_path / "ViT-B-32.pt"))[0])
+    from langclip.cache import load_cache
+
+    e1, e2 = load_cache(tmp_path / "c1").image_emb, load_cache(tmp_path / "c2").image_emb
+    assert torch.equal(e1, e2)
+    # offline, nothing cached: a clear error naming what to download and where it goes
+    env["HF_HUB_CACHE"] = str(tmp_path / "empty")
+    r = cli(*common, "--pretrained", "openai", "--out", str(tmp_path / "c3"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "not in open_clip's download cache" in r.stderr and "timm/vit_base_patch32_clip_224.openai" in r.stderr
+    assert "ViT-B-32.pt" in r.stderr and "--weights FILE" in r.stderr
+    r = cli(*common, "--pretrained", "laion9000", "--out", str(tmp_path / "c4"))
+    assert r.returncode == 2 and "has no pretrained 'laion9000'" in r.stderr and "openai" in r.stderr
+
+
+def test_pretrained_tags_bring_their_own_preprocessing():
+    """A tag's mean/std and resize mode, from open_clip's registry, not the architecture's default."""
+    from torchvision import transforms as T
+
+    from langclip.model import model_config
+    from langclip.runs import image_transform
+
+    base = model_config("ViT-L-14")
+    assert "preprocess_cfg" not in base or base["preprocess_cfg"].get("mean") != [0.5, 0.5, 0.5]
+    for arch, tag, mean, squash in (("ViT-L-14", "laion2b_s32b_b82k", [0.5, 0.5, 0.5], False),
+                                    ("ViT-H-14", "dfn5b", [0.48145466, 0.4578275, 0.40821073], True)):
+        pp = model_config(arch, tag)["preprocess_cfg"]
+        assert pp["mean"] == mean and pp["resize_mode"] == ("squash" if squash else "shortest")
+        tf = image_transform(dict(pp, size=224))
+        norm = [t for t in tf.transforms if isinstance(t, T.Normalize)][0]
+        assert list(norm.mean) == mean
+        resize = [t for t in tf.transforms if isinstance(t, T.Resize)][0]
+        size = resize.size if isinstance(resize.size, (tuple, list)) else (resize.size,)
+        assert (tuple(size) == (224, 224)) == squash   # squash: both sides; shortest: one side + crop
+
+
+def test_image_preprocessing_equals_open_clips_own_transform(tmp_path):
+    """The preprocessing langclip records and applies (cache, evaluation, inference) equals the
+    evaluation transform open_clip's own factory builds for the architecture, on odd image sizes."""
+    import open_clip
+
+    from conftest import make_image
+    from PIL import Image
+
+    from langclip.model import LangCLIP, model_config
+    from langclip.runs import image_transform, preprocess_cfg
+
+    _, _, theirs = open_clip.create_model_and_transforms("ViT-B-32-quickgelu")   # no weights: nothing downloaded
+    ours = image_transform(preprocess_cfg(LangCLIP(model_config("ViT-B-32-quickgelu"))))
+    for i, (size, mode) in enumerate([((500, 375), "RGB"), ((120, 300), "RGBA"), ((224, 224), "L"), ((31, 17), "RGB")]):
+        img = Image.open(make_image(tmp_path / f"{i}.png", i, mode, size))
+        a, b = ours(img), theirs(img)
+        assert a.shape == b.shape == (3, 224, 224) and torch.equal(a, b), (size, mode)
