@@ -37,6 +37,20 @@ def sentences(lang, n, seed=0, kind="uniform"):
     return texts
 
 
+def english_identity(tok) -> dict:
+    """How many Latin-script words of wordfreq's Russian list get other ids than SimpleTokenizer's."""
+    import regex
+    import wordfreq
+    from open_clip.tokenizer import SimpleTokenizer
+
+    ref = SimpleTokenizer()
+    latin = [w for w in wordfreq.get_frequency_dict("ru", wordlist="best")
+             if regex.search(r"\p{Latin}", w) and not regex.search(r"\p{Cyrillic}", w)]
+    bad = [w for w, ids in zip(latin, tok.encode_batch(latin)) if ids != ref.encode(w)]
+    return {"latin_words_in_ru_wordfreq": len(latin), "latin_words_with_other_ids": len(bad),
+            "examples_with_other_ids": bad[:10]}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--merges", type=int, default=32000)
@@ -52,7 +66,7 @@ def main():
     from langclip.tokenizer import Tokenizer
     from langclip.tokenizer_train import TokenizerTrainConfig, tokens_per_word, train_tokenizer
 
-    print(json.dumps({"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+    print(json.dumps({"date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                       "threads": a.threads, "python": platform.python_version()}))
     if a.skip_train:
         tok_dir = a.skip_train
@@ -66,7 +80,9 @@ def main():
         print(json.dumps({"name": "train_ru_wordfreq", "merges": tok.num_added_merges, "seconds": round(train_s, 1),
                           "tokens_per_word_ru_top100k_weighted": round(tokens_per_word(tok, "ru")["weighted"], 3),
                           "clip_tokens_per_word_ru_top100k_weighted": round(tokens_per_word(clip, "ru")["weighted"], 3),
-                          "clip_tokens_per_word_ru_top50k_weighted": round(tokens_per_word(clip, "ru", 50000)["weighted"], 3)}))
+                          "tokens_per_word_ru_top50k_weighted": round(tokens_per_word(tok, "ru", 50000)["weighted"], 3),
+                          "clip_tokens_per_word_ru_top50k_weighted": round(tokens_per_word(clip, "ru", 50000)["weighted"], 3),
+                          **english_identity(tok)}))
     for lang in ("en", "ru"):
         for kind in ("uniform", "zipf"):
             for n in a.sentences:

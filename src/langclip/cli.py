@@ -153,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", default="default", choices=["default", "small", "tiny"],
                    help="tiny: a seconds-long smoke run (tests)")
+    p.add_argument("--no-english-replay", action="store_true",
+                   help="train the students without English replay (loss.english 0): the README's comparison")
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                   help="the students' training precision (auto: bf16 on GPU, fp32 on CPU)")
     return ap
 
 
@@ -230,7 +234,8 @@ def run(args: argparse.Namespace) -> int:
     if args.cmd == "demo":
         from .demo import DemoConfig, run_demo
 
-        run_demo(DemoConfig(lang=args.lang, out=args.out, seed=args.seed, size=args.size))
+        run_demo(DemoConfig(lang=args.lang, out=args.out, seed=args.seed, size=args.size,
+                            english_replay=not args.no_english_replay, precision=args.precision))
         return 0
     raise AssertionError(args.cmd)
 
