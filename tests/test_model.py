@@ -138,6 +138,38 @@ def test_run_folder_round_trip(tmp_path, tiny_arch, tiny_clip, ru_tokenizer):
     assert meta["image_tower"]["sha256"] == ref.sha256
 
 
+def test_image_tower_checked_by_tensors_and_old_runs_by_file(tmp_path, tiny_arch, tiny_clip, ru_tokenizer):
+    """A run records its tower's tensor digest: the same weights in another file format load; other
+    weights are refused after loading. A run folder from before digests is checked by file SHA-256."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from langclip.weights import WeightsError, load_state_dict
+
+    model, ref, info = build_student(tiny_arch, tiny_clip[1], ru_tokenizer, init="clip", context_length=32)
+    run = save_model_files(tmp_path / "run", model, ru_tokenizer, ref, {"init": info})
+    sd = load_state_dict(tiny_clip[1])
+    save_file({k: v.half().contiguous() for k, v in sd.items()}, str(tmp_path / "same.safetensors"))
+    other = {k: (v + 0.01 if k.startswith("visual.") else v).contiguous() for k, v in sd.items()}
+    save_file(other, str(tmp_path / "other.safetensors"))
+    # fp16 is a different tower only if rounding changes a value: compare with the fp16-rounded digest
+    m16 = load_model(run, weights=tmp_path / "same.safetensors", check_sha=False)[0]
+    same = {k: v.half().float() for k, v in sd.items()}
+    save_file({k: v.contiguous() for k, v in same.items()}, str(tmp_path / "same32.safetensors"))
+    m32 = load_model(run, weights=tmp_path / "same32.safetensors", check_sha=False)[0]
+    assert m16.tower_sha256 == m32.tower_sha256        # fp16 file and its fp32 copy: one tower
+    load_model(run, weights=tiny_clip[1])              # the training file, by digest
+    with pytest.raises(WeightsError, match="image tower differs"):
+        load_model(run, weights=tmp_path / "other.safetensors")
+    meta = json.loads((run / "model.json").read_text())
+    del meta["image_tower"]["tower_sha256"]             # a run folder written before round 2
+    (run / "model.json").write_text(json.dumps(meta))
+    load_model(run)
+    with pytest.raises(WeightsError, match="SHA-256 differs"):
+        load_model(run, weights=tmp_path / "same32.safetensors")
+
+
 def test_bad_weight_files(tmp_path, tiny_arch, tiny_clip, ru_tokenizer):
     m, good = tiny_clip
     notckpt = tmp_path / "notes.pt"
