@@ -408,13 +408,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     model, ref, info = build_student(cfg.model.clip, weights, tok, cfg.model.init, cfg.model.context_length,
                                      cfg.model.text_overrides or None, seed=cfg.seed, pretrained=cfg.model.pretrained)
     check_cache_matches(manifest, ref.__dict__, where=f"cache {cfg.cache}")   # before anything is written
+    run_meta = {"init": info, "cache": str(Path(cfg.cache).resolve()), "split": split}   # model.json's extras
     model.to(device)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         import yaml
 
         atomic_write_text(out / "config.yaml", yaml.safe_dump(asdict(cfg), allow_unicode=True, sort_keys=False))
-        save_model_files(out, model, tok, ref, {"init": info, "cache": str(Path(cfg.cache).resolve()), "split": split})
+        save_model_files(out, model, tok, ref, run_meta)
     # tokenization off the hot path: every caption once, up front (Rust)
     pad_id = getattr(tok, "pad_token_id", 0) if model.is_hf else None
     tokens = TokenTable.encode(tok, data.captions, cfg.model.context_length, pad_id, progress=progress and rank == 0)
@@ -452,7 +453,6 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         set_rng_state(st["rng"])
         if rank == 0:
             truncate_metrics(out / "metrics.jsonl", step)   # what was logged after the checkpoint is redone
-        if rank == 0:
             print(f"resumed from {ck} at step {step} (epoch {start_epoch + 1})"
                   + (f"; new optimizer settings from this step: {', '.join(changed)}" if changed else ""))
     elif cfg.resume and rank == 0:
@@ -574,15 +574,13 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                                                          if not k.startswith("val/en_") or k.endswith("@1")))
             if val["val/mean_recall"] > best:
                 best = val["val/mean_recall"]
-                save_model_files(out, model, tok, ref, {"init": info, "cache": str(Path(cfg.cache).resolve()), "split": split,
-                                                        "best": {"step": step, **val}},
+                save_model_files(out, model, tok, ref, {**run_meta, "best": {"step": step, **val}},
                                  weights_name="text_tower_best.safetensors")
         save_checkpoint(epoch_done)
         epoch += 1
     bar.close()
     if rank == 0:
-        save_model_files(out, model, tok, ref, {"init": info, "cache": str(Path(cfg.cache).resolve()), "split": split,
-                                                "steps": step, "best_mean_recall": best})
+        save_model_files(out, model, tok, ref, {**run_meta, "steps": step, "best_mean_recall": best})
         secs = time.perf_counter() - t_start
         print(f"run {out}: {step} steps in {secs:.1f} s ({(step - step_start) * cfg.batch_size / max(secs, 1e-9):,.0f} "
               f"pairs/s with validation); "
