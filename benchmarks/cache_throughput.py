@@ -33,8 +33,10 @@ def main():
     import open_clip
     from PIL import Image
 
-    from langclip.cache import CacheConfig, build_cache
-    from langclip.model import LangCLIP, load_image_tower, model_config
+    from langclip.cache import build_cache
+    from langclip.config import CacheConfig
+    from langclip.build import load_image_tower
+    from langclip.model import LangCLIP, model_config
 
     d = Path(tempfile.mkdtemp())
     arch = a.arch

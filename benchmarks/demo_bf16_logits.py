@@ -30,7 +30,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", default="small", choices=["default", "small", "tiny"])
     a = ap.parse_args()
-    import langclip.train as tr
+    import langclip.train.losses as tr   # compute_loss looks clip_loss up in this module
     from langclip.demo import DemoConfig, run_demo
 
     fixed = tr.clip_loss

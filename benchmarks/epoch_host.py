@@ -24,7 +24,7 @@ import time
 
 import torch
 
-from langclip.batches import CaptionGroups, TokenTable, bucket_length, epoch_order, text_length
+from langclip.train.batches import CaptionGroups, TokenTable, bucket_length, epoch_order, text_length
 
 
 # -- baseline: langclip before session 3 ---------------------------------------------------------

@@ -64,7 +64,8 @@ def main():
     from open_clip.tokenizer import SimpleTokenizer
 
     from langclip.tokenizer import Tokenizer
-    from langclip.tokenizer_train import TokenizerTrainConfig, tokens_per_word, train_tokenizer
+    from langclip.config import TokenizerTrainConfig
+    from langclip.tokenizer.train import tokens_per_word, train_tokenizer
 
     print(json.dumps({"date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                       "threads": a.threads, "python": platform.python_version()}))

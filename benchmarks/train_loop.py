@@ -34,7 +34,7 @@ def write_cache(d: Path, arch: str, weights: Path, n_images: int, per_image: int
     from safetensors.torch import save_file
     from wordfreq import top_n_list
 
-    from langclip.weights import sha256_file
+    from langclip.files import sha256_file
 
     g = torch.Generator().manual_seed(seed)
     ru, en = top_n_list("ru", 20000), top_n_list("en", 20000)
@@ -76,12 +76,16 @@ def main():
     a = ap.parse_args()
     import open_clip
 
-    from langclip.batches import CaptionGroups, TokenTable, epoch_order
-    from langclip.cache import load_cache, split_by_image
+    from langclip.train.batches import CaptionGroups, TokenTable, epoch_order
+    from langclip.cache import load_cache
+    from langclip.runfolder import split_by_image
     from langclip.model import LangCLIP
     from langclip.tokenizer import Tokenizer
-    from langclip.tokenizer_train import TokenizerTrainConfig, train_tokenizer
-    from langclip.train import LossSection, ModelSection, OptimSection, TrainConfig, clip_loss, param_groups, train
+    from langclip.config import TokenizerTrainConfig
+    from langclip.tokenizer.train import train_tokenizer
+    from langclip.config import LossSection, ModelSection, OptimSection, TrainConfig
+    from langclip.train import clip_loss, train
+    from langclip.train.loop import param_groups
 
     dev = a.device
     compile_ = dev == "cuda" and not a.no_compile

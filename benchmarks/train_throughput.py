@@ -80,7 +80,8 @@ def main():
     from open_clip.loss import ClipLoss
 
     from langclip.model import LangCLIP
-    from langclip.train import clip_loss, param_groups
+    from langclip.train import clip_loss
+    from langclip.train.loop import param_groups
 
     dev, B = a.device, a.batch
     torch.backends.cuda.matmul.allow_tf32 = True

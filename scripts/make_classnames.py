@@ -1,4 +1,4 @@
-"""Regenerate langclip's shipped class names: src/langclip/data/classnames/<dataset>.json.
+"""Regenerate langclip's shipped class names: src/langclip/resources/classnames/<dataset>.json.
 
     python scripts/make_classnames.py           # write the files
     python scripts/make_classnames.py --check   # exit 1 if the files differ from what this makes
@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parents[1] / "src" / "langclip" / "data" / "classnames"
+OUT = Path(__file__).resolve().parents[1] / "src" / "langclip" / "resources" / "classnames"
 
 CIFAR10_EN = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 CIFAR10_RU = ["самолёт", "автомобиль", "птица", "кошка", "олень", "собака", "лягушка", "лошадь", "корабль", "грузовик"]

@@ -11,7 +11,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 @pytest.fixture(scope="session")
 def ru_tokenizer(tmp_path_factory):
     """A small Russian tokenizer: 1,500 merges over wordfreq's 20k most frequent Russian words."""
-    from langclip.tokenizer_train import TokenizerTrainConfig, train_tokenizer
+    from langclip.config import TokenizerTrainConfig
+    from langclip.tokenizer.train import train_tokenizer
 
     out = tmp_path_factory.mktemp("tok_ru")
     return train_tokenizer(TokenizerTrainConfig(lang="ru", wordfreq=True, wordfreq_top=20000, merges=1500,
@@ -21,7 +22,8 @@ def ru_tokenizer(tmp_path_factory):
 @pytest.fixture(scope="session")
 def ru_tokenizer_32k(tmp_path_factory):
     """The README's real recipe: `tokenizer train --lang ru --wordfreq --merges 32000` (~1-2 minutes)."""
-    from langclip.tokenizer_train import TokenizerTrainConfig, train_tokenizer
+    from langclip.config import TokenizerTrainConfig
+    from langclip.tokenizer.train import train_tokenizer
 
     out = tmp_path_factory.mktemp("tok_ru_32k")
     return train_tokenizer(TokenizerTrainConfig(lang="ru", wordfreq=True, merges=32000, out=str(out)), progress=False)
@@ -114,7 +116,8 @@ def world_cache(tmp_path_factory, tiny_arch, tiny_clip):
 
     from PIL import Image
 
-    from langclip.cache import CacheConfig, build_cache
+    from langclip.cache import build_cache
+    from langclip.config import CacheConfig
     from langclip.demo.world import captions, render, sample_scenes
 
     d = tmp_path_factory.mktemp("world")
@@ -133,7 +136,7 @@ def world_cache(tmp_path_factory, tiny_arch, tiny_clip):
 
 @pytest.fixture()
 def train_cfg(tmp_path, world_cache, tiny_arch, tiny_clip, ru_tokenizer):
-    from langclip.train import LossSection, ModelSection, OptimSection, TrainConfig
+    from langclip.config import LossSection, ModelSection, OptimSection, TrainConfig
 
     ru_tokenizer.save(tmp_path / "tok")
     return TrainConfig(cache=str(world_cache), out=str(tmp_path / "run"),

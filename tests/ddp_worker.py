@@ -36,7 +36,7 @@ def batch():
 
 
 def loss_cfg(c=1.0, d=0.5, e=0.3):
-    from langclip.train import LossSection, TrainConfig
+    from langclip.config import LossSection, TrainConfig
 
     return TrainConfig(loss=LossSection(contrastive=c, distill=d, english=e))
 

@@ -1,7 +1,7 @@
 import random
 from collections import Counter
 
-from langclip.bpe import learn_merges
+from langclip.tokenizer.bpe import learn_merges
 
 
 def naive_bpe(words, num_merges, existing):
@@ -71,7 +71,7 @@ def test_protected_pairs_are_never_learned():
 
 def test_script_guard_examples():
     from langclip.tokenizer import bytes_to_unicode
-    from langclip.tokenizer_train import ScriptGuard
+    from langclip.tokenizer.train import ScriptGuard
 
     u = bytes_to_unicode()
     enc = lambda s: "".join(u[b] for b in s.encode())   # noqa: E731

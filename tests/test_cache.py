@@ -7,11 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from langclip.cache import CacheConfig, build_cache, check_cache_matches, load_cache, split_by_image
-from langclip.data import open_image, read_pairs
-from langclip.model import LangCLIP, load_image_tower, model_config
-from langclip.runs import image_transform, preprocess_cfg
-from langclip.weights import sha256_file
+from langclip.cache import build_cache, check_cache_matches, load_cache
+from langclip.config import CacheConfig
+from langclip.runfolder import split_by_image
+from langclip.pairs import open_image, read_pairs
+from langclip.build import load_image_tower
+from langclip.model import LangCLIP, model_config
+from langclip.model import image_transform, preprocess_cfg
+from langclip.files import sha256_file
 
 from conftest import make_image
 
@@ -224,7 +227,7 @@ def test_tables_read_alike_in_every_format(tmp_path):
 
 
 def test_automatic_workers_share_the_cores(monkeypatch):
-    import langclip.cache as cache_mod
+    import langclip.cache.embed as cache_mod
 
     monkeypatch.setattr(cache_mod.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)

@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, tiny_arch, tiny_clip, ru_tokenizer):
-    from langclip.runs import build_student, save_model_files
+    from langclip.build import build_student
+    from langclip.runfolder import save_model_files
 
     run = tmp_path_factory.mktemp("cli") / "run"
     model, ref, info = build_student(tiny_arch, tiny_clip[1], ru_tokenizer, init="clip", context_length=32)
@@ -58,7 +59,8 @@ def test_every_docstring_example_runs(tmp_path, run_dir, monkeypatch):
 def test_predict_inflects_labels_into_the_templates_forms(tmp_path, run_dir, tiny_clip, capsys):
     from PIL import Image
 
-    from langclip.evaluate import fill, shipped_templates
+    from langclip.datasets import shipped_templates
+    from langclip.metrics import fill
     from langclip.morph import label_forms
 
     m = langclip.load(run_dir, device="cpu")

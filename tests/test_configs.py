@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from langclip.config import ConfigError, load_config
-from langclip.train import TrainConfig
+from langclip.config import TrainConfig
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
 

@@ -40,7 +40,8 @@ def test_reduced_demo_end_to_end(tmp_path):
     # training on the cache of generated pictures: held-out recall@1 far above chance (issue #5)
     import yaml
 
-    from langclip.cache import load_cache, split_by_image
+    from langclip.cache import load_cache
+    from langclip.runfolder import split_by_image
 
     run = out / "runs" / "clip"
     cfg = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))

@@ -16,7 +16,8 @@ from conftest import make_image
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, tiny_arch, tiny_clip, ru_tokenizer):
     """A run folder: `clip` init (English exactly CLIP's), context 32, a slightly changed Russian part."""
-    from langclip.runs import build_student, save_model_files
+    from langclip.build import build_student
+    from langclip.runfolder import save_model_files
 
     run = tmp_path_factory.mktemp("eval") / "run"
     model, ref, info = build_student(tiny_arch, tiny_clip[1], ru_tokenizer, init="clip", context_length=32)
@@ -72,7 +73,8 @@ def _clip_benchmark(m, root, names, templates):
 @pytest.mark.filterwarnings("ignore:Conversion of an array with ndim > 0:DeprecationWarning")  # CLIP_benchmark's
 def test_zero_shot_parity_with_clip_benchmark(tiny_run, cifar_root, tmp_path):
     import langclip
-    from langclip.evaluate import evaluate, evaluate_cli, shipped_classnames, shipped_templates
+    from langclip.datasets import shipped_classnames, shipped_templates
+    from langclip.evaluate import evaluate, evaluate_cli
 
     m = langclip.load(tiny_run, device="cpu")
     # English through the CLI path (shipped names and templates), Russian through the API with
@@ -124,7 +126,8 @@ def test_shipped_class_names_complete_and_up_to_date():
 
     import pymorphy3
 
-    from langclip.evaluate import fill, shipped_classnames, shipped_templates
+    from langclip.datasets import shipped_classnames, shipped_templates
+    from langclip.metrics import fill
 
     mk = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "make_classnames.py"))
     assert mk["main"](["--check"]) == 0, "class-name files differ from scripts/make_classnames.py"
@@ -145,8 +148,10 @@ def test_shipped_class_names_complete_and_up_to_date():
 
 def test_retrieval_eval_on_pairs_and_cache(tiny_run, pair_data, world_cache, tmp_path, capsys):
     import langclip
-    from langclip.cache import load_cache, split_by_image
-    from langclip.evaluate import evaluate_retrieval_cli, recall_at_k
+    from langclip.cache import load_cache
+    from langclip.runfolder import split_by_image
+    from langclip.evaluate import evaluate_retrieval_cli
+    from langclip.metrics import recall_at_k
 
     # pairs: one image is corrupt -> skipped and counted; the rest equals a direct computation
     (pair_data / "img" / "05.jpg").write_bytes(b"not a jpeg")
@@ -222,7 +227,8 @@ def test_pictures_render_cyrillic(tiny_run, tmp_path):
     from PIL import Image
 
     import langclip
-    from langclip.evaluate import plot_confusion, shipped_classnames
+    from langclip.datasets import shipped_classnames
+    from langclip.evaluate import plot_confusion
     from langclip.inference import save_similarity
 
     m = langclip.load(tiny_run, device="cpu")
@@ -262,7 +268,7 @@ def test_cifar100_and_caltech101_layouts(tiny_run, tmp_path, monkeypatch):
 
     import torchvision.datasets as tvd
 
-    from langclip.evaluate import shipped_classnames
+    from langclip.datasets import shipped_classnames
 
     real = sorted(c for c in CALTECH_FOLDERS if c != "BACKGROUND_Google")
     assert len(real) == 101
@@ -296,7 +302,7 @@ def test_cifar100_and_caltech101_layouts(tiny_run, tmp_path, monkeypatch):
 
 def test_recall_in_chunks_equals_the_whole_matrix():
     """recall_at_k never builds the whole similarity matrix; chunked results equal the direct ones."""
-    from langclip.evaluate import recall_at_k
+    from langclip.metrics import recall_at_k
 
     g = torch.Generator().manual_seed(0)
     image = torch.nn.functional.normalize(torch.randn(37, 16, generator=g), dim=-1)

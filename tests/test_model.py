@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from langclip.model import fast_encode_text
-from langclip.runs import build_student, load_model, save_model_files
+from langclip.build import build_student
+from langclip.runfolder import load_model, save_model_files
 from langclip.tokenizer import Tokenizer
 from langclip.weights import WeightsError, load_state_dict
 
@@ -202,7 +203,7 @@ def test_export_loads_in_stock_open_clip(tmp_path, tiny_arch, tiny_clip, ru_toke
     from PIL import Image
 
     from langclip.cli import main
-    from langclip.runs import image_transform
+    from langclip.model import image_transform
 
     model, ref, _ = build_student(tiny_arch, tiny_clip[1], ru_tokenizer, init="clip", context_length=32)
     with torch.no_grad():  # make the text tower differ from CLIP's
@@ -247,7 +248,7 @@ def test_hf_text_tower_init_save_load_export(tmp_path, tiny_arch, tiny_clip, tin
     from transformers import BertModel
 
     from langclip.cli import main
-    from langclip.runs import image_transform
+    from langclip.model import image_transform
     from langclip.tokenizer import HFTextTokenizer
 
     tok = HFTextTokenizer.load(tiny_bert, context_length=24)
@@ -293,7 +294,8 @@ def test_hf_text_tower_init_save_load_export(tmp_path, tiny_arch, tiny_clip, tin
 
 
 def test_hf_text_tower_trains(tmp_path, world_cache, tiny_arch, tiny_clip, tiny_bert):
-    from langclip.train import LossSection, ModelSection, OptimSection, TrainConfig, train
+    from langclip.config import LossSection, ModelSection, OptimSection, TrainConfig
+    from langclip.train import train
 
     cfg = TrainConfig(cache=str(world_cache), out=str(tmp_path / "run"),
                       model=ModelSection(clip=tiny_arch, weights=tiny_clip[1], init=f"hf:{tiny_bert}", context_length=24),
@@ -342,7 +344,7 @@ def test_clip_init_refuses_text_configs_it_cannot_honour(tmp_path, tiny_clip, ru
 
     from conftest import TINY_CFG
 
-    from langclip.runs import build_student
+    from langclip.build import build_student
 
     cfg = json.loads(json.dumps(TINY_CFG))
     cfg["text_cfg"][field] = value
@@ -355,7 +357,7 @@ def test_clip_init_refuses_text_configs_it_cannot_honour(tmp_path, tiny_clip, ru
 def test_scratch_non_causal_tower_is_computed_as_configured(tiny_arch, tiny_clip, ru_tokenizer):
     """A scratch tower without the causal mask: the fast forward (which assumes one) steps aside."""
     from langclip.model import fast_encode_text
-    from langclip.runs import build_student
+    from langclip.build import build_student
 
     m, _, _ = build_student(tiny_arch, tiny_clip[1], ru_tokenizer, "scratch", 16, {"no_causal_mask": True})
     tok = ru_tokenizer(["два красных круга", "кот"], context_length=16)
@@ -431,7 +433,7 @@ def test_pretrained_tags_bring_their_own_preprocessing():
     from torchvision import transforms as T
 
     from langclip.model import model_config
-    from langclip.runs import image_transform
+    from langclip.model import image_transform
 
     base = model_config("ViT-L-14")
     assert "preprocess_cfg" not in base or base["preprocess_cfg"].get("mean") != [0.5, 0.5, 0.5]
@@ -456,7 +458,7 @@ def test_image_preprocessing_equals_open_clips_own_transform(tmp_path):
     from PIL import Image
 
     from langclip.model import LangCLIP, model_config
-    from langclip.runs import image_transform, preprocess_cfg
+    from langclip.model import image_transform, preprocess_cfg
 
     _, _, theirs = open_clip.create_model_and_transforms("ViT-B-32-quickgelu")   # no weights: nothing downloaded
     ours = image_transform(preprocess_cfg(LangCLIP(model_config("ViT-B-32-quickgelu"))))

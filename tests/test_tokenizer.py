@@ -6,7 +6,8 @@ import tokenizers
 
 from langclip.cli import main
 from langclip.tokenizer import CLIP_VOCAB, Tokenizer, clean
-from langclip.tokenizer_train import TokenizerTrainConfig, tokens_per_word, train_tokenizer
+from langclip.config import TokenizerTrainConfig
+from langclip.tokenizer.train import tokens_per_word, train_tokenizer
 
 
 def english_texts(n=10_000, seed=0):
@@ -129,9 +130,9 @@ def test_fast_cleaning_path_equals_ftfy_path(monkeypatch):
     assert not bad, bad[:3]
     assert tok.encode_batch(texts) == got  # memoised second pass
     # the text-by-text fallback (taken if a cleaned text ever kept odd white space) agrees
-    import langclip.tokenizer as T
+    import langclip.tokenizer.encode as T
 
-    monkeypatch.setattr(T, "_sep_breakers", lambda: __import__("re").compile("a"))
+    monkeypatch.setattr(T, "sep_breakers", lambda: __import__("re").compile("a"))
     assert Tokenizer.clip().encode_batch(texts) == got
 
 
@@ -141,17 +142,17 @@ def test_fast_path_assumptions_hold_for_all_of_unicode():
     import regex
     from ftfy.badness import is_bad
 
-    from langclip.tokenizer import _mojibake_triggers, _slow_chars, _slow_re
+    from langclip.tokenizer.clean import mojibake_triggers, slow_chars, slow_re
 
     ws = regex.compile(r"\s")
     spaces = [c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace() or ws.fullmatch(c)]
-    assert max(map(ord, spaces)) <= 0x3000  # where _slow_chars stops looking
-    assert all(c in _slow_chars() for c in spaces if c.isspace() != bool(ws.fullmatch(c)))
+    assert max(map(ord, spaces)) <= 0x3000  # where slow_chars stops looking
+    assert all(c in slow_chars() for c in spaces if c.isspace() != bool(ws.fullmatch(c)))
     # the character class matches exactly the set
-    assert all(_slow_re().search(c) for c in _slow_chars())
-    assert not any(_slow_re().search(chr(c)) for c in range(0x400, 0x460) if chr(c) not in _slow_chars())
+    assert all(slow_re().search(c) for c in slow_chars())
+    assert not any(slow_re().search(chr(c)) for c in range(0x400, 0x460) if chr(c) not in slow_chars())
     # every mojibake match holds a trigger; plain Russian, Greek and ASCII hold none
-    triggers = _mojibake_triggers()
+    triggers = mojibake_triggers()
     assert triggers.isdisjoint("абвгдеёжзийклмнопрстуфхцчшщъыьэюяАБВГДЕЁЖЗИЙКЛМНОПРСТУФХЦЧШЩЪЫЬЭЮЯ"
                                "αβγδεζηθικλμνξοπρστυφχψωΑΒΓΔΕΖΗΘΙΚΛΜΝΞΟΠΡΣΤΥΦΧΨΩ"
                                + "".join(map(chr, range(0x20, 0x7F))))
@@ -284,7 +285,7 @@ def test_batch_tensor_layout_matches_text_by_text(ru_tokenizer):
     """The vectorised tensor fill and the big-batch (Arrow) lookup agree with encoding text by text."""
     import torch
 
-    from langclip.tokenizer import _lookup_arrow
+    from langclip.tokenizer.encode import _lookup_arrow
 
     texts = mixed_texts(1500, seed=3) + ["", "  ", "кот " * 60]
     one_by_one = [ru_tokenizer.encode_batch([t])[0] for t in texts]

@@ -11,8 +11,9 @@ import torch.nn.functional as F
 import yaml
 
 from langclip.cli import main
-from langclip.runs import load_model
-from langclip.train import LossSection, ModelSection, OptimSection, TrainConfig, train
+from langclip.runfolder import load_model
+from langclip.config import LossSection, ModelSection, OptimSection, TrainConfig
+from langclip.train import train
 
 
 def val_recall(run):
@@ -45,9 +46,10 @@ def test_training_raises_recall_and_keeps_image_tower(train_cfg, tiny_clip):
 
 def _recall_before_training(cfg: TrainConfig) -> dict:
     """Held-out recall of the freshly initialised student (what epoch 0 would log), on the run's split."""
-    from langclip.batches import TokenTable
-    from langclip.cache import load_cache, split_by_image
-    from langclip.runs import build_student
+    from langclip.train.batches import TokenTable
+    from langclip.cache import load_cache
+    from langclip.runfolder import split_by_image
+    from langclip.build import build_student
     from langclip.tokenizer import Tokenizer
     from langclip.train import validate
 
@@ -75,9 +77,9 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path, train_cfg, capsys)
     ref_cfg = _write_cfg(train_cfg, tmp_path / "ref.yaml")
     assert main(["train", "--config", str(ref_cfg), f"out={tmp_path / 'ref'}"]) == 0
     cfg_path = _write_cfg(train_cfg, tmp_path / "k.yaml")
-    env = dict(os.environ, LANGCLIP_FAULT_AT_STEP="7")   # mid-epoch 2 (4 steps an epoch): SIGKILL
-    r = subprocess.run([sys.executable, "-m", "langclip", "train", "--config", str(cfg_path), f"out={tmp_path / 'k'}"],
-                       env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "fault_train.py"), "7",   # SIGKILL
+                        "train", "--config", str(cfg_path), f"out={tmp_path / 'k'}"],                  # mid-epoch 2
+                       capture_output=True, text=True, timeout=300)
     assert r.returncode == -9, r.stderr[-2000:]
     assert json.loads((tmp_path / "k" / "checkpoints" / "latest.json").read_text())["step"] == 6
     # refused before anything is written: a fresh start over it, a resume with other settings
@@ -91,7 +93,8 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path, train_cfg, capsys)
     assert "epochs: checkpoint 3, now 4" in capsys.readouterr().err
     assert main(["train", "--config", str(cfg_path), f"out={tmp_path / 'k'}", "max_steps=9", "--resume", "latest"]) == 2
     assert "max_steps: checkpoint 0, now 9" in capsys.readouterr().err
-    from langclip.tokenizer_train import TokenizerTrainConfig, train_tokenizer
+    from langclip.config import TokenizerTrainConfig
+    from langclip.tokenizer.train import train_tokenizer
 
     train_tokenizer(TokenizerTrainConfig(lang="ru", wordfreq=True, wordfreq_top=2000, merges=300,
                                          out=str(tmp_path / "other-tok")), progress=False)
@@ -213,7 +216,7 @@ def test_compiled_training_matches_eager(tmp_path, train_cfg):
 @pytest.mark.parametrize("pad_id", [None, 7])
 def test_token_table_gives_the_padded_batches(ru_tokenizer, pad_id):
     """Ragged storage, chunked encoding: every batch equals the padded tokens cut to its length."""
-    from langclip.batches import TokenTable, bucket_length, text_length
+    from langclip.train.batches import TokenTable, bucket_length, text_length
 
     texts = ["кот", "две красные звезды на синем фоне", "", "a photo " * 40, "синий круг"] * 7
     padded = ru_tokenizer(texts, context_length=32)
@@ -412,7 +415,8 @@ def test_english_replay_trains_and_validates_english(tmp_path, train_cfg):
 def _english_distance(run, cfg) -> float:
     """Mean cosine distance between the student's embedding of each held-out English caption and
     English CLIP's (the cache's teacher embedding of that caption)."""
-    from langclip.cache import load_cache, split_by_image
+    from langclip.cache import load_cache
+    from langclip.runfolder import split_by_image
 
     data = load_cache(cfg.cache)
     _, val_idx = split_by_image(data, cfg.val_fraction, cfg.seed)

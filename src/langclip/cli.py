@@ -36,6 +36,10 @@ def _p(sub, name: str, help: str) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Defaults come from the stages' configuration dataclasses (config.py): one source of truth."""
+    from .config import CacheConfig, DemoConfig, TokenizerTrainConfig
+
+    TOK, CACHE, DEMO = TokenizerTrainConfig(), CacheConfig(), DemoConfig()
     ap = argparse.ArgumentParser(prog="langclip", description="Teach OpenAI's CLIP a new language.",
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="start here:\n  langclip demo --out demo/")
@@ -46,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     tsub = tk.add_subparsers(dest="tcmd", required=True)
     p = _p(tsub, "tokenizer train", "extend CLIP's BPE with merges for a language")
     p.add_argument("--lang", required=True, help="language code (wordfreq's), e.g. ru, el, ar, zh")
-    p.add_argument("--merges", type=int, default=32000, help="merges to add (default 32000)")
+    p.add_argument("--merges", type=int, default=TOK.merges, help=f"merges to add (default {TOK.merges})")
     p.add_argument("--corpus", nargs="*", default=[], help="text files (a text a line) or CSV/TSV/Parquet/JSONL")
     p.add_argument("--column", help="text column of table corpora")
     p.add_argument("--wordfreq", action="store_true", help="add wordfreq's frequency list for --lang")
@@ -74,18 +78,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "(downloaded there when online)")
     p.add_argument("--out", required=True)
     p.add_argument("--image-column"); p.add_argument("--caption-column"); p.add_argument("--english-column")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--workers", type=int, default=-1,
+    p.add_argument("--batch-size", type=int, default=CACHE.batch_size)
+    p.add_argument("--workers", type=int, default=CACHE.workers,
                    help="image-decoding processes per rank (default -1: the cores, shared among torchrun's local ranks, minus one)")
-    p.add_argument("--shard-size", type=int, default=8192, help="images per embedding shard (the unit of resume)")
-    p.add_argument("--teacher-shard-size", type=int, default=65536,
+    p.add_argument("--shard-size", type=int, default=CACHE.shard_size, help="images per embedding shard (the unit of resume)")
+    p.add_argument("--teacher-shard-size", type=int, default=CACHE.teacher_shard_size,
                    help="English captions per teacher-embedding shard (the unit of resume)")
     p.add_argument("--text-only", action="store_true",
                    help="--data is a parallel corpus (target-language text + English, no images): cache the "
                         "English CLIP text embeddings for distillation-only training")
     p.add_argument("--device", default=None)
-    p.add_argument("--max-failure-rate", type=float, default=0.5,
-                   help="stop when more than this share of images fails (after the first 100; default 0.5)")
+    p.add_argument("--max-failure-rate", type=float, default=CACHE.max_failure_rate,
+                   help=f"stop when more than this share of images fails (after the first 100; default {CACHE.max_failure_rate})")
 
     p = _p(sub, "train", "train the text tower on a cache")
     p.add_argument("--config", help="YAML config (see configs/)")
@@ -148,14 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="where the model is built to be saved (default cpu)")
 
     p = _p(sub, "demo", "the whole method on a built-in bilingual world")
-    p.add_argument("--lang", default="ru", choices=["ru"])
-    p.add_argument("--out", default="demo")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", default="default", choices=["default", "small", "tiny"],
+    p.add_argument("--lang", default=DEMO.lang, choices=["ru"])
+    p.add_argument("--out", default=DEMO.out)
+    p.add_argument("--seed", type=int, default=DEMO.seed)
+    p.add_argument("--size", default=DEMO.size, choices=["default", "small", "tiny"],
                    help="tiny: a seconds-long smoke run (tests)")
     p.add_argument("--no-english-replay", action="store_true",
                    help="train the students without English replay (loss.english 0): the README's comparison")
-    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+    p.add_argument("--precision", default=DEMO.precision, choices=["auto", "bf16", "fp32"],
                    help="the students' training precision (auto: bf16 on GPU, fp32 on CPU)")
     return ap
 
@@ -163,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     if args.cmd == "tokenizer":
         from .tokenizer import Tokenizer
-        from .tokenizer_train import TokenizerTrainConfig, format_stats, tokenizer_stats, train_tokenizer
+        from .config import TokenizerTrainConfig
+        from .tokenizer.train import format_stats, tokenizer_stats, train_tokenizer
 
         if args.tcmd == "train":
             cfg = TokenizerTrainConfig(lang=args.lang, merges=args.merges, corpus=args.corpus, column=args.column,
@@ -181,7 +186,8 @@ def run(args: argparse.Namespace) -> int:
                 print(json.dumps({"text": t, "ids": tok.encode(t), "tokens": tok.tokens(t)}, ensure_ascii=False))
         return 0
     if args.cmd == "cache":
-        from .cache import CacheConfig, build_cache
+        from .cache import build_cache
+        from .config import CacheConfig
 
         cfg = CacheConfig(data=args.data, clip=args.clip, weights=args.weights, pretrained=args.pretrained, out=args.out,
                           image_column=args.image_column, caption_column=args.caption_column,
@@ -193,7 +199,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.cmd == "train":
         from .config import load_config
-        from .train import TrainConfig, train
+        from .config import TrainConfig
+        from .train import train
 
         overrides = list(args.overrides) + ([f"resume={args.resume}"] if args.resume else [])
         train(load_config(TrainConfig, args.config, overrides))

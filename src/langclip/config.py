@@ -1,6 +1,7 @@
-"""Nested dataclass configuration: YAML file + `key.sub=value` command-line overrides, validated.
+"""Every stage's configuration, as nested dataclasses with defaults and validation, and the loader:
+YAML file + `key.sub=value` command-line overrides. The command line takes its defaults from here.
 
-    >>> from langclip.train import TrainConfig
+    >>> from langclip.config import TrainConfig
     >>> cfg = load_config(TrainConfig, "configs/ru-vitb32-clip-init.yaml", ["optim.lr=1e-4", "epochs=3"],
     ...                   validate=False)
     >>> cfg.epochs, cfg.optim.lr, cfg.model.init
@@ -16,10 +17,11 @@ before any work starts.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass, field
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 
@@ -115,10 +117,6 @@ def from_dict(cls: type[T], data: dict, where: str = "") -> T:
     return obj
 
 
-def to_dict(obj: Any) -> dict:
-    return dataclasses.asdict(obj)
-
-
 def _set_path(d: dict, dotted: str, value: Any) -> None:
     keys = dotted.split(".")
     for k in keys[:-1]:
@@ -156,3 +154,162 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     if validate and callable(check):
         check()
     return cfg
+
+
+# -- the stages' configurations ------------------------------------------------------------------
+@dataclass
+class TokenizerTrainConfig:
+    lang: str = "ru"                       # language code (wordfreq's, e.g. ru, el, ar, zh)
+    merges: int = 32000                    # merges to add to CLIP's 48,894
+    corpus: list[str] = field(default_factory=list)  # text files (one text a line) or tables
+    column: str | None = None              # column for CSV/TSV/Parquet/JSONL corpora
+    wordfreq: bool = False                 # use wordfreq's frequency list for `lang`
+    wordfreq_top: int | None = None        # only the N most frequent wordfreq words (None: all)
+    out: str = "tokenizer"
+
+    def validate(self) -> None:
+        if self.merges < 1:
+            raise ValueError(f"--merges must be at least 1 (got {self.merges}): with 0 the tokenizer is "
+                             "CLIP's own, use Tokenizer.clip() for that")
+        if not self.corpus and not self.wordfreq:
+            raise ValueError("no corpus: give --corpus FILE ... and/or --wordfreq")
+        for c in self.corpus:
+            if not Path(c).is_file():
+                raise FileNotFoundError(f"corpus file not found: {c}")
+        if self.wordfreq:
+            check_wordfreq_language(self.lang)
+
+
+def check_wordfreq_language(lang: str) -> None:
+    import wordfreq
+
+    langs = sorted(wordfreq.available_languages(wordlist="best"))
+    if lang not in langs:
+        raise ValueError(f"wordfreq has no word list for language {lang!r}; available: {', '.join(langs)}")
+
+
+@dataclass
+class CacheConfig:
+    data: list[str] = field(default_factory=list)
+    clip: str = "ViT-B-32-quickgelu"
+    weights: str = ""                        # a CLIP weights file, or:
+    pretrained: str = ""                     # open_clip's pretrained tag (e.g. openai), through its download cache
+    out: str = "cache"
+    image_column: str | None = None
+    caption_column: str | None = None
+    english_column: str | None = None
+    batch_size: int = 256
+    workers: int = -1                        # decoding processes per rank; -1: the cores / local ranks, minus one
+    shard_size: int = 8192
+    teacher_shard_size: int = 65536         # English captions per teacher-embedding shard
+    text_only: bool = False                 # a parallel corpus (target text + English), no images
+    device: str | None = None
+    max_failure_rate: float = 0.5           # stop when more images than this fail (after the first 100):
+                                            # a wrong base folder, not a few corrupt files
+
+    def validate(self) -> None:
+        if not self.data:
+            raise ValueError("no --data given")
+        if self.weights and self.pretrained:
+            raise ValueError("give either --weights FILE or --pretrained TAG, not both")
+        if not self.weights and not self.pretrained:
+            raise ValueError("the CLIP weights are required: --weights FILE or --pretrained TAG (e.g. openai)")
+        if self.weights and not Path(self.weights).is_file():
+            raise FileNotFoundError(f"CLIP weights file not found: {self.weights}")
+        if self.workers < -1:
+            raise ValueError(f"workers must be >= 0 (or -1: automatic), got {self.workers}")
+        if not 0 < self.max_failure_rate <= 1:
+            raise ValueError(f"max_failure_rate must be in (0, 1], got {self.max_failure_rate}")
+        if self.batch_size < 1 or self.shard_size < 1 or self.teacher_shard_size < 1:
+            raise ValueError("batch_size, shard_size and teacher_shard_size must be >= 1")
+
+
+@dataclass
+class ModelSection:
+    clip: str = "ViT-B-32-quickgelu"        # open_clip architecture of the pretrained CLIP
+    weights: str = ""                        # its weights file (the image tower's, and `clip` init's), or:
+    pretrained: str = ""                     # open_clip's pretrained tag (e.g. openai), through its download cache
+    tokenizer: str = ""                      # tokenizer folder (`langclip tokenizer train`); hf: init: optional
+    init: str = "clip"                       # clip | scratch | hf:<name-or-folder> (a pretrained HF encoder)
+    context_length: int = 77
+    text_overrides: dict = field(default_factory=dict)  # scratch only: width/heads/layers of the text tower
+
+
+@dataclass
+class OptimSection:
+    lr: float = 5e-4
+    weight_decay: float = 0.2
+    beta1: float = 0.9
+    beta2: float = 0.98
+    eps: float = 1e-6
+    warmup_steps: int = 500
+    grad_clip: float = 1.0                   # 0: off
+
+
+@dataclass
+class LossSection:
+    contrastive: float = 1.0                 # weight of the CLIP loss
+    distill: float = 0.0                     # weight of distillation towards the English CLIP text embedding
+    distill_type: Literal["cosine", "mse"] = "cosine"
+    english: float = 0.0                     # English replay: the student's embedding of the English caption
+                                             # distilled to English CLIP's (keeps English working)
+
+
+@dataclass
+class TrainConfig:
+    cache: str = ""
+    out: str = "runs/run"
+    model: ModelSection = field(default_factory=ModelSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    loss: LossSection = field(default_factory=LossSection)
+    epochs: int = 10
+    batch_size: int = 1024                   # global batch (all ranks together)
+    val_fraction: float = 0.02               # of images, held out for recall@k
+    seed: int = 0
+    precision: Literal["auto", "bf16", "fp32"] = "auto"   # auto: bf16 on GPU, fp32 on CPU
+    compile: bool = False
+    compile_mode: Literal["default", "max-autotune", "max-autotune-no-cudagraphs", "reduce-overhead"] = "default"
+    device: str | None = None
+    checkpoint_every: int = 0                # steps; 0: at epoch end only
+    keep_checkpoints: int = 2
+    log_every: int = 50
+    max_steps: int = 0                       # stop after this many steps (0: all epochs)
+    resume: str | None = None                # 'latest' or a checkpoint path
+    tensorboard: bool = True
+
+    def validate(self) -> None:
+        m = self.model
+        hf = m.init.startswith("hf:")
+        if m.weights and m.pretrained:
+            raise ConfigError("give model.weights (a file) or model.pretrained (a tag), not both")
+        for what, p in (("cache", self.cache), ("model.weights", m.weights), ("model.tokenizer", m.tokenizer)):
+            if hf and what == "model.tokenizer" and not p:
+                continue  # an hf: text tower brings its own tokenizer
+            if what == "model.weights" and m.pretrained:
+                continue  # resolved through open_clip's download cache
+            if not p:
+                raise ConfigError(f"{what} is required")
+            if not Path(p).exists():
+                raise ConfigError(f"{what}: not found: {p}")
+        if self.loss.contrastive <= 0 and self.loss.distill <= 0 and self.loss.english <= 0:
+            raise ConfigError("loss: contrastive, distill and english weights are all 0")
+        if min(self.loss.contrastive, self.loss.distill, self.loss.english) < 0:
+            raise ConfigError("loss: weights must be >= 0")
+        if self.batch_size < 2 or self.epochs < 1:
+            raise ConfigError("batch_size must be >= 2 and epochs >= 1")
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError("val_fraction must be in [0, 1)")
+        if m.init not in ("clip", "scratch") and not (hf and len(m.init) > 3):
+            raise ConfigError(f"model.init must be clip, scratch or hf:<name-or-folder>, got {m.init!r}")
+        if hf and m.text_overrides:
+            raise ConfigError("model.text_overrides apply to scratch init only (an hf: tower has its own shape)")
+
+
+@dataclass
+class DemoConfig:
+    lang: str = "ru"
+    out: str = "demo"
+    seed: int = 0
+    size: str = "default"
+    english_replay: bool = True     # the students replay English (loss.english); False: the comparison run
+    precision: str = "auto"         # the students' training precision (auto: fp32 on CPU, bf16 on GPU)

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from .files import check_out_dir
-from .runs import load_model
+from .runfolder import load_model
 from .tokenizer import EOT, SOT
 
 

@@ -72,3 +72,95 @@ def check_out_file(path: str | Path, what: str, ours) -> Path:
         raise OutputError(f"{p}: exists and was not written by langclip; refusing to overwrite it. "
                           f"Give another --out")
     return p
+
+
+def atomic_write(path: str | Path, write) -> Path:
+    """Write `path` all at once: `write(tmp_path)` fills a temporary file beside it, which then
+    replaces `path` by one rename, so a crash never leaves half a file under the real name."""
+    import os
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def read_utf8(path: str | Path) -> str:
+    """A UTF-8 text file's text; otherwise an error naming the file, the line and the byte."""
+    raw = Path(path).read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x}); save the file as UTF-8, "
+                         f"e.g. `iconv -f cp1251 -t utf-8`") from None
+
+
+def read_text_lines(path: str | Path) -> list[str]:
+    """The non-empty lines of a UTF-8 text file, stripped; an error names the file and line otherwise."""
+    lines = [ln.strip() for ln in read_utf8(path).splitlines() if ln.strip()]
+    if not lines:
+        raise ValueError(f"{path}: no texts (one text a line)")
+    return lines
+
+
+def pick_device(name: str | None = None):
+    """torch.device(name), or CUDA when there is one, else the CPU."""
+    import torch
+
+    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+_DIGESTS: dict[tuple, str] = {}
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
+    """SHA-256 of a file's bytes, remembered per (path, size, mtime) for the process: a run that reads
+    the same 350 MB weights file in several stages hashes it once."""
+    import hashlib
+
+    p = Path(path).resolve()
+    st = p.stat()
+    key = (str(p), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            while b := f.read(chunk):
+                h.update(b)
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
+
+
+def table_rows(path: str | Path) -> tuple[list[str], list[dict]]:
+    """(column names, rows as dicts) of a CSV/TSV/Parquet/JSONL table — the one table reader; errors
+    name the file and line."""
+    import csv
+    import io
+    import json
+
+    path = Path(path)
+    suf = path.suffix.lower()
+    if suf == ".parquet":
+        import pyarrow.parquet as pq
+
+        t = pq.read_table(path)
+        return t.column_names, t.to_pylist()
+    text = read_utf8(path)
+    if suf in (".csv", ".tsv"):
+        r = csv.DictReader(io.StringIO(text), delimiter="\t" if suf == ".tsv" else ",")
+        rows = list(r)
+        return list(r.fieldnames or []), rows
+    rows = []
+    for i, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{i}: invalid JSON ({e.msg})") from None
+    names = sorted({k for r in rows for k in r})
+    return names, rows

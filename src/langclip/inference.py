@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from .files import pick_device, read_text_lines
+
 log = logging.getLogger(__name__)
 
 
@@ -28,7 +30,7 @@ class LoadedModel:
         tokenizer.context_length = model.context_length  # tokenizer(texts) fits the model by default
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
-        from .evaluate import encode_texts
+        from .metrics import encode_texts
 
         return encode_texts(self.model, self.tokenizer, list(texts), self.device)
 
@@ -48,7 +50,8 @@ class LoadedModel:
             >>> m.classify([img], ["кот", "собака"], ["фото {gen}", "{}"]).shape
             torch.Size([1, 2])
         """
-        from .evaluate import shipped_templates, zero_shot_weights
+        from .datasets import shipped_templates
+        from .metrics import zero_shot_weights
         from .morph import label_forms, template_forms
 
         if not labels:
@@ -62,10 +65,11 @@ class LoadedModel:
 
 def load(path: str | Path, device: str | None = None, weights: str | None = None) -> LoadedModel:
     """A run folder (or an export folder) -> LoadedModel."""
-    from .runs import image_transform, load_model
+    from .model import image_transform
+    from .runfolder import load_model
 
     path = Path(path)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = pick_device(device)
     if (path / "open_clip_config.json").is_file() and not (path / "model.json").is_file():
         import open_clip
 
@@ -113,19 +117,6 @@ def _open_images(paths: list[str]):
         except (UnidentifiedImageError, OSError) as e:
             raise ValueError(f"{p}: not a readable image ({e})") from None
     return out
-
-
-def read_text_lines(path: str) -> list[str]:
-    raw = Path(path).read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise ValueError(f"{path}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x}); save the file as UTF-8") from None
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    if not lines:
-        raise ValueError(f"{path}: no texts (one text a line)")
-    return lines
 
 
 def parse_labels(labels: str) -> list[str]:

@@ -1,4 +1,5 @@
-"""The langclip model: a pretrained CLIP's frozen image tower + a text tower for the new vocabulary.
+"""The langclip model: a pretrained CLIP's frozen image tower + a text tower for the new vocabulary,
+its open_clip configuration and its image preprocessing.
 
 Both towers are open_clip's own modules inside one `open_clip.CLIP`, so the weights keep open_clip's
 layout (export is a plain state dict) while training runs a faster text forward: PyTorch SDPA with a
@@ -16,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .weights import WeightsError, load_state_dict, split_towers, tower_digest
 
 log = logging.getLogger(__name__)
 
@@ -45,18 +45,6 @@ def _arch_config(arch: str) -> dict:
     if "hf_model_name" in cfg.get("text_cfg", {}) or "timm_model_name" in cfg.get("text_cfg", {}):
         raise ValueError(f"{arch}: only CLIP-style architectures with an open_clip text transformer are supported")
     return copy.deepcopy(cfg)
-
-
-def check_clip_init(clip_cfg: dict, arch: str) -> None:
-    """`clip` init copies CLIP's text transformer, which is causal and pools at end-of-text (argmax):
-    a text config that says otherwise cannot be honoured, so it is refused, naming the field."""
-    t = clip_cfg.get("text_cfg", {})
-    bad = [f"{k}={t[k]!r}" for k, ok in (("no_causal_mask", lambda v: not v), ("embed_cls", lambda v: not v),
-                                         ("pool_type", lambda v: v in (None, "argmax")))
-           if k in t and not ok(t[k])]
-    if bad:
-        raise ValueError(f"{arch}: `clip` init copies CLIP's causal, end-of-text-pooled text transformer and "
-                         f"cannot honour text_cfg {', '.join(bad)}; use `scratch` init for such a tower")
 
 
 def student_config(clip_cfg: dict, vocab_size: int, context_length: int = 77, text_overrides: dict | None = None) -> dict:
@@ -212,85 +200,18 @@ def fast_encode_text(clip, tokens: torch.Tensor) -> torch.Tensor:
     return proj(h) if isinstance(proj, nn.Linear) else h @ proj
 
 
-# -- building from a pretrained CLIP ------------------------------------------------------------
-def load_image_tower(model: LangCLIP, weights: str | Path, arch: str = "?") -> dict[str, torch.Tensor]:
-    """Load the image tower from a CLIP weights file into `model`; returns the file's non-visual part."""
-    sd = load_state_dict(weights)
-    vis, rest = split_towers(sd)
-    if not vis:
-        raise WeightsError(f"{weights}: has no image tower (no 'visual.*' weights) — a text-only checkpoint? "
-                           f"expected a full CLIP checkpoint for {arch}")
-    target = model.clip.visual.state_dict()
-    missing = sorted(set(target) - set(vis))
-    unexpected = sorted(set(vis) - set(target))
-    bad = [(k, tuple(vis[k].shape), tuple(v.shape)) for k, v in target.items() if k in vis and vis[k].shape != v.shape]
-    if missing or unexpected or bad:
-        detail = (f"shape of visual.{bad[0][0]} is {bad[0][1]}, expected {bad[0][2]}" if bad else
-                  f"missing visual.{missing[0]}" if missing else f"unexpected visual.{unexpected[0]}")
-        raise WeightsError(f"{weights}: image tower does not match architecture {arch} ({detail}; "
-                           f"{len(missing)} missing, {len(unexpected)} unexpected, {len(bad)} wrong shapes)")
-    model.clip.visual.load_state_dict({k: v.float() for k, v in vis.items()})
-    model.lock_image_tower()
-    model.tower_sha256 = tower_digest(vis)
-    return rest
+def preprocess_cfg(model: LangCLIP) -> dict:
+    from open_clip.transform import PreprocessCfg
+    from dataclasses import asdict
+
+    size = model.visual.image_size
+    cfg = asdict(PreprocessCfg(size=size if isinstance(size, int) else tuple(size)))
+    cfg.update(model.model_cfg.get("preprocess_cfg", {}) or {})
+    return cfg
 
 
-def clip_piece_ids(token: str, ranks: dict[tuple[str, str], int], vocab: dict[str, int]) -> list[int]:
-    """CLIP's ids for a byte-level token string, by applying CLIP's merges to its characters.
-    'ðŁĺĢ</w>' (an emoji that is one new token) -> CLIP's pieces of it."""
-    end = token.endswith("</w>")
-    chars = list(token[: -4] if end else token)
-    if not chars:
-        return []
-    if end:
-        chars[-1] += "</w>"
-    while len(chars) > 1:
-        pairs = [(ranks.get((a, b), 1 << 30), i) for i, (a, b) in enumerate(zip(chars, chars[1:]))]
-        r, i = min(pairs)
-        if r == 1 << 30:
-            break
-        chars[i: i + 2] = [chars[i] + chars[i + 1]]
-    return [vocab[c] for c in chars]
+def image_transform(pp: dict):
+    from open_clip.transform import PreprocessCfg, image_transform_v2
 
-
-def init_text_from_clip(model: LangCLIP, clip_text_sd: dict[str, torch.Tensor], tokenizer) -> dict:
-    """`clip` init: CLIP's text transformer, final norm, projection and temperature; CLIP's embeddings
-    for shared ids; each new token = mean of CLIP's embeddings of the pieces CLIP cuts it into;
-    start/end-of-text copied to their new ids; positional embedding cut or interpolated."""
-    from .tokenizer import CLIP_VOCAB, clip_base_vocab, clip_merges
-
-    c = model.clip
-    own = c.state_dict()
-    tok_emb = clip_text_sd.get("token_embedding.weight")
-    if tok_emb is None:
-        raise WeightsError("the CLIP weights file has no text tower (token_embedding.weight); `clip` init needs it")
-    load = {}
-    for k, v in clip_text_sd.items():
-        if k in own and k not in ("token_embedding.weight", "positional_embedding") and own[k].shape == v.shape:
-            load[k] = v.float()
-    skipped = [k for k in clip_text_sd if k not in load and k not in ("token_embedding.weight", "positional_embedding")]
-    if skipped:
-        raise WeightsError(f"text tower of the CLIP file does not fit the student ({skipped[0]}: "
-                           f"{tuple(clip_text_sd[skipped[0]].shape)} vs {tuple(own[skipped[0]].shape) if skipped[0] in own else 'absent'})")
-    c.load_state_dict(load, strict=False)
-    pos = clip_text_sd["positional_embedding"].float()
-    L = c.positional_embedding.shape[0]
-    with torch.no_grad():
-        if L <= pos.shape[0]:
-            c.positional_embedding.copy_(pos[:L])
-        else:
-            c.positional_embedding.copy_(F.interpolate(pos.T[None], size=L, mode="linear", align_corners=True)[0].T)
-        emb = c.token_embedding.weight
-        base = CLIP_VOCAB - 2
-        emb[:base] = tok_emb[:base].float()
-        emb[tokenizer.sot_token_id] = tok_emb[CLIP_VOCAB - 2].float()
-        emb[tokenizer.eot_token_id] = tok_emb[CLIP_VOCAB - 1].float()
-        ranks = {m: i for i, m in enumerate(clip_merges())}
-        vocab = {t: i for i, t in enumerate(clip_base_vocab())}
-        id_to_tok = {i: t for t, i in tokenizer.hf.get_vocab().items()}
-        n_new = 0
-        for i in range(base, tokenizer.sot_token_id):
-            pieces = clip_piece_ids(id_to_tok[i], ranks, vocab)
-            emb[i] = tok_emb[pieces].float().mean(0)
-            n_new += 1
-    return {"shared_ids": base + 2, "new_ids_from_pieces": n_new}
+    keep = {k: v for k, v in pp.items() if k in PreprocessCfg.__dataclass_fields__}
+    return image_transform_v2(PreprocessCfg(**keep), is_train=False)

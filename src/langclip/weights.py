@@ -15,16 +15,10 @@ from pathlib import Path
 import torch
 
 
+
+
 class WeightsError(ValueError):
     """A weights file that cannot serve: the message names the file and what was expected."""
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while b := f.read(chunk):
-            h.update(b)
-    return h.hexdigest()
 
 
 def _is_torchscript(path: Path) -> bool:

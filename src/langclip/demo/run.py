@@ -17,12 +17,12 @@ import json
 import random
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from ..config import CacheConfig, DemoConfig, LossSection, ModelSection, OptimSection, TokenizerTrainConfig, TrainConfig
 from .world import COLOURS, COUNTS, SHAPES, captions, en_phrase, render, ru_phrase, sample_scenes
 
 HELD_OUT = {("red", "star"), ("blue", "heart"), ("green", "triangle"), ("yellow", "square"), ("purple", "circle")}
@@ -34,16 +34,6 @@ SIZES = {  # train images, test images, teacher epochs, student epochs, merges
 TEACHER = {"embed_dim": 64, "quick_gelu": True,
            "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
            "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
-
-
-@dataclass
-class DemoConfig:
-    lang: str = "ru"
-    out: str = "demo"
-    seed: int = 0
-    size: str = "default"
-    english_replay: bool = True     # the students replay English (loss.english); False: the comparison run
-    precision: str = "auto"         # the students' training precision (auto: fp32 on CPU, bf16 on GPU)
 
 
 def _stage(name: str, t0: float) -> None:
@@ -70,7 +60,7 @@ def _train_teacher(rows: list[dict], img_dir: Path, out: Path, epochs: int, seed
     from PIL import Image
     from ..files import progress_bar
 
-    from ..runs import image_transform
+    from ..model import image_transform
     from ..tokenizer import Tokenizer
     from ..train import clip_loss
 
@@ -138,7 +128,7 @@ def _display(lang: str, task: str, value) -> str:
 
 @torch.no_grad()
 def _zero_shot(model, tok, feats, labels_by_task, lang, mask=None) -> dict:
-    from ..evaluate import classification_metrics, zero_shot_weights
+    from ..metrics import classification_metrics, zero_shot_weights
 
     out = {}
     for task, (classes, templates, values, key) in _tasks(lang).items():
@@ -151,12 +141,13 @@ def _zero_shot(model, tok, feats, labels_by_task, lang, mask=None) -> dict:
 
 
 def run_demo(cfg: DemoConfig) -> dict:
-    from ..cache import CacheConfig, build_cache
-    from ..model import LangCLIP, model_config
-    from ..runs import image_transform, load_model
+    from ..cache import build_cache
+    from ..metrics import recall_at_k
+    from ..model import LangCLIP, image_transform, model_config
+    from ..runfolder import load_model
     from ..tokenizer import Tokenizer
-    from ..tokenizer_train import TokenizerTrainConfig, train_tokenizer
-    from ..train import LossSection, ModelSection, OptimSection, TrainConfig, recall_at_k, train
+    from ..tokenizer.train import train_tokenizer
+    from ..train import train
     from ..files import check_out_dir
     from ..weights import load_state_dict
 
@@ -242,7 +233,8 @@ def run_demo(cfg: DemoConfig) -> dict:
 def _report(out, results, retr, held, students, test_imgs, first, feats, t0, cfg) -> dict:
     from PIL import Image
 
-    from ..evaluate import markdown_table, plot_confusion
+    from ..evaluate import plot_confusion
+    from ..metrics import markdown_table
     from ..inference import save_similarity
 
     rep = out / "report"

@@ -73,7 +73,7 @@ class TokenTable:
     @classmethod
     def encode(cls, tok, texts: list[str], context_length: int, pad_id: int | None = None,
                chunk: int = 1 << 18, progress: bool = False) -> "TokenTable":
-        from .files import progress_bar
+        from ..files import progress_bar
 
         parts = [cls.from_padded(tok(texts[s: s + chunk], context_length=context_length), pad_id)
                  for s in progress_bar(range(0, len(texts), chunk), desc="tokenize", unit="chunk",

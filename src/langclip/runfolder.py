@@ -1,4 +1,4 @@
-"""Building a student model from a pretrained CLIP, and self-describing run folders.
+"""Self-describing run folders, and the held-out split that travels with a run and its exports.
 
 A run folder holds:
     model.json                 model_cfg (open_clip format), image tower reference, init, preprocessing
@@ -14,109 +14,21 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .model import LangCLIP, check_clip_init, hf_student_config, init_text_from_clip, load_image_tower, model_config, student_config
+from .build import ImageTowerRef, load_image_tower
+from .files import atomic_write, atomic_write_text, sha256_file
+from .model import LangCLIP, preprocess_cfg
 from .tokenizer import Tokenizer, load_tokenizer
-from .weights import WeightsError, sha256_file
+from .weights import WeightsError
 
 log = logging.getLogger(__name__)
 MODEL_FILE = "model.json"
+
+
 TEXT_WEIGHTS = "text_tower.safetensors"
-
-
-@dataclass
-class ImageTowerRef:
-    arch: str
-    weights: str       # absolute path when created
-    sha256: str        # of the file's bytes (what runs before round 2 were checked by)
-    tower_sha256: str = ""   # of the image tower's tensors: the tower's identity, whatever the file format
-    pretrained: str = ""     # open_clip's pretrained tag, when the weights came through its cache
-
-    @classmethod
-    def of(cls, arch: str, weights: str | Path, tower_sha256: str = "", pretrained: str = "") -> "ImageTowerRef":
-        return cls(arch=arch, weights=str(Path(weights).resolve()), sha256=sha256_file(weights),
-                   tower_sha256=tower_sha256, pretrained=pretrained)
-
-
-def preprocess_cfg(model: LangCLIP) -> dict:
-    from open_clip.transform import PreprocessCfg
-    from dataclasses import asdict
-
-    size = model.visual.image_size
-    cfg = asdict(PreprocessCfg(size=size if isinstance(size, int) else tuple(size)))
-    cfg.update(model.model_cfg.get("preprocess_cfg", {}) or {})
-    return cfg
-
-
-def image_transform(pp: dict):
-    from open_clip.transform import PreprocessCfg, image_transform_v2
-
-    keep = {k: v for k, v in pp.items() if k in PreprocessCfg.__dataclass_fields__}
-    return image_transform_v2(PreprocessCfg(**keep), is_train=False)
-
-
-def _copy_logit_scale(model: LangCLIP, clip_rest: dict) -> None:
-    """The pretrained CLIP's temperature, if its weights file has one."""
-    if "logit_scale" in clip_rest:
-        with torch.no_grad():
-            model.logit_scale.copy_(clip_rest["logit_scale"].float().reshape(model.logit_scale.shape))
-
-
-def build_student(arch: str, weights: str | Path, tokenizer: Tokenizer, init: str = "clip",
-                  context_length: int = 77, text_overrides: dict | None = None,
-                  seed: int = 0, pretrained: str = "") -> tuple[LangCLIP, ImageTowerRef, dict]:
-    """A LangCLIP whose image tower is the pretrained CLIP's (locked) and whose text tower is sized for
-    `tokenizer` and initialised by `init`: 'scratch', 'clip', or 'hf:<name-or-folder>' (a pretrained
-    Hugging Face encoder; `tokenizer` is then that encoder's own, see `HFTextTokenizer`)."""
-    if init not in ("scratch", "clip") and not init.startswith("hf:"):
-        raise ValueError(f"text init must be 'scratch', 'clip' or 'hf:<name>', got {init!r}")
-    if init.startswith("hf:"):
-        return _build_hf_student(arch, weights, tokenizer, init[3:], context_length, seed, pretrained)
-    if init == "clip" and text_overrides:
-        raise ValueError(f"`clip` init keeps CLIP's text-tower shape; drop the overrides {sorted(text_overrides)}")
-    base = model_config(arch, pretrained)
-    if init == "clip":
-        check_clip_init(base, arch)
-    cfg = student_config(base, tokenizer.vocab_size, context_length, text_overrides)
-    torch.manual_seed(seed)
-    model = LangCLIP(cfg)
-    rest = load_image_tower(model, weights, arch)
-    info: dict = {"init": init}
-    _copy_logit_scale(model, rest)
-    if init == "clip":
-        info.update(init_text_from_clip(model, rest, tokenizer))
-    ref = ImageTowerRef.of(arch, weights, model.tower_sha256, pretrained)
-    return model, ref, info
-
-
-def _build_hf_student(arch: str, weights: str | Path, tokenizer, name: str, context_length: int,
-                      seed: int, pretrained: str = "") -> tuple[LangCLIP, ImageTowerRef, dict]:
-    """`hf:<name>`: a pretrained Hugging Face encoder (hub name or local folder) as the text tower, with
-    its own tokenizer, mean-pooled and projected (a fresh MLP) to the image embedding size."""
-    if not name:
-        raise ValueError("hf: needs a Hugging Face model name or folder, e.g. hf:cointegrated/rubert-tiny2")
-    cfg = hf_student_config(model_config(arch, pretrained), name, context_length)
-    torch.manual_seed(seed)
-    try:
-        model = LangCLIP(cfg)
-    except (OSError, ValueError) as e:
-        raise FileNotFoundError(f"Hugging Face model {name!r} could not be loaded: {str(e).splitlines()[0]}") from None
-    max_len = getattr(model.clip.text.config, "max_position_embeddings", context_length)
-    if context_length > max_len:
-        raise ValueError(f"context_length {context_length} exceeds {name}'s {max_len} positions")
-    if tokenizer is not None and getattr(tokenizer, "vocab_size", 0) > model.vocab_size:
-        raise ValueError(f"the tokenizer has {tokenizer.vocab_size} ids but {name} embeds {model.vocab_size}")
-    rest = load_image_tower(model, weights, arch)
-    _copy_logit_scale(model, rest)
-    # from now on the run's own weights hold the text tower: rebuilding needs only the HF config
-    model.model_cfg["text_cfg"]["hf_model_pretrained"] = False
-    n_text = sum(p.numel() for p in model.text_parameters().values())
-    return model, ImageTowerRef.of(arch, weights, model.tower_sha256, pretrained), {"init": f"hf:{name}", "hf_model": name, "text_parameters": n_text}
 
 
 def save_model_files(run: str | Path, model: LangCLIP, tokenizer: Tokenizer, ref: ImageTowerRef,
@@ -134,16 +46,8 @@ def save_model_files(run: str | Path, model: LangCLIP, tokenizer: Tokenizer, ref
             "text_weights": TEXT_WEIGHTS, **(extra or {})}
     atomic_write_text(run / MODEL_FILE, json.dumps(meta, indent=2, ensure_ascii=False))
     sd = {k: v.detach().contiguous().cpu() for k, v in model.text_state_dict().items()}
-    tmp = run / (weights_name + ".tmp")
-    save_file(sd, str(tmp))
-    os.replace(tmp, run / weights_name)
+    atomic_write(run / weights_name, lambda tmp: save_file(sd, str(tmp)))
     return run
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def read_run_meta(run: str | Path) -> dict:
@@ -208,3 +112,67 @@ def load_model(run: str | Path, weights: str | Path | None = None, text_weights:
     if tokenizer.vocab_size != model.vocab_size and not (model.is_hf and tokenizer.vocab_size <= model.vocab_size):
         raise WeightsError(f"{run}: tokenizer has {tokenizer.vocab_size} ids but the text tower {model.vocab_size}")
     return model.eval(), tokenizer, meta
+
+
+# -- the held-out split ----------------------------------------------------------------------------
+def split_by_image(data, val_fraction: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Caption indices (train, val); all captions of an image fall on the same side."""
+    imgs = data.caption_image.unique()
+    g = torch.Generator().manual_seed(seed)
+    perm = imgs[torch.randperm(len(imgs), generator=g)]
+    n_val = int(round(len(imgs) * val_fraction))
+    val_imgs = torch.zeros(max(int(data.image_emb.shape[0]), int(imgs.max()) + 1 if len(imgs) else 0), dtype=torch.bool)
+    val_imgs[perm[:n_val]] = True
+    is_val = val_imgs[data.caption_image]
+    return (~is_val).nonzero().flatten(), is_val.nonzero().flatten()
+
+
+def split_record(data, val_idx: torch.Tensor, val_fraction: float, seed: int) -> dict:
+    """What identifies a run's held-out split, stored in the run folder and every export: fraction,
+    seed, and a digest of the held-out image rows, so evaluation can prove it scores the same images."""
+    import hashlib
+
+    rows = data.caption_image[val_idx].unique().to(torch.int64).numpy()
+    return {"val_fraction": val_fraction, "seed": seed, "val_images": int(len(rows)),
+            "cache_images": int(data.image_emb.shape[0]), "cache_captions": len(data.caption_image),
+            "val_images_sha256": hashlib.sha256(rows.tobytes()).hexdigest()}
+
+
+def run_split(meta: dict, model_path: Path) -> dict | None:
+    """The held-out split a model was trained with: model.json's `split` (a run), the export's
+    `langclip.split`, or — run folders written before splits were recorded — config.yaml's fraction
+    and seed (no digest). None when the model does not say."""
+    split = meta.get("split") or (meta.get("langclip") or {}).get("split")
+    if split:
+        return split
+    f = model_path / "config.yaml"
+    if f.is_file() and (model_path / "model.json").is_file():
+        import yaml
+
+        c = yaml.safe_load(f.read_text(encoding="utf-8")) or {}
+        if "val_fraction" in c and "seed" in c:
+            return {"val_fraction": float(c["val_fraction"]), "seed": int(c["seed"])}
+    return None
+
+
+def held_out(cache, split: dict | None, where: str, val_fraction: float | None = None, seed: int | None = None):
+    """Caption indices of the model's held-out images in `cache`; refuses rather than guesses: no
+    recorded split (and no explicit --val-fraction/--seed), or held-out images that are not the run's."""
+
+    explicit = val_fraction is not None or seed is not None
+    if split is None and (val_fraction is None or seed is None):
+        raise ValueError(f"{where}: the model does not record the split it was trained with (an export made "
+                         f"before splits travelled?): give both --val-fraction and --seed, or --split all")
+    vf = val_fraction if val_fraction is not None else split["val_fraction"]
+    sd = seed if seed is not None else split["seed"]
+    _, idx = split_by_image(cache, vf, sd)
+    if not explicit and split.get("val_images_sha256"):
+        got = split_record(cache, idx, vf, sd)
+        if got["val_images_sha256"] != split["val_images_sha256"]:
+            raise ValueError(f"{where}: the held-out images of this cache are not the ones the model was trained "
+                             f"without (digest {got['val_images_sha256'][:12]}… vs the run's "
+                             f"{split['val_images_sha256'][:12]}…; {got['val_images']} vs {split['val_images']} "
+                             f"images): is it the training cache? Use --split all on another cache")
+    if len(idx) == 0:
+        raise ValueError(f"{where}: the held-out split is empty (val_fraction {vf}); use --split all")
+    return idx

@@ -9,19 +9,20 @@
 """
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import time
 import unicodedata
 import warnings
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
+from ..config import TokenizerTrainConfig, check_wordfreq_language
+from ..files import check_out_dir, read_utf8, table_rows
 from .bpe import learn_merges
-from .files import check_out_dir
-from .tokenizer import SUFFIX, Tokenizer, build_hf_tokenizer, bytes_to_unicode, clean, clip_base_vocab, pretokenize, _WS
+from .clean import WS, clean, pretokenize
+from .encode import Tokenizer
+from .vocab import SUFFIX, build_hf_tokenizer, bytes_to_unicode, clip_base_vocab
 
 log = logging.getLogger(__name__)
 WEIGHT_MASS = 10**9  # each corpus source is scaled to this total integer weight
@@ -31,72 +32,18 @@ class CorpusError(ValueError):
     """Bad tokenizer corpus: the message names the file, line and problem."""
 
 
-@dataclass
-class TokenizerTrainConfig:
-    lang: str = "ru"                       # language code (wordfreq's, e.g. ru, el, ar, zh)
-    merges: int = 32000                    # merges to add to CLIP's 48,894
-    corpus: list[str] = field(default_factory=list)  # text files (one text a line) or tables
-    column: str | None = None              # column for CSV/TSV/Parquet/JSONL corpora
-    wordfreq: bool = False                 # use wordfreq's frequency list for `lang`
-    wordfreq_top: int | None = None        # only the N most frequent wordfreq words (None: all)
-    out: str = "tokenizer"
-
-    def validate(self) -> None:
-        if self.merges < 1:
-            raise ValueError(f"--merges must be at least 1 (got {self.merges}): with 0 the tokenizer is "
-                             "CLIP's own, use Tokenizer.clip() for that")
-        if not self.corpus and not self.wordfreq:
-            raise ValueError("no corpus: give --corpus FILE ... and/or --wordfreq")
-        for c in self.corpus:
-            if not Path(c).is_file():
-                raise FileNotFoundError(f"corpus file not found: {c}")
-        if self.wordfreq:
-            check_wordfreq_language(self.lang)
-
-
-def check_wordfreq_language(lang: str) -> None:
-    import wordfreq
-
-    langs = sorted(wordfreq.available_languages(wordlist="best"))
-    if lang not in langs:
-        raise ValueError(f"wordfreq has no word list for language {lang!r}; available: {', '.join(langs)}")
-
-
 # -- corpus reading -----------------------------------------------------------------------------
 def read_texts(path: str | Path, column: str | None = None) -> list[str]:
     """Texts of one corpus file: plain text (one text a line), or a column of CSV/TSV/Parquet/JSONL."""
     path = Path(path)
-    suf = path.suffix.lower()
-    if suf == ".parquet":
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(path)
-        col = _pick_column(path, table.column_names, column)
-        return [t for t in table.column(col).to_pylist() if isinstance(t, str)]
-    raw = path.read_bytes()
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise CorpusError(f"{path}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}); "
-                          f"convert the file, e.g. `iconv -f cp1251 -t utf-8`") from None
-    if suf in (".csv", ".tsv"):
-        rows = csv.DictReader(text.splitlines(), delimiter="\t" if suf == ".tsv" else ",")
-        col = _pick_column(path, rows.fieldnames or [], column)
-        return [r[col] for r in rows if r.get(col)]
-    if suf == ".jsonl":
-        out = []
-        for i, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise CorpusError(f"{path}:{i}: invalid JSON ({e.msg})") from None
-                col = _pick_column(path, list(rec), column)
-                if isinstance(rec.get(col), str):
-                    out.append(rec[col])
-        return out
-    return [ln for ln in text.splitlines() if ln.strip()]
+        if path.suffix.lower() not in (".parquet", ".csv", ".tsv", ".jsonl", ".json"):
+            return [ln for ln in read_utf8(path).splitlines() if ln.strip()]
+        names, rows = table_rows(path)
+    except ValueError as e:
+        raise CorpusError(str(e)) from None
+    col = _pick_column(path, names, column)
+    return [r[col] for r in rows if isinstance(r.get(col), str) and r[col]]
 
 
 def _pick_column(path: Path, names: list[str], column: str | None) -> str:
@@ -129,7 +76,7 @@ def wordfreq_pretokens(lang: str, top: int | None = None) -> Counter:
     counts: Counter = Counter()
     for w, f in items:  # wordfreq's words are already NFC and lower-case: no ftfy needed
         wt = max(1, round(f / total * WEIGHT_MASS))
-        for p in pretokenize(_WS.sub(" ", w).lower()):
+        for p in pretokenize(WS.sub(" ", w).lower()):
             counts[p] += wt
     return counts
 
@@ -262,7 +209,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig, progress: bool = True) -> Tokeniz
     base = build_hf_tokenizer(())
     segs = base.encode_batch(words, add_special_tokens=False)
     segmented = [(e.tokens, weights[w]) for w, e in zip(words, segs)]
-    from .files import progress_bar
+    from ..files import progress_bar
 
     bar = progress_bar(total=cfg.merges, desc="merges", unit="merge", disable=not progress, mininterval=0.5)
     res = learn_merges(segmented, cfg.merges, set(clip_base_vocab()),

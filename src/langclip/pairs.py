@@ -5,13 +5,16 @@ pointing at them, plus a list of problems (file, line/member, reason) for what w
 """
 from __future__ import annotations
 
-import csv
 import io
 import json
 import os
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import torch
+
+from .files import table_rows
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 IMAGE_COLUMNS = ("image", "image_path", "path", "filepath", "file", "filename", "img")
@@ -82,29 +85,6 @@ def _pick(names: list[str], wanted: str | None, defaults: tuple, what: str, path
     return None
 
 
-def _table_rows(path: Path) -> tuple[list[str], list[dict]]:
-    suf = path.suffix.lower()
-    if suf == ".parquet":
-        import pyarrow.parquet as pq
-
-        t = pq.read_table(path)
-        return t.column_names, t.to_pylist()
-    text = path.read_text(encoding="utf-8")
-    if suf in (".csv", ".tsv"):
-        r = csv.DictReader(io.StringIO(text), delimiter="\t" if suf == ".tsv" else ",")
-        rows = list(r)
-        return list(r.fieldnames or []), rows
-    rows = []
-    for i, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{i}: invalid JSON ({e.msg})") from None
-    names = sorted({k for r in rows for k in r})
-    return names, rows
-
-
 def read_table(path: str | Path, pairs: Pairs, image_column=None, caption_column=None, english_column=None) -> None:
     path = Path(path)
     if path.suffix.lower() == ".parquet":   # only the needed columns, column by column (large tables)
@@ -117,7 +97,7 @@ def read_table(path: str | Path, pairs: Pairs, image_column=None, caption_column
         t = pq.read_table(path, columns=[c for c in dict.fromkeys((ic, cc, ec)) if c])
         cols = [t.column(c).to_pylist() if c else None for c in (ic, cc, ec)]
     else:
-        names, rows = _table_rows(path)
+        names, rows = table_rows(path)
         ic = _pick(names, image_column, IMAGE_COLUMNS, "image", path)
         cc = _pick(names, caption_column, CAPTION_COLUMNS, "caption", path)
         ec = _pick(names, english_column, ENGLISH_COLUMNS, "english", path, required=False)
@@ -257,7 +237,7 @@ def read_parallel(specs: list[str], caption_column=None, english_column=None) ->
             if path.suffix.lower() not in (".csv", ".tsv", ".parquet", ".jsonl", ".json"):
                 raise ValueError(f"{path}: a parallel corpus is a table (.csv/.tsv/.parquet/.jsonl) with a "
                                  f"target-language column and an English column")
-            names, rows = _table_rows(path)
+            names, rows = table_rows(path)
             cc = _pick(names, caption_column, CAPTION_COLUMNS, "caption", path)
             ec = _pick(names, english_column, ENGLISH_COLUMNS, "english", path)
             for i, r in enumerate(rows, 2 if path.suffix.lower() in (".csv", ".tsv") else 1):
@@ -292,3 +272,26 @@ def open_image(ref: ImageRef):
         img = Image.open(ref.path)
     img.load()
     return img
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    def __init__(self, refs: list[ImageRef], rows: list[int], transform):
+        self.refs, self.rows, self.transform = refs, rows, transform
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        row = self.rows[i]
+        try:
+            x = self.transform(open_image(self.refs[row]))
+            return row, x, ""
+        except Exception as e:  # corrupt, missing, truncated, decompression bomb: skipped and counted
+            return row, None, f"{type(e).__name__}: {str(e)[:200]}"
+
+
+def collate_images(batch):
+    rows = [b[0] for b in batch]
+    ok = [b[1] is not None for b in batch]
+    xs = [b[1] for b in batch if b[1] is not None]
+    return rows, ok, (torch.stack(xs) if xs else None), [b[2] for b in batch]

@@ -1,243 +1,24 @@
-"""CLIP's byte-level BPE, extended with merges for a new language, encoded by HF `tokenizers` (Rust).
-
-Ids 0..49405 keep CLIP's meaning (256 bytes, 256 bytes + `</w>`, 48,894 merges). The new merges'
-tokens follow from 49406 on, and start/end-of-text move to the two last ids (V-2, V-1), so the
-end-of-text token is still the largest id and open_clip's default `argmax` pooling keeps working
-unchanged — in langclip, in stock open_clip after export, and for CLIP's own vocabulary (V = 49408).
-
-Text is cleaned as open_clip's SimpleTokenizer does (ftfy, HTML unescape twice, whitespace collapse,
-lower case) in Python; pre-tokenization (CLIP's regex), byte-level mapping, BPE with the `</w>`
-end-of-word suffix and the start/end tokens are all in `tokenizer.json`, so any tool that loads that
-file gives the same ids on already-cleaned text.
-"""
+"""Encoding: `Tokenizer` (CLIP's BPE + new merges, batch encoding through a memo of space-free
+chunks and the Rust BPE of `tokenizers`) and `HFTextTokenizer` (a Hugging Face encoder's own)."""
 from __future__ import annotations
 
-import functools
 import gc
-from itertools import chain
-import gzip
-import html
-import importlib.util
 import json
-import re
 import unicodedata
+from itertools import chain
 from pathlib import Path
 from typing import Iterable, Sequence
 
-import regex
+from .clean import PRE, SEP, WS, clean, sep_breakers, slow_re
+from .vocab import CLIP_VOCAB, EOT, PAD_ID, SOT, build_hf_tokenizer, bytes_to_unicode
 
-SOT, EOT = "<|startoftext|>", "<|endoftext|>"
-SUFFIX = "</w>"
-PAD_ID = 0
-NUM_CLIP_MERGES = 49152 - 256 - 2  # the slice open_clip applies to its merges file: 48,894 merges
-CLIP_VOCAB = 49408
-# CLIP's pre-tokenizer pattern (open_clip/tokenizer.py), without the two special-token alternatives,
-# which `tokenizers` handles as added tokens.
-PRETOKENIZE_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
-_PRE = regex.compile(PRETOKENIZE_PATTERN, regex.IGNORECASE)
-_WS = regex.compile(r"\s+")
 META_FILE = "langclip_tokenizer.json"
 
 
-@functools.lru_cache()
-def bytes_to_unicode() -> dict[int, str]:
-    """CLIP/GPT-2's reversible byte -> printable unicode character table (256 entries)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
-
-
-def clip_bpe_file() -> Path:
-    """CLIP's merges file, shipped inside open_clip (found without importing open_clip/torch)."""
-    spec = importlib.util.find_spec("open_clip")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("open_clip_torch is not installed; it ships CLIP's BPE merges file")
-    return Path(list(spec.submodule_search_locations)[0]) / "bpe_simple_vocab_16e6.txt.gz"
-
-
-@functools.lru_cache()
-def clip_merges() -> tuple[tuple[str, str], ...]:
-    lines = gzip.open(clip_bpe_file()).read().decode("utf-8").split("\n")[1 : NUM_CLIP_MERGES + 1]
-    return tuple(tuple(line.split()) for line in lines)  # type: ignore[misc]
-
-
-def clip_base_vocab() -> list[str]:
-    """CLIP's tokens for ids 0..49405 (everything except start/end-of-text)."""
-    v = list(bytes_to_unicode().values())
-    v = v + [t + SUFFIX for t in v]
-    return v + ["".join(m) for m in clip_merges()]
-
-
-@functools.lru_cache()
-def _ftfy_sensitive() -> frozenset:
-    """Characters on which some ftfy fixer (or html.unescape) may act; built from ftfy's own tables."""
-    from ftfy import chardata
-
-    chars = set(chardata.LIGATURES) | set(chardata.WIDTH_MAP) | set(chardata.CONTROL_CHARS)
-    chars |= set(range(0x80, 0xA0)) | set(range(0xD800, 0xE000))  # C1 controls, surrogates
-    chars |= {ord(c) for c in "&\r\x0b\x0c\x1b\u2028\u2029\u02bc\u2018\u2019\u201a\u201b\u201c\u201d\u201e\u201f"}
-    return frozenset(chr(c) for c in chars if c not in (0x09, 0x0a, 0x20))
-
-
-def _sre():
-    """(constants, parser) of Python's regex engine, for reading ftfy's pattern."""
-    try:
-        from re import _constants as C, _parser as P  # Python >= 3.11
-    except ImportError:  # pragma: no cover
-        import sre_constants as C
-        import sre_parse as P
-    return C, P
-
-
-def _charset(item) -> set[int] | None:
-    """Code points a parsed regex item (a literal or a plain character class) can match; None if any."""
-    C, _ = _sre()
-    op, av = item
-    if op is C.LITERAL:
-        return {av}
-    if op is not C.IN:
-        return None
-    out: set[int] = set()
-    for o, a in av:
-        if o is C.LITERAL:
-            out.add(a)
-        elif o is C.RANGE:
-            out.update(range(a[0], a[1] + 1))
-        else:  # negation, categories (\w, \s): may match anything
-            return None
-    return out
-
-
-@functools.lru_cache()
-def _mojibake_triggers() -> frozenset:
-    """A set of characters that every match of ftfy's mojibake detector (`badness.BADNESS_RE`) contains
-    at least one of: for each alternative of the regex, the mandatory item whose characters are rarest
-    in ordinary Latin/Cyrillic/Greek text. Text with none of them cannot be `is_bad`, so ftfy's
-    encoding fixer leaves it unchanged, and the (slow) regex need not run. Derived from ftfy's own
-    regex, so it follows ftfy's version."""
-    C, P = _sre()
-    from ftfy.badness import BADNESS_RE
-
-    tree = P.parse(BADNESS_RE.pattern, BADNESS_RE.flags)
-    if BADNESS_RE.flags & re.IGNORECASE or len(tree.data) != 1 or tree.data[0][0] is not C.BRANCH:
-        return frozenset(map(chr, range(0x80, 0x110000)))  # unknown shape: every non-ASCII text checks
-    # printable ASCII and the basic Greek and Russian alphabets
-    common = set(range(0x20, 0x7F)) | set(range(0x391, 0x3AA)) | set(range(0x3B1, 0x3CA))
-    common |= set(range(0x410, 0x450)) | {0x401, 0x451}
-    out: set[int] = set()
-    for alt in tree.data[0][1][1]:
-        sets = [s for s in map(_charset, alt) if s is not None]
-        if not sets:
-            return frozenset(map(chr, range(0x80, 0x110000)))
-        out |= min(sets, key=lambda s: (len(s & common), len(s)))
-    return frozenset(map(chr, out))
-
-
-@functools.lru_cache()
-def _odd_spaces() -> frozenset:
-    """White space that `str.split` and CLIP's `\\s` disagree on (it ends at U+3000 in Unicode; a test
-    checks the whole range)."""
-    return frozenset(c for c in map(chr, range(0x3001)) if c.isspace() != bool(_WS.fullmatch(c)))
-
-
-@functools.lru_cache()
-def _slow_chars() -> frozenset:
-    """Characters that send a non-ASCII text through ftfy: the fixers' characters, the mojibake
-    detector's triggers, and the odd white space."""
-    return _ftfy_sensitive() | _mojibake_triggers() | _odd_spaces() | {_SEP}
-
-
-@functools.lru_cache()
-def _slow_re() -> "re.Pattern":
-    """`_slow_chars` as one character class: a search is ~7x faster than `frozenset.isdisjoint`."""
-    cps = sorted(map(ord, _slow_chars()))
-    ranges, lo, hi = [], cps[0], cps[0]
-    for c in cps[1:] + [-1]:
-        if c == hi + 1:
-            hi = c
-            continue
-        ranges.append(re.escape(chr(lo)) + ("" if lo == hi else "-" + re.escape(chr(hi))))
-        lo = hi = c
-    return re.compile("[" + "".join(ranges) + "]")
-
-
-@functools.lru_cache()
-def _sep_breakers() -> "re.Pattern":
-    """White space that CLIP's `\\s` does not know, which would break the batch's single `str.split`.
-    ftfy removes it all; the check guards against ftfy changing."""
-    return re.compile("[" + "".join(map(re.escape, sorted(_odd_spaces()))) + "]")
-
-
-def _needs_ftfy(text: str) -> bool:
-    """False when ftfy.fix_text and html.unescape would return `text` unchanged, decided cheaply.
-
-    ftfy runs its fixers until nothing changes; on text with none of the characters its fixers touch,
-    that is NFC already and that its mojibake detector (`is_bad`) does not flag, every fixer is the
-    identity. Printable ASCII without '&' is the common case; `is_bad` runs only on the rare text
-    holding one of its trigger characters."""
-    if text.isascii():
-        return not text.isprintable() or "&" in text
-    if not unicodedata.is_normalized("NFC", text) or not _ftfy_sensitive().isdisjoint(text):
-        return True
-    if _mojibake_triggers().isdisjoint(text):
-        return False
-    from ftfy.badness import is_bad
-
-    return is_bad(text)
-
-
-def clean(text: str) -> str:
-    """open_clip's `_clean_lower`: ftfy, HTML-unescape twice, strip, collapse whitespace, lower-case."""
-    if _needs_ftfy(text):
-        import ftfy
-
-        text = html.unescape(html.unescape(ftfy.fix_text(text)))
-    return _WS.sub(" ", text).strip().lower()
-
-
-def pretokenize(cleaned: str) -> list[str]:
-    """CLIP's pre-tokenization of cleaned text: 'a cat's 2 paws!' -> ['a', 'cat', "'s", '2', 'paws', '!']."""
-    return _PRE.findall(cleaned)
-
-
 _chain = chain.from_iterable
-_SEP = "\x00"  # separates texts in a batch; never in a cleaned text (checked)
-_BYTE_MAP = {i: c for i, c in bytes_to_unicode().items()}  # for str.translate of latin-1-decoded bytes
 
 
-def build_hf_tokenizer(new_merges: Sequence[tuple[str, str]] = ()):
-    """A `tokenizers.Tokenizer` for CLIP's BPE plus `new_merges` (ranked after CLIP's)."""
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-
-    vocab_list = clip_base_vocab() + ["".join(m) for m in new_merges]
-    vocab: dict[str, int] = {}
-    for i, t in enumerate(vocab_list):
-        if t in vocab:
-            raise ValueError(f"duplicate token {t!r} at id {i} (first at {vocab[t]})")
-        vocab[t] = i
-    sot_id, eot_id = len(vocab), len(vocab) + 1
-    vocab[SOT], vocab[EOT] = sot_id, eot_id
-    merges = list(clip_merges()) + [tuple(m) for m in new_merges]
-    bpe = models.BPE(vocab=vocab, merges=merges, end_of_word_suffix=SUFFIX, continuing_subword_prefix="",
-                     fuse_unk=False, ignore_merges=False)
-    tok = Tokenizer(bpe)
-    tok.normalizer = normalizers.Sequence(
-        [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()])
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(PRETOKENIZE_PATTERN), behavior="removed", invert=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
-    tok.decoder = decoders.Sequence([decoders.ByteLevel(), decoders.Replace(SUFFIX, " ")])
-    tok.add_special_tokens([SOT, EOT])
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"{SOT} $A {EOT}", special_tokens=[(SOT, sot_id), (EOT, eot_id)])
-    return tok
+BYTE_MAP = {i: c for i, c in bytes_to_unicode().items()}  # for str.translate of latin-1-decoded bytes
 
 
 def _lookup_arrow(chunks: list[str], cache):
@@ -367,24 +148,24 @@ class Tokenizer:
         A cleaned text is cut at its spaces into chunks; no pre-token crosses a space, so a chunk's
         ids never depend on its neighbours and are memoised (as CLIP's own tokenizer memoises words).
         Only a new chunk is pre-tokenized and run through the BPE in `tokenizers` (Rust). Cleaning is
-        skipped where it provably changes nothing but case (see `_needs_ftfy`). The whole batch is
+        skipped where it provably changes nothing but case (see `needs_ftfy`). The whole batch is
         joined with a separator chunk, split once and looked up in one pass at C speed."""
         import numpy as np
 
-        cache, slow, is_nfc = self._cache, _slow_re().search, unicodedata.is_normalized
+        cache, slow, is_nfc = self._cache, slow_re().search, unicodedata.is_normalized
         if len(cache) > 2_000_000:
             cache.clear()
-        cache[_SEP] = (-1,)
+        cache[SEP] = (-1,)
         prepared = [t.lower() if ((t.isprintable() and "&" not in t) if t.isascii() else
                                   (not slow(t) and is_nfc("NFC", t))) else clean(t) for t in texts]
-        joined = f" {_SEP} ".join(prepared)
-        if joined.count(_SEP) != max(len(prepared) - 1, 0) or _sep_breakers().search(joined):
+        joined = f" {SEP} ".join(prepared)
+        if joined.count(SEP) != max(len(prepared) - 1, 0) or sep_breakers().search(joined):
             # a cleaned text kept a character that str.split would misread: text by text
             flat: list[int] = []
             lens: list[int] = []
             for t in prepared:
                 n0 = len(flat)
-                t = _WS.sub(" ", t).strip(" ")  # no-op on cleaned text; CLIP's split on the others
+                t = WS.sub(" ", t).strip(" ")  # no-op on cleaned text; CLIP's split on the others
                 flat.extend(_chain(map(cache.__getitem__, t.split(" ") if t else ())))
                 lens.append(len(flat) - n0)
             return np.asarray(flat, dtype=np.int64), np.asarray(lens, dtype=np.int64)
@@ -404,7 +185,7 @@ class Tokenizer:
         # blocks only, where Python's and `regex`'s Unicode tables cannot differ)
         if chunk.isalpha() and (chunk.isascii() or max(chunk) < "\u0530"):
             return self._bpe_ids(chunk)
-        words = _PRE.findall(chunk)
+        words = PRE.findall(chunk)
         if len(words) == 1 and words[0] == chunk:
             return self._bpe_ids(chunk)
         return tuple([i for w in words for i in self._cache[w]])
@@ -412,7 +193,7 @@ class Tokenizer:
     def _bpe_ids(self, word: str) -> tuple[int, ...]:
         """BPE of one pre-token, mapped to CLIP's byte-level characters ('!'..'~' map to themselves)."""
         if not (word.isascii() and word.isprintable()):
-            word = word.encode("utf-8").decode("latin-1").translate(_BYTE_MAP)
+            word = word.encode("utf-8").decode("latin-1").translate(BYTE_MAP)
         return tuple([t.id for t in self._bpe.tokenize(word)])
 
     def tokens(self, text: str) -> list[str]:

@@ -1,0 +1,98 @@
+"""Evaluation data: the shipped class names and prompt templates per language (data files under
+`langclip/resources/`: classnames/<dataset>.json = {"ru": [{"nom": "самолёт", "gen": ...}, ...], "en":
+[...]}, templates.json = {"ru": ["фото {gen}", ...]}), user class-name files, and the datasets read in
+their public on-disk formats (CIFAR-10/100, Caltech101 as torchvision lays them out, ImageFolder)."""
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+
+def shipped_classnames(dataset: str, lang: str) -> list:
+    f = resources.files("langclip") / "resources" / "classnames" / f"{dataset}.json"
+    if not f.is_file():
+        raise ValueError(f"no shipped class names for {dataset!r}; pass --classnames FILE.json")
+    d = json.loads(f.read_text(encoding="utf-8"))
+    if lang not in d:
+        raise ValueError(f"no {lang!r} class names for {dataset} (have {sorted(d)}); add them to {f.name} or pass --classnames")
+    return d[lang]
+
+
+def shipped_templates(lang: str) -> list[str]:
+    d = json.loads((resources.files("langclip") / "resources" / "templates.json").read_text(encoding="utf-8"))
+    if lang not in d:
+        raise ValueError(f"no {lang!r} prompt templates shipped (have {sorted(d)})")
+    return d[lang]
+
+
+# -- datasets on disk ---------------------------------------------------------------------------
+def load_dataset(name: str, root: str | Path, transform, download: bool = False):
+    """torchvision datasets from their own on-disk layouts; 'imagefolder:PATH' for any folder."""
+    import torchvision.datasets as tvd
+
+    root = Path(root).expanduser()
+    if name.startswith("imagefolder:"):
+        p = Path(name.split(":", 1)[1]).expanduser()
+        if not p.is_dir():
+            raise FileNotFoundError(f"image folder not found: {p}")
+        ds = tvd.ImageFolder(str(p), transform=transform)
+        return ds, ds.classes
+    cls = {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100, "caltech101": tvd.Caltech101}.get(name)
+    if cls is None:
+        raise ValueError(f"unknown dataset {name!r}: cifar10, cifar100, caltech101 or imagefolder:PATH")
+    try:
+        if name == "caltech101":
+            return _caltech101(root, transform, download)
+        return cls(str(root), train=False, transform=transform, download=download), None
+    except RuntimeError as e:
+        raise FileNotFoundError(f"{name} not found under {root} ({e}); download it with --download "
+                                f"(needs network) or put torchvision's layout there") from None
+
+
+def dataset_classnames(dataset: str, lang: str, classnames: str | None = None, folder_classes=None) -> list:
+    """Class names for a dataset: a --classnames JSON file (a list, or {lang: list}), an image folder's
+    own folder names, or the shipped lists."""
+    if classnames:
+        return read_classnames(classnames, lang)
+    if dataset.startswith("imagefolder:"):
+        return list(folder_classes)
+    return shipped_classnames(dataset, lang)
+
+
+def read_classnames(path: str, lang: str) -> list:
+    """A --classnames JSON file: a list of names, or {lang: list}."""
+    f = Path(path)
+    try:
+        names = json.loads(f.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"class-name file not found: {f}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{f}: not a UTF-8 JSON list of class names ({e})") from None
+    names = names.get(lang, names) if isinstance(names, dict) else names
+    if not isinstance(names, list) or not names:
+        raise ValueError(f"{f}: expected a non-empty JSON list of class names (or {{\"{lang}\": [...]}})")
+    return names
+
+
+def _caltech101(root: Path, transform, download: bool):
+    """torchvision's Caltech101 layout (root/caltech101/101_ObjectCategories/<category>/*.jpg) with
+    torchvision's labels: sorted folder names without BACKGROUND_Google. Read as an image folder, so
+    category labels need neither the annotation files nor scipy (torchvision's class imports it)."""
+    import os
+
+    import torchvision.datasets as tvd
+
+    cats = root / "caltech101" / "101_ObjectCategories"
+    if not cats.is_dir():
+        if not download:
+            raise RuntimeError(f"{cats} does not exist")
+        tvd.Caltech101(str(root), target_type="category", download=True)
+
+    class Caltech101Folder(tvd.ImageFolder):
+        def find_classes(self, directory):
+            classes = sorted(e.name for e in os.scandir(directory) if e.is_dir() and e.name != "BACKGROUND_Google")
+            return classes, {c: i for i, c in enumerate(classes)}
+
+    ds = Caltech101Folder(str(cats), transform=transform)
+    return ds, ds.classes

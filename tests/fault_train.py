@@ -1,0 +1,22 @@
+"""`langclip train` that kills itself with SIGKILL right after step N (a real, deterministic crash
+mid-epoch, for the resume test): python tests/fault_train.py N train --config ... . The fault lives
+here, in the tests, not in the library."""
+import os
+import signal
+import sys
+
+import langclip.train.loop as loop
+from langclip.cli import main
+
+at = int(sys.argv[1])
+original = loop.after_step
+
+
+def after_step(run, loss, parts):
+    original(run, loss, parts)
+    if run.step == at:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+loop.after_step = after_step
+sys.exit(main(sys.argv[2:]))
