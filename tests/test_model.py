@@ -212,8 +212,13 @@ def test_export_loads_in_stock_open_clip(tmp_path, tiny_arch, tiny_clip, ru_toke
     assert main(["export", "--model", str(tmp_path / "run"), "--out", str(tmp_path / "exp")]) == 0
     oc, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{tmp_path / 'exp'}")
     oc_tok = open_clip.get_tokenizer(f"local-dir:{tmp_path / 'exp'}")
-    texts = ["Две красные звезды", "a photo of a cat", "фото  полосатого   КОТА &amp; собаки", "очень " * 50]
-    assert torch.equal(oc_tok(texts), ru_tokenizer(texts, context_length=32))
+    texts = ["Две красные звезды", "a photo of a cat", "фото  полосатого   КОТА &amp; собаки", "очень " * 50,
+             "кот!", "three stars!! wow"]   # "!" at a word's end is "!</w>": the pad token must not cut it out
+    ours, theirs = ru_tokenizer(texts, context_length=32), oc_tok(texts)
+    eot = ru_tokenizer.eot_token_id
+    for a, b in zip(ours, theirs):   # the same ids up to end-of-text; the export pads with end-of-text
+        n = int(a.argmax()) + 1
+        assert torch.equal(a[:n], b[:n]) and bool((b[n:] == eot).all()) and bool((a[n:] == 0).all())
     img = Image.fromarray((torch.rand(80, 70, 3) * 255).byte().numpy())
     meta = json.loads((tmp_path / "run" / "model.json").read_text())
     x_ours = image_transform(meta["preprocess_cfg"])(img)[None]

@@ -25,6 +25,7 @@ EPILOGS = {
                "  langclip predict --model runs/ru --image *.jpg --labels @labels.txt --weights ViT-B-32.pt --device cpu",
     "similarity": "example:\n  langclip similarity --model runs/ru --images a.jpg b.jpg --texts texts.txt --out sim.png",
     "export": "example:\n  langclip export --model runs/ru --format open_clip --out export/\n"
+              "  langclip export --model runs/ru --format hf --out export-hf/     # transformers CLIPModel\n"
               "  python -c \"import open_clip; open_clip.create_model_and_transforms('local-dir:export/')\"",
     "demo": "example:\n  langclip demo --out demo/          # ~4 minutes on a laptop CPU, no network",
 }
@@ -147,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _p(sub, "export", "a folder stock open_clip loads")
     p.add_argument("--model", required=True)
+    p.add_argument("--format", default="open_clip", choices=["open_clip", "hf"],
+                   help="open_clip: stock open_clip's local-dir: folder; hf: transformers' CLIPModel folder")
     p.add_argument("--out", required=True)
     p.add_argument("--weights", help="the CLIP weights file, if it moved since training")
     p.add_argument("--device", default="cpu", help="where the model is built to be saved (default cpu)")
@@ -233,10 +236,12 @@ def run(args: argparse.Namespace) -> int:
         similarity_cli(args.model, args.images, args.texts, args.out, weights=args.weights, device=args.device)
         return 0
     if args.cmd == "export":
-        from .export import export_open_clip
+        from .export import export
 
-        out = export_open_clip(args.model, args.out, weights=args.weights, device=args.device)
-        print(f"exported to {out}; load with open_clip.create_model_and_transforms('local-dir:{out}')")
+        out = export(args.model, args.out, args.format, weights=args.weights, device=args.device)
+        how = (f"transformers.CLIPModel.from_pretrained('{out}')" if args.format == "hf" else
+               f"open_clip.create_model_and_transforms('local-dir:{out}')")
+        print(f"exported to {out} (model card: {out / 'README.md'}); load with {how}")
         return 0
     if args.cmd == "demo":
         from .demo import DemoConfig, run_demo

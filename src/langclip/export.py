@@ -1,4 +1,4 @@
-"""Export a run to a folder that *stock* open_clip loads:
+"""Stage 5: export a run. `--format open_clip`: a folder that *stock* open_clip loads:
 
     model, _, preprocess = open_clip.create_model_and_transforms("local-dir:export/")
     tokenizer = open_clip.get_tokenizer("local-dir:export/")
@@ -8,6 +8,7 @@ preprocess_cfg), `open_clip_model.safetensors` (both towers), and the tokenizer 
 fast tokenizer (`tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json`), which open_clip
 wraps in its HFTokenizer with the same cleaning as CLIP's (`clean: lower`: ftfy, HTML, whitespace,
 lower case). Needs `transformers` at load time (open_clip's HFTokenizer uses it).
+`--format hf`: a Hugging Face transformers folder (`export_hf.py`). Every export has a model card.
 """
 from __future__ import annotations
 
@@ -20,14 +21,43 @@ from .runfolder import load_model
 from .tokenizer import EOT, SOT
 
 
-def export_open_clip(run: str | Path, out: str | Path, weights: str | Path | None = None,
-                     device: str = "cpu") -> Path:
-    from safetensors.torch import save_file
+FORMATS = ("open_clip", "hf")
 
-    out = check_out_dir(out, "export", ("open_clip_config.json",))
+
+def export(run: str | Path, out: str | Path, format: str = "open_clip", weights: str | Path | None = None,
+           device: str = "cpu") -> Path:
+    """Export a run folder: `open_clip` (a folder stock open_clip loads with `local-dir:`) or `hf` (a
+    folder Hugging Face transformers loads as CLIPModel + AutoTokenizer + AutoProcessor). Both carry
+    a model card (README.md)."""
+    from .model_card import write_model_card
+
+    if format not in FORMATS:
+        raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
+    out = check_out_dir(out, "export", ("open_clip_config.json", "config.json"))
     model, tok, meta = load_model(run, weights=weights)
     model.to(device)   # the weights are read where the user says (a GPU-only host), saved from the CPU
-    out.mkdir(parents=True, exist_ok=True)
+    if format == "hf":
+        from .export_hf import check_exportable, export_transformers
+
+        check_exportable(model.model_cfg)   # before anything is written
+        out.mkdir(parents=True, exist_ok=True)
+        export_transformers(model, tok, meta, out, lambda o, processor: _tokenizer_files(tok, o, model.context_length,
+                                                                                          processor))
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        _export_open_clip(model, tok, meta, out)
+    write_model_card(out, format, model, tok, meta, Path(run))
+    return out
+
+
+def export_open_clip(run: str | Path, out: str | Path, weights: str | Path | None = None,
+                     device: str = "cpu") -> Path:
+    return export(run, out, "open_clip", weights, device)
+
+
+def _export_open_clip(model, tok, meta: dict, out: Path) -> Path:
+    from safetensors.torch import save_file
+
     if model.is_hf:
         return _export_hf(model, tok, meta, out)
     cfg = copy.deepcopy(model.model_cfg)
@@ -41,14 +71,25 @@ def export_open_clip(run: str | Path, out: str | Path, weights: str | Path | Non
     (out / "open_clip_config.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False), encoding="utf-8")
     sd = {k: v.detach().contiguous().cpu() for k, v in model.clip.state_dict().items()}
     save_file(sd, str(out / "open_clip_model.safetensors"))
-    tok.hf.save(str(out / "tokenizer.json"))
-    special = {"bos_token": SOT, "eos_token": EOT, "unk_token": EOT, "pad_token": "!"}
-    (out / "special_tokens_map.json").write_text(json.dumps(special, indent=2), encoding="utf-8")
-    (out / "tokenizer_config.json").write_text(json.dumps(
-        {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": model.context_length,
-         "clean_up_tokenization_spaces": False, **special}, indent=2), encoding="utf-8")
+    _tokenizer_files(tok, out, model.context_length)
     tok.save(out / "langclip_tokenizer")
     return out
+
+
+def _tokenizer_files(tok, out: Path, context_length: int, processor: bool = False) -> None:
+    """tokenizer.json (langclip's, verbatim) + the files transformers' AutoTokenizer reads: start/end
+    of text at V-2/V-1, loaded as PreTrainedTokenizerFast. Padding is end-of-text: a pad token must be
+    a token string, and id 0's is "!", which as a special token would be cut out of every text ("!"
+    at a word's end is "!</w>", id 256). Under the causal mask, and with pooling at the first
+    end-of-text (transformers) or the first largest id (open_clip's argmax), padding changes nothing."""
+    tok.hf.save(str(out / "tokenizer.json"))
+    special = {"bos_token": SOT, "eos_token": EOT, "unk_token": EOT, "pad_token": EOT}
+    (out / "special_tokens_map.json").write_text(json.dumps(special, indent=2), encoding="utf-8")
+    conf = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": context_length,
+            "clean_up_tokenization_spaces": False, **special}
+    if processor:
+        conf["processor_class"] = "CLIPProcessor"
+    (out / "tokenizer_config.json").write_text(json.dumps(conf, indent=2), encoding="utf-8")
 
 
 def _preprocess(meta: dict) -> dict:

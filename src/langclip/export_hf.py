@@ -1,0 +1,144 @@
+"""A langclip model as a Hugging Face `transformers` folder: `CLIPModel`, `AutoTokenizer`,
+`AutoProcessor` and the zero-shot pipeline load it offline, with no custom code.
+
+The open_clip state dict is renamed to transformers' CLIP layout (attention's packed q/k/v split,
+projections transposed). Text pooling: transformers pools at the first `eos_token_id` unless that
+id is 2 (its legacy argmax), so the config names langclip's end-of-text (V-1) and start (V-2);
+padding is end-of-text too (export._tokenizer_files: id 0's token "!" cannot be a pad token). The tokenizer is langclip's `tokenizer.json`, loaded verbatim by PreTrainedTokenizerFast
+(transformers' CLIPTokenizer would rebuild CLIP's own pipeline). It gives langclip's ids on cleaned
+text (lower case, whitespace collapsed); langclip's Python cleaning (ftfy, HTML entities) is not in
+it. Tested with transformers 5.x (the `hf` extra pins the range).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+# open_clip residual block -> transformers CLIPEncoderLayer
+_BLOCK = {"ln_1": "layer_norm1", "ln_2": "layer_norm2", "mlp.c_fc": "mlp.fc1", "mlp.c_proj": "mlp.fc2",
+          "attn.out_proj": "self_attn.out_proj"}
+
+
+def _blocks(sd: dict, src: str, dst: str, layers: int, out: dict) -> None:
+    for i in range(layers):
+        a, b = f"{src}.{i}.", f"{dst}.{i}."
+        w, bias = sd[a + "attn.in_proj_weight"], sd[a + "attn.in_proj_bias"]
+        for j, name in enumerate(("q_proj", "k_proj", "v_proj")):
+            n = w.shape[0] // 3
+            out[f"{b}self_attn.{name}.weight"] = w[j * n:(j + 1) * n]
+            out[f"{b}self_attn.{name}.bias"] = bias[j * n:(j + 1) * n]
+        for o, h in _BLOCK.items():
+            for p in ("weight", "bias"):
+                out[f"{b}{h}.{p}"] = sd[f"{a}{o}.{p}"]
+
+
+def hf_state_dict(sd: dict, text_layers: int, vision_layers: int) -> dict:
+    """open_clip CLIP state dict (OpenAI naming) -> transformers CLIPModel state dict."""
+    out = {"text_model.embeddings.token_embedding.weight": sd["token_embedding.weight"],
+           "text_model.embeddings.position_embedding.weight": sd["positional_embedding"],
+           "text_model.final_layer_norm.weight": sd["ln_final.weight"],
+           "text_model.final_layer_norm.bias": sd["ln_final.bias"],
+           "text_projection.weight": sd["text_projection"].T,
+           "vision_model.embeddings.class_embedding": sd["visual.class_embedding"],
+           "vision_model.embeddings.position_embedding.weight": sd["visual.positional_embedding"],
+           "vision_model.embeddings.patch_embedding.weight": sd["visual.conv1.weight"],
+           "vision_model.pre_layrnorm.weight": sd["visual.ln_pre.weight"],
+           "vision_model.pre_layrnorm.bias": sd["visual.ln_pre.bias"],
+           "vision_model.post_layernorm.weight": sd["visual.ln_post.weight"],
+           "vision_model.post_layernorm.bias": sd["visual.ln_post.bias"],
+           "visual_projection.weight": sd["visual.proj"].T,
+           "logit_scale": sd["logit_scale"]}
+    _blocks(sd, "transformer.resblocks", "text_model.encoder.layers", text_layers, out)
+    _blocks(sd, "visual.transformer.resblocks", "vision_model.encoder.layers", vision_layers, out)
+    return {k: v.detach().float().contiguous().cpu() for k, v in out.items()}
+
+
+def check_exportable(model_cfg: dict) -> None:
+    """transformers' CLIPModel is OpenAI's architecture: a ViT image tower and a plain causal text
+    transformer pooled at end-of-text. Anything else is refused, naming what differs."""
+    t, v = model_cfg.get("text_cfg", {}), model_cfg.get("vision_cfg", {})
+    if "hf_model_name" in t:
+        raise ValueError("an hf:<encoder> text tower has its own architecture and tokenizer and cannot be a "
+                         "transformers CLIPModel; export it with --format open_clip")
+    odd = [f"text_cfg.{k}" for k in ("ls_init_value", "embed_cls", "no_causal_mask", "proj_bias", "qk_norm",
+                                     "scaled_cosine_attn", "scale_heads", "scale_attn", "scale_fc") if t.get(k)]
+    odd += [f"vision_cfg.{k}" for k in ("ls_init_value", "attentional_pool", "timm_model_name", "global_average_pool",
+                                        "final_ln_after_pool", "no_ln_pre", "patch_dropout") if v.get(k)]
+    if isinstance(v.get("layers"), (list, tuple)):
+        odd.append("vision_cfg.layers (a ResNet image tower)")
+    if t.get("pool_type", "argmax") != "argmax":
+        odd.append(f"text_cfg.pool_type={t['pool_type']}")
+    if odd:
+        raise ValueError(f"transformers' CLIPModel cannot express {', '.join(odd)}; export with --format open_clip")
+
+
+def hf_config(model, tok) -> dict:
+    """config.json of the CLIPModel (its text pooling at langclip's end-of-text id)."""
+    from transformers import CLIPConfig
+
+    cfg, visual = model.model_cfg, model.clip.visual
+    t, v = cfg["text_cfg"], cfg["vision_cfg"]
+    act = "quick_gelu" if cfg.get("quick_gelu") else "gelu"
+    width_t, width_v = t.get("width", 512), v.get("width", 768)
+    text = {"vocab_size": tok.vocab_size, "hidden_size": width_t, "intermediate_size": int(width_t * t.get("mlp_ratio", 4.0)),
+            "num_hidden_layers": t.get("layers", 12), "num_attention_heads": t.get("heads", 8),
+            "max_position_embeddings": model.context_length, "hidden_act": act, "projection_dim": cfg["embed_dim"],
+            "eos_token_id": tok.eot_token_id, "bos_token_id": tok.sot_token_id, "pad_token_id": tok.eot_token_id}
+    vision = {"hidden_size": width_v, "intermediate_size": int(width_v * v.get("mlp_ratio", 4.0)),
+              "num_hidden_layers": v["layers"], "num_attention_heads": width_v // v.get("head_width", 64),
+              "image_size": visual.image_size[0] if isinstance(visual.image_size, (tuple, list)) else visual.image_size,
+              "patch_size": v["patch_size"], "hidden_act": act, "projection_dim": cfg["embed_dim"]}
+    c = CLIPConfig(text_config=text, vision_config=vision, projection_dim=cfg["embed_dim"],
+                   logit_scale_init_value=float(model.clip.logit_scale.detach()))
+    return c
+
+
+def image_processor_config(pp: dict) -> dict:
+    """CLIPImageProcessor settings matching the run's preprocessing (resize the shortest side, center
+    crop, normalise; `squash` resizes both sides)."""
+    size = pp["size"][0] if isinstance(pp.get("size"), (tuple, list)) else pp.get("size", 224)
+    resample = {"bicubic": 3, "bilinear": 2, "nearest": 0}.get(pp.get("interpolation", "bicubic"), 3)
+    squash = pp.get("resize_mode") == "squash"
+    return {"image_processor_type": "CLIPImageProcessor", "processor_class": "CLIPProcessor",
+            "do_resize": True, "size": {"height": size, "width": size} if squash else {"shortest_edge": size},
+            "resample": resample, "do_center_crop": not squash, "crop_size": {"height": size, "width": size},
+            "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+            "image_mean": list(pp.get("mean", (0.48145466, 0.4578275, 0.40821073))),
+            "image_std": list(pp.get("std", (0.26862954, 0.26130258, 0.27577711))), "do_convert_rgb": True}
+
+
+def export_transformers(model, tok, meta: dict, out: Path, tokenizer_files) -> Path:
+    """Write the transformers folder: config.json, model.safetensors, tokenizer files,
+    preprocessor_config.json (the caller checked `out` and writes the model card)."""
+    from safetensors.torch import save_file
+
+    cfg = model.model_cfg
+    check_exportable(cfg)
+    sd = model.clip.state_dict()
+    t_layers = cfg["text_cfg"].get("layers", 12)
+    hf_cfg = hf_config(model, tok)
+    hf_cfg.architectures = ["CLIPModel"]
+    hf_cfg.save_pretrained(str(out))
+    save_file(hf_state_dict(sd, t_layers, cfg["vision_cfg"]["layers"]), str(out / "model.safetensors"),
+              metadata={"format": "pt"})
+    tokenizer_files(out, processor=True)
+    (out / "preprocessor_config.json").write_text(
+        json.dumps(image_processor_config(meta["preprocess_cfg"]), indent=2), encoding="utf-8")
+    return out
+
+
+@torch.no_grad()
+def check_parity(folder: Path, model, tok, texts: list[str]) -> float:
+    """Largest difference between transformers' text embeddings of the exported folder and langclip's,
+    on `texts` (cleaned), fp32. Used by the tests and after each export."""
+    from transformers import AutoTokenizer, CLIPModel
+
+    hf = CLIPModel.from_pretrained(str(folder)).eval()
+    hf_tok = AutoTokenizer.from_pretrained(str(folder))
+    batch = hf_tok(texts, padding="max_length", max_length=model.context_length, truncation=True, return_tensors="pt")
+    theirs = hf.get_text_features(**batch)
+    theirs = getattr(theirs, "pooler_output", theirs)
+    ours = model.cpu().float().encode_text(tok(texts, context_length=model.context_length), normalize=False)
+    return float((theirs - ours).abs().max())

@@ -1,0 +1,109 @@
+"""The model card every export carries: README.md with Hugging Face Hub front matter, what the model
+is, the results the run has, limitations, and usage snippets (run by the tests) for transformers,
+open_clip and langclip."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+
+def _results(run: Path, meta: dict) -> list[str]:
+    """The run's own figures: held-out recall of the best epoch, and any evaluation saved under the run
+    folder (`langclip eval ... --out <run>/eval`, `eval-retrieval ... --out <run>/eval`)."""
+    lines = []
+    best = meta.get("best") or {}
+    if best:
+        keys = [k for k in best if k.startswith("val/") and "@" in k]
+        lines += ["Held-out recall during training (images the run never trained on, "
+                  f"step {best.get('step')}):", "", "| " + " | ".join(k[4:] for k in keys) + " |",
+                  "|" + "---|" * len(keys), "| " + " | ".join(f"{best[k]:.3f}" for k in keys) + " |", ""]
+    for f in sorted(run.glob("eval*/results.md")) + sorted(run.glob("eval*/retrieval.md")):
+        lines += [f"From `{f.relative_to(run)}`:", "", f.read_text(encoding="utf-8").strip(), ""]
+    return lines or ["No evaluation was saved with this run: run `langclip eval --model RUN --out RUN/eval` "
+                     "before exporting to have it here.", ""]
+
+
+def _usage(fmt: str, out: Path, lang: str) -> list[str]:
+    labels = '["кот", "собака", "лошадь"]' if lang == "ru" else '["cat", "dog", "horse"]'
+    template = "фото {}" if lang == "ru" else "a photo of a {}"
+    folder = json.dumps(str(out.resolve()))
+    blocks = []
+    if fmt == "hf":
+        blocks.append(("transformers (no custom code)", f'''from PIL import Image
+from transformers import AutoProcessor, AutoTokenizer, CLIPModel, pipeline
+
+model = CLIPModel.from_pretrained({folder})
+tokenizer = AutoTokenizer.from_pretrained({folder})
+processor = AutoProcessor.from_pretrained({folder})
+texts = tokenizer({labels}, padding=True, return_tensors="pt")
+text_features = model.get_text_features(**texts)
+image = Image.new("RGB", (320, 240), "orange")
+image_features = model.get_image_features(**processor(images=image, return_tensors="pt"))
+classify = pipeline("zero-shot-image-classification", model={folder})
+print(classify(image, candidate_labels={labels}, hypothesis_template="{template}"))'''))
+    else:
+        blocks.append(("open_clip (stock)", f'''import open_clip
+import torch
+from PIL import Image
+
+model, _, preprocess = open_clip.create_model_and_transforms("local-dir:" + {folder})
+tokenizer = open_clip.get_tokenizer("local-dir:" + {folder})
+image = preprocess(Image.new("RGB", (320, 240), "orange")).unsqueeze(0)
+with torch.no_grad():
+    probs = (100 * model.encode_image(image, normalize=True) @ model.encode_text(tokenizer({labels}), normalize=True).T).softmax(-1)
+print(probs)'''))
+    if fmt == "hf":
+        return _render(blocks)
+    blocks.append(("langclip", f'''import langclip
+from PIL import Image
+
+m = langclip.load({folder})
+print(m.classify([Image.new("RGB", (320, 240), "orange")], {labels}{', lang="ru"' if lang == "ru" else ''}))'''))
+    return _render(blocks)
+
+
+def _render(blocks: list[tuple[str, str]]) -> list[str]:
+    out_lines = ["## Usage", ""]
+    for title, code in blocks:
+        out_lines += [f"### {title}", "", "```python", code, "```", ""]
+    return out_lines
+
+
+def write_model_card(out: Path, fmt: str, model, tok, meta: dict, run: Path) -> Path:
+    tower = meta.get("image_tower", {})
+    lang = (getattr(tok, "meta", {}) or {}).get("language") or "ru"
+    init = meta.get("init") if isinstance(meta.get("init"), dict) else {"init": meta.get("init")}
+    front = {"language": sorted({lang, "en"}), "license": "mit", "library_name": "transformers" if fmt == "hf" else "open_clip",
+             "pipeline_tag": "zero-shot-image-classification",
+             "tags": ["clip", "langclip", "zero-shot-image-classification", f"{lang}-text-tower", tower.get("arch", "")]}
+    cfg = {}
+    if (run / "config.yaml").is_file():
+        cfg = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}
+    cache = {}
+    if cfg.get("cache") and (Path(cfg["cache"]) / "manifest.json").is_file():
+        cache = json.loads((Path(cfg["cache"]) / "manifest.json").read_text(encoding="utf-8"))
+    tm = getattr(tok, "meta", {}) or {}
+    what = [f"- **Image tower**: {tower.get('arch')} — frozen, unchanged ("
+            + (f"open_clip pretrained `{tower['pretrained']}`" if tower.get("pretrained") else f"`{Path(str(tower.get('weights'))).name}`")
+            + f", tensor digest `{str(tower.get('tower_sha256', ''))[:12]}`): image embeddings made with it before stay valid.",
+            f"- **Text tower**: `{init.get('init')}` init, context {model.context_length} tokens.",
+            f"- **Tokenizer**: CLIP's byte-level BPE + {tm.get('merges_added', '?')} merges for `{lang}` "
+            f"(vocabulary {tok.vocab_size:,}); English text keeps CLIP's ids.",
+            f"- **Training data**: {cache.get('num_images_ok', '?')} images, {cache.get('num_captions', '?')} captions"
+            + (f"; {cfg.get('epochs')} epochs, batch {cfg.get('batch_size')}, losses {cfg.get('loss')}, lr "
+               f"{(cfg.get('optim') or {}).get('lr')}" if cfg else "") + "."]
+    limits = ["- Text is cleaned by langclip (ftfy, HTML entities, whitespace, lower case) before tokenization; "
+              "the exported tokenizer.json does whitespace, Unicode normalisation and lower case only, so send "
+              "it plain text.",
+              "- The image tower is the original CLIP's: its English-centric training and biases are unchanged.",
+              f"- Texts longer than {model.context_length} tokens are cut (end-of-text kept).",
+              "- Quality depends on the training captions; check their licence before publishing the weights."]
+    text = ["---", yaml.safe_dump(front, allow_unicode=True, sort_keys=False).strip(), "---", "",
+            f"# A {lang} text tower for CLIP {tower.get('arch')} (langclip)", "",
+            "Made with langclip: CLIP's image tower stays frozen and a new text "
+            "tower reads the language.", "", "## What it is", "", *what, "", "## Results", "", *_results(run, meta),
+            "## Limitations", "", *limits, "", *_usage(fmt, out, lang)]
+    (out / "README.md").write_text("\n".join(text) + "\n", encoding="utf-8")
+    return out / "README.md"

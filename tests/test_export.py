@@ -1,0 +1,90 @@
+"""`langclip export --format hf`: stock transformers loads the folder (CLIPModel, AutoTokenizer,
+AutoProcessor, the zero-shot pipeline) and computes langclip's embeddings; every export carries a
+model card whose usage snippets run."""
+import json
+import re
+
+import pytest
+import torch
+import yaml
+
+from langclip.cli import main
+from langclip.train import train
+
+TEXTS = ["два красных круга", "синяя звезда слева", "a photo of a cat", "кот and a dog, 3 stars!", "ёлка"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, world_cache, tiny_arch, tiny_clip, ru_tokenizer):
+    from langclip.config import LossSection, ModelSection, OptimSection, TrainConfig
+
+    d = tmp_path_factory.mktemp("export")
+    ru_tokenizer.save(d / "tok")
+    cfg = TrainConfig(cache=str(world_cache), out=str(d / "run"),
+                      model=ModelSection(clip=tiny_arch, weights=tiny_clip[1], tokenizer=str(d / "tok"), context_length=24),
+                      optim=OptimSection(lr=3e-3, warmup_steps=2, weight_decay=0.0), loss=LossSection(distill=0.5),
+                      epochs=2, batch_size=32, val_fraction=0.25, tensorboard=False)
+    return train(cfg, progress=False)
+
+
+def test_transformers_loads_the_export_with_langclips_embeddings(tmp_path, trained_run):
+    from PIL import Image
+    from transformers import AutoProcessor, AutoTokenizer, CLIPModel, pipeline
+
+    import langclip
+    from langclip.tokenizer import clean
+
+    assert main(["export", "--model", str(trained_run), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
+    m = langclip.load(trained_run, device="cpu")
+    hf = CLIPModel.from_pretrained(str(tmp_path / "hf")).eval()
+    cfg = hf.config.text_config
+    V = m.tokenizer.vocab_size
+    assert (cfg.vocab_size, cfg.eos_token_id, cfg.bos_token_id, cfg.pad_token_id, cfg.hidden_act) == (V, V - 1, V - 2, V - 1, "quick_gelu")
+    tok = AutoTokenizer.from_pretrained(str(tmp_path / "hf"))
+    cleaned = [clean(t) for t in TEXTS]
+    assert tok(cleaned)["input_ids"] == [[m.tokenizer.sot_token_id] + ids + [m.tokenizer.eot_token_id]
+                                         for ids in m.tokenizer.encode_batch(cleaned)]
+    batch = tok(cleaned, padding="max_length", max_length=m.model.context_length, return_tensors="pt")
+    with torch.no_grad():
+        theirs = hf.get_text_features(**batch)
+        theirs = getattr(theirs, "pooler_output", theirs)
+        ours = m.model.encode_text(m.tokenizer(cleaned), normalize=False)
+        assert (theirs - ours).abs().max() <= 1e-4
+        x = torch.randn(3, 3, 64, 64)
+        their_img = hf.get_image_features(pixel_values=x)
+        their_img = getattr(their_img, "pooler_output", their_img)
+        assert (their_img - m.model.encode_image(x, normalize=False)).abs().max() <= 1e-4
+    proc = AutoProcessor.from_pretrained(str(tmp_path / "hf"))
+    img = Image.new("RGB", (120, 80), (200, 30, 30))
+    px = proc(images=img, return_tensors="pt")["pixel_values"][0]
+    assert px.shape == (3, 64, 64) and (px - m.preprocess(img)).abs().max() < 0.05   # PIL vs torchvision resize
+    clf = pipeline("zero-shot-image-classification", model=str(tmp_path / "hf"))
+    res = clf(img, candidate_labels=["кот", "собака"], hypothesis_template="фото {}")
+    assert sorted(r["label"] for r in res) == ["кот", "собака"] and abs(sum(r["score"] for r in res) - 1) < 1e-4
+
+
+def test_hf_text_towers_are_refused_for_the_transformers_format():
+    from langclip.export_hf import check_exportable
+
+    with pytest.raises(ValueError, match="hf:<encoder> text tower .* --format open_clip"):
+        check_exportable({"text_cfg": {"hf_model_name": "bert"}, "vision_cfg": {}})
+    with pytest.raises(ValueError, match="text_cfg.ls_init_value"):
+        check_exportable({"text_cfg": {"ls_init_value": 0.1}, "vision_cfg": {"layers": 2}})
+
+
+@pytest.mark.parametrize("fmt", ["hf", "open_clip"])
+def test_every_export_has_a_model_card_whose_snippets_run(tmp_path, trained_run, fmt, capsys):
+    out = tmp_path / fmt
+    assert main(["eval-retrieval", "--model", str(trained_run), "--data", str(json.loads(
+        (trained_run / "model.json").read_text())["cache"]), "--device", "cpu", "--out", str(trained_run / "eval")]) == 0
+    assert main(["export", "--model", str(trained_run), "--format", fmt, "--out", str(out)]) == 0
+    card = (out / "README.md").read_text(encoding="utf-8")
+    front = yaml.safe_load(card.split("---")[1])
+    assert front["pipeline_tag"] == "zero-shot-image-classification" and "ru" in front["language"]
+    assert front["library_name"] == ("transformers" if fmt == "hf" else "open_clip") and front["license"]
+    assert "## Results" in card and "t2i_r@1" in card and "eval/retrieval.md" in card and "## Limitations" in card
+    snippets = re.findall(r"```python\n(.*?)```", card, re.S)
+    assert len(snippets) == (1 if fmt == "hf" else 2)   # transformers; open_clip + langclip
+    for code in snippets:
+        exec(compile(code, f"README.md ({fmt})", "exec"), {})
+    assert capsys.readouterr().out.count("\n") >= len(snippets)
