@@ -164,3 +164,21 @@ def test_progress_in_a_log_stays_short(train_cfg, capsys):
     renders = err.count("step/s]")          # each drawing of the training bar
     epochs = sum(ln.startswith("epoch ") for ln in err.replace("\r", "\n").splitlines())
     assert renders <= 6 and epochs == 40, (renders, epochs, err[-500:])
+
+
+def test_key_value_overrides_work_for_every_stage_command(tmp_path, pair_data, tiny_arch, tiny_clip, capsys):
+    """`key=value` after a command sets any field of its config dataclass, as for `train`; a key the
+    dataclass does not have is refused, naming the known keys."""
+    import json
+
+    assert main(["cache", "build", "--data", str(pair_data / "pairs.csv"), "--clip", tiny_arch, "--weights", tiny_clip[1],
+                 "--out", str(tmp_path / "c"), "--workers", "0", "shard_size=5", "teacher_shard_size=7"]) == 0
+    man = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    assert man["shard_size"] == 5 and man["num_shards"] == 4 and man["config"]["teacher_shard_size"] == 7
+    assert main(["tokenizer", "train", "--lang", "ru", "--wordfreq", "--out", str(tmp_path / "t"),
+                 "wordfreq_top=2000", "merges=40"]) == 0
+    assert json.loads((tmp_path / "t" / "langclip_tokenizer.json").read_text())["merges_added"] == 40
+    capsys.readouterr()
+    assert main(["cache", "build", "--data", str(pair_data / "pairs.csv"), "--clip", tiny_arch, "--weights", tiny_clip[1],
+                 "--out", str(tmp_path / "c2"), "shard_sise=5"]) == 2
+    assert "unknown key 'shard_sise'" in capsys.readouterr().err

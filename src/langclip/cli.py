@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wordfreq", action="store_true", help="add wordfreq's frequency list for --lang")
     p.add_argument("--wordfreq-top", type=int, help="only the N most frequent wordfreq words")
     p.add_argument("--out", required=True)
+    p.add_argument("overrides", nargs="*", help="key=value for any TokenizerTrainConfig field")
     p = _p(tsub, "tokenizer stats", "tokens per word before/after, context use")
     p.add_argument("--tokenizer", required=True)
     p.add_argument("--lang", required=True)
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--data is a parallel corpus (target-language text + English, no images): cache the "
                         "English CLIP text embeddings for distillation-only training")
     p.add_argument("--device", default=None)
+    p.add_argument("overrides", nargs="*", help="key=value for any CacheConfig field, e.g. shard_size=4096")
     p.add_argument("--max-failure-rate", type=float, default=CACHE.max_failure_rate,
                    help=f"stop when more than this share of images fails (after the first 100; default {CACHE.max_failure_rate})")
 
@@ -162,9 +164,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tiny: a seconds-long smoke run (tests)")
     p.add_argument("--no-english-replay", action="store_true",
                    help="train the students without English replay (loss.english 0): the README's comparison")
+    p.add_argument("overrides", nargs="*", help="key=value for any DemoConfig field")
     p.add_argument("--precision", default=DEMO.precision, choices=["auto", "bf16", "fp32"],
                    help="the students' training precision (auto: bf16 on GPU, fp32 on CPU)")
     return ap
+
+
+def _config(cls, args: argparse.Namespace, flags: dict):
+    """A stage's config from its flags plus trailing key=value overrides (the same loader as `train`)."""
+    from .config import load_config
+
+    return load_config(cls, None, list(getattr(args, "overrides", None) or []), validate=False, base=flags)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -174,8 +184,9 @@ def run(args: argparse.Namespace) -> int:
         from .tokenizer.train import format_stats, tokenizer_stats, train_tokenizer
 
         if args.tcmd == "train":
-            cfg = TokenizerTrainConfig(lang=args.lang, merges=args.merges, corpus=args.corpus, column=args.column,
-                                       wordfreq=args.wordfreq, wordfreq_top=args.wordfreq_top, out=args.out)
+            cfg = _config(TokenizerTrainConfig, args, dict(lang=args.lang, merges=args.merges, corpus=args.corpus,
+                                                           column=args.column, wordfreq=args.wordfreq,
+                                                           wordfreq_top=args.wordfreq_top, out=args.out))
             tok = train_tokenizer(cfg)
             m = tok.meta
             print(f"saved {args.out}: {m['merges_added']:,} merges added (vocab {tok.vocab_size:,}) "
@@ -192,12 +203,12 @@ def run(args: argparse.Namespace) -> int:
         from .cache import build_cache
         from .config import CacheConfig
 
-        cfg = CacheConfig(data=args.data, clip=args.clip, weights=args.weights, pretrained=args.pretrained, out=args.out,
-                          image_column=args.image_column, caption_column=args.caption_column,
-                          english_column=args.english_column, batch_size=args.batch_size,
-                          workers=args.workers, shard_size=args.shard_size,
-                          teacher_shard_size=args.teacher_shard_size, text_only=args.text_only, device=args.device,
-                          max_failure_rate=args.max_failure_rate)
+        cfg = _config(CacheConfig, args, dict(
+            data=args.data, clip=args.clip, weights=args.weights, pretrained=args.pretrained, out=args.out,
+            image_column=args.image_column, caption_column=args.caption_column, english_column=args.english_column,
+            batch_size=args.batch_size, workers=args.workers, shard_size=args.shard_size,
+            teacher_shard_size=args.teacher_shard_size, text_only=args.text_only, device=args.device,
+            max_failure_rate=args.max_failure_rate))
         build_cache(cfg)
         return 0
     if args.cmd == "train":
@@ -246,8 +257,8 @@ def run(args: argparse.Namespace) -> int:
     if args.cmd == "demo":
         from .demo import DemoConfig, run_demo
 
-        run_demo(DemoConfig(lang=args.lang, out=args.out, seed=args.seed, size=args.size,
-                            english_replay=not args.no_english_replay, precision=args.precision))
+        run_demo(_config(DemoConfig, args, dict(lang=args.lang, out=args.out, seed=args.seed, size=args.size,
+                                                english_replay=not args.no_english_replay, precision=args.precision)))
         return 0
     raise AssertionError(args.cmd)
 

@@ -127,20 +127,22 @@ def _set_path(d: dict, dotted: str, value: Any) -> None:
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
-                validate: bool = True) -> T:
+                validate: bool = True, base: dict | None = None) -> T:
     """Build `cls` from a YAML file and `key=value` overrides (values parsed as YAML scalars);
-    `validate=False` reads it without checking that the files it names exist."""
-    data: dict = {}
+    `validate=False` reads it without checking that the files it names exist. `base`: values set
+    before the file (a command's flags); the file and the overrides win over them."""
+    data: dict = dict(base or {})
     if path:
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"config file not found: {p}")
         try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+            from_file = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{p}: invalid YAML: {e}") from None
-        if not isinstance(data, dict):
+        if not isinstance(from_file, dict):
             raise ConfigError(f"{p}: expected a mapping at the top level")
+        data.update(from_file)
     for ov in overrides or []:
         if "=" not in ov:
             raise ConfigError(f"override {ov!r}: expected key=value, e.g. optim.lr=1e-4")
