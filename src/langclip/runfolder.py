@@ -6,7 +6,8 @@ A run folder holds:
     text_tower.safetensors     the text tower (+ temperature): the final (or best) weights
     config.yaml                the training configuration (written by `train`)
     checkpoints/, metrics.jsonl, tb/   (written by `train`)
-The image tower is referenced, not copied: architecture + SHA-256 + path of the CLIP weights file.
+The image tower is referenced, not copied: architecture, tensor digest, file SHA-256 and path of the
+CLIP weights file (or its open_clip pretrained tag); model.json also records the held-out split.
 `load_model(run)` needs only the path (or `weights=` when the CLIP file has moved).
 """
 from __future__ import annotations

@@ -15,8 +15,6 @@ from pathlib import Path
 import torch
 
 
-
-
 class WeightsError(ValueError):
     """A weights file that cannot serve: the message names the file and what was expected."""
 
