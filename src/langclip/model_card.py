@@ -9,16 +9,26 @@ from pathlib import Path
 import yaml
 
 
-def _results(run: Path, meta: dict) -> list[str]:
-    """The run's own figures: held-out recall of the best epoch, and any evaluation saved under the run
-    folder (`langclip eval ... --out <run>/eval`, `eval-retrieval ... --out <run>/eval`)."""
+def _results(run: Path) -> list[str]:
+    """The run's own figures: held-out recall at the last validation (the exported weights are the
+    final ones), and any evaluation saved under the run folder (`langclip eval ... --out <run>/eval`,
+    `eval-retrieval ... --out <run>/eval`)."""
     lines = []
-    best = meta.get("best") or {}
-    if best:
-        keys = [k for k in best if k.startswith("val/") and "@" in k]
-        lines += ["Held-out recall during training (images the run never trained on, "
-                  f"step {best.get('step')}):", "", "| " + " | ".join(k[4:] for k in keys) + " |",
-                  "|" + "---|" * len(keys), "| " + " | ".join(f"{best[k]:.3f}" for k in keys) + " |", ""]
+    vals = []
+    if (run / "metrics.jsonl").is_file():
+        for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if "val/mean_recall" in rec:
+                vals.append(rec)
+    if vals:
+        last = vals[-1]
+        keys = [k for k in last if k.startswith("val/") and "@" in k]
+        lines += ["Held-out recall at the end of training (images the run never trained on, step "
+                  f"{last.get('step')}):", "", "| " + " | ".join(k[4:] for k in keys) + " |",
+                  "|" + "---|" * len(keys), "| " + " | ".join(f"{last[k]:.3f}" for k in keys) + " |", ""]
     for f in sorted(run.glob("eval*/results.md")) + sorted(run.glob("eval*/retrieval.md")):
         lines += [f"From `{f.relative_to(run)}`:", "", f.read_text(encoding="utf-8").strip(), ""]
     return lines or ["No evaluation was saved with this run: run `langclip eval --model RUN --out RUN/eval` "
@@ -73,11 +83,13 @@ def _render(blocks: list[tuple[str, str]]) -> list[str]:
 
 def write_model_card(out: Path, fmt: str, model, tok, meta: dict, run: Path) -> Path:
     tower = meta.get("image_tower", {})
+    arch = str(tower.get("arch", ""))
+    arch = Path(arch).stem if arch.endswith(".json") else arch   # a model-config file: its name
     lang = (getattr(tok, "meta", {}) or {}).get("language") or "ru"
     init = meta.get("init") if isinstance(meta.get("init"), dict) else {"init": meta.get("init")}
     front = {"language": sorted({lang, "en"}), "license": "mit", "library_name": "transformers" if fmt == "hf" else "open_clip",
              "pipeline_tag": "zero-shot-image-classification",
-             "tags": ["clip", "langclip", "zero-shot-image-classification", f"{lang}-text-tower", tower.get("arch", "")]}
+             "tags": ["clip", "langclip", "zero-shot-image-classification", f"{lang}-text-tower", arch]}
     cfg = {}
     if (run / "config.yaml").is_file():
         cfg = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}
@@ -85,7 +97,7 @@ def write_model_card(out: Path, fmt: str, model, tok, meta: dict, run: Path) -> 
     if cfg.get("cache") and (Path(cfg["cache"]) / "manifest.json").is_file():
         cache = json.loads((Path(cfg["cache"]) / "manifest.json").read_text(encoding="utf-8"))
     tm = getattr(tok, "meta", {}) or {}
-    what = [f"- **Image tower**: {tower.get('arch')} — frozen, unchanged ("
+    what = [f"- **Image tower**: {arch} — frozen, unchanged ("
             + (f"open_clip pretrained `{tower['pretrained']}`" if tower.get("pretrained") else f"`{Path(str(tower.get('weights'))).name}`")
             + f", tensor digest `{str(tower.get('tower_sha256', ''))[:12]}`): image embeddings made with it before stay valid.",
             f"- **Text tower**: `{init.get('init')}` init, context {model.context_length} tokens.",
@@ -101,9 +113,9 @@ def write_model_card(out: Path, fmt: str, model, tok, meta: dict, run: Path) -> 
               f"- Texts longer than {model.context_length} tokens are cut (end-of-text kept).",
               "- Quality depends on the training captions; check their licence before publishing the weights."]
     text = ["---", yaml.safe_dump(front, allow_unicode=True, sort_keys=False).strip(), "---", "",
-            f"# A {lang} text tower for CLIP {tower.get('arch')} (langclip)", "",
+            f"# A {lang} text tower for CLIP {arch} (langclip)", "",
             "Made with langclip: CLIP's image tower stays frozen and a new text "
-            "tower reads the language.", "", "## What it is", "", *what, "", "## Results", "", *_results(run, meta),
+            "tower reads the language.", "", "## What it is", "", *what, "", "## Results", "", *_results(run),
             "## Limitations", "", *limits, "", *_usage(fmt, out, lang)]
     (out / "README.md").write_text("\n".join(text) + "\n", encoding="utf-8")
     return out / "README.md"
