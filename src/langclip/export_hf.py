@@ -14,8 +14,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 # open_clip residual block -> transformers CLIPEncoderLayer
 _BLOCK = {"ln_1": "layer_norm1", "ln_2": "layer_norm2", "mlp.c_fc": "mlp.fc1", "mlp.c_proj": "mlp.fc2",
           "attn.out_proj": "self_attn.out_proj"}
@@ -74,8 +72,8 @@ def check_exportable(model_cfg: dict) -> None:
         raise ValueError(f"transformers' CLIPModel cannot express {', '.join(odd)}; export with --format open_clip")
 
 
-def hf_config(model, tok) -> dict:
-    """config.json of the CLIPModel (its text pooling at langclip's end-of-text id)."""
+def hf_config(model, tok):
+    """The CLIPModel's CLIPConfig (its text pooling at langclip's end-of-text id)."""
     from transformers import CLIPConfig
 
     cfg, visual = model.model_cfg, model.clip.visual
@@ -90,9 +88,8 @@ def hf_config(model, tok) -> dict:
               "num_hidden_layers": v["layers"], "num_attention_heads": width_v // v.get("head_width", 64),
               "image_size": visual.image_size[0] if isinstance(visual.image_size, (tuple, list)) else visual.image_size,
               "patch_size": v["patch_size"], "hidden_act": act, "projection_dim": cfg["embed_dim"]}
-    c = CLIPConfig(text_config=text, vision_config=vision, projection_dim=cfg["embed_dim"],
-                   logit_scale_init_value=float(model.clip.logit_scale.detach()))
-    return c
+    return CLIPConfig(text_config=text, vision_config=vision, projection_dim=cfg["embed_dim"],
+                      logit_scale_init_value=float(model.clip.logit_scale.detach()))
 
 
 def image_processor_config(pp: dict) -> dict:
@@ -111,11 +108,11 @@ def image_processor_config(pp: dict) -> dict:
 
 def export_transformers(model, tok, meta: dict, out: Path, tokenizer_files) -> Path:
     """Write the transformers folder: config.json, model.safetensors, tokenizer files,
-    preprocessor_config.json (the caller checked `out` and writes the model card)."""
+    preprocessor_config.json (the caller checked `out` and the model's shape, `check_exportable`,
+    and writes the model card)."""
     from safetensors.torch import save_file
 
     cfg = model.model_cfg
-    check_exportable(cfg)
     sd = model.clip.state_dict()
     t_layers = cfg["text_cfg"].get("layers", 12)
     hf_cfg = hf_config(model, tok)
@@ -128,17 +125,3 @@ def export_transformers(model, tok, meta: dict, out: Path, tokenizer_files) -> P
         json.dumps(image_processor_config(meta["preprocess_cfg"]), indent=2), encoding="utf-8")
     return out
 
-
-@torch.no_grad()
-def check_parity(folder: Path, model, tok, texts: list[str]) -> float:
-    """Largest difference between transformers' text embeddings of the exported folder and langclip's,
-    on `texts` (cleaned), fp32. Used by the tests and after each export."""
-    from transformers import AutoTokenizer, CLIPModel
-
-    hf = CLIPModel.from_pretrained(str(folder)).eval()
-    hf_tok = AutoTokenizer.from_pretrained(str(folder))
-    batch = hf_tok(texts, padding="max_length", max_length=model.context_length, truncation=True, return_tensors="pt")
-    theirs = hf.get_text_features(**batch)
-    theirs = getattr(theirs, "pooler_output", theirs)
-    ours = model.cpu().float().encode_text(tok(texts, context_length=model.context_length), normalize=False)
-    return float((theirs - ours).abs().max())

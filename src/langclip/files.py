@@ -1,5 +1,6 @@
-"""Small shared helpers for what every stage writes and shows: progress bars that stay readable in a
-log, and the rule that a command never writes into a folder or onto a file that is not its own."""
+"""Leaf I/O shared by every stage: progress bars that stay readable in a log, the rule that a command
+never writes into a folder or onto a file that is not its own, atomic writes, UTF-8 text and the one
+table reader (CSV/TSV/Parquet/JSONL), the memoised file SHA-256, and the device choice."""
 from __future__ import annotations
 
 import sys

@@ -2,7 +2,8 @@
 reading a cache back (memory-mapped).
 
 Folder layout:
-    manifest.json            written last: architecture, weights SHA-256, preprocessing, dim, dtype,
+    manifest.json            written last: architecture, tower digest, weights SHA-256 and pretrained
+                             tag, preprocessing, dim, dtype,
                              counts, failures (what was skipped and why)
     images.parquet           row -> image source
     captions.parquet         caption, image_row, caption_en (nullable)
