@@ -1,19 +1,30 @@
-"""Image-embedding cache build throughput vs the bare image-tower forward on the same batch size.
+"""Image-embedding cache build throughput on photo-sized JPEGs: PIL decoding in DataLoader workers
+(`--decode pil`, the default) and decoding on the device (`--decode nvjpeg`), each against the bare
+image-tower forward on the same batch size, in the same run.
 
-    python benchmarks/cache_throughput.py [--images 8192] [--arch ViT-B-32-quickgelu] [--workers 16]
-    python benchmarks/cache_throughput.py --arch tiny --images 256 --device cpu   # CPU mode
+    python benchmarks/cache_throughput.py                          # GPU: 50,000 JPEGs, 500x375, ~100 KB
+    python benchmarks/cache_throughput.py --arch tiny --images 256 --device cpu --distinct 32   # CPU mode
 
-Writes random weights and generated JPEGs (320x240) to a temporary folder, builds the cache with
-`langclip.cache.build_cache` (decoding in DataLoader workers), and compares images/s with the bare
-forward pass on preprocessed tensors already on the device. Prints JSON lines.
+The pictures: `--distinct` photo-like pictures (gradients, discs, sensor-like noise; JPEG quality 94,
+about 100 KB each at 500x375), each written `images / distinct` times under its own name, so every
+file is decoded in full while generating them stays cheap. Measures, one JSON line each:
+- bare_image_tower_forward: preprocessed tensors already on the device (the ceiling);
+- device_side_decode_forward: encoded bytes already in host memory → decode, resize, crop, normalise
+  and forward on the device (what the GPU sustains when the CPU only reads files);
+- cache_build_<mode>: `langclip.cache.build_cache` end to end (table reading, model load and SHA-256,
+  workers, shards, consolidation), images/s over the whole call;
+- agreement: cosine between the two caches' embeddings of the same pictures.
 """
 import argparse
 import csv
+import io
 import json
 import os
 import platform
+import shutil
 import tempfile
 import time
+from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
@@ -22,69 +33,149 @@ import torch
 TINY = json.loads((Path(__file__).parent / "tiny_clip.json").read_text())  # the CPU-mode model, shared
 
 
+def photo(seed: int, w: int = 500, h: int = 375) -> bytes:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32) / w
+    a = np.stack([np.sin(x * rng.uniform(2, 12) + rng.uniform(0, 6)), np.cos(y * rng.uniform(2, 12)),
+                  np.sin((x + y) * rng.uniform(2, 12))], -1) * 90 + 128
+    for _ in range(6):
+        cx, cy, r = rng.uniform(0, 1), rng.uniform(0, h / w), rng.uniform(0.03, 0.2)
+        a[(x - cx) ** 2 + (y - cy) ** 2 < r * r] = rng.integers(0, 255, 3)
+    a += rng.normal(0, 12, a.shape).astype(np.float32)
+    buf = io.BytesIO()
+    Image.fromarray(a.clip(0, 255).astype(np.uint8)).save(buf, "JPEG", quality=94)
+    return buf.getvalue()
+
+
+def write_pictures(d: Path, n: int, distinct: int, procs: int) -> float:
+    (d / "img").mkdir(parents=True)
+    with Pool(procs) as pool:
+        pics = pool.map(photo, range(distinct))
+    with open(d / "pairs.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "caption"])
+        for i in range(n):
+            (d / "img" / f"{i:06d}.jpg").write_bytes(pics[i % distinct])
+            w.writerow([f"img/{i:06d}.jpg", f"фото {i}"])
+    return float(np.mean([len(p) for p in pics]))
+
+
+def sync(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--images", type=int, default=8192)
+    ap.add_argument("--images", type=int, default=50_000)
+    ap.add_argument("--distinct", type=int, default=1000)
     ap.add_argument("--arch", default="ViT-B-32-quickgelu")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--batch", type=int, default=512)
-    ap.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1))
+    ap.add_argument("--decode", nargs="+", default=["pil", "nvjpeg"], choices=["pil", "nvjpeg"])
     a = ap.parse_args()
     import open_clip
-    from PIL import Image
 
-    from langclip.cache import build_cache
-    from langclip.config import CacheConfig
     from langclip.build import load_image_tower
-    from langclip.model import LangCLIP, model_config
+    from langclip.cache import build_cache, load_cache
+    from langclip.cache.decode import DevicePreprocess
+    from langclip.cache.embed import auto_workers
+    from langclip.config import CacheConfig
+    from langclip.model import LangCLIP, model_config, preprocess_cfg
+    from langclip.pairs import read_pairs
 
-    d = Path(tempfile.mkdtemp())
+    d = Path(tempfile.mkdtemp(prefix="langclip-cache-bench-"))
     arch = a.arch
     if arch == "tiny":
         (d / "tiny.json").write_text(json.dumps({"model_cfg": TINY}))
         arch = str(d / "tiny.json")
     cfg = model_config(arch)
     torch.save(open_clip.CLIP(**cfg).state_dict(), d / "w.pt")
-    rng = np.random.default_rng(0)
-    (d / "img").mkdir()
-    with open(d / "pairs.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["image", "caption"])
-        for i in range(a.images):
-            base = rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)
-            Image.fromarray(base).resize((320, 240)).save(d / "img" / f"{i}.jpg", quality=90)
-            w.writerow([f"img/{i}.jpg", f"caption {i}"])
-    print(json.dumps({"device": torch.cuda.get_device_name(0) if a.device == "cuda" else platform.machine(),
-                      "cpus": os.cpu_count(), "workers": a.workers, "images": a.images, "arch": a.arch}), flush=True)
+    t = time.perf_counter()
+    kb = write_pictures(d, a.images, a.distinct, os.cpu_count() or 1) / 1e3
+    dev = a.device
+    print(json.dumps({"device": torch.cuda.get_device_name(0) if dev == "cuda" else platform.machine(),
+                      "cpus": os.cpu_count(), "workers": auto_workers(), "images": a.images,
+                      "distinct": a.distinct, "size": "500x375", "mean_kb": round(kb, 1), "arch": a.arch,
+                      "batch": a.batch, "torch": torch.__version__, "write_s": round(time.perf_counter() - t, 1)}),
+          flush=True)
     m = LangCLIP(cfg)
     load_image_tower(m, d / "w.pt", arch)
-    m.to(a.device).eval()
+    m.to(dev).eval()
     S = cfg["vision_cfg"]["image_size"]
-    x = torch.randn(a.batch, 3, S, S, device=a.device)
-    amp = torch.autocast(a.device, dtype=torch.bfloat16, enabled=a.device == "cuda")
+    amp = torch.autocast(dev, dtype=torch.bfloat16, enabled=dev == "cuda")
+    x = torch.randn(a.batch, 3, S, S, device=dev)
+    reps = max(2, min(a.images, 20_000) // a.batch)
     with torch.inference_mode(), amp:
         for _ in range(3):
             m.clip.visual(x)
-        if a.device == "cuda":
-            torch.cuda.synchronize()
+        sync(dev)
         t = time.perf_counter()
-        reps = max(1, a.images // a.batch)
         for _ in range(reps):
             m.clip.visual(x)
-        if a.device == "cuda":
-            torch.cuda.synchronize()
+        sync(dev)
         bare = reps * a.batch / (time.perf_counter() - t)
     print(json.dumps({"name": "bare_image_tower_forward", "images_per_s": round(bare)}), flush=True)
-    t = time.perf_counter()
-    build_cache(CacheConfig(data=[str(d / "pairs.csv")], clip=arch, weights=str(d / "w.pt"), out=str(d / "cache"),
-                            batch_size=a.batch, workers=a.workers, shard_size=4096, device=a.device), progress=False)
-    sec = time.perf_counter() - t
-    man = json.loads((d / "cache" / "manifest.json").read_text())
-    print(json.dumps({"name": "cache_build_end_to_end", "images_per_s": round(a.images / sec),
-                      "seconds": round(sec, 1), "ratio_to_bare_forward": round(a.images / sec / bare, 3),
-                      "failed": man["num_images_failed"],
-                      "note": "includes reading the table, model load + SHA-256, JPEG decoding and resizing in workers"}), flush=True)
+
+    # device side: bytes already in host memory, decoded + preprocessed + embedded on the device
+    pairs = read_pairs([str(d / "pairs.csv")])
+    n_dev = min(a.images, reps * a.batch)
+    blobs = [torch.frombuffer(bytearray(Path(pairs.images[i].path).read_bytes()), dtype=torch.uint8)
+             for i in range(n_dev)]
+    prep = DevicePreprocess(preprocess_cfg(m), torch.device(dev), pairs.images)
+    with torch.inference_mode():
+        for k in range(2):
+            chunk = blobs[k * a.batch: (k + 1) * a.batch]
+            _, _, xb, _ = prep(list(range(len(chunk))), chunk, [""] * len(chunk))
+            with amp:
+                m.clip.visual(xb)
+        sync(dev)
+        t = time.perf_counter()
+        for s in range(0, n_dev, a.batch):
+            chunk = blobs[s: s + a.batch]
+            _, _, xb, _ = prep(list(range(s, s + len(chunk))), chunk, [""] * len(chunk))
+            with amp:
+                m.clip.visual(xb)
+        sync(dev)
+        side = n_dev / (time.perf_counter() - t)
+    print(json.dumps({"name": "device_side_decode_forward", "images_per_s": round(side), "images": n_dev,
+                      "ratio_to_bare_forward": round(side / bare, 3)}), flush=True)
+    # pixels: the device path vs PIL's transform on the same pictures, in 0..255 grey levels
+    from langclip.model import image_transform
+    from langclip.pairs import open_image
+
+    k = min(64, n_dev)
+    with torch.inference_mode():
+        _, _, xb, _ = prep(list(range(k)), blobs[:k], [""] * k)
+    tf = image_transform(preprocess_cfg(m))
+    ref = torch.stack([tf(open_image(pairs.images[i])) for i in range(k)]).to(dev)
+    diff = ((xb.float() - ref) * torch.tensor(preprocess_cfg(m)["std"], device=dev).view(3, 1, 1) * 255).abs()
+    print(json.dumps({"name": "pixels_device_vs_pil", "images": k, "mean_abs_grey_levels": round(diff.mean().item(), 3),
+                      "p99_grey_levels": round(diff.flatten().float()[::97].quantile(0.99).item(), 2)}), flush=True)
+    del blobs
+
+    caches = {}
+    for mode in a.decode:
+        t = time.perf_counter()
+        out = build_cache(CacheConfig(data=[str(d / "pairs.csv")], clip=arch, weights=str(d / "w.pt"),
+                                      out=str(d / f"cache_{mode}"), batch_size=a.batch, shard_size=8192,
+                                      device=dev, decode=mode), progress=False)
+        sec = time.perf_counter() - t
+        caches[mode] = load_cache(out)
+        man = caches[mode].manifest
+        print(json.dumps({"name": f"cache_build_{mode}", "images_per_s": round(a.images / sec), "seconds": round(sec, 1),
+                          "ratio_to_bare_forward": round(a.images / sec / bare, 3), "failed": man["num_images_failed"],
+                          "note": "end to end: table, model load + SHA-256, workers, shards, consolidation"}), flush=True)
+    if len(caches) == 2:
+        p, q = caches["pil"], caches["nvjpeg"]
+        cos = (p.image_emb.float() * q.image_emb.float()).sum(-1)[p.image_ok & q.image_ok]
+        print(json.dumps({"name": "agreement_pil_vs_nvjpeg", "cosine_min": round(cos.min().item(), 5),
+                          "cosine_mean": round(cos.mean().item(), 6)}), flush=True)
+    shutil.rmtree(d, ignore_errors=True)
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     main()

@@ -1,28 +1,33 @@
 #!/usr/bin/env bash
-# The one prepared GPU check for a lent H100 (the device tool's machine: torch, no open_clip, no
-# network). At most ~9.5 minutes: open_clip's locked-image baseline, then langclip's compiled step at
-# context 32 and 77 with the default compile mode and with max-autotune, all in one process, so every
-# ratio is against the baseline of the same run; then one epoch of the whole training loop against
-# its bare step (benchmarks/train_loop.py).
+# The one prepared GPU check for a lent H100/H200 (the device tool's machine: torch, no open_clip, no
+# network). About 9 minutes, every step under its own timeout so one failing does not stop the next,
+# every result line written to $OUT as it comes:
+#   1. the step: open_clip's locked-image baseline at context 77 and 32, then langclip's compiled step
+#      (bf16 autocast) at 32 and 77, the levers (bf16 weights/residual/optimizer states; max-autotune)
+#      and English replay's cost (2x the texts), all in one process: every ratio is against the
+#      baseline of the same run and the same context;
+#   2. the cache on 50,000 photo-sized JPEGs: PIL in workers vs decoding on the GPU (--decode nvjpeg),
+#      against the bare image-tower forward;
+#   3. one epoch of the whole train() loop (210k images x 5 captions) against its bare step.
 #
-# On the development machine first (the device cannot reach PyPI):
-#   pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl \
-#       open_clip_torch==3.3.0 ftfy wcwidth braceexpand wordfreq langcodes msgpack locate
-# then run through the device tool with carry [".whl"]:
-#   bash benchmarks/gpu_session.sh
-# Results land in $OUT/*.jsonl (copy them to benchmarks/results/). Each step has its own timeout, and
-# one failing does not stop the next.
-set -euo pipefail
+# On the development machine first (the device cannot reach PyPI), a site folder with what the image
+# lacks (open_clip 3.3.0 and its few pure-Python needs; wordfreq with only its ru/en lists, to fit):
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform manylinux_2_17_x86_64 -d /tmp/w open_clip_torch==3.3.0 ftfy wcwidth braceexpand \
+#       wordfreq langcodes locate
+#   pip install --no-deps --target .whl /tmp/w/*.whl   # then delete .whl/wordfreq/data/* but {large,small}_{ru,en}
+# then through the device tool with carry [".whl"]:  bash benchmarks/gpu_session.sh
+set -uo pipefail
 OUT=${OUT:-/tmp/langclip-gpu}
 mkdir -p "$OUT"
-if ! python3 -c "import open_clip, ftfy" 2>/dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-    export PYTHONPATH=/tmp/site:src
-else
-    export PYTHONPATH=src
-fi
-nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
-timeout 420 python3 benchmarks/train_throughput.py --ctx 32 77 --compile-mode default max-autotune \
-    | tee "$OUT/train_throughput.jsonl" || true
-# the whole loop vs its bare step (200k images x 5 queries, one epoch, compiled)
-timeout 150 python3 benchmarks/train_loop.py | tee "$OUT/train_loop.jsonl" || true
+export PYTHONPATH=$PWD/.whl:$PWD/src PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+python3 -c "import torch, torchvision, open_clip; print(torch.__version__, torchvision.__version__, open_clip.__version__)" \
+    | tee -a "$OUT/gpu.txt"
+timeout 290 python3 benchmarks/train_throughput.py --base-ctx 77 32 \
+    --runs amp:default:32 amp:default:77 bf16:default:77 amp:default:32:replay amp:max-autotune:77 \
+    2>"$OUT/train_throughput.err" | tee "$OUT/train_throughput.jsonl"
+timeout 110 python3 -W ignore benchmarks/cache_throughput.py --images 50000 \
+    2>"$OUT/cache_throughput.err" | tee "$OUT/cache_throughput.jsonl"
+timeout 130 python3 -W ignore benchmarks/train_loop.py 2>"$OUT/train_loop.err" | tee "$OUT/train_loop.jsonl"
+tail -n 3 "$OUT"/*.err

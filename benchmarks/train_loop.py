@@ -8,7 +8,7 @@ trains one epoch with `train()`, and compares the loop's pairs/s (metrics.jsonl,
 the bare step (same model, optimizer, precision and compile mode) run on random tokens with the
 same sequence of batch lengths as the loop's first 40 batches.
 
-    python benchmarks/train_loop.py                             # GPU: ViT-B-32 text tower, 200k images
+    python benchmarks/train_loop.py                             # GPU: ViT-B-32 text tower, 210k images x 5
     python benchmarks/train_loop.py --english                   # with English replay (2B a step)
     python benchmarks/train_loop.py --tiny --device cpu --images 6000 --batch 128   # CPU mode
 """
@@ -67,7 +67,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--tiny", action="store_true")
-    ap.add_argument("--images", type=int, default=200_000)
+    ap.add_argument("--images", type=int, default=210_000, help="x5 captions: >= 1M training pairs after the 1%% held out")
     ap.add_argument("--per-image", type=int, default=5, help="captions per image (the origin: 5 queries)")
     ap.add_argument("--batch", type=int, default=1024)
     ap.add_argument("--merges", type=int, default=4000, help="tokenizer merges (fewer than 32k: quicker to train)")
@@ -112,9 +112,22 @@ def main():
                        loss=LossSection(contrastive=1.0, distill=1.0, english=1.0 if a.english else 0.0),
                        epochs=1, batch_size=a.batch, val_fraction=0.01, compile=compile_, log_every=20,
                        tensorboard=False, device=dev)
+    import langclip.train.report as report
+    val_s, inner = [], report.validate
+
+    def timed_validate(*args, **kw):            # validation's wall time at the end of the epoch
+        if dev == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        r = inner(*args, **kw)
+        val_s.append(time.perf_counter() - t)
+        return r
+
+    report.validate = timed_validate
     t = time.perf_counter()
     train(tcfg, progress=False)
     wall = time.perf_counter() - t
+    report.validate = inner
     recs = [json.loads(line) for line in open(tmp / "run" / "metrics.jsonl")]
     rates = [r["pairs_per_s"] for r in recs if "pairs_per_s" in r][2:-1] or [r["pairs_per_s"] for r in recs if "pairs_per_s" in r]
     steps = max(r["step"] for r in recs)
@@ -123,7 +136,8 @@ def main():
     data = load_cache(tmp / "cache")
     table = TokenTable.encode(Tokenizer.load(tmp / "tok"), data.captions, 32)
     mult = 16 if compile_ else 8
-    order = epoch_order(CaptionGroups(split_by_image(data, 0.01, 0)[0], data.caption_image), 0, 0)
+    train_idx, val_idx = split_by_image(data, 0.01, 0)
+    order = epoch_order(CaptionGroups(train_idx, data.caption_image), 0, 0)
     lengths = [table.batch(order[s: s + a.batch], mult).shape[1]          # the loop's batch lengths, in order
                for s in range(0, min(len(order), 40 * a.batch) - a.batch + 1, a.batch)]
     c = json.loads(json.dumps(cfg))
@@ -166,6 +180,7 @@ def main():
     print(json.dumps({"name": "bare_step", "lengths": {L: lengths.count(L) for L in sorted(set(lengths))},
                       "pairs_per_s": round(bare)}), flush=True)
     print(json.dumps({"name": "train_loop", "steps": steps, "epoch_wall_s": round(wall, 1),
+                      "validation_s": [round(v, 2) for v in val_s], "val_captions": len(val_idx),
                       "pairs_per_s_median": round(loop), "loop_vs_bare_step": round(loop / bare, 3),
                       "epoch_3_7M_pairs_min_at_this_rate": round(3.7e6 / loop / 60, 2)}), flush=True)
 

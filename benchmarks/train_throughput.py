@@ -3,7 +3,7 @@ locked-image step (image forward every step, images already on the device), in t
 
     python benchmarks/train_throughput.py                  # GPU: ViT-B-32, batch 1024, bf16
     python benchmarks/train_throughput.py --tiny --device cpu --batch 64   # CPU mode, tiny model
-    python benchmarks/train_throughput.py --ctx 77 --compile-mode default max-autotune   # modes compared
+    python benchmarks/train_throughput.py --runs amp:default:77 amp:max-autotune:77 bf16:default:77   # levers
 
 Prints one JSON line per measurement: pairs/s, step ms, TFLOP/s achieved (FLOPs counted with
 torch.utils.flop_counter on the same step run eagerly), peak memory, and the ratio to the baseline.
@@ -60,20 +60,22 @@ def report(name, B, sec, fl, base=None, dev="cpu", **extra):
     return sec
 
 
+RUN_HELP = ("measurements of langclip's step, each PRECISION:MODE:CTX[:replay]. PRECISION amp = bf16 autocast "
+            "over float32 weights (what `langclip train` does); bf16 = weights, residual stream and AdamW states "
+            "in bf16 (a numerics change, measured as a lever only). MODE: torch.compile mode (default, "
+            "max-autotune, ...). replay: English replay, 2x the texts a step")
+
+
 def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--batch", type=int, default=1024)
     ap.add_argument("--vocab", type=int, default=81408, help="bilingual vocabulary (CLIP + 32k merges)")
     ap.add_argument("--tiny", action="store_true")
     ap.add_argument("--no-compile", action="store_true")
-    ap.add_argument("--compile-mode", nargs="+", default=["default"],
-                    choices=["default", "max-autotune", "max-autotune-no-cudagraphs", "reduce-overhead"],
-                    help="torch.compile mode(s) for langclip's step, each measured in turn (the 300 TFLOP/s "
-                         "target at context 77 was missed by 4%% with 'default'; 'max-autotune' is next)")
-    ap.add_argument("--ctx", type=int, nargs="+", default=[32, 77],
-                    help="text lengths to measure (training cuts each batch to its longest text, in buckets "
-                         "of 16 when compiled: a short-query batch runs at 16 or 32)")
+    ap.add_argument("--runs", nargs="+", default=["amp:default:32", "amp:default:77"], help=RUN_HELP)
+    ap.add_argument("--base-ctx", type=int, nargs="+", default=[77, 32],
+                    help="contexts of the open_clip baseline (a speed-up is quoted against the same context)")
     ap.add_argument("--n", type=int, default=20)
     a = ap.parse_args()
     import open_clip
@@ -91,49 +93,60 @@ def main():
     cfg = json.loads(json.dumps(TINY if a.tiny else open_clip.get_model_config("ViT-B-32-quickgelu")))
     amp = dict(device_type=dev, dtype=torch.bfloat16, enabled=dev == "cuda")
     n, warm = (a.n, 5) if dev == "cuda" else (3, 1)
+    fused = {"fused": True} if dev == "cuda" else {}
 
-    # baseline: open_clip, locked image tower, image forward every step, context 77, CLIP vocabulary
-    m = open_clip.CLIP(**cfg).to(dev)
-    m.lock_image_tower()
-    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4, **({"fused": True} if dev == "cuda" else {}))
-    S = cfg["vision_cfg"]["image_size"]
-    imgs = torch.randn(B, 3, S, S, device=dev)
-    toks = torch.randint(1, 49407, (B, 77), device=dev)
-    toks[:, -1] = 49407
-    lossf = ClipLoss()
+    # baseline: open_clip, locked image tower, image forward every step, CLIP vocabulary
+    base = {}
+    for ctx in a.base_ctx:
+        c = json.loads(json.dumps(cfg))
+        c["text_cfg"]["context_length"] = ctx
+        m = open_clip.CLIP(**c).to(dev)
+        m.lock_image_tower()
+        opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4, **fused)
+        S = cfg["vision_cfg"]["image_size"]
+        imgs = torch.randn(B, 3, S, S, device=dev)
+        toks = torch.randint(1, 49407, (B, ctx), device=dev)
+        toks[:, -1] = 49407
+        lossf = ClipLoss()
 
-    def base_step():
-        with torch.autocast(**amp):
-            with torch.no_grad():
-                fi = F.normalize(m.encode_image(imgs), dim=-1)
-            ft = F.normalize(m.encode_text(toks), dim=-1)
-            loss = lossf(fi, ft, m.logit_scale.exp())
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        def base_step():
+            with torch.autocast(**amp):
+                with torch.no_grad():
+                    fi = F.normalize(m.encode_image(imgs), dim=-1)
+                ft = F.normalize(m.encode_text(toks), dim=-1)
+                loss = lossf(fi, ft, m.logit_scale.exp())
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
 
-    base = report("open_clip_locked_image_ctx77", B, timeit(base_step, dev, n, warm), flops(base_step), dev=dev)
-    del m, opt, imgs
-    if dev == "cuda":
-        torch.cuda.empty_cache()
+        base[ctx] = report(f"open_clip_locked_image_ctx{ctx}", B, timeit(base_step, dev, n, warm), flops(base_step), dev=dev)
+        del m, opt, imgs
+        if dev == "cuda":
+            torch.cuda.empty_cache()
 
-    modes = a.compile_mode if (dev == "cuda" and not a.no_compile) else ["default"]  # CPU: eager only
-    for mode, ctx in [(m_, c_) for m_ in modes for c_ in a.ctx]:
+    for spec in a.runs:
+        prec, mode, ctx, *rest = spec.split(":")
+        ctx, replay = int(ctx), rest == ["replay"]
         torch._dynamo.reset()
         c = json.loads(json.dumps(cfg))
         c["text_cfg"].update(vocab_size=a.vocab, context_length=ctx)
         model = LangCLIP(c).to(dev)
         model.clip.visual = None  # training never touches it: embeddings come from the cache
-        opt = torch.optim.AdamW(param_groups(model, 0.2), lr=1e-4, **({"fused": True} if dev == "cuda" else {}))
+        if prec == "bf16":
+            model.to(torch.bfloat16)
+        opt = torch.optim.AdamW(param_groups(model, 0.2), lr=1e-4, **fused)
         D = cfg["embed_dim"]
         fi = F.normalize(torch.randn(B, D, device=dev), dim=-1).half()
-        tk = torch.randint(1, a.vocab - 2, (B, ctx), device=dev)
+        tk = torch.randint(1, a.vocab - 2, (B * (2 if replay else 1), ctx), device=dev)
         tk[:, -1] = a.vocab - 1                      # full-length texts: no padding to cut
 
         def loss_fn(tk, fi):
-            with torch.autocast(**amp):
+            with torch.autocast(**{**amp, "enabled": amp["enabled"] and prec == "amp"}):
                 ft = model.encode_text(tk)
-                return clip_loss(ft, fi, model.logit_scale)
+                loss = clip_loss(ft[: fi.shape[0]], fi, model.logit_scale)
+                if replay:                          # English replay: the same images, the English texts
+                    loss = loss + clip_loss(ft[fi.shape[0]:], fi, model.logit_scale)
+                return loss
 
         compiled = (torch.compile(loss_fn, mode=None if mode == "default" else mode, dynamic=False)
                     if (dev == "cuda" and not a.no_compile) else loss_fn)
@@ -147,9 +160,10 @@ def main():
         t0 = time.perf_counter()
         step()
         sync(dev)
-        tag = "" if compiled is loss_fn else "_compiled" + ("" if mode == "default" else f"_{mode}")
-        report(f"langclip_cached_ctx{ctx}{tag}", B,
-               timeit(step, dev, n, warm), fl, base, dev, first_step_s=round(time.perf_counter() - t0, 1))
+        tag = ("" if compiled is loss_fn else "_compiled" + ("" if mode == "default" else f"_{mode}"))
+        tag += ("" if prec == "amp" else f"_{prec}") + ("_replay" if replay else "")
+        report(f"langclip_cached_ctx{ctx}{tag}", B, timeit(step, dev, n, warm), fl, base.get(ctx), dev,
+               first_step_s=round(time.perf_counter() - t0, 1), precision=prec, compile_mode=mode)
         del model, opt
         if dev == "cuda":
             torch.cuda.empty_cache()

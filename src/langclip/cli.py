@@ -91,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "English CLIP text embeddings for distillation-only training")
     p.add_argument("--device", default=None)
     p.add_argument("overrides", nargs="*", help="key=value for any CacheConfig field, e.g. shard_size=4096")
+    p.add_argument("--decode", choices=["pil", "nvjpeg"], default=CACHE.decode,
+                   help="pil: decode and resize in the worker processes (default); nvjpeg: workers only read "
+                        "the files, the GPU decodes JPEGs (torchvision/nvJPEG) and resizes them; for few CPU "
+                        "cores per GPU. Other formats fall back to PIL")
     p.add_argument("--max-failure-rate", type=float, default=CACHE.max_failure_rate,
                    help=f"stop when more than this share of images fails (after the first 100; default {CACHE.max_failure_rate})")
 
@@ -208,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
             image_column=args.image_column, caption_column=args.caption_column, english_column=args.english_column,
             batch_size=args.batch_size, workers=args.workers, shard_size=args.shard_size,
             teacher_shard_size=args.teacher_shard_size, text_only=args.text_only, device=args.device,
-            max_failure_rate=args.max_failure_rate))
+            max_failure_rate=args.max_failure_rate, decode=args.decode))
         build_cache(cfg)
         return 0
     if args.cmd == "train":

@@ -208,6 +208,8 @@ class CacheConfig:
     device: str | None = None
     max_failure_rate: float = 0.5           # stop when more images than this fail (after the first 100):
                                             # a wrong base folder, not a few corrupt files
+    decode: str = "pil"                     # pil: decode + resize in the workers (CPU); nvjpeg: workers
+                                            # read bytes, the build device decodes and resizes (cache/decode.py)
 
     def validate(self) -> None:
         if not self.data:
@@ -218,6 +220,8 @@ class CacheConfig:
             raise ValueError("the CLIP weights are required: --weights FILE or --pretrained TAG (e.g. openai)")
         if self.weights and not Path(self.weights).is_file():
             raise FileNotFoundError(f"CLIP weights file not found: {self.weights}")
+        if self.decode not in ("pil", "nvjpeg"):
+            raise ValueError(f"decode must be 'pil' or 'nvjpeg', got {self.decode!r}")
         if self.workers < -1:
             raise ValueError(f"workers must be >= 0 (or -1: automatic), got {self.workers}")
         if not 0 < self.max_failure_rate <= 1:

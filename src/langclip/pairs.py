@@ -260,18 +260,28 @@ def open_image(ref: ImageRef):
     from PIL import Image
 
     if ref.member:
-        with open(ref.path, "rb") as f:
-            f.seek(ref.offset)
-            data = f.read(ref.size)
-        if len(data) != ref.size:
-            raise OSError("truncated image data")
-        img = Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(read_image_bytes(ref)))
     else:
         if os.path.getsize(ref.path) == 0:
             raise OSError("zero-byte file")
         img = Image.open(ref.path)
     img.load()
     return img
+
+
+def read_image_bytes(ref: ImageRef) -> bytes:
+    """The encoded bytes of a reference (file or tar member); raises on missing or truncated data."""
+    if ref.member:
+        with open(ref.path, "rb") as f:
+            f.seek(ref.offset)
+            data = f.read(ref.size)
+        if len(data) != ref.size:
+            raise OSError("truncated image data")
+        return data
+    data = Path(ref.path).read_bytes()
+    if not data:
+        raise OSError("zero-byte file")
+    return data
 
 
 class ImageDataset(torch.utils.data.Dataset):

@@ -16,6 +16,7 @@ from ..config import CacheConfig
 from ..dist import init_from_env
 from ..files import atomic_write, atomic_write_text, check_out_dir, pick_device, progress_bar, sha256_file
 from ..pairs import ImageDataset, collate_images, read_pairs, read_parallel
+from .decode import DevicePreprocess, EncodedImages, collate_encoded
 from .store import CACHE_FORMAT, write_manifest, write_normalized, write_tables, write_teacher_dense
 
 log = logging.getLogger(__name__)
@@ -49,10 +50,10 @@ def _check_build_state(out: Path, cfg: CacheConfig, pairs, sha: str, rank: int, 
     state = {"format": CACHE_FORMAT, "arch": cfg.clip, "weights_sha256": sha, "shard_size": cfg.shard_size,
              "teacher_shard_size": cfg.teacher_shard_size, "text_only": cfg.text_only,
              "images": len(pairs.images), "images_sha1": digest(r.key for r in pairs.images),
-             "english_sha1": digest(en or "" for _, _, en in pairs.captions)}
+             "english_sha1": digest(en or "" for _, _, en in pairs.captions), "decode": cfg.decode}
     f = out / "emb" / "build.json"
     if f.is_file():
-        old = json.loads(f.read_text(encoding="utf-8"))
+        old = {"decode": "pil", **json.loads(f.read_text(encoding="utf-8"))}   # builds before 'decode': PIL
         diff = [k for k in state if old.get(k) != state[k]]
         if diff:
             what = {"images": "the list of images", "images_sha1": "the list of images",
@@ -60,7 +61,7 @@ def _check_build_state(out: Path, cfg: CacheConfig, pairs, sha: str, rank: int, 
             names = sorted({what.get(k, k) for k in diff})
             raise ValueError(f"{out} holds part of another cache build ({', '.join(names)} differ"
                              + "".join(f"; {k}: was {old.get(k)}, now {state[k]}" for k in diff
-                                       if k in ("shard_size", "teacher_shard_size", "arch", "text_only", "images"))
+                                       if k in ("shard_size", "teacher_shard_size", "arch", "text_only", "images", "decode"))
                              + "): resuming would mix them. Use the same --data and options, or another --out")
     elif rank == 0:
         atomic_write_text(f, json.dumps(state, indent=1))
@@ -154,10 +155,14 @@ def _embed_images(model, pairs, cfg: CacheConfig, out: Path, device, rank: int, 
     shards = [k for k in range((n + S - 1) // S) if k % world == rank]
     todo = [k for k in shards if not (out / "emb" / f"shard_{k:05d}.safetensors").is_file()]
     rows = [r for k in todo for r in range(k * S, min(n, (k + 1) * S))]
+    if cfg.decode == "nvjpeg":   # workers read bytes; the device decodes, resizes and crops
+        on_device = DevicePreprocess(preprocess_cfg(model), device, pairs.images)
+        data, collate = EncodedImages(pairs.images, rows), collate_encoded
+    else:
+        on_device, data, collate = None, ImageDataset(pairs.images, rows, image_transform(preprocess_cfg(model))), collate_images
     loader = torch.utils.data.DataLoader(
-        ImageDataset(pairs.images, rows, image_transform(preprocess_cfg(model))), batch_size=cfg.batch_size,
-        num_workers=cfg.workers if cfg.workers >= 0 else auto_workers(), collate_fn=collate_images,
-        pin_memory=device.type == "cuda", persistent_workers=False)
+        data, batch_size=cfg.batch_size, num_workers=cfg.workers if cfg.workers >= 0 else auto_workers(),
+        collate_fn=collate, pin_memory=device.type == "cuda" and on_device is None, persistent_workers=False)
     bar = progress_bar(total=len(rows), unit="img", desc=f"cache[{rank}]" if world > 1 else "cache",
                        disable=not progress, initial=0, smoothing=0.1)
     if len(todo) < len(shards):
@@ -166,7 +171,8 @@ def _embed_images(model, pairs, cfg: CacheConfig, out: Path, device, rank: int, 
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     seen = failed = 0
     with torch.inference_mode():
-        for brows, bok, x, reasons in loader:
+        for batch in loader:
+            brows, bok, x, reasons = on_device(*batch) if on_device else batch
             seen, failed = seen + len(brows), failed + len(brows) - sum(bok)
             if failed > cfg.max_failure_rate * seen and seen >= min(len(rows), 100):
                 shards_out.add(brows, bok, None, reasons)
@@ -181,6 +187,8 @@ def _embed_images(model, pairs, cfg: CacheConfig, out: Path, device, rank: int, 
             shards_out.flush_done(brows[-1])
     shards_out.flush_done()
     bar.close()
+    if on_device is not None and on_device.fallbacks:
+        log.info("--decode nvjpeg: %d pictures were not baseline JPEGs and were decoded with PIL", on_device.fallbacks)
 
 
 def _consolidate(out: Path, cfg: CacheConfig, pairs, model, teacher: bool, sha: str, secs: float, weights) -> None:

@@ -1,0 +1,92 @@
+"""`cache build --decode nvjpeg`: the device-side decoding path (torchvision's decode_jpeg; here on CPU,
+the same code as on CUDA) against the default PIL path."""
+import csv
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from langclip.cache import build_cache, load_cache
+from langclip.config import CacheConfig
+
+
+def _photo(w, h, seed):
+    """A photo-like picture: smooth gradients and a few discs, not per-pixel noise."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w] / max(w, h)
+    a = np.stack([np.sin(x * rng.uniform(2, 9) + rng.uniform(0, 6)), np.cos(y * rng.uniform(2, 9)),
+                  np.sin((x + y) * rng.uniform(2, 9))], -1) * 90 + 128
+    for _ in range(4):
+        cx, cy, r = rng.uniform(0, 1), rng.uniform(0, h / max(w, h)), rng.uniform(0.05, 0.2)
+        a[(x - cx) ** 2 + (y - cy) ** 2 < r * r] = rng.integers(0, 255, 3)
+    return Image.fromarray(a.clip(0, 255).astype(np.uint8))
+
+
+@pytest.fixture()
+def photos(tmp_path):
+    d = tmp_path / "img"
+    d.mkdir()
+    names = []
+    for i, (w, h) in enumerate([(500, 375), (375, 500), (500, 375), (320, 240), (640, 427), (224, 224), (120, 90)]):
+        _photo(w, h, i).save(d / f"{i}.jpg", quality=90, progressive=i == 2)
+        names.append(f"{i}.jpg")
+    _photo(300, 200, 10).convert("L").save(d / "gray.jpg")
+    _photo(300, 200, 11).convert("CMYK").save(d / "cmyk.jpg")
+    _photo(300, 200, 12).save(d / "png.png")
+    (d / "broken.jpg").write_bytes((d / "0.jpg").read_bytes()[:400])
+    names += ["gray.jpg", "cmyk.jpg", "png.png", "broken.jpg"]
+    with open(tmp_path / "pairs.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "caption"])
+        w.writerows([[f"img/{n}", f"фото {n}"] for n in names])
+    return tmp_path
+
+
+def test_device_preprocessing_matches_pil(photos, tiny_arch):
+    from langclip.cache.decode import DevicePreprocess, EncodedImages
+    from langclip.model import LangCLIP, image_transform, model_config, preprocess_cfg
+    from langclip.pairs import ImageDataset, read_pairs
+
+    pairs = read_pairs([str(photos / "pairs.csv")])
+    pp = preprocess_cfg(LangCLIP(model_config("ViT-B-32-quickgelu")))     # 224, bicubic, shortest side
+    rows = list(range(len(pairs.images)))
+    enc = [EncodedImages(pairs.images, rows)[i] for i in rows]
+    ref = [ImageDataset(pairs.images, rows, image_transform(pp))[i] for i in rows]
+    dev = DevicePreprocess(pp, torch.device("cpu"), pairs.images)
+    out_rows, ok, x, reasons = dev([e[0] for e in enc], [e[1] for e in enc], [e[2] for e in enc])
+    assert out_rows == rows
+    assert ok == [r[1] is not None for r in ref]          # the same pictures fail: the truncated one
+    assert ok.count(False) == 1 and "broken" in pairs.images[ok.index(False)].path and reasons[ok.index(False)]
+    assert dev.fallbacks == 1                              # the PNG went through PIL; CMYK/grey are JPEGs
+    want = torch.stack([r[1] for r in ref if r[1] is not None])
+    assert x.shape == want.shape == (len(rows) - 1, 3, 224, 224)
+    # in 0..255 grey levels. On CPU both paths use libjpeg-turbo; the tensor resampling differs from
+    # PIL's by rounding. On CUDA nvJPEG's IDCT differs too (benchmarks/cache_throughput.py measures it)
+    diff = ((x - want) * torch.tensor(pp["std"]).view(3, 1, 1) * 255).abs()
+    per_image = diff.flatten(1).mean(1)
+    assert per_image.max() < 0.5, per_image          # measured: at most 0.005 (libjpeg-turbo both ways on CPU)
+    assert diff.flatten(1).quantile(0.99, dim=1).max() < 4
+
+
+def test_nvjpeg_cache_equals_pil_cache(tmp_path, photos, tiny_arch, tiny_clip):
+    caches = {}
+    for mode in ("pil", "nvjpeg"):
+        caches[mode] = load_cache(build_cache(CacheConfig(
+            data=[str(photos / "pairs.csv")], clip=tiny_arch, weights=tiny_clip[1], out=str(tmp_path / mode),
+            batch_size=4, workers=0, shard_size=5, decode=mode), progress=False))
+    a, b = caches["pil"], caches["nvjpeg"]
+    assert torch.equal(a.image_ok, b.image_ok) and int(a.image_ok.sum()) == 10
+    assert [f["source"] for f in a.manifest["failures"]] == [f["source"] for f in b.manifest["failures"]]
+    assert b.manifest["config"]["decode"] == "nvjpeg"
+    cos = (a.image_emb[a.image_ok].float() * b.image_emb[b.image_ok].float()).sum(-1)
+    assert cos.min() > 0.999, cos
+    with pytest.raises(ValueError, match="decode differ|decode: was pil"):      # no mixed resume
+        build_cache(CacheConfig(data=[str(photos / "pairs.csv")], clip=tiny_arch, weights=tiny_clip[1],
+                                out=str(tmp_path / "pil"), batch_size=4, workers=0, shard_size=5, decode="nvjpeg"),
+                    progress=False)
+
+
+def test_decode_option_is_checked():
+    with pytest.raises(ValueError, match="decode must be"):
+        CacheConfig(data=["x"], weights="", pretrained="openai", decode="gpu").validate()
