@@ -145,3 +145,18 @@ def train_cfg(tmp_path, world_cache, tiny_arch, tiny_clip, ru_tokenizer):
                        optim=OptimSection(lr=3e-3, warmup_steps=5, weight_decay=0.0),
                        loss=LossSection(), epochs=25, batch_size=32, val_fraction=0.25, seed=0,
                        log_every=5, tensorboard=False)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, world_cache, tiny_arch, tiny_clip, ru_tokenizer):
+    """A small clip-init run on the world cache (2 epochs, context 24): what exports are made from."""
+    from langclip.train import train
+    from langclip.config import LossSection, ModelSection, OptimSection, TrainConfig
+
+    d = tmp_path_factory.mktemp("export")
+    ru_tokenizer.save(d / "tok")
+    cfg = TrainConfig(cache=str(world_cache), out=str(d / "run"),
+                      model=ModelSection(clip=tiny_arch, weights=tiny_clip[1], tokenizer=str(d / "tok"), context_length=24),
+                      optim=OptimSection(lr=3e-3, warmup_steps=2, weight_decay=0.0), loss=LossSection(distill=0.5),
+                      epochs=2, batch_size=32, val_fraction=0.25, tensorboard=False)
+    return train(cfg, progress=False)

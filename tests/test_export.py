@@ -9,22 +9,8 @@ import torch
 import yaml
 
 from langclip.cli import main
-from langclip.train import train
 
 TEXTS = ["два красных круга", "синяя звезда слева", "a photo of a cat", "кот and a dog, 3 stars!", "ёлка"]
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, world_cache, tiny_arch, tiny_clip, ru_tokenizer):
-    from langclip.config import LossSection, ModelSection, OptimSection, TrainConfig
-
-    d = tmp_path_factory.mktemp("export")
-    ru_tokenizer.save(d / "tok")
-    cfg = TrainConfig(cache=str(world_cache), out=str(d / "run"),
-                      model=ModelSection(clip=tiny_arch, weights=tiny_clip[1], tokenizer=str(d / "tok"), context_length=24),
-                      optim=OptimSection(lr=3e-3, warmup_steps=2, weight_decay=0.0), loss=LossSection(distill=0.5),
-                      epochs=2, batch_size=32, val_fraction=0.25, tensorboard=False)
-    return train(cfg, progress=False)
 
 
 def test_transformers_loads_the_export_with_langclips_embeddings(tmp_path, trained_run):
@@ -72,7 +58,7 @@ def test_hf_text_towers_are_refused_for_the_transformers_format():
         check_exportable({"text_cfg": {"ls_init_value": 0.1}, "vision_cfg": {"layers": 2}})
 
 
-@pytest.mark.parametrize("fmt", ["hf", "open_clip"])
+@pytest.mark.parametrize("fmt", ["hf", "open_clip", "onnx", "immich"])
 def test_every_export_has_a_model_card_whose_snippets_run(tmp_path, trained_run, fmt, capsys):
     out = tmp_path / fmt
     assert main(["eval-retrieval", "--model", str(trained_run), "--data", str(json.loads(
@@ -81,11 +67,13 @@ def test_every_export_has_a_model_card_whose_snippets_run(tmp_path, trained_run,
     card = (out / "README.md").read_text(encoding="utf-8")
     front = yaml.safe_load(card.split("---")[1])
     assert front["pipeline_tag"] == "zero-shot-image-classification" and "ru" in front["language"]
-    assert front["library_name"] == ("transformers" if fmt == "hf" else "open_clip") and front["license"]
+    assert front["library_name"] == {"hf": "transformers", "open_clip": "open_clip"}.get(fmt, "onnxruntime")
+    assert front["license"]
     assert "## Results" in card and "Held-out recall at the end of training" in card and "eval/retrieval.md" in card
     assert "## Limitations" in card and "tiny-quickgelu" in card and ".json" not in front["tags"][-1]
     snippets = re.findall(r"```python\n(.*?)```", card, re.S)
-    assert len(snippets) == (1 if fmt == "hf" else 2)   # transformers; open_clip + langclip
+    assert len(snippets) == (2 if fmt == "open_clip" else 1)   # open_clip + langclip; transformers; onnxruntime
+    assert ("## Use in Immich" in card) == (fmt == "immich")
     for code in snippets:
         exec(compile(code, f"README.md ({fmt})", "exec"), {})
     assert capsys.readouterr().out.count("\n") >= len(snippets)

@@ -8,7 +8,8 @@ preprocess_cfg), `open_clip_model.safetensors` (both towers), and the tokenizer 
 fast tokenizer (`tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json`), which open_clip
 wraps in its HFTokenizer with the same cleaning as CLIP's (`clean: lower`: ftfy, HTML, whitespace,
 lower case). Needs `transformers` at load time (open_clip's HFTokenizer uses it).
-`--format hf`: a Hugging Face transformers folder (`export_hf.py`). Every export has a model card.
+`--format hf`: a Hugging Face transformers folder (`export_hf.py`). `--format onnx` / `immich`: ONNX graphs
+for onnxruntime and Immich's machine-learning service (`export_onnx.py`). Every export has a model card.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from .runfolder import load_model
 from .tokenizer import EOT, SOT
 
 
-FORMATS = ("open_clip", "hf")
+FORMATS = ("open_clip", "hf", "onnx", "immich")
 
 
 def export(run: str | Path, out: str | Path, format: str = "open_clip", weights: str | Path | None = None,
@@ -33,7 +34,7 @@ def export(run: str | Path, out: str | Path, format: str = "open_clip", weights:
 
     if format not in FORMATS:
         raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
-    out = check_out_dir(out, "export", ("open_clip_config.json", "config.json"))
+    out = check_out_dir(out, "export", ("open_clip_config.json", "config.json", "onnx_config.json"))
     model, tok, meta = load_model(run, weights=weights)
     model.to(device)   # the weights are read where the user says (a GPU-only host), saved from the CPU
     if format == "hf":
@@ -43,6 +44,12 @@ def export(run: str | Path, out: str | Path, format: str = "open_clip", weights:
         out.mkdir(parents=True, exist_ok=True)
         export_transformers(model, tok, meta, out, lambda o, processor: _tokenizer_files(tok, o, model.context_length,
                                                                                           processor))
+    elif format in ("onnx", "immich"):
+        from .export_onnx import export_immich, export_onnx
+
+        out.mkdir(parents=True, exist_ok=True)
+        (export_onnx if format == "onnx" else export_immich)(
+            model, tok, meta, out, lambda o: _tokenizer_files(tok, o, model.context_length))
     else:
         out.mkdir(parents=True, exist_ok=True)
         _export_open_clip(model, tok, meta, out)

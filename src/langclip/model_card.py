@@ -40,6 +40,8 @@ def _usage(fmt: str, out: Path, lang: str) -> list[str]:
     template = "фото {}" if lang == "ru" else "a photo of a {}"
     folder = json.dumps(str(out.resolve()))
     blocks = []
+    if fmt in ("onnx", "immich"):
+        return _render([_onnx_usage(fmt, folder, labels, template)])
     if fmt == "hf":
         blocks.append(("transformers (no custom code)", f'''from PIL import Image
 from transformers import AutoProcessor, AutoTokenizer, CLIPModel, pipeline
@@ -74,6 +76,73 @@ print(m.classify([Image.new("RGB", (320, 240), "orange")], {labels}{', lang="ru"
     return _render(blocks)
 
 
+def _onnx_usage(fmt: str, folder: str, labels: str, template: str) -> tuple[str, str]:
+    """onnxruntime + tokenizers + numpy + PIL, no torch: the ids and embeddings langclip computes."""
+    text_dir, image_dir = ('"/textual"', '"/visual"') if fmt == "immich" else ('""', '""')
+    graph = ('"/textual/model.onnx"', '"/visual/model.onnx"') if fmt == "immich" else ('"/textual.onnx"', '"/visual.onnx"')
+    L = ('json.load(open(folder + "/config.json"))["text_cfg"]["context_length"]' if fmt == "immich"
+         else 'json.load(open(folder + "/onnx_config.json"))["context_length"]')
+    title = "onnxruntime, as Immich's machine-learning service calls it (no torch)" if fmt == "immich" else \
+        "onnxruntime (no torch)"
+    return (title, f'''import json
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image
+from tokenizers import Tokenizer
+
+folder = {folder}
+L = {L}
+pad = json.load(open(folder + {text_dir} + "/tokenizer_config.json"))["pad_token"]
+tok = Tokenizer.from_file(folder + {text_dir} + "/tokenizer.json")   # lower-cases and normalises itself
+tok.enable_padding(length=L, pad_token=pad, pad_id=tok.token_to_id(pad))
+tok.enable_truncation(max_length=L)
+
+
+def tokenize(texts):
+    return np.array([e.ids for e in tok.encode_batch([" ".join(t.split()) for t in texts])], dtype=np.int32)
+
+
+pp = json.load(open(folder + {image_dir} + "/preprocess_cfg.json"))
+S = pp["size"][0] if isinstance(pp["size"], list) else pp["size"]
+
+
+def preprocess(image):   # open_clip's eval transform: shortest side to S (bicubic), centre crop, normalise
+    image = image.convert("RGB")
+    w, h = image.size
+    short, long = (w, h) if w <= h else (h, w)
+    size = (S, int(S * long / short)) if w <= h else (int(S * long / short), S)
+    image = image.resize(size, Image.BICUBIC)
+    left, top = int(round((size[0] - S) / 2.0)), int(round((size[1] - S) / 2.0))
+    x = np.asarray(image.crop((left, top, left + S, top + S)), dtype=np.float32) / 255
+    return ((x - np.array(pp["mean"], np.float32)) / np.array(pp["std"], np.float32)).transpose(2, 0, 1)[None]
+
+
+textual = ort.InferenceSession(folder + {graph[0]}, providers=["CPUExecutionProvider"])
+visual = ort.InferenceSession(folder + {graph[1]}, providers=["CPUExecutionProvider"])
+labels = {labels}
+text = textual.run(["embedding"], {{"text": tokenize(["{template}".format(c) for c in labels])}})[0]
+image = visual.run(["embedding"], {{"image": preprocess(Image.new("RGB", (320, 240), "orange"))}})[0]
+logits = 100 * image @ text.T
+print(dict(zip(labels, np.round(np.exp(logits) / np.exp(logits).sum(), 3)[0])))''')
+
+
+def _immich(arch: str, out: Path) -> list[str]:
+    name = "ViT-B-32__openai" if "ViT-B-32" in arch else f"<the {arch} model your library was indexed with>"
+    return ["## Use in Immich", "",
+            "Immich's server accepts only the CLIP model names it knows (with their embedding size), so "
+            "this folder takes the place of the model your library was indexed with:",
+            f"1. Stop the machine-learning container and replace its cached model folder `/cache/clip/{name}/` "
+            "with this folder's contents (Immich versions that keep a revision folder: "
+            f"`/cache/clip/{name}/<revision>/`; see docs/deploy.md). Keep a copy of the original.",
+            "2. Start the container. The smart-search setting stays as it was; the service finds "
+            "`textual/model.onnx` in its cache and downloads nothing.",
+            f"3. The visual graph is the original {arch} image tower, so the library's image embeddings stay "
+            "valid: no re-indexing. Search now takes queries in the new language (and English).",
+            "4. Queries go through `textual/tokenizer.json`, which lower-cases and normalises (NFC, whitespace) "
+            "by itself; Immich only collapses whitespace before it.", ""]
+
+
 def _render(blocks: list[tuple[str, str]]) -> list[str]:
     out_lines = ["## Usage", ""]
     for title, code in blocks:
@@ -87,7 +156,7 @@ def write_model_card(out: Path, fmt: str, model, tok, meta: dict, run: Path) -> 
     arch = Path(arch).stem if arch.endswith(".json") else arch   # a model-config file: its name
     lang = (getattr(tok, "meta", {}) or {}).get("language") or "ru"
     init = meta.get("init") if isinstance(meta.get("init"), dict) else {"init": meta.get("init")}
-    front = {"language": sorted({lang, "en"}), "license": "mit", "library_name": "transformers" if fmt == "hf" else "open_clip",
+    front = {"language": sorted({lang, "en"}), "license": "mit", "library_name": {"hf": "transformers", "onnx": "onnxruntime", "immich": "onnxruntime"}.get(fmt, "open_clip"),
              "pipeline_tag": "zero-shot-image-classification",
              "tags": ["clip", "langclip", "zero-shot-image-classification", f"{lang}-text-tower", arch]}
     cfg = {}
@@ -116,6 +185,6 @@ def write_model_card(out: Path, fmt: str, model, tok, meta: dict, run: Path) -> 
             f"# A {lang} text tower for CLIP {arch} (langclip)", "",
             "Made with langclip: CLIP's image tower stays frozen and a new text "
             "tower reads the language.", "", "## What it is", "", *what, "", "## Results", "", *_results(run),
-            "## Limitations", "", *limits, "", *_usage(fmt, out, lang)]
+            "## Limitations", "", *limits, "", *(_immich(arch, out) if fmt == "immich" else []), *_usage(fmt, out, lang)]
     (out / "README.md").write_text("\n".join(text) + "\n", encoding="utf-8")
     return out / "README.md"

@@ -1,0 +1,175 @@
+"""ONNX exports: `--format onnx` (two graphs and the tokenizer, usable with onnxruntime, numpy and
+`tokenizers` alone) and `--format immich` (the folder layout Immich's machine-learning service loads
+as a custom CLIP model).
+
+Graphs: `textual.onnx` takes `text` int32 (batch, context_length) — int32 because Immich feeds int32
+and ONNX Runtime's ArgMax (the end-of-text pooling) has no int64 kernel on every provider;
+`visual.onnx` takes `image` float32 (batch, 3, S, S), already resized, cropped and normalised. Each
+returns `embedding` (L2-normalised; what Immich reads, output 0) and `embedding_raw` (before
+normalisation). The batch axis is dynamic. The exporter is pinned: PyTorch's TorchScript-based
+`torch.onnx.export(dynamo=False)` at opset 17 with the MultiheadAttention fast path off (the path
+Immich's own exporter takes), and every export is checked with onnxruntime against PyTorch at two
+batch sizes before it is kept.
+
+Immich: followed immich-app/immich `machine-learning/` as of 2025-2026 (v1.13x–v2.x):
+`immich_ml/models/clip/{textual,visual}.py`, `models/transforms.py`, `models/base.py` and its
+exporter `export/immich_model_exporter/exporters/onnx/models/openclip.py`. Layout:
+
+    <name>/config.json                 open_clip model config (text_cfg.context_length is read)
+    <name>/textual/model.onnx          input "text" int32 (1, L); output 0 read, [0][0]
+    <name>/textual/tokenizer.json      loaded with tokenizers.Tokenizer.from_file, padded to L with
+    <name>/textual/tokenizer_config.json   its "pad_token", truncated to L
+    <name>/visual/model.onnx           input "image" float32 (1, 3, S, S)
+    <name>/visual/preprocess_cfg.json  size, interpolation, mean, std, resize_mode
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+OPSET = 17
+TOLERANCE = 1e-4
+
+
+class _TextGraph(nn.Module):
+    def __init__(self, clip):
+        super().__init__()
+        self.clip = clip
+
+    def forward(self, text: torch.Tensor):
+        raw = self.clip.encode_text(text)        # open_clip's forward: argmax pooling at end-of-text
+        return torch.nn.functional.normalize(raw, dim=-1), raw
+
+
+class _ImageGraph(nn.Module):
+    def __init__(self, clip):
+        super().__init__()
+        self.clip = clip
+
+    def forward(self, image: torch.Tensor):
+        raw = self.clip.encode_image(image)
+        return torch.nn.functional.normalize(raw, dim=-1), raw
+
+
+def _image_size(model) -> int:
+    s = model.visual.image_size
+    return s if isinstance(s, int) else int(s[0])
+
+
+def export_graphs(model, text_path: Path, image_path: Path) -> None:
+    """Write the two graphs (float32, CPU), then check them against PyTorch."""
+    if model.is_hf:
+        raise ValueError("an hf: text tower (a pretrained encoder with its own tokenizer) is not exported to "
+                         "ONNX by langclip; use --format open_clip")
+    model = model.float().cpu().eval()
+    fast = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    L, S = model.context_length, _image_size(model)
+    text = torch.zeros(2, L, dtype=torch.int32)
+    text[:, 0], text[:, 1] = model.vocab_size - 2, model.vocab_size - 1
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            for graph, arg, name, path in ((_TextGraph(model.clip), text, "text", text_path),
+                                           (_ImageGraph(model.clip), torch.randn(2, 3, S, S), "image", image_path)):
+                torch.onnx.export(graph.eval(), (arg,), str(path), input_names=[name],
+                                  output_names=["embedding", "embedding_raw"], opset_version=OPSET,
+                                  dynamic_axes={name: {0: "batch"}, "embedding": {0: "batch"},
+                                                "embedding_raw": {0: "batch"}}, dynamo=False)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fast)
+    try:
+        check_graphs(model, text_path, image_path)
+    except Exception:
+        text_path.unlink(missing_ok=True)
+        image_path.unlink(missing_ok=True)
+        raise
+
+
+def check_graphs(model, text_path: Path, image_path: Path) -> dict:
+    """Run both graphs with onnxruntime (CPU) at batch 1 and 3 and compare with PyTorch; raise when an
+    embedding differs by more than TOLERANCE. -> the largest differences seen."""
+    import onnxruntime as ort
+
+    g = torch.Generator().manual_seed(0)
+    L, S, V = model.context_length, _image_size(model), model.vocab_size
+    worst = {}
+    for name, path, make in (
+            ("text", text_path, lambda b: _random_texts(b, L, V, g)),
+            ("image", image_path, lambda b: torch.randn(b, 3, S, S, generator=g))):
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        for b in (1, 3):
+            x = make(b)
+            with torch.no_grad():
+                raw = (model.clip.encode_text(x.long()) if name == "text" else model.clip.encode_image(x)).float()
+            got = sess.run(None, {name: x.numpy()})
+            err = max(float((torch.from_numpy(got[1]) - raw).abs().max()),
+                      float((torch.from_numpy(got[0]) - torch.nn.functional.normalize(raw, dim=-1)).abs().max()))
+            worst[name] = max(worst.get(name, 0.0), err)
+            if err > TOLERANCE:
+                raise RuntimeError(f"{path.name}: onnxruntime differs from PyTorch by {err:.2e} at batch {b} "
+                                   f"(tolerance {TOLERANCE}); the export is not kept")
+    return worst
+
+
+def _random_texts(b: int, L: int, V: int, g) -> torch.Tensor:
+    """Token rows as the tokenizer makes them: start, ids, end-of-text (the largest id), padding;
+    lengths from empty to the full context."""
+    x = torch.zeros(b, L, dtype=torch.int32)
+    for i in range(b):
+        n = [0, L - 2, int(torch.randint(1, L - 2, (1,), generator=g))][i % 3]
+        x[i, 0] = V - 2
+        x[i, 1: 1 + n] = torch.randint(1, V - 2, (n,), generator=g, dtype=torch.int32)
+        x[i, 1 + n] = V - 1
+    return x
+
+
+def export_onnx(model, tok, meta: dict, out: Path, tokenizer_files) -> Path:
+    """`--format onnx`: textual.onnx, visual.onnx, the tokenizer files, preprocess_cfg.json and
+    onnx_config.json (what a caller needs to feed the graphs)."""
+    export_graphs(model, out / "textual.onnx", out / "visual.onnx")
+    tokenizer_files(out)
+    pp = _preprocess(meta)
+    (out / "preprocess_cfg.json").write_text(json.dumps(pp, indent=2), encoding="utf-8")
+    doc = {"format": "langclip-onnx/1", "opset": OPSET, "exporter": f"torch.onnx (TorchScript) {torch.__version__}",
+           "context_length": model.context_length, "vocab_size": model.vocab_size, "embed_dim": _embed_dim(model),
+           "textual": {"file": "textual.onnx", "input": "text", "dtype": "int32",
+                       "shape": ["batch", model.context_length], "pad_token_id": tok.eot_token_id,
+                       "outputs": {"embedding": "L2-normalised", "embedding_raw": "before normalisation"}},
+           "visual": {"file": "visual.onnx", "input": "image", "dtype": "float32",
+                      "shape": ["batch", 3, _image_size(model), _image_size(model)], "preprocess": pp,
+                      "outputs": {"embedding": "L2-normalised", "embedding_raw": "before normalisation"}},
+           "cleaning": "tokenizer.json normalises (NFC, whitespace runs to one space, lower case); collapse "
+                       "and strip whitespace before calling it",
+           "langclip": {"image_tower": meta.get("image_tower"), "language": tok.meta.get("language"),
+                        "split": meta.get("split")}}
+    (out / "onnx_config.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False), encoding="utf-8")
+    return out
+
+
+def export_immich(model, tok, meta: dict, out: Path, tokenizer_files) -> Path:
+    """`--format immich`: the folder Immich's machine-learning service loads as a CLIP model."""
+    (out / "textual").mkdir(parents=True, exist_ok=True)
+    (out / "visual").mkdir(parents=True, exist_ok=True)
+    export_graphs(model, out / "textual" / "model.onnx", out / "visual" / "model.onnx")
+    tokenizer_files(out / "textual")
+    cfg = {k: v for k, v in model.model_cfg.items() if k != "preprocess_cfg"}
+    (out / "config.json").write_text(json.dumps(cfg, indent=2), encoding="utf-8")
+    (out / "visual" / "preprocess_cfg.json").write_text(json.dumps(_preprocess(meta), indent=2), encoding="utf-8")
+    return out
+
+
+def _embed_dim(model) -> int:
+    return int(model.model_cfg.get("embed_dim", 0))
+
+
+def _preprocess(meta: dict) -> dict:
+    pp = meta["preprocess_cfg"]
+    keep = {k: pp[k] for k in ("size", "mode", "mean", "std", "interpolation", "resize_mode", "fill_color") if k in pp}
+    if isinstance(keep.get("size"), (list, tuple)):
+        keep["size"] = list(keep["size"])
+    return keep

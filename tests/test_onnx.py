@@ -1,0 +1,187 @@
+"""`langclip export --format onnx / immich`: the graphs run in onnxruntime and give langclip's
+embeddings; the tokenizer needs no torch; a folder in Immich's layout is read the way Immich's
+machine-learning service reads it (its loading code re-written here from its source, not imported)."""
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import onnx
+import onnxruntime as ort
+
+from langclip.cli import main
+
+# Russian, English, mixed, empty-ish, and one far longer than the context (24 tokens)
+TEXTS = ["два красных круга", "синяя звезда слева", "a photo of a cat", "кот and a dog, 3 stars!", "ёлка", " ",
+         " ".join(["очень длинный запрос про красные и синие звёзды"] * 8)]
+RAW_QUERIES = ["  Две КРАСНЫЕ   звезды ", "A RED Star\tleft", "Ёлка И кот", "КРУГ"]   # as typed into a search box
+SIZES = [(64, 64), (320, 240), (240, 320), (97, 131), (500, 375)]
+
+
+def _pictures():
+    rng = np.random.default_rng(0)
+    out = []
+    for w, h in SIZES:
+        y, x = np.mgrid[0:h, 0:w] / max(w, h)
+        a = np.stack([np.sin(x * rng.uniform(3, 9)), np.cos(y * rng.uniform(3, 9)), np.sin(x + y)], -1) * 100 + 128
+        out.append(Image.fromarray(a.clip(0, 255).astype(np.uint8)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory, trained_run):
+    d = tmp_path_factory.mktemp("onnx")
+    for fmt in ("onnx", "immich"):
+        assert main(["export", "--model", str(trained_run), "--format", fmt, "--out", str(d / fmt)]) == 0
+    import langclip
+
+    return d, langclip.load(trained_run, device="cpu")
+
+
+def test_graphs_are_pinned_typed_and_batch_dynamic(exports):
+    d, m = exports
+    conf = json.loads((d / "onnx" / "onnx_config.json").read_text())
+    for name, inp, dtype in (("textual", "text", onnx.TensorProto.INT32), ("visual", "image", onnx.TensorProto.FLOAT)):
+        g = onnx.load(str(d / "onnx" / f"{name}.onnx"))
+        onnx.checker.check_model(g)
+        assert [o.version for o in g.opset_import if o.domain in ("", "ai.onnx")] == [17]
+        (i,) = g.graph.input
+        assert i.name == inp and i.type.tensor_type.elem_type == dtype
+        dims = i.type.tensor_type.shape.dim
+        assert dims[0].dim_param == "batch"
+        if name == "textual":
+            assert dims[1].dim_value == m.model.context_length == conf["context_length"] == 24
+        assert [o.name for o in g.graph.output] == ["embedding", "embedding_raw"]
+
+
+def test_onnxruntime_equals_langclip(exports):
+    d, m = exports
+    text = ort.InferenceSession(str(d / "onnx" / "textual.onnx"), providers=["CPUExecutionProvider"])
+    ids = m.tokenizer(TEXTS)
+    norm, raw = text.run(None, {"text": ids.numpy().astype(np.int32)})   # one batch of 7, padded with 0
+    want = m.encode_text(TEXTS)
+    assert np.abs(norm - want.numpy()).max() <= 1e-4
+    assert np.allclose(np.linalg.norm(norm, axis=1), 1, atol=1e-5) and not np.allclose(np.linalg.norm(raw, axis=1), 1)
+    with torch.no_grad():
+        assert np.abs(raw - m.model.encode_text(ids, normalize=False).numpy()).max() <= 1e-4
+    visual = ort.InferenceSession(str(d / "onnx" / "visual.onnx"), providers=["CPUExecutionProvider"])
+    pics = _pictures()
+    x = torch.stack([m.preprocess(p) for p in pics]).numpy()
+    assert np.abs(visual.run(["embedding"], {"image": x})[0] - m.encode_image(pics).numpy()).max() <= 1e-4
+
+
+def test_the_model_cards_snippet_gives_langclips_ids_and_embeddings_without_torch(exports, tmp_path):
+    """The card's snippet (tokenizers + onnxruntime + numpy + PIL) in a process where importing torch
+    fails: its ids equal langclip's on the texts, its embeddings equal langclip's."""
+    import re
+
+    d, m = exports
+    card = (d / "onnx" / "README.md").read_text(encoding="utf-8")
+    (snippet,) = re.findall(r"```python\n(.*?)```", card, re.S)
+    pics = _pictures()
+    for i, p in enumerate(pics):
+        p.save(tmp_path / f"{i}.png")
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules["torch"] = None          # any import of torch now fails
+        snippet = open({str(tmp_path / 's.py')!r}).read()
+        g = {{}}
+        exec(compile(snippet, "card", "exec"), g)
+        import numpy as np
+        from PIL import Image
+        texts = {TEXTS!r}
+        ids = g["tokenize"](texts)
+        t = g["textual"].run(["embedding"], {{"text": ids}})[0]
+        ims = [Image.open({str(tmp_path)!r} + f"/{{i}}.png") for i in range({len(pics)})]
+        v = np.concatenate([g["visual"].run(["embedding"], {{"image": g["preprocess"](im)}})[0] for im in ims])
+        np.savez({str(tmp_path / 'out.npz')!r}, ids=ids, text=t, image=v)
+        assert "torch" not in [k for k, mod in sys.modules.items() if mod is not None]
+    """)
+    (tmp_path / "s.py").write_text(snippet, encoding="utf-8")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "{" in r.stdout                                  # the snippet printed its probabilities
+    got = np.load(tmp_path / "out.npz")
+    want_ids = m.tokenizer(TEXTS).numpy()
+    eot = m.tokenizer.eot_token_id
+    # the snippet pads with end-of-text (Immich's way), langclip with 0: equal up to the first end-of-text
+    for a, b in zip(got["ids"], want_ids):
+        n = int(np.argmax(b == eot)) + 1
+        assert a[:n].tolist() == b[:n].tolist() and set(a[n:].tolist()) <= {eot}
+    assert np.abs(got["text"] - m.encode_text(TEXTS).numpy()).max() <= 1e-4
+    assert np.abs(got["image"] - m.encode_image(pics).numpy()).max() <= 1e-4
+
+
+# -- Immich ------------------------------------------------------------------------------------------
+def _immich_text(folder, query):
+    """immich_ml OpenClipTextualEncoder: config.json's context length, tokenizer.json padded with
+    tokenizer_config.json's pad_token and truncated, clean_text (whitespace), int32 "text", [0][0]."""
+    from tokenizers import Tokenizer
+
+    L = json.loads((folder / "config.json").read_text())["text_cfg"].get("context_length", 77)
+    pad = json.loads((folder / "textual" / "tokenizer_config.json").read_text())["pad_token"]
+    tok = Tokenizer.from_file(str(folder / "textual" / "tokenizer.json"))
+    tok.enable_padding(length=L, pad_token=pad, pad_id=tok.token_to_id(pad))
+    tok.enable_truncation(max_length=L)
+    ids = tok.encode(" ".join(query.split())).ids
+    sess = ort.InferenceSession(str(folder / "textual" / "model.onnx"), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"text": np.array([ids], dtype=np.int32)})[0][0]
+
+
+def _immich_image(folder, image):
+    """immich_ml OpenClipVisualEncoder: preprocess_cfg.json; resize the shortest side with PIL, crop
+    the centre (floor), scale to 0..1, normalise, "image" (1, 3, S, S), [0][0]."""
+    pp = json.loads((folder / "visual" / "preprocess_cfg.json").read_text())
+    size = pp["size"][0] if isinstance(pp["size"], list) else pp["size"]
+    resample = {r.name.lower(): r for r in Image.Resampling}[pp["interpolation"].lower()]
+    w, h = image.size
+    img = (image.resize((size, int((h / w) * size)), resample=resample) if w < h
+           else image.resize((int((w / h) * size), size), resample=resample))
+    left, upper = int(img.size[0] / 2 - size / 2), int(img.size[1] / 2 - size / 2)
+    img = img.crop((left, upper, left + size, upper + size))
+    x = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    x = (x - np.array(pp["mean"], np.float32)) / np.array(pp["std"], np.float32)
+    sess = ort.InferenceSession(str(folder / "visual" / "model.onnx"), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"image": x.transpose(2, 0, 1)[None]})[0][0]
+
+
+def test_immich_folder_loads_as_immich_loads_it(exports):
+    d, m = exports
+    f = d / "immich"
+    assert {p.relative_to(f).as_posix() for p in f.rglob("*") if p.is_file()} >= {
+        "config.json", "textual/model.onnx", "textual/tokenizer.json", "textual/tokenizer_config.json",
+        "visual/model.onnx", "visual/preprocess_cfg.json", "README.md"}
+    cfg = json.loads((f / "config.json").read_text())
+    assert cfg["embed_dim"] == 32 and cfg["text_cfg"]["vocab_size"] == m.model.vocab_size
+    # raw, mixed-case queries: the exported tokenizer lower-cases and normalises as langclip's cleaning does
+    for q in RAW_QUERIES + TEXTS:
+        assert np.abs(_immich_text(f, q) - m.encode_text([q])[0].numpy()).max() <= 1e-4, q
+    # Immich crops at floor((w - S) / 2), torchvision at round(): equal where the margin is even
+    for p in _pictures():
+        assert np.abs(_immich_image(f, p) - m.encode_image([p])[0].numpy()).max() <= 1e-4, p.size
+
+
+def test_immich_visual_graph_is_the_frozen_image_tower(exports, tiny_clip):
+    """Existing Immich image embeddings stay valid: the visual graph is the original CLIP's tower."""
+    d, _ = exports
+    clip, _ = tiny_clip
+    x = np.random.default_rng(1).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    sess = ort.InferenceSession(str(d / "immich" / "visual" / "model.onnx"), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        want = clip.encode_image(torch.from_numpy(x), normalize=True).numpy()
+    assert np.abs(sess.run(None, {"image": x})[0] - want).max() <= 1e-4
+
+
+def test_a_wrong_export_is_not_kept(exports, monkeypatch, tmp_path, trained_run, capsys):
+    """The export checks itself: a graph that disagrees with PyTorch fails the export."""
+    import langclip.export_onnx as eo
+
+    monkeypatch.setattr(eo, "TOLERANCE", -1.0)
+    assert main(["export", "--model", str(trained_run), "--format", "onnx", "--out", str(tmp_path / "x")]) != 0
+    assert "differs from PyTorch" in capsys.readouterr().err
+    assert not list((tmp_path / "x").glob("*.onnx"))
