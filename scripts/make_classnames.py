@@ -8,7 +8,8 @@ Each file is {"en": [name, ...], "ru": [{"nom": ..., "gen": ...}, ...]}, in the 
 English names are CLIP's / CLIP_benchmark's. Russian names are written here in the nominative; the
 genitive (for templates such as "фото {gen}") is made with pymorphy3, so evaluation needs no
 morphology at run time. In a phrase every word agrees (adjectives follow their noun); a word written
-with a leading "=" is a fixed complement and stays as it is ("голова =крокодила").
+with a leading "=" is a fixed complement and stays as it is ("голова =крокодила"); "nom|gen" writes the
+genitive out (borrowed words pymorphy3 does not know or declines wrongly).
 To add a language, add its list here (or write the JSON by hand): templates name the forms they need.
 """
 from __future__ import annotations
@@ -74,13 +75,89 @@ CALTECH101_RU = [
     "знак =«стоп»", "клубника", "подсолнух", "клещ", "трилобит", "зонт", "наручные часы", "кувшинка",
     "инвалидная коляска", "дикая кошка", "виндзорский стул", "гаечный ключ", "символ =инь-ян"]
 
+# Food-101 (torchvision's order: sorted folder names; CLIP_benchmark's English: "_" as spaces)
+FOOD101 = [
+    ("apple pie", "яблочный пирог"), ("baby back ribs", "свиные рёбрышки"), ("baklava", "пахлава"),
+    ("beef carpaccio", "карпаччо =из =говядины"), ("beef tartare", "тартар =из =говядины"),
+    ("beet salad", "свекольный салат"), ("beignets", "пончики =бенье"), ("bibimbap", "пибимпап"),
+    ("bread pudding", "хлебный пудинг"), ("breakfast burrito", "буррито =на =завтрак"), ("bruschetta", "брускетта"),
+    ("caesar salad", "салат =цезарь"), ("cannoli", "=канноли"), ("caprese salad", "салат =капрезе"),
+    ("carrot cake", "морковный торт"), ("ceviche", "=севиче"), ("cheese plate", "сырная тарелка"),
+    ("cheesecake", "чизкейк"), ("chicken curry", "курица =карри"), ("chicken quesadilla", "кесадилья =с =курицей"),
+    ("chicken wings", "куриные крылышки"), ("chocolate cake", "шоколадный торт"), ("chocolate mousse", "шоколадный мусс"),
+    ("churros", "=чуррос"), ("clam chowder", "суп =из =моллюсков"), ("club sandwich", "клаб-сэндвич|клаб-сэндвича"),
+    ("crab cakes", "крабовые котлеты"), ("creme brulee", "крем-брюле"), ("croque madame", "=крок-мадам"),
+    ("cup cakes", "капкейки"), ("deviled eggs", "фаршированные яйца"), ("donuts", "пончики"), ("dumplings", "пельмени"),
+    ("edamame", "=эдамаме"), ("eggs benedict", "яйца =бенедикт"), ("escargots", "виноградные улитки"),
+    ("falafel", "фалафель|фалафеля"), ("filet mignon", "филе-миньон"), ("fish and chips", "рыба =с =жареной =картошкой"),
+    ("foie gras", "=фуа-гра"), ("french fries", "картофель =фри"), ("french onion soup", "французский луковый суп"),
+    ("french toast", "французские тосты"), ("fried calamari", "жареные кальмары"), ("fried rice", "жареный рис"),
+    ("frozen yogurt", "замороженный йогурт"), ("garlic bread", "чесночный хлеб"), ("gnocchi", "=ньокки"),
+    ("greek salad", "греческий салат"), ("grilled cheese sandwich", "горячий бутерброд =с =сыром"),
+    ("grilled salmon", "лосось =на =гриле"), ("guacamole", "=гуакамоле"), ("gyoza", "=гёдза"), ("hamburger", "гамбургер"),
+    ("hot and sour soup", "кисло-острый суп"), ("hot dog", "хот-дог"), ("huevos rancheros", "=уэвос-ранчерос"),
+    ("hummus", "хумус"), ("ice cream", "мороженое"), ("lasagna", "лазанья|лазаньи"), ("lobster bisque", "биск =из =омара"),
+    ("lobster roll sandwich", "сэндвич =с =омаром"), ("macaroni and cheese", "макароны =с =сыром"),
+    ("macarons", "макаруны"), ("miso soup", "мисо-суп"), ("mussels", "мидии"), ("nachos", "=начос"), ("omelette", "омлет"),
+    ("onion rings", "луковые кольца"), ("oysters", "устрицы"), ("pad thai", "=пад-тай"), ("paella", "паэлья|паэльи"),
+    ("pancakes", "панкейки"), ("panna cotta", "=панна-котта"), ("peking duck", "утка =по-пекински"), ("pho", "суп =фо"),
+    ("pizza", "пицца"), ("pork chop", "свиная отбивная"), ("poutine", "картофель =фри =с =сыром =и =подливой"),
+    ("prime rib", "ростбиф"), ("pulled pork sandwich", "сэндвич =с =рваной =свининой"), ("ramen", "рамен|рамена"),
+    ("ravioli", "равиоли"), ("red velvet cake", "торт =красный =бархат"), ("risotto", "ризотто"), ("samosa", "самса"),
+    ("sashimi", "=сашими"), ("scallops", "морские гребешки"), ("seaweed salad", "салат =из =водорослей"),
+    ("shrimp and grits", "креветки =с =кукурузной =кашей"), ("spaghetti bolognese", "спагетти =болоньезе"),
+    ("spaghetti carbonara", "спагетти =карбонара"), ("spring rolls", "спринг-роллы"), ("steak", "стейк"),
+    ("strawberry shortcake", "клубничный торт"), ("sushi", "=суши"), ("tacos", "тако"), ("takoyaki", "=такояки"),
+    ("tiramisu", "=тирамису"), ("tuna tartare", "тартар =из =тунца"), ("waffles", "вафли")]
+
+# Oxford Flowers-102 (torchvision's 0-based labels; CLIP_benchmark's English names)
+FLOWERS102 = [
+    ("pink primrose", "розовая примула"), ("hard-leaved pocket orchid", "жестколистная орхидея"),
+    ("canterbury bells", "средний колокольчик"), ("sweet pea", "душистый горошек"), ("english marigold", "календула"),
+    ("tiger lily", "тигровая лилия"), ("moon orchid", "фаленопсис"), ("bird of paradise", "стрелиция"),
+    ("monkshood", "аконит"), ("globe thistle", "мордовник"), ("snapdragon", "львиный зев"),
+    ("colt's foot", "мать-и-мачеха"), ("king protea", "королевская протея|королевской протеи"), ("spear thistle", "чертополох"),
+    ("yellow iris", "жёлтый ирис"), ("globe flower", "купальница"), ("purple coneflower", "эхинацея"),
+    ("peruvian lily", "альстрёмерия"), ("balloon flower", "платикодон"), ("giant white arum lily", "белая калла"),
+    ("fire lily", "глориоза|глориозы"), ("pincushion flower", "скабиоза"), ("fritillary", "рябчик"),
+    ("red ginger", "красный имбирь"), ("grape hyacinth", "=мускари"), ("corn poppy", "полевой мак"),
+    ("prince of wales feathers", "амарант"), ("stemless gentian", "бесстебельная горечавка"), ("artichoke", "артишок"),
+    ("sweet william", "турецкая гвоздика"), ("carnation", "гвоздика"), ("garden phlox", "садовый флокс"),
+    ("love in the mist", "нигелла"), ("mexican aster", "космея|космеи"), ("alpine sea holly", "альпийский синеголовник"),
+    ("ruby-lipped cattleya", "каттлея"), ("cape flower", "=нерине"), ("great masterwort", "астранция"),
+    ("siam tulip", "куркума"), ("lenten rose", "морозник"), ("barbeton daisy", "гербера|герберы"), ("daffodil", "нарцисс"),
+    ("sword lily", "гладиолус"), ("poinsettia", "пуансеттия|пуансеттии"), ("bolero deep blue", "эустома"),
+    ("wallflower", "желтофиоль"), ("marigold", "бархатцы"), ("buttercup", "лютик"), ("oxeye daisy", "нивяник"),
+    ("common dandelion", "одуванчик"), ("petunia", "петуния"), ("wild pansy", "анютины глазки"), ("primula", "примула"),
+    ("sunflower", "подсолнух"), ("pelargonium", "пеларгония"), ("bishop of llandaff", "красная георгина"),
+    ("gaura", "гаура"), ("geranium", "герань"), ("orange dahlia", "оранжевая георгина"),
+    ("pink and yellow dahlia", "розово-жёлтая георгина"), ("cautleya spicata", "каутлея"),
+    ("japanese anemone", "японская анемона"), ("black-eyed susan", "рудбекия"), ("silverbush", "серебристый вьюнок"),
+    ("californian poppy", "калифорнийский мак"), ("osteospermum", "остеоспермум"), ("spring crocus", "весенний крокус"),
+    ("bearded iris", "бородатый ирис"), ("windflower", "анемона"), ("tree poppy", "древовидный мак"),
+    ("gazania", "газания|газании"), ("azalea", "азалия"), ("water lily", "кувшинка"), ("rose", "роза"), ("thorn apple", "дурман"),
+    ("morning glory", "ипомея"), ("passion flower", "пассифлора"), ("lotus", "лотос"), ("toad lily", "трициртис"),
+    ("anthurium", "антуриум"), ("frangipani", "плюмерия"), ("clematis", "клематис"), ("hibiscus", "гибискус"),
+    ("columbine", "аквилегия"), ("desert-rose", "адениум"), ("tree mallow", "лаватера|лаватеры"), ("magnolia", "магнолия"),
+    ("cyclamen", "цикламен"), ("watercress", "кресс-салат"), ("canna lily", "канна"), ("hippeastrum", "гиппеаструм"),
+    ("bee balm", "монарда"), ("air plant", "тилландсия"), ("foxglove", "наперстянка"), ("bougainvillea", "бугенвиллея|бугенвиллеи"),
+    ("camellia", "камелия"), ("mallow", "мальва"), ("mexican petunia", "руэллия"), ("bromelia", "бромелия"),
+    ("blanket flower", "гайлардия"), ("trumpet creeper", "кампсис"), ("blackberry lily", "беламканда|беламканды")]
+
 DATASETS = {"cifar10": (CIFAR10_EN, CIFAR10_RU), "cifar100": (CIFAR100_EN, CIFAR100_RU),
-            "caltech101": (CALTECH101_EN, CALTECH101_RU)}
+            "caltech101": (CALTECH101_EN, CALTECH101_RU),
+            "food101": ([e for e, _ in FOOD101], [r for _, r in FOOD101]),
+            "flowers102": ([e for e, _ in FLOWERS102], [r for _, r in FLOWERS102])}
 
 
 def ru_entry(phrase: str) -> dict:
+    """"nom" or "nom|gen": the genitive by pymorphy3, or written out where pymorphy3 does not know the
+    word or declines a borrowed one wrongly (фалафель, лазанья, протея)."""
     from langclip.morph import inflect_phrase   # the same code that inflects users' labels
 
+    if "|" in phrase:
+        nom, gen = phrase.split("|")
+        return {"nom": nom, "gen": gen}
     return {"nom": phrase.replace("=", ""), "gen": inflect_phrase(phrase, "gent")}
 
 

@@ -18,6 +18,7 @@ EPILOGS = {
     "train": "example:\n  langclip train --config configs/ru-vitb32-clip-init.yaml\n"
              "  langclip train --config configs/ru-vitb32-clip-init.yaml epochs=3 optim.lr=1e-4 --resume latest",
     "eval": "example:\n  langclip eval --model runs/ru --dataset cifar10 cifar100 caltech101 --lang ru --data-root ~/data --reference --out eval/\n"
+            "  langclip eval --model runs/ru --dataset babel_imagenet xm3600 xtd10 food101 flowers102 --lang ru --data-root ~/data --reference --out eval/\n"
             "  langclip eval --model runs/ru --dataset imagefolder:photos/ --lang ru --classnames names.json",
     "eval-retrieval": "example:\n  langclip eval-retrieval --model runs/ru --data cache/            # the run's held-out images\n"
                       "  langclip eval-retrieval --model runs/ru --data test_pairs.parquet --out eval/",
@@ -26,6 +27,8 @@ EPILOGS = {
     "similarity": "example:\n  langclip similarity --model runs/ru --images a.jpg b.jpg --texts texts.txt --out sim.png",
     "export": "example:\n  langclip export --model runs/ru --format open_clip --out export/\n"
               "  langclip export --model runs/ru --format hf --out export-hf/     # transformers CLIPModel\n"
+              "  langclip export --model runs/ru --format onnx --out export-onnx/ # onnxruntime, no torch\n"
+              "  langclip export --model runs/ru --format immich --out immich/ViT-B-32__openai/   # Immich smart search\n"
               "  python -c \"import open_clip; open_clip.create_model_and_transforms('local-dir:export/')\"",
     "demo": "example:\n  langclip demo --out demo/          # ~4 minutes on a laptop CPU, no network",
 }
@@ -103,16 +106,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", help="'latest' or a checkpoint path")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=1e-4")
 
-    p = _p(sub, "eval", "zero-shot classification")
+    p = _p(sub, "eval", "zero-shot classification and retrieval benchmarks")
     p.add_argument("--model", required=True, help="run folder or export folder")
-    p.add_argument("--dataset", required=True, nargs="+", help="cifar10 | cifar100 | caltech101 | imagefolder:PATH (several allowed)")
+    p.add_argument("--dataset", required=True, nargs="+",
+                   help="zero-shot: cifar10 cifar100 caltech101 babel_imagenet imagenet1k food101 flowers102 "
+                        "imagefolder:PATH; retrieval: xm3600 xtd10 (several allowed; layouts in docs/benchmarks.md)")
     p.add_argument("--lang", default="ru")
     p.add_argument("--data-root", default="~/data")
     p.add_argument("--download", action="store_true")
-    p.add_argument("--classnames", help="JSON file with class names (imagefolder)")
+    p.add_argument("--classnames", help="JSON file with class names (a list, or {lang: list}): imagefolder, imagenet1k in a language other than English")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default=None)
-    p.add_argument("--out", help="folder for results.json, results.md, confusion_<dataset>.png")
+    p.add_argument("--out", help="folder for results.json/.md, table.md/.json (ruCLIP's layout), confusion_<dataset>.png "
+                                 "and clip_benchmark_{classnames,templates}.json")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--reference", action="store_true",
                    help="also evaluate the original English CLIP (English names and templates) as a reference row")
@@ -152,10 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="the CLIP weights file, if it moved since training")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
 
-    p = _p(sub, "export", "a folder stock open_clip loads")
+    p = _p(sub, "export", "a folder stock open_clip, transformers, onnxruntime or Immich loads")
     p.add_argument("--model", required=True)
-    p.add_argument("--format", default="open_clip", choices=["open_clip", "hf"],
-                   help="open_clip: stock open_clip's local-dir: folder; hf: transformers' CLIPModel folder")
+    p.add_argument("--format", default="open_clip", choices=["open_clip", "hf", "onnx", "immich"],
+                   help="open_clip: stock open_clip's local-dir: folder; hf: transformers' CLIPModel folder; "
+                        "onnx: textual.onnx + visual.onnx + tokenizer.json; immich: Immich's model-folder layout, to replace "
+                        "the model an Immich library was indexed with (docs/deploy.md)")
     p.add_argument("--out", required=True)
     p.add_argument("--weights", help="the CLIP weights file, if it moved since training")
     p.add_argument("--device", default="cpu", help="where the model is built to be saved (default cpu)")
@@ -254,8 +262,10 @@ def run(args: argparse.Namespace) -> int:
         from .export import export
 
         out = export(args.model, args.out, args.format, weights=args.weights, device=args.device)
-        how = (f"transformers.CLIPModel.from_pretrained('{out}')" if args.format == "hf" else
-               f"open_clip.create_model_and_transforms('local-dir:{out}')")
+        how = {"hf": f"transformers.CLIPModel.from_pretrained('{out}')",
+               "onnx": f"onnxruntime.InferenceSession('{out / 'textual.onnx'}') (see the model card)",
+               "immich": "Immich's machine-learning service (docs/deploy.md)"}.get(
+            args.format, f"open_clip.create_model_and_transforms('local-dir:{out}')")
         print(f"exported to {out} (model card: {out / 'README.md'}); load with {how}")
         return 0
     if args.cmd == "demo":

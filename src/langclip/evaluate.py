@@ -99,51 +99,122 @@ def _reference(m, weights: str | None, device):
 
 
 SUMMARY = ("acc1", "acc5", "mean_per_class_recall", "n")
+RECALL = ("t2i_r@1", "t2i_r@5", "t2i_r@10", "i2t_r@1", "i2t_r@5", "i2t_r@10")
 
 
 def evaluate_cli(model: str, dataset: str | list[str], lang: str, data_root: str, download: bool = False,
                  classnames: str | None = None, batch_size: int = 256, device: str | None = None,
                  out: str | None = None, workers: int = 2, reference: bool = False,
                  weights: str | None = None) -> dict:
-    """Zero-shot evaluation on one or more datasets; with `reference`, the original English CLIP is
-    evaluated in the same harness (English class names and templates) as a second row."""
+    """Zero-shot classification (cifar10/100, caltech101, imagenet1k, babel_imagenet, food101,
+    flowers102, imagefolder:PATH) and retrieval (xm3600, xtd10) in `lang`; with `reference`, the
+    original English CLIP in the same harness (English names, templates and captions) as a second row.
+    `out` gets results.json/.md, the benchmark table (table.md/.json, ruCLIP's layout), confusion
+    matrices and the class names and prompts used, as CLIP_benchmark's custom files."""
+    from .benchsets import RETRIEVAL, ZERO_SHOT
     from .inference import load
 
     datasets = [dataset] if isinstance(dataset, str) else list(dataset)
+    unknown = [d for d in datasets if not (d in ZERO_SHOT or d in RETRIEVAL or d.startswith("imagefolder:")
+                                           or d in ("cifar10", "cifar100", "caltech101"))]
+    if unknown:
+        raise ValueError(f"unknown dataset {unknown[0]!r}: cifar10 cifar100 caltech101 {' '.join(ZERO_SHOT)} "
+                         f"{' '.join(RETRIEVAL)} or imagefolder:PATH")
     given = read_classnames(classnames, lang) if classnames else None  # cheap input checks first
     m = load(model, device=device, weights=weights)
-    templates = shipped_templates(lang)
     ref = _reference(m, weights, m.device) if reference else None
-    rows, results = [], {}
     o = check_out_dir(out, "evaluation", ("results.json", "retrieval.json")) if out else None
     if o:
         o.mkdir(parents=True, exist_ok=True)
+    rows, results, cb = [], {}, ({}, {})
     for ds_name in datasets:
-        ds, folder_classes = load_dataset(ds_name, data_root, m.preprocess, download)
-        names = given or dataset_classnames(ds_name, lang, None, folder_classes)
-        n_classes = len(folder_classes) if folder_classes is not None else len(getattr(ds, "classes", names))
-        if len(names) != n_classes:
-            raise ValueError(f"{ds_name}: {len(names)} class names for {n_classes} classes")
-        loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers)
-        res = evaluate(m.model, loader, m.tokenizer, names, templates, m.device)
+        one = _retrieval if ds_name in RETRIEVAL else _zero_shot
+        res, r = one(m, ref, ds_name, lang, Path(data_root).expanduser(), given, batch_size, workers, download, cb)
+        keys = RECALL if ds_name in RETRIEVAL else SUMMARY
         results[ds_name] = res
-        rows.append({"model": f"langclip ({lang})", "dataset": ds_name, **{k: res[k] for k in SUMMARY}})
-        print(json.dumps({"dataset": ds_name, "lang": lang, **{k: res[k] for k in SUMMARY}}, ensure_ascii=False))
-        if ref is not None:
-            en = names if ds_name.startswith("imagefolder:") else dataset_classnames(ds_name, "en")
-            r = evaluate(ref[0], loader, ref[1], en, shipped_templates("en"), m.device)
+        rows.append({"model": f"langclip ({lang})", "dataset": ds_name, **{k: res[k] for k in keys}})
+        print(json.dumps({"dataset": ds_name, "lang": lang, **{k: res[k] for k in keys}}, ensure_ascii=False))
+        if r is not None:
             results[f"{ds_name}/reference_en"] = r
-            rows.append({"model": "CLIP (en, reference)", "dataset": ds_name, **{k: r[k] for k in SUMMARY}})
-            print(json.dumps({"dataset": ds_name, "lang": "en", "model": "reference", **{k: r[k] for k in SUMMARY}}))
-        if o:
+            rows.append({"model": "CLIP (en, reference)", "dataset": ds_name, **{k: r[k] for k in keys}})
+            print(json.dumps({"dataset": ds_name, "lang": "en", "model": "reference", **{k: r[k] for k in keys}}))
+        if o and "confusion" in res and len(res["classnames"]) <= 200:
             safe = ds_name.replace(":", "_").replace("/", "_")
             plot_confusion(res["confusion"], res["classnames"], o / f"confusion_{safe}.png", f"{ds_name} ({lang})")
     if o:
-        (o / "results.json").write_text(json.dumps(results, ensure_ascii=False, indent=1), encoding="utf-8")
-        table = markdown_table(rows, ["model", "dataset", *SUMMARY])
-        (o / "results.md").write_text(table, encoding="utf-8")
-        print(f"saved {o}/results.json, results.md, confusion_*.png")
+        _save(o, results, rows, lang, cb)
     return results
+
+
+def _zero_shot(m, ref, ds_name, lang, root, given, batch_size, workers, download, cb):
+    from .benchsets import ZERO_SHOT, clip_benchmark_inputs, load_zero_shot
+
+    templates = shipped_templates(lang)
+    if ds_name in ZERO_SHOT:
+        ds, names, own = load_zero_shot(ds_name, root, m.preprocess, lang, given)
+        templates = own or templates
+        n_classes = len(names)
+    else:
+        ds, folder_classes = load_dataset(ds_name, root, m.preprocess, download)
+        names = given or dataset_classnames(ds_name, lang, None, folder_classes)
+        n_classes = len(folder_classes) if folder_classes is not None else len(getattr(ds, "classes", names))
+    if len(names) != n_classes:
+        raise ValueError(f"{ds_name}: {len(names)} class names for {n_classes} classes")
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers)
+    res = evaluate(m.model, loader, m.tokenizer, names, templates, m.device)
+    key = CB_NAMES.get(ds_name, ds_name)
+    cb[0][key], cb[1][key] = clip_benchmark_inputs(ds_name, names, templates)
+    r = None
+    if ref is not None:
+        if ds_name.startswith("imagefolder:"):
+            en = names
+        elif ds_name in ZERO_SHOT:
+            en = load_zero_shot(ds_name, root, m.preprocess, "en", None)[1] if ds_name != "babel_imagenet" else None
+        else:
+            en = dataset_classnames(ds_name, "en")
+        if en is not None:   # Babel-ImageNet in English is ImageNet's 1000 classes: another task, no row
+            r = evaluate(ref[0], loader, ref[1], en, shipped_templates("en"), m.device)
+    return res, r
+
+
+def _retrieval(m, ref, ds_name, lang, root, given, batch_size, workers, download, cb):
+    from .benchsets import ImagePaths, retrieval_pairs
+
+    pairs = retrieval_pairs(ds_name, root, lang)
+    paths = [p for p, _ in pairs]
+    loader = torch.utils.data.DataLoader(ImagePaths(paths, m.preprocess), batch_size=batch_size, num_workers=workers)
+    with torch.no_grad():
+        image = torch.cat([m.model.encode_image(x.to(m.device)).float().cpu() for x in loader])
+    inv = torch.arange(len(paths))
+    text = encode_texts(m.model, m.tokenizer, [c for _, c in pairs], m.device)
+    res = {**recall_at_k(text, image, inv), "texts": len(pairs), "images": len(paths)}
+    r = None
+    if ref is not None:   # the same frozen image tower: the same image embeddings, English captions
+        en = dict(retrieval_pairs(ds_name, root, "en"))
+        keep = [i for i, p in enumerate(paths) if p in en]
+        if keep:
+            t = encode_texts(ref[0], ref[1], [en[paths[i]] for i in keep], m.device)
+            r = {**recall_at_k(t, image[keep], torch.arange(len(keep))), "texts": len(keep), "images": len(keep)}
+    return res, r
+
+
+CB_NAMES = {"flowers102": "flowers", "xm3600": "crossmodal3600"}   # CLIP_benchmark's dataset names
+
+
+def _save(o: Path, results: dict, rows: list, lang: str, cb) -> None:
+    from .benchsets import benchmark_table
+
+    (o / "results.json").write_text(json.dumps(results, ensure_ascii=False, indent=1), encoding="utf-8")
+    cols = ["model", "dataset", *SUMMARY] if not any(k in RECALL for r in rows for k in r) else \
+        ["model", "dataset", *SUMMARY, *RECALL]
+    (o / "results.md").write_text(markdown_table(rows, cols), encoding="utf-8")
+    table_md, table = benchmark_table(results, lang)
+    (o / "table.md").write_text(table_md, encoding="utf-8")
+    (o / "table.json").write_text(json.dumps(table, ensure_ascii=False, indent=1), encoding="utf-8")
+    if cb[0]:
+        (o / "clip_benchmark_classnames.json").write_text(json.dumps(cb[0], ensure_ascii=False, indent=1), encoding="utf-8")
+        (o / "clip_benchmark_templates.json").write_text(json.dumps(cb[1], ensure_ascii=False, indent=1), encoding="utf-8")
+    print(f"saved {o}/results.json, results.md, table.md, confusion_*.png")
 
 
 def evaluate_retrieval_cli(model: str, data: list[str], split: str = "val", val_fraction: float | None = None,

@@ -1,0 +1,231 @@
+"""The benchmarks multilingual CLIPs report, read in their public on-disk formats (the layouts
+torchvision and CLIP_benchmark read, so one download serves both):
+
+zero-shot classification
+- `imagenet1k`: ILSVRC2012 validation as torchvision's ImageNet lays it out (ROOT/val/<wnid>/*.JPEG, 1000
+  wnid folders; labels are the sorted wnids). English names: CLIP_benchmark's; other languages:
+  `--classnames FILE` (a JSON list of 1000 names, or {lang: list}).
+- `babel_imagenet`: Babel-ImageNet (Geigle et al. 2023) — the same images, the classes that have a
+  name in the language, with the NLLB-translated prompts, both read from the installed
+  `clip-benchmark` package (its `babel_imagenet.json`, `nllb_dist13b_prompts.json`), not copied here.
+- `food101`: ROOT/food-101/{meta,images} (torchvision's Food101, test split).
+- `flowers102`: ROOT/flowers-102/{jpg,imagelabels.mat,setid.mat} (torchvision's Flowers102, test split;
+  reading the .mat files needs scipy).
+  Both with langclip's shipped names (English: CLIP_benchmark's; Russian: scripts/make_classnames.py).
+
+retrieval (text <-> image recall@k; one caption per image, as CLIP_benchmark scores them)
+- `xm3600`: Crossmodal-3600, ROOT/xm3600/captions.jsonl + ROOT/xm3600/images/<image/key>.jpg; the first
+  caption of each image in the language.
+- `xtd10`: XTD10, ROOT/xtd10-<lang>.json (the annotation file CLIP_benchmark writes) or the dataset's
+  own files ROOT/xtd10/test_image_names.txt + test_1kcaptions_<lang>.txt with ROOT/xtd10/images/.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+ZERO_SHOT = ("babel_imagenet", "imagenet1k", "food101", "flowers102")
+RETRIEVAL = ("xm3600", "xtd10")
+
+
+def clip_benchmark_file(name: str) -> Path:
+    """A data file shipped inside the installed clip-benchmark package."""
+    try:
+        import clip_benchmark.datasets as cbd
+    except ImportError:
+        raise ImportError(f"this needs the clip-benchmark package (its {name}): pip install clip-benchmark") from None
+    f = Path(cbd.__file__).parent / name
+    if not f.is_file():
+        raise FileNotFoundError(f"{f}: not in the installed clip-benchmark; upgrade it (pip install -U clip-benchmark)")
+    return f
+
+
+class Relabeled(torch.utils.data.Dataset):
+    """Some samples of a dataset, with new labels."""
+
+    def __init__(self, base, indices: list[int], labels: list[int]):
+        self.base, self.indices, self.labels = base, indices, labels
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        return self.base[self.indices[i]][0], self.labels[i]
+
+
+def imagenet_val(root: Path, transform):
+    import torchvision.datasets as tvd
+
+    val = root / "val"
+    n = sum(1 for p in val.iterdir() if p.is_dir()) if val.is_dir() else 0
+    if n != 1000:
+        raise FileNotFoundError(f"{val}: expected ILSVRC2012 validation as torchvision lays it out (1000 wnid "
+                                f"folders of images), found {n} folders")
+    return tvd.ImageFolder(str(val), transform=transform)
+
+
+def load_zero_shot(name: str, root: Path, transform, lang: str, classnames: list | None):
+    """-> (dataset, class names, templates or None: langclip's shipped ones for `lang`)."""
+    from .datasets import shipped_classnames
+
+    if name in ("imagenet1k", "babel_imagenet"):
+        base = imagenet_val(root, transform)
+        if name == "imagenet1k":
+            if classnames is None:
+                if lang != "en":
+                    raise ValueError(f"imagenet1k in {lang!r}: pass --classnames FILE (1000 names in the order of "
+                                     f"the sorted wnids), or use babel_imagenet")
+                classnames = json.loads(clip_benchmark_file("en_classnames.json").read_text(encoding="utf-8"))["imagenet1k"]
+            return base, classnames, None
+        labels = json.loads(clip_benchmark_file("babel_imagenet.json").read_text(encoding="utf-8"))
+        if lang.upper() not in labels:
+            raise ValueError(f"Babel-ImageNet has no {lang!r} class names")
+        idxs, names = labels[lang.upper()]
+        prompts = json.loads(clip_benchmark_file("nllb_dist13b_prompts.json").read_text(encoding="utf-8"))[lang.upper()]
+        where = {c: i for i, c in enumerate(idxs)}
+        keep = [(i, where[t]) for i, t in enumerate(base.targets) if t in where]
+        return Relabeled(base, [i for i, _ in keep], [y for _, y in keep]), names, [p.replace("{}", "{c}") for p in prompts]
+    names = classnames or shipped_classnames(name, lang)
+    return (food101_test(root, transform) if name == "food101" else flowers102_test(root, transform)), names, None
+
+
+def food101_test(root: Path, transform):
+    """torchvision's Food101 (test split), checked to hold Food-101's 101 classes in its order."""
+    import torchvision.datasets as tvd
+
+    from .datasets import shipped_classnames
+
+    try:
+        ds = tvd.Food101(str(root), split="test", transform=transform)
+    except (RuntimeError, FileNotFoundError) as e:
+        raise FileNotFoundError(f"food101 not found under {root} ({e}); expected {root}/food-101/meta/test.json "
+                                f"and {root}/food-101/images/") from None
+    want = [n.replace(" ", "_") for n in shipped_classnames("food101", "en")]
+    if ds.classes != want:
+        raise ValueError(f"{root}/food-101/meta/test.json: {len(ds.classes)} classes, not Food-101's 101 "
+                         f"(first differing: {next((a for a, b in zip(ds.classes, want) if a != b), '-')})")
+    return ds
+
+
+def flowers102_test(root: Path, transform):
+    """Oxford Flowers-102's test split from its own files (flowers-102/jpg/image_NNNNN.jpg,
+    imagelabels.mat, setid.mat), labels 0..101 as torchvision gives them. Read here rather than through
+    torchvision's class, which insists on the original files' MD5 (so a re-packed copy fails)."""
+    from scipy.io import loadmat
+
+    base = root / "flowers-102"
+    need = [base / "imagelabels.mat", base / "setid.mat", base / "jpg"]
+    missing = [str(p) for p in need if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"flowers102 not found under {root}: missing {', '.join(missing)}")
+    labels = loadmat(str(need[0]), squeeze_me=True)["labels"]
+    test = loadmat(str(need[1]), squeeze_me=True)["tstid"]
+    paths = [str(base / "jpg" / f"image_{int(i):05d}.jpg") for i in test]
+    ys = [int(labels[int(i) - 1]) - 1 for i in test]
+    return Labeled(paths, ys, transform)
+
+
+class Labeled(torch.utils.data.Dataset):
+    def __init__(self, paths: list[str], labels: list[int], transform):
+        self.paths, self.labels, self.transform = paths, labels, transform
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        with Image.open(self.paths[i]) as im:
+            return self.transform(im.convert("RGB")), self.labels[i]
+
+
+def retrieval_pairs(name: str, root: Path, lang: str) -> list[tuple[str, str]]:
+    """(image path, caption) of each image that exists, in the dataset's order; raises if there is none."""
+    if name == "xm3600":
+        d = root / "xm3600"
+        f = d / "captions.jsonl"
+        if not f.is_file():
+            raise FileNotFoundError(f"{f} not found: Crossmodal-3600's captions.jsonl (and images/) go under {d}")
+        rows = [json.loads(line) for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if rows and lang not in rows[0]:
+            raise ValueError(f"{f}: no {lang!r} captions (has {', '.join(k for k in rows[0] if '/' not in k)})")
+        pairs = [(str(d / "images" / f"{r['image/key']}.jpg"), r[lang]["caption"][0]) for r in rows]
+    elif name == "xtd10":
+        ann = root / f"xtd10-{lang}.json"
+        if ann.is_file():
+            a = json.loads(ann.read_text(encoding="utf-8"))
+            pairs = list(zip(a["image_paths"], a["annotations"]))
+        else:
+            d = root / "xtd10"
+            names, caps = d / "test_image_names.txt", d / f"test_1kcaptions_{lang}.txt"
+            if not (names.is_file() and caps.is_file()):
+                raise FileNotFoundError(f"XTD10 ({lang}) not found: {ann}, or {names} + {caps} with {d / 'images'}/")
+            pairs = [(str(d / "images" / i), c) for i, c in zip(names.read_text(encoding="utf-8").splitlines(),
+                                                                  caps.read_text(encoding="utf-8").splitlines())]
+    else:
+        raise ValueError(f"unknown retrieval dataset {name!r}: {', '.join(RETRIEVAL)}")
+    found = [(p, c) for p, c in pairs if Path(p).is_file()]
+    if not found:
+        raise FileNotFoundError(f"{name}: none of the {len(pairs)} images found (first: {pairs[0][0] if pairs else '-'})")
+    return found
+
+
+class ImagePaths(torch.utils.data.Dataset):
+    def __init__(self, paths: list[str], transform):
+        self.paths, self.transform = paths, transform
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        with Image.open(self.paths[i]) as im:
+            return self.transform(im.convert("RGB"))
+
+
+def clip_benchmark_inputs(name: str, classnames: list, templates: list[str]) -> tuple[list[str], dict]:
+    """The exact class names and prompts langclip used, as CLIP_benchmark's --custom_classname_file and
+    --custom_template_file take them: class-specific prompts (langclip's templates may ask for a
+    grammatical form, which CLIP_benchmark's "{c}" cannot)."""
+    from .metrics import display_name, fill
+
+    names = [display_name(c) for c in classnames]
+    prompts: dict[str, list[str]] = {}
+    for n, c in zip(names, classnames):
+        prompts.setdefault(n, [fill(t, c) for t in templates])
+    return names, prompts
+
+
+TITLES = {"food101": "Food101", "cifar10": "CIFAR10", "cifar100": "CIFAR100", "caltech101": "Caltech101",
+          "flowers102": "Flowers102", "imagenet1k": "ImageNet", "babel_imagenet": "Babel-ImageNet",
+          "xm3600": "XM3600", "xtd10": "XTD10"}
+# ruCLIP's table reports mean per-class recall where classes are unbalanced (Flowers102), accuracy elsewhere
+METRIC = {"flowers102": ("mean_per_class_recall", "mean-per-class")}
+RETRIEVAL_ROWS = (("t2i_r@1", "text→image R@1"), ("t2i_r@10", "text→image R@10"),
+                  ("i2t_r@1", "image→text R@1"), ("i2t_r@10", "image→text R@10"))
+
+
+def benchmark_table(results: dict, lang: str) -> tuple[str, list[dict]]:
+    """One row per dataset and metric, one column per model (this one, the English reference), in the
+    layout of ruCLIP's published table, so other models' columns can be pasted beside it."""
+    me, ref = f"langclip ({lang})", "CLIP (en, reference)"
+    rows = []
+    for name, res in results.items():
+        if name.endswith("/reference_en"):
+            continue
+        other = results.get(f"{name}/reference_en")
+        title = TITLES.get(name, name)
+        if "t2i_r@1" in res:
+            metrics = [(k, f"{title} {label}") for k, label in RETRIEVAL_ROWS]
+        else:
+            key, label = METRIC.get(name, ("acc1", "acc"))
+            metrics = [(key, f"{title} {label}")]
+        for key, label in metrics:
+            rows.append({"dataset": label, me: res[key], ref: other[key] if other else None})
+    head = f"| dataset | {me} | {ref} |\n|---|---|---|\n"
+    fmt = lambda v: "–" if v is None else f"{v:.3f}"   # noqa: E731
+    md = head + "".join(f"| {r['dataset']} | {fmt(r[me])} | {fmt(r[ref])} |\n" for r in rows)
+    return md, rows

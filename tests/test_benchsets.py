@@ -1,0 +1,179 @@
+"""The benchmarks multilingual CLIPs report (Babel-ImageNet, ImageNet-1k, Food101, Flowers102, XM3600,
+XTD10), read from tiny copies written here in each dataset's public on-disk format, and CLIP_benchmark
+(unmodified, its own command line) on langclip's open_clip export giving the same numbers as
+`langclip eval` on the same files."""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from langclip.cli import main
+
+import clip_benchmark.cli as CB   # the test extra installs it: missing, the test fails rather than skips
+
+
+def _jpeg(path, rng, size=(40, 30)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    a = np.full((size[1], size[0], 3), rng.integers(0, 255, 3), dtype=np.uint8)
+    a[: size[1] // 2] = rng.integers(0, 255, 3)
+    Image.fromarray(a).save(path, quality=95)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    from scipy.io import savemat
+
+    from langclip.datasets import shipped_classnames
+
+    r = tmp_path_factory.mktemp("bench")
+    rng = np.random.default_rng(0)
+    # ImageNet validation as torchvision lays it out: val/<wnid>/, meta.bin (what torchvision makes from the devkit)
+    wnids = [f"n{i:08d}" for i in range(1000)]
+    for w in wnids:
+        _jpeg(r / "val" / w / f"ILSVRC2012_val_{w}.JPEG", rng)
+    torch.save(({w: (f"class {i}",) for i, w in enumerate(wnids)}, wnids), r / "meta.bin")
+    # Food-101: meta/test.json lists every class (most without pictures here), images/<class>/<id>.jpg
+    classes = [n.replace(" ", "_") for n in shipped_classnames("food101", "en")]
+    test = {c: [] for c in classes}
+    for i, c in enumerate(classes[::10]):
+        for j in range(2):
+            _jpeg(r / "food-101" / "images" / c / f"{i}{j}.jpg", rng)
+            test[c].append(f"{c}/{i}{j}")
+    (r / "food-101" / "meta").mkdir(parents=True)
+    (r / "food-101" / "meta" / "test.json").write_text(json.dumps(test))
+    (r / "food-101" / "meta" / "classes.txt").write_text("\n".join(classes))
+    # Flowers-102: jpg/image_NNNNN.jpg, imagelabels.mat (1-based), setid.mat
+    n = 30
+    for i in range(1, n + 1):
+        _jpeg(r / "flowers-102" / "jpg" / f"image_{i:05d}.jpg", rng)
+    savemat(r / "flowers-102" / "imagelabels.mat", {"labels": (np.arange(n) * 7 % 102 + 1)[None, :]})
+    savemat(r / "flowers-102" / "setid.mat", {"trnid": np.array([[1, 2]]), "valid": np.array([[3, 4]]),
+                                               "tstid": np.arange(5, n + 1)[None, :]})
+    # Crossmodal-3600: captions.jsonl (every language per line) + images/<key>.jpg; one image missing
+    lines = []
+    for i in range(14):
+        key = f"{i:016x}"
+        if i != 13:
+            _jpeg(r / "xm3600" / "images" / f"{key}.jpg", rng)
+        lines.append(json.dumps({"image/key": key, "ru": {"caption": [f"фото номер {i}", f"ещё {i}"],
+                                                          "caption/tokenized": [f"фото номер {i}"]},
+                                 "en": {"caption": [f"photo number {i}"], "caption/tokenized": [f"photo number {i}"]}},
+                                ensure_ascii=False))
+    (r / "xm3600" / "captions.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    # XTD10: the dataset's own files
+    names = [f"COCO_val2014_{i:012d}.jpg" for i in range(12)]
+    for nm in names:
+        _jpeg(r / "xtd10" / "images" / nm, rng)
+    (r / "xtd10" / "test_image_names.txt").write_text("\n".join(names) + "\n")
+    (r / "xtd10" / "test_1kcaptions_ru.txt").write_text("\n".join(f"кошка {i} на диване" for i in range(12)) + "\n",
+                                                         encoding="utf-8")
+    (r / "xtd10" / "test_1kcaptions_en.txt").write_text("\n".join(f"a cat {i} on a sofa" for i in range(12)) + "\n")
+    return r
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory, trained_run):
+    d = tmp_path_factory.mktemp("cbexport") / "export"
+    assert main(["export", "--model", str(trained_run), "--out", str(d)]) == 0
+    return d
+
+
+def test_readers_follow_the_public_layouts(root, tmp_path):
+    from langclip.benchsets import load_zero_shot, retrieval_pairs
+
+    t = lambda im: 0   # noqa: E731
+    ds, names, prompts = load_zero_shot("babel_imagenet", root, t, "ru", None)
+    cb_labels = json.loads((Path(CB.__file__).parent / "datasets" / "babel_imagenet.json").read_text())["RU"]
+    assert names == cb_labels[1] and len(ds) == len(cb_labels[0]) == 748
+    assert ds[5][1] == 5 and "{c}" in prompts[0] and len(prompts) == 80
+    ds, names, _ = load_zero_shot("food101", root, t, "ru", None)
+    assert len(ds) == 22 and names[0]["nom"] == "яблочный пирог" and len(names) == 101
+    ds, names, _ = load_zero_shot("flowers102", root, t, "ru", None)
+    assert len(ds) == 26 and [ds[i][1] for i in range(3)] == [28, 35, 42] and len(names) == 102
+    with pytest.raises(ValueError, match="--classnames"):
+        load_zero_shot("imagenet1k", root, t, "ru", None)
+    xm = retrieval_pairs("xm3600", root, "ru")
+    assert len(xm) == 13 and xm[2][1] == "фото номер 2"        # the first caption; the missing image skipped
+    xtd = retrieval_pairs("xtd10", root, "ru")
+    assert len(xtd) == 12 and xtd[0][1] == "кошка 0 на диване"
+    with pytest.raises(FileNotFoundError, match="test_1kcaptions_de"):
+        retrieval_pairs("xtd10", root, "de")
+    empty = tmp_path / "empty"
+    (empty / "val").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="1000 wnid folders"):
+        load_zero_shot("imagenet1k", empty, t, "en", None)
+
+
+def _clip_benchmark(argv, monkeypatch):
+    """CLIP_benchmark's own command line, in this process. Its Flowers102 is torchvision's, which checks
+    the original files' MD5: the tiny copies here cannot match it, so that one check is switched off."""
+    import torchvision.datasets.flowers102 as f102
+
+    monkeypatch.setattr(f102, "check_integrity", lambda *a, **k: True)
+    monkeypatch.setattr(sys, "argv", ["clip_benchmark", "eval", *argv])
+    CB.main()
+
+
+def test_clip_benchmark_on_the_export_equals_langclip_eval(root, export_dir, tmp_path, monkeypatch):
+    out = tmp_path / "langclip"
+    ru_imagenet = tmp_path / "imagenet_ru.json"
+    ru_imagenet.write_text(json.dumps([f"класс {i}" for i in range(1000)], ensure_ascii=False), encoding="utf-8")
+    assert main(["eval", "--model", str(export_dir), "--dataset", "babel_imagenet", "food101", "flowers102",
+                 "xm3600", "xtd10", "--lang", "ru", "--data-root", str(root), "--device", "cpu", "--workers", "0",
+                 "--reference", "--out", str(out)]) == 0
+    assert main(["eval", "--model", str(export_dir), "--dataset", "imagenet1k", "--lang", "ru", "--data-root",
+                 str(root), "--classnames", str(ru_imagenet), "--device", "cpu", "--workers", "0",
+                 "--out", str(tmp_path / "langclip_in1k")]) == 0
+    ours = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    ours.update(json.loads((tmp_path / "langclip_in1k" / "results.json").read_text(encoding="utf-8")))
+    # XTD10: CLIP_benchmark reads the annotation file it would otherwise build from the download
+    xtd = [(str(root / "xtd10" / "images" / f"COCO_val2014_{i:012d}.jpg"), f"кошка {i} на диване") for i in range(12)]
+    (root / "xtd10-ru.json").write_text(json.dumps({"image_paths": [p for p, _ in xtd], "annotations": [c for _, c in xtd],
+                                                    "indicies": list(range(12))}, ensure_ascii=False), encoding="utf-8")
+    cb = tmp_path / "cb"
+    cb.mkdir()
+    common = ["--model", f"local-dir:{export_dir}", "--pretrained", "", "--dataset_root", str(root),
+              "--no_amp", "--num_workers", "0", "--batch_size", "64", "--recall_k", "1", "5", "10",
+              "--language", "ru", "--output", str(cb / "{dataset}_{language}.json")]
+    # Babel-ImageNet and the retrieval sets with CLIP_benchmark's own names and prompts
+    _clip_benchmark(["--dataset", "babel_imagenet", "crossmodal3600", "xtd10", *common], monkeypatch)
+    # the others with the Russian names and prompts langclip used, from the files `langclip eval --out` writes
+    names = json.loads((out / "clip_benchmark_classnames.json").read_text(encoding="utf-8"))
+    names.update(json.loads((tmp_path / "langclip_in1k" / "clip_benchmark_classnames.json").read_text(encoding="utf-8")))
+    prompts = json.loads((out / "clip_benchmark_templates.json").read_text(encoding="utf-8"))
+    prompts.update(json.loads((tmp_path / "langclip_in1k" / "clip_benchmark_templates.json").read_text(encoding="utf-8")))
+    del names["babel_imagenet"], prompts["babel_imagenet"]
+    (tmp_path / "names.json").write_text(json.dumps(names, ensure_ascii=False), encoding="utf-8")
+    (tmp_path / "prompts.json").write_text(json.dumps(prompts, ensure_ascii=False), encoding="utf-8")
+    # (--language en: CLIP_benchmark reads its own <language>_classnames.json for flowers and imagenet1k
+    # before custom names replace them, and it ships none for ru; the names and prompts used are the
+    # Russian ones from the custom files)
+    _clip_benchmark(["--dataset", "food101", "flowers", "imagenet1k", *common[:-6], "--language", "en",
+                     "--output", str(cb / "{dataset}_ru.json"),
+                     "--custom_classname_file", str(tmp_path / "names.json"),
+                     "--custom_template_file", str(tmp_path / "prompts.json")], monkeypatch)
+    theirs = {p.stem.rsplit("_", 1)[0]: json.loads(p.read_text())["metrics"] for p in cb.glob("*.json")}
+    assert 0 < theirs["xtd10"]["image_retrieval_recall@5"] < 1 and 0 < theirs["imagenet1k"]["acc5"] < 1  # not all-0
+    for ours_name, cb_name in (("babel_imagenet", "babel_imagenet"), ("food101", "food101"), ("flowers102", "flowers"),
+                               ("imagenet1k", "imagenet1k")):
+        a, b = ours[ours_name], theirs[cb_name]
+        assert (a["acc1"], a["acc5"]) == pytest.approx((b["acc1"], b["acc5"]), abs=1e-9), ours_name
+        assert a["mean_per_class_recall"] == pytest.approx(b["mean_per_class_recall"], abs=1e-9), ours_name
+    for ours_name, cb_name in (("xm3600", "crossmodal3600"), ("xtd10", "xtd10")):
+        a, b = ours[ours_name], theirs[cb_name]
+        for k in (1, 5, 10):
+            assert a[f"t2i_r@{k}"] == pytest.approx(b[f"image_retrieval_recall@{k}"], abs=1e-9), (ours_name, k)
+            assert a[f"i2t_r@{k}"] == pytest.approx(b[f"text_retrieval_recall@{k}"], abs=1e-9), (ours_name, k)
+    # one table per run, ruCLIP's layout, with the English reference column
+    table = (out / "table.md").read_text(encoding="utf-8")
+    assert "| dataset | langclip (ru) | CLIP (en, reference) |" in table
+    assert "| Food101 acc |" in table and "| Flowers102 mean-per-class |" in table and "| XM3600 text→image R@1 |" in table
+    rows = json.loads((out / "table.json").read_text(encoding="utf-8"))
+    babel = next(r for r in rows if r["dataset"] == "Babel-ImageNet acc")
+    assert babel["CLIP (en, reference)"] is None and babel["langclip (ru)"] == ours["babel_imagenet"]["acc1"]
+    assert next(r for r in rows if r["dataset"] == "XTD10 text→image R@1")["CLIP (en, reference)"] is not None
+
