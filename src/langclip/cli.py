@@ -168,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="the CLIP weights file, if it moved since training")
     p.add_argument("--device", default="cpu", help="where the model is built to be saved (default cpu)")
 
+    from .search.cli import add_parsers
+
+    add_parsers(sub, lambda sp, name, help, epilogs: sp.add_parser(
+        name.split()[-1], help=help, epilog=epilogs.get(name), formatter_class=argparse.RawDescriptionHelpFormatter))
+
     p = _p(sub, "demo", "the whole method on a built-in bilingual world")
     p.add_argument("--lang", default=DEMO.lang, choices=["ru"])
     p.add_argument("--out", default=DEMO.out)
@@ -274,6 +279,10 @@ def run(args: argparse.Namespace) -> int:
         run_demo(_config(DemoConfig, args, dict(lang=args.lang, out=args.out, seed=args.seed, size=args.size,
                                                 english_replay=not args.no_english_replay, precision=args.precision)))
         return 0
+    if args.cmd in ("index", "search", "serve"):
+        from .search.cli import run as run_search
+
+        return run_search(args, _config)
     raise AssertionError(args.cmd)
 
 

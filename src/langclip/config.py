@@ -231,6 +231,41 @@ class CacheConfig:
 
 
 @dataclass
+class IndexConfig:
+    """`langclip index build`: what to index and with which image tower (a run/export's, or a CLIP file)."""
+    data: list[str] = field(default_factory=list)   # image folders, tables, tar shards, or one langclip cache
+    out: str = "index"
+    model: str = ""                          # a langclip run or export: its image tower
+    clip: str = "ViT-B-32-quickgelu"         # or the CLIP directly (as `cache build`)
+    weights: str = ""
+    pretrained: str = ""
+    image_column: str | None = None
+    batch_size: int = 256
+    workers: int = -1
+    shard_size: int = 8192
+    device: str | None = None
+    decode: str = "pil"
+    max_failure_rate: float = 0.5
+    thumb_size: int = 256
+    ann_threshold: int = 200_000             # from this many pictures on, approximate search (faiss IVF)
+    ann_nprobe: int = 32
+
+    def validate(self) -> None:
+        if not self.data:
+            raise ValueError("no --data given")
+        cache = len(self.data) == 1 and (Path(self.data[0]) / "manifest.json").is_file()
+        if not cache and not self.model and not self.weights and not self.pretrained:
+            raise ValueError("the image tower is required: --model RUN, --weights FILE or --pretrained TAG "
+                             "(or index a langclip cache)")
+        if self.weights and not Path(self.weights).is_file():
+            raise FileNotFoundError(f"CLIP weights file not found: {self.weights}")
+        if self.thumb_size < 16 or self.ann_threshold < 1 or self.ann_nprobe < 1 or self.batch_size < 1:
+            raise ValueError("thumb_size >= 16, ann_threshold, ann_nprobe and batch_size >= 1")
+        if self.decode not in ("pil", "nvjpeg"):
+            raise ValueError(f"decode must be 'pil' or 'nvjpeg', got {self.decode!r}")
+
+
+@dataclass
 class ModelSection:
     clip: str = "ViT-B-32-quickgelu"        # open_clip architecture of the pretrained CLIP
     weights: str = ""                        # its weights file (the image tower's, and `clip` init's), or:

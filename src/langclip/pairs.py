@@ -225,6 +225,43 @@ def read_pairs(specs: list[str], image_column=None, caption_column=None, english
     return pairs
 
 
+def read_images(specs: list[str], image_column=None) -> Pairs:
+    """Images only, for a search index: every image file under a folder (recursive), the image column
+    of a table, or the images of tar shards. Captions are not needed and not kept."""
+    pairs = Pairs()
+    for spec in specs:
+        for s in expand(spec):
+            p = Path(s).expanduser()
+            if p.is_dir():
+                for f in sorted(p.rglob("*")):
+                    if f.suffix.lower() in IMAGE_EXTS and f.is_file():
+                        pairs.image_row(ImageRef(str(f)))
+            elif p.suffix.lower() == ".tar":
+                if not p.exists():
+                    pairs.problems.append({"where": str(p), "reason": "shard not found"})
+                    continue
+                read_tar(p, pairs)
+            elif p.suffix.lower() in (".csv", ".tsv", ".parquet", ".jsonl", ".json"):
+                names, rows = table_rows(p)
+                ic = _pick(names, image_column, IMAGE_COLUMNS, "image", p)
+                for i, r in enumerate(rows):
+                    v = r.get(ic)
+                    if not v:
+                        pairs.problems.append({"where": f"{p}:{i + 2}", "reason": f"empty {ic}"})
+                        continue
+                    q = Path(str(v)).expanduser()
+                    pairs.image_row(ImageRef(str(q if q.is_absolute() else p.parent / q)))
+            elif not p.exists():
+                raise FileNotFoundError(f"data not found: {p}")
+            else:
+                raise ValueError(f"{p}: expected an image folder, a table (.csv/.tsv/.parquet/.jsonl) or .tar shards")
+    pairs.captions.clear()
+    pairs.problems = [x for x in pairs.problems if x["reason"] != "empty caption"]
+    if not pairs.images:
+        raise ValueError(f"no images found in {', '.join(specs)}")
+    return pairs
+
+
 def read_parallel(specs: list[str], caption_column=None, english_column=None) -> Pairs:
     """A text-only parallel corpus: tables of (target-language text, English text), no images. The
     result has no images; each caption's image row is -1 and every kept caption has its English."""

@@ -69,8 +69,9 @@ def _check_build_state(out: Path, cfg: CacheConfig, pairs, sha: str, rank: int, 
         torch.distributed.barrier()
 
 
-def build_cache(cfg: CacheConfig, progress: bool = True) -> Path:
-    """Embed every distinct image of `cfg.data` once; write the cache folder; return its path."""
+def build_cache(cfg: CacheConfig, progress: bool = True, pairs=None) -> Path:
+    """Embed every distinct image of `cfg.data` once; write the cache folder; return its path.
+    `pairs`: an already read list (a search index passes its images; `cfg.data` then only names them)."""
     from ..build import load_image_tower
     from ..model import LangCLIP, model_config
     from ..weights import clip_weights
@@ -83,8 +84,9 @@ def build_cache(cfg: CacheConfig, progress: bool = True) -> Path:
     out = check_out_dir(cfg.out, "cache", ("manifest.json", "emb"))
     (out / "emb").mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    pairs = (read_parallel(cfg.data, cfg.caption_column, cfg.english_column) if cfg.text_only else
-             read_pairs(cfg.data, cfg.image_column, cfg.caption_column, cfg.english_column))
+    if pairs is None:
+        pairs = (read_parallel(cfg.data, cfg.caption_column, cfg.english_column) if cfg.text_only else
+                 read_pairs(cfg.data, cfg.image_column, cfg.caption_column, cfg.english_column))
     weights = clip_weights(cfg.clip, cfg.weights, cfg.pretrained)
     sha = sha256_file(weights)
     _check_build_state(out, cfg, pairs, sha, rank, world)

@@ -226,7 +226,21 @@ def run_demo(cfg: DemoConfig) -> dict:
         for init, (m, stok) in students.items():
             t_ru = m.encode_text(stok([first[n]["caption"] for n in test_imgs], context_length=24))
             retr[f"student_{init}_ru"] = recall_at_k(t_ru, feats, idx)
+    _stage("stage 3: a search index of the test pictures", t0)
+    from ..config import IndexConfig
+    from ..search import build_index
+
+    with open(out / "world" / "test.csv", "w", newline="", encoding="utf-8") as f:   # ground truth, for searching
+        w = csv.DictWriter(f, fieldnames=["image", "colour", "shape", "count", "caption", "caption_en"])
+        w.writeheader()
+        w.writerows([{k: ("test/" + first[n][k] if k == "image" else first[n][k]) for k in w.fieldnames} for n in test_imgs])
+    shutil.rmtree(out / "index", ignore_errors=True)
+    build_index(IndexConfig(data=[str(out / "world" / "test")], out=str(out / "index"), clip=arch, weights=str(weights),
+                            workers=0, thumb_size=128), progress=False)
     summary = _report(out, results, retr, held, students, test_imgs, first, feats, t0, cfg)
+    print(f"search the test pictures in Russian or English:\n  langclip serve --index {out / 'index'} "
+          f"--model {out / 'runs' / 'clip'}\n  langclip search --index {out / 'index'} --model {out / 'runs' / 'clip'} "
+          f"\"две красные звезды\"")
     return summary
 
 

@@ -1,0 +1,110 @@
+"""The search subcommands (`index build`, `index update`, `search`, `serve`): argument parsing mapped onto
+the stage functions of this package; `langclip.cli` adds them to its parser."""
+from __future__ import annotations
+
+import json
+
+EPILOGS = {
+    "index build": "examples:\n  langclip index build --data photos/ --model runs/ru --out idx/\n"
+                   "  langclip index build --data photos/ --clip ViT-B-32-quickgelu --pretrained openai --out idx/\n"
+                   "  langclip index build --data cache/ --out idx/      # a langclip cache: nothing embedded again",
+    "index update": "example:\n  langclip index update idx/        # new and changed pictures embedded, deleted ones dropped",
+    "search": "examples:\n  langclip search --index idx/ --model runs/ru \"две красные звезды\" -k 12\n"
+              "  langclip search --index idx/ --model runs/ru --image q.jpg --json\n"
+              "  langclip search --index idx/ --model ViT-B-32.pt \"two red stars\"    # the original CLIP",
+    "serve": "example:\n  langclip serve --index idx/ --model runs/ru      # http://127.0.0.1:8000/",
+}
+
+
+def add_parsers(sub, make) -> None:
+    from ..config import IndexConfig
+
+    d = IndexConfig()
+    i = sub.add_parser("index", help="a search index of a photo collection")
+    isub = i.add_subparsers(dest="icmd", required=True)
+    p = make(isub, "index build", "embed every picture once (the image tower is frozen: one index serves every "
+                                  "text tower trained on it)", EPILOGS)
+    p.add_argument("--data", required=True, nargs="+", help="image folders (recursive), tables, tar shards, or one cache")
+    p.add_argument("--out", required=True)
+    p.add_argument("--model", default="", help="a langclip run or export: its image tower")
+    p.add_argument("--clip", default=d.clip, help="or the CLIP architecture, with --weights or --pretrained")
+    p.add_argument("--weights", default="")
+    p.add_argument("--pretrained", default="")
+    p.add_argument("--image-column")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--workers", type=int, default=d.workers)
+    p.add_argument("--device", default=None)
+    p.add_argument("overrides", nargs="*", help="key=value for any IndexConfig field, e.g. ann_threshold=100000")
+    p = make(isub, "index update", "add new and changed pictures, drop deleted ones", EPILOGS)
+    p.add_argument("index")
+    p.add_argument("--data", nargs="+", help="what to index now (default: what it was built from)")
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--device", default=None)
+
+    for name in ("search", "serve"):
+        p = make(sub, name, "find pictures by words or by a picture" if name == "search" else
+                 "the index over HTTP: an API and a search page", EPILOGS)
+        p.add_argument("--index", required=True)
+        p.add_argument("--model", required=True, help="a langclip run or export, or a CLIP weights file (English)")
+        p.add_argument("--arch", default="ViT-B-32-quickgelu", help="the architecture of a CLIP weights file")
+        p.add_argument("--device", default=None)
+        p.add_argument("--weights", help="the CLIP weights file, if it moved since training")
+        if name == "search":
+            p.add_argument("query", nargs="?", help="what to look for")
+            p.add_argument("--image", help="find pictures like this one instead")
+            p.add_argument("-k", type=int, default=10)
+            p.add_argument("--json", action="store_true")
+        else:
+            p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
+            p.add_argument("--port", type=int, default=8000)
+            p.add_argument("--token", help="require Authorization: Bearer TOKEN")
+
+
+def run(args, config) -> int:
+    from ..config import IndexConfig
+    from .index import build_index, update_index
+
+    if args.cmd == "index" and args.icmd == "build":
+        cfg = config(IndexConfig, args, dict(data=args.data, out=args.out, model=args.model, clip=args.clip,
+                                             weights=args.weights, pretrained=args.pretrained,
+                                             image_column=args.image_column, batch_size=args.batch_size,
+                                             workers=args.workers, device=args.device))
+        build_index(cfg)
+        return 0
+    if args.cmd == "index":
+        over = {k: v for k, v in (("workers", args.workers), ("device", args.device)) if v is not None}
+        update_index(args.index, args.data, **over)
+        return 0
+    if args.cmd == "search":
+        for r in search(args.index, args.model, args.query, args.image, args.k, args.arch, args.device, args.weights,
+                        as_json=args.json):
+            print(r)
+        return 0
+    from .server import serve
+
+    serve(args.index, args.model, args.host, args.port, args.token, args.arch, args.device, args.weights)
+    return 0
+
+
+def search(index: str, model: str, query: str | None = None, image: str | None = None, k: int = 10,
+           arch: str = "ViT-B-32-quickgelu", device: str | None = None, weights: str | None = None,
+           as_json: bool = False) -> list[str]:
+    """Lines to print: rank, score, path (or one JSON object a line)."""
+    from PIL import Image
+
+    from .index import Index
+    from .query import QueryModel
+
+    if bool(query) == bool(image):
+        raise ValueError("give a query text or --image, one of them")
+    if k < 1:
+        raise ValueError(f"-k must be >= 1, got {k}")
+    idx = Index(index)
+    m = QueryModel(model, arch=arch, device=device, weights=weights)
+    m.check(idx)
+    vec = m.encode_text([query]) if query else m.encode_image([Image.open(image)])
+    hits = idx.search(vec[0], k)[0]
+    if as_json:
+        return [json.dumps({"rank": n, "id": i, "score": round(s, 5), "path": idx.source(i)}, ensure_ascii=False)
+                for n, (i, s) in enumerate(hits, 1)]
+    return [f"{n:>3}  {s:.4f}  {idx.source(i)}" for n, (i, s) in enumerate(hits, 1)]

@@ -1,0 +1,56 @@
+"""What asks the index: a text (and image) encoder whose image tower is the index's. A langclip run or
+export (any language it was trained on), or an original CLIP weights file (English). The index and the
+model must share the image tower's tensor digest, or the scores mean nothing: a mismatch is refused."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+class QueryModel:
+    def __init__(self, model: str | Path, arch: str = "ViT-B-32-quickgelu", device: str | None = None,
+                 weights: str | None = None):
+        model = Path(model)
+        if model.is_dir():
+            from ..inference import load
+
+            lm = load(model, device=device, weights=weights)
+            meta = lm.meta or {}
+            ref = meta.get("image_tower") or meta.get("langclip", {}).get("image_tower") or {}
+            self.model, self.tokenizer, self.preprocess, self.device = lm.model, lm.tokenizer, lm.preprocess, lm.device
+            self.tower_sha256 = lm.model.tower_sha256 or ref.get("tower_sha256", "")
+            lang = (getattr(lm.tokenizer, "meta", {}) or {}).get("language")
+            self.name = f"{model.name} (langclip{', ' + lang if lang else ''})"
+        elif model.is_file():
+            from ..evaluate import load_reference_clip
+            from ..files import pick_device
+            from ..model import image_transform, preprocess_cfg
+
+            m, tok = load_reference_clip(arch, model)
+            self.device = pick_device(device)
+            self.model, self.tokenizer = m.to(self.device), tok
+            self.preprocess = image_transform(preprocess_cfg(m))
+            self.tower_sha256 = m.tower_sha256
+            self.name = f"{model.name} (CLIP {arch}, English)"
+        else:
+            raise FileNotFoundError(f"model not found: {model} (a langclip run or export folder, or a CLIP weights file)")
+
+    def check(self, index) -> None:
+        if index.tower_sha256 and self.tower_sha256 and index.tower_sha256 != self.tower_sha256:
+            raise ValueError(f"the index {index.path} was made by another image tower (digest "
+                             f"{index.tower_sha256[:12]}…) than this model's ({self.tower_sha256[:12]}…): "
+                             f"its scores would mean nothing. Use a model trained on that tower, or rebuild the index")
+
+    @torch.no_grad()
+    def encode_text(self, texts: list[str]) -> np.ndarray:
+        from ..metrics import encode_texts
+
+        f = encode_texts(self.model, self.tokenizer, list(texts), self.device)
+        return torch.nn.functional.normalize(f.float(), dim=-1).numpy()
+
+    @torch.no_grad()
+    def encode_image(self, images) -> np.ndarray:
+        x = torch.stack([self.preprocess(im.convert("RGB")) for im in images]).to(self.device)
+        return torch.nn.functional.normalize(self.model.encode_image(x).float(), dim=-1).cpu().numpy()

@@ -1,0 +1,167 @@
+"""`langclip serve`: the index over HTTP (FastAPI, served by uvicorn) and one static page.
+
+    GET  /                     the page (no CDN, no build step; Russian and English strings)
+    GET  /api/health           status, the model and the index that answer
+    GET  /api/search?q=&k=     text query
+    POST /api/search/image     an uploaded picture (multipart field "file")
+    GET  /api/similar/{id}?k=  pictures like an indexed one
+    GET  /thumb/{id}           its thumbnail;  GET /image/{id}: the picture itself
+    GET  /docs                 OpenAPI
+
+Read-only. Files are served by index id only, never by path. Query length, k, upload size and pixel
+count are capped (4xx with a message). With a token, every route but / and /api/health needs
+`Authorization: Bearer TOKEN` (or `?token=`, for <img> tags).
+"""
+
+import io
+import secrets
+from dataclasses import dataclass
+from importlib import resources
+
+MAX_QUERY = 300          # characters
+MAX_K = 100
+MAX_UPLOAD = 10 << 20    # bytes
+MAX_PIXELS = 40_000_000
+
+
+@dataclass
+class Limits:
+    max_query: int = MAX_QUERY
+    max_k: int = MAX_K
+    max_upload: int = MAX_UPLOAD
+    max_pixels: int = MAX_PIXELS
+
+
+def create_app(index, model, token: str | None = None, limits: Limits | None = None):
+    """The app for an `Index` and a `QueryModel` (checked to share the image tower)."""
+    from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
+    from fastapi.responses import HTMLResponse, Response
+
+    model.check(index)
+    lim = limits or Limits()
+    app = FastAPI(title="langclip search", version="1",
+                  description=f"{len(index):,} pictures; model {model.name}; read-only")
+    page = (resources.files("langclip") / "resources" / "search" / "index.html").read_text(encoding="utf-8")
+
+    def auth(request: Request):
+        if not token:
+            return
+        got = request.headers.get("authorization", "")
+        got = got[7:] if got.lower().startswith("bearer ") else request.query_params.get("token", "")
+        if not secrets.compare_digest(got.encode(), token.encode()):
+            raise HTTPException(401, "a bearer token is required (Authorization: Bearer TOKEN)",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    def results(hits):
+        return {"results": [{"id": i, "score": round(s, 5), "name": index.source(i).rsplit("/", 1)[-1],
+                             "thumb": f"/thumb/{i}", "image": f"/image/{i}"} for i, s in hits]}
+
+    def check_k(k: int):
+        if not 1 <= k <= lim.max_k:
+            raise HTTPException(422, f"k must be between 1 and {lim.max_k}")
+
+    def known(id_: str) -> int:
+        """Files are reached by index id only: anything else in the path (a file name, ../) is a 404."""
+        if not id_.isascii() or not id_.isdigit() or int(id_) not in index.row_of:
+            raise HTTPException(404, f"no picture with id {id_[:40]!r} in this index")
+        return int(id_)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def home():
+        return page
+
+    @app.get("/api/health")
+    def health():
+        return {"status": "ok", "model": model.name, "index": {"pictures": len(index), "dim": index.dim,
+                "path": index.path.name, "tower": index.tower_sha256[:12], "updated": index.manifest.get("updated"),
+                "search": "approximate (faiss IVF)" if index.manifest.get("ann") else "exact"}, "auth": bool(token)}
+
+    @app.get("/api/search", dependencies=[Depends(auth)])
+    def search(q: str = Query(..., description="what to look for, in any language the model reads"),
+               k: int = Query(24, description=f"how many results (1..{MAX_K})")):
+        if not q.strip():
+            raise HTTPException(422, "the query is empty")
+        if len(q) > lim.max_query:
+            raise HTTPException(413, f"the query is longer than {lim.max_query} characters")
+        check_k(k)
+        return {"query": q, **results(index.search(model.encode_text([q])[0], k)[0])}
+
+    @app.post("/api/search/image", dependencies=[Depends(auth)])
+    async def search_image(file: UploadFile = File(...), k: int = Query(24)):
+        check_k(k)
+        data = await file.read(lim.max_upload + 1)
+        if len(data) > lim.max_upload:
+            raise HTTPException(413, f"the upload is larger than {lim.max_upload >> 20} MiB")
+        im = _open_upload(data, lim.max_pixels, HTTPException)
+        return results(index.search(model.encode_image([im])[0], k)[0])
+
+    @app.get("/api/similar/{id_}", dependencies=[Depends(auth)])
+    def similar(id_: str, k: int = Query(24)):
+        check_k(k)
+        id_ = known(id_)
+        hits = index.search(index.vector(id_), min(k + 1, len(index)))[0]
+        return results([h for h in hits if h[0] != id_][:k])
+
+    @app.get("/thumb/{id_:path}", dependencies=[Depends(auth)])
+    def thumb(id_: str):
+        id_ = known(id_)
+        return Response(index.thumbnail(id_), media_type="image/jpeg",
+                        headers={"Cache-Control": "max-age=3600"})
+
+    @app.get("/image/{id_:path}", dependencies=[Depends(auth)])
+    def image(id_: str):
+        id_ = known(id_)
+        try:
+            data = index.image_bytes(id_)
+        except OSError:
+            raise HTTPException(410, f"picture {id_} is gone from disk; run `langclip index update`") from None
+        return Response(data, media_type=_mime(data))
+
+    return app
+
+
+def _open_upload(data: bytes, max_pixels: int, err):
+    from PIL import Image
+
+    try:
+        im = Image.open(io.BytesIO(data))
+        w, h = im.size
+    except Exception:
+        raise err(400, "the upload is not a picture langclip can read (JPEG, PNG, WebP, ...)") from None
+    if w * h > max_pixels:
+        raise err(413, f"the picture has {w}x{h} pixels, more than {max_pixels:,}")
+    try:
+        im.load()
+    except Exception:
+        raise err(400, "the upload is a damaged picture") from None
+    return im
+
+
+def _mime(data: bytes) -> str:
+    if data[:3] == b"\xff\xd8\xff":
+        return "image/jpeg"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "image/png"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    if data[:3] == b"GIF":
+        return "image/gif"
+    return "application/octet-stream"
+
+
+def serve(index_path: str, model_path: str, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
+          arch: str = "ViT-B-32-quickgelu", device: str | None = None, weights: str | None = None) -> None:
+    import logging
+
+    import uvicorn
+
+    from .index import Index
+    from .query import QueryModel
+
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        logging.getLogger("langclip").warning(
+            "serving on %s: anyone who reaches this machine can search and view the pictures%s", host,
+            "" if token else " (no --token given)")
+    app = create_app(Index(index_path), QueryModel(model_path, arch=arch, device=device, weights=weights), token)
+    print(f"langclip search: http://{host if ':' not in host else f'[{host}]'}:{port}/  (API docs: /docs)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -1,0 +1,202 @@
+"""Search: the index (build from folders, tables, tar shards or a cache; update by path, size and mtime;
+exact and approximate search), the query model's tower check, the command line, and the HTTP API with
+every bad request it must refuse."""
+import io
+import json
+import os
+import tarfile
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import make_image
+from langclip.cli import main
+from langclip.config import IndexConfig
+from langclip.search import Index, QueryModel, build_index, update_index
+
+
+@pytest.fixture()
+def photos(tmp_path):
+    d = tmp_path / "photos"
+    (d / "2024" / "summer").mkdir(parents=True)
+    for i in range(24):
+        make_image(d / ("2024/summer" if i % 3 == 0 else "") / f"{i:02d}.jpg", i, size=(48, 36))
+    make_image(d / "scan.png", 99)
+    (d / "broken.jpg").write_bytes(b"not a picture")
+    (d / "notes.txt").write_text("not an image")
+    return d
+
+
+def _build(photos, tiny_arch, tiny_clip, out, **kw):
+    return build_index(IndexConfig(data=[str(photos)], out=str(out), clip=tiny_arch, weights=tiny_clip[1], workers=0,
+                                   **kw), progress=False)
+
+
+def test_build_searches_itself_first_and_refuses_another_tower(tmp_path, photos, tiny_arch, tiny_clip, trained_run):
+    idx = Index(_build(photos, tiny_arch, tiny_clip, tmp_path / "idx"))
+    assert len(idx) == 25 and idx.manifest["num_failures"] == 1 and "broken.jpg" in idx.manifest["failures"][0]["source"]
+    assert idx.manifest["change_detection"] == "path + size + mtime_ns" and idx.manifest["ann"] is None
+    assert idx.tower_sha256 and idx.embeddings.dtype == np.float16
+    assert np.allclose(np.linalg.norm(np.asarray(idx.embeddings, np.float32), axis=1), 1, atol=2e-3)
+    # the embeddings are the frozen tower's, as the cache computes them
+    clip, _ = tiny_clip
+    from langclip.model import image_transform, preprocess_cfg, LangCLIP, model_config
+
+    tf = image_transform(preprocess_cfg(LangCLIP(model_config(tiny_arch))))
+    i = idx.items["source"].index(str(photos / "05.jpg"))
+    with torch.no_grad():
+        want = torch.nn.functional.normalize(clip.encode_image(tf(Image.open(photos / "05.jpg"))[None]), dim=-1)[0]
+    assert np.abs(idx.vector(idx.items["id"][i]) - want.numpy()).max() < 2e-3
+    hits = idx.search(idx.vector(7), 5)[0]
+    assert hits[0][0] == 7 and hits[0][1] == pytest.approx(1, abs=2e-3) and len(hits) == 5
+    assert [h[1] for h in hits] == sorted((h[1] for h in hits), reverse=True)
+    assert Image.open(io.BytesIO(idx.thumbnail(7))).size[0] <= 256
+    # a text tower trained on this image tower may query it; another tower is refused, both digests named
+    QueryModel(trained_run).check(idx)
+    other = torch.load(tiny_clip[1])
+    other["visual.proj"] = other["visual.proj"] * 2
+    torch.save(other, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match=idx.tower_sha256[:12]):
+        QueryModel(tmp_path / "other.pt", arch=tiny_arch).check(idx)
+
+
+def test_update_embeds_only_what_changed(tmp_path, photos, tiny_arch, tiny_clip):
+    out = _build(photos, tiny_arch, tiny_clip, tmp_path / "idx")
+    before = Index(out)
+    ids = dict(zip(before.items["source"], before.items["id"]))
+    v3 = before.vector(ids[str(photos / "04.jpg")])
+    before.close()
+    (photos / "01.jpg").unlink()                                  # deleted
+    make_image(photos / "new.jpg", 500, size=(48, 36))            # new
+    p = photos / "2024" / "summer" / "00.jpg"                     # changed content, newer mtime
+    make_image(p, 777, size=(48, 36))
+    os.utime(p, ns=(time.time_ns(), time.time_ns() + 10**9))
+    r = update_index(out, progress=False, workers=0)
+    assert (r["added"], r["changed"], r["removed"], r["embedded"], r["failed"]) == (1, 1, 1, 2, 0)
+    assert r["kept"] == 23 and r["count"] == 25                    # broken.jpg, unchanged, is not tried again
+    after = Index(out)
+    now = dict(zip(after.items["source"], after.items["id"]))
+    assert now[str(photos / "04.jpg")] == ids[str(photos / "04.jpg")]          # ids are stable
+    assert np.array_equal(after.vector(now[str(photos / "04.jpg")]), v3)      # kept rows are not recomputed
+    assert now[str(photos / "new.jpg")] >= 26 and str(photos / "01.jpg") not in now
+    assert now[str(p)] != ids[str(p)]                                          # a changed picture gets a new id
+    assert after.search(after.vector(now[str(p)]), 1)[0][0][0] == now[str(p)]
+    assert update_index(out, progress=False, workers=0)["embedded"] == 0         # nothing changed: nothing done
+
+
+def test_index_from_a_cache_tar_shards_and_table(tmp_path, world_cache, tiny_arch, tiny_clip):
+    from langclip.cache import load_cache
+
+    idx = Index(build_index(IndexConfig(data=[str(world_cache)], out=str(tmp_path / "c")), progress=False))
+    cache = load_cache(world_cache)
+    assert len(idx) == int(cache.image_ok.sum()) == 192
+    assert np.array_equal(np.asarray(idx.embeddings), cache.image_emb.numpy()[cache.image_ok.numpy()])  # not recomputed
+    shard = tmp_path / "s-000.tar"
+    with tarfile.open(shard, "w") as tf:
+        for i in range(6):
+            buf = io.BytesIO()
+            Image.fromarray(np.random.default_rng(i).integers(0, 255, (30, 30, 3), dtype=np.uint8)).save(buf, "JPEG")
+            ti = tarfile.TarInfo(f"k{i}.jpg")
+            ti.size = len(buf.getvalue())
+            tf.addfile(ti, io.BytesIO(buf.getvalue()))
+    t = Index(build_index(IndexConfig(data=[str(shard)], out=str(tmp_path / "t"), clip=tiny_arch, weights=tiny_clip[1],
+                                      workers=0), progress=False))
+    assert len(t) == 6 and t.source(2).endswith("s-000.tar::k2.jpg")
+    assert Image.open(io.BytesIO(t.image_bytes(2))).size == (30, 30)
+
+
+def test_approximate_search_agrees_with_exact(tmp_path, world_cache):
+    idx = Index(build_index(IndexConfig(data=[str(world_cache)], out=str(tmp_path / "a"), ann_threshold=100,
+                                        ann_nprobe=64), progress=False))
+    assert idx.manifest["ann"]["kind"] == "faiss-ivf-flat"
+    q = np.asarray(idx.embeddings[:40], np.float32)
+    approx, exact = idx.search(q, 10), idx.search(q, 10, exact=True)
+    recall = np.mean([len({i for i, _ in a} & {i for i, _ in e}) / 10 for a, e in zip(approx, exact)])
+    assert recall >= 0.95
+
+
+def test_search_command(tmp_path, photos, tiny_arch, tiny_clip, trained_run, capsys):
+    out = tmp_path / "idx"
+    assert main(["index", "build", "--data", str(photos), "--model", str(trained_run), "--out", str(out),
+                 "--workers", "0"]) == 0
+    capsys.readouterr()
+    assert main(["search", "--index", str(out), "--model", str(trained_run), "красный круг", "-k", "3", "--json"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [x["rank"] for x in lines] == [1, 2, 3] and all(x["path"].startswith(str(photos)) for x in lines)
+    assert main(["search", "--index", str(out), "--model", str(trained_run), "--image", str(photos / "04.jpg"),
+                 "-k", "1"]) == 0
+    assert capsys.readouterr().out.split()[2] == str(photos / "04.jpg")
+    assert main(["search", "--index", str(out), "--model", str(trained_run)]) == 2          # neither text nor image
+    assert "one of them" in capsys.readouterr().err
+
+
+# -- the HTTP API ------------------------------------------------------------------------------------
+@pytest.fixture()
+def client(tmp_path, photos, tiny_arch, tiny_clip, trained_run):
+    from fastapi.testclient import TestClient
+
+    from langclip.search.server import Limits, create_app
+
+    idx = Index(_build(photos, tiny_arch, tiny_clip, tmp_path / "idx"))
+    app = create_app(idx, QueryModel(trained_run), token="s3cret",
+                     limits=Limits(max_query=50, max_k=30, max_upload=200_000, max_pixels=1_000_000))
+    return TestClient(app), idx
+
+
+def _png(w, h):
+    buf = io.BytesIO()
+    Image.new("RGB", (w, h), "red").save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_api_answers(client):
+    c, idx = client
+    h = {"Authorization": "Bearer s3cret"}
+    assert "<title>" in c.get("/").text and c.get("/api/health").json()["index"]["pictures"] == 25
+    assert "/api/search" in c.get("/openapi.json").json()["paths"]
+    r = c.get("/api/search", params={"q": "две красные звезды", "k": 5}, headers=h).json()
+    assert len(r["results"]) == 5 and r["results"][0]["thumb"].startswith("/thumb/")
+    first = r["results"][0]["id"]
+    sim = c.get(f"/api/similar/{first}", params={"k": 4}, headers=h).json()["results"]
+    assert len(sim) == 4 and first not in [x["id"] for x in sim]
+    up = c.post("/api/search/image", files={"file": ("q.jpg", (idx.path.parent / "photos" / "04.jpg").read_bytes())},
+                params={"k": 1}, headers=h).json()["results"]
+    assert idx.source(up[0]["id"]).endswith("04.jpg")
+    assert c.get(f"/thumb/{first}", headers=h).headers["content-type"] == "image/jpeg"
+    assert c.get(f"/image/{first}?token=s3cret").content[:3] == b"\xff\xd8\xff"      # <img> tags pass ?token=
+
+
+@pytest.mark.parametrize("method,url,kw,status", [
+    ("get", "/api/search?q=кот", {}, 401),                                     # no token
+    ("get", "/api/search?q=%20", {"auth": True}, 422),                         # empty query
+    ("get", "/api/search?q=" + "я" * 51, {"auth": True}, 413),                 # too long
+    ("get", "/api/search?q=кот&k=0", {"auth": True}, 422),
+    ("get", "/api/search?q=кот&k=31", {"auth": True}, 422),
+    ("get", "/api/similar/99999", {"auth": True}, 404),
+    ("get", "/thumb/99999", {"auth": True}, 404),
+    ("get", "/image/..%2F..%2Fetc%2Fpasswd", {"auth": True}, 404),            # never by path
+    ("get", "/image/../../etc/passwd", {"auth": True}, 404),
+    ("get", "/thumb/05.jpg", {"auth": True}, 404),
+    ("post", "/api/search/image", {"auth": True, "files": {"file": ("x.png", b"\0" * 300_000)}}, 413),  # upload size
+    ("post", "/api/search/image", {"auth": True, "files": {"file": ("x.png", _png(1200, 1000))}}, 413),  # pixels
+    ("post", "/api/search/image", {"auth": True, "files": {"file": ("x.png", b"not an image")}}, 400),
+    ("post", "/api/search", {"auth": True}, 405),                               # read-only
+])
+def test_api_refuses_bad_requests(client, method, url, kw, status):
+    c, _ = client
+    headers = {"Authorization": "Bearer s3cret"} if kw.pop("auth", False) else {}
+    r = getattr(c, method)(url, headers=headers, **kw)
+    assert r.status_code == status, r.text
+    if status != 405:
+        assert r.json()["detail"]
+
+
+def test_serve_binds_to_this_machine_by_default():
+    import inspect
+
+    from langclip.search.server import serve
+
+    assert inspect.signature(serve).parameters["host"].default == "127.0.0.1"
