@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 
+from pathlib import Path
+
 import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
@@ -160,3 +162,17 @@ def trained_run(tmp_path_factory, world_cache, tiny_arch, tiny_clip, ru_tokenize
                       optim=OptimSection(lr=3e-3, warmup_steps=2, weight_decay=0.0), loss=LossSection(distill=0.5),
                       epochs=2, batch_size=32, val_fraction=0.25, tensorboard=False)
     return train(cfg, progress=False)
+
+
+@pytest.fixture(scope="session")
+def demo_small(tmp_path_factory):
+    """`langclip demo --size small`, once a session (its test and the search page's browser test read it)."""
+    import os
+
+    from langclip.cli import main
+
+    if os.environ.get("LANGCLIP_TEST_DEMO"):      # developing: reuse a small demo made before
+        return Path(os.environ["LANGCLIP_TEST_DEMO"])
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    assert main(["demo", "--size", "small", "--out", str(out)]) == 0
+    return out

@@ -24,9 +24,8 @@ def test_russian_agreement_checked_with_pymorphy3():
         assert [g.replace("ё", "е") for g in got] == [f.replace("ё", "е") for f in forms], (colour, got)
 
 
-def test_reduced_demo_end_to_end(tmp_path):
-    out = tmp_path / "demo"
-    assert main(["demo", "--size", "small", "--out", str(out)]) == 0
+def test_reduced_demo_end_to_end(tmp_path, demo_small):
+    out = demo_small
     rep = out / "report"
     for f in ("report.md", "summary.json", "similarity.png", "similarity.csv", "curves.png", "confusion_clip_shape.png"):
         assert (rep / f).is_file() and (rep / f).stat().st_size > 200, f

@@ -286,7 +286,7 @@ def run(args: argparse.Namespace) -> int:
     raise AssertionError(args.cmd)
 
 
-EXPECTED = (ValueError, OSError, FloatingPointError)   # bad input, files, divergence: said plainly
+EXPECTED = (ValueError, OSError, FloatingPointError, ImportError)   # bad input, files, divergence, a missing extra
 MAX_LINES = 25
 
 

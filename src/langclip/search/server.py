@@ -153,7 +153,11 @@ def serve(index_path: str, model_path: str, host: str = "127.0.0.1", port: int =
           arch: str = "ViT-B-32-quickgelu", device: str | None = None, weights: str | None = None) -> None:
     import logging
 
-    import uvicorn
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError:
+        raise ImportError("langclip serve needs FastAPI and uvicorn: pip install 'langclip[search]'") from None
 
     from .index import Index
     from .query import QueryModel

@@ -1,0 +1,137 @@
+"""The search page in a real browser: headless Chromium (Debian's `chromium`, driven by Playwright for
+Python) on `langclip serve`'s app over the demo world's test pictures. A Russian query's top results must
+show the described colour and shape (checked against the world's ground truth); "similar", an uploaded
+picture and a dropped one search too; the page works by keyboard and at phone width. Screenshots go to
+the test's folder (and to $LANGCLIP_SCREENSHOTS, which is how docs/search.png was made).
+
+The browser is required: without it this test fails (install Debian's chromium, as .ci/run does);
+LANGCLIP_NO_BROWSER=1 skips it, visibly, on a machine that cannot have one."""
+import csv
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = os.environ.get("LANGCLIP_CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def server(demo_small):
+    import uvicorn
+
+    from langclip.search import Index, QueryModel
+    from langclip.search.server import create_app
+
+    app = create_app(Index(demo_small / "index"), QueryModel(demo_small / "runs" / "clip"), token="t0k")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    th = threading.Thread(target=srv.run, daemon=True)
+    th.start()
+    for _ in range(200):
+        if srv.started:
+            break
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", demo_small
+    srv.should_exit = True
+    th.join(10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if os.environ.get("LANGCLIP_NO_BROWSER") == "1":
+        pytest.skip("LANGCLIP_NO_BROWSER=1: the real-browser test of the search page was not run")
+    assert Path(CHROMIUM).is_file(), (f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium), "
+                                      f"as .ci/run does, or set LANGCLIP_CHROMIUM")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+def _truth(demo: Path) -> dict:
+    return {r["image"].split("/")[-1]: r for r in csv.DictReader(open(demo / "world" / "test.csv", encoding="utf-8"))}
+
+
+def _names(page) -> list[str]:
+    return page.locator("[data-testid=result] .meta span:first-child").all_inner_texts()
+
+
+def _shots(tmp_path: Path, page, name: str) -> None:
+    page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=False)
+    if os.environ.get("LANGCLIP_SCREENSHOTS"):
+        Path(os.environ["LANGCLIP_SCREENSHOTS"]).mkdir(parents=True, exist_ok=True)
+        shutil.copy(tmp_path / f"{name}.png", Path(os.environ["LANGCLIP_SCREENSHOTS"]) / f"{name}.png")
+
+
+def test_search_page_in_chromium(server, browser, tmp_path):
+    url, demo = server
+    truth = _truth(demo)
+    page = browser.new_page(viewport={"width": 1100, "height": 800}, locale="ru-RU")   # the page follows the browser
+    page.goto(f"{url}/#token=t0k")
+    page.wait_for_function("document.querySelector('[data-testid=status]').textContent.includes('индекс')")
+    status = page.inner_text("[data-testid=status]")     # the model and the index that answer
+    assert "clip" in status and "400 фото" in status, status
+    # a Russian query, typed and sent with Enter
+    page.fill("#q", "жёлтый квадрат")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("[data-testid=result]")
+    top = _names(page)[:4]
+    facts = [(truth[n]["colour"], truth[n]["shape"]) for n in top]
+    assert all(c == "yellow" for c, _ in facts), facts            # every one shows the colour
+    assert sum(s == "square" for _, s in facts) >= 3, facts        # and (3 of 4 at least) the shape
+    _shots(tmp_path, page, "search")
+    # keyboard: Tab to the first result, Enter opens it, "similar" searches by it
+    page.focus("[data-testid=result] >> nth=0")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("dialog[open]")
+    first = top[0]
+    page.click("#similar")
+    page.wait_for_function("document.querySelector('[data-testid=message]').textContent.includes('Похожие')")
+    sim = _names(page)[:4]
+    assert first not in sim and sum(truth[n]["colour"] == truth[first]["colour"] for n in sim) >= 3, sim
+    # search by an uploaded picture: it finds itself first
+    pic = demo / "world" / "test" / "00007.png"
+    page.set_input_files("[data-testid=file]", str(pic))
+    page.wait_for_function("document.querySelector('[data-testid=message]').textContent.includes('00007.png')")
+    assert _names(page)[0] == "00007.png"
+    # ... and by a picture dropped on the page
+    page.evaluate("""async () => {
+        const blob = await (await fetch('/image/11?token=t0k')).blob();
+        const dt = new DataTransfer(); dt.items.add(new File([blob], 'dropped.png', {type: blob.type}));
+        document.dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));
+    }""")
+    page.wait_for_function("document.querySelector('[data-testid=message]').textContent.includes('dropped.png')")
+    assert _names(page)[0] == "00011.png"
+    # English interface strings
+    page.click("#lang")
+    assert page.inner_text("button[type=submit]") == "Search" and "pictures" in page.inner_text("[data-testid=status]")
+    page.close()
+
+
+def test_search_page_at_phone_width(server, browser, tmp_path):
+    url, _ = server
+    page = browser.new_page(viewport={"width": 375, "height": 740}, device_scale_factor=2, locale="ru-RU")
+    page.goto(f"{url}/#token=t0k")
+    page.fill("#q", "красные звёзды")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("[data-testid=result]")
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")   # no sideways scrolling
+    boxes = [page.locator("[data-testid=result]").nth(i).bounding_box() for i in range(2)]
+    assert boxes[0]["y"] == boxes[1]["y"] and boxes[0]["width"] < 200                     # two columns
+    _shots(tmp_path, page, "search_phone")
+    # without the token, the API refuses and the page says so
+    bare = browser.new_page()
+    bare.goto(url + "/")
+    bare.fill("#q", "кот")
+    bare.keyboard.press("Enter")
+    bare.wait_for_function("document.querySelector('[data-testid=message]').textContent.includes('token')")
+    bare.close()
+    page.close()
