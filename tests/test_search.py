@@ -68,6 +68,7 @@ def test_update_embeds_only_what_changed(tmp_path, photos, tiny_arch, tiny_clip)
     before = Index(out)
     ids = dict(zip(before.items["source"], before.items["id"]))
     v3 = before.vector(ids[str(photos / "04.jpg")])
+    t3 = before.thumbnail(ids[str(photos / "04.jpg")])
     before.close()
     (photos / "01.jpg").unlink()                                  # deleted
     make_image(photos / "new.jpg", 500, size=(48, 36))            # new
@@ -81,6 +82,8 @@ def test_update_embeds_only_what_changed(tmp_path, photos, tiny_arch, tiny_clip)
     now = dict(zip(after.items["source"], after.items["id"]))
     assert now[str(photos / "04.jpg")] == ids[str(photos / "04.jpg")]          # ids are stable
     assert np.array_equal(after.vector(now[str(photos / "04.jpg")]), v3)      # kept rows are not recomputed
+    assert after.thumbnail(now[str(photos / "04.jpg")]) == t3                    # thumbnails appended, not redone
+    assert all(Image.open(io.BytesIO(after.thumbnail(i))).size[0] > 0 for i in now.values())
     assert now[str(photos / "new.jpg")] >= 26 and str(photos / "01.jpg") not in now
     assert now[str(p)] != ids[str(p)]                                          # a changed picture gets a new id
     assert after.search(after.vector(now[str(p)]), 1)[0][0][0] == now[str(p)]

@@ -146,9 +146,8 @@ def _write(out: Path, cfg: IndexConfig, refs, emb, ids, man: dict, failures, sec
 
     stats = [_stat(r) for r in refs]
     reuse = old or {}
-    offs, lens = make_thumbnails(refs, out / "thumbs.bin.tmp", cfg.thumb_size, cfg.workers, progress,
+    offs, lens = make_thumbnails(refs, out / "thumbs.bin", cfg.thumb_size, cfg.workers, progress,
                                  reuse=reuse.get("thumbs"))
-    os.replace(out / "thumbs.bin.tmp", out / "thumbs.bin")
     np.save(out / "embeddings.tmp.npy", emb)
     os.replace(out / "embeddings.tmp.npy", out / "embeddings.npy")
     pq.write_table(pa.table({
@@ -205,6 +204,12 @@ def update_index(path: str | Path, data: list[str] | None = None, progress: bool
             todo.append(r)
     removed = len(items["id"]) - len(keep_rows)
     changed = sum(1 for r in todo if r.key in known)
+    if not todo and not removed and len(still_bad) == idx.manifest.get("num_failures", 0):
+        idx.close()
+        res = {"kept": len(keep_rows), "added": 0, "changed": 0, "removed": 0, "embedded": 0, "failed": 0,
+               "count": len(keep_rows), "seconds": round(time.perf_counter() - t0, 2)}
+        print(json.dumps(res))
+        return res                                # nothing changed: nothing is rewritten
     new_emb, new_refs, failures = np.zeros((0, idx.dim), np.float16), [], []
     if todo:
         work = out / "work" / f"update-{int(time.time())}"

@@ -35,16 +35,24 @@ class _Thumbs(torch.utils.data.Dataset):
             return buf.getvalue()
 
 
-def make_thumbnails(refs, out: Path, size: int, workers: int, progress: bool, reuse: dict | None = None):
-    """Write the thumbnails of `refs` to `out`; the first len(reuse["rows"]) are copied from the old
-    thumbnail file (`reuse["file"]`, (offset, length) each) instead of decoded. -> (offsets, lengths)."""
-    from ..cache.embed import auto_workers
-
-    offs, lens = [], []
+def make_thumbnails(refs, path: Path, size: int, workers: int, progress: bool, reuse: dict | None = None):
+    """Thumbnails of `refs` in the file `path`. With `reuse` (an update), the first len(reuse["rows"])
+    pictures already have theirs in that file at (offset, length): the new ones are appended, nothing is
+    copied, unless more than half the file would be left unreferenced (then it is rewritten compactly,
+    through a temporary file). -> (offsets, lengths)."""
     kept = reuse["rows"] if reuse else []
-    with open(out, "wb") as f:
+    used = sum(n for _, n in kept)
+    size_now = path.stat().st_size if path.is_file() else 0
+    if kept and used >= size_now / 2:
+        offs, lens = [o for o, _ in kept], [n for _, n in kept]
+        with open(path, "ab") as f:
+            _write_new(f, refs[len(kept):], size, workers, progress, offs, lens)
+        return offs, lens
+    tmp = path.with_suffix(".tmp")
+    offs, lens = [], []
+    with open(tmp, "wb") as f:
         if kept:
-            fd = os.open(reuse["file"], os.O_RDONLY)
+            fd = os.open(path, os.O_RDONLY)
             try:
                 for o, n in kept:
                     offs.append(f.tell())
@@ -52,17 +60,24 @@ def make_thumbnails(refs, out: Path, size: int, workers: int, progress: bool, re
                     f.write(os.pread(fd, n, o))
             finally:
                 os.close(fd)
-        todo = refs[len(kept):]
-        if todo:
-            loader = torch.utils.data.DataLoader(_Thumbs(todo, size), batch_size=64,
-                                                 num_workers=workers if workers >= 0 else auto_workers(),
-                                                 collate_fn=lambda b: b)
-            bar = progress_bar(total=len(todo), unit="img", desc="thumbnails", disable=not progress)
-            for batch in loader:
-                for b in batch:
-                    offs.append(f.tell())
-                    lens.append(len(b))
-                    f.write(b)
-                bar.update(len(batch))
-            bar.close()
+        _write_new(f, refs[len(kept):], size, workers, progress, offs, lens)
+    os.replace(tmp, path)
     return offs, lens
+
+
+def _write_new(f, todo, size: int, workers: int, progress: bool, offs: list, lens: list) -> None:
+    from ..cache.embed import auto_workers
+
+    if not todo:
+        return
+    loader = torch.utils.data.DataLoader(_Thumbs(todo, size), batch_size=64,
+                                         num_workers=workers if workers >= 0 else auto_workers(),
+                                         collate_fn=lambda b: b)
+    bar = progress_bar(total=len(todo), unit="img", desc="thumbnails", disable=not progress)
+    for batch in loader:
+        for b in batch:
+            offs.append(f.tell())
+            lens.append(len(b))
+            f.write(b)
+        bar.update(len(batch))
+    bar.close()
