@@ -31,6 +31,9 @@ EPILOGS = {
               "  langclip export --model runs/ru --format immich --out immich/ViT-B-32__openai/   # Immich smart search\n"
               "  python -c \"import open_clip; open_clip.create_model_and_transforms('local-dir:export/')\"",
     "demo": "example:\n  langclip demo --out demo/          # ~4 minutes on a laptop CPU, no network",
+    "data cc3m-tsv": "example:\n  langclip data cc3m-tsv --tsv Train_GCC-training.tsv --out cc3m_train.tsv",
+    "data translations": "example:\n  langclip data translations --lang ru --translations cc3m_mt_train_ru.jsonl cc3m_mt_dev_ru.jsonl "
+                         "--shards 'cc3m/{00000..00331}.tar' --out cc3m_ru.parquet",
 }
 
 
@@ -100,6 +103,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "cores per GPU. Other formats fall back to PIL")
     p.add_argument("--max-failure-rate", type=float, default=CACHE.max_failure_rate,
                    help=f"stop when more than this share of images fails (after the first 100; default {CACHE.max_failure_rate})")
+
+    d = sub.add_parser("data", help="prepare public data (the real recipe: docs/recipe.md)")
+    dsub = d.add_subparsers(dest="dcmd", required=True)
+    p = _p(dsub, "data cc3m-tsv", "CC3M's split TSV with a header and the row number (rec_num), for img2dataset")
+    p.add_argument("--tsv", required=True, help="Train_GCC-training.tsv or Validation_GCC-1.1.0-Validation.tsv")
+    p.add_argument("--out", required=True)
+    p = _p(dsub, "data translations", "join the CC3M/COCO machine translations with the downloaded pictures")
+    p.add_argument("--translations", required=True, nargs="+", help="the published JSONL files (a 'dev' name: validation)")
+    p.add_argument("--lang", required=True, help="target language code, e.g. ru, uk")
+    p.add_argument("--shards", nargs="*", help="img2dataset webdataset shards (brace patterns) of CC3M")
+    p.add_argument("--coco-images", help="a folder of COCO pictures (joined by image id)")
+    p.add_argument("--out", required=True, help="pairs table (.parquet); one split a run (train, or dev with the validation shards)")
 
     p = _p(sub, "train", "train the text tower on a cache")
     p.add_argument("--config", help="YAML config (see configs/)")
@@ -278,6 +293,14 @@ def run(args: argparse.Namespace) -> int:
 
         run_demo(_config(DemoConfig, args, dict(lang=args.lang, out=args.out, seed=args.seed, size=args.size,
                                                 english_replay=not args.no_english_replay, precision=args.precision)))
+        return 0
+    if args.cmd == "data":
+        from . import translations
+
+        if args.dcmd == "cc3m-tsv":
+            print(f"{args.out}: {translations.cc3m_tsv(args.tsv, args.out):,} rows with rec_num")
+        else:
+            translations.prepare(args.translations, args.lang, args.out, args.shards, args.coco_images)
         return 0
     if args.cmd in ("index", "search", "serve"):
         from .search.cli import run as run_search

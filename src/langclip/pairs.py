@@ -105,6 +105,7 @@ def read_table(path: str | Path, pairs: Pairs, image_column=None, caption_column
     imgs, caps, ens = cols
     parent = path.parent
     resolved: dict[str, str] = {}   # each distinct path string resolved once (an image has many rows)
+    tars: dict[str, dict] = {}      # "shard.tar::member" values: each shard's members, listed once
     index = pairs._index
     first = 2 if path.suffix.lower() in (".csv", ".tsv") else 1
     for i, (p, c) in enumerate(zip(imgs, caps)):
@@ -120,14 +121,28 @@ def read_table(path: str | Path, pairs: Pairs, image_column=None, caption_column
         if isinstance(c, str) and not c.startswith("[") and (e is None or isinstance(e, str) and not e.startswith("[")):
             row = index.get(key)    # the common case, inline: one caption, at most one English text
             if row is None:
-                row = pairs.image_row(ImageRef(key))
+                row = pairs.image_row(_ref(key, tars))
             cs = c.strip()
             if cs:
                 pairs.captions.append((row, cs, (e.strip() or None) if e else None))
             else:
                 pairs.problems.append({"where": f"{path}:{i + first}", "reason": "empty caption"})
         else:
-            pairs.add(ImageRef(key), _listify(c), _listify(e) if ens is not None else None, f"{path}:{i + first}")
+            pairs.add(_ref(key, tars), _listify(c), _listify(e) if ens is not None else None, f"{path}:{i + first}")
+
+
+def _ref(key: str, tars: dict) -> ImageRef:
+    """A table's image value: a file, or "shard.tar::member" (a picture inside a tar shard, as
+    `langclip data translations` writes them); a member that is not there fails at decoding, counted."""
+    shard, sep, member = key.partition("::")
+    if not sep or not shard.endswith(".tar"):
+        return ImageRef(key)
+    if shard not in tars:
+        listing = Pairs()
+        if Path(shard).is_file():
+            read_tar(shard, listing)
+        tars[shard] = {r.member: r for r in listing.images}
+    return tars[shard].get(member) or ImageRef(shard, member, 0, -1)
 
 
 def _decode_caption(b: bytes) -> list[str]:
@@ -309,6 +324,8 @@ def open_image(ref: ImageRef):
 def read_image_bytes(ref: ImageRef) -> bytes:
     """The encoded bytes of a reference (file or tar member); raises on missing or truncated data."""
     if ref.member:
+        if ref.size < 0:
+            raise OSError(f"{ref.member} is not in {ref.path}")
         with open(ref.path, "rb") as f:
             f.seek(ref.offset)
             data = f.read(ref.size)
