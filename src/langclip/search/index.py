@@ -84,6 +84,8 @@ def build_index(cfg: IndexConfig, progress: bool = True) -> Path:
 
         pairs = read_images(cfg.data, cfg.image_column)
         emb, keep, man = _embed(pairs.images, cfg, out / "work", progress)
+        if int(os.environ.get("RANK", "0")) != 0:     # under torchrun every rank embedded its shards;
+            return out                                # rank 0 writes the index
         refs = [pairs.images[i] for i in keep]
         failures = _failed(pairs.images, keep, man) + pairs.problems
     ids = list(range(len(refs)))
