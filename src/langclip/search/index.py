@@ -30,6 +30,7 @@ from ..files import atomic_write_text, check_out_dir
 
 INDEX_FORMAT = "langclip-index/1"
 CHANGE_DETECTION = "path + size + mtime_ns"
+SMALL = 512       # fewer pictures than this (an update's new ones) are decoded in the main process
 
 
 def _tower(cfg: IndexConfig) -> tuple[str, str, str]:
@@ -63,7 +64,7 @@ def _embed(refs, cfg: IndexConfig, work: Path, progress: bool):
     for r in refs:
         pairs.image_row(r)
     ccfg = CacheConfig(data=list(cfg.data), clip=arch, weights=weights, pretrained=pretrained, out=str(work),
-                       batch_size=cfg.batch_size, workers=cfg.workers, shard_size=cfg.shard_size, device=cfg.device,
+                       batch_size=cfg.batch_size, workers=cfg.workers if len(refs) >= SMALL else 0,  # a few: no processes shard_size=cfg.shard_size, device=cfg.device,
                        decode=cfg.decode, max_failure_rate=cfg.max_failure_rate)
     data = load_cache(build_cache(ccfg, progress=progress, pairs=pairs))
     ok = data.image_ok.numpy()
@@ -148,7 +149,8 @@ def _write(out: Path, cfg: IndexConfig, refs, emb, ids, man: dict, failures, sec
 
     stats = [_stat(r) for r in refs]
     reuse = old or {}
-    offs, lens = make_thumbnails(refs, out / "thumbs.bin", cfg.thumb_size, cfg.workers, progress,
+    new = len(refs) - len((reuse.get("thumbs") or {}).get("rows", []))
+    offs, lens = make_thumbnails(refs, out / "thumbs.bin", cfg.thumb_size, cfg.workers if new >= SMALL else 0, progress,
                                  reuse=reuse.get("thumbs"))
     np.save(out / "embeddings.tmp.npy", emb)
     os.replace(out / "embeddings.tmp.npy", out / "embeddings.npy")
