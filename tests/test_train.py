@@ -477,3 +477,27 @@ def test_held_out_split_travels_with_the_run_and_its_export(tmp_path, train_cfg,
     cfg_f.write_text(json.dumps(doc))
     assert main(["eval-retrieval", "--model", str(tmp_path / "exp"), "--data", train_cfg.cache, "--device", "cpu"]) == 2
     assert "does not record the split" in capsys.readouterr().err
+
+
+def test_english_replay_of_a_fraction_of_each_batch(train_cfg):
+    """loss.english_fraction: the English of the batch's first ceil(f*B) pairs only (the batch is a shuffled
+    draw, so a random share), distilled to their own teacher rows; a run with it trains and logs the part."""
+    from ddp_worker import batch, loss_cfg
+
+    from langclip.config import ConfigError
+    from langclip.train import TextTower, compute_loss, distill_loss, train
+
+    model, tok, ims, tch, has, tok_en = batch()
+    k = 3
+    _, parts = compute_loss(TextTower(model), tok, ims, tch, loss_cfg(), 1, has, tok_en[:k])
+    with torch.no_grad():
+        want = distill_loss(TextTower(model)(tok_en[:k]), tch[:k], "cosine", has[:k])
+    assert abs(float(parts["english"]) - float(want)) <= 1e-12
+    for bad in (0.0, 1.5):
+        with pytest.raises(ConfigError, match="english_fraction"):
+            dataclasses.replace(train_cfg, loss=dataclasses.replace(train_cfg.loss, english_fraction=bad)).validate()
+    cfg = dataclasses.replace(train_cfg, epochs=2, loss=dataclasses.replace(train_cfg.loss, distill=1.0, english=1.0,
+                                                                                  english_fraction=0.25))
+    run = train(cfg, progress=False)
+    logged = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any("loss/english" in r or "english" in r for r in logged)

@@ -294,6 +294,8 @@ class LossSection:
     distill_type: Literal["cosine", "mse"] = "cosine"
     english: float = 0.0                     # English replay: the student's embedding of the English caption
                                              # distilled to English CLIP's (keeps English working)
+    english_fraction: float = 1.0            # replay the English of this share of each batch (its first
+                                             # ceil(f*B) pairs, a random subset): a step costs (1+f)x, not 2x
 
 
 @dataclass
@@ -334,6 +336,8 @@ class TrainConfig:
                 raise ConfigError(f"{what}: not found: {p}")
         if self.loss.contrastive <= 0 and self.loss.distill <= 0 and self.loss.english <= 0:
             raise ConfigError("loss: contrastive, distill and english weights are all 0")
+        if not 0 < self.loss.english_fraction <= 1:
+            raise ConfigError(f"loss.english_fraction: must be in (0, 1], got {self.loss.english_fraction}")
         if min(self.loss.contrastive, self.loss.distill, self.loss.english) < 0:
             raise ConfigError("loss: weights must be >= 0")
         if self.batch_size < 2 or self.epochs < 1:
@@ -353,4 +357,5 @@ class DemoConfig:
     seed: int = 0
     size: str = "default"
     english_replay: bool = True     # the students replay English (loss.english); False: the comparison run
+    english_fraction: float = 1.0   # the share of each batch whose English is replayed (loss.english_fraction)
     precision: str = "auto"         # the students' training precision (auto: fp32 on CPU, bf16 on GPU)

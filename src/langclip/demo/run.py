@@ -189,7 +189,8 @@ def run_demo(cfg: DemoConfig) -> dict:
             model=ModelSection(clip=arch, weights=str(weights), tokenizer=str(out / "tokenizer"), init=init,
                                context_length=24),
             optim=OptimSection(lr=2e-3 if init == "clip" else 3e-3, warmup_steps=20, weight_decay=0.05),
-            loss=LossSection(contrastive=1.0, distill=1.0, english=1.0 if cfg.english_replay else 0.0), epochs=s_epochs,
+            loss=LossSection(contrastive=1.0, distill=1.0, english=1.0 if cfg.english_replay else 0.0,
+                             english_fraction=cfg.english_fraction), epochs=s_epochs,
             batch_size=128, val_fraction=0.1, seed=cfg.seed, log_every=10, tensorboard=True, precision=cfg.precision))
 
     _stage("stage 2: evaluation on held-out pictures", t0)
@@ -284,7 +285,7 @@ def _report(out, results, retr, held, students, test_imgs, first, feats, t0, cfg
     save_similarity(sim, ims, [test_imgs[i] for i in pick], texts, rep / "similarity.png")
     _curves(out, rep)
     summary = {"seconds": round(time.perf_counter() - t0, 1), "seed": cfg.seed, "size": cfg.size,
-               "english_replay": cfg.english_replay, "precision": cfg.precision,
+               "english_replay": cfg.english_replay, "english_fraction": cfg.english_fraction, "precision": cfg.precision,
                "zero_shot": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in rows],
                "retrieval": retr, "held_out_combinations": sorted(map(list, HELD_OUT)),
                "n_test_images": len(test_imgs), "n_test_heldout": int(held.sum())}

@@ -293,8 +293,9 @@ def train_step(run: Run, cap: torch.Tensor) -> tuple[torch.Tensor, dict]:
     if data.teacher is not None and (cfg.loss.distill > 0 or cfg.loss.english > 0):
         tch = to_device(data.teacher[cap], dev)
         has = None if run.teacher_all else to_device(data.teacher_has[cap], dev)
-    if cfg.loss.english > 0:
-        tk_en = to_device(run.tokens_en.batch(cap, run.cut), dev)
+    if cfg.loss.english > 0:   # the first ceil(f*B) pairs of a shuffled batch: a random share of it
+        k = len(cap) if cfg.loss.english_fraction >= 1 else max(1, math.ceil(cfg.loss.english_fraction * len(cap)))
+        tk_en = to_device(run.tokens_en.batch(cap[:k], run.cut), dev)
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=run.bf16):
         loss, parts = compute_loss(run.fwd, tk, img, tch, cfg, run.world, has, tk_en, run.pad_id or 0)
     run.bad_steps += ~torch.isfinite(loss.detach())   # counted on the device: no sync per step

@@ -76,7 +76,7 @@ def compute_loss(tower, tokens, image, teacher, cfg: TrainConfig, world: int = 1
         L = max(tokens.shape[1], tokens_en.shape[1])
         both = torch.cat([F.pad(tokens, (0, L - tokens.shape[1]), value=pad_id),
                           F.pad(tokens_en, (0, L - tokens_en.shape[1]), value=pad_id)])
-        feats, feats_en = tower(both).split(tokens.shape[0])
+        feats, feats_en = tower(both).split([tokens.shape[0], tokens_en.shape[0]])
     else:
         feats, feats_en = tower(tokens), None
     scale = tower.module.model.logit_scale if hasattr(tower, "module") else tower.model.logit_scale
@@ -89,7 +89,9 @@ def compute_loss(tower, tokens, image, teacher, cfg: TrainConfig, world: int = 1
         parts["distill"] = distill_loss(feats, teacher, cfg.loss.distill_type, teacher_has, world)
         loss = loss + cfg.loss.distill * parts["distill"]
     if cfg.loss.english > 0 and feats_en is not None and teacher is not None:
-        parts["english"] = distill_loss(feats_en, teacher, cfg.loss.distill_type, teacher_has, world)
+        k = feats_en.shape[0]          # English replay may cover only the batch's first k pairs
+        parts["english"] = distill_loss(feats_en, teacher[:k], cfg.loss.distill_type,
+                                        None if teacher_has is None else teacher_has[:k], world)
         loss = loss + cfg.loss.english * parts["english"]
     return loss, {k: v.detach() for k, v in parts.items()}  # tensors: reading them waits for the device
 
