@@ -128,8 +128,10 @@ def flowers102_test(root: Path, transform):
 
 
 class Labeled(torch.utils.data.Dataset):
-    def __init__(self, paths: list[str], labels: list[int], transform):
-        self.paths, self.labels, self.transform = paths, labels, transform
+    """Picture files -> (transformed picture, label); labels default to the position (retrieval)."""
+
+    def __init__(self, paths: list[str], labels: list[int] | None, transform):
+        self.paths, self.labels, self.transform = paths, labels or list(range(len(paths))), transform
 
     def __len__(self):
         return len(self.paths)
@@ -172,21 +174,7 @@ def retrieval_pairs(name: str, root: Path, lang: str) -> list[tuple[str, str]]:
     return found
 
 
-class ImagePaths(torch.utils.data.Dataset):
-    def __init__(self, paths: list[str], transform):
-        self.paths, self.transform = paths, transform
-
-    def __len__(self):
-        return len(self.paths)
-
-    def __getitem__(self, i):
-        from PIL import Image
-
-        with Image.open(self.paths[i]) as im:
-            return self.transform(im.convert("RGB"))
-
-
-def clip_benchmark_inputs(name: str, classnames: list, templates: list[str]) -> tuple[list[str], dict]:
+def clip_benchmark_inputs(classnames: list, templates: list[str]) -> tuple[list[str], dict]:
     """The exact class names and prompts langclip used, as CLIP_benchmark's --custom_classname_file and
     --custom_template_file take them: class-specific prompts (langclip's templates may ask for a
     grammatical form, which CLIP_benchmark's "{c}" cannot)."""

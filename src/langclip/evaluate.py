@@ -163,7 +163,7 @@ def _zero_shot(m, ref, ds_name, lang, root, given, batch_size, workers, download
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers)
     res = evaluate(m.model, loader, m.tokenizer, names, templates, m.device)
     key = CB_NAMES.get(ds_name, ds_name)
-    cb[0][key], cb[1][key] = clip_benchmark_inputs(ds_name, names, templates)
+    cb[0][key], cb[1][key] = clip_benchmark_inputs(names, templates)
     r = None
     if ref is not None:
         if ds_name.startswith("imagefolder:"):
@@ -178,13 +178,13 @@ def _zero_shot(m, ref, ds_name, lang, root, given, batch_size, workers, download
 
 
 def _retrieval(m, ref, ds_name, lang, root, given, batch_size, workers, download, cb):
-    from .benchsets import ImagePaths, retrieval_pairs
+    from .benchsets import Labeled, retrieval_pairs
 
     pairs = retrieval_pairs(ds_name, root, lang)
     paths = [p for p, _ in pairs]
-    loader = torch.utils.data.DataLoader(ImagePaths(paths, m.preprocess), batch_size=batch_size, num_workers=workers)
+    loader = torch.utils.data.DataLoader(Labeled(paths, None, m.preprocess), batch_size=batch_size, num_workers=workers)
     with torch.no_grad():
-        image = torch.cat([m.model.encode_image(x.to(m.device)).float().cpu() for x in loader])
+        image = torch.cat([m.model.encode_image(x.to(m.device)).float().cpu() for x, _ in loader])
     inv = torch.arange(len(paths))
     text = encode_texts(m.model, m.tokenizer, [c for _, c in pairs], m.device)
     res = {**recall_at_k(text, image, inv), "texts": len(pairs), "images": len(paths)}

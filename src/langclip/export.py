@@ -49,7 +49,7 @@ def export(run: str | Path, out: str | Path, format: str = "open_clip", weights:
 
         out.mkdir(parents=True, exist_ok=True)
         (export_onnx if format == "onnx" else export_immich)(
-            model, tok, meta, out, lambda o: _tokenizer_files(tok, o, model.context_length))
+            model, tok, meta, out, lambda o: _tokenizer_files(tok, o, model.context_length), _preprocess(meta))
     else:
         out.mkdir(parents=True, exist_ok=True)
         _export_open_clip(model, tok, meta, out)

@@ -128,12 +128,11 @@ def _random_texts(b: int, L: int, V: int, g) -> torch.Tensor:
     return x
 
 
-def export_onnx(model, tok, meta: dict, out: Path, tokenizer_files) -> Path:
+def export_onnx(model, tok, meta: dict, out: Path, tokenizer_files, pp: dict) -> Path:
     """`--format onnx`: textual.onnx, visual.onnx, the tokenizer files, preprocess_cfg.json and
     onnx_config.json (what a caller needs to feed the graphs)."""
     export_graphs(model, out / "textual.onnx", out / "visual.onnx")
     tokenizer_files(out)
-    pp = _preprocess(meta)
     (out / "preprocess_cfg.json").write_text(json.dumps(pp, indent=2), encoding="utf-8")
     doc = {"format": "langclip-onnx/1", "opset": OPSET, "exporter": f"torch.onnx (TorchScript) {torch.__version__}",
            "context_length": model.context_length, "vocab_size": model.vocab_size, "embed_dim": _embed_dim(model),
@@ -151,7 +150,7 @@ def export_onnx(model, tok, meta: dict, out: Path, tokenizer_files) -> Path:
     return out
 
 
-def export_immich(model, tok, meta: dict, out: Path, tokenizer_files) -> Path:
+def export_immich(model, tok, meta: dict, out: Path, tokenizer_files, pp: dict) -> Path:
     """`--format immich`: the folder Immich's machine-learning service loads as a CLIP model."""
     (out / "textual").mkdir(parents=True, exist_ok=True)
     (out / "visual").mkdir(parents=True, exist_ok=True)
@@ -159,17 +158,9 @@ def export_immich(model, tok, meta: dict, out: Path, tokenizer_files) -> Path:
     tokenizer_files(out / "textual")
     cfg = {k: v for k, v in model.model_cfg.items() if k != "preprocess_cfg"}
     (out / "config.json").write_text(json.dumps(cfg, indent=2), encoding="utf-8")
-    (out / "visual" / "preprocess_cfg.json").write_text(json.dumps(_preprocess(meta), indent=2), encoding="utf-8")
+    (out / "visual" / "preprocess_cfg.json").write_text(json.dumps(pp, indent=2), encoding="utf-8")
     return out
 
 
 def _embed_dim(model) -> int:
     return int(model.model_cfg.get("embed_dim", 0))
-
-
-def _preprocess(meta: dict) -> dict:
-    pp = meta["preprocess_cfg"]
-    keep = {k: pp[k] for k in ("size", "mode", "mean", "std", "interpolation", "resize_mode", "fill_color") if k in pp}
-    if isinstance(keep.get("size"), (list, tuple)):
-        keep["size"] = list(keep["size"])
-    return keep

@@ -149,8 +149,9 @@ def _decode_caption(b: bytes) -> list[str]:
     return [ln for ln in b.decode("utf-8", errors="replace").splitlines() if ln.strip()] or [""]
 
 
-def read_tar(path: str | Path, pairs: Pairs) -> None:
-    """A webdataset shard as img2dataset writes it: key.jpg + key.txt [+ key.json]."""
+def read_tar(path: str | Path, pairs: Pairs, sidecars: dict | None = None) -> None:
+    """A webdataset shard as img2dataset writes it: key.jpg + key.txt [+ key.json]. `sidecars`, if given,
+    receives each picture's parsed .json by its reference key (img2dataset's extra columns live there)."""
     path = Path(path)
     size = path.stat().st_size
     groups: dict[str, dict] = {}
@@ -194,7 +195,10 @@ def read_tar(path: str | Path, pairs: Pairs) -> None:
                 pairs.problems.append({"where": where, "reason": "invalid .json sidecar"})
         caps = _decode_caption(g["txt"]) if "txt" in g else _listify(meta.get("caption"))
         en = _listify(meta.get("caption_en") or meta.get("english"))
-        pairs.add(ImageRef(str(path), name, off, n), caps or [""], en or None, where)
+        ref = ImageRef(str(path), name, off, n)
+        pairs.add(ref, caps or [""], en or None, where)
+        if sidecars is not None:
+            sidecars[ref.key] = meta
 
 
 def read_folder(path: str | Path, pairs: Pairs) -> None:

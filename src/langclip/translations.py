@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import re
-import tarfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -79,27 +78,9 @@ def cc3m_tsv(tsv: str | Path, out: str | Path) -> int:
     return n
 
 
-def _shard_samples(shard: Path):
-    """(member name of the image, sidecar JSON) of each successful sample of an img2dataset shard."""
-    groups: dict[str, dict] = {}
-    with tarfile.open(shard) as tf:
-        for m in tf:
-            if not m.isfile():
-                continue
-            key, _, ext = m.name.rpartition("/")[2].partition(".")
-            g = groups.setdefault(m.name.rsplit(".", 1)[0], {})
-            if ext.lower() in ("jpg", "jpeg", "png", "webp"):
-                g["image"] = m.name
-            elif ext.lower() == "json":
-                g["json"] = json.loads(tf.extractfile(m).read())
-    for g in groups.values():
-        if "image" in g and "json" in g:
-            yield g["image"], g["json"]
-
-
 def join(translations: dict, shards: list[str] | None = None, coco_images: str | None = None) -> tuple[list[dict], dict]:
     """Pair every translated caption with its picture. -> (rows, counts)."""
-    from .pairs import expand
+    from .pairs import Pairs, expand, read_tar
 
     where: dict[tuple, str] = {}
     for spec in shards or []:
@@ -107,9 +88,11 @@ def join(translations: dict, shards: list[str] | None = None, coco_images: str |
             p = Path(s)
             if not p.is_file():
                 continue
-            for member, meta in _shard_samples(p):
-                if meta.get("status", "success") == "success" and meta.get("rec_num") is not None:
-                    where[("cc3m", int(meta["rec_num"]))] = f"{p.resolve()}::{member}"
+            meta: dict[str, dict] = {}
+            read_tar(p.resolve(), Pairs(), meta)      # a failed download has no picture: not listed
+            for key, m in meta.items():
+                if m.get("status", "success") == "success" and m.get("rec_num") is not None:
+                    where[("cc3m", int(m["rec_num"]))] = key
     if coco_images:
         for f in Path(coco_images).rglob("*"):
             digits = re.findall(r"\d+", f.stem)
