@@ -203,3 +203,45 @@ def test_serve_binds_to_this_machine_by_default():
     from langclip.search.server import serve
 
     assert inspect.signature(serve).parameters["host"].default == "127.0.0.1"
+
+
+def test_index_build_and_update_under_torchrun_equal_one_process(tmp_path, photos, tiny_arch, tiny_clip):
+    """Under torchrun (2 gloo processes) every rank embeds its shards of the collection and rank 0 alone
+    writes the index: `index build` and `index update` give the same index as one process (same pictures,
+    ids, embeddings, failures), and every rank embeds (the update's work folder is the same on both)."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    build = ["index", "build", "--data", str(photos), "--clip", tiny_arch, "--weights", tiny_clip[1], "--workers", "0",
+             "shard_size=4"]
+
+    def torchrun(args, port):
+        r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                            str(port), "-m", "langclip", *args], capture_output=True, text=True, timeout=300, env=env)
+        assert r.returncode == 0, r.stderr[-3000:]
+        return r.stdout + r.stderr
+
+    def same(a, b):
+        A, B = Index(a), Index(b)
+        assert A.items["source"] == B.items["source"] and A.items["id"] == B.items["id"]
+        assert np.array_equal(np.asarray(A.embeddings), np.asarray(B.embeddings))
+        assert [f["source"] for f in A.manifest["failures"]] == [f["source"] for f in B.manifest["failures"]]
+        assert [A.thumbnail(i) for i in A.ids] == [B.thumbnail(i) for i in B.ids]
+        A.close(), B.close()
+
+    assert main([*build, "--out", str(tmp_path / "one")]) == 0
+    log = torchrun([*build, "--out", str(tmp_path / "two")], 29561)
+    import re
+
+    done = {int(r): int(n) for r, n in re.findall(r"cache\[(\d)\]: 100%.*?\| (\d+)/\2 ", log)}
+    assert done.get(0, 0) > 0 and done.get(1, 0) > 0 and sum(done.values()) == 26, log[-2000:]   # both ranks embedded
+    same(tmp_path / "one", tmp_path / "two")
+    for i in range(6):                      # six new pictures: two shards of 4, one for each rank
+        make_image(photos / f"new{i}.jpg", 600 + i, size=(48, 36))
+    (photos / "04.jpg").unlink()
+    assert main(["index", "update", str(tmp_path / "one"), "--workers", "0"]) == 0
+    log = torchrun(["index", "update", str(tmp_path / "two"), "--workers", "0"], 29562)
+    assert re.search(r"cache\[1\]: 100%.*?\| [1-9]\d*/", log), log[-2000:]
+    same(tmp_path / "one", tmp_path / "two")
+    assert Index(tmp_path / "two").manifest["count"] == 30 and not (tmp_path / "two" / "work").exists()

@@ -16,6 +16,7 @@ changed pictures are embedded, deleted ones dropped, the rest kept as they are.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -47,6 +48,10 @@ def _tower(cfg: IndexConfig) -> tuple[str, str, str]:
     return cfg.clip, cfg.weights, cfg.pretrained
 
 
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
 def _stat(ref) -> tuple[int, int]:
     st = os.stat(ref.path)
     return (ref.size if ref.member else st.st_size), st.st_mtime_ns
@@ -54,7 +59,8 @@ def _stat(ref) -> tuple[int, int]:
 
 def _embed(refs, cfg: IndexConfig, work: Path, progress: bool):
     """Embed `refs` through the cache builder into `work`; -> (embeddings (n, D) float16 normalised for
-    the pictures that worked, their positions in `refs`, cache manifest)."""
+    the pictures that worked, their positions in `refs`, cache manifest); (None, None, None) on a torchrun
+    rank other than 0."""
     from ..cache import build_cache, load_cache
     from ..config import CacheConfig
     from ..pairs import Pairs
@@ -64,9 +70,13 @@ def _embed(refs, cfg: IndexConfig, work: Path, progress: bool):
     for r in refs:
         pairs.image_row(r)
     ccfg = CacheConfig(data=list(cfg.data), clip=arch, weights=weights, pretrained=pretrained, out=str(work),
-                       batch_size=cfg.batch_size, workers=cfg.workers if len(refs) >= SMALL else 0,  # a few: no processes shard_size=cfg.shard_size, device=cfg.device,
-                       decode=cfg.decode, max_failure_rate=cfg.max_failure_rate)
-    data = load_cache(build_cache(ccfg, progress=progress, pairs=pairs))
+                       batch_size=cfg.batch_size, workers=cfg.workers if len(refs) >= SMALL else 0,  # a few: no processes
+                       shard_size=cfg.shard_size, device=cfg.device, decode=cfg.decode,
+                       max_failure_rate=cfg.max_failure_rate)
+    done = build_cache(ccfg, progress=progress, pairs=pairs)
+    if _rank() != 0:   # under torchrun every rank embedded its shards; rank 0 alone reads them and writes
+        return None, None, None
+    data = load_cache(done)
     ok = data.image_ok.numpy()
     return np.asarray(data.image_emb.numpy()[ok], dtype=np.float16), np.flatnonzero(ok), data.manifest
 
@@ -85,8 +95,8 @@ def build_index(cfg: IndexConfig, progress: bool = True) -> Path:
 
         pairs = read_images(cfg.data, cfg.image_column)
         emb, keep, man = _embed(pairs.images, cfg, out / "work", progress)
-        if int(os.environ.get("RANK", "0")) != 0:     # under torchrun every rank embedded its shards;
-            return out                                # rank 0 writes the index
+        if emb is None:                               # a torchrun rank other than 0: rank 0 writes
+            return out
         refs = [pairs.images[i] for i in keep]
         failures = _failed(pairs.images, keep, man) + pairs.problems
     ids = list(range(len(refs)))
@@ -215,9 +225,12 @@ def update_index(path: str | Path, data: list[str] | None = None, progress: bool
         print(json.dumps(res))
         return res                                # nothing changed: nothing is rewritten
     new_emb, new_refs, failures = np.zeros((0, idx.dim), np.float16), [], []
-    if todo:
-        work = out / "work" / f"update-{int(time.time())}"
-        new_emb, pos, man = _embed(todo, cfg, work, progress)
+    if todo:   # named by what it embeds: the same folder on every torchrun rank, resumable if interrupted
+        digest = hashlib.sha256("\n".join(r.key for r in todo).encode()).hexdigest()[:16]
+        new_emb, pos, man = _embed(todo, cfg, out / "work" / f"update-{digest}", progress)
+        if new_emb is None:                           # a torchrun rank other than 0: rank 0 writes
+            idx.close()
+            return {"rank": _rank()}
         new_refs = [todo[i] for i in pos]
         failures = _failed(todo, pos, man)
     failures = still_bad + failures + pairs.problems
