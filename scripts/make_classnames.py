@@ -83,7 +83,7 @@ FOOD101 = [
     ("bread pudding", "хлебный пудинг"), ("breakfast burrito", "буррито =на =завтрак"), ("bruschetta", "брускетта"),
     ("caesar salad", "салат =цезарь"), ("cannoli", "=канноли"), ("caprese salad", "салат =капрезе"),
     ("carrot cake", "морковный торт"), ("ceviche", "=севиче"), ("cheese plate", "сырная тарелка"),
-    ("cheesecake", "чизкейк"), ("chicken curry", "курица =карри"), ("chicken quesadilla", "кесадилья =с =курицей"),
+    ("cheesecake", "чизкейк"), ("chicken curry", "карри с курицей|карри с курицей"), ("chicken quesadilla", "кесадилья =с =курицей"),
     ("chicken wings", "куриные крылышки"), ("chocolate cake", "шоколадный торт"), ("chocolate mousse", "шоколадный мусс"),
     ("churros", "=чуррос"), ("clam chowder", "суп =из =моллюсков"), ("club sandwich", "клаб-сэндвич|клаб-сэндвича"),
     ("crab cakes", "крабовые котлеты"), ("creme brulee", "крем-брюле"), ("croque madame", "=крок-мадам"),
@@ -103,7 +103,7 @@ FOOD101 = [
     ("pancakes", "панкейки"), ("panna cotta", "=панна-котта"), ("peking duck", "утка =по-пекински"), ("pho", "суп =фо"),
     ("pizza", "пицца"), ("pork chop", "свиная отбивная"), ("poutine", "картофель =фри =с =сыром =и =подливой"),
     ("prime rib", "ростбиф"), ("pulled pork sandwich", "сэндвич =с =рваной =свининой"), ("ramen", "рамен|рамена"),
-    ("ravioli", "равиоли"), ("red velvet cake", "торт =красный =бархат"), ("risotto", "ризотто"), ("samosa", "самса"),
+    ("ravioli", "равиоли"), ("red velvet cake", "торт =красный =бархат"), ("risotto", "ризотто"), ("samosa", "самоса|самосы"),
     ("sashimi", "=сашими"), ("scallops", "морские гребешки"), ("seaweed salad", "салат =из =водорослей"),
     ("shrimp and grits", "креветки =с =кукурузной =кашей"), ("spaghetti bolognese", "спагетти =болоньезе"),
     ("spaghetti carbonara", "спагетти =карбонара"), ("spring rolls", "спринг-роллы"), ("steak", "стейк"),
@@ -112,7 +112,7 @@ FOOD101 = [
 
 # Oxford Flowers-102 (torchvision's 0-based labels; CLIP_benchmark's English names)
 FLOWERS102 = [
-    ("pink primrose", "розовая примула"), ("hard-leaved pocket orchid", "жестколистная орхидея"),
+    ("pink primrose", "розовая энотера"), ("hard-leaved pocket orchid", "венерин башмачок|венерина башмачка"),
     ("canterbury bells", "средний колокольчик"), ("sweet pea", "душистый горошек"), ("english marigold", "календула"),
     ("tiger lily", "тигровая лилия"), ("moon orchid", "фаленопсис"), ("bird of paradise", "стрелиция"),
     ("monkshood", "аконит"), ("globe thistle", "мордовник"), ("snapdragon", "львиный зев"),
@@ -139,7 +139,7 @@ FLOWERS102 = [
     ("morning glory", "ипомея"), ("passion flower", "пассифлора"), ("lotus", "лотос"), ("toad lily", "трициртис"),
     ("anthurium", "антуриум"), ("frangipani", "плюмерия"), ("clematis", "клематис"), ("hibiscus", "гибискус"),
     ("columbine", "аквилегия"), ("desert-rose", "адениум"), ("tree mallow", "лаватера|лаватеры"), ("magnolia", "магнолия"),
-    ("cyclamen", "цикламен"), ("watercress", "кресс-салат"), ("canna lily", "канна"), ("hippeastrum", "гиппеаструм"),
+    ("cyclamen", "цикламен"), ("watercress", "водяной кресс"), ("canna lily", "канна"), ("hippeastrum", "гиппеаструм"),
     ("bee balm", "монарда"), ("air plant", "тилландсия"), ("foxglove", "наперстянка"), ("bougainvillea", "бугенвиллея|бугенвиллеи"),
     ("camellia", "камелия"), ("mallow", "мальва"), ("mexican petunia", "руэллия"), ("bromelia", "бромелия"),
     ("blanket flower", "гайлардия"), ("trumpet creeper", "кампсис"), ("blackberry lily", "беламканда|беламканды")]
