@@ -12,6 +12,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 # every combination of (contrastive, distill, english) weights with at least one loss on
 COMBOS = [c for c in itertools.product((0.0, 1.0), (0.0, 0.5), (0.0, 0.3)) if any(c)]
+FRACTION_N = 2   # English replay of a fraction: ceil(0.5 * 4) pairs of each rank's 4
 
 
 def batch():
@@ -41,12 +42,16 @@ def loss_cfg(c=1.0, d=0.5, e=0.3):
     return TrainConfig(loss=LossSection(contrastive=c, distill=d, english=e))
 
 
-def two_steps(combo, rank=0, world=1):
+def two_steps(combo, rank=0, world=1, n_en=None, order=None):
     """Two SGD steps of the combo's loss on this rank's share of the batch, as train() wraps the
-    tower (make_tower: DDP under torchrun). -> [(global loss, {name: grad}) per step]"""
+    tower (make_tower: DDP under torchrun). -> [(global loss, {name: grad}) per step]
+    n_en: English replay of only the first n_en pairs of the share (loss.english_fraction);
+    order: a permutation of the batch first (the one-process reference of a fraction under torchrun)."""
     from langclip.train import compute_loss, make_tower
 
     model, tok, ims, tch, has, tok_en = batch()
+    if order is not None:
+        tok, ims, tch, has, tok_en = (x[order] for x in (tok, ims, tch, has, tok_en))
     cfg = loss_cfg(*combo)
     b = tok.shape[0] // world
     sl = slice(rank * b, (rank + 1) * b)
@@ -54,7 +59,8 @@ def two_steps(combo, rank=0, world=1):
     opt = torch.optim.SGD([p for p in model.text_parameters().values() if p.requires_grad], lr=0.5)
     out = []
     for _ in range(2):   # DDP's reducer checks unused parameters at the second step
-        loss, _ = compute_loss(tower, tok[sl], ims[sl], tch[sl], cfg, world, has[sl], tok_en[sl] if cfg.loss.english else None)
+        loss, _ = compute_loss(tower, tok[sl], ims[sl], tch[sl], cfg, world, has[sl],
+                               tok_en[sl][:n_en] if cfg.loss.english else None)
         loss.backward()
         total = loss.detach().clone()
         if world > 1:   # the contrastive part is global on every rank, distillation each rank's share
@@ -76,6 +82,7 @@ def main(out):
     res = {}
     for combo in COMBOS:
         res[str(combo)] = two_steps(combo, rank, world)
+    res["fraction"] = two_steps((1.0, 0.5, 0.3), rank, world, n_en=FRACTION_N)   # each rank replays its first 2
     if rank == 0:
         torch.save(res, out)
     dist.barrier()

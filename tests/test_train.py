@@ -177,6 +177,18 @@ def test_ddp_two_processes_equal_one_for_every_loss_combination(tmp_path):
                        capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert r.returncode == 0, r.stderr[-3000:]
     got = torch.load(out, weights_only=True)
+    # English replay of a fraction under torchrun: each rank replays the first pairs of its share, and
+    # the replay loss averages over all replayed pairs; the reference is one process on the batch
+    # reordered so that those pairs come first (the other losses do not depend on the order)
+    from ddp_worker import FRACTION_N
+
+    n = FRACTION_N
+    order = torch.tensor([0, 1, 4, 5, 2, 3, 6, 7])   # rank 0's first 2, rank 1's first 2, the rest
+    ref = two_steps((1.0, 0.5, 0.3), n_en=2 * n, order=order)
+    for (l2, g2), (l1, g1) in zip(got.pop("fraction"), ref):
+        assert abs(l2 - l1) <= 1e-10 and set(g2) == set(g1)
+        assert all((g2[k] - g1[k]).abs().max() <= 1e-10 for k in g1)
+    assert abs(ref[0][0] - two_steps((1.0, 0.5, 0.3))[0][0]) > 1e-3   # replaying a fraction is not replaying all
     assert len(COMBOS) == 7 and set(got) == {str(c) for c in COMBOS}
     for combo in COMBOS:
         ref = two_steps(combo)
