@@ -197,8 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-english-replay", action="store_true",
                    help="train the students without English replay (loss.english 0): the README's comparison")
     p.add_argument("overrides", nargs="*", help="key=value for any DemoConfig field")
-    p.add_argument("--precision", default=DEMO.precision, choices=["auto", "bf16", "fp32"],
-                   help="the students' training precision (auto: bf16 on GPU, fp32 on CPU)")
+    p.add_argument("--precision", default=DEMO.precision, choices=["auto", "bf16", "bf16-weights", "fp32"],
+                   help="the students' training precision (auto: bf16 on GPU, fp32 on CPU; bf16-weights: the text "
+                        "tower runs on a bf16 copy, float32 master weights)")
     return ap
 
 

@@ -309,7 +309,9 @@ class TrainConfig:
     batch_size: int = 1024                   # global batch (all ranks together)
     val_fraction: float = 0.02               # of images, held out for recall@k
     seed: int = 0
-    precision: Literal["auto", "bf16", "fp32"] = "auto"   # auto: bf16 on GPU, fp32 on CPU
+    precision: Literal["auto", "bf16", "bf16-weights", "fp32"] = "auto"   # auto: bf16 on GPU, fp32 on CPU;
+                                             # bf16: autocast over float32 weights; bf16-weights: the tower
+                                             # runs on a bf16 copy, float32 master weights (train/precision.py)
     compile: bool = False
     compile_mode: Literal["default", "max-autotune", "max-autotune-no-cudagraphs", "reduce-overhead"] = "default"
     device: str | None = None

@@ -67,6 +67,7 @@ class Run:
     pad_id: int | None = None
     cut: int = 8                 # batches are cut to their longest text, rounded up to this
     fwd: object = None           # the (compiled) tower a step calls
+    twin: object = None          # Bf16Weights under precision bf16-weights: the tower runs on its bf16 copy
     opt: object = None
     sched: object = None
     step: int = 0
@@ -91,7 +92,8 @@ def _environment(cfg: TrainConfig) -> tuple[int, int, torch.device, bool]:
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
         torch.cuda.set_device(device)
-    return rank, world, device, cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    # bf16: autocast in training and validation; bf16-weights: a bf16 twin trains, validation autocasts
+    return rank, world, device, cfg.precision.startswith("bf16") or (cfg.precision == "auto" and device.type == "cuda")
 
 
 def _checkpoint_to_resume(cfg: TrainConfig, out: Path, keys: dict) -> tuple[Path | None, dict | None]:
@@ -197,7 +199,13 @@ def lr_lambda(total: int, warmup: int):
 
 def _optimizer(run: Run) -> None:
     cfg, model = run.cfg, run.model
-    tower = make_tower(model, cfg, run.world, run.device)
+    if cfg.precision == "bf16-weights":
+        from .precision import Bf16Weights, fp32_allreduce_hook
+
+        run.twin = Bf16Weights(model)
+    tower = make_tower(run.twin.model if run.twin else model, cfg, run.world, run.device)
+    if run.twin and run.world > 1:
+        tower.register_comm_hook(None, fp32_allreduce_hook)   # gradients summed over ranks in float32
     # compiled: one static graph per bucketed length (at most ~6 buckets, under dynamo's recompile limit)
     run.cut = max(16, -(-cfg.model.context_length // 6 // 8) * 8) if cfg.compile else 8
     run.fwd = (torch.compile(tower, mode=None if cfg.compile_mode == "default" else cfg.compile_mode, dynamic=False)
@@ -216,6 +224,8 @@ def resume(run: Run, ck: Path | None, st: dict | None) -> None:
             print(f"no checkpoint in {run.out / 'checkpoints'}: starting from scratch")
         return
     load_text_weights(run.model, st["text"], ck)
+    if run.twin:
+        run.twin.master_to_model()
     run.opt.load_state_dict(st["optimizer"])
     run.sched.load_state_dict(st["scheduler"])
     changed = apply_optim_settings(run.opt, run.sched, run.cfg.optim)
@@ -238,7 +248,8 @@ def _start_summary(run: Run) -> None:
           f"an epoch x {cfg.epochs} = {run.total:,} steps (batch {cfg.batch_size:,}, {run.world} "
           f"process{'es' * (run.world > 1)}); held out: {n_val:,} {what} / {len(run.val_idx):,} captions; text tower "
           f"{n_par / 1e6:.1f}M parameters ({cfg.model.init} init); {run.device.type}, "
-          f"{'bf16' if run.bf16 else 'fp32'}{', compiled' if cfg.compile else ''}", flush=True)
+          f"{'bf16 weights' if run.twin else 'bf16' if run.bf16 else 'fp32'}{', compiled' if cfg.compile else ''}",
+          flush=True)
 
 
 # -- the job --------------------------------------------------------------------------------------
@@ -296,10 +307,12 @@ def train_step(run: Run, cap: torch.Tensor) -> tuple[torch.Tensor, dict]:
     if cfg.loss.english > 0:   # the first ceil(f*B) pairs of a shuffled batch: a random share of it
         k = len(cap) if cfg.loss.english_fraction >= 1 else max(1, math.ceil(cfg.loss.english_fraction * len(cap)))
         tk_en = to_device(run.tokens_en.batch(cap[:k], run.cut), dev)
-    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=run.bf16):
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=run.bf16 and not run.twin):
         loss, parts = compute_loss(run.fwd, tk, img, tch, cfg, run.world, has, tk_en, run.pad_id or 0)
     run.bad_steps += ~torch.isfinite(loss.detach())   # counted on the device: no sync per step
     loss.backward()
+    if run.twin:
+        run.twin.grads_to_master()
     if cfg.optim.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(run.model.text_parameters().values(), cfg.optim.grad_clip)
     run.opt.step()
@@ -307,6 +320,8 @@ def train_step(run: Run, cap: torch.Tensor) -> tuple[torch.Tensor, dict]:
     run.sched.step()
     with torch.no_grad():
         run.model.logit_scale.clamp_(0, math.log(100))
+    if run.twin:
+        run.twin.master_to_model()
     return loss, parts
 
 
