@@ -11,6 +11,9 @@ file is decoded in full while generating them stays cheap. Measures, one JSON li
 - bare_image_tower_forward: preprocessed tensors already on the device (the ceiling);
 - device_side_decode_forward: encoded bytes already in host memory → decode, resize, crop, normalise
   and forward on the device (what the GPU sustains when the CPU only reads files);
+- device_side_stages (--stages): the same bytes, each stage timed alone with a device sync between
+  (decode, resize/crop/normalise, forward), and the decode split over 1/2/4 threads with a CUDA stream
+  each: where the device side's gap to the bare forward goes, before choosing a fix;
 - cache_build_<mode>: `langclip.cache.build_cache` end to end (table reading, model load and SHA-256,
   workers, shards, consolidation), images/s over the whole call;
 - agreement: cosine between the two caches' embeddings of the same pictures.
@@ -67,6 +70,53 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def stage_times(prep, blobs, m, amp, batch, dev):
+    """Each device-side stage alone over the same pictures (sync between stages), images/s per stage;
+    then the decode split over threads, each with its own CUDA stream."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def timed(fn):
+        sync(dev)
+        t = time.perf_counter()
+        r = fn()
+        sync(dev)
+        return r, time.perf_counter() - t
+
+    chunks = [blobs[s: s + batch] for s in range(0, len(blobs), batch)]
+    tot = {"decode": 0.0, "resize_crop_normalise": 0.0, "forward": 0.0}
+    with torch.inference_mode():
+        prep._resize(list(prep._decode(chunks[0], list(range(len(chunks[0])))).values()))   # warm
+        for c in chunks:
+            pics, t1 = timed(lambda: prep._decode(c, list(range(len(c)))))
+            x, t2 = timed(lambda: prep._resize([pics[i] for i in range(len(c))]))
+            with amp:
+                _, t3 = timed(lambda: m.clip.visual(x))
+            for k, v in zip(tot, (t1, t2, t3)):
+                tot[k] += v
+    n = len(blobs)
+    print(json.dumps({"name": "device_side_stages", "images": n,
+                      **{f"{k}_images_per_s": round(n / v) for k, v in tot.items()},
+                      "share": {k: round(v / sum(tot.values()), 3) for k, v in tot.items()}}), flush=True)
+
+    def decode_part(part):
+        ctx = torch.cuda.stream(torch.cuda.Stream()) if dev == "cuda" else torch.inference_mode()
+        with ctx, torch.inference_mode():
+            out = prep._decode(part, list(range(len(part))))
+            if dev == "cuda":
+                torch.cuda.current_stream().synchronize()
+            return out
+
+    for threads in (1, 2, 4):
+        with ThreadPoolExecutor(threads) as pool:
+            def run():
+                for c in chunks:
+                    k = -(-len(c) // threads)
+                    list(pool.map(decode_part, [c[i: i + k] for i in range(0, len(c), k)]))
+            _, t = timed(run)
+        print(json.dumps({"name": "device_decode_threads", "threads": threads, "decode_images_per_s": round(n / t)}),
+              flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=50_000)
@@ -75,6 +125,8 @@ def main():
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--decode", nargs="+", default=["pil", "nvjpeg"], choices=["pil", "nvjpeg"])
+    ap.add_argument("--stages", action="store_true", help="also time the device side's stages one by one")
+    ap.add_argument("--no-build", action="store_true", help="skip the end-to-end cache builds")
     a = ap.parse_args()
     import open_clip
 
@@ -142,6 +194,8 @@ def main():
         side = n_dev / (time.perf_counter() - t)
     print(json.dumps({"name": "device_side_decode_forward", "images_per_s": round(side), "images": n_dev,
                       "ratio_to_bare_forward": round(side / bare, 3)}), flush=True)
+    if a.stages:
+        stage_times(prep, blobs[:n_dev], m, amp, a.batch, dev)
     # pixels: the device path vs PIL's transform on the same pictures, in 0..255 grey levels
     from langclip.model import image_transform
     from langclip.pairs import open_image
@@ -157,7 +211,7 @@ def main():
     del blobs
 
     caches = {}
-    for mode in a.decode:
+    for mode in ([] if a.no_build else a.decode):
         t = time.perf_counter()
         out = build_cache(CacheConfig(data=[str(d / "pairs.csv")], clip=arch, weights=str(d / "w.pt"),
                                       out=str(d / f"cache_{mode}"), batch_size=a.batch, shard_size=8192,

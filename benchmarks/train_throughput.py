@@ -60,10 +60,13 @@ def report(name, B, sec, fl, base=None, dev="cpu", **extra):
     return sec
 
 
-RUN_HELP = ("measurements of langclip's step, each PRECISION:MODE:CTX[:replay]. PRECISION amp = bf16 autocast "
-            "over float32 weights (what `langclip train` does); bf16 = weights, residual stream and AdamW states "
-            "in bf16 (a numerics change, measured as a lever only). MODE: torch.compile mode (default, "
-            "max-autotune, ...). replay: English replay, 2x the texts a step")
+RUN_HELP = ("measurements of langclip's step, each PRECISION:MODE:CTX[:replay[F]]. PRECISION amp = bf16 autocast "
+            "over float32 weights (`langclip train`'s precision bf16); bf16w = langclip's precision bf16-weights "
+            "(a bf16 twin runs forward and backward, float32 master weights and AdamW states: "
+            "train/precision.py); bf16 = weights, residual stream and AdamW states all in bf16 (the lever's "
+            "upper bound, not offered: updates below bf16's resolution are lost). MODE: torch.compile mode "
+            "(default, max-autotune, ...). replay: English replay of the whole batch (2x the texts a step); "
+            "replayF: of a fraction F of it (loss.english_fraction, e.g. replay0.25)")
 
 
 def main():
@@ -84,6 +87,7 @@ def main():
     from langclip.model import LangCLIP
     from langclip.train import clip_loss
     from langclip.train.loop import param_groups
+    from langclip.train.precision import Bf16Weights
 
     dev, B = a.device, a.batch
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -126,7 +130,9 @@ def main():
 
     for spec in a.runs:
         prec, mode, ctx, *rest = spec.split(":")
-        ctx, replay = int(ctx), rest == ["replay"]
+        ctx = int(ctx)
+        frac = (float(rest[0][6:] or 1) if rest and rest[0].startswith("replay") else 0.0)   # English replay share
+        replay = frac > 0
         torch._dynamo.reset()
         c = json.loads(json.dumps(cfg))
         c["text_cfg"].update(vocab_size=a.vocab, context_length=ctx)
@@ -134,18 +140,21 @@ def main():
         model.clip.visual = None  # training never touches it: embeddings come from the cache
         if prec == "bf16":
             model.to(torch.bfloat16)
+        twin = Bf16Weights(model) if prec == "bf16w" else None
+        fwd = twin.model if twin else model
         opt = torch.optim.AdamW(param_groups(model, 0.2), lr=1e-4, **fused)
         D = cfg["embed_dim"]
         fi = F.normalize(torch.randn(B, D, device=dev), dim=-1).half()
-        tk = torch.randint(1, a.vocab - 2, (B * (2 if replay else 1), ctx), device=dev)
+        k = max(1, round(frac * B)) if replay else 0
+        tk = torch.randint(1, a.vocab - 2, (B + k, ctx), device=dev)
         tk[:, -1] = a.vocab - 1                      # full-length texts: no padding to cut
 
         def loss_fn(tk, fi):
             with torch.autocast(**{**amp, "enabled": amp["enabled"] and prec == "amp"}):
-                ft = model.encode_text(tk)
-                loss = clip_loss(ft[: fi.shape[0]], fi, model.logit_scale)
-                if replay:                          # English replay: the same images, the English texts
-                    loss = loss + clip_loss(ft[fi.shape[0]:], fi, model.logit_scale)
+                ft = fwd.encode_text(tk)
+                loss = clip_loss(ft[: fi.shape[0]], fi, fwd.logit_scale)
+                if replay:                          # English replay: the first k images, their English texts
+                    loss = loss + clip_loss(ft[fi.shape[0]:], fi[:k], fwd.logit_scale)
                 return loss
 
         compiled = (torch.compile(loss_fn, mode=None if mode == "default" else mode, dynamic=False)
@@ -153,18 +162,23 @@ def main():
 
         def step(f=compiled):
             f(tk, fi).backward()
+            if twin:
+                twin.grads_to_master()
             opt.step()
             opt.zero_grad(set_to_none=True)
+            if twin:
+                twin.master_to_model()
 
         fl = flops(lambda: step(loss_fn))
         t0 = time.perf_counter()
         step()
         sync(dev)
         tag = ("" if compiled is loss_fn else "_compiled" + ("" if mode == "default" else f"_{mode}"))
-        tag += ("" if prec == "amp" else f"_{prec}") + ("_replay" if replay else "")
+        tag += ("" if prec == "amp" else f"_{prec}") + ("" if not replay else "_replay" if frac == 1 else f"_replay{frac:g}")
         report(f"langclip_cached_ctx{ctx}{tag}", B, timeit(step, dev, n, warm), fl, base.get(ctx), dev,
-               first_step_s=round(time.perf_counter() - t0, 1), precision=prec, compile_mode=mode)
-        del model, opt
+               first_step_s=round(time.perf_counter() - t0, 1), precision=prec, compile_mode=mode,
+               **({"english_fraction": frac} if replay else {}))
+        del model, opt, twin, fwd
         if dev == "cuda":
             torch.cuda.empty_cache()
 

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Issue #17's remaining GPU measurements, for the next session lent an H100/H200 (prepared and run on the
+# CPU in CPU mode; see benchmarks/gpu_session.sh for the site folder .whl it needs, carried with the
+# device tool as carry [".whl"]). Two parts, one device call each, so that the budget (15 device-minutes,
+# start included) holds both with a little room:
+#   bash benchmarks/gpu_levers.sh step       (~4.5 min) the step at context 77 and 32: open_clip baseline,
+#        autocast (langclip's bf16) vs bf16-weights (bf16 twin + float32 masters, train/precision.py),
+#        English replay of a quarter of each batch; then the cache's device side stage by stage (decode,
+#        resize, forward; decode over 1/2/4 threads) on 20,000 photo-sized JPEGs
+#   bash benchmarks/gpu_levers.sh autotune   (~8 min) torch.compile max-autotune on the bf16-weights step at
+#        context 77, alone (its GEMM autotuning took 11-24 s a shape last time and outran a shared call)
+# Every result line goes to $OUT as it comes; copy them to benchmarks/results/<card>_levers*.jsonl.
+set -uo pipefail
+OUT=${OUT:-/tmp/langclip-gpu}
+mkdir -p "$OUT"
+export PYTHONPATH=$PWD/.whl:$PWD/src PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+CPU=()
+if ! command -v nvidia-smi >/dev/null; then   # a dry run of the same commands on a CPU, tiny shapes
+  CPU=(--tiny --device cpu --batch 32 --n 2)
+  CACHE=(--arch tiny --images 128 --distinct 16 --batch 32 --device cpu)
+else
+  nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv,noheader | tee -a "$OUT/gpu.txt"
+  CACHE=(--images 20000)
+fi
+case "${1:-step}" in
+  step)
+    timeout 230 python3 benchmarks/train_throughput.py "${CPU[@]}" --base-ctx 77 32 \
+        --runs amp:default:77 bf16w:default:77 amp:default:32 bf16w:default:32 amp:default:32:replay0.25 \
+        2>"$OUT/levers_step.err" | tee "$OUT/levers_step.jsonl"
+    timeout 60 python3 -W ignore benchmarks/cache_throughput.py "${CACHE[@]}" --stages --no-build \
+        2>"$OUT/cache_stages.err" | tee "$OUT/cache_stages.jsonl" ;;
+  autotune)
+    timeout 470 python3 benchmarks/train_throughput.py "${CPU[@]}" --base-ctx 77 --runs bf16w:max-autotune:77 \
+        2>"$OUT/levers_autotune.err" | tee "$OUT/levers_autotune.jsonl"
+    grep -c "AUTOTUNE benchmarking" "$OUT/levers_autotune.err" | sed 's/^/GEMM shapes autotuned: /' ;;
+  *) echo "usage: bash benchmarks/gpu_levers.sh step|autotune" >&2; exit 2 ;;
+esac
+tail -n 3 "$OUT"/*.err
