@@ -127,6 +127,8 @@ def main():
     ap.add_argument("--decode", nargs="+", default=["pil", "nvjpeg"], choices=["pil", "nvjpeg"])
     ap.add_argument("--stages", action="store_true", help="also time the device side's stages one by one")
     ap.add_argument("--no-build", action="store_true", help="skip the end-to-end cache builds")
+    ap.add_argument("--decode-threads", type=int, nargs="+", default=[1],
+                    help="nvjpeg builds: one per value of decode_threads (the batch's decode split over threads)")
     a = ap.parse_args()
     import open_clip
 
@@ -211,15 +213,17 @@ def main():
     del blobs
 
     caches = {}
-    for mode in ([] if a.no_build else a.decode):
+    builds = [(m, t) for m in ([] if a.no_build else a.decode) for t in (a.decode_threads if m == "nvjpeg" else [1])]
+    for mode, threads in builds:
         t = time.perf_counter()
+        name = mode + (f"_threads{threads}" if mode == "nvjpeg" and len(a.decode_threads) > 1 else "")
         out = build_cache(CacheConfig(data=[str(d / "pairs.csv")], clip=arch, weights=str(d / "w.pt"),
-                                      out=str(d / f"cache_{mode}"), batch_size=a.batch, shard_size=8192,
-                                      device=dev, decode=mode), progress=False)
+                                      out=str(d / f"cache_{name}"), batch_size=a.batch, shard_size=8192,
+                                      device=dev, decode=mode, decode_threads=threads), progress=False)
         sec = time.perf_counter() - t
         caches[mode] = load_cache(out)
         man = caches[mode].manifest
-        print(json.dumps({"name": f"cache_build_{mode}", "images_per_s": round(a.images / sec), "seconds": round(sec, 1),
+        print(json.dumps({"name": f"cache_build_{name}", "images_per_s": round(a.images / sec), "seconds": round(sec, 1),
                           "ratio_to_bare_forward": round(a.images / sec / bare, 3), "failed": man["num_images_failed"],
                           "note": "end to end: table, model load + SHA-256, workers, shards, consolidation"}), flush=True)
     if len(caches) == 2:

@@ -70,6 +70,12 @@ def test_device_preprocessing_matches_pil(photos):
     per_image = diff.flatten(1).mean(1)
     assert per_image.max() < 0.5, per_image          # measured: at most 0.005 (libjpeg-turbo both ways on CPU)
     assert diff.flatten(1).quantile(0.99, dim=1).max() < 4
+    # decode split over threads (on CUDA a stream each): the same pixels, failures and fallbacks, with the
+    # truncated picture in one part (that part's batched call fails and decodes one by one)
+    threaded = DevicePreprocess(pp, torch.device("cpu"), pairs.images, threads=3)
+    t_rows, t_ok, tx, t_reasons = threaded([e[0] for e in enc], [e[1] for e in enc], [e[2] for e in enc])
+    assert threaded._pool is not None                      # it did split
+    assert (t_rows, t_ok, t_reasons, threaded.fallbacks) == (out_rows, ok, reasons, 1) and torch.equal(tx, x)
 
 
 def test_nvjpeg_cache_equals_pil_cache(tmp_path, photos, tiny_arch, tiny_clip):
@@ -93,3 +99,5 @@ def test_nvjpeg_cache_equals_pil_cache(tmp_path, photos, tiny_arch, tiny_clip):
 def test_decode_option_is_checked():
     with pytest.raises(ValueError, match="decode must be"):
         CacheConfig(data=["x"], weights="", pretrained="openai", decode="gpu").validate()
+    with pytest.raises(ValueError, match="decode_threads must be"):
+        CacheConfig(data=["x"], weights="", pretrained="openai", decode="nvjpeg", decode_threads=0).validate()

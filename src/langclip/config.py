@@ -210,10 +210,14 @@ class CacheConfig:
                                             # a wrong base folder, not a few corrupt files
     decode: str = "pil"                     # pil: decode + resize in the workers (CPU); nvjpeg: workers
                                             # read bytes, the build device decodes and resizes (cache/decode.py)
+    decode_threads: int = 1                 # nvjpeg: split each batch's decode over this many threads
+                                            # (a CUDA stream each)
 
     def validate(self) -> None:
         if not self.data:
             raise ValueError("no --data given")
+        if not 1 <= self.decode_threads <= 64:
+            raise ValueError(f"decode_threads must be in 1..64, got {self.decode_threads}")
         if self.weights and self.pretrained:
             raise ValueError("give either --weights FILE or --pretrained TAG, not both")
         if not self.weights and not self.pretrained:

@@ -61,7 +61,7 @@ class DevicePreprocess:
     """Decode + resize + crop + normalise a batch of encoded pictures on `device`, as open_clip's eval
     transform does with PIL (resize_mode 'shortest', then a centre crop)."""
 
-    def __init__(self, pp: dict, device: torch.device, refs: list[ImageRef]):
+    def __init__(self, pp: dict, device: torch.device, refs: list[ImageRef], threads: int = 1):
         size = pp["size"]
         self.size = (size, size) if isinstance(size, int) else tuple(size)
         if pp.get("resize_mode", "shortest") != "shortest" or pp.get("interpolation") not in ("bicubic", "bilinear"):
@@ -75,6 +75,9 @@ class DevicePreprocess:
         self.mean = torch.tensor(pp["mean"], device=device).view(3, 1, 1) * 255
         self.std = torch.tensor(pp["std"], device=device).view(3, 1, 1) * 255
         self.fallbacks = 0
+        self.threads = threads
+        self._pool = None
+        self._local = None
 
     def __call__(self, rows, datas, reasons):
         """→ (rows, ok flags, float tensor of the decodable pictures or None, reasons). `datas`: a list of
@@ -97,6 +100,41 @@ class DevicePreprocess:
         return rows, ok, self._resize([pics[i] for i in range(len(rows)) if i in pics]), reasons
 
     def _decode(self, datas, where) -> dict:
+        """Decode a batch: in one call, or split over `threads` (each part on its own CUDA stream, which
+        the current stream then waits for)."""
+        if self.threads <= 1 or len(datas) < 2 * self.threads:
+            return self._decode_part(datas, where)
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
+        if self._pool is None:
+            self._pool, self._local = ThreadPoolExecutor(self.threads, thread_name_prefix="decode"), threading.local()
+        k = -(-len(datas) // self.threads)
+        parts = [(datas[i: i + k], where[i: i + k]) for i in range(0, len(datas), k)]
+        got, cuda = {}, self.device.type == "cuda"
+        main = torch.cuda.current_stream(self.device) if cuda else None
+        for pics, done in self._pool.map(lambda p: self._decode_on_stream(*p, main), parts):
+            if cuda:
+                main.wait_event(done)
+                for t in pics.values():
+                    t.record_stream(main)   # freed memory is not reused by a decode stream while main reads it
+            got.update(pics)
+        return got
+
+    def _decode_on_stream(self, datas, where, main):
+        if main is None:
+            return self._decode_part(datas, where), None
+        stream = getattr(self._local, "stream", None)
+        if stream is None:
+            stream = self._local.stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(main)         # the bytes were copied to the device on the main stream, if at all
+        with torch.cuda.stream(stream):
+            out = self._decode_part(datas, where)
+            done = torch.cuda.Event()
+            done.record(stream)
+        return out, done
+
+    def _decode_part(self, datas, where) -> dict:
         from torchvision.io import ImageReadMode, decode_jpeg
 
         try:

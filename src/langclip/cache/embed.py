@@ -158,7 +158,7 @@ def _embed_images(model, pairs, cfg: CacheConfig, out: Path, device, rank: int, 
     todo = [k for k in shards if not (out / "emb" / f"shard_{k:05d}.safetensors").is_file()]
     rows = [r for k in todo for r in range(k * S, min(n, (k + 1) * S))]
     if cfg.decode == "nvjpeg":   # workers read bytes; the device decodes, resizes and crops
-        on_device = DevicePreprocess(preprocess_cfg(model), device, pairs.images)
+        on_device = DevicePreprocess(preprocess_cfg(model), device, pairs.images, threads=cfg.decode_threads)
         data, collate = EncodedImages(pairs.images, rows), collate_encoded
     else:
         on_device, data, collate = None, ImageDataset(pairs.images, rows, image_transform(preprocess_cfg(model))), collate_images
