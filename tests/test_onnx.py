@@ -54,8 +54,9 @@ def test_graphs_are_pinned_typed_and_batch_dynamic(exports):
         assert i.name == inp and i.type.tensor_type.elem_type == dtype
         dims = i.type.tensor_type.shape.dim
         assert dims[0].dim_param == "batch"
-        if name == "textual":
-            assert dims[1].dim_value == m.model.context_length == conf["context_length"] == 24
+        if name == "textual":   # any length up to the context: a short query need not be padded
+            assert dims[1].dim_param == "sequence" and conf["textual"]["shape"] == ["batch", "sequence"]
+            assert m.model.context_length == conf["context_length"] == conf["textual"]["max_sequence"] == 24
         assert [o.name for o in g.graph.output] == ["embedding", "embedding_raw"]
 
 
@@ -69,6 +70,9 @@ def test_onnxruntime_equals_langclip(exports):
     assert np.allclose(np.linalg.norm(norm, axis=1), 1, atol=1e-5) and not np.allclose(np.linalg.norm(raw, axis=1), 1)
     with torch.no_grad():
         assert np.abs(raw - m.model.encode_text(ids, normalize=False).numpy()).max() <= 1e-4
+    short = ids[:6, : int(ids[:6].argmax(-1).max()) + 1]     # cut after the longest end-of-text
+    assert short.shape[1] < ids.shape[1]
+    assert np.abs(text.run(None, {"text": short.numpy().astype(np.int32)})[0] - want[:6].numpy()).max() <= 1e-4
     visual = ort.InferenceSession(str(d / "onnx" / "visual.onnx"), providers=["CPUExecutionProvider"])
     pics = _pictures()
     x = torch.stack([m.preprocess(p) for p in pics]).numpy()
@@ -97,9 +101,11 @@ def test_the_model_cards_snippet_gives_langclips_ids_and_embeddings_without_torc
         texts = {TEXTS!r}
         ids = g["tokenize"](texts)
         t = g["textual"].run(["embedding"], {{"text": ids}})[0]
+        short = g["tokenize"](texts[:3])                # padded to the longest of three short texts
+        t_short = g["textual"].run(["embedding"], {{"text": short}})[0]
         ims = [Image.open({str(tmp_path)!r} + f"/{{i}}.png") for i in range({len(pics)})]
         v = np.concatenate([g["visual"].run(["embedding"], {{"image": g["preprocess"](im)}})[0] for im in ims])
-        np.savez({str(tmp_path / 'out.npz')!r}, ids=ids, text=t, image=v)
+        np.savez({str(tmp_path / 'out.npz')!r}, ids=ids, text=t, image=v, short=short, t_short=t_short)
         assert "torch" not in [k for k, mod in sys.modules.items() if mod is not None]
     """)
     (tmp_path / "s.py").write_text(snippet, encoding="utf-8")
@@ -114,6 +120,8 @@ def test_the_model_cards_snippet_gives_langclips_ids_and_embeddings_without_torc
         n = int(np.argmax(b == eot)) + 1
         assert a[:n].tolist() == b[:n].tolist() and set(a[n:].tolist()) <= {eot}
     assert np.abs(got["text"] - m.encode_text(TEXTS).numpy()).max() <= 1e-4
+    assert got["short"].shape[1] < m.model.context_length                    # not padded to the context
+    assert np.abs(got["t_short"] - m.encode_text(TEXTS[:3]).numpy()).max() <= 1e-4
     assert np.abs(got["image"] - m.encode_image(pics).numpy()).max() <= 1e-4
 
 

@@ -2,11 +2,13 @@
 `tokenizers` alone) and `--format immich` (the folder layout Immich's machine-learning service loads
 as a custom CLIP model).
 
-Graphs: `textual.onnx` takes `text` int32 (batch, context_length) — int32 because Immich feeds int32
-and ONNX Runtime's ArgMax (the end-of-text pooling) has no int64 kernel on every provider;
+Graphs: `textual.onnx` takes `text` int32 (batch, sequence ≤ context_length; a short query need not be
+padded to the context) — int32 because Immich feeds int32 and ONNX Runtime's ArgMax (the end-of-text
+pooling) has no int64 kernel on every provider;
 `visual.onnx` takes `image` float32 (batch, 3, S, S), already resized, cropped and normalised. Each
 returns `embedding` (L2-normalised; what Immich reads, output 0) and `embedding_raw` (before
-normalisation). The batch axis is dynamic. The exporter is pinned: PyTorch's TorchScript-based
+normalisation). The batch axis is dynamic, and so is the text's sequence axis for CLIP-style text
+towers (exported through langclip's forward, which computes the last block at end-of-text only). The exporter is pinned: PyTorch's TorchScript-based
 `torch.onnx.export(dynamo=False)` at opset 17 with the MultiheadAttention fast path off (the path
 Immich's own exporter takes), and every export is checked with onnxruntime against PyTorch at two
 batch sizes before it is kept.
@@ -31,17 +33,25 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .model import dynamic_length, fast_encode_text
+
 OPSET = 17
 TOLERANCE = 1e-4
 
 
 class _TextGraph(nn.Module):
+    """tokens -> embeddings. A plain open_clip text transformer (CLIP's, langclip's) is exported through
+    langclip's forward: any sequence length up to the context (causal attention: positions after the
+    batch's longest end-of-text change nothing, so a caller may cut them), the last block at
+    end-of-text only. Other towers: open_clip's forward at the full context."""
+
     def __init__(self, clip):
         super().__init__()
         self.clip = clip
+        self.dynamic = dynamic_length(clip)
 
     def forward(self, text: torch.Tensor):
-        raw = self.clip.encode_text(text)        # open_clip's forward: argmax pooling at end-of-text
+        raw = fast_encode_text(self.clip, text) if self.dynamic else self.clip.encode_text(text)
         return torch.nn.functional.normalize(raw, dim=-1), raw
 
 
@@ -76,9 +86,10 @@ def export_graphs(model, text_path: Path, image_path: Path) -> None:
             warnings.simplefilter("ignore")
             for graph, arg, name, path in ((_TextGraph(model.clip), text, "text", text_path),
                                            (_ImageGraph(model.clip), torch.randn(2, 3, S, S), "image", image_path)):
+                axes = {0: "batch", 1: "sequence"} if getattr(graph, "dynamic", False) else {0: "batch"}
                 torch.onnx.export(graph.eval(), (arg,), str(path), input_names=[name],
                                   output_names=["embedding", "embedding_raw"], opset_version=OPSET,
-                                  dynamic_axes={name: {0: "batch"}, "embedding": {0: "batch"},
+                                  dynamic_axes={name: axes, "embedding": {0: "batch"},
                                                 "embedding_raw": {0: "batch"}}, dynamo=False)
     finally:
         torch.backends.mha.set_fastpath_enabled(fast)
@@ -102,17 +113,21 @@ def check_graphs(model, text_path: Path, image_path: Path) -> dict:
             ("text", text_path, lambda b: _random_texts(b, L, V, g)),
             ("image", image_path, lambda b: torch.randn(b, 3, S, S, generator=g))):
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        for b in (1, 3):
-            x = make(b)
+        cases = [(x, x) for x in (make(1), make(3))]    # (what onnxruntime gets, what PyTorch gets)
+        if name == "text" and isinstance(sess.get_inputs()[0].shape[1], str):   # a dynamic sequence axis:
+            x = make(6)[[0, 2, 5]]                       # short texts, cut after the longest end-of-text
+            cases.append((x[:, : int(x.argmax(-1).max()) + 1], x))
+        for x, full in cases:
+            b = len(x)
             with torch.no_grad():
-                raw = (model.clip.encode_text(x.long()) if name == "text" else model.clip.encode_image(x)).float()
+                raw = (model.clip.encode_text(full.long()) if name == "text" else model.clip.encode_image(full)).float()
             got = sess.run(None, {name: x.numpy()})
             err = max(float((torch.from_numpy(got[1]) - raw).abs().max()),
                       float((torch.from_numpy(got[0]) - torch.nn.functional.normalize(raw, dim=-1)).abs().max()))
             worst[name] = max(worst.get(name, 0.0), err)
             if err > TOLERANCE:
-                raise RuntimeError(f"{path.name}: onnxruntime differs from PyTorch by {err:.2e} at batch {b} "
-                                   f"(tolerance {TOLERANCE}); the export is not kept")
+                raise RuntimeError(f"{path.name}: onnxruntime differs from PyTorch by {err:.2e} at batch {b}, "
+                                   f"shape {tuple(x.shape)} (tolerance {TOLERANCE}); the export is not kept")
     return worst
 
 
@@ -137,7 +152,12 @@ def export_onnx(model, tok, meta: dict, out: Path, tokenizer_files, pp: dict) ->
     doc = {"format": "langclip-onnx/1", "opset": OPSET, "exporter": f"torch.onnx (TorchScript) {torch.__version__}",
            "context_length": model.context_length, "vocab_size": model.vocab_size, "embed_dim": _embed_dim(model),
            "textual": {"file": "textual.onnx", "input": "text", "dtype": "int32",
-                       "shape": ["batch", model.context_length], "pad_token_id": tok.eot_token_id,
+                       "shape": ["batch", "sequence" if dynamic_length(model.clip) else model.context_length],
+                       "max_sequence": model.context_length,
+                       "sequence": "any length up to max_sequence: pad to the batch's longest text (positions "
+                                   "after it change nothing under causal attention) or to max_sequence"
+                                   if dynamic_length(model.clip) else "exactly max_sequence",
+                       "pad_token_id": tok.eot_token_id,
                        "outputs": {"embedding": "L2-normalised", "embedding_raw": "before normalisation"}},
            "visual": {"file": "visual.onnx", "input": "image", "dtype": "float32",
                       "shape": ["batch", 3, _image_size(model), _image_size(model)], "preprocess": pp,

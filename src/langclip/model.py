@@ -173,12 +173,18 @@ def trim_tokens(tokens: torch.Tensor) -> torch.Tensor:
     return tokens[:, : int(tokens.argmax(dim=-1).max()) + 1] if tokens.numel() else tokens
 
 
+def dynamic_length(clip) -> bool:
+    """Whether `fast_encode_text` has its own path for this tower (a plain causal open_clip text
+    transformer with argmax pooling): any sequence length up to the context."""
+    return (getattr(clip, "text_pool_type", None) == "argmax" and _plain_blocks(clip)
+            and not clip.transformer.grad_checkpointing and getattr(clip, "attn_mask", None) is not None)
+
+
 def fast_encode_text(clip, tokens: torch.Tensor) -> torch.Tensor:
     """Same result as `clip.encode_text(tokens)` (argmax pooling), faster. tokens: (B, L) -> (B, D)."""
-    if (getattr(clip, "text_pool_type", None) != "argmax" or not _plain_blocks(clip)
-            or clip.transformer.grad_checkpointing or getattr(clip, "attn_mask", None) is None):
+    if not dynamic_length(clip):
         return clip.encode_text(tokens)   # HF, non-causal and other text towers: open_clip's own forward
-    if tokens.device.type == "cpu" and not torch.compiler.is_compiling():
+    if tokens.device.type == "cpu" and not torch.compiler.is_compiling() and not torch.jit.is_tracing():
         tokens = trim_tokens(tokens)   # on the host this costs no device sync; a device batch comes cut
     idx = tokens.argmax(dim=-1)  # end-of-text is the largest id
     L = tokens.shape[1]

@@ -80,10 +80,12 @@ def _onnx_usage(fmt: str, folder: str, labels: str, template: str) -> tuple[str,
     """onnxruntime + tokenizers + numpy + PIL, no torch: the ids and embeddings langclip computes."""
     text_dir, image_dir = ('"/textual"', '"/visual"') if fmt == "immich" else ('""', '""')
     graph = ('"/textual/model.onnx"', '"/visual/model.onnx"') if fmt == "immich" else ('"/textual.onnx"', '"/visual.onnx"')
-    L = ('json.load(open(folder + "/config.json"))["text_cfg"]["context_length"]' if fmt == "immich"
-         else 'json.load(open(folder + "/onnx_config.json"))["context_length"]')
+    L = ('L = json.load(open(folder + "/config.json"))["text_cfg"]["context_length"]' if fmt == "immich" else
+         'conf = json.load(open(folder + "/onnx_config.json"))\nL = conf["context_length"]\n'
+         'dynamic = conf["textual"]["shape"][1] == "sequence"   # then pad to the batch\'s longest text only')
     title = "onnxruntime, as Immich's machine-learning service calls it (no torch)" if fmt == "immich" else \
         "onnxruntime (no torch)"
+    pad_len = "length=L, " if fmt == "immich" else '**({} if dynamic else {"length": L}), '
     return (title, f'''import json
 
 import numpy as np
@@ -92,10 +94,10 @@ from PIL import Image
 from tokenizers import Tokenizer
 
 folder = {folder}
-L = {L}
+{L}
 pad = json.load(open(folder + {text_dir} + "/tokenizer_config.json"))["pad_token"]
 tok = Tokenizer.from_file(folder + {text_dir} + "/tokenizer.json")   # lower-cases and normalises itself
-tok.enable_padding(length=L, pad_token=pad, pad_id=tok.token_to_id(pad))
+tok.enable_padding({pad_len}pad_token=pad, pad_id=tok.token_to_id(pad))
 tok.enable_truncation(max_length=L)
 
 
