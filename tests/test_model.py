@@ -298,14 +298,15 @@ def test_hf_text_tower_init_save_load_export(tmp_path, tiny_arch, tiny_clip, tin
         build_student(tiny_arch, tiny_clip[1], None, init=f"hf:{tmp_path / 'nope'}")
 
 
-def test_hf_text_tower_trains(tmp_path, world_cache, tiny_arch, tiny_clip, tiny_bert):
+@pytest.mark.parametrize("precision", ["auto", "bf16-weights"])
+def test_hf_text_tower_trains(tmp_path, world_cache, tiny_arch, tiny_clip, tiny_bert, precision):
     from langclip.config import LossSection, ModelSection, OptimSection, TrainConfig
     from langclip.train import train
 
     cfg = TrainConfig(cache=str(world_cache), out=str(tmp_path / "run"),
                       model=ModelSection(clip=tiny_arch, weights=tiny_clip[1], init=f"hf:{tiny_bert}", context_length=24),
                       optim=OptimSection(lr=1e-3, warmup_steps=1), loss=LossSection(), epochs=2, batch_size=32,
-                      val_fraction=0.25, seed=0, log_every=1, tensorboard=False)
+                      val_fraction=0.25, seed=0, log_every=1, tensorboard=False, precision=precision)
     train(cfg)
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in lines if "loss" in r]
