@@ -27,8 +27,10 @@ import torch.nn.functional as F
 TINY = json.loads((Path(__file__).parent / "tiny_clip.json").read_text())  # the CPU-mode model, shared
 
 
-def write_cache(d: Path, arch: str, weights: Path, n_images: int, per_image: int, dim: int, seed: int = 0) -> None:
-    """A cache folder in langclip's format, without images: what `langclip cache build` writes."""
+def write_cache(d: Path, arch: str, weights: Path, n_images: int, per_image: int, dim: int, seed: int = 0,
+                words: int = 20000) -> None:
+    """A cache folder in langclip's format, without images: what `langclip cache build` writes. Captions
+    are 2-6 words of wordfreq's `words` most frequent."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from safetensors.torch import save_file
@@ -37,10 +39,10 @@ def write_cache(d: Path, arch: str, weights: Path, n_images: int, per_image: int
     from langclip.files import sha256_file
 
     g = torch.Generator().manual_seed(seed)
-    ru, en = top_n_list("ru", 20000), top_n_list("en", 20000)
+    ru, en = top_n_list("ru", words), top_n_list("en", words)
     n_caps = n_images * per_image
     lens = torch.randint(2, 7, (n_caps,), generator=g).tolist()
-    wi = torch.randint(0, 20000, (n_caps, 6), generator=g).tolist()
+    wi = torch.randint(0, words, (n_caps, 6), generator=g).tolist()
     caps = [" ".join(ru[j] for j in w[:k]) for w, k in zip(wi, lens)]
     caps_en = [" ".join(en[j] for j in w[:k]) for w, k in zip(wi, lens)]
     (d / "emb").mkdir(parents=True)
