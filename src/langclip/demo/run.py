@@ -141,15 +141,9 @@ def _zero_shot(model, tok, feats, labels_by_task, lang, mask=None) -> dict:
 
 
 def run_demo(cfg: DemoConfig) -> dict:
-    from ..cache import build_cache
-    from ..metrics import recall_at_k
-    from ..model import LangCLIP, image_transform, model_config
-    from ..runfolder import load_model
-    from ..tokenizer import Tokenizer
-    from ..tokenizer.train import train_tokenizer
-    from ..train import train
+    """The whole method on the built-in world: world -> teacher -> tokenizer -> cache -> students ->
+    evaluation -> search index -> report. -> the summary (also report/summary.json)."""
     from ..files import check_out_dir
-    from ..weights import load_state_dict
 
     if cfg.lang != "ru":
         raise ValueError("the built-in world speaks English and Russian: --lang ru")
@@ -158,21 +152,42 @@ def run_demo(cfg: DemoConfig) -> dict:
     torch.manual_seed(cfg.seed)
     out = check_out_dir(cfg.out, "demo", ("summary.json", "world"))
     out.mkdir(parents=True, exist_ok=True)
+    rows, test_rows = _make_world(out, n_train, n_test, cfg.seed, t0)
+    _stage("stage 0: training the English teacher CLIP (stand-in for OpenAI's)", t0)
+    weights = _train_teacher(rows, out / "world" / "train", out / "teacher", t_epochs, cfg.seed, t0)
+    arch = str(out / "teacher" / "arch.json")
+    runs = _train_students(cfg, out, arch, weights, merges, s_epochs, t0)
+    _stage("stage 2: evaluation on held-out pictures", t0)
+    ev = _evaluate(out, arch, weights, test_rows, runs)
+    _stage("stage 3: a search index of the test pictures", t0)
+    _index_test_pictures(out, arch, weights, ev["first"], ev["test_imgs"])
+    summary = _report(out, ev["results"], ev["retr"], ev["held"], ev["students"], ev["test_imgs"], ev["first"],
+                      ev["feats"], t0, cfg)
+    print(f"search the test pictures in Russian or English:\n  langclip serve --index {out / 'index'} "
+          f"--model {out / 'runs' / 'clip'}\n  langclip search --index {out / 'index'} --model {out / 'runs' / 'clip'} "
+          f"\"две красные звезды\"")
+    return summary
+
+
+def _make_world(out: Path, n_train: int, n_test: int, seed: int, t0: float) -> tuple[list[dict], list[dict]]:
+    """Pictures and captions; the student's table leaves the held-out colour-shape combinations out."""
     _stage("world: generating pictures and captions", t0)
-    train_scenes = sample_scenes(n_train, cfg.seed)
-    test_scenes = sample_scenes(n_test, cfg.seed + 1)
-    rows = _write_world(out / "world" / "train", train_scenes, None, cfg.seed)
-    test_rows = _write_world(out / "world" / "test", test_scenes, None, cfg.seed + 1)
+    rows = _write_world(out / "world" / "train", sample_scenes(n_train, seed), None, seed)
+    test_rows = _write_world(out / "world" / "test", sample_scenes(n_test, seed + 1), None, seed + 1)
     ru_rows = [r for r in rows if (r["colour"], r["shape"]) not in HELD_OUT]  # the student never reads these
     with open(out / "world" / "train.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=["image", "caption", "caption_en"])
         w.writeheader()
         w.writerows([{k: "train/" + r[k] if k == "image" else r[k] for k in ("image", "caption", "caption_en")} for r in ru_rows])
     (out / "world" / "russian.txt").write_text("\n".join(r["caption"] for r in ru_rows), encoding="utf-8")
+    return rows, test_rows
 
-    _stage("stage 0: training the English teacher CLIP (stand-in for OpenAI's)", t0)
-    weights = _train_teacher(rows, out / "world" / "train", out / "teacher", t_epochs, cfg.seed, t0)
-    arch = str(out / "teacher" / "arch.json")
+
+def _train_students(cfg: DemoConfig, out: Path, arch: str, weights: Path, merges: int, epochs: int, t0: float) -> dict:
+    """Stage 1: the bilingual tokenizer, the image-embedding cache, one text tower per initialisation."""
+    from ..cache import build_cache
+    from ..tokenizer.train import train_tokenizer
+    from ..train import train
 
     _stage("stage 1: bilingual tokenizer (CLIP BPE + Russian merges)", t0)
     train_tokenizer(TokenizerTrainConfig(lang="ru", merges=merges, corpus=[str(out / "world" / "russian.txt")],
@@ -190,16 +205,26 @@ def run_demo(cfg: DemoConfig) -> dict:
                                context_length=24),
             optim=OptimSection(lr=2e-3 if init == "clip" else 3e-3, warmup_steps=20, weight_decay=0.05),
             loss=LossSection(contrastive=1.0, distill=1.0, english=1.0 if cfg.english_replay else 0.0,
-                             english_fraction=cfg.english_fraction), epochs=s_epochs,
+                             english_fraction=cfg.english_fraction), epochs=epochs,
             batch_size=128, val_fraction=0.1, seed=cfg.seed, log_every=10, tensorboard=True, precision=cfg.precision))
+    return runs
 
-    _stage("stage 2: evaluation on held-out pictures", t0)
+
+def _evaluate(out: Path, arch: str, weights: Path, test_rows: list[dict], runs: dict) -> dict:
+    """Stage 2: the teacher and both students, zero-shot (all pictures and the held-out combinations,
+    and the students in English too) and retrieval on the test pictures."""
+    from PIL import Image
+
+    from ..metrics import recall_at_k
+    from ..model import LangCLIP, image_transform, model_config
+    from ..runfolder import load_model
+    from ..tokenizer import Tokenizer
+    from ..weights import load_state_dict
+
     teacher = LangCLIP(model_config(arch))
     teacher.clip.load_state_dict(load_state_dict(weights))
     teacher.eval()
     tf = image_transform({"size": 64})
-    from PIL import Image
-
     test_imgs = sorted({r["image"] for r in test_rows})
     x = torch.stack([tf(Image.open(out / "world" / "test" / n)) for n in test_imgs])
     first = {}
@@ -218,8 +243,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         results[f"student_{init}_ru"] = _zero_shot(m, stok, feats, labels, "ru")
         results[f"student_{init}_ru_heldout"] = _zero_shot(m, stok, feats, labels, "ru", held)
         results[f"student_{init}_en"] = _zero_shot(m, stok, feats, labels, "en")   # is English kept?
-    # retrieval on the test pictures, first caption of each
-    retr = {}
+    retr = {}   # retrieval on the test pictures, first caption of each
     with torch.no_grad():
         idx = torch.arange(len(test_imgs))
         t_en = teacher.encode_text(Tokenizer.clip()([first[n]["caption_en"] for n in test_imgs], context_length=24))
@@ -227,7 +251,12 @@ def run_demo(cfg: DemoConfig) -> dict:
         for init, (m, stok) in students.items():
             t_ru = m.encode_text(stok([first[n]["caption"] for n in test_imgs], context_length=24))
             retr[f"student_{init}_ru"] = recall_at_k(t_ru, feats, idx)
-    _stage("stage 3: a search index of the test pictures", t0)
+    return {"results": results, "retr": retr, "held": held, "students": students, "test_imgs": test_imgs,
+            "first": first, "feats": feats}
+
+
+def _index_test_pictures(out: Path, arch: str, weights: Path, first: dict, test_imgs: list[str]) -> None:
+    """Stage 3: the test pictures' ground truth (world/test.csv) and a search index of them."""
     from ..config import IndexConfig
     from ..search import build_index
 
@@ -238,11 +267,6 @@ def run_demo(cfg: DemoConfig) -> dict:
     shutil.rmtree(out / "index", ignore_errors=True)
     build_index(IndexConfig(data=[str(out / "world" / "test")], out=str(out / "index"), clip=arch, weights=str(weights),
                             workers=0, thumb_size=128), progress=False)
-    summary = _report(out, results, retr, held, students, test_imgs, first, feats, t0, cfg)
-    print(f"search the test pictures in Russian or English:\n  langclip serve --index {out / 'index'} "
-          f"--model {out / 'runs' / 'clip'}\n  langclip search --index {out / 'index'} --model {out / 'runs' / 'clip'} "
-          f"\"две красные звезды\"")
-    return summary
 
 
 def _report(out, results, retr, held, students, test_imgs, first, feats, t0, cfg) -> dict:
