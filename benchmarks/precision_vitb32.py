@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -108,6 +109,7 @@ def main():
         print(p, "vs fp32", json.dumps(res[f"{p}_vs_fp32"]), flush=True)
     Path(a.out).write_text(json.dumps(res, indent=1))
     plot(res, a.plot)
+    shutil.rmtree(tmp, ignore_errors=True)   # three runs' checkpoints: ~13 GB
 
 
 def plot(res: dict, path: str) -> None:

@@ -185,6 +185,9 @@ def main():
                       "validation_s": [round(v, 2) for v in val_s], "val_captions": len(val_idx),
                       "pairs_per_s_median": round(loop), "loop_vs_bare_step": round(loop / bare, 3),
                       "epoch_3_7M_pairs_min_at_this_rate": round(3.7e6 / loop / 60, 2)}), flush=True)
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)   # the cache and the run's checkpoints
 
 
 if __name__ == "__main__":
