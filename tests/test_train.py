@@ -261,8 +261,9 @@ def test_token_table_gives_the_padded_batches(ru_tokenizer, pad_id):
 
 
 @pytest.mark.parametrize("loss", [{"contrastive": 1.0}, {"contrastive": 0.0, "distill": 1.0, "english": 0.5},
-                                  {"contrastive": 1.0, "distill": 0.5, "precision": "bf16-weights"}],
-                         ids=["contrastive", "distill-replay", "bf16-weights"])
+                                  {"contrastive": 1.0, "distill": 0.5, "precision": "bf16-weights"},
+                                  {"contrastive": 1.0, "distill": 0.5, "compile": True}],
+                         ids=["contrastive", "distill-replay", "bf16-weights", "compiled"])
 def test_torchrun_training_run_matches_one_process(tmp_path, train_cfg, loss):
     """The whole `langclip train` job under torchrun (2 gloo processes, same global batch) logs the
     same losses and ends with the same weights as one process, and its run folder loads — with the
@@ -275,14 +276,16 @@ def test_torchrun_training_run_matches_one_process(tmp_path, train_cfg, loss):
     train_cfg.epochs, train_cfg.val_fraction, train_cfg.log_every = 2, 0.25, 1
     loss = dict(loss)
     train_cfg.precision = loss.pop("precision", "fp32")
+    train_cfg.compile = loss.pop("compile", False)   # the real recipe compiles: DDP + torch.compile
     for k, v in loss.items():
         setattr(train_cfg.loss, k, v)
     cfg = _write_cfg(train_cfg, tmp_path / "c.yaml")
     assert main(["train", "--config", str(cfg), f"out={tmp_path / 'one'}"]) == 0
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(29547 + len(loss) + 3 * (train_cfg.precision != "fp32")),
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(29547 + len(loss) + 3 * (train_cfg.precision != "fp32") + 5 * train_cfg.compile),
                         "-m", "langclip", "train", "--config", str(cfg), f"out={tmp_path / 'two'}"],
                        capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert r.returncode == 0, r.stderr[-3000:]
+    assert (", compiled" in r.stdout) == train_cfg.compile, r.stdout[-2000:]
     losses = [[r_["loss"] for r_ in map(json.loads, open(tmp_path / d / "metrics.jsonl")) if "loss" in r_]
               for d in ("one", "two")]
     assert len(losses[0]) == len(losses[1]) == 8
