@@ -10,6 +10,9 @@
 #        --decode nvjpeg` end to end with decode_threads 1 and 4
 #   bash benchmarks/gpu_levers.sh autotune   (~8 min) torch.compile max-autotune on the bf16-weights step at
 #        context 77, alone (its GEMM autotuning took 11-24 s a shape last time and outran a shared call)
+#   bash benchmarks/gpu_levers.sh loop       (~2.5 min, if the budget allows, or in a later session) one epoch
+#        of train() with precision bf16-weights on >= 1M pairs vs its bare step (the loop's >= 95% target
+#        for the precision that would become the default)
 # Every result line goes to $OUT as it comes; copy them to benchmarks/results/<card>_levers*.jsonl.
 set -uo pipefail
 OUT=${OUT:-/tmp/langclip-gpu}
@@ -35,6 +38,10 @@ case "${1:-step}" in
     timeout 470 python3 benchmarks/train_throughput.py "${CPU[@]}" --base-ctx 77 --runs bf16w:max-autotune:77 \
         2>"$OUT/levers_autotune.err" | tee "$OUT/levers_autotune.jsonl"
     grep -c "AUTOTUNE benchmarking" "$OUT/levers_autotune.err" | sed 's/^/GEMM shapes autotuned: /' ;;
-  *) echo "usage: bash benchmarks/gpu_levers.sh step|autotune" >&2; exit 2 ;;
+  loop)
+    if [ ${#CPU[@]} -gt 0 ]; then LOOP=(--tiny --device cpu --images 3000 --batch 128 --merges 500); else LOOP=(); fi
+    timeout 150 python3 -W ignore benchmarks/train_loop.py "${LOOP[@]}" --precision bf16-weights \
+        2>"$OUT/levers_loop.err" | tee "$OUT/levers_loop.jsonl" ;;
+  *) echo "usage: bash benchmarks/gpu_levers.sh step|autotune|loop" >&2; exit 2 ;;
 esac
 tail -n 3 "$OUT"/*.err

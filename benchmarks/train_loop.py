@@ -75,6 +75,8 @@ def main():
     ap.add_argument("--merges", type=int, default=4000, help="tokenizer merges (fewer than 32k: quicker to train)")
     ap.add_argument("--english", action="store_true", help="English replay on (loss.english=1)")
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--precision", default="auto", choices=["auto", "bf16-weights"],
+                    help="the loop's and the bare step's precision (auto: bf16 autocast on GPU)")
     a = ap.parse_args()
     import open_clip
 
@@ -94,7 +96,8 @@ def main():
     torch.backends.cuda.matmul.allow_tf32 = True
     print(json.dumps({"device": torch.cuda.get_device_name(0) if dev == "cuda" else platform.machine(),
                       "torch": torch.__version__, "images": a.images, "captions": a.images * a.per_image,
-                      "batch": a.batch, "english_replay": a.english, "compiled": compile_, "tiny": a.tiny}), flush=True)
+                      "batch": a.batch, "english_replay": a.english, "compiled": compile_, "tiny": a.tiny,
+                      "precision": a.precision}), flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="langclip-loop-"))
     cfg = TINY if a.tiny else open_clip.get_model_config("ViT-B-32-quickgelu")
     arch = tmp / "arch.json"
@@ -113,7 +116,7 @@ def main():
                        optim=OptimSection(lr=1e-4, warmup_steps=100),
                        loss=LossSection(contrastive=1.0, distill=1.0, english=1.0 if a.english else 0.0),
                        epochs=1, batch_size=a.batch, val_fraction=0.01, compile=compile_, log_every=20,
-                       tensorboard=False, device=dev)
+                       tensorboard=False, device=dev, precision=a.precision)
     import langclip.train.report as report
     val_s, inner = [], report.validate
 
@@ -145,6 +148,10 @@ def main():
     c = json.loads(json.dumps(cfg))
     c["text_cfg"].update(vocab_size=tok.vocab_size, context_length=32)
     model = LangCLIP(c).to(dev)
+    from langclip.train.precision import Bf16Weights
+
+    twin = Bf16Weights(model) if a.precision == "bf16-weights" else None
+    fwd = twin.model if twin else model
     model.clip.visual = None
     opt = torch.optim.AdamW(param_groups(model, 0.2), lr=1e-4, **({"fused": True} if dev == "cuda" else {}))
     B = a.batch * (2 if a.english else 1)
@@ -153,19 +160,23 @@ def main():
         tks[L] = torch.randint(1, tok.vocab_size - 2, (B, L), device=dev)
         tks[L][:, -1] = tok.vocab_size - 1
     fi = F.normalize(torch.randn(a.batch, cfg["embed_dim"], device=dev), dim=-1).half()
-    amp = dict(device_type=dev, dtype=torch.bfloat16, enabled=dev == "cuda")
+    amp = dict(device_type=dev, dtype=torch.bfloat16, enabled=dev == "cuda" and twin is None)
 
     def loss_fn(tk, fi):
         with torch.autocast(**amp):
-            ft = model.encode_text(tk)
-            return clip_loss(ft[: fi.shape[0]], fi, model.logit_scale) + (1 - (ft[: fi.shape[0]].float() * ft[-fi.shape[0]:].float()).sum(-1)).mean()
+            ft = fwd.encode_text(tk)
+            return clip_loss(ft[: fi.shape[0]], fi, fwd.logit_scale) + (1 - (ft[: fi.shape[0]].float() * ft[-fi.shape[0]:].float()).sum(-1)).mean()
 
     f = torch.compile(loss_fn, dynamic=False) if compile_ else loss_fn
 
     def step(L):
         f(tks[L], fi).backward()
+        if twin:
+            twin.grads_to_master()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        if twin:
+            twin.master_to_model()
 
     for L in sorted(set(lengths)):   # compile / warm every shape first
         step(L)
