@@ -249,6 +249,7 @@ class IndexConfig:
     shard_size: int = 8192
     device: str | None = None
     decode: str = "pil"
+    decode_threads: int = 1                  # as `cache build`'s (nvjpeg: the decode split over threads)
     max_failure_rate: float = 0.5
     thumb_size: int = 256
     ann_threshold: int = 200_000             # from this many pictures on, approximate search (faiss IVF)
