@@ -82,12 +82,6 @@ def main():
     ap.add_argument("--n", type=int, default=20)
     a = ap.parse_args()
     import open_clip
-    from open_clip.loss import ClipLoss
-
-    from langclip.model import LangCLIP
-    from langclip.train import clip_loss
-    from langclip.train.loop import param_groups
-    from langclip.train.precision import Bf16Weights
 
     dev, B = a.device, a.batch
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -100,88 +94,102 @@ def main():
     fused = {"fused": True} if dev == "cuda" else {}
 
     # baseline: open_clip, locked image tower, image forward every step, CLIP vocabulary
+    run = dict(dev=dev, B=B, amp=amp, n=n, warm=warm, fused=fused)
     base = {}
     for ctx in a.base_ctx:
-        c = json.loads(json.dumps(cfg))
-        c["text_cfg"]["context_length"] = ctx
-        m = open_clip.CLIP(**c).to(dev)
-        m.lock_image_tower()
-        opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4, **fused)
-        S = cfg["vision_cfg"]["image_size"]
-        imgs = torch.randn(B, 3, S, S, device=dev)
-        toks = torch.randint(1, 49407, (B, ctx), device=dev)
-        toks[:, -1] = 49407
-        lossf = ClipLoss()
-
-        def base_step():
-            with torch.autocast(**amp):
-                with torch.no_grad():
-                    fi = F.normalize(m.encode_image(imgs), dim=-1)
-                ft = F.normalize(m.encode_text(toks), dim=-1)
-                loss = lossf(fi, ft, m.logit_scale.exp())
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-
-        base[ctx] = report(f"open_clip_locked_image_ctx{ctx}", B, timeit(base_step, dev, n, warm), flops(base_step), dev=dev)
-        del m, opt, imgs
+        base[ctx] = baseline(cfg, ctx, **run)
         if dev == "cuda":
-            torch.cuda.empty_cache()
-
+            torch.cuda.empty_cache()     # each measurement's model and optimizer went with its function
     for spec in a.runs:
-        prec, mode, ctx, *rest = spec.split(":")
-        ctx = int(ctx)
-        frac = (float(rest[0][6:] or 1) if rest and rest[0].startswith("replay") else 0.0)   # English replay share
-        replay = frac > 0
-        torch._dynamo.reset()
-        c = json.loads(json.dumps(cfg))
-        c["text_cfg"].update(vocab_size=a.vocab, context_length=ctx)
-        model = LangCLIP(c).to(dev)
-        model.clip.visual = None  # training never touches it: embeddings come from the cache
-        if prec == "bf16":
-            model.to(torch.bfloat16)
-        twin = Bf16Weights(model) if prec == "bf16w" else None
-        fwd = twin.model if twin else model
-        opt = torch.optim.AdamW(param_groups(model, 0.2), lr=1e-4, **fused)
-        D = cfg["embed_dim"]
-        fi = F.normalize(torch.randn(B, D, device=dev), dim=-1).half()
-        k = max(1, round(frac * B)) if replay else 0
-        tk = torch.randint(1, a.vocab - 2, (B + k, ctx), device=dev)
-        tk[:, -1] = a.vocab - 1                      # full-length texts: no padding to cut
-
-        def loss_fn(tk, fi):
-            with torch.autocast(**{**amp, "enabled": amp["enabled"] and prec == "amp"}):
-                ft = fwd.encode_text(tk)
-                loss = clip_loss(ft[: fi.shape[0]], fi, fwd.logit_scale)
-                if replay:                          # English replay: the first k images, their English texts
-                    loss = loss + clip_loss(ft[fi.shape[0]:], fi[:k], fwd.logit_scale)
-                return loss
-
-        compiled = (torch.compile(loss_fn, mode=None if mode == "default" else mode, dynamic=False)
-                    if (dev == "cuda" and not a.no_compile) else loss_fn)
-
-        def step(f=compiled):
-            f(tk, fi).backward()
-            if twin:
-                twin.grads_to_master()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            if twin:
-                twin.master_to_model()
-
-        fl = flops(lambda: step(loss_fn))
-        t0 = time.perf_counter()
-        step()
-        sync(dev)
-        tag = ("" if compiled is loss_fn else "_compiled" + ("" if mode == "default" else f"_{mode}"))
-        tag += ("" if prec == "amp" else f"_{prec}") + ("" if not replay else "_replay" if frac == 1 else f"_replay{frac:g}")
-        report(f"langclip_cached_ctx{ctx}{tag}", B, timeit(step, dev, n, warm), fl, base.get(ctx), dev,
-               first_step_s=round(time.perf_counter() - t0, 1), precision=prec, compile_mode=mode,
-               **({"english_fraction": frac} if replay else {}))
-        del model, opt, twin, fwd
+        langclip_step(cfg, spec, a.vocab, base, compile_=dev == "cuda" and not a.no_compile, **run)
         if dev == "cuda":
             torch.cuda.empty_cache()
 
+
+def baseline(cfg, ctx, dev, B, amp, n, warm, fused):
+    """open_clip's locked-image step at context `ctx`: the image forward every step. -> seconds a step."""
+    import open_clip
+    from open_clip.loss import ClipLoss
+
+    c = json.loads(json.dumps(cfg))
+    c["text_cfg"]["context_length"] = ctx
+    m = open_clip.CLIP(**c).to(dev)
+    m.lock_image_tower()
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4, **fused)
+    S = cfg["vision_cfg"]["image_size"]
+    imgs = torch.randn(B, 3, S, S, device=dev)
+    toks = torch.randint(1, 49407, (B, ctx), device=dev)
+    toks[:, -1] = 49407
+    lossf = ClipLoss()
+
+    def base_step():
+        with torch.autocast(**amp):
+            with torch.no_grad():
+                fi = F.normalize(m.encode_image(imgs), dim=-1)
+            ft = F.normalize(m.encode_text(toks), dim=-1)
+            loss = lossf(fi, ft, m.logit_scale.exp())
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return report(f"open_clip_locked_image_ctx{ctx}", B, timeit(base_step, dev, n, warm), flops(base_step), dev=dev)
+
+
+def langclip_step(cfg, spec, vocab, base, compile_, dev, B, amp, n, warm, fused):
+    """One PRECISION:MODE:CTX[:replay[F]] measurement of langclip's step on cached embeddings."""
+    from langclip.model import LangCLIP
+    from langclip.train import clip_loss
+    from langclip.train.loop import param_groups
+    from langclip.train.precision import Bf16Weights
+
+    prec, mode, ctx, *rest = spec.split(":")
+    ctx = int(ctx)
+    frac = (float(rest[0][6:] or 1) if rest and rest[0].startswith("replay") else 0.0)   # English replay share
+    replay = frac > 0
+    torch._dynamo.reset()
+    c = json.loads(json.dumps(cfg))
+    c["text_cfg"].update(vocab_size=vocab, context_length=ctx)
+    model = LangCLIP(c).to(dev)
+    model.clip.visual = None  # training never touches it: embeddings come from the cache
+    if prec == "bf16":
+        model.to(torch.bfloat16)
+    twin = Bf16Weights(model) if prec == "bf16w" else None
+    fwd = twin.model if twin else model
+    opt = torch.optim.AdamW(param_groups(model, 0.2), lr=1e-4, **fused)
+    fi = F.normalize(torch.randn(B, cfg["embed_dim"], device=dev), dim=-1).half()
+    k = max(1, round(frac * B)) if replay else 0
+    tk = torch.randint(1, vocab - 2, (B + k, ctx), device=dev)
+    tk[:, -1] = vocab - 1                        # full-length texts: no padding to cut
+
+    def loss_fn(tk, fi):
+        with torch.autocast(**{**amp, "enabled": amp["enabled"] and prec == "amp"}):
+            ft = fwd.encode_text(tk)
+            loss = clip_loss(ft[: fi.shape[0]], fi, fwd.logit_scale)
+            if replay:                          # English replay: the first k images, their English texts
+                loss = loss + clip_loss(ft[fi.shape[0]:], fi[:k], fwd.logit_scale)
+            return loss
+
+    compiled = (torch.compile(loss_fn, mode=None if mode == "default" else mode, dynamic=False)
+                if compile_ else loss_fn)
+
+    def step(f=compiled):
+        f(tk, fi).backward()
+        if twin:
+            twin.grads_to_master()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if twin:
+            twin.master_to_model()
+
+    fl = flops(lambda: step(loss_fn))
+    t0 = time.perf_counter()
+    step()
+    sync(dev)
+    tag = ("" if compiled is loss_fn else "_compiled" + ("" if mode == "default" else f"_{mode}"))
+    tag += ("" if prec == "amp" else f"_{prec}") + ("" if not replay else "_replay" if frac == 1 else f"_replay{frac:g}")
+    report(f"langclip_cached_ctx{ctx}{tag}", B, timeit(step, dev, n, warm), fl, base.get(ctx), dev,
+           first_step_s=round(time.perf_counter() - t0, 1), precision=prec, compile_mode=mode,
+           **({"english_fraction": frac} if replay else {}))
 
 if __name__ == "__main__":
     main()
