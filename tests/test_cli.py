@@ -169,8 +169,6 @@ def test_progress_in_a_log_stays_short(train_cfg, capsys):
 def test_key_value_overrides_work_for_every_stage_command(tmp_path, pair_data, tiny_arch, tiny_clip, capsys):
     """`key=value` after a command sets any field of its config dataclass, as for `train`; a key the
     dataclass does not have is refused, naming the known keys."""
-    import json
-
     assert main(["cache", "build", "--data", str(pair_data / "pairs.csv"), "--clip", tiny_arch, "--weights", tiny_clip[1],
                  "--out", str(tmp_path / "c"), "--workers", "0", "shard_size=5", "teacher_shard_size=7"]) == 0
     man = json.loads((tmp_path / "c" / "manifest.json").read_text())
