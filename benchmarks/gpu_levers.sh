@@ -13,7 +13,10 @@
 #   bash benchmarks/gpu_levers.sh loop       (~2.5 min, if the budget allows, or in a later session) one epoch
 #        of train() with precision bf16-weights on >= 1M pairs vs its bare step (the loop's >= 95% target
 #        for the precision that would become the default)
-# Every result line goes to $OUT as it comes; copy them to benchmarks/results/<card>_levers*.jsonl.
+# Order: `step` first (bf16-weights is the lever most likely to reach 350 TFLOP/s); `autotune` only if
+# the device budget still has 9 minutes (the machine's start counts too), else `loop`, else leave both
+# to a later session. Every result line goes to $OUT as it comes; copy them to
+# benchmarks/results/<card>_levers*.jsonl.
 set -uo pipefail
 OUT=${OUT:-/tmp/langclip-gpu}
 mkdir -p "$OUT"
