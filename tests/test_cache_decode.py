@@ -98,6 +98,6 @@ def test_nvjpeg_cache_equals_pil_cache(tmp_path, photos, tiny_arch, tiny_clip):
 
 def test_decode_option_is_checked():
     with pytest.raises(ValueError, match="decode must be"):
-        CacheConfig(data=["x"], weights="", pretrained="openai", decode="gpu").validate()
+        CacheConfig(data=["x"], weights="", pretrained="a-tag", decode="gpu").validate()
     with pytest.raises(ValueError, match="decode_threads must be"):
-        CacheConfig(data=["x"], weights="", pretrained="openai", decode="nvjpeg", decode_threads=0).validate()
+        CacheConfig(data=["x"], weights="", pretrained="a-tag", decode="nvjpeg", decode_threads=0).validate()
