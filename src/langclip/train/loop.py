@@ -85,7 +85,7 @@ class Run:
 
 # -- setup ----------------------------------------------------------------------------------------
 def _environment(cfg: TrainConfig) -> tuple[int, int, torch.device, bool]:
-    rank, world, _ = init_from_env()   # train() ends the process group it started (_end_process_group)
+    rank, world, _ = init_from_env()   # train() ends the process group this starts
     if cfg.batch_size % world:
         raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
     device = pick_device(cfg.device)
@@ -259,28 +259,33 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
 
     owned = dist.is_available() and not dist.is_initialized()   # a process group train() starts, it ends
     try:
-        run, ck, st = setup(cfg, progress)
-        resume(run, ck, st)
-        run.logger = MetricsLog(run.out, run.rank, cfg.tensorboard, run.step)
-        try:
-            _start_summary(run)
-            t0, step0 = time.perf_counter(), run.step
-            run.bar = progress_bar(total=run.total, initial=run.step, unit="step", desc="train",
-                                   disable=not progress or run.rank != 0)
-            run.clock = (time.perf_counter(), run.step)
-            while not run.done and run.epoch < cfg.epochs:
-                run_epoch(run)
-            run.bar.close()
-            finish(run, time.perf_counter() - t0, step0)
-        finally:
-            run.logger.close()
+        out = _train(cfg, progress)
         if owned and dist.is_initialized():
             dist.barrier()         # every rank is done before any tears down
+        return out
     finally:
-        # left to interpreter exit, gloo's threads were sometimes destroyed while still running
-        # ("terminate called without an active exception", exit -6): a finished job failed
+        # left to interpreter exit, gloo's threads were once destroyed while still running ("terminate
+        # called without an active exception", exit -6): a finished job failed
         if owned and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, progress: bool) -> Path:
+    run, ck, st = setup(cfg, progress)
+    resume(run, ck, st)
+    run.logger = MetricsLog(run.out, run.rank, cfg.tensorboard, run.step)
+    try:
+        _start_summary(run)
+        t0, step0 = time.perf_counter(), run.step
+        run.bar = progress_bar(total=run.total, initial=run.step, unit="step", desc="train",
+                               disable=not progress or run.rank != 0)
+        run.clock = (time.perf_counter(), run.step)
+        while not run.done and run.epoch < cfg.epochs:
+            run_epoch(run)
+        run.bar.close()
+        finish(run, time.perf_counter() - t0, step0)
+    finally:
+        run.logger.close()
     return run.out
 
 
