@@ -109,7 +109,7 @@ def main():
         print(p, "vs fp32", json.dumps(res[f"{p}_vs_fp32"]), flush=True)
     Path(a.out).write_text(json.dumps(res, indent=1))
     plot(res, a.plot)
-X
+    shutil.rmtree(tmp, ignore_errors=True)   # the three runs' checkpoints: several GB
 
 
 def plot(res: dict, path: str) -> None:
