@@ -8,10 +8,11 @@ pooling) has no int64 kernel on every provider;
 `visual.onnx` takes `image` float32 (batch, 3, S, S), already resized, cropped and normalised. Each
 returns `embedding` (L2-normalised; what Immich reads, output 0) and `embedding_raw` (before
 normalisation). The batch axis is dynamic, and so is the text's sequence axis for CLIP-style text
-towers (exported through langclip's forward, which computes the last block at end-of-text only). The exporter is pinned: PyTorch's TorchScript-based
-`torch.onnx.export(dynamo=False)` at opset 17 with the MultiheadAttention fast path off (the path
-Immich's own exporter takes), and every export is checked with onnxruntime against PyTorch at two
-batch sizes before it is kept.
+towers (exported through langclip's forward, which computes the last block at end-of-text only). The
+exporter is pinned: PyTorch's TorchScript-based `torch.onnx.export(dynamo=False)` at opset 17 with
+the MultiheadAttention fast path off (the path Immich's own exporter takes), and every export is
+checked with onnxruntime against PyTorch at two batch sizes (and, for the text graph, on cut texts)
+before it is kept.
 
 Immich: followed immich-app/immich `machine-learning/` as of 2025-2026 (v1.13x–v2.x):
 `immich_ml/models/clip/{textual,visual}.py`, `models/transforms.py`, `models/base.py` and its
@@ -147,16 +148,17 @@ def export_onnx(model, tok, meta: dict, out: Path, tokenizer_files, pp: dict) ->
     """`--format onnx`: textual.onnx, visual.onnx, the tokenizer files, preprocess_cfg.json and
     onnx_config.json (what a caller needs to feed the graphs)."""
     export_graphs(model, out / "textual.onnx", out / "visual.onnx")
+    dyn = dynamic_length(model.clip)
     tokenizer_files(out)
     (out / "preprocess_cfg.json").write_text(json.dumps(pp, indent=2), encoding="utf-8")
     doc = {"format": "langclip-onnx/1", "opset": OPSET, "exporter": f"torch.onnx (TorchScript) {torch.__version__}",
            "context_length": model.context_length, "vocab_size": model.vocab_size, "embed_dim": _embed_dim(model),
            "textual": {"file": "textual.onnx", "input": "text", "dtype": "int32",
-                       "shape": ["batch", "sequence" if dynamic_length(model.clip) else model.context_length],
+                       "shape": ["batch", "sequence" if dyn else model.context_length],
                        "max_sequence": model.context_length,
                        "sequence": "any length up to max_sequence: pad to the batch's longest text (positions "
                                    "after it change nothing under causal attention) or to max_sequence"
-                                   if dynamic_length(model.clip) else "exactly max_sequence",
+                                   if dyn else "exactly max_sequence",
                        "pad_token_id": tok.eot_token_id,
                        "outputs": {"embedding": "L2-normalised", "embedding_raw": "before normalisation"}},
            "visual": {"file": "visual.onnx", "input": "image", "dtype": "float32",
