@@ -148,7 +148,7 @@ def main():
     c = json.loads(json.dumps(cfg))
     c["text_cfg"].update(vocab_size=tok.vocab_size, context_length=32)
     model = LangCLIP(c).to(dev)
-    from langclip.train.precision import Bf16Weights
+    from langclip.train.precision import Bf16Weights, optimizer_step
 
     twin = Bf16Weights(model) if a.precision == "bf16-weights" else None
     fwd = twin.model if twin else model
@@ -171,12 +171,7 @@ def main():
 
     def step(L):
         f(tks[L], fi).backward()
-        if twin:
-            twin.grads_to_master()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if twin:
-            twin.master_to_model()
+        optimizer_step(opt, twin)          # the loop's own (grads to masters, step, masters to twin)
 
     for L in sorted(set(lengths)):   # compile / warm every shape first
         step(L)

@@ -140,7 +140,7 @@ def langclip_step(cfg, spec, vocab, base, compile_, dev, B, amp, n, warm, fused)
     from langclip.model import LangCLIP
     from langclip.train import clip_loss
     from langclip.train.loop import param_groups
-    from langclip.train.precision import Bf16Weights
+    from langclip.train.precision import Bf16Weights, optimizer_step
 
     prec, mode, ctx, *rest = spec.split(":")
     ctx = int(ctx)
@@ -174,12 +174,7 @@ def langclip_step(cfg, spec, vocab, base, compile_, dev, B, amp, n, warm, fused)
 
     def step(f=compiled):
         f(tk, fi).backward()
-        if twin:
-            twin.grads_to_master()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if twin:
-            twin.master_to_model()
+        optimizer_step(opt, twin)          # the loop's own (grads to masters, step, masters to twin)
 
     fl = flops(lambda: step(loss_fn))
     t0 = time.perf_counter()

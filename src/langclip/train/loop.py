@@ -35,6 +35,7 @@ from .batches import CaptionGroups, TokenTable, epoch_order, to_device
 from .checkpoint import (apply_optim_settings, check_resumable, checkpoint_path, diverged, divergence_error,
                          load_text_weights, resume_keys, rng_state, save_checkpoint, set_rng_state, truncate_metrics)
 from .losses import compute_loss, global_values, make_tower
+from .precision import optimizer_step
 from .report import MetricsLog, finish, validate_epoch
 
 log = logging.getLogger(__name__)
@@ -327,17 +328,10 @@ def train_step(run: Run, cap: torch.Tensor) -> tuple[torch.Tensor, dict]:
         loss, parts = compute_loss(run.fwd, tk, img, tch, cfg, run.world, has, tk_en, run.pad_id or 0)
     run.bad_steps += ~torch.isfinite(loss.detach())   # counted on the device: no sync per step
     loss.backward()
-    if run.twin:
-        run.twin.grads_to_master()
-    if cfg.optim.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(run.model.text_parameters().values(), cfg.optim.grad_clip)
-    run.opt.step()
-    run.opt.zero_grad(set_to_none=True)
+    optimizer_step(run.opt, run.twin, run.model.text_parameters().values(), cfg.optim.grad_clip)
     run.sched.step()
-    with torch.no_grad():
+    with torch.no_grad():   # the temperature is shared with a bf16 twin, not copied: clamped once here
         run.model.logit_scale.clamp_(0, math.log(100))
-    if run.twin:
-        run.twin.master_to_model()
     return loss, parts
 
 

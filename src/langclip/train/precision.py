@@ -10,7 +10,7 @@ than bf16's resolution (~0.4% of a weight), which would otherwise round away.
 
     twin = Bf16Weights(model)        # model: LangCLIP, float32
     tower = make_tower(twin.model, ...)
-    loss.backward(); twin.grads_to_master(); clip; opt.step(); twin.master_to_model()
+    loss.backward(); optimizer_step(opt, twin, params, grad_clip)
 """
 from __future__ import annotations
 
@@ -60,6 +60,20 @@ class Bf16Weights:
         else:
             for t, m in zip(self.twin, self.master):
                 t.copy_(m)
+
+
+def optimizer_step(opt, twin: Bf16Weights | None = None, params=None, grad_clip: float = 0.0) -> None:
+    """After backward: (under bf16-weights) the twin's gradients to the float32 masters, gradient-norm
+    clipping of `params` when `grad_clip` > 0, the optimizer step, gradients released, and (bf16-weights)
+    the updated masters back to the twin. The training loop's step and the benchmarks' bare steps."""
+    if twin is not None:
+        twin.grads_to_master()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    if twin is not None:
+        twin.master_to_model()
 
 
 def fp32_allreduce_hook(state, bucket):
