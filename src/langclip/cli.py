@@ -212,104 +212,132 @@ def _config(cls, args: argparse.Namespace, flags: dict):
     return load_config(cls, None, list(getattr(args, "overrides", None) or []), validate=False, base=flags)
 
 
+def _tokenizer(args: argparse.Namespace) -> int:
+    from .tokenizer import Tokenizer
+    from .config import TokenizerTrainConfig
+    from .tokenizer.train import format_stats, tokenizer_stats, train_tokenizer
+
+    if args.tcmd == "train":
+        cfg = _config(TokenizerTrainConfig, args, dict(lang=args.lang, merges=args.merges, corpus=args.corpus,
+                                                       column=args.column, wordfreq=args.wordfreq,
+                                                       wordfreq_top=args.wordfreq_top, out=args.out))
+        tok = train_tokenizer(cfg)
+        m = tok.meta
+        print(f"saved {args.out}: {m['merges_added']:,} merges added (vocab {tok.vocab_size:,}) "
+              f"in {m['train_seconds']} s; end-of-text id {tok.eot_token_id} (argmax pooling)")
+    elif args.tcmd == "stats":
+        s = tokenizer_stats(Tokenizer.load(args.tokenizer), args.lang, args.top, args.corpus, args.column)
+        print(json.dumps(s, indent=2, ensure_ascii=False) if args.json else format_stats(s))
+    else:
+        tok = Tokenizer.load(args.tokenizer)
+        for t in args.texts:
+            print(json.dumps({"text": t, "ids": tok.encode(t), "tokens": tok.tokens(t)}, ensure_ascii=False))
+    return 0
+
+
+def _cache(args: argparse.Namespace) -> int:
+    from .cache import build_cache
+    from .config import CacheConfig
+
+    cfg = _config(CacheConfig, args, dict(
+        data=args.data, clip=args.clip, weights=args.weights, pretrained=args.pretrained, out=args.out,
+        image_column=args.image_column, caption_column=args.caption_column, english_column=args.english_column,
+        batch_size=args.batch_size, workers=args.workers, shard_size=args.shard_size,
+        teacher_shard_size=args.teacher_shard_size, text_only=args.text_only, device=args.device,
+        max_failure_rate=args.max_failure_rate, decode=args.decode))
+    build_cache(cfg)
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .config import TrainConfig
+    from .train import train
+
+    overrides = list(args.overrides) + ([f"resume={args.resume}"] if args.resume else [])
+    train(load_config(TrainConfig, args.config, overrides))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_cli
+
+    evaluate_cli(model=args.model, dataset=args.dataset, lang=args.lang, data_root=args.data_root,
+                 download=args.download, classnames=args.classnames, batch_size=args.batch_size,
+                 device=args.device, out=args.out, workers=args.workers, reference=args.reference,
+                 weights=args.weights)
+    return 0
+
+
+def _eval_retrieval(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_retrieval_cli
+
+    evaluate_retrieval_cli(model=args.model, data=args.data, split=args.split, val_fraction=args.val_fraction,
+                           seed=args.seed, batch_size=args.batch_size, device=args.device, weights=args.weights,
+                           out=args.out, workers=args.workers, image_column=args.image_column,
+                           caption_column=args.caption_column)
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .inference import predict_cli
+
+    predict_cli(args.model, args.image, args.labels, top=args.top, lang=args.lang, weights=args.weights,
+                device=args.device)
+    return 0
+
+
+def _similarity(args: argparse.Namespace) -> int:
+    from .inference import similarity_cli
+
+    similarity_cli(args.model, args.images, args.texts, args.out, weights=args.weights, device=args.device)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .export import export
+
+    out = export(args.model, args.out, args.format, weights=args.weights, device=args.device)
+    how = {"hf": f"transformers.CLIPModel.from_pretrained('{out}')",
+           "onnx": f"onnxruntime.InferenceSession('{out / 'textual.onnx'}') (see the model card)",
+           "immich": "Immich's machine-learning service (docs/deploy.md)"}.get(
+        args.format, f"open_clip.create_model_and_transforms('local-dir:{out}')")
+    print(f"exported to {out} (model card: {out / 'README.md'}); load with {how}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import DemoConfig, run_demo
+
+    run_demo(_config(DemoConfig, args, dict(lang=args.lang, out=args.out, seed=args.seed, size=args.size,
+                                            english_replay=not args.no_english_replay, precision=args.precision)))
+    return 0
+
+
+def _data(args: argparse.Namespace) -> int:
+    from . import translations
+
+    if args.dcmd == "cc3m-tsv":
+        print(f"{args.out}: {translations.cc3m_tsv(args.tsv, args.out):,} rows with rec_num")
+    else:
+        translations.prepare(args.translations, args.lang, args.out, args.shards, args.coco_images)
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    from .search.cli import run as run_search
+
+    return run_search(args, _config)
+
+
+COMMANDS = {"tokenizer": _tokenizer, "cache": _cache, "train": _train, "eval": _eval,
+            "eval-retrieval": _eval_retrieval, "predict": _predict, "similarity": _similarity, "export": _export,
+            "demo": _demo, "data": _data, "index": _search, "search": _search, "serve": _search}
+
+
 def run(args: argparse.Namespace) -> int:
-    if args.cmd == "tokenizer":
-        from .tokenizer import Tokenizer
-        from .config import TokenizerTrainConfig
-        from .tokenizer.train import format_stats, tokenizer_stats, train_tokenizer
-
-        if args.tcmd == "train":
-            cfg = _config(TokenizerTrainConfig, args, dict(lang=args.lang, merges=args.merges, corpus=args.corpus,
-                                                           column=args.column, wordfreq=args.wordfreq,
-                                                           wordfreq_top=args.wordfreq_top, out=args.out))
-            tok = train_tokenizer(cfg)
-            m = tok.meta
-            print(f"saved {args.out}: {m['merges_added']:,} merges added (vocab {tok.vocab_size:,}) "
-                  f"in {m['train_seconds']} s; end-of-text id {tok.eot_token_id} (argmax pooling)")
-        elif args.tcmd == "stats":
-            s = tokenizer_stats(Tokenizer.load(args.tokenizer), args.lang, args.top, args.corpus, args.column)
-            print(json.dumps(s, indent=2, ensure_ascii=False) if args.json else format_stats(s))
-        else:
-            tok = Tokenizer.load(args.tokenizer)
-            for t in args.texts:
-                print(json.dumps({"text": t, "ids": tok.encode(t), "tokens": tok.tokens(t)}, ensure_ascii=False))
-        return 0
-    if args.cmd == "cache":
-        from .cache import build_cache
-        from .config import CacheConfig
-
-        cfg = _config(CacheConfig, args, dict(
-            data=args.data, clip=args.clip, weights=args.weights, pretrained=args.pretrained, out=args.out,
-            image_column=args.image_column, caption_column=args.caption_column, english_column=args.english_column,
-            batch_size=args.batch_size, workers=args.workers, shard_size=args.shard_size,
-            teacher_shard_size=args.teacher_shard_size, text_only=args.text_only, device=args.device,
-            max_failure_rate=args.max_failure_rate, decode=args.decode))
-        build_cache(cfg)
-        return 0
-    if args.cmd == "train":
-        from .config import load_config
-        from .config import TrainConfig
-        from .train import train
-
-        overrides = list(args.overrides) + ([f"resume={args.resume}"] if args.resume else [])
-        train(load_config(TrainConfig, args.config, overrides))
-        return 0
-    if args.cmd == "eval":
-        from .evaluate import evaluate_cli
-
-        evaluate_cli(model=args.model, dataset=args.dataset, lang=args.lang, data_root=args.data_root,
-                     download=args.download, classnames=args.classnames, batch_size=args.batch_size,
-                     device=args.device, out=args.out, workers=args.workers, reference=args.reference,
-                     weights=args.weights)
-        return 0
-    if args.cmd == "eval-retrieval":
-        from .evaluate import evaluate_retrieval_cli
-
-        evaluate_retrieval_cli(model=args.model, data=args.data, split=args.split, val_fraction=args.val_fraction,
-                               seed=args.seed, batch_size=args.batch_size, device=args.device, weights=args.weights,
-                               out=args.out, workers=args.workers, image_column=args.image_column,
-                               caption_column=args.caption_column)
-        return 0
-    if args.cmd == "predict":
-        from .inference import predict_cli
-
-        predict_cli(args.model, args.image, args.labels, top=args.top, lang=args.lang, weights=args.weights,
-                    device=args.device)
-        return 0
-    if args.cmd == "similarity":
-        from .inference import similarity_cli
-
-        similarity_cli(args.model, args.images, args.texts, args.out, weights=args.weights, device=args.device)
-        return 0
-    if args.cmd == "export":
-        from .export import export
-
-        out = export(args.model, args.out, args.format, weights=args.weights, device=args.device)
-        how = {"hf": f"transformers.CLIPModel.from_pretrained('{out}')",
-               "onnx": f"onnxruntime.InferenceSession('{out / 'textual.onnx'}') (see the model card)",
-               "immich": "Immich's machine-learning service (docs/deploy.md)"}.get(
-            args.format, f"open_clip.create_model_and_transforms('local-dir:{out}')")
-        print(f"exported to {out} (model card: {out / 'README.md'}); load with {how}")
-        return 0
-    if args.cmd == "demo":
-        from .demo import DemoConfig, run_demo
-
-        run_demo(_config(DemoConfig, args, dict(lang=args.lang, out=args.out, seed=args.seed, size=args.size,
-                                                english_replay=not args.no_english_replay, precision=args.precision)))
-        return 0
-    if args.cmd == "data":
-        from . import translations
-
-        if args.dcmd == "cc3m-tsv":
-            print(f"{args.out}: {translations.cc3m_tsv(args.tsv, args.out):,} rows with rec_num")
-        else:
-            translations.prepare(args.translations, args.lang, args.out, args.shards, args.coco_images)
-        return 0
-    if args.cmd in ("index", "search", "serve"):
-        from .search.cli import run as run_search
-
-        return run_search(args, _config)
-    raise AssertionError(args.cmd)
+    """Run the parsed subcommand: each maps its flags to a stage function."""
+    return COMMANDS[args.cmd](args)
 
 
 EXPECTED = (ValueError, OSError, FloatingPointError, ImportError)   # bad input, files, divergence, a missing extra
