@@ -183,6 +183,28 @@ def test_retrieval_eval_on_pairs_and_cache(tiny_run, pair_data, world_cache, tmp
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["texts"] == 192 * 3
 
 
+def test_retrieval_eval_on_a_cache_needs_no_clip_file(tiny_run, tiny_clip, world_cache, pair_data, tmp_path, capsys):
+    """A cache holds the image embeddings: the run's text tower alone is loaded, so the CLIP weights
+    file may be gone (the recipe evaluates on the dev cache); the numbers are the same as with it."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    shutil.copy(tiny_clip[1], tmp_path / "clip.pt")
+    meta = json.loads((run / "model.json").read_text())
+    meta["image_tower"]["weights"] = str(tmp_path / "clip.pt")
+    (run / "model.json").write_text(json.dumps(meta))
+    args = ["eval-retrieval", "--model", str(run), "--data", str(world_cache), "--split", "all", "--device", "cpu"]
+    assert main(args) == 0
+    with_file = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    (tmp_path / "clip.pt").unlink()
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == with_file
+    assert main(["eval-retrieval", "--model", str(run), "--data", str(pair_data / "pairs.csv"), "--device", "cpu",
+                 "--workers", "0"]) == 2                 # pictures to embed: the tower is needed, and named
+    assert "clip.pt" in capsys.readouterr().err
+
+
 def test_inference_bad_input(tiny_run, tmp_path, capsys):
     import shutil
 

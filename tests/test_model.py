@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from langclip.model import fast_encode_text
-from langclip.build import build_student
+from langclip.build import ImageTowerRef, build_student
 from langclip.runfolder import load_model, save_model_files
 from langclip.tokenizer import Tokenizer
 from langclip.weights import WeightsError, load_state_dict
@@ -137,6 +137,51 @@ def test_run_folder_round_trip(tmp_path, tiny_arch, tiny_clip, ru_tokenizer):
     with torch.no_grad():
         assert torch.equal(loaded.encode_text(t), model.eval().encode_text(t))
     assert meta["image_tower"]["sha256"] == ref.sha256
+
+
+def test_text_only_load_needs_no_clip_file_and_equals_the_full_load(tmp_path, tiny_arch, tiny_clip, ru_tokenizer):
+    """`load_model(image=False)` (what `langclip search` by text uses): built without initialising
+    anything, it needs no CLIP weights file, gives the full load's text embeddings (both forwards: the
+    fast one and open_clip's own, which reads the rebuilt causal mask), carries the run's recorded
+    digest, refuses pictures until its tower is filled, and then embeds them as the full load does.
+    A run from before digests records none to compare with: it is loaded whole."""
+    import json
+    import shutil
+
+    from langclip.build import load_image_tower
+    from langclip.model import LangCLIP
+
+    model, ref, info = build_student(tiny_arch, tiny_clip[1], ru_tokenizer, init="clip", context_length=32)
+    clip_file = tmp_path / "clip.pt"
+    shutil.copy(tiny_clip[1], clip_file)
+    ref = ImageTowerRef.of(ref.arch, clip_file, ref.tower_sha256)
+    run = save_model_files(tmp_path / "run", model, ru_tokenizer, ref, {"init": info})
+    full = load_model(run)[0]
+    clip_file.rename(tmp_path / "moved.pt")          # the text-only load must not look for it
+    text, tok, _ = load_model(run, image=False)
+    assert not text.image_ready and text.tower_sha256 == full.tower_sha256 != ""
+    a, b = full.state_dict(), text.state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a if not k.startswith("clip.visual."))
+    assert torch.equal(text.clip.attn_mask, full.clip.attn_mask)    # the non-persistent buffer, rebuilt
+    t = tok(["кот на столе", "a photo of a dog"], context_length=32)
+    with torch.no_grad():
+        assert torch.equal(text.encode_text(t), full.encode_text(t))
+        assert torch.equal(text.clip.encode_text(t), full.clip.encode_text(t))
+    size = full.visual.image_size
+    x = torch.randn(2, 3, *((size, size) if isinstance(size, int) else size))
+    with pytest.raises(RuntimeError, match="texts only"):
+        text.encode_image(x)
+    load_image_tower(text, tmp_path / "moved.pt")
+    assert torch.equal(text.encode_image(x), full.encode_image(x))
+    with pytest.raises(FileNotFoundError, match="image-tower weights"):
+        load_model(run)                               # the full load still needs the file
+    meta = json.loads((run / "model.json").read_text())
+    del meta["image_tower"]["tower_sha256"]             # a run folder written before round 2
+    (run / "model.json").write_text(json.dumps(meta))
+    old = load_model(run, weights=tmp_path / "moved.pt", image=False)[0]
+    assert old.image_ready and torch.equal(old.encode_image(x), full.encode_image(x))
+    assert LangCLIP.for_text(json.loads((run / "model.json").read_text())["model_cfg"]).image_ready is False
 
 
 def test_image_tower_checked_by_tensors_and_old_runs_by_file(tmp_path, tiny_arch, tiny_clip, ru_tokenizer):

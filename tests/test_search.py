@@ -136,6 +136,30 @@ def test_search_command(tmp_path, photos, tiny_arch, tiny_clip, trained_run, cap
     assert "one of them" in capsys.readouterr().err
 
 
+def test_search_by_text_needs_no_clip_file(tmp_path, photos, tiny_clip, trained_run, capsys):
+    """A text query loads the run's text tower alone: with the CLIP weights file gone it answers as with
+    it (the digest compared is the run's record); a query by picture needs the file and names it."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    shutil.copy(tiny_clip[1], tmp_path / "clip.pt")
+    meta = json.loads((run / "model.json").read_text())
+    meta["image_tower"]["weights"] = str(tmp_path / "clip.pt")
+    (run / "model.json").write_text(json.dumps(meta))
+    out = tmp_path / "idx"
+    assert main(["index", "build", "--data", str(photos), "--model", str(run), "--out", str(out), "--workers", "0"]) == 0
+    query = ["search", "--index", str(out), "--model", str(run), "красный круг", "-k", "5", "--json"]
+    capsys.readouterr()
+    assert main(query) == 0
+    with_file = capsys.readouterr().out
+    (tmp_path / "clip.pt").unlink()
+    assert main(query) == 0
+    assert capsys.readouterr().out == with_file and len(with_file.splitlines()) == 5
+    assert main(["search", "--index", str(out), "--model", str(run), "--image", str(photos / "04.jpg")]) == 2
+    assert "clip.pt" in capsys.readouterr().err
+
+
 # -- the HTTP API ------------------------------------------------------------------------------------
 @pytest.fixture()
 def client(tmp_path, photos, tiny_arch, tiny_clip, trained_run):

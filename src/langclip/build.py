@@ -50,6 +50,7 @@ def load_image_tower(model: LangCLIP, weights: str | Path, arch: str = "?") -> d
     model.clip.visual.load_state_dict({k: v.float() for k, v in vis.items()})
     model.lock_image_tower()
     model.tower_sha256 = tower_digest(vis)
+    model.image_ready = True
     return rest
 
 

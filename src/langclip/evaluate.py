@@ -80,8 +80,10 @@ def load_reference_clip(arch: str, weights: str | Path):
 
 def _reference(m, weights: str | None, device):
     """(model, tokenizer) of the English CLIP a langclip model was built from."""
+    from .inference import image_tower_ref
+
     meta = m.meta or {}
-    ref = meta.get("image_tower") or meta.get("langclip", {}).get("image_tower")  # run folder / export
+    ref = image_tower_ref(meta)  # run folder / export
     if not ref:
         raise ValueError("--reference needs the CLIP the model was built from, and this folder records none")
     from .runfolder import resolve_image_weights
@@ -224,51 +226,19 @@ def evaluate_retrieval_cli(model: str, data: list[str], split: str = "val", val_
     """Text->image and image->text recall@1/5/10 on held-out pairs.
 
     `data` is a langclip cache (its image embeddings are used; `split='val'` takes the images the run
-    held out in training, `all` takes every pair) or pairs (table, tar shards, folder), whose images
-    are embedded here (unreadable images are skipped and counted)."""
-    from .cache import CacheData, check_cache_matches, load_cache
+    held out in training, `all` takes every pair; the model's image tower is not needed) or pairs
+    (table, tar shards, folder), whose images are embedded here (unreadable images are skipped and counted)."""
     from .inference import load
 
     if split not in ("val", "all"):
         raise ValueError(f"--split must be val or all, got {split!r}")
-    m = load(model, device=device, weights=weights)
-    skipped = 0
-    if len(data) == 1 and (Path(data[0]) / "manifest.json").is_file():
-        cache: CacheData = load_cache(data[0])
-        ref = (m.meta or {}).get("image_tower")
-        if ref:
-            check_cache_matches(cache.manifest, ref, where=data[0])
-        if split == "val":
-            idx = held_out(cache, run_split(m.meta or {}, Path(model)), data[0], val_fraction, seed)
-        else:
-            idx = torch.arange(len(cache.captions))
-        imgs_u, inv = cache.caption_image[idx].unique(return_inverse=True)
-        if cache.text_only:  # a parallel corpus: each text against the English CLIP embeddings instead
-            image = torch.nn.functional.normalize(cache.teacher[idx].float(), dim=-1)
-        else:
-            image = cache.image_emb[imgs_u].float()
-        texts = [cache.captions[i] for i in idx.tolist()]
-        source = f"cache {data[0]} ({split}{', text-only: English CLIP text embeddings as targets' if cache.text_only else ''})"
+    from_cache = len(data) == 1 and (Path(data[0]) / "manifest.json").is_file()
+    m = load(model, device=device, weights=weights, image=not from_cache)
+    if from_cache:
+        texts, image, inv, source = _retrieval_cache(m, data[0], split, Path(model), val_fraction, seed)
+        skipped = 0
     else:
-        from .pairs import ImageDataset, collate_images, read_pairs
-
-        pairs = read_pairs(data, image_column, caption_column)
-        ds = ImageDataset(pairs.images, list(range(len(pairs.images))), m.preprocess)
-        loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate_images)
-        feats: dict[int, torch.Tensor] = {}
-        with torch.no_grad():
-            for rows, oks, x, _errs in loader:
-                if x is not None:
-                    f = m.model.encode_image(x.to(m.device)).float().cpu()
-                    feats.update(zip([r for r, k in zip(rows, oks) if k], f))
-        skipped = len(pairs.images) - len(feats)
-        if not feats:
-            raise ValueError(f"none of the {len(pairs.images)} images in {', '.join(data)} could be read")
-        kept = [(row, c) for row, c, _ in pairs.captions if row in feats]
-        texts = [c for _, c in kept]
-        imgs_u, inv = torch.tensor([row for row, _ in kept], dtype=torch.long).unique(return_inverse=True)
-        image = torch.stack([feats[int(r)] for r in imgs_u])
-        source = ", ".join(data)
+        texts, image, inv, source, skipped = _retrieval_pairs(m, data, batch_size, workers, image_column, caption_column)
     if not texts:
         raise ValueError(f"no pairs to evaluate in {source}")
     text = encode_texts(m.model, m.tokenizer, texts, m.device)
@@ -282,3 +252,47 @@ def evaluate_retrieval_cli(model: str, data: list[str], split: str = "val", val_
         cols = ["t2i_r@1", "t2i_r@5", "t2i_r@10", "i2t_r@1", "i2t_r@5", "i2t_r@10", "texts", "images"]
         (o / "retrieval.md").write_text(markdown_table([res], cols), encoding="utf-8")
     return res
+
+
+def _retrieval_cache(m, path: str, split: str, model_path: Path, val_fraction, seed):
+    """(texts, image embeddings, each text's image, description) from a cache's embeddings."""
+    from .cache import check_cache_matches, load_cache
+
+    cache = load_cache(path)
+    ref = (m.meta or {}).get("image_tower")
+    if ref:
+        check_cache_matches(cache.manifest, ref, where=path)
+    if split == "val":
+        idx = held_out(cache, run_split(m.meta or {}, model_path), path, val_fraction, seed)
+    else:
+        idx = torch.arange(len(cache.captions))
+    imgs_u, inv = cache.caption_image[idx].unique(return_inverse=True)
+    if cache.text_only:  # a parallel corpus: each text against the English CLIP embeddings instead
+        image = torch.nn.functional.normalize(cache.teacher[idx].float(), dim=-1)
+    else:
+        image = cache.image_emb[imgs_u].float()
+    texts = [cache.captions[i] for i in idx.tolist()]
+    return texts, image, inv, f"cache {path} ({split}{', text-only: English CLIP text embeddings as targets' if cache.text_only else ''})"
+
+
+def _retrieval_pairs(m, data: list[str], batch_size: int, workers: int, image_column, caption_column):
+    """(texts, image embeddings, each text's image, description, pictures skipped), embedding the pictures."""
+    from .pairs import ImageDataset, collate_images, read_pairs
+
+    pairs = read_pairs(data, image_column, caption_column)
+    ds = ImageDataset(pairs.images, list(range(len(pairs.images))), m.preprocess)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate_images)
+    feats: dict[int, torch.Tensor] = {}
+    with torch.no_grad():
+        for rows, oks, x, _errs in loader:
+            if x is not None:
+                f = m.model.encode_image(x.to(m.device)).float().cpu()
+                feats.update(zip([r for r, k in zip(rows, oks) if k], f))
+    if not feats:
+        raise ValueError(f"none of the {len(pairs.images)} images in {', '.join(data)} could be read")
+    kept = [(row, c) for row, c, _ in pairs.captions if row in feats]
+    if not kept:
+        raise ValueError(f"no pairs to evaluate in {', '.join(data)}: no caption belongs to a readable image")
+    imgs_u, inv = torch.tensor([row for row, _ in kept], dtype=torch.long).unique(return_inverse=True)
+    image = torch.stack([feats[int(r)] for r in imgs_u])
+    return [c for _, c in kept], image, inv, ", ".join(data), len(pairs.images) - len(feats)

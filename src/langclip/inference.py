@@ -63,14 +63,37 @@ class LoadedModel:
         return (self.model.logit_scale.exp().cpu() * f @ w.T).softmax(-1)
 
 
-def load(path: str | Path, device: str | None = None, weights: str | None = None) -> LoadedModel:
-    """A run folder (or an export folder) -> LoadedModel."""
+def is_export(path: str | Path) -> bool:
+    """An export folder (open_clip's layout: both towers in one file), not a run folder."""
+    path = Path(path)
+    return (path / "open_clip_config.json").is_file() and not (path / "model.json").is_file()
+
+
+def model_meta(path: str | Path) -> dict:
+    """What a run or export folder records, without loading it: model.json's contents (a run) or
+    open_clip_config.json's (an export; langclip's own record under "langclip")."""
+    from .runfolder import read_run_meta
+
+    path = Path(path)
+    if is_export(path):
+        return json.loads((path / "open_clip_config.json").read_text(encoding="utf-8"))
+    return read_run_meta(path)
+
+
+def image_tower_ref(meta: dict) -> dict:
+    """The image tower's record in model_meta's answer (arch, weights, sha256, tower_sha256, pretrained)."""
+    return meta.get("image_tower") or meta.get("langclip", {}).get("image_tower") or {}
+
+
+def load(path: str | Path, device: str | None = None, weights: str | None = None, image: bool = True) -> LoadedModel:
+    """A run folder (or an export folder) -> LoadedModel. `image=False`: a run is loaded for texts only
+    (see runfolder.load_model); an export holds both towers in one file and is loaded whole."""
     from .model import image_transform
     from .runfolder import load_model
 
     path = Path(path)
     dev = pick_device(device)
-    if (path / "open_clip_config.json").is_file() and not (path / "model.json").is_file():
+    if is_export(path):
         import open_clip
 
         from .model import LangCLIP
@@ -98,7 +121,7 @@ def load(path: str | Path, device: str | None = None, weights: str | None = None
             tok = Tokenizer.load(path / "langclip_tokenizer") if (path / "langclip_tokenizer").is_dir() else Tokenizer.load(path)
         pp_cfg = dict(open_clip.get_model_preprocess_cfg(m.clip), **cfg.get("preprocess_cfg", {}))
         return LoadedModel(m.to(dev).eval(), tok, image_transform(pp_cfg), dev, dict(cfg, _path=str(path)))
-    model, tok, meta = load_model(path, weights=weights)
+    model, tok, meta = load_model(path, weights=weights, image=image)
     meta = dict(meta, _path=str(path))
     return LoadedModel(model.to(dev).eval(), tok, image_transform(meta["preprocess_cfg"]), dev, meta)
 

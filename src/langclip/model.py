@@ -80,7 +80,26 @@ class LangCLIP(nn.Module):
         cls = open_clip.CustomTextCLIP if self.is_hf else open_clip.CLIP
         self.clip = cls(**{k: v for k, v in self.model_cfg.items() if k != "preprocess_cfg"})
         self.tower_sha256 = ""   # digest of the loaded image tower's tensors (load_image_tower)
+        self.image_ready = True  # False: built by for_text, the image tower not filled yet
         self.lock_image_tower()
+
+    @classmethod
+    def for_text(cls, model_cfg: dict) -> "LangCLIP":
+        """A model whose text weights are about to be loaded and whose image tower may never be used
+        (a text query): nothing is initialised — at ViT-B/32 that random init is ~1 s of a CLI call.
+        The image tower's memory is allocated but not filled; encode_image refuses until
+        load_image_tower fills it. The text tower is loaded with `load_state_dict` as usual; its one
+        non-persistent buffer (the causal mask) is rebuilt here. Any other tower falls back to a normal build."""
+        with torch.device("meta"):
+            m = cls(model_cfg)
+        np_buffers = {(n, b) for n, mod in m.named_modules() for b in getattr(mod, "_non_persistent_buffers_set", ())}
+        if m.is_hf or np_buffers != {("clip", "attn_mask")}:
+            return cls(model_cfg)
+        m.to_empty(device="cpu")
+        L = m.clip.attn_mask.shape[0]
+        m.clip.attn_mask = torch.full((L, L), float("-inf")).triu_(1)   # open_clip's build_causal_mask
+        m.image_ready = False
+        return m
 
     @property
     def is_hf(self) -> bool:
@@ -123,6 +142,8 @@ class LangCLIP(nn.Module):
 
     # -- forward --------------------------------------------------------------------------------
     def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        if not self.image_ready:
+            raise RuntimeError("this model was loaded for texts only (image=False): its image tower is not loaded")
         with torch.no_grad():
             f = self.clip.visual(images)
         return F.normalize(f, dim=-1) if normalize else f

@@ -79,8 +79,10 @@ def resolve_image_weights(run: Path, ref: dict, weights: str | Path | None, chec
 
 
 def load_model(run: str | Path, weights: str | Path | None = None, text_weights: str | None = None,
-               check_sha: bool = True) -> tuple[LangCLIP, Tokenizer, dict]:
-    """Load a run folder: (model in eval mode, tokenizer, model.json contents)."""
+               check_sha: bool = True, image: bool = True) -> tuple[LangCLIP, Tokenizer, dict]:
+    """Load a run folder: (model in eval mode, tokenizer, model.json contents). `image=False`: for texts
+    only — the CLIP weights file is not needed or read, and the model's `tower_sha256` is the one the
+    run recorded (a run from before round 2 records none: then the tower is loaded anyway)."""
     from safetensors.torch import load_file
 
     run = Path(run)
@@ -94,14 +96,13 @@ def load_model(run: str | Path, weights: str | Path | None = None, text_weights:
         cfg = copy.deepcopy(cfg)
         cfg["text_cfg"].update(hf_model_name=str(tok_dir.resolve()), hf_model_pretrained=False)
         tokenizer.context_length = cfg["text_cfg"].get("context_length", 77)
-    model = LangCLIP(cfg)
     ref = meta["image_tower"]
-    wf = resolve_image_weights(run, ref, weights, check_sha)
-    load_image_tower(model, wf, ref["arch"])
-    if check_sha and ref.get("tower_sha256") and model.tower_sha256 != ref["tower_sha256"]:
-        raise WeightsError(f"{wf}: its image tower differs from the one this model was trained with (tensor digest "
-                           f"{model.tower_sha256[:12]}… vs {ref['tower_sha256'][:12]}…); pass the right file with "
-                           f"weights=/--weights")
+    image = image or not ref.get("tower_sha256")
+    model = LangCLIP(cfg) if image else LangCLIP.for_text(cfg)
+    if image:
+        load_run_image_tower(model, run, ref, weights, check_sha)
+    else:
+        model.tower_sha256 = ref["tower_sha256"]
     tw = run / (text_weights or meta.get("text_weights", TEXT_WEIGHTS))
     if not tw.is_file():
         raise FileNotFoundError(f"{run}: text-tower weights {tw.name} not found")
@@ -113,6 +114,17 @@ def load_model(run: str | Path, weights: str | Path | None = None, text_weights:
     if tokenizer.vocab_size != model.vocab_size and not (model.is_hf and tokenizer.vocab_size <= model.vocab_size):
         raise WeightsError(f"{run}: tokenizer has {tokenizer.vocab_size} ids but the text tower {model.vocab_size}")
     return model.eval(), tokenizer, meta
+
+
+def load_run_image_tower(model: LangCLIP, run: Path, ref: dict, weights: str | Path | None = None,
+                         check_sha: bool = True) -> None:
+    """Fill `model`'s image tower from the CLIP file of the run's record `ref` (see resolve_image_weights)."""
+    wf = resolve_image_weights(run, ref, weights, check_sha)
+    load_image_tower(model, wf, ref["arch"])
+    if check_sha and ref.get("tower_sha256") and model.tower_sha256 != ref["tower_sha256"]:
+        raise WeightsError(f"{wf}: its image tower differs from the one this model was trained with (tensor digest "
+                           f"{model.tower_sha256[:12]}… vs {ref['tower_sha256'][:12]}…); pass the right file with "
+                           f"weights=/--weights")
 
 
 # -- the held-out split ----------------------------------------------------------------------------

@@ -100,7 +100,7 @@ def search(index: str, model: str, query: str | None = None, image: str | None =
     if k < 1:
         raise ValueError(f"-k must be >= 1, got {k}")
     idx = Index(index)
-    m = QueryModel(model, arch=arch, device=device, weights=weights)
+    m = QueryModel(model, arch=arch, device=device, weights=weights, image=bool(image))
     m.check(idx)
     vec = m.encode_text([query]) if query else m.encode_image([Image.open(image)])
     hits = idx.search(vec[0], k)[0]

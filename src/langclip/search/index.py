@@ -37,12 +37,13 @@ SMALL = 512       # fewer pictures than this (an update's new ones) are decoded 
 def _tower(cfg: IndexConfig) -> tuple[str, str, str]:
     """(arch, weights file, pretrained tag) of the image tower: a run/export's, or given directly."""
     if cfg.model:
-        from ..inference import load
-
-        meta = load(cfg.model, device="cpu", weights=cfg.weights or None).meta or {}
-        ref = meta.get("image_tower") or meta.get("langclip", {}).get("image_tower") or {}
+        from ..inference import image_tower_ref, model_meta
         from ..runfolder import resolve_image_weights
 
+        ref = image_tower_ref(model_meta(cfg.model))
+        if not ref:
+            raise ValueError(f"{cfg.model}: records no image tower (not made by langclip?); "
+                             f"give --clip with --weights or --pretrained instead of --model")
         path = resolve_image_weights(Path(cfg.model), ref, cfg.weights or None, check_sha=False)
         return ref["arch"], str(path), ""
     return cfg.clip, cfg.weights, cfg.pretrained
