@@ -1,6 +1,7 @@
 """Image-embedding cache build throughput on photo-sized JPEGs: PIL decoding in DataLoader workers
-(`--decode pil`, the default) and decoding on the device (`--decode nvjpeg`), each against the bare
-image-tower forward on the same batch size, in the same run.
+(`--decode pil`, the default), torchvision's kernels in the workers (`--decode torchvision`) and
+decoding on the device (`--decode nvjpeg`), each against the bare image-tower forward on the same batch
+size, in the same run.
 
     python benchmarks/cache_throughput.py                          # GPU: 50,000 JPEGs, 500x375, ~100 KB
     python benchmarks/cache_throughput.py --arch tiny --images 256 --device cpu --distinct 32   # CPU mode
@@ -14,6 +15,7 @@ file is decoded in full while generating them stays cheap. Measures, one JSON li
 - device_side_stages (--stages): the same bytes, each stage timed alone with a device sync between
   (decode, resize/crop/normalise, forward), and the decode split over 1/2/4 threads with a CUDA stream
   each: where the device side's gap to the bare forward goes, before choosing a fix;
+- worker_cost_per_picture: what one decoding worker spends a picture, PIL vs torchvision (one core);
 - cache_build_<mode>: `langclip.cache.build_cache` end to end (table reading, model load and SHA-256,
   workers, shards, consolidation), images/s over the whole call;
 - agreement: cosine between the two caches' embeddings of the same pictures.
@@ -117,6 +119,33 @@ def stage_times(prep, blobs, m, amp, batch, dev):
               flush=True)
 
 
+def worker_cost(pairs, pp, n: int) -> None:
+    """What one decoding worker spends a picture (one core, one thread, files in the page cache): the PIL
+    path (open_clip's transform) vs `--decode torchvision` (uint8 out; the device normalises)."""
+    from langclip.cache.decode import DecodedImages
+    from langclip.model import image_transform
+    from langclip.pairs import ImageDataset
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)               # as in a DataLoader worker
+    rows = list(range(n))
+    paths = {"pil": ImageDataset(pairs.images, rows, image_transform(pp)), "torchvision": DecodedImages(pairs.images, rows, pp)}
+    ms = {}
+    for name, ds in paths.items():
+        best = float("inf")
+        for _ in range(3):
+            t = time.perf_counter()
+            for i in rows:
+                assert ds[i][1] is not None
+            best = min(best, time.perf_counter() - t)
+        ms[name] = best / n * 1e3
+    torch.set_num_threads(threads)
+    print(json.dumps({"name": "worker_cost_per_picture", "pictures": n, "pil_ms": round(ms["pil"], 3),
+                      "torchvision_ms": round(ms["torchvision"], 3), "speedup": round(ms["pil"] / ms["torchvision"], 2),
+                      "note": "one core, best of 3 passes, decode + resize + crop (+ PIL's ToTensor/normalise)"}),
+          flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=50_000)
@@ -124,7 +153,7 @@ def main():
     ap.add_argument("--arch", default="ViT-B-32-quickgelu")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--batch", type=int, default=512)
-    ap.add_argument("--decode", nargs="+", default=["pil", "nvjpeg"], choices=["pil", "nvjpeg"])
+    ap.add_argument("--decode", nargs="+", default=["pil", "torchvision", "nvjpeg"], choices=["pil", "torchvision", "nvjpeg"])
     ap.add_argument("--stages", action="store_true", help="also time the device side's stages one by one")
     ap.add_argument("--no-build", action="store_true", help="skip the end-to-end cache builds")
     ap.add_argument("--decode-threads", type=int, nargs="+", default=[1],
@@ -211,6 +240,7 @@ def main():
     print(json.dumps({"name": "pixels_device_vs_pil", "images": k, "mean_abs_grey_levels": round(diff.mean().item(), 3),
                       "p99_grey_levels": round(diff.flatten().float()[::97].quantile(0.99).item(), 2)}), flush=True)
     del blobs
+    worker_cost(pairs, preprocess_cfg(m), min(a.images, 256))
 
     caches = {}
     builds = [(m, t) for m in ([] if a.no_build else a.decode) for t in (a.decode_threads if m == "nvjpeg" else [1])]
@@ -226,10 +256,10 @@ def main():
         print(json.dumps({"name": f"cache_build_{name}", "images_per_s": round(a.images / sec), "seconds": round(sec, 1),
                           "ratio_to_bare_forward": round(a.images / sec / bare, 3), "failed": man["num_images_failed"],
                           "note": "end to end: table, model load + SHA-256, workers, shards, consolidation"}), flush=True)
-    if len(caches) == 2:
-        p, q = caches["pil"], caches["nvjpeg"]
+    for mode in [m for m in caches if m != "pil" and "pil" in caches]:
+        p, q = caches["pil"], caches[mode]
         cos = (p.image_emb.float() * q.image_emb.float()).sum(-1)[p.image_ok & q.image_ok]
-        print(json.dumps({"name": "agreement_pil_vs_nvjpeg", "cosine_min": round(cos.min().item(), 5),
+        print(json.dumps({"name": f"agreement_pil_vs_{mode}", "cosine_min": round(cos.min().item(), 5),
                           "cosine_mean": round(cos.mean().item(), 6)}), flush=True)
     shutil.rmtree(d, ignore_errors=True)
 

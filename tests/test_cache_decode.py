@@ -1,5 +1,6 @@
-"""`cache build --decode nvjpeg`: the device-side decoding path (torchvision's decode_jpeg; here on CPU,
-the same code as on CUDA) against the default PIL path."""
+"""`cache build --decode nvjpeg` (the device-side decoding path: torchvision's decode_jpeg; here on CPU,
+the same code as on CUDA) and `--decode torchvision` (the same kernels in the CPU workers) against the
+default PIL path."""
 import csv
 
 import numpy as np
@@ -78,21 +79,49 @@ def test_device_preprocessing_matches_pil(photos):
     assert (t_rows, t_ok, t_reasons, threaded.fallbacks) == (out_rows, ok, reasons, 1) and torch.equal(tx, x)
 
 
-def test_nvjpeg_cache_equals_pil_cache(tmp_path, photos, tiny_arch, tiny_clip):
+def test_worker_tensor_decoding_matches_pil(photos):
+    """`--decode torchvision`: what a worker hands over (uint8, resized and cropped), normalised as the
+    build device does, against open_clip's PIL transform — every pixel within two grey levels, nearly all
+    identical (the same libjpeg-turbo decode; the tensor resampling rounds differently now and then); the
+    same pictures fail; PNG, greyscale and CMYK come out as PIL's."""
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+    from langclip.cache.decode import DecodedImages, Normalize255
+    from langclip.model import image_transform
+    from langclip.pairs import ImageDataset, read_pairs
+
+    pairs = read_pairs([str(photos / "pairs.csv")])
+    pp = {"size": (224, 224), "mode": "RGB", "mean": OPENAI_DATASET_MEAN, "std": OPENAI_DATASET_STD,
+          "interpolation": "bicubic", "resize_mode": "shortest", "fill_color": 0}
+    rows = list(range(len(pairs.images)))
+    got = [DecodedImages(pairs.images, rows, pp)[i] for i in rows]
+    ref = [ImageDataset(pairs.images, rows, image_transform(pp))[i] for i in rows]
+    assert [g[1] is None for g in got] == [r[1] is None for r in ref] == [r == len(rows) - 1 for r in rows]
+    assert got[-1][2] and not any(g[2] for g in got[:-1])           # the truncated JPEG, with its reason
+    assert all(g[1].dtype == torch.uint8 and g[1].shape == (3, 224, 224) for g in got[:-1])
+    x = Normalize255(pp, torch.device("cpu"))(torch.stack([g[1] for g in got[:-1]]))
+    want = torch.stack([r[1] for r in ref[:-1]])
+    grey = ((x - want) * torch.tensor(pp["std"]).view(3, 1, 1) * 255).abs()
+    assert grey.max() < 2.001, grey.max()        # measured: 1 grey level at most in colour, 2 in the grey JPEG
+    assert (grey > 0.5).float().mean() < 0.01, (grey > 0.5).float().mean()   # measured: 0.0-0.5 % of pixels
+
+
+@pytest.mark.parametrize("mode", ["nvjpeg", "torchvision"])
+def test_tensor_decoding_caches_equal_pil_cache(tmp_path, photos, tiny_arch, tiny_clip, mode):
     caches = {}
-    for mode in ("pil", "nvjpeg"):
-        caches[mode] = load_cache(build_cache(CacheConfig(
-            data=[str(photos / "pairs.csv")], clip=tiny_arch, weights=tiny_clip[1], out=str(tmp_path / mode),
-            batch_size=4, workers=0, shard_size=5, decode=mode), progress=False))
-    a, b = caches["pil"], caches["nvjpeg"]
+    for m in ("pil", mode):
+        caches[m] = load_cache(build_cache(CacheConfig(
+            data=[str(photos / "pairs.csv")], clip=tiny_arch, weights=tiny_clip[1], out=str(tmp_path / m),
+            batch_size=4, workers=2 if m == "torchvision" else 0, shard_size=5, decode=m), progress=False))
+    a, b = caches["pil"], caches[mode]
     assert torch.equal(a.image_ok, b.image_ok) and int(a.image_ok.sum()) == 10
     assert [f["source"] for f in a.manifest["failures"]] == [f["source"] for f in b.manifest["failures"]]
-    assert b.manifest["config"]["decode"] == "nvjpeg"
+    assert b.manifest["config"]["decode"] == mode
     cos = (a.image_emb[a.image_ok].float() * b.image_emb[b.image_ok].float()).sum(-1)
     assert cos.min() > 0.999, cos
     with pytest.raises(ValueError, match="decode differ|decode: was pil"):      # no mixed resume
         build_cache(CacheConfig(data=[str(photos / "pairs.csv")], clip=tiny_arch, weights=tiny_clip[1],
-                                out=str(tmp_path / "pil"), batch_size=4, workers=0, shard_size=5, decode="nvjpeg"),
+                                out=str(tmp_path / "pil"), batch_size=4, workers=0, shard_size=5, decode=mode),
                     progress=False)
 
 

@@ -16,7 +16,7 @@ from ..config import CacheConfig
 from ..dist import init_from_env
 from ..files import atomic_write, atomic_write_text, check_out_dir, pick_device, progress_bar, sha256_file
 from ..pairs import ImageDataset, collate_images, read_pairs, read_parallel
-from .decode import DevicePreprocess, EncodedImages, collate_encoded
+from .decode import DecodedImages, DevicePreprocess, EncodedImages, Normalize255, collate_encoded
 from .store import CACHE_FORMAT, write_manifest, write_normalized, write_tables, write_teacher_dense
 
 log = logging.getLogger(__name__)
@@ -157,11 +157,14 @@ def _embed_images(model, pairs, cfg: CacheConfig, out: Path, device, rank: int, 
     shards = [k for k in range((n + S - 1) // S) if k % world == rank]
     todo = [k for k in shards if not (out / "emb" / f"shard_{k:05d}.safetensors").is_file()]
     rows = [r for k in todo for r in range(k * S, min(n, (k + 1) * S))]
+    pp, on_device, normalize, collate = preprocess_cfg(model), None, None, collate_images
     if cfg.decode == "nvjpeg":   # workers read bytes; the device decodes, resizes and crops
-        on_device = DevicePreprocess(preprocess_cfg(model), device, pairs.images, threads=cfg.decode_threads)
+        on_device = DevicePreprocess(pp, device, pairs.images, threads=cfg.decode_threads)
         data, collate = EncodedImages(pairs.images, rows), collate_encoded
+    elif cfg.decode == "torchvision":   # workers decode and resize to uint8; the device normalises
+        data, normalize = DecodedImages(pairs.images, rows, pp), Normalize255(pp, device)
     else:
-        on_device, data, collate = None, ImageDataset(pairs.images, rows, image_transform(preprocess_cfg(model))), collate_images
+        data = ImageDataset(pairs.images, rows, image_transform(pp))
     loader = torch.utils.data.DataLoader(
         data, batch_size=cfg.batch_size, num_workers=cfg.workers if cfg.workers >= 0 else auto_workers(),
         collate_fn=collate, pin_memory=device.type == "cuda" and on_device is None, persistent_workers=False)
@@ -182,8 +185,9 @@ def _embed_images(model, pairs, cfg: CacheConfig, out: Path, device, rank: int, 
                                                   len(shards_out.pending) == len(todo)))
             feats = None
             if x is not None:
+                x = x.to(device, non_blocking=True)
                 with amp:
-                    feats = model.clip.visual(x.to(device, non_blocking=True)).float().cpu().to(torch.float16)
+                    feats = model.clip.visual(normalize(x) if normalize else x).float().cpu().to(torch.float16)
             shards_out.add(brows, bok, feats, reasons)
             bar.update(len(brows))
             shards_out.flush_done(brows[-1])
