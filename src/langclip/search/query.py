@@ -12,8 +12,8 @@ import torch
 class QueryModel:
     """`image=False`: for text queries only. A run folder then loads its text tower alone (the CLIP weights
     file is not read, the digest compared is the one the run recorded), which takes a ViT-B/32
-    `langclip search` by text from 7.6 to 5.9 s and from 2.1 to 1.5 GB on 2 CPU cores
-    (benchmarks/search_cold_start.py; 4.6 s and 0.86 GB of either are Python imports)."""
+    `langclip search` by text from 7.8 to 6.0 s and from 2.1 to 1.5 GB on 2 CPU cores
+    (cpu_search_cold_start.jsonl; 4.8 s and 0.86 GB of either are Python imports)."""
 
     def __init__(self, model: str | Path, arch: str = "ViT-B-32-quickgelu", device: str | None = None,
                  weights: str | None = None, image: bool = True):
