@@ -15,7 +15,8 @@ file is decoded in full while generating them stays cheap. Measures, one JSON li
 - device_side_stages (--stages): the same bytes, each stage timed alone with a device sync between
   (decode, resize/crop/normalise, forward), and the decode split over 1/2/4 threads with a CUDA stream
   each: where the device side's gap to the bare forward goes, before choosing a fix;
-- worker_cost_per_picture: what one decoding worker spends a picture, PIL vs torchvision (one core);
+- worker_cost_per_picture: what one decoding worker spends a picture, PIL vs torchvision (one core),
+  and an index thumbnail's cost, langclip's (reduced-scale decode of large JPEGs) vs a full decode first;
 - cache_build_<mode>: `langclip.cache.build_cache` end to end (table reading, model load and SHA-256,
   workers, shards, consolidation), images/s over the whole call;
 - agreement: cosine between the two caches' embeddings of the same pictures.
@@ -54,10 +55,12 @@ def photo(seed: int, w: int = 500, h: int = 375) -> bytes:
     return buf.getvalue()
 
 
-def write_pictures(d: Path, n: int, distinct: int, procs: int) -> float:
+def write_pictures(d: Path, n: int, distinct: int, procs: int, size: tuple[int, int] = (500, 375)) -> float:
+    from functools import partial
+
     (d / "img").mkdir(parents=True)
     with Pool(procs) as pool:
-        pics = pool.map(photo, range(distinct))
+        pics = pool.map(partial(photo, w=size[0], h=size[1]), range(distinct))
     with open(d / "pairs.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["image", "caption"])
@@ -139,10 +142,31 @@ def worker_cost(pairs, pp, n: int) -> None:
                 assert ds[i][1] is not None
             best = min(best, time.perf_counter() - t)
         ms[name] = best / n * 1e3
+    # index thumbnails (256 px): langclip's (a large JPEG decoded at reduced scale) vs a full decode first
+    from langclip.pairs import open_image
+    from langclip.search.thumbs import _Thumbs
+
+    def full_decode_thumb(i):
+        im = open_image(pairs.images[i]).convert("RGB")
+        im.thumbnail((256, 256))
+        im.save(io.BytesIO(), "JPEG", quality=85)
+
+    thumbs = _Thumbs(pairs.images[:n], 256)
+    for name, fn in (("thumb_full_decode", full_decode_thumb), ("thumb_langclip", thumbs.__getitem__)):
+        best = float("inf")
+        for _ in range(3):
+            t = time.perf_counter()
+            for i in rows:
+                fn(i)
+            best = min(best, time.perf_counter() - t)
+        ms[name] = best / n * 1e3
     torch.set_num_threads(threads)
     print(json.dumps({"name": "worker_cost_per_picture", "pictures": n, "pil_ms": round(ms["pil"], 3),
                       "torchvision_ms": round(ms["torchvision"], 3), "speedup": round(ms["pil"] / ms["torchvision"], 2),
-                      "note": "one core, best of 3 passes, decode + resize + crop (+ PIL's ToTensor/normalise)"}),
+                      "thumbnail_full_decode_ms": round(ms["thumb_full_decode"], 3),
+                      "thumbnail_langclip_ms": round(ms["thumb_langclip"], 3),
+                      "note": "one core, best of 3 passes, decode + resize + crop (+ PIL's ToTensor/normalise); "
+                              "thumbnails: 256 px JPEGs as `index build` writes them"}),
           flush=True)
 
 
@@ -153,6 +177,7 @@ def main():
     ap.add_argument("--arch", default="ViT-B-32-quickgelu")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--batch", type=int, default=512)
+    ap.add_argument("--size", default="500x375", help="WxH of the generated JPEGs (4000x3000: a camera's photos)")
     ap.add_argument("--decode", nargs="+", default=["pil", "torchvision", "nvjpeg"], choices=["pil", "torchvision", "nvjpeg"])
     ap.add_argument("--stages", action="store_true", help="also time the device side's stages one by one")
     ap.add_argument("--no-build", action="store_true", help="skip the end-to-end cache builds")
@@ -177,11 +202,12 @@ def main():
     cfg = model_config(arch)
     torch.save(open_clip.CLIP(**cfg).state_dict(), d / "w.pt")
     t = time.perf_counter()
-    kb = write_pictures(d, a.images, a.distinct, os.cpu_count() or 1) / 1e3
+    W, H = map(int, a.size.split("x"))
+    kb = write_pictures(d, a.images, a.distinct, os.cpu_count() or 1, (W, H)) / 1e3
     dev = a.device
     print(json.dumps({"device": torch.cuda.get_device_name(0) if dev == "cuda" else platform.machine(),
                       "cpus": os.cpu_count(), "workers": auto_workers(), "images": a.images,
-                      "distinct": a.distinct, "size": "500x375", "mean_kb": round(kb, 1), "arch": a.arch,
+                      "distinct": a.distinct, "size": a.size, "mean_kb": round(kb, 1), "arch": a.arch,
                       "batch": a.batch, "torch": torch.__version__, "write_s": round(time.perf_counter() - t, 1)}),
           flush=True)
     m = LangCLIP(cfg)

@@ -106,6 +106,44 @@ def test_worker_tensor_decoding_matches_pil(photos):
     assert (grey > 0.5).float().mean() < 0.01, (grey > 0.5).float().mean()   # measured: 0.0-0.5 % of pixels
 
 
+def test_camera_sized_jpegs_decode_at_reduced_scale(tmp_path):
+    """A camera's photo (here 2000×1500) is decoded by libjpeg at 1/2 scale (1000×750, both sides still
+    >= 2 × 224) in the torchvision path, and within a few grey levels of open_clip's PIL transform of the
+    full decode; a picture below 4 × 224 a side goes through decode_jpeg whole. Thumbnails are PIL's own
+    `thumbnail` of the file (which drafts by itself), byte for byte."""
+    import io
+
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+    from langclip.cache.decode import DecodedImages, Normalize255, decode_rgb
+    from langclip.model import image_transform
+    from langclip.pairs import ImageDataset, ImageRef
+    from langclip.search.thumbs import _Thumbs
+
+    big, small = tmp_path / "big.jpg", tmp_path / "small.jpg"
+    _photo(2000, 1500, 1).save(big, quality=92)
+    _photo(800, 600, 2).save(small, quality=92)
+    assert decode_rgb(big.read_bytes(), 448).shape == (3, 750, 1000)
+    assert decode_rgb(small.read_bytes(), 448).shape == (3, 600, 800)
+    assert decode_rgb(big.read_bytes()).shape == (3, 1500, 2000)
+    pp = {"size": (224, 224), "mode": "RGB", "mean": OPENAI_DATASET_MEAN, "std": OPENAI_DATASET_STD,
+          "interpolation": "bicubic", "resize_mode": "shortest", "fill_color": 0}
+    refs = [ImageRef(str(big)), ImageRef(str(small))]
+    got = torch.stack([DecodedImages(refs, [0, 1], pp)[i][1] for i in range(2)])
+    want = torch.stack([ImageDataset(refs, [0, 1], image_transform(pp))[i][1] for i in range(2)])
+    grey = ((Normalize255(pp, torch.device("cpu"))(got) - want) * torch.tensor(pp["std"]).view(3, 1, 1) * 255).abs()
+    assert grey[1].max() < 2.001                                   # full decode: as above
+    assert grey[0].mean() < 0.5 and grey[0].max() < 8, (grey[0].mean(), grey[0].max())   # measured: 0.2 / 3
+    from PIL import Image
+
+    for f in (big, small):
+        ref = Image.open(f)
+        ref.thumbnail((256, 256))                    # not loaded yet: PIL drafts by itself
+        buf = io.BytesIO()
+        ref.convert("RGB").save(buf, "JPEG", quality=85)
+        assert _Thumbs([ImageRef(str(f))], 256)[0] == buf.getvalue()
+
+
 @pytest.mark.parametrize("mode", ["nvjpeg", "torchvision"])
 def test_tensor_decoding_caches_equal_pil_cache(tmp_path, photos, tiny_arch, tiny_clip, mode):
     caches = {}

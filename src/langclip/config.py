@@ -251,7 +251,8 @@ class IndexConfig:
     workers: int = -1
     shard_size: int = 8192
     device: str | None = None
-    decode: str = "pil"
+    decode: str = "torchvision"              # as `cache build`'s; here torchvision's kernels by default: a photo
+                                             # folder's large JPEGs decode at reduced scale (cache/decode.py)
     decode_threads: int = 1                  # as `cache build`'s (nvjpeg: the decode split over threads)
     max_failure_rate: float = 0.5
     thumb_size: int = 256

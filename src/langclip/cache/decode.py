@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from ..pairs import ImageRef, open_image, read_image_bytes
+from ..pairs import ImageRef, decode_image, open_image, read_image_bytes
 
 _JPEG = b"\xff\xd8\xff"
 
@@ -87,28 +87,35 @@ def resize_crop_uint8(x: torch.Tensor, size: tuple[int, int], interp) -> torch.T
     return TF.center_crop(TF.resize(x, [min(size)], interpolation=interp, antialias=True), list(size))
 
 
-def decode_rgb(data: bytes, ref: ImageRef) -> torch.Tensor:
+def decode_rgb(data: bytes, draft: int = 0) -> torch.Tensor:
     """Encoded bytes → uint8 (3, H, W) RGB on the CPU: libjpeg-turbo through torchvision for a JPEG,
-    PIL for anything else or a JPEG it refuses (raises, as PIL does, on unreadable data)."""
+    PIL for anything else or a JPEG it refuses (raises, as PIL does, on unreadable data). `draft`: a
+    JPEG with both sides >= 2 × draft is decoded by PIL at a reduced scale instead (see open_image)."""
+    import io
+
     import numpy as np
+    from PIL import Image
     from torchvision.io import ImageReadMode, decode_jpeg
 
     if data[:3] == _JPEG:
         try:
-            return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
-        except RuntimeError:
+            if not draft or min(Image.open(io.BytesIO(data)).size) < 2 * draft:   # reads the header only
+                return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+        except (RuntimeError, OSError):
             pass
-    img = open_image(ref).convert("RGB")
+    img = decode_image(data, draft).convert("RGB")
     return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
 
 
 class DecodedImages(torch.utils.data.Dataset):
     """`--decode torchvision`: rows → (row, uint8 (3, S, S) picture resized and cropped, or None, reason),
-    decoded in the workers; the build device normalises (`Normalize255`)."""
+    decoded in the workers; the build device normalises (`Normalize255`). A JPEG of at least 4 × S a
+    side (a camera's photo) is decoded at a reduced scale that keeps >= 2 × S (see open_image)."""
 
     def __init__(self, refs: list[ImageRef], rows: list[int], pp: dict):
         self.refs, self.rows = refs, rows
         self.size, self.interp = geometry(pp, "torchvision")
+        self.draft = 2 * min(self.size)
 
     def __len__(self):
         return len(self.rows)
@@ -116,7 +123,7 @@ class DecodedImages(torch.utils.data.Dataset):
     def __getitem__(self, i):
         row = self.rows[i]
         try:
-            pic = decode_rgb(read_image_bytes(self.refs[row]), self.refs[row])
+            pic = decode_rgb(read_image_bytes(self.refs[row]), self.draft)
             return row, resize_crop_uint8(pic, self.size, self.interp), ""
         except Exception as e:  # corrupt, missing, truncated: skipped and counted like the PIL path
             return row, None, f"{type(e).__name__}: {str(e)[:200]}"
