@@ -15,7 +15,8 @@ file is decoded in full while generating them stays cheap. Measures, one JSON li
 - device_side_stages (--stages): the same bytes, each stage timed alone with a device sync between
   (decode, resize/crop/normalise, forward), and the decode split over 1/2/4 threads with a CUDA stream
   each: where the device side's gap to the bare forward goes, before choosing a fix;
-- worker_cost_per_picture: what one decoding worker spends a picture, PIL vs torchvision (one core),
+- worker_cost_per_picture: what one decoding worker spends a picture (one core): PIL to float (the
+  default path before session 7), PIL to uint8 (the default path now) and torchvision;
   and an index thumbnail's cost, langclip's (reduced-scale decode of large JPEGs) vs a full decode first;
 - cache_build_<mode>: `langclip.cache.build_cache` end to end (table reading, model load and SHA-256,
   workers, shards, consolidation), images/s over the whole call;
@@ -123,16 +124,21 @@ def stage_times(prep, blobs, m, amp, batch, dev):
 
 
 def worker_cost(pairs, pp, n: int) -> None:
-    """What one decoding worker spends a picture (one core, one thread, files in the page cache): the PIL
-    path (open_clip's transform) vs `--decode torchvision` (uint8 out; the device normalises)."""
-    from langclip.cache.decode import DecodedImages
+    """What one decoding worker spends a picture (one core, one thread, files in the page cache):
+    open_clip's whole transform to float (`pil_float`: the PIL path before session 7), the PIL path as it
+    is (`pil`: the transform stopped before its tensor conversion, uint8 out) and `--decode torchvision`
+    (uint8 out); the device normalises the uint8 ones."""
+    from langclip.cache.decode import DecodedImages, uint8_transform
     from langclip.model import image_transform
     from langclip.pairs import ImageDataset
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)               # as in a DataLoader worker
     rows = list(range(n))
-    paths = {"pil": ImageDataset(pairs.images, rows, image_transform(pp)), "torchvision": DecodedImages(pairs.images, rows, pp)}
+    tf = image_transform(pp)
+    paths = {"pil_float": ImageDataset(pairs.images, rows, tf),
+             "pil": ImageDataset(pairs.images, rows, uint8_transform(tf, pp)),
+             "torchvision": DecodedImages(pairs.images, rows, pp)}
     ms = {}
     for name, ds in paths.items():
         best = float("inf")
@@ -161,11 +167,13 @@ def worker_cost(pairs, pp, n: int) -> None:
             best = min(best, time.perf_counter() - t)
         ms[name] = best / n * 1e3
     torch.set_num_threads(threads)
-    print(json.dumps({"name": "worker_cost_per_picture", "pictures": n, "pil_ms": round(ms["pil"], 3),
-                      "torchvision_ms": round(ms["torchvision"], 3), "speedup": round(ms["pil"] / ms["torchvision"], 2),
+    print(json.dumps({"name": "worker_cost_per_picture", "pictures": n, "pil_float_ms": round(ms["pil_float"], 3),
+                      "pil_ms": round(ms["pil"], 3),
+                      "torchvision_ms": round(ms["torchvision"], 3), "pil_float_over_pil": round(ms["pil_float"] / ms["pil"], 2),
+                      "pil_float_over_torchvision": round(ms["pil_float"] / ms["torchvision"], 2),
                       "thumbnail_full_decode_ms": round(ms["thumb_full_decode"], 3),
                       "thumbnail_langclip_ms": round(ms["thumb_langclip"], 3),
-                      "note": "one core, best of 3 passes, decode + resize + crop (+ PIL's ToTensor/normalise); "
+                      "note": "one core, best of 3 passes, decode + resize + crop (+ pil_float: ToTensor/normalise); "
                               "thumbnails: 256 px JPEGs as `index build` writes them"}),
           flush=True)
 

@@ -79,6 +79,30 @@ def test_device_preprocessing_matches_pil(photos):
     assert (t_rows, t_ok, t_reasons, threaded.fallbacks) == (out_rows, ok, reasons, 1) and torch.equal(tx, x)
 
 
+def test_pil_path_hands_uint8_with_open_clips_numbers(photos):
+    """The default path's workers stop open_clip's transform before its tensor conversion and hand uint8;
+    the device's normalisation then gives open_clip's float input bit for bit (every mode: RGB, grey,
+    CMYK, PNG). A transform that does not end as expected keeps the float path."""
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+    from langclip.cache.decode import Normalize255, uint8_transform
+    from langclip.model import image_transform
+    from langclip.pairs import open_image, read_pairs
+
+    pp = {"size": (224, 224), "mode": "RGB", "mean": OPENAI_DATASET_MEAN, "std": OPENAI_DATASET_STD,
+          "interpolation": "bicubic", "resize_mode": "shortest", "fill_color": 0}
+    tf = image_transform(pp)
+    head = uint8_transform(tf, pp)
+    norm = Normalize255(pp, torch.device("cpu"))
+    refs = read_pairs([str(photos / "pairs.csv")]).images[:-1]     # all but the truncated one
+    for r in refs:
+        x = head(open_image(r))
+        assert x.dtype == torch.uint8
+        assert torch.equal(norm(x[None])[0], tf(open_image(r))), r.path
+    assert uint8_transform(tf, {**pp, "mean": (0.5, 0.5, 0.5)}) is None
+    assert uint8_transform(lambda im: im, pp) is None
+
+
 def test_worker_tensor_decoding_matches_pil(photos):
     """`--decode torchvision`: what a worker hands over (uint8, resized and cropped), normalised as the
     build device does, against open_clip's PIL transform — every pixel within two grey levels, nearly all

@@ -16,7 +16,7 @@ from ..config import CacheConfig
 from ..dist import init_from_env
 from ..files import atomic_write, atomic_write_text, check_out_dir, pick_device, progress_bar, sha256_file
 from ..pairs import ImageDataset, collate_images, read_pairs, read_parallel
-from .decode import DecodedImages, DevicePreprocess, EncodedImages, Normalize255, collate_encoded
+from .decode import DecodedImages, DevicePreprocess, EncodedImages, Normalize255, collate_encoded, uint8_transform
 from .store import CACHE_FORMAT, write_manifest, write_normalized, write_tables, write_teacher_dense
 
 log = logging.getLogger(__name__)
@@ -163,8 +163,10 @@ def _embed_images(model, pairs, cfg: CacheConfig, out: Path, device, rank: int, 
         data, collate = EncodedImages(pairs.images, rows), collate_encoded
     elif cfg.decode == "torchvision":   # workers decode and resize to uint8; the device normalises
         data, normalize = DecodedImages(pairs.images, rows, pp), Normalize255(pp, device)
-    else:
-        data = ImageDataset(pairs.images, rows, image_transform(pp))
+    else:   # PIL in the workers, open_clip's transform; uint8 handed over where it allows (the same numbers)
+        head = uint8_transform(image_transform(pp), pp)
+        data = ImageDataset(pairs.images, rows, head or image_transform(pp))
+        normalize = Normalize255(pp, device) if head else None
     loader = torch.utils.data.DataLoader(
         data, batch_size=cfg.batch_size, num_workers=cfg.workers if cfg.workers >= 0 else auto_workers(),
         collate_fn=collate, pin_memory=device.type == "cuda" and on_device is None, persistent_workers=False)
