@@ -180,3 +180,15 @@ def test_key_value_overrides_work_for_every_stage_command(tmp_path, pair_data, t
     assert main(["cache", "build", "--data", str(pair_data / "pairs.csv"), "--clip", tiny_arch, "--weights", tiny_clip[1],
                  "--out", str(tmp_path / "c2"), "shard_sise=5"]) == 2
     assert "unknown key 'shard_sise'" in capsys.readouterr().err
+
+
+def test_help_does_not_import_torch():
+    """`langclip --help` and every subcommand's parser stay light: the parser (search's included) and
+    `import langclip` import no torch — a second and more of a user's wait (the import is lazy)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, langclip; from langclip.cli import build_parser; p = build_parser(); "
+            "p.parse_args(['search', '--index', 'i', '--model', 'm', 'q']); print('torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr[-2000:]
