@@ -64,6 +64,21 @@ def tiny_clip(tmp_path_factory):
     return m, str(p)
 
 
+def run_with_own_clip_file(run, clip_file, tmp_path):
+    """A copy of a run folder whose image tower points at a copy of its CLIP file, which a test may then
+    delete: -> (run copy, CLIP file copy)."""
+    import json
+    import shutil
+
+    copy, clip = tmp_path / "run", tmp_path / "clip.pt"
+    shutil.copytree(run, copy)
+    shutil.copy(clip_file, clip)
+    meta = json.loads((copy / "model.json").read_text())
+    meta["image_tower"]["weights"] = str(clip)
+    (copy / "model.json").write_text(json.dumps(meta))
+    return copy, clip
+
+
 def make_image(path, seed, mode="RGB", size=(40, 30)):
     import numpy as np
     from PIL import Image

@@ -186,18 +186,13 @@ def test_retrieval_eval_on_pairs_and_cache(tiny_run, pair_data, world_cache, tmp
 def test_retrieval_eval_on_a_cache_needs_no_clip_file(tiny_run, tiny_clip, world_cache, pair_data, tmp_path, capsys):
     """A cache holds the image embeddings: the run's text tower alone is loaded, so the CLIP weights
     file may be gone (the recipe evaluates on the dev cache); the numbers are the same as with it."""
-    import shutil
+    from conftest import run_with_own_clip_file
 
-    run = tmp_path / "run"
-    shutil.copytree(tiny_run, run)
-    shutil.copy(tiny_clip[1], tmp_path / "clip.pt")
-    meta = json.loads((run / "model.json").read_text())
-    meta["image_tower"]["weights"] = str(tmp_path / "clip.pt")
-    (run / "model.json").write_text(json.dumps(meta))
+    run, clip = run_with_own_clip_file(tiny_run, tiny_clip[1], tmp_path)
     args = ["eval-retrieval", "--model", str(run), "--data", str(world_cache), "--split", "all", "--device", "cpu"]
     assert main(args) == 0
     with_file = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    (tmp_path / "clip.pt").unlink()
+    clip.unlink()
     assert main(args) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == with_file
     assert main(["eval-retrieval", "--model", str(run), "--data", str(pair_data / "pairs.csv"), "--device", "cpu",

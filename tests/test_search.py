@@ -139,21 +139,16 @@ def test_search_command(tmp_path, photos, tiny_arch, tiny_clip, trained_run, cap
 def test_search_by_text_needs_no_clip_file(tmp_path, photos, tiny_clip, trained_run, capsys):
     """A text query loads the run's text tower alone: with the CLIP weights file gone it answers as with
     it (the digest compared is the run's record); a query by picture needs the file and names it."""
-    import shutil
+    from conftest import run_with_own_clip_file
 
-    run = tmp_path / "run"
-    shutil.copytree(trained_run, run)
-    shutil.copy(tiny_clip[1], tmp_path / "clip.pt")
-    meta = json.loads((run / "model.json").read_text())
-    meta["image_tower"]["weights"] = str(tmp_path / "clip.pt")
-    (run / "model.json").write_text(json.dumps(meta))
+    run, clip = run_with_own_clip_file(trained_run, tiny_clip[1], tmp_path)
     out = tmp_path / "idx"
     assert main(["index", "build", "--data", str(photos), "--model", str(run), "--out", str(out), "--workers", "0"]) == 0
     query = ["search", "--index", str(out), "--model", str(run), "красный круг", "-k", "5", "--json"]
     capsys.readouterr()
     assert main(query) == 0
     with_file = capsys.readouterr().out
-    (tmp_path / "clip.pt").unlink()
+    clip.unlink()
     assert main(query) == 0
     assert capsys.readouterr().out == with_file and len(with_file.splitlines()) == 5
     assert main(["search", "--index", str(out), "--model", str(run), "--image", str(photos / "04.jpg")]) == 2
