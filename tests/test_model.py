@@ -184,6 +184,24 @@ def test_text_only_load_needs_no_clip_file_and_equals_the_full_load(tmp_path, ti
     assert LangCLIP.for_text(json.loads((run / "model.json").read_text())["model_cfg"]).image_ready is False
 
 
+def test_text_only_build_at_the_real_shape():
+    """`LangCLIP.for_text` with ViT-B-32-quickgelu's own config (the recipe's tower, context 77): the
+    same buffers and text embeddings as a normal build given the same text weights."""
+    from langclip.model import LangCLIP, model_config, student_config
+
+    cfg = student_config(model_config("ViT-B-32-quickgelu"), Tokenizer.clip().vocab_size, 77)
+    full = LangCLIP(cfg).eval()
+    text = LangCLIP.for_text(cfg)
+    assert not text.image_ready
+    missing, unexpected = text.clip.load_state_dict(full.text_state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("visual.") for k in missing)
+    assert torch.equal(text.clip.attn_mask, full.clip.attn_mask)
+    t = Tokenizer.clip()(["a photo of a cat", "two red stars on a blue field"], context_length=77)
+    with torch.no_grad():
+        assert torch.equal(text.eval().encode_text(t), full.encode_text(t))
+        assert torch.equal(text.clip.encode_text(t), full.clip.encode_text(t))
+
+
 def test_image_tower_checked_by_tensors_and_old_runs_by_file(tmp_path, tiny_arch, tiny_clip, ru_tokenizer):
     """A run records its tower's tensor digest: the same weights in another file format load; other
     weights are refused after loading. A run folder from before digests is checked by file SHA-256."""
