@@ -86,8 +86,8 @@ class LangCLIP(nn.Module):
     @classmethod
     def for_text(cls, model_cfg: dict) -> "LangCLIP":
         """A model whose text weights are about to be loaded and whose image tower may never be used
-        (a text query): nothing is initialised — at ViT-B/32 that random init is ~1 s of a CLI call.
-        The image tower's memory is allocated but not filled; encode_image refuses until
+        (a text query): nothing is initialised (with the CLIP file left unread, what a text query saves at
+        ViT-B/32: benchmarks/results/cpu_search_cold_start.jsonl). The image tower's memory is allocated but not filled; encode_image refuses until
         load_image_tower fills it. The text tower is loaded with `load_state_dict` as usual; its one
         non-persistent buffer (the causal mask) is rebuilt here. Any other tower falls back to a normal build."""
         with torch.device("meta"):

@@ -97,11 +97,11 @@ def load_model(run: str | Path, weights: str | Path | None = None, text_weights:
         cfg["text_cfg"].update(hf_model_name=str(tok_dir.resolve()), hf_model_pretrained=False)
         tokenizer.context_length = cfg["text_cfg"].get("context_length", 77)
     ref = meta["image_tower"]
-    image = image or not ref.get("tower_sha256")
-    model = LangCLIP(cfg) if image else LangCLIP.for_text(cfg)
-    if image:
+    if image or not ref.get("tower_sha256"):
+        model = LangCLIP(cfg)
         load_run_image_tower(model, run, ref, weights, check_sha)
     else:
+        model = LangCLIP.for_text(cfg)
         model.tower_sha256 = ref["tower_sha256"]
     tw = run / (text_weights or meta.get("text_weights", TEXT_WEIGHTS))
     if not tw.is_file():

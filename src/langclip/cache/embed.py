@@ -164,8 +164,9 @@ def _embed_images(model, pairs, cfg: CacheConfig, out: Path, device, rank: int, 
     elif cfg.decode == "torchvision":   # workers decode and resize to uint8; the device normalises
         data, normalize = DecodedImages(pairs.images, rows, pp), Normalize255(pp, device)
     else:   # PIL in the workers, open_clip's transform; uint8 handed over where it allows (the same numbers)
-        head = uint8_transform(image_transform(pp), pp)
-        data = ImageDataset(pairs.images, rows, head or image_transform(pp))
+        tf = image_transform(pp)
+        head = uint8_transform(tf, pp)
+        data = ImageDataset(pairs.images, rows, head or tf)
         normalize = Normalize255(pp, device) if head else None
     loader = torch.utils.data.DataLoader(
         data, batch_size=cfg.batch_size, num_workers=cfg.workers if cfg.workers >= 0 else auto_workers(),
