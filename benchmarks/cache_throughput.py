@@ -185,6 +185,7 @@ def main():
     ap.add_argument("--arch", default="ViT-B-32-quickgelu")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--batch", type=int, default=512)
+    ap.add_argument("--worker-pictures", type=int, default=256, help="pictures for worker_cost_per_picture")
     ap.add_argument("--size", default="500x375", help="WxH of the generated JPEGs (4000x3000: a camera's photos)")
     ap.add_argument("--decode", nargs="+", default=["pil", "torchvision", "nvjpeg"], choices=["pil", "torchvision", "nvjpeg"])
     ap.add_argument("--stages", action="store_true", help="also time the device side's stages one by one")
@@ -274,7 +275,7 @@ def main():
     print(json.dumps({"name": "pixels_device_vs_pil", "images": k, "mean_abs_grey_levels": round(diff.mean().item(), 3),
                       "p99_grey_levels": round(diff.flatten().float()[::97].quantile(0.99).item(), 2)}), flush=True)
     del blobs
-    worker_cost(pairs, preprocess_cfg(m), min(a.images, 256))
+    worker_cost(pairs, preprocess_cfg(m), min(a.images, a.worker_pictures))
 
     caches = {}
     builds = [(m, t) for m in ([] if a.no_build else a.decode) for t in (a.decode_threads if m == "nvjpeg" else [1])]
