@@ -93,7 +93,6 @@ def decode_rgb(data: bytes, draft: int = 0) -> torch.Tensor:
     JPEG with both sides >= 2 × draft is decoded by PIL at a reduced scale instead (see open_image)."""
     import io
 
-    import numpy as np
     from PIL import Image
     from torchvision.io import ImageReadMode, decode_jpeg
 
@@ -103,8 +102,14 @@ def decode_rgb(data: bytes, draft: int = 0) -> torch.Tensor:
                 return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
         except (RuntimeError, OSError):
             pass
-    img = decode_image(data, draft).convert("RGB")
-    return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
+    return rgb_tensor(decode_image(data, draft))
+
+
+def rgb_tensor(img) -> torch.Tensor:
+    """PIL image → uint8 (3, H, W) RGB tensor on the CPU."""
+    import numpy as np
+
+    return torch.from_numpy(np.asarray(img.convert("RGB")).copy()).permute(2, 0, 1)
 
 
 class DecodedImages(torch.utils.data.Dataset):
@@ -242,10 +247,7 @@ class DevicePreprocess:
             return got
 
     def _pil(self, row: int) -> torch.Tensor:
-        import numpy as np
-
-        img = open_image(self.refs[row]).convert("RGB")
-        return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).to(self.device)
+        return rgb_tensor(open_image(self.refs[row])).to(self.device)
 
     def _resize(self, pics: list[torch.Tensor]):
         from torchvision.transforms.v2 import functional as TF
