@@ -257,10 +257,16 @@ def evaluate_retrieval_cli(model: str, data: list[str], split: str = "val", val_
 def _retrieval_cache(m, path: str, split: str, model_path: Path, val_fraction, seed):
     """(texts, image embeddings, each text's image, description) from a cache's embeddings."""
     from .cache import check_cache_matches, load_cache
+    from .inference import image_tower_ref, is_export
 
     cache = load_cache(path)
-    ref = (m.meta or {}).get("image_tower")
-    if ref:
+    ref = image_tower_ref(m.meta or {})
+    if is_export(model_path):   # loaded whole: its image tower is compared, not only its record
+        from .weights import tower_digest
+
+        ref = {**ref, "arch": ref.get("arch", cache.manifest.get("arch")),   # a foreign export names none
+               "tower_sha256": tower_digest(m.model.clip.visual.state_dict())}
+    if ref and (cache.manifest.get("tower_sha256") or ref.get("sha256")):   # else nothing to compare
         check_cache_matches(cache.manifest, ref, where=path)
     if split == "val":
         idx = held_out(cache, run_split(m.meta or {}, model_path), path, val_fraction, seed)
