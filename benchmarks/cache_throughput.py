@@ -19,7 +19,8 @@ file is decoded in full while generating them stays cheap. Measures, one JSON li
   default path before session 7), PIL to uint8 (the default path now) and torchvision;
   and an index thumbnail's cost, langclip's (reduced-scale decode of large JPEGs) vs a full decode first;
 - cache_build_<mode>: `langclip.cache.build_cache` end to end (table reading, model load and SHA-256,
-  workers, shards, consolidation), images/s over the whole call;
+  workers, shards, consolidation), images/s over the whole call; `_ahead` (--decode-ahead): nvjpeg
+  with the next batch decoded in a thread during the forward;
 - agreement: cosine between the two caches' embeddings of the same pictures.
 """
 import argparse
@@ -192,6 +193,8 @@ def main():
     ap.add_argument("--no-build", action="store_true", help="skip the end-to-end cache builds")
     ap.add_argument("--decode-threads", type=int, nargs="+", default=[1],
                     help="nvjpeg builds: one per value of decode_threads (the batch's decode split over threads)")
+    ap.add_argument("--decode-ahead", action="store_true",
+                    help="nvjpeg builds: each also with decode_ahead (the next batch decoded in a thread meanwhile)")
     a = ap.parse_args()
     import open_clip
 
@@ -278,16 +281,21 @@ def main():
     worker_cost(pairs, preprocess_cfg(m), min(a.images, a.worker_pictures))
 
     caches = {}
-    builds = [(m, t) for m in ([] if a.no_build else a.decode) for t in (a.decode_threads if m == "nvjpeg" else [1])]
-    for mode, threads in builds:
+    builds = [(m, t, ahead) for m in ([] if a.no_build else a.decode)
+              for t in (a.decode_threads if m == "nvjpeg" else [1])
+              for ahead in ([False, True] if m == "nvjpeg" and a.decode_ahead else [False])]
+    for mode, threads, ahead in builds:
         t = time.perf_counter()
-        name = mode + (f"_threads{threads}" if mode == "nvjpeg" and len(a.decode_threads) > 1 else "")
+        name = (mode + (f"_threads{threads}" if mode == "nvjpeg" and len(a.decode_threads) > 1 else "")
+                + ("_ahead" if ahead else ""))
         out = build_cache(CacheConfig(data=[str(d / "pairs.csv")], clip=arch, weights=str(d / "w.pt"),
                                       out=str(d / f"cache_{name}"), batch_size=a.batch, shard_size=8192,
-                                      device=dev, decode=mode, decode_threads=threads), progress=False)
+                                      device=dev, decode=mode, decode_threads=threads, decode_ahead=ahead),
+                          progress=False)
         sec = time.perf_counter() - t
-        caches[mode] = load_cache(out)
-        man = caches[mode].manifest
+        key = mode + ("_ahead" if ahead else "")
+        caches[key] = load_cache(out)
+        man = caches[key].manifest
         print(json.dumps({"name": f"cache_build_{name}", "images_per_s": round(a.images / sec), "seconds": round(sec, 1),
                           "ratio_to_bare_forward": round(a.images / sec / bare, 3), "failed": man["num_images_failed"],
                           "note": "end to end: table, model load + SHA-256, workers, shards, consolidation"}), flush=True)

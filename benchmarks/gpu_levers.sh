@@ -3,11 +3,12 @@
 # CPU in CPU mode; see benchmarks/gpu_session.sh for the site folder .whl it needs, carried with the
 # device tool as carry [".whl"]). Two parts, one device call each, so that the budget (15 device-minutes,
 # start included) holds both with a little room:
-#   bash benchmarks/gpu_levers.sh step       (~6.5 min) the step at context 77 and 32: open_clip baseline,
+#   bash benchmarks/gpu_levers.sh step       (~6.7 min) the step at context 77 and 32: open_clip baseline,
 #        autocast (langclip's bf16) vs bf16-weights (bf16 twin + float32 masters, train/precision.py),
 #        English replay of a quarter of each batch; then the cache's device side stage by stage (decode,
 #        resize, forward; decode over 1/2/4 threads) on 20,000 photo-sized JPEGs, `cache build
-#        --decode nvjpeg` end to end with decode_threads 1 and 4, `--decode torchvision` (the workers with
+#        --decode nvjpeg` end to end with decode_threads 1 and 4, each with and without decode_ahead (the
+#        next batch decoded in a thread while this one is embedded), `--decode torchvision` (the workers with
 #        torchvision's kernels: 1.9x less CPU a picture than PIL on the 2-core machine) and `--decode pil`
 #        (uint8 handover since session 7; session 5: 1,515 img/s), with one worker's cost a picture
 #   bash benchmarks/gpu_levers.sh autotune   (~8 min) torch.compile max-autotune on the bf16-weights step at
@@ -36,8 +37,8 @@ case "${1:-step}" in
     timeout 230 python3 benchmarks/train_throughput.py "${CPU[@]}" --base-ctx 77 32 \
         --runs amp:default:77 bf16w:default:77 amp:default:32 bf16w:default:32 amp:default:32:replay0.25 \
         2>"$OUT/levers_step.err" | tee "$OUT/levers_step.jsonl"
-    timeout 150 python3 -W ignore benchmarks/cache_throughput.py "${CACHE[@]}" --stages --decode pil torchvision nvjpeg \
-        --decode-threads 1 4 --worker-pictures 96 \
+    timeout 170 python3 -W ignore benchmarks/cache_throughput.py "${CACHE[@]}" --stages --decode pil torchvision nvjpeg \
+        --decode-threads 1 4 --decode-ahead --worker-pictures 96 \
         2>"$OUT/cache_stages.err" | tee "$OUT/cache_stages.jsonl" ;;
   autotune)
     timeout 470 python3 benchmarks/train_throughput.py "${CPU[@]}" --base-ctx 77 --runs bf16w:max-autotune:77 \

@@ -31,10 +31,12 @@ def test_step_levers_run():
 
 def test_cache_stages_and_threaded_builds_run():
     lines = _run(["benchmarks/cache_throughput.py", "--arch", "tiny", "--images", "16", "--distinct", "4", "--batch", "8",
-                  "--device", "cpu", "--stages", "--decode", "nvjpeg", "--decode-threads", "1", "2"])
+                  "--device", "cpu", "--stages", "--decode", "pil", "nvjpeg", "--decode-threads", "1", "2",
+                  "--decode-ahead"])
     names = {x.get("name") for x in lines}
     assert {"device_side_stages", "device_decode_threads", "cache_build_nvjpeg_threads1",
-            "cache_build_nvjpeg_threads2"} <= names, names
+            "cache_build_nvjpeg_threads2", "cache_build_nvjpeg_threads1_ahead", "cache_build_nvjpeg_threads2_ahead",
+            "agreement_pil_vs_nvjpeg_ahead"} <= names, names
     assert all(x["failed"] == 0 for x in lines if x.get("name", "").startswith("cache_build"))
 
 

@@ -179,6 +179,12 @@ def test_tensor_decoding_caches_equal_pil_cache(tmp_path, photos, tiny_arch, tin
     assert torch.equal(a.image_ok, b.image_ok) and int(a.image_ok.sum()) == 10
     assert [f["source"] for f in a.manifest["failures"]] == [f["source"] for f in b.manifest["failures"]]
     assert b.manifest["config"]["decode"] == mode
+    if mode == "nvjpeg":   # the next batch decoded in a thread meanwhile: the same numbers, the same failures
+        ahead = load_cache(build_cache(CacheConfig(
+            data=[str(photos / "pairs.csv")], clip=tiny_arch, weights=tiny_clip[1], out=str(tmp_path / "ahead"),
+            batch_size=4, workers=0, shard_size=5, decode=mode, decode_ahead=True), progress=False))
+        assert torch.equal(ahead.image_ok, b.image_ok) and torch.equal(ahead.image_emb, b.image_emb)
+        assert ahead.manifest["failures"] == b.manifest["failures"]
     cos = (a.image_emb[a.image_ok].float() * b.image_emb[b.image_ok].float()).sum(-1)
     assert cos.min() > 0.999, cos
     with pytest.raises(ValueError, match="decode differ|decode: was pil"):      # no mixed resume
@@ -192,3 +198,30 @@ def test_decode_option_is_checked():
         CacheConfig(data=["x"], weights="", pretrained="a-tag", decode="gpu").validate()
     with pytest.raises(ValueError, match="decode_threads must be"):
         CacheConfig(data=["x"], weights="", pretrained="a-tag", decode="nvjpeg", decode_threads=0).validate()
+
+
+def test_decode_ahead_keeps_order_and_errors():
+    """The next batch is prepared in a thread while the caller holds this one: results in order, each
+    batch prepared once, and an error in a batch raised where that batch would have been."""
+    import threading
+
+    from langclip.cache.decode import decode_ahead
+
+    calls = []
+
+    def prep(i, fail=False):
+        calls.append((i, threading.current_thread().name))
+        if fail:
+            raise ValueError(f"batch {i}")
+        return [i], [True], torch.full((1, 2), float(i)), [""]
+
+    dev = torch.device("cpu")
+    got = [out[0][0] for out in decode_ahead(((i,) for i in range(5)), prep, dev)]
+    assert got == [0, 1, 2, 3, 4] and sorted(c[0] for c in calls) == got
+    assert all(name.startswith("decode-ahead") for _, name in calls)
+    assert list(decode_ahead(iter([]), prep, dev)) == []
+    seen = []
+    with pytest.raises(ValueError, match="batch 2"):
+        for out in decode_ahead(iter([(0,), (1,), (2, True), (3,)]), prep, dev):
+            seen.append(out[0][0])
+    assert seen == [0, 1]

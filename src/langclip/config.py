@@ -215,6 +215,8 @@ class CacheConfig:
                                             # build device decodes and resizes (cache/decode.py)
     decode_threads: int = 1                 # nvjpeg: split each batch's decode over this many threads
                                             # (a CUDA stream each)
+    decode_ahead: bool = False              # nvjpeg: decode the next batch in a thread (a CUDA stream of its
+                                            # own) while this one is embedded
 
     def validate(self) -> None:
         if not self.data:
@@ -254,6 +256,7 @@ class IndexConfig:
     decode: str = "torchvision"              # as `cache build`'s; here torchvision's kernels by default: a photo
                                              # folder's large JPEGs decode at reduced scale (cache/decode.py)
     decode_threads: int = 1                  # as `cache build`'s (nvjpeg: the decode split over threads)
+    decode_ahead: bool = False               # as `cache build`'s (nvjpeg: the next batch decoded meanwhile)
     max_failure_rate: float = 0.5
     thumb_size: int = 256
     ann_threshold: int = 200_000             # from this many pictures on, approximate search (faiss IVF)

@@ -269,3 +269,37 @@ class DevicePreprocess:
             for j, i in enumerate(idx):
                 out[i] = x[j]
         return torch.stack(out)
+
+
+def decode_ahead(batches, prep, device: torch.device):
+    """Yield `prep(*batch)` for each batch, preparing batch i+1 in a thread while the caller embeds batch
+    i: the CPU's part of a batch's decode (reading the bytes, nvJPEG's Huffman decoding in its hybrid
+    backend, the PIL fallbacks, Python) overlaps the forward pass. On CUDA the thread works on a stream
+    of its own, which the caller's stream waits for before it reads the result."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+
+    def run(batch):
+        with torch.inference_mode():              # thread-local, like the caller's
+            if stream is None:
+                return prep(*batch), None
+            with torch.cuda.stream(stream):
+                out, done = prep(*batch), torch.cuda.Event()
+                done.record(stream)
+            return out, done
+
+    it = iter(batches)
+    with ThreadPoolExecutor(1, thread_name_prefix="decode-ahead") as pool:
+        first = next(it, None)
+        job = pool.submit(run, first) if first is not None else None
+        while job is not None:
+            out, done = job.result()
+            nxt = next(it, None)
+            job = pool.submit(run, nxt) if nxt is not None else None
+            if done is not None:
+                main = torch.cuda.current_stream(device)
+                main.wait_event(done)
+                if out[2] is not None:
+                    out[2].record_stream(main)    # its memory is not reused by the thread's stream too early
+            yield out

@@ -16,7 +16,8 @@ from ..config import CacheConfig
 from ..dist import init_from_env
 from ..files import atomic_write, atomic_write_text, check_out_dir, pick_device, progress_bar, sha256_file
 from ..pairs import ImageDataset, collate_images, read_pairs, read_parallel
-from .decode import DecodedImages, DevicePreprocess, EncodedImages, Normalize255, collate_encoded, uint8_transform
+from .decode import (DecodedImages, DevicePreprocess, EncodedImages, Normalize255, collate_encoded, decode_ahead,
+                     uint8_transform)
 from .store import CACHE_FORMAT, write_manifest, write_normalized, write_tables, write_teacher_dense
 
 log = logging.getLogger(__name__)
@@ -178,9 +179,10 @@ def _embed_images(model, pairs, cfg: CacheConfig, out: Path, device, rank: int, 
     shards_out = _Shards(out, pairs, todo, S, model.clip.visual.output_dim)
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     seen = failed = 0
+    batches = (loader if on_device is None else decode_ahead(loader, on_device, device) if cfg.decode_ahead
+               else (on_device(*b) for b in loader))
     with torch.inference_mode():
-        for batch in loader:
-            brows, bok, x, reasons = on_device(*batch) if on_device else batch
+        for brows, bok, x, reasons in batches:
             seen, failed = seen + len(brows), failed + len(brows) - sum(bok)
             if failed > cfg.max_failure_rate * seen and seen >= min(len(rows), 100):
                 shards_out.add(brows, bok, None, reasons)

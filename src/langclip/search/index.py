@@ -73,7 +73,8 @@ def _embed(refs, cfg: IndexConfig, work: Path, progress: bool):
     ccfg = CacheConfig(data=list(cfg.data), clip=arch, weights=weights, pretrained=pretrained, out=str(work),
                        batch_size=cfg.batch_size, workers=cfg.workers if len(refs) >= SMALL else 0,  # a few: no processes
                        shard_size=cfg.shard_size, device=cfg.device, decode=cfg.decode,
-                       decode_threads=cfg.decode_threads, max_failure_rate=cfg.max_failure_rate)
+                       decode_threads=cfg.decode_threads, decode_ahead=cfg.decode_ahead,
+                       max_failure_rate=cfg.max_failure_rate)
     done = build_cache(ccfg, progress=progress, pairs=pairs)
     if _rank() != 0:   # under torchrun every rank embedded its shards; rank 0 alone reads them and writes
         return None, None, None
