@@ -11,7 +11,8 @@ about 100 KB each at 500x375), each written `images / distinct` times under its 
 file is decoded in full while generating them stays cheap. Measures, one JSON line each:
 - bare_image_tower_forward: preprocessed tensors already on the device (the ceiling);
 - device_side_decode_forward: encoded bytes already in host memory → decode, resize, crop, normalise
-  and forward on the device (what the GPU sustains when the CPU only reads files);
+  and forward on the device (what the GPU sustains when the CPU only reads files), with the JPEG
+  decoder langclip picks (TorchCodec's where it loads), then `_torchvision`: the same with the other;
 - device_side_stages (--stages): the same bytes, each stage timed alone with a device sync between
   (decode, resize/crop/normalise, forward), and the decode split over 1/2/4 threads with a CUDA stream
   each: where the device side's gap to the bare forward goes, before choosing a fix;
@@ -200,7 +201,7 @@ def main():
 
     from langclip.build import load_image_tower
     from langclip.cache import build_cache, load_cache
-    from langclip.cache.decode import DevicePreprocess
+    from langclip.cache.decode import JPEG_DECODERS, DevicePreprocess, jpeg_decoder
     from langclip.cache.embed import auto_workers
     from langclip.config import CacheConfig
     from langclip.model import LangCLIP, model_config, preprocess_cfg
@@ -220,7 +221,8 @@ def main():
     print(json.dumps({"device": torch.cuda.get_device_name(0) if dev == "cuda" else platform.machine(),
                       "cpus": os.cpu_count(), "workers": auto_workers(), "images": a.images,
                       "distinct": a.distinct, "size": a.size, "mean_kb": round(kb, 1), "arch": a.arch,
-                      "batch": a.batch, "torch": torch.__version__, "write_s": round(time.perf_counter() - t, 1)}),
+                      "batch": a.batch, "torch": torch.__version__, "jpeg_decoder": jpeg_decoder()[0],
+                      "write_s": round(time.perf_counter() - t, 1)}),
           flush=True)
     m = LangCLIP(cfg)
     load_image_tower(m, d / "w.pt", arch)
@@ -262,7 +264,26 @@ def main():
         sync(dev)
         side = n_dev / (time.perf_counter() - t)
     print(json.dumps({"name": "device_side_decode_forward", "images_per_s": round(side), "images": n_dev,
-                      "ratio_to_bare_forward": round(side / bare, 3)}), flush=True)
+                      "ratio_to_bare_forward": round(side / bare, 3), "jpeg_decoder": prep.decoder}), flush=True)
+    for other in [x for x in JPEG_DECODERS if x != prep.decoder]:   # the same bytes, the other decoder
+        try:
+            alt = DevicePreprocess(preprocess_cfg(m), torch.device(dev), pairs.images, decoder=other)
+        except ImportError as e:
+            print(json.dumps({"name": f"device_side_decode_forward_{other}", "error": str(e)[:200]}), flush=True)
+            continue
+        with torch.inference_mode():
+            _, _, xb, _ = alt(list(range(a.batch)), blobs[:a.batch], [""] * a.batch)   # warm-up
+            sync(dev)
+            t = time.perf_counter()
+            for s in range(0, n_dev, a.batch):
+                chunk = blobs[s: s + a.batch]
+                _, _, xb, _ = alt(list(range(s, s + len(chunk))), chunk, [""] * len(chunk))
+                with amp:
+                    m.clip.visual(xb)
+            sync(dev)
+            alt_side = n_dev / (time.perf_counter() - t)
+        print(json.dumps({"name": f"device_side_decode_forward_{other}", "images_per_s": round(alt_side),
+                          "ratio_to_bare_forward": round(alt_side / bare, 3)}), flush=True)
     if a.stages:
         stage_times(prep, blobs[:n_dev], m, amp, a.batch, dev)
     # pixels: the device path vs PIL's transform on the same pictures, in 0..255 grey levels

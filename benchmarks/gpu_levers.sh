@@ -6,7 +6,8 @@
 #   bash benchmarks/gpu_levers.sh step       (~6.7 min) the step at context 77 and 32: open_clip baseline,
 #        autocast (langclip's bf16) vs bf16-weights (bf16 twin + float32 masters, train/precision.py),
 #        English replay of a quarter of each batch; then the cache's device side stage by stage (decode,
-#        resize, forward; decode over 1/2/4 threads) on 20,000 photo-sized JPEGs, `cache build
+#        resize, forward; decode over 1/2/4 threads; TorchCodec's nvJPEG decoder and torchvision's) on
+#        20,000 photo-sized JPEGs, `cache build
 #        --decode nvjpeg` end to end with decode_threads 1 and 4, each with and without decode_ahead (the
 #        next batch decoded in a thread while this one is embedded), `--decode torchvision` (the workers with
 #        torchvision's kernels: 1.9x less CPU a picture than PIL on the 2-core machine) and `--decode pil`

@@ -15,7 +15,10 @@
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #       --platform manylinux_2_17_x86_64 -d /tmp/w open_clip_torch==3.3.0 ftfy wcwidth braceexpand \
 #       wordfreq langcodes locate
-#   pip install --no-deps --target .whl /tmp/w/*.whl   # then delete .whl/wordfreq/data/* but {large,small}_{ru,en}
+#   pip download … --platform manylinux_2_28_x86_64 -d /tmp/w torchcodec==0.16.0    # since session 8 (22 MB)
+#   pip install --no-deps --target .whl --python-version 3.12 --implementation cp \
+#       --platform manylinux_2_28_x86_64 --only-binary=:all: /tmp/w/*.whl
+#   # then delete .whl/wordfreq/data/* but {large,small}_{ru,en}
 # then through the device tool with carry [".whl"]:  bash benchmarks/gpu_session.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/langclip-gpu}

@@ -36,7 +36,8 @@ def test_cache_stages_and_threaded_builds_run():
     names = {x.get("name") for x in lines}
     assert {"device_side_stages", "device_decode_threads", "cache_build_nvjpeg_threads1",
             "cache_build_nvjpeg_threads2", "cache_build_nvjpeg_threads1_ahead", "cache_build_nvjpeg_threads2_ahead",
-            "agreement_pil_vs_nvjpeg_ahead"} <= names, names
+            "agreement_pil_vs_nvjpeg_ahead", "device_side_decode_forward_torchvision"} <= names, names
+    assert next(x for x in lines if x.get("name") == "device_side_decode_forward")["jpeg_decoder"] == "torchcodec"
     assert all(x["failed"] == 0 for x in lines if x.get("name", "").startswith("cache_build"))
 
 

@@ -225,3 +225,25 @@ def test_decode_ahead_keeps_order_and_errors():
         for out in decode_ahead(iter([(0,), (1,), (2, True), (3,)]), prep, dev):
             seen.append(out[0][0])
     assert seen == [0, 1]
+
+
+def test_torchcodec_and_torchvision_jpeg_decoders_agree(photos):
+    """TorchCodec's decode_jpeg (preferred: torchvision 0.29 deprecates its own) and torchvision's give
+    the same pixels as PIL on every JPEG kind the fixture has, in one call or batched, and both refuse
+    the truncated file; the choice can be forced, and a wrong name is refused."""
+    from langclip.cache.decode import jpeg_decoder
+
+    assert jpeg_decoder()[0] == "torchcodec"          # installed with langclip where it has wheels
+    files = [p for p in sorted((photos / "img").iterdir()) if p.suffix == ".jpg" and p.name != "broken.jpg"]
+    datas = [torch.frombuffer(bytearray(p.read_bytes()), dtype=torch.uint8) for p in files]
+    pil = [torch.from_numpy(np.asarray(Image.open(p).convert("RGB")).copy()).permute(2, 0, 1) for p in files]
+    for name in ("torchcodec", "torchvision"):
+        got_name, decode = jpeg_decoder(name)
+        assert got_name == name
+        one = [decode(d) for d in datas]
+        assert all(torch.equal(a, b) for a, b in zip(one, pil)), name     # grey, CMYK, progressive too
+        assert all(torch.equal(a, b) for a, b in zip(decode(datas), pil)), name
+        with pytest.raises(RuntimeError):
+            decode(torch.frombuffer(bytearray((photos / "img" / "broken.jpg").read_bytes()), dtype=torch.uint8))
+    with pytest.raises(ValueError, match="LANGCLIP_JPEG_DECODER must be"):
+        jpeg_decoder("pil")

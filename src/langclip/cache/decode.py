@@ -1,9 +1,10 @@
-"""JPEG decoding with torchvision's kernels: on the build device (`cache build --decode nvjpeg`), or
-in the CPU workers (`--decode torchvision`).
+"""JPEG decoding with the PyTorch ecosystem's kernels (TorchCodec's or torchvision's `decode_jpeg`,
+torchvision's resize): on the build device (`cache build --decode nvjpeg`), or in the CPU workers
+(`--decode torchvision`).
 
 With many cores, the default path (PIL in DataLoader workers: decode, resize, crop) keeps up with the
 image tower. With few cores per GPU it does not, so this path moves the work: workers only read the
-encoded bytes; the main process decodes a whole batch with torchvision's `decode_jpeg` on the device
+encoded bytes; the main process decodes a whole batch with `decode_jpeg` (see jpeg_decoder) on the device
 (nvJPEG on CUDA; libjpeg-turbo on CPU), resizes each group of equal-size pictures in one call
 (bicubic/bilinear with antialiasing, torchvision's tensor counterpart of PIL's), centre-crops and
 normalises there. Anything that is not a baseline/progressive JPEG (PNG, WebP, CMYK JPEGs, corrupt
@@ -17,16 +18,47 @@ other, and the manifest records which.
 same libjpeg-turbo decode as PIL (identical pixels), then the antialiased resize on uint8 tensors, far
 cheaper than PIL's; each worker hands over uint8 pictures (a quarter of the float32 bytes) and
 the build device normalises them. Every pixel is within two grey levels of PIL's, 99.5 % identical
-(tests/test_cache_decode.py). On 500×375 JPEGs a worker spends 1.41 ms a picture against PIL's 2.71 ms,
-and a 2-core build runs 1.91× faster end to end (benchmarks/results/cpu_cache_throughput.jsonl).
+(tests/test_cache_decode.py). On 500×375 JPEGs a worker spends 1.49 ms a picture against PIL's 3.01 ms,
+and a 2-core build runs 1.87× faster end to end (benchmarks/results/cpu_cache_throughput.jsonl).
 """
 from __future__ import annotations
+
+import functools
+import os
 
 import torch
 
 from ..pairs import ImageRef, decode_image, open_image, read_image_bytes
 
 _JPEG = b"\xff\xd8\xff"
+JPEG_DECODERS = ("torchcodec", "torchvision")
+
+
+@functools.lru_cache(maxsize=None)
+def jpeg_decoder(name: str | None = None):
+    """(name, decode): `decode(src, device)` turns a 1-D uint8 tensor of JPEG bytes (or a list of them,
+    one batched call) into uint8 RGB (3, H, W) on `device` (libjpeg-turbo on CPU, nvJPEG on CUDA), and
+    raises RuntimeError on data it cannot decode. TorchCodec's `decode_jpeg` (>= 0.16), the successor of
+    torchvision's, which torchvision 0.29 deprecates, when it loads with this torch; else torchvision's.
+    Both give the same pixels on CPU (tested). `name` (or LANGCLIP_JPEG_DECODER) picks one."""
+    name = name or os.environ.get("LANGCLIP_JPEG_DECODER") or None
+    if name not in (None, *JPEG_DECODERS):
+        raise ValueError(f"LANGCLIP_JPEG_DECODER must be one of {', '.join(JPEG_DECODERS)}, got {name!r}")
+    if name in (None, "torchcodec"):
+        try:
+            from torchcodec.decoders import decode_jpeg as tc
+        except Exception as e:   # not installed, or its libraries do not load with this torch
+            if name:
+                raise ImportError(f"TorchCodec's JPEG decoder is not available here: {e}") from None
+        else:
+            return "torchcodec", lambda src, device="cpu": tc(src, mode="RGB", device=device)
+    import warnings
+
+    from torchvision.io import ImageReadMode, decode_jpeg as tv
+
+    warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
+                            category=DeprecationWarning)    # once, not per call (threads decode too)
+    return "torchvision", lambda src, device="cpu": tv(src, mode=ImageReadMode.RGB, device=device)
 
 
 class EncodedImages(torch.utils.data.Dataset):
@@ -88,19 +120,18 @@ def resize_crop_uint8(x: torch.Tensor, size: tuple[int, int], interp) -> torch.T
 
 
 def decode_rgb(data: bytes, draft: int = 0) -> torch.Tensor:
-    """Encoded bytes → uint8 (3, H, W) RGB on the CPU: libjpeg-turbo through torchvision for a JPEG,
+    """Encoded bytes → uint8 (3, H, W) RGB on the CPU: libjpeg-turbo (jpeg_decoder) for a JPEG,
     PIL for anything else or a JPEG it refuses (raises, as PIL does, on unreadable data). `draft`: a
     JPEG with both sides >= 2 × draft is decoded by PIL at a reduced scale instead (see open_image)."""
     import io
 
     from PIL import Image
-    from torchvision.io import ImageReadMode, decode_jpeg
 
     if data[:3] == _JPEG:
         try:
             if not draft or min(Image.open(io.BytesIO(data)).size) < 2 * draft:   # reads the header only
-                return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
-        except (RuntimeError, OSError):
+                return jpeg_decoder()[1](torch.frombuffer(bytearray(data), dtype=torch.uint8))
+        except (RuntimeError, OSError, ValueError):
             pass
     return rgb_tensor(decode_image(data, draft))
 
@@ -167,8 +198,10 @@ class DevicePreprocess:
     """Decode + resize + crop + normalise a batch of encoded pictures on `device`, as open_clip's eval
     transform does with PIL (resize_mode 'shortest', then a centre crop)."""
 
-    def __init__(self, pp: dict, device: torch.device, refs: list[ImageRef], threads: int = 1):
+    def __init__(self, pp: dict, device: torch.device, refs: list[ImageRef], threads: int = 1,
+                 decoder: str | None = None):
         self.size, self.mode = geometry(pp, "nvjpeg")
+        self.decoder, self._decode_fn = jpeg_decoder(decoder)
         self.device, self.refs = device, refs
         self.normalize = Normalize255(pp, device)
         self.fallbacks = 0
@@ -232,17 +265,15 @@ class DevicePreprocess:
         return out, done
 
     def _decode_part(self, datas, where) -> dict:
-        from torchvision.io import ImageReadMode, decode_jpeg
-
+        decode = self._decode_fn
         try:
-            out = decode_jpeg(datas, mode=ImageReadMode.RGB, device=self.device)
-            return dict(zip(where, out))
-        except RuntimeError:          # one bad picture fails the batched call: decode one by one
+            return dict(zip(where, decode(datas, self.device)))
+        except (RuntimeError, ValueError):   # one bad picture fails the batched call: one by one
             got = {}
             for i, d in zip(where, datas):
                 try:
-                    got[i] = decode_jpeg(d, mode=ImageReadMode.RGB, device=self.device)
-                except RuntimeError:
+                    got[i] = decode(d, self.device)
+                except (RuntimeError, ValueError):
                     pass
             return got
 
