@@ -265,7 +265,8 @@ def main():
         side = n_dev / (time.perf_counter() - t)
     print(json.dumps({"name": "device_side_decode_forward", "images_per_s": round(side), "images": n_dev,
                       "ratio_to_bare_forward": round(side / bare, 3), "jpeg_decoder": prep.decoder}), flush=True)
-    for other in [x for x in JPEG_DECODERS if x != prep.decoder]:   # the same bytes, the other decoder
+    forced = os.environ.get("LANGCLIP_JPEG_DECODER")   # then that one alone
+    for other in [x for x in JPEG_DECODERS if x != prep.decoder and not forced]:   # the same bytes, the other one
         try:
             alt = DevicePreprocess(preprocess_cfg(m), torch.device(dev), pairs.images, decoder=other)
         except ImportError as e:

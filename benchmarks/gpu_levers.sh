@@ -33,6 +33,12 @@ else
   nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv,noheader | tee -a "$OUT/gpu.txt"
   CACHE=(--images 20000)
 fi
+# TorchCodec (carried in .whl) is langclip's JPEG decoder; if it cannot even be imported in a process of
+# its own (a crash, not an exception), the cache part uses torchvision's and says so
+if ! python3 -c "import torch; from torchcodec.decoders import decode_jpeg" 2>"$OUT/torchcodec.err"; then
+  export LANGCLIP_JPEG_DECODER=torchvision
+  echo "torchcodec not usable here (torchcodec.err): torchvision's JPEG decoder only" | tee -a "$OUT/gpu.txt"
+fi
 case "${1:-step}" in
   step)
     timeout 230 python3 benchmarks/train_throughput.py "${CPU[@]}" --base-ctx 77 32 \

@@ -247,3 +247,40 @@ def test_torchcodec_and_torchvision_jpeg_decoders_agree(photos):
             decode(torch.frombuffer(bytearray((photos / "img" / "broken.jpg").read_bytes()), dtype=torch.uint8))
     with pytest.raises(ValueError, match="LANGCLIP_JPEG_DECODER must be"):
         jpeg_decoder("pil")
+
+
+def test_jpeg_decoders_agree_on_corrupt_files(photos):
+    """300 damaged JPEGs (truncated, bytes overwritten, headers garbled): TorchCodec's and torchvision's
+    decoders refuse the same ones with RuntimeError (which the cache counts as failures) and decode the
+    rest to the same pixels; nothing crashes the process."""
+    import random
+
+    from langclip.cache.decode import jpeg_decoder
+
+    rng = random.Random(0)
+    bases = [(photos / "img" / n).read_bytes() for n in ("0.jpg", "2.jpg", "gray.jpg", "cmyk.jpg")]
+    (_, tc), (_, tv) = jpeg_decoder("torchcodec"), jpeg_decoder("torchvision")
+    refused = 0
+    for _ in range(300):
+        d = bytearray(rng.choice(bases))
+        r = rng.random()
+        if r < 0.3:
+            d = d[: rng.randrange(3, len(d))]
+        elif r < 0.7:
+            for _ in range(rng.randrange(1, 20)):
+                d[rng.randrange(2, len(d))] = rng.randrange(256)
+        else:
+            p = rng.randrange(2, min(len(d), 700))
+            d[p: p + 8] = bytes(rng.randrange(256) for _ in range(8))
+        got = []
+        for decode in (tc, tv):
+            try:
+                got.append(decode(torch.frombuffer(bytearray(d), dtype=torch.uint8)))
+            except RuntimeError:
+                got.append(None)
+        assert (got[0] is None) == (got[1] is None)
+        if got[0] is None:
+            refused += 1
+        else:
+            assert torch.equal(got[0], got[1])
+    assert 50 < refused < 250            # both kinds of outcome were exercised
