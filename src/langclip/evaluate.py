@@ -6,6 +6,7 @@ evaluation time).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -128,10 +129,10 @@ def evaluate_cli(model: str, dataset: str | list[str], lang: str, data_root: str
     o = check_out_dir(out, "evaluation", ("results.json", "retrieval.json")) if out else None
     if o:
         o.mkdir(parents=True, exist_ok=True)
-    rows, results, cb = [], {}, ({}, {})
+    rows, results = [], {}
+    job = _Job(m, ref, lang, Path(data_root).expanduser(), given, batch_size, workers, download)
     for ds_name in datasets:
-        one = _retrieval if ds_name in RETRIEVAL else _zero_shot
-        res, r = one(m, ref, ds_name, lang, Path(data_root).expanduser(), given, batch_size, workers, download, cb)
+        res, r = (_retrieval if ds_name in RETRIEVAL else _zero_shot)(job, ds_name)
         keys = RECALL if ds_name in RETRIEVAL else SUMMARY
         results[ds_name] = res
         rows.append({"model": f"langclip ({lang})", "dataset": ds_name, **{k: res[k] for k in keys}})
@@ -144,28 +145,46 @@ def evaluate_cli(model: str, dataset: str | list[str], lang: str, data_root: str
             safe = ds_name.replace(":", "_").replace("/", "_")
             plot_confusion(res["confusion"], res["classnames"], o / f"confusion_{safe}.png", f"{ds_name} ({lang})")
     if o:
-        _save(o, results, rows, lang, cb)
+        _save(o, results, rows, lang, (job.cb_classnames, job.cb_templates))
     return results
 
 
-def _zero_shot(m, ref, ds_name, lang, root, given, batch_size, workers, download, cb):
+@dataclass
+class _Job:
+    """What every benchmark of one `langclip eval` call shares: the model, the English reference
+    ((model, tokenizer) or None), the language, the data root, the user's class names, the loader
+    settings; and CLIP_benchmark's custom class-name and template files, filled as datasets run."""
+    m: object
+    ref: tuple | None
+    lang: str
+    root: Path
+    given: list | None
+    batch_size: int
+    workers: int
+    download: bool
+    cb_classnames: dict = field(default_factory=dict)
+    cb_templates: dict = field(default_factory=dict)
+
+
+def _zero_shot(job: _Job, ds_name: str):
     from .benchsets import ZERO_SHOT, clip_benchmark_inputs, load_zero_shot
 
+    m, ref, lang, root, given = job.m, job.ref, job.lang, job.root, job.given
     templates = shipped_templates(lang)
     if ds_name in ZERO_SHOT:
         ds, names, own = load_zero_shot(ds_name, root, m.preprocess, lang, given)
         templates = own or templates
         n_classes = len(names)
     else:
-        ds, folder_classes = load_dataset(ds_name, root, m.preprocess, download)
+        ds, folder_classes = load_dataset(ds_name, root, m.preprocess, job.download)
         names = given or dataset_classnames(ds_name, lang, None, folder_classes)
         n_classes = len(folder_classes) if folder_classes is not None else len(getattr(ds, "classes", names))
     if len(names) != n_classes:
         raise ValueError(f"{ds_name}: {len(names)} class names for {n_classes} classes")
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers)
+    loader = torch.utils.data.DataLoader(ds, batch_size=job.batch_size, num_workers=job.workers)
     res = evaluate(m.model, loader, m.tokenizer, names, templates, m.device)
     key = CB_NAMES.get(ds_name, ds_name)
-    cb[0][key], cb[1][key] = clip_benchmark_inputs(names, templates)
+    job.cb_classnames[key], job.cb_templates[key] = clip_benchmark_inputs(names, templates)
     r = None
     if ref is not None:
         if ds_name.startswith("imagefolder:"):
@@ -179,12 +198,14 @@ def _zero_shot(m, ref, ds_name, lang, root, given, batch_size, workers, download
     return res, r
 
 
-def _retrieval(m, ref, ds_name, lang, root, given, batch_size, workers, download, cb):
+def _retrieval(job: _Job, ds_name: str):
     from .benchsets import Labeled, retrieval_pairs
 
-    pairs = retrieval_pairs(ds_name, root, lang)
+    m, ref, root = job.m, job.ref, job.root
+    pairs = retrieval_pairs(ds_name, root, job.lang)
     paths = [p for p, _ in pairs]
-    loader = torch.utils.data.DataLoader(Labeled(paths, None, m.preprocess), batch_size=batch_size, num_workers=workers)
+    loader = torch.utils.data.DataLoader(Labeled(paths, None, m.preprocess), batch_size=job.batch_size,
+                                         num_workers=job.workers)
     with torch.no_grad():
         image = torch.cat([m.model.encode_image(x.to(m.device)).float().cpu() for x, _ in loader])
     inv = torch.arange(len(paths))
