@@ -85,6 +85,14 @@ def test_predict_inflects_labels_into_the_templates_forms(tmp_path, run_dir, tin
     texts.write_text("кот\nсобака\n", encoding="utf-8")
     assert main(["similarity", "--model", str(run_dir), "--images", str(tmp_path / "a.png"), "--texts", str(texts),
                  "--out", str(tmp_path / "sim.png"), "--weights", tiny_clip[1], "--device", "cpu"]) == 0
+    from_file = json.loads((tmp_path / "sim.json").read_text(encoding="utf-8"))
+    # the texts typed on the command line (and @FILE among them) give the same matrix
+    for texts_args in (["кот", "собака"], [f"@{texts}"], ["кот", f"@{tmp_path / 'one.txt'}"]):
+        (tmp_path / "one.txt").write_text("собака\n", encoding="utf-8")
+        out = tmp_path / f"sim{len(texts_args)}{texts_args[0][0] == '@'}.png"
+        assert main(["similarity", "--model", str(run_dir), "--images", str(tmp_path / "a.png"), "--texts", *texts_args,
+                     "--out", str(out), "--weights", tiny_clip[1], "--device", "cpu"]) == 0
+        assert json.loads(out.with_suffix(".json").read_text(encoding="utf-8")) == from_file, texts_args
     assert main(["export", "--model", str(run_dir), "--out", str(tmp_path / "exp"), "--weights", tiny_clip[1],
                  "--device", "cpu"]) == 0
 

@@ -213,6 +213,8 @@ def test_inference_bad_input(tiny_run, tmp_path, capsys):
     for i, c in enumerate(["cat", "dog"]):
         (tmp_path / "photos" / c).mkdir(parents=True)
         make_image(tmp_path / "photos" / c / "a.png", i)
+    cp1251_json = tmp_path / "names_cp1251.json"
+    cp1251_json.write_bytes('["кот", "собака"]'.encode("cp1251"))
     names3 = tmp_path / "names.json"
     names3.write_text('{"ru": ["кот", "собака", "лошадь"]}', encoding="utf-8")
     no_tok = tmp_path / "no_tok"
@@ -229,7 +231,10 @@ def test_inference_bad_input(tiny_run, tmp_path, capsys):
         (["similarity", "--model", str(tiny_run), "--images", str(good), "--texts", str(cp1251),
           "--out", str(tmp_path / "s.png")], "labels.txt:1: not UTF-8"),
         (["eval", "--model", str(tiny_run), "--dataset", "cifar10", "--data-root", str(tmp_path / "nodata")], "cifar10 not found under"),
-        (["eval", "--model", str(tiny_run), "--dataset", f"imagefolder:{tmp_path / 'photos'}", "--classnames", str(cp1251)], "not a UTF-8 JSON list"),
+        (["eval", "--model", str(tiny_run), "--dataset", f"imagefolder:{tmp_path / 'photos'}", "--classnames", str(cp1251)], "labels.txt:1: not UTF-8"),
+        (["eval", "--model", str(tiny_run), "--dataset", f"imagefolder:{tmp_path / 'photos'}", "--classnames", str(cp1251_json)], "not a UTF-8 JSON list"),
+        (["eval", "--model", str(tiny_run), "--dataset", f"imagefolder:{tmp_path / 'photos'}", "--classnames", "кот"], "class-name file not found: кот"),
+        (["eval", "--model", str(tiny_run), "--dataset", f"imagefolder:{tmp_path / 'photos'}", "--classnames", "кот,собака,лошадь"], "3 class names for 2 classes"),
         (["eval", "--model", str(tiny_run), "--dataset", f"imagefolder:{tmp_path / 'photos'}", "--classnames", str(names3)], "3 class names for 2 classes"),
         (["eval", "--model", str(tmp_path), "--dataset", "cifar10"], "not a langclip run folder"),
     ]
@@ -340,3 +345,35 @@ def test_recall_in_chunks_equals_the_whole_matrix():
     for m in (1, 37, 100, 37 * 150, 1 << 27):                               # 1 text a chunk ... one chunk
         got = recall_at_k(text, image, text_image, max_elements=m)
         assert all(abs(got[k] - v) < 1e-6 for k, v in want.items()), (m, got, want)
+
+
+def test_imagefolder_class_names_in_each_form(tiny_run, tmp_path):
+    """`--dataset imagefolder:PATH`: class names from a JSON list, a {lang: list} JSON file, a text file
+    (one a line) or typed inline ("кошка,собака") give the same evaluation, in the folders' sorted order."""
+    from langclip.evaluate import evaluate_cli
+
+    for i, c in enumerate(["cat", "dog"]):
+        (tmp_path / "pets" / c).mkdir(parents=True)
+        for j in range(3):
+            make_image(tmp_path / "pets" / c / f"{j}.png", 10 * i + j)
+    (tmp_path / "names.json").write_text('["кошка", "собака"]', encoding="utf-8")
+    (tmp_path / "by_lang.json").write_text('{"en": ["cat", "dog"], "ru": ["кошка", "собака"]}', encoding="utf-8")
+    (tmp_path / "names.txt").write_text("кошка\nсобака\n", encoding="utf-8")
+    got = []
+    for spec in ("кошка,собака", str(tmp_path / "names.json"), str(tmp_path / "by_lang.json"),
+                 str(tmp_path / "names.txt"), f"@{tmp_path / 'names.txt'}"):
+        r = evaluate_cli(str(tiny_run), f"imagefolder:{tmp_path / 'pets'}", "ru", str(tmp_path), classnames=spec,
+                         device="cpu", workers=0)[f"imagefolder:{tmp_path / 'pets'}"]
+        assert r["n"] == 6 and r["classnames"] == ["кошка", "собака"], spec
+        got.append({k: r[k] for k in ("acc1", "acc5", "mean_per_class_recall")})
+    assert all(g == got[0] for g in got)
+    # the English reference row: the file's English names, else the folders' own names
+    pets = f"imagefolder:{tmp_path / 'pets'}"
+    for spec, en in ((str(tmp_path / "by_lang.json"), ["cat", "dog"]), ("кошка,собака", ["cat", "dog"])):
+        r = evaluate_cli(str(tiny_run), pets, "ru", str(tmp_path), classnames=spec, device="cpu", workers=0,
+                         reference=True)
+        assert r[f"{pets}/reference_en"]["classnames"] == en, spec
+    (tmp_path / "by_lang.json").write_text('{"en": ["a cat", "a dog"], "ru": ["кошка", "собака"]}', encoding="utf-8")
+    r = evaluate_cli(str(tiny_run), pets, "ru", str(tmp_path), classnames=str(tmp_path / "by_lang.json"),
+                     device="cpu", workers=0, reference=True)
+    assert r[f"{pets}/reference_en"]["classnames"] == ["a cat", "a dog"]

@@ -21,12 +21,14 @@ EPILOGS = {
              "  torchrun --nproc_per_node 8 -m langclip train --config configs/ru-vitb32-clip-init.yaml",
     "eval": "example:\n  langclip eval --model runs/ru --dataset cifar10 cifar100 caltech101 --lang ru --data-root ~/data --reference --out eval/\n"
             "  langclip eval --model runs/ru --dataset babel_imagenet xm3600 xtd10 food101 flowers102 --lang ru --data-root ~/data --reference --out eval/\n"
-            "  langclip eval --model runs/ru --dataset imagefolder:photos/ --lang ru --classnames names.json",
+            "  langclip eval --model runs/ru --dataset imagefolder:photos/ --lang ru --classnames names.json\n"
+            "  langclip eval --model runs/ru --dataset imagefolder:pets/ --lang ru --classnames \"кошка,собака\"",
     "eval-retrieval": "example:\n  langclip eval-retrieval --model runs/ru --data cache/            # the run's held-out images\n"
                       "  langclip eval-retrieval --model runs/ru --data test_pairs.parquet --out eval/",
     "predict": "example:\n  langclip predict --model runs/ru --image cat.jpg --labels \"кот,собака,лошадь\" --lang ru\n"
                "  langclip predict --model runs/ru --image *.jpg --labels @labels.txt --weights ViT-B-32.pt --device cpu",
-    "similarity": "example:\n  langclip similarity --model runs/ru --images a.jpg b.jpg --texts texts.txt --out sim.png",
+    "similarity": "example:\n  langclip similarity --model runs/ru --images a.jpg b.jpg --texts texts.txt --out sim.png\n"
+                  "  langclip similarity --model runs/ru --images *.jpg --texts \"красный круг\" \"синяя звезда\" --out sim.png",
     "export": "example:\n  langclip export --model runs/ru --format open_clip --out export/\n"
               "  langclip export --model runs/ru --format hf --out export-hf/     # transformers CLIPModel\n"
               "  langclip export --model runs/ru --format onnx --out export-onnx/ # onnxruntime, no torch\n"
@@ -133,7 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lang", default="ru")
     p.add_argument("--data-root", default="~/data")
     p.add_argument("--download", action="store_true")
-    p.add_argument("--classnames", help="JSON file with class names (a list, or {lang: list}): imagefolder, imagenet1k in a language other than English")
+    p.add_argument("--classnames", help="class names for imagefolder, or imagenet1k in a language other than English: "
+                                        "a JSON file (a list, or {lang: list}), a text file (one a line), or "
+                                        "\"кошка,собака\" (in the folders' sorted order)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default=None)
     p.add_argument("--out", help="folder for results.json/.md, table.md/.json (ruCLIP's layout), confusion_<dataset>.png "
@@ -172,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _p(sub, "similarity", "images x texts similarity picture")
     p.add_argument("--model", required=True)
     p.add_argument("--images", required=True, nargs="+")
-    p.add_argument("--texts", required=True, help="a UTF-8 file, one text a line")
+    p.add_argument("--texts", required=True, nargs="+",
+                   help="the texts (\"две красные звезды\" \"синий круг\"), or a UTF-8 file with one a line (FILE or @FILE)")
     p.add_argument("--out", required=True, help="picture path (.png); .csv and .json written beside it")
     p.add_argument("--weights", help="the CLIP weights file, if it moved since training")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")

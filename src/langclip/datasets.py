@@ -51,7 +51,7 @@ def load_dataset(name: str, root: str | Path, transform, download: bool = False)
 
 
 def dataset_classnames(dataset: str, lang: str, classnames: str | None = None, folder_classes=None) -> list:
-    """Class names for a dataset: a --classnames JSON file (a list, or {lang: list}), an image folder's
+    """Class names for a dataset: --classnames (see read_classnames), an image folder's
     own folder names, or the shipped lists."""
     if classnames:
         return read_classnames(classnames, lang)
@@ -60,19 +60,37 @@ def dataset_classnames(dataset: str, lang: str, classnames: str | None = None, f
     return shipped_classnames(dataset, lang)
 
 
-def read_classnames(path: str, lang: str) -> list:
-    """A --classnames JSON file: a list of names, or {lang: list}."""
-    f = Path(path)
+def read_classnames(spec: str, lang: str) -> list:
+    """--classnames: a JSON file (a list of names, or {lang: list}), a text file (one name a line, also
+    as @FILE), or the names themselves, comma-separated ("кошка,собака", as `predict --labels`)."""
+    from .files import read_text_lines
+
+    f = Path(spec[1:] if spec.startswith("@") else spec)
+    if not f.is_file():
+        if spec.startswith("@") or "," not in spec:
+            raise FileNotFoundError(f"class-name file not found: {f} (give a JSON file, a text file with one "
+                                    f"name a line, or the names: \"кошка,собака\")")
+        return [x.strip() for x in spec.split(",") if x.strip()]
+    if f.suffix.lower() != ".json":
+        return read_text_lines(f)
     try:
         names = json.loads(f.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"class-name file not found: {f}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{f}: not a UTF-8 JSON list of class names ({e})") from None
     names = names.get(lang, names) if isinstance(names, dict) else names
     if not isinstance(names, list) or not names:
         raise ValueError(f"{f}: expected a non-empty JSON list of class names (or {{\"{lang}\": [...]}})")
     return names
+
+
+def english_classnames(spec: str) -> list | None:
+    """The English list of a {lang: list} --classnames JSON file (the reference row's names), else None."""
+    f = Path(spec)
+    if f.suffix.lower() == ".json" and f.is_file():
+        names = json.loads(f.read_text(encoding="utf-8"))
+        if isinstance(names, dict) and isinstance(names.get("en"), list) and names["en"]:
+            return names["en"]
+    return None
 
 
 def _caltech101(root: Path, transform, download: bool):

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from .files import check_out_dir
-from .datasets import dataset_classnames, load_dataset, read_classnames, shipped_templates
+from .datasets import dataset_classnames, english_classnames, load_dataset, read_classnames, shipped_templates
 from .metrics import classification_metrics, display_name, encode_texts, markdown_table, recall_at_k, zero_shot_weights
 from .runfolder import held_out, run_split
 
@@ -124,13 +124,14 @@ def evaluate_cli(model: str, dataset: str | list[str], lang: str, data_root: str
         raise ValueError(f"unknown dataset {unknown[0]!r}: cifar10 cifar100 caltech101 {' '.join(ZERO_SHOT)} "
                          f"{' '.join(RETRIEVAL)} or imagefolder:PATH")
     given = read_classnames(classnames, lang) if classnames else None  # cheap input checks first
+    given_en = english_classnames(classnames) if classnames else None
     m = load(model, device=device, weights=weights)
     ref = _reference(m, weights, m.device) if reference else None
     o = check_out_dir(out, "evaluation", ("results.json", "retrieval.json")) if out else None
     if o:
         o.mkdir(parents=True, exist_ok=True)
     rows, results = [], {}
-    job = _Job(m, ref, lang, Path(data_root).expanduser(), given, batch_size, workers, download)
+    job = _Job(m, ref, lang, Path(data_root).expanduser(), given, given_en, batch_size, workers, download)
     for ds_name in datasets:
         res, r = (_retrieval if ds_name in RETRIEVAL else _zero_shot)(job, ds_name)
         keys = RECALL if ds_name in RETRIEVAL else SUMMARY
@@ -159,6 +160,7 @@ class _Job:
     lang: str
     root: Path
     given: list | None
+    given_en: list | None            # the reference row's names for an image folder ({"en": [...]} in the file)
     batch_size: int
     workers: int
     download: bool
@@ -187,8 +189,8 @@ def _zero_shot(job: _Job, ds_name: str):
     job.cb_classnames[key], job.cb_templates[key] = clip_benchmark_inputs(names, templates)
     r = None
     if ref is not None:
-        if ds_name.startswith("imagefolder:"):
-            en = names
+        if ds_name.startswith("imagefolder:"):   # the file's English names, else the folders' own (usually English)
+            en = job.given_en or (list(folder_classes) if folder_classes is not None else names)
         elif ds_name in ZERO_SHOT:
             en = load_zero_shot(ds_name, root, m.preprocess, "en", None)[1] if ds_name != "babel_imagenet" else None
         else:

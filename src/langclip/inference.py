@@ -142,6 +142,18 @@ def _open_images(paths: list[str]):
     return out
 
 
+def parse_texts(values: list[str]) -> list[str]:
+    """--texts: the texts themselves; @FILE anywhere, or one value that is an existing file: its lines."""
+    if len(values) == 1 and not values[0].startswith("@") and Path(values[0]).is_file():
+        return read_text_lines(values[0])
+    out = []
+    for v in values:
+        out += read_text_lines(v[1:]) if v.startswith("@") else [v.strip()] if v.strip() else []
+    if not out:
+        raise ValueError("no texts: give --texts \"красный круг\" \"синяя звезда\", or a file with one a line")
+    return out
+
+
 def parse_labels(labels: str) -> list[str]:
     out = read_text_lines(labels[1:]) if labels.startswith("@") else [x.strip() for x in labels.split(",") if x.strip()]
     if not out:
@@ -165,12 +177,13 @@ def predict_cli(model: str, images: list[str], labels: str, top: int = 5, lang: 
     return res
 
 
-def similarity_cli(model: str, images: list[str], texts_file: str, out: str, weights: str | None = None,
+def similarity_cli(model: str, images: list[str], texts: str | list[str], out: str, weights: str | None = None,
                    device: str | None = None) -> Path:
+    """The similarity picture of `images` × `texts` (see parse_texts) at `out` (.csv and .json beside it)."""
     from .files import check_out_file
 
     check_out_file(out, "similarity picture", lambda p: "similarity_text_x_image" in _read_or_empty(p.with_suffix(".json")))
-    texts = read_text_lines(texts_file)
+    texts = parse_texts([texts] if isinstance(texts, str) else texts)
     ims = _open_images(images)
     m = load(model, device=device, weights=weights)
     sim = (m.encode_image(ims) @ m.encode_text(texts).T).numpy()
