@@ -143,7 +143,8 @@ def test_search_by_text_needs_no_clip_file(tmp_path, photos, tiny_clip, trained_
 
     run, clip = run_with_own_clip_file(trained_run, tiny_clip[1], tmp_path)
     out = tmp_path / "idx"
-    assert main(["index", "build", "--data", str(photos), "--model", str(run), "--out", str(out), "--workers", "0"]) == 0
+    # --images: the product's spelling of --data for this command
+    assert main(["index", "build", "--images", str(photos), "--model", str(run), "--out", str(out), "--workers", "0"]) == 0
     query = ["search", "--index", str(out), "--model", str(run), "красный круг", "-k", "5", "--json"]
     capsys.readouterr()
     assert main(query) == 0

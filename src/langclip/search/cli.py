@@ -24,7 +24,8 @@ def add_parsers(sub, make) -> None:
     isub = i.add_subparsers(dest="icmd", required=True)
     p = make(isub, "index build", "embed every picture once (the image tower is frozen: one index serves every "
                                   "text tower trained on it)", EPILOGS)
-    p.add_argument("--data", required=True, nargs="+", help="image folders (recursive), tables, tar shards, or one cache")
+    p.add_argument("--data", "--images", dest="data", required=True, nargs="+",
+                   help="image folders (recursive), tables, tar shards, or one cache (--images: the same)")
     p.add_argument("--out", required=True)
     p.add_argument("--model", default="", help="a langclip run or export: its image tower")
     p.add_argument("--clip", default=d.clip, help="or the CLIP architecture, with --weights or --pretrained")
@@ -37,7 +38,7 @@ def add_parsers(sub, make) -> None:
     p.add_argument("overrides", nargs="*", help="key=value for any IndexConfig field, e.g. ann_threshold=100000")
     p = make(isub, "index update", "add new and changed pictures, drop deleted ones", EPILOGS)
     p.add_argument("index")
-    p.add_argument("--data", nargs="+", help="what to index now (default: what it was built from)")
+    p.add_argument("--data", "--images", dest="data", nargs="+", help="what to index now (default: what it was built from)")
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--device", default=None)
 
