@@ -85,6 +85,44 @@ def test_every_format_gives_open_clips_image_embeddings(fmt, weight_files, tiny_
     assert len(ref.sha256) == 64
 
 
+def test_torchscript_archives_are_read_as_data(weight_files, tiny_clip, tmp_path, caplog):
+    """OpenAI's TorchScript files are read without TorchScript: the same state dict as
+    torch.jit.load(...).state_dict() for a scripted archive (fp16, as OpenAI's) and a traced open_clip
+    CLIP (buffers such as the causal mask included, as there); a global outside the closed list is
+    refused before anything runs; load_state_dict falls back to torch.jit.load only when the reader fails."""
+    import copy
+    import logging
+    import pickle
+    import zipfile
+
+    from langclip.weights import read_torchscript
+
+    m = copy.deepcopy(tiny_clip[0]).half()       # the session's model stays float32
+    traced = tmp_path / "traced.pt"
+    torch.jit.trace(m, (IMG.half(), torch.randint(0, 49408, (2, 77))), check_trace=False).save(str(traced))
+    for f in (weight_files["torchscript"], str(traced)):
+        ours, jit = read_torchscript(f), torch.jit.load(f, map_location="cpu").state_dict()
+        assert sorted(ours) == sorted(jit), f
+        for k in jit:
+            assert ours[k].dtype == jit[k].dtype and torch.equal(ours[k], jit[k]), (f, k)
+    assert "attn_mask" in ours and ours["visual.conv1.weight"].dtype == torch.float16
+    # a pickle that names any other global is refused: the global is never called
+    with zipfile.ZipFile(weight_files["torchscript"]) as z:
+        names = {n: z.read(n) for n in z.namelist()}
+    pkl = next(n for n in names if n.endswith("/data.pkl"))
+    names[pkl] = b"\x80\x02cbuiltins\nprint\nX\x05\x00\x00\x00owned\x85R."     # print("owned")
+    evil = tmp_path / "evil.pt"
+    with zipfile.ZipFile(evil, "w") as z:
+        for n, b in names.items():
+            z.writestr(n, b)
+    with pytest.raises(pickle.UnpicklingError, match="refused global builtins.print"):
+        read_torchscript(evil)
+    with caplog.at_level(logging.WARNING, logger="langclip.weights"):
+        with pytest.raises(Exception):
+            load_state_dict(evil)       # torch.jit.load cannot read it either; the warning says why
+    assert "refused global builtins.print" in caplog.text
+
+
 def test_image_tower_locked_and_trainable_count(tiny_arch, tiny_clip, ru_tokenizer):
     model, _, _ = build_student(tiny_arch, tiny_clip[1], ru_tokenizer, init="clip")
     assert all(not p.requires_grad for p in model.visual.parameters())

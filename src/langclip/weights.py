@@ -3,8 +3,10 @@
 Formats: OpenAI's TorchScript archive (`ViT-B-32.pt`), a plain state dict (`.pt/.bin/.pth`, with or
 without `state_dict` / `model` / `module.` wrappers), open_clip training checkpoints
 (`{'epoch', 'state_dict', 'optimizer', ...}`), and `.safetensors`. Pickles are read with
-`weights_only=True`: nothing pickled is executed. TorchScript archives are read by `torch.jit.load`
-(TorchScript code, not pickle), as open_clip does for OpenAI's files.
+`weights_only=True`: nothing pickled is executed. TorchScript archives (OpenAI's files) are read as
+data by `read_torchscript`: its pickle is unpickled with a closed list of globals and no TorchScript
+code is compiled or run (torch.load refuses such archives with weights_only=True, and torch.jit.load,
+which open_clip uses, is deprecated since torch 2.10); torch.jit.load only where that reader fails.
 """
 from __future__ import annotations
 
@@ -43,6 +45,100 @@ def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:
     return sd
 
 
+_STORAGE_DTYPES = {"FloatStorage": torch.float32, "HalfStorage": torch.float16, "BFloat16Storage": torch.bfloat16,
+                   "DoubleStorage": torch.float64, "LongStorage": torch.int64, "IntStorage": torch.int32,
+                   "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8,
+                   "BoolStorage": torch.bool}
+
+
+class _ScriptObject:
+    """Stands in for a TorchScript class while its archive is unpickled: the attributes, nothing else."""
+    _ts_name = ""
+
+    def __setstate__(self, state):
+        if isinstance(state, dict):
+            self.__dict__.update(state)
+
+
+def _rebuild_tensor(storage, offset, size, stride, *_):
+    return storage.as_strided(tuple(size), tuple(stride), offset)
+
+
+def _declared_state(z, prefix: str) -> dict[str, list[str]]:
+    """Each TorchScript class's `__parameters__` + `__buffers__` (what its state_dict holds), read from the
+    archive's code files as text ("__torch__.a.b.Class" -> names); nothing in them is run."""
+    import re
+
+    out = {}
+    pat = re.compile(r"^class (\w+)\(.*?\):\n  __parameters__ = \[([^\]]*)\]\n  __buffers__ = \[([^\]]*)\]", re.M)
+    for n in z.namelist():
+        if n.startswith(prefix + "code/") and n.endswith(".py"):
+            mod = n[len(prefix + "code/"):-3].replace("/", ".")
+            for cls, params, bufs in pat.findall(z.read(n).decode("utf-8", "replace")):
+                out[f"{mod}.{cls}"] = re.findall(r'"([^"]+)"', params) + re.findall(r'"([^"]+)"', bufs)
+    return out
+
+
+def read_torchscript(path: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict of a TorchScript archive (OpenAI's ViT-B-32.pt), read as data: its `data.pkl` is
+    unpickled with a closed list of globals (TorchScript classes become plain attribute holders; tensors
+    come from the archive's `data/` files), and each module's parameters and buffers are the ones its
+    code file declares. Equals `torch.jit.load(path).state_dict()` (tested)."""
+    import pickle
+    from collections import OrderedDict
+
+    path = Path(path)
+    with zipfile.ZipFile(path) as z:
+        pkl = [n for n in z.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
+        if len(pkl) != 1:
+            raise WeightsError(f"{path}: a TorchScript archive without one data.pkl")
+        prefix = pkl[0][: -len("data.pkl")]
+        if prefix + "byteorder" in z.namelist() and z.read(prefix + "byteorder").strip() != b"little":
+            raise WeightsError(f"{path}: a big-endian TorchScript archive")
+        classes: dict[str, type] = {}
+
+        class Unpickler(pickle.Unpickler):
+            def find_class(self, module, name):
+                if module.startswith("__torch__"):
+                    q = f"{module}.{name}"
+                    if q not in classes:
+                        classes[q] = type(name, (_ScriptObject,), {"_ts_name": q})
+                    return classes[q]
+                if module == "torch._utils" and name == "_rebuild_tensor_v2":
+                    return _rebuild_tensor
+                if module == "torch._utils" and name == "_rebuild_parameter":
+                    return lambda data, *_: data
+                if module == "collections" and name == "OrderedDict":
+                    return OrderedDict
+                if module == "torch" and name in _STORAGE_DTYPES:
+                    return _STORAGE_DTYPES[name]
+                raise pickle.UnpicklingError(f"{path}: refused global {module}.{name} in a TorchScript archive")
+
+            def persistent_load(self, pid):
+                kind, dtype, key, _location, numel = pid
+                if kind != "storage" or not isinstance(dtype, torch.dtype):
+                    raise pickle.UnpicklingError(f"{path}: unknown storage reference {pid!r}")
+                data = z.read(f"{prefix}data/{key}")
+                return torch.frombuffer(bytearray(data), dtype=dtype) if numel else torch.empty(0, dtype=dtype)
+
+        root = Unpickler(z.open(pkl[0])).load()
+        declared = _declared_state(z, prefix)
+    sd: dict[str, torch.Tensor] = {}
+
+    def walk(obj, at: str) -> None:
+        names = declared.get(obj._ts_name)
+        for k, v in vars(obj).items():
+            if isinstance(v, _ScriptObject):
+                walk(v, f"{at}{k}.")
+            elif isinstance(v, torch.Tensor) and (names is None or k in names):
+                sd[at + k] = v
+
+    if not isinstance(root, _ScriptObject):
+        raise WeightsError(f"{path}: a TorchScript archive whose root is not a module")
+    walk(root, "")
+    return sd
+
+
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read any supported CLIP weights file into a flat state dict (open_clip/OpenAI key names)."""
     path = Path(path)
@@ -63,9 +159,15 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             raise WeightsError(f"{path}: not a readable safetensors file ({e}); truncated download?") from None
     if _is_torchscript(path):
         try:
-            sd = torch.jit.load(str(path), map_location="cpu").state_dict()
-        except Exception as e:
-            raise WeightsError(f"{path}: a TorchScript archive that cannot be read ({e})") from None
+            sd = read_torchscript(path)
+        except Exception as e:    # a construct the data reader does not know: TorchScript's own loader
+            import logging
+
+            logging.getLogger(__name__).warning("%s: read with torch.jit.load (%s)", path, e)
+            try:
+                sd = torch.jit.load(str(path), map_location="cpu").state_dict()
+            except Exception as e2:
+                raise WeightsError(f"{path}: a TorchScript archive that cannot be read ({e2})") from None
         for k in ("input_resolution", "context_length", "vocab_size"):
             sd.pop(k, None)
         return _unwrap(dict(sd), path)
