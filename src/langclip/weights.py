@@ -6,7 +6,7 @@ without `state_dict` / `model` / `module.` wrappers), open_clip training checkpo
 `weights_only=True`: nothing pickled is executed. TorchScript archives (OpenAI's files) are read as
 data by `read_torchscript`: its pickle is unpickled with a closed list of globals and no TorchScript
 code is compiled or run (torch.load refuses such archives with weights_only=True, and torch.jit.load,
-which open_clip uses, is deprecated since torch 2.10); torch.jit.load only where that reader fails.
+which open_clip uses, is deprecated: torch 2.14 warns); torch.jit.load only where that reader fails.
 """
 from __future__ import annotations
 
