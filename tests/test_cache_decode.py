@@ -227,6 +227,7 @@ def test_decode_ahead_keeps_order_and_errors():
     assert seen == [0, 1]
 
 
+@pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities of TorchVision")
 def test_torchcodec_and_torchvision_jpeg_decoders_agree(photos):
     """TorchCodec's decode_jpeg (preferred: torchvision 0.29 deprecates its own) and torchvision's give
     the same pixels as PIL on every JPEG kind the fixture has, in one call or batched, and both refuse
@@ -249,6 +250,7 @@ def test_torchcodec_and_torchvision_jpeg_decoders_agree(photos):
         jpeg_decoder("pil")
 
 
+@pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities of TorchVision")
 def test_jpeg_decoders_agree_on_corrupt_files(photos):
     """300 damaged JPEGs (truncated, bytes overwritten, headers garbled): TorchCodec's and torchvision's
     decoders refuse the same ones with RuntimeError (which the cache counts as failures) and decode the
