@@ -233,6 +233,33 @@ def test_compiled_training_matches_eager(tmp_path, train_cfg):
     torch.testing.assert_close(losses["bf16-compiled"], losses["bf16-eager"], rtol=2e-2, atol=0)
 
 
+def test_compile_where_it_cannot_build_trains_eagerly(tmp_path, train_cfg, caplog):
+    """compile: true on a machine where torch.compile cannot build (here: no working C++ compiler for
+    the CPU backend) warns once, names why, and trains the eager tower: the same weights as compile: false."""
+    import logging
+
+    import torch._inductor.config as inductor
+    from safetensors.torch import load_file
+
+    from langclip.train import loop
+
+    train_cfg.epochs, train_cfg.val_fraction, train_cfg.out = 2, 0.25, str(tmp_path / "eager")
+    train(train_cfg, progress=False)
+    loop._compile_problem.cache_clear()
+    torch._dynamo.reset()
+    try:
+        with inductor.patch({"cpp.cxx": ("/nonexistent/g++",), "force_disable_caches": True}):
+            assert "compiler" in (loop.compile_problem(torch.device("cpu")) or "").lower()
+            with caplog.at_level(logging.WARNING, logger="langclip.train.loop"):
+                train(dataclasses.replace(train_cfg, compile=True, out=str(tmp_path / "fallback")), progress=False)
+    finally:
+        loop._compile_problem.cache_clear()
+        torch._dynamo.reset()
+    assert "torch.compile cannot build on cpu" in caplog.text and "training without it" in caplog.text
+    a, b = (load_file(str(tmp_path / d / "text_tower.safetensors")) for d in ("eager", "fallback"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 @pytest.mark.parametrize("pad_id", [None, 7])
 def test_token_table_gives_the_padded_batches(ru_tokenizer, pad_id):
     """Ragged storage, chunked encoding: every batch equals the padded tokens cut to its length."""

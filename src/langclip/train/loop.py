@@ -13,6 +13,7 @@ embedding and English replay. Under torchrun DDP averages the gradients.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -67,6 +68,7 @@ class Run:
     teacher_all: bool = True     # every caption has an English teacher embedding (no mask needed)
     pad_id: int | None = None
     cut: int = 8                 # batches are cut to their longest text, rounded up to this
+    compiled: bool = False       # cfg.compile, unless torch.compile cannot build here (compile_problem)
     fwd: object = None           # the (compiled) tower a step calls
     twin: object = None          # Bf16Weights under precision bf16-weights: the tower runs on its bf16 copy
     opt: object = None
@@ -207,16 +209,49 @@ def _optimizer(run: Run) -> None:
     tower = make_tower(run.twin.model if run.twin else model, cfg, run.world, run.device)
     if run.twin and run.world > 1:
         tower.register_comm_hook(None, fp32_allreduce_hook)   # gradients summed over ranks in float32
+    run.compiled = cfg.compile and _can_compile(run)
     # compiled: one static graph per bucketed length (at most ~6 buckets, under dynamo's recompile limit)
-    run.cut = max(16, -(-cfg.model.context_length // 6 // 8) * 8) if cfg.compile else 8
+    run.cut = max(16, -(-cfg.model.context_length // 6 // 8) * 8) if run.compiled else 8
     run.fwd = (torch.compile(tower, mode=None if cfg.compile_mode == "default" else cfg.compile_mode, dynamic=False)
-               if cfg.compile else tower)
+               if run.compiled else tower)
     o = cfg.optim
     run.opt = torch.optim.AdamW(param_groups(model, o.weight_decay), lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps,
                                 **({"fused": True} if run.device.type == "cuda" else {}))
     run.sched = torch.optim.lr_scheduler.LambdaLR(
         run.opt, lr_lambda(run.total, min(o.warmup_steps, max(1, run.total // 10))))
     run.bad_steps = torch.zeros((), dtype=torch.long, device=run.device)
+
+
+def compile_problem(device: torch.device) -> str | None:
+    """Why torch.compile cannot build a forward and backward pass on `device` here (no C++ compiler for
+    the CPU backend, no usable Triton for the GPU), or None. A tiny function, compiled once a process."""
+    return _compile_problem(device.type, device.index)
+
+
+@functools.lru_cache(maxsize=None)
+def _compile_problem(kind: str, index) -> str | None:
+    device = torch.device(kind, index)
+    try:
+        lin = torch.nn.Linear(8, 8).to(device)
+        f = torch.compile(lambda x: torch.nn.functional.gelu(lin(x)).square().sum(), dynamic=False)
+        f(torch.randn(4, 8, device=device)).backward()
+        return None
+    except Exception as e:   # dynamo/inductor raise their own types; the first line says what is missing
+        return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
+
+
+def _can_compile(run: Run) -> bool:
+    """compile: true where torch.compile works; else a warning and the eager tower (same results),
+    decided alike on every rank."""
+    why = compile_problem(run.device)
+    ok = torch.tensor([why is None], dtype=torch.int32, device=run.device)
+    if run.world > 1:
+        torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)
+    if not ok.item() and run.rank == 0:
+        log.warning("compile: true, but torch.compile cannot build on %s here (%s): training without it "
+                    "(slower, same results); set compile: false to skip this check", run.device,
+                    why or "on another rank")
+    return bool(ok.item())
 
 
 def resume(run: Run, ck: Path | None, st: dict | None) -> None:
@@ -249,7 +284,7 @@ def _start_summary(run: Run) -> None:
           f"an epoch x {cfg.epochs} = {run.total:,} steps (batch {cfg.batch_size:,}, {run.world} "
           f"process{'es' * (run.world > 1)}); held out: {n_val:,} {what} / {len(run.val_idx):,} captions; text tower "
           f"{n_par / 1e6:.1f}M parameters ({cfg.model.init} init); {run.device.type}, "
-          f"{'bf16 weights' if run.twin else 'bf16' if run.bf16 else 'fp32'}{', compiled' if cfg.compile else ''}",
+          f"{'bf16 weights' if run.twin else 'bf16' if run.bf16 else 'fp32'}{', compiled' if run.compiled else ''}",
           flush=True)
 
 
