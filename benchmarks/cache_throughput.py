@@ -180,6 +180,26 @@ def worker_cost(pairs, pp, n: int) -> None:
           flush=True)
 
 
+def device_side_rate(prep, blobs, m, amp, batch: int, dev: str) -> float:
+    """Images/s of decode + preprocess + forward on the device, the bytes already in host memory (two
+    warm-up batches first)."""
+    with torch.inference_mode():
+        for k in range(2):
+            chunk = blobs[k * batch: (k + 1) * batch]
+            _, _, xb, _ = prep(list(range(len(chunk))), chunk, [""] * len(chunk))
+            with amp:
+                m.clip.visual(xb)
+        sync(dev)
+        t = time.perf_counter()
+        for s in range(0, len(blobs), batch):
+            chunk = blobs[s: s + batch]
+            _, _, xb, _ = prep(list(range(s, s + len(chunk))), chunk, [""] * len(chunk))
+            with amp:
+                m.clip.visual(xb)
+        sync(dev)
+        return len(blobs) / (time.perf_counter() - t)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=50_000)
@@ -248,21 +268,7 @@ def main():
     blobs = [torch.frombuffer(bytearray(Path(pairs.images[i].path).read_bytes()), dtype=torch.uint8)
              for i in range(n_dev)]
     prep = DevicePreprocess(preprocess_cfg(m), torch.device(dev), pairs.images)
-    with torch.inference_mode():
-        for k in range(2):
-            chunk = blobs[k * a.batch: (k + 1) * a.batch]
-            _, _, xb, _ = prep(list(range(len(chunk))), chunk, [""] * len(chunk))
-            with amp:
-                m.clip.visual(xb)
-        sync(dev)
-        t = time.perf_counter()
-        for s in range(0, n_dev, a.batch):
-            chunk = blobs[s: s + a.batch]
-            _, _, xb, _ = prep(list(range(s, s + len(chunk))), chunk, [""] * len(chunk))
-            with amp:
-                m.clip.visual(xb)
-        sync(dev)
-        side = n_dev / (time.perf_counter() - t)
+    side = device_side_rate(prep, blobs, m, amp, a.batch, dev)
     print(json.dumps({"name": "device_side_decode_forward", "images_per_s": round(side), "images": n_dev,
                       "ratio_to_bare_forward": round(side / bare, 3), "jpeg_decoder": prep.decoder}), flush=True)
     forced = os.environ.get("LANGCLIP_JPEG_DECODER")   # then that one alone
@@ -272,17 +278,7 @@ def main():
         except ImportError as e:
             print(json.dumps({"name": f"device_side_decode_forward_{other}", "error": str(e)[:200]}), flush=True)
             continue
-        with torch.inference_mode():
-            _, _, xb, _ = alt(list(range(a.batch)), blobs[:a.batch], [""] * a.batch)   # warm-up
-            sync(dev)
-            t = time.perf_counter()
-            for s in range(0, n_dev, a.batch):
-                chunk = blobs[s: s + a.batch]
-                _, _, xb, _ = alt(list(range(s, s + len(chunk))), chunk, [""] * len(chunk))
-                with amp:
-                    m.clip.visual(xb)
-            sync(dev)
-            alt_side = n_dev / (time.perf_counter() - t)
+        alt_side = device_side_rate(alt, blobs, m, amp, a.batch, dev)
         print(json.dumps({"name": f"device_side_decode_forward_{other}", "images_per_s": round(alt_side),
                           "ratio_to_bare_forward": round(alt_side / bare, 3)}), flush=True)
     if a.stages:
