@@ -123,6 +123,27 @@ def test_torchscript_archives_are_read_as_data(weight_files, tiny_clip, tmp_path
     assert "refused global builtins.print" in caplog.text
 
 
+@pytest.mark.slow
+def test_torchscript_reader_at_vit_b32_shape(tmp_path):
+    """The reader on an archive of OpenAI's size and structure: ViT-B-32-quickgelu, fp16, traced (the
+    way OpenAI's files were made): the same 300 MB state dict as torch.jit.load's, name for name."""
+    import open_clip
+
+    from langclip.weights import read_torchscript
+
+    torch.manual_seed(0)
+    m = open_clip.CLIP(**open_clip.get_model_config("ViT-B-32-quickgelu")).eval().half()
+    f = tmp_path / "ViT-B-32.pt"
+    with torch.no_grad():
+        torch.jit.trace(m, (torch.randn(1, 3, 224, 224).half(), torch.randint(0, 49408, (1, 77))),
+                        check_trace=False).save(str(f))
+    del m
+    ours, jit = read_torchscript(f), torch.jit.load(str(f), map_location="cpu").state_dict()
+    assert sorted(ours) == sorted(jit) and len(ours) > 150
+    assert all(ours[k].dtype == jit[k].dtype and torch.equal(ours[k], jit[k]) for k in jit)
+    assert ours["visual.conv1.weight"].shape == (768, 3, 32, 32) and ours["token_embedding.weight"].shape == (49408, 512)
+
+
 def test_image_tower_locked_and_trainable_count(tiny_arch, tiny_clip, ru_tokenizer):
     model, _, _ = build_student(tiny_arch, tiny_clip[1], ru_tokenizer, init="clip")
     assert all(not p.requires_grad for p in model.visual.parameters())
