@@ -260,6 +260,17 @@ def test_compile_where_it_cannot_build_trains_eagerly(tmp_path, train_cfg, caplo
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_held_out_set_too_small_to_rank_is_named(tmp_path, train_cfg, capsys):
+    train_cfg.epochs, train_cfg.val_fraction, train_cfg.out = 1, 0.03, str(tmp_path / "run")
+    train(train_cfg, progress=False)
+    out = capsys.readouterr().out
+    n = int(out.split("held out: ")[1].split()[0])
+    assert 0 < n < 20 and f"held-out recall over {n} images says little" in out
+    train_cfg.val_fraction, train_cfg.out = 0.25, str(tmp_path / "run2")
+    train(train_cfg, progress=False)
+    assert "says little" not in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("pad_id", [None, 7])
 def test_token_table_gives_the_padded_batches(ru_tokenizer, pad_id):
     """Ragged storage, chunked encoding: every batch equals the padded tokens cut to its length."""

@@ -286,6 +286,9 @@ def _start_summary(run: Run) -> None:
           f"{n_par / 1e6:.1f}M parameters ({cfg.model.init} init); {run.device.type}, "
           f"{'bf16 weights' if run.twin else 'bf16' if run.bf16 else 'fp32'}{', compiled' if run.compiled else ''}",
           flush=True)
+    if 0 < n_val < 20:
+        print(f"note: held-out recall over {n_val} {what} says little (recall@10 of {n_val} is "
+              f"{'always 1' if n_val <= 10 else 'near 1'}); raise val_fraction for a measure", flush=True)
 
 
 # -- the job --------------------------------------------------------------------------------------
