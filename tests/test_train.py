@@ -246,6 +246,10 @@ def test_compile_where_it_cannot_build_trains_eagerly(tmp_path, train_cfg, caplo
     train_cfg.epochs, train_cfg.val_fraction, train_cfg.out = 2, 0.25, str(tmp_path / "eager")
     train(train_cfg, progress=False)
     loop._compile_problem.cache_clear()
+    state = torch.get_rng_state()
+    assert loop.compile_problem(torch.device("cpu")) is None            # the check itself draws no random numbers
+    assert torch.equal(state, torch.get_rng_state())
+    loop._compile_problem.cache_clear()
     torch._dynamo.reset()
     try:
         with inductor.patch({"cpp.cxx": ("/nonexistent/g++",), "force_disable_caches": True}):
