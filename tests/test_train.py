@@ -241,7 +241,7 @@ def test_compile_where_it_cannot_build_trains_eagerly(tmp_path, train_cfg, caplo
     import torch._inductor.config as inductor
     from safetensors.torch import load_file
 
-    from langclip.train import loop
+    from langclip.train import losses as loop   # where the compile check lives
 
     train_cfg.epochs, train_cfg.val_fraction, train_cfg.out = 2, 0.25, str(tmp_path / "eager")
     train(train_cfg, progress=False)
@@ -254,7 +254,7 @@ def test_compile_where_it_cannot_build_trains_eagerly(tmp_path, train_cfg, caplo
     try:
         with inductor.patch({"cpp.cxx": ("/nonexistent/g++",), "force_disable_caches": True}):
             assert "compiler" in (loop.compile_problem(torch.device("cpu")) or "").lower()
-            with caplog.at_level(logging.WARNING, logger="langclip.train.loop"):
+            with caplog.at_level(logging.WARNING, logger="langclip.train.losses"):
                 train(dataclasses.replace(train_cfg, compile=True, out=str(tmp_path / "fallback")), progress=False)
     finally:
         loop._compile_problem.cache_clear()

@@ -13,7 +13,6 @@ embedding and English replay. Under torchrun DDP averages the gradients.
 """
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
@@ -35,7 +34,7 @@ from ..weights import clip_weights
 from .batches import CaptionGroups, TokenTable, epoch_order, to_device
 from .checkpoint import (apply_optim_settings, check_resumable, checkpoint_path, diverged, divergence_error,
                          load_text_weights, resume_keys, rng_state, save_checkpoint, set_rng_state, truncate_metrics)
-from .losses import compute_loss, global_values, make_tower
+from .losses import compile_tower, compute_loss, global_values, make_tower
 from .precision import optimizer_step
 from .report import MetricsLog, finish, validate_epoch
 
@@ -68,7 +67,7 @@ class Run:
     teacher_all: bool = True     # every caption has an English teacher embedding (no mask needed)
     pad_id: int | None = None
     cut: int = 8                 # batches are cut to their longest text, rounded up to this
-    compiled: bool = False       # cfg.compile, unless torch.compile cannot build here (compile_problem)
+    compiled: bool = False       # cfg.compile, unless torch.compile cannot build here (losses.compile_tower)
     fwd: object = None           # the (compiled) tower a step calls
     twin: object = None          # Bf16Weights under precision bf16-weights: the tower runs on its bf16 copy
     opt: object = None
@@ -209,49 +208,15 @@ def _optimizer(run: Run) -> None:
     tower = make_tower(run.twin.model if run.twin else model, cfg, run.world, run.device)
     if run.twin and run.world > 1:
         tower.register_comm_hook(None, fp32_allreduce_hook)   # gradients summed over ranks in float32
-    run.compiled = cfg.compile and _can_compile(run)
+    run.fwd, run.compiled = compile_tower(tower, cfg, run.device, run.world, run.rank)
     # compiled: one static graph per bucketed length (at most ~6 buckets, under dynamo's recompile limit)
     run.cut = max(16, -(-cfg.model.context_length // 6 // 8) * 8) if run.compiled else 8
-    run.fwd = (torch.compile(tower, mode=None if cfg.compile_mode == "default" else cfg.compile_mode, dynamic=False)
-               if run.compiled else tower)
     o = cfg.optim
     run.opt = torch.optim.AdamW(param_groups(model, o.weight_decay), lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps,
                                 **({"fused": True} if run.device.type == "cuda" else {}))
     run.sched = torch.optim.lr_scheduler.LambdaLR(
         run.opt, lr_lambda(run.total, min(o.warmup_steps, max(1, run.total // 10))))
     run.bad_steps = torch.zeros((), dtype=torch.long, device=run.device)
-
-
-def compile_problem(device: torch.device) -> str | None:
-    """Why torch.compile cannot build a forward and backward pass on `device` here (no C++ compiler for
-    the CPU backend, no usable Triton for the GPU), or None. A tiny function, compiled once a process."""
-    return _compile_problem(device.type, device.index)
-
-
-@functools.lru_cache(maxsize=None)
-def _compile_problem(kind: str, index) -> str | None:
-    device = torch.device(kind, index)
-    try:
-        w = torch.ones(8, 8, device=device, requires_grad=True)   # no random numbers drawn: the run's stay
-        f = torch.compile(lambda x: torch.nn.functional.gelu(x @ w).square().sum(), dynamic=False)
-        f(torch.ones(4, 8, device=device)).backward()
-        return None
-    except Exception as e:   # dynamo/inductor raise their own types; the first line says what is missing
-        return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
-
-
-def _can_compile(run: Run) -> bool:
-    """compile: true where torch.compile works; else a warning and the eager tower (same results),
-    decided alike on every rank."""
-    why = compile_problem(run.device)
-    ok = torch.tensor([why is None], dtype=torch.int32, device=run.device)
-    if run.world > 1:
-        torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)
-    if not ok.item() and run.rank == 0:
-        log.warning("compile: true, but torch.compile cannot build on %s here (%s): training without it "
-                    "(slower, same results); set compile: false to skip this check", run.device,
-                    why or "on another rank")
-    return bool(ok.item())
 
 
 def resume(run: Run, ck: Path | None, st: dict | None) -> None:

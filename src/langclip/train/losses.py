@@ -1,12 +1,18 @@
 """The losses of a training step: symmetric InfoNCE against the cached image embeddings (gathered
 across ranks with gradient, like open_clip's ClipLoss(gather_with_grad=True)), distillation towards
-English CLIP's text embedding, English replay; and the module DDP wraps."""
+English CLIP's text embedding, English replay; and the module DDP wraps, compiled where torch.compile
+can build."""
 from __future__ import annotations
+
+import functools
+import logging
 
 import torch
 import torch.nn.functional as F
 
 from ..config import TrainConfig
+
+log = logging.getLogger(__name__)
 
 
 # -- pieces -------------------------------------------------------------------------------------
@@ -118,3 +124,40 @@ def make_tower(model, cfg: TrainConfig, world: int, device: torch.device):
         tower = torch.nn.parallel.DistributedDataParallel(
             tower, device_ids=[device.index] if device.type == "cuda" else None)
     return tower
+
+
+def compile_tower(tower, cfg: TrainConfig, device: torch.device, world: int, rank: int) -> tuple[object, bool]:
+    """(the module a step calls, whether it is compiled). `compile: true` where torch.compile cannot
+    build here (compile_problem) warns with the reason and returns the eager tower (the same results);
+    every rank decides alike."""
+    if not cfg.compile:
+        return tower, False
+    why = compile_problem(device)
+    ok = torch.tensor([why is None], dtype=torch.int32, device=device)
+    if world > 1:
+        torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)
+    if not ok.item():
+        if rank == 0:
+            log.warning("compile: true, but torch.compile cannot build on %s here (%s): training without it "
+                        "(slower, same results); set compile: false to skip this check", device,
+                        why or "on another rank")
+        return tower, False
+    return torch.compile(tower, mode=None if cfg.compile_mode == "default" else cfg.compile_mode, dynamic=False), True
+
+
+def compile_problem(device: torch.device) -> str | None:
+    """Why torch.compile cannot build a forward and backward pass on `device` here (no C++ compiler for
+    the CPU backend, no usable Triton for the GPU), or None. A tiny function, compiled once a process."""
+    return _compile_problem(device.type, device.index)
+
+
+@functools.lru_cache(maxsize=None)
+def _compile_problem(kind: str, index) -> str | None:
+    device = torch.device(kind, index)
+    try:
+        w = torch.ones(8, 8, device=device, requires_grad=True)   # no random numbers drawn: the run's stay
+        f = torch.compile(lambda x: torch.nn.functional.gelu(x @ w).square().sum(), dynamic=False)
+        f(torch.ones(4, 8, device=device)).backward()
+        return None
+    except Exception as e:   # dynamo/inductor raise their own types; the first line says what is missing
+        return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
