@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pil: decode and resize in the worker processes with PIL, open_clip's own transform "
                         "(default); torchvision: the same work in the workers with torchvision's kernels, about "
                         "2x less CPU a picture, pixels within 2 grey levels of PIL's; nvjpeg: workers only "
-                        "read the files, the GPU decodes JPEGs and resizes them (few CPU cores per GPU). "
+                        "read the files, the GPU decodes JPEGs and resizes them (few CPU cores per GPU; "
+                        "overrides decode_threads=N and decode_ahead=true overlap more of it). "
                         "Non-JPEGs fall back to PIL")
     p.add_argument("--max-failure-rate", type=float, default=CACHE.max_failure_rate,
                    help=f"stop when more than this share of images fails (after the first 100; default {CACHE.max_failure_rate})")
