@@ -6,6 +6,7 @@ import json
 import os
 import tarfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -88,6 +89,34 @@ def test_update_embeds_only_what_changed(tmp_path, photos, tiny_arch, tiny_clip)
     assert now[str(p)] != ids[str(p)]                                          # a changed picture gets a new id
     assert after.search(after.vector(now[str(p)]), 1)[0][0][0] == now[str(p)]
     assert update_index(out, progress=False, workers=0)["embedded"] == 0         # nothing changed: nothing done
+
+
+def test_update_after_most_pictures_are_deleted_compacts_the_thumbnails(tmp_path, photos, tiny_arch, tiny_clip):
+    """When more than half of the thumbnail file would be left unreferenced, `index update` rewrites it
+    compactly: the kept pictures keep their thumbnails byte for byte, a new one gets its own, and the
+    file shrinks."""
+    out = _build(photos, tiny_arch, tiny_clip, tmp_path / "idx")
+    before = Index(out)
+    thumbs = {src: before.thumbnail(i) for src, i in zip(before.items["source"], before.items["id"])}
+    before.close()
+    files = [f for f in out.iterdir() if f.is_file()]
+    size_before = {f.name: f.stat().st_size for f in files}
+    keep = {str(photos / "04.jpg"), str(photos / "10.jpg"), str(photos / "scan.png")}
+    for src in thumbs:
+        if src not in keep:
+            Path(src).unlink()
+    make_image(photos / "new.jpg", 500, size=(48, 36))
+    r = update_index(out, progress=False, workers=0)
+    assert (r["added"], r["removed"], r["count"]) == (1, len(thumbs) - 3, 4)
+    after = Index(out)
+    now = dict(zip(after.items["source"], after.items["id"]))
+    assert sorted(now) == sorted(keep | {str(photos / "new.jpg")})
+    assert all(after.thumbnail(now[src]) == thumbs[src] for src in keep)
+    new = Image.open(io.BytesIO(after.thumbnail(now[str(photos / "new.jpg")])))
+    assert new.size == (48, 36) and new.format == "JPEG"
+    shrunk = [n for n, b in size_before.items() if (out / n).is_file() and (out / n).stat().st_size < b / 2]
+    assert shrunk, size_before                      # the thumbnail file was rewritten, not appended to
+    assert not list(out.glob("*.tmp"))
 
 
 def test_index_from_a_cache_tar_shards_and_table(tmp_path, world_cache, tiny_arch, tiny_clip):
