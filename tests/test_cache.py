@@ -226,6 +226,35 @@ def test_tables_read_alike_in_every_format(tmp_path):
                               {"where": f"{tmp_path / f't.{ext}'}:{4 + first}", "reason": "empty caption"}], ext
 
 
+def test_list_columns_named_columns_and_sidecar_folders(tmp_path):
+    """A Parquet table with a list<string> caption column (COCO-style, five captions an image) under
+    names given by --image-column/--caption-column/--english-column; a wrong column name is named with
+    the table's columns; a folder of pictures with sidecar .txt captions (one a line; a picture without
+    one is a listed problem)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"pic": ["a.jpg", "b.jpg"], "ru": [["кот", "кошка", " "], ["пёс"]],
+                             "en": [["cat", "a cat", "x"], ["dog"]]}), tmp_path / "coco.parquet")
+    p = read_pairs([str(tmp_path / "coco.parquet")], image_column="pic", caption_column="ru", english_column="en")
+    assert [r.key for r in p.images] == [str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg")]
+    assert p.captions == [(0, "кот", "cat"), (0, "кошка", "a cat"), (1, "пёс", "dog")]
+    with pytest.raises(ValueError, match=r"no caption column 'caption'.*'pic', 'ru', 'en'"):
+        read_pairs([str(tmp_path / "coco.parquet")], image_column="pic", caption_column="caption")
+    with pytest.raises(ValueError, match="which column holds the image"):
+        read_pairs([str(tmp_path / "coco.parquet")])
+    d = tmp_path / "folder"
+    (d / "sub").mkdir(parents=True)
+    for name in ("x.jpg", "sub/y.png", "z.jpg"):
+        (d / name).write_bytes(b"")
+    (d / "x.txt").write_text("рыжий кот\n\nкот на окне\n", encoding="utf-8")
+    (d / "sub" / "y.txt").write_text("собака", encoding="utf-8")
+    f = read_pairs([str(d)])
+    assert [r.key for r in f.images] == [str(d / "sub" / "y.png"), str(d / "x.jpg")]
+    assert f.captions == [(0, "собака", None), (1, "рыжий кот", None), (1, "кот на окне", None)]
+    assert f.problems == [{"where": str(d / "z.jpg"), "reason": "no sidecar .txt caption"}]
+
+
 def test_automatic_workers_share_the_cores(monkeypatch):
     import langclip.cache.embed as cache_mod
 
