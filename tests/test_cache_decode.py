@@ -2,6 +2,7 @@
 the same code as on CUDA) and `--decode torchvision` (the same kernels in the CPU workers) against the
 default PIL path."""
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -286,3 +287,27 @@ def test_jpeg_decoders_agree_on_corrupt_files(photos):
         else:
             assert torch.equal(got[0], got[1])
     assert 50 < refused < 250            # both kinds of outcome were exercised
+
+
+def test_missing_and_empty_files_fail_alike_in_every_decode_mode(tmp_path, tiny_arch, tiny_clip):
+    """A missing file and a zero-byte file are skipped and counted, with a reason, by the PIL, torchvision
+    and nvjpeg paths alike (the nvjpeg workers only read bytes: their failures are counted there)."""
+    d = tmp_path / "img"
+    d.mkdir()
+    for i in range(3):
+        _photo(120, 90, i).save(d / f"{i}.jpg")
+    (d / "empty.jpg").write_bytes(b"")
+    with open(tmp_path / "pairs.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "caption"])
+        w.writerows([[f"img/{n}", f"фото {n}"] for n in ("0.jpg", "missing.jpg", "1.jpg", "empty.jpg", "2.jpg")])
+    fails = {}
+    for mode in ("pil", "torchvision", "nvjpeg"):
+        c = load_cache(build_cache(CacheConfig(data=[str(tmp_path / "pairs.csv")], clip=tiny_arch, weights=tiny_clip[1],
+                                               out=str(tmp_path / mode), batch_size=4, workers=0, shard_size=5,
+                                               decode=mode, max_failure_rate=1.0), progress=False))
+        assert c.image_ok.tolist() == [True, False, True, False, True], mode
+        fails[mode] = {Path(x["source"]).name: x["reason"] for x in c.manifest["failures"]}
+    assert all(set(f) == {"missing.jpg", "empty.jpg"} for f in fails.values()), fails
+    assert all("zero-byte" in f["empty.jpg"] and ("No such file" in f["missing.jpg"] or "not found" in f["missing.jpg"])
+               for f in fails.values()), fails
