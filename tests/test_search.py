@@ -219,6 +219,11 @@ def test_api_answers(client):
     assert idx.source(up[0]["id"]).endswith("04.jpg")
     assert c.get(f"/thumb/{first}", headers=h).headers["content-type"] == "image/jpeg"
     assert c.get(f"/image/{first}?token=s3cret").content[:3] == b"\xff\xd8\xff"      # <img> tags pass ?token=
+    png = next(i for i in idx.ids if idx.source(i).endswith("scan.png"))
+    assert c.get(f"/image/{png}", headers=h).headers["content-type"] == "image/png"
+    Path(idx.source(first)).unlink()                  # deleted since the index was built: 410, and what to do
+    gone = c.get(f"/image/{first}", headers=h)
+    assert gone.status_code == 410 and "langclip index update" in gone.json()["detail"]
 
 
 @pytest.mark.parametrize("method,url,kw,status", [
