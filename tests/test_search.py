@@ -119,6 +119,42 @@ def test_update_after_most_pictures_are_deleted_compacts_the_thumbnails(tmp_path
     assert not list(out.glob("*.tmp"))
 
 
+def test_phone_formats_heic_and_avif_are_indexed(tmp_path, tiny_arch, tiny_clip, monkeypatch, capsys):
+    """A phone's photo folder: HEIC (through pillow-heif) and AVIF (Pillow's own) pictures are indexed
+    like JPEGs, embedded from the same pixels and given thumbnails; without pillow-heif a HEIC picture
+    is skipped with a reason that names it."""
+    import pillow_heif
+
+    from langclip import pairs
+    from langclip.model import LangCLIP, image_transform, model_config, preprocess_cfg
+
+    pillow_heif.register_heif_opener()
+    d = tmp_path / "phone"
+    d.mkdir()
+    make_image(d / "a.jpg", 1, size=(48, 36))
+    for name, seed in (("b.heic", 2), ("c.avif", 3)):
+        Image.open(make_image(tmp_path / f"{seed}.png", seed, size=(48, 36))).save(d / name, quality=95)
+    idx = Index(_build(d, tiny_arch, tiny_clip, tmp_path / "idx"))
+    assert sorted(Path(x).name for x in idx.items["source"]) == ["a.jpg", "b.heic", "c.avif"]
+    assert idx.manifest["num_failures"] == 0
+    tf = image_transform(preprocess_cfg(LangCLIP(model_config(tiny_arch))))
+    for name in ("b.heic", "c.avif"):
+        i = idx.items["id"][idx.items["source"].index(str(d / name))]
+        with torch.no_grad():
+            want = torch.nn.functional.normalize(tiny_clip[0].encode_image(tf(Image.open(d / name))[None]), dim=-1)[0]
+        assert np.abs(idx.vector(i) - want.numpy()).max() < 2e-3, name
+        assert Image.open(io.BytesIO(idx.thumbnail(i))).size == (48, 36)
+    idx.close()
+    # a HEIC picture as the query (`langclip search --image`): it finds itself first
+    assert main(["search", "--index", str(tmp_path / "idx"), "--model", tiny_clip[1], "--arch", tiny_arch,
+                 "--image", str(d / "b.heic"), "-k", "1", "--json", "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["path"] == str(d / "b.heic")
+    monkeypatch.setattr(pairs, "heif_support", lambda: False)
+    no_heif = Index(_build(d, tiny_arch, tiny_clip, tmp_path / "idx2"))
+    assert sorted(Path(x).name for x in no_heif.items["source"]) == ["a.jpg", "c.avif"]
+    assert "pillow-heif" in no_heif.manifest["failures"][0]["reason"]
+
+
 def test_index_from_a_cache_tar_shards_and_table(tmp_path, world_cache, tiny_arch, tiny_clip):
     from langclip.cache import load_cache
 

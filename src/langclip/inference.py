@@ -129,6 +129,9 @@ def load(path: str | Path, device: str | None = None, weights: str | None = None
 def _open_images(paths: list[str]):
     from PIL import Image, UnidentifiedImageError
 
+    from .pairs import heif_support
+
+    heif_support()    # a phone's HEIC pictures too, where pillow-heif is installed
     out = []
     for p in paths:
         try:

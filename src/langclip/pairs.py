@@ -5,6 +5,7 @@ pointing at them, plus a list of problems (file, line/member, reason) for what w
 """
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -16,7 +17,8 @@ import torch
 
 from .files import table_rows
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif", ".avif")
+_HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")   # phones' HEIC
 IMAGE_COLUMNS = ("image", "image_path", "path", "filepath", "file", "filename", "img")
 CAPTION_COLUMNS = ("caption", "text", "query", "captions", "caption_ru", "texts")
 ENGLISH_COLUMNS = ("caption_en", "english", "text_en")
@@ -319,20 +321,36 @@ def open_image(ref: ImageRef, draft: int = 0):
     sides are both at least twice `draft` is decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling, as
     PIL's own `thumbnail` does), keeping both sides >= `draft`: a 12-megapixel photo then costs a
     fraction of a full decode."""
-    from PIL import Image
-
     if ref.member:
         return decode_image(read_image_bytes(ref), draft)
     if os.path.getsize(ref.path) == 0:
         raise OSError("zero-byte file")
-    return _loaded(Image.open(ref.path), draft)
+    with open(ref.path, "rb") as f:
+        return _loaded(_pil_open(ref.path, f.read(12)), draft)
 
 
 def decode_image(data: bytes, draft: int = 0):
     """PIL image of encoded bytes (see open_image for `draft`)."""
+    return _loaded(_pil_open(io.BytesIO(data), data[:12]), draft)
+
+
+def _pil_open(fp, head: bytes):
+    """PIL's Image.open; a phone's HEIC through pillow-heif (`search` extra) or an error saying so."""
     from PIL import Image
 
-    return _loaded(Image.open(io.BytesIO(data)), draft)
+    if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS and not heif_support():
+        raise OSError("a HEIC/HEIF picture: reading it needs pillow-heif (pip install 'langclip[search]')")
+    return Image.open(fp)
+
+
+@functools.lru_cache(maxsize=1)
+def heif_support() -> bool:
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return False
+    register_heif_opener()
+    return True
 
 
 def _loaded(img, draft: int):

@@ -91,7 +91,7 @@ def search(index: str, model: str, query: str | None = None, image: str | None =
            arch: str = "ViT-B-32-quickgelu", device: str | None = None, weights: str | None = None,
            as_json: bool = False) -> list[str]:
     """Lines to print: rank, score, path (or one JSON object a line)."""
-    from PIL import Image
+    from ..pairs import ImageRef, open_image
 
     from .index import Index
     from .query import QueryModel
@@ -103,7 +103,7 @@ def search(index: str, model: str, query: str | None = None, image: str | None =
     idx = Index(index)
     m = QueryModel(model, arch=arch, device=device, weights=weights, image=bool(image))
     m.check(idx)
-    vec = m.encode_text([query]) if query else m.encode_image([Image.open(image)])
+    vec = m.encode_text([query]) if query else m.encode_image([open_image(ImageRef(str(image)))])
     hits = idx.search(vec[0], k)[0]
     if as_json:
         return [json.dumps({"rank": n, "id": i, "score": round(s, 5), "path": idx.source(i)}, ensure_ascii=False)

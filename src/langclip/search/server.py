@@ -123,6 +123,9 @@ def create_app(index, model, token: str | None = None, limits: Limits | None = N
 def _open_upload(data: bytes, max_pixels: int, err):
     from PIL import Image
 
+    from ..pairs import heif_support
+
+    heif_support()
     try:
         im = Image.open(io.BytesIO(data))
         w, h = im.size
