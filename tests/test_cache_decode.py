@@ -311,3 +311,36 @@ def test_missing_and_empty_files_fail_alike_in_every_decode_mode(tmp_path, tiny_
     assert all(set(f) == {"missing.jpg", "empty.jpg"} for f in fails.values()), fails
     assert all("zero-byte" in f["empty.jpg"] and ("No such file" in f["missing.jpg"] or "not found" in f["missing.jpg"])
                for f in fails.values()), fails
+
+
+def test_exif_orientation_turns_pictures_upright_in_every_path(tmp_path):
+    """decode_rgb (the torchvision path), the device path and PIL's open_image with `orient` give the
+    pixels of PIL's ImageOps.exif_transpose for all eight EXIF orientations; without it, as stored, as
+    PIL reads them (TorchCodec alone would turn them upright: such JPEGs go through PIL)."""
+    from PIL import ImageOps
+
+    from langclip.cache.decode import DevicePreprocess, decode_rgb
+    from langclip.pairs import ImageRef, open_image
+
+    base = _photo(80, 40, 5)
+    refs, datas = [], []
+    for o in range(1, 9):
+        ex = Image.Exif()
+        ex[0x0112] = o
+        p = tmp_path / f"o{o}.jpg"
+        base.save(p, quality=95, exif=ex.tobytes())
+        refs.append(ImageRef(str(p)))
+        datas.append(p.read_bytes())
+    pp = {"size": (32, 32), "mode": "RGB", "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5),
+          "interpolation": "bicubic", "resize_mode": "shortest", "fill_color": 0}
+    dev = DevicePreprocess(pp, torch.device("cpu"), refs, orient=True)
+    _, ok, x, _ = dev(list(range(8)), [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas], [""] * 8)
+    assert all(ok)
+    for o, (ref, data) in enumerate(zip(refs, datas), 1):
+        want = torch.from_numpy(np.asarray(ImageOps.exif_transpose(Image.open(ref.path)).convert("RGB")).copy()).permute(2, 0, 1)
+        assert torch.equal(decode_rgb(data, orient=True), want), o
+        assert torch.equal(torch.from_numpy(np.asarray(open_image(ref, orient=True)).copy()).permute(2, 0, 1), want), o
+        stored = torch.from_numpy(np.asarray(Image.open(ref.path).convert("RGB")).copy()).permute(2, 0, 1)
+        assert torch.equal(decode_rgb(data), stored), o                   # without `orient`: as stored (as PIL)
+        upright = DevicePreprocess(pp, torch.device("cpu"), refs)._resize([want])[0]
+        assert torch.equal(x[o - 1], upright), o                          # the device path: the same pixels

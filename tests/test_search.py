@@ -155,6 +155,44 @@ def test_phone_formats_heic_and_avif_are_indexed(tmp_path, tiny_arch, tiny_clip,
     assert "pillow-heif" in no_heif.manifest["failures"][0]["reason"]
 
 
+@pytest.mark.parametrize("decode", ["torchvision", "pil", "nvjpeg"])
+def test_photos_are_indexed_upright_by_their_exif_orientation(tmp_path, tiny_arch, tiny_clip, decode):
+    """A phone's portrait photo is stored sideways with EXIF orientation 6: the index embeds and
+    thumbnails it upright, as viewers show it, in every decode mode; an index built before this
+    (no exif_orientation in its config) keeps adding pictures as stored."""
+    from PIL import ImageOps
+
+    from langclip.model import LangCLIP, image_transform, model_config, preprocess_cfg
+
+    d = tmp_path / "phone"
+    d.mkdir()
+    make_image(d / "plain.jpg", 1, size=(48, 36))
+    ex = Image.Exif()
+    ex[0x0112] = 6
+    Image.open(make_image(tmp_path / "r.png", 2, size=(80, 40))).save(d / "portrait.jpg", quality=95, exif=ex.tobytes())
+    out = build_index(IndexConfig(data=[str(d)], out=str(tmp_path / "idx"), clip=tiny_arch, weights=tiny_clip[1],
+                                  workers=0, decode=decode), progress=False)
+    idx = Index(out)
+    i = idx.items["id"][idx.items["source"].index(str(d / "portrait.jpg"))]
+    assert Image.open(io.BytesIO(idx.thumbnail(i))).size == (40, 80)            # upright
+    tf = image_transform(preprocess_cfg(LangCLIP(model_config(tiny_arch))))
+    with torch.no_grad():
+        up = ImageOps.exif_transpose(Image.open(d / "portrait.jpg"))
+        want = torch.nn.functional.normalize(tiny_clip[0].encode_image(tf(up)[None]), dim=-1)[0]
+    assert np.abs(idx.vector(i) - want.numpy()).max() < 2e-3
+    idx.close()
+    if decode != "torchvision":
+        return
+    man = json.loads((out / "manifest.json").read_text())
+    del man["config"]["exif_orientation"]                          # as an index from before wrote it
+    (out / "manifest.json").write_text(json.dumps(man))
+    Image.open(make_image(tmp_path / "r2.png", 3, size=(80, 40))).save(d / "later.jpg", quality=95, exif=ex.tobytes())
+    assert update_index(out, progress=False, workers=0)["added"] == 1
+    idx = Index(out)
+    j = idx.items["id"][idx.items["source"].index(str(d / "later.jpg"))]
+    assert Image.open(io.BytesIO(idx.thumbnail(j))).size == (80, 40)            # as stored, like its others
+
+
 def test_index_from_a_cache_tar_shards_and_table(tmp_path, world_cache, tiny_arch, tiny_clip):
     from langclip.cache import load_cache
 

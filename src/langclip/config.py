@@ -217,6 +217,8 @@ class CacheConfig:
                                             # (a CUDA stream each)
     decode_ahead: bool = False              # nvjpeg: decode the next batch in a thread (a CUDA stream of its
                                             # own) while this one is embedded
+    exif_orientation: bool = False          # turn pictures upright by their EXIF tag (index builds: photos);
+                                            # off: as stored, as open_clip's transform reads them
 
     def validate(self) -> None:
         if not self.data:
@@ -257,6 +259,7 @@ class IndexConfig:
                                              # folder's large JPEGs decode at reduced scale (cache/decode.py)
     decode_threads: int = 1                  # as `cache build`'s (nvjpeg: the decode split over threads)
     decode_ahead: bool = False               # as `cache build`'s (nvjpeg: the next batch decoded meanwhile)
+    exif_orientation: bool = True            # photos upright as viewers show them (indexes before: as stored)
     max_failure_rate: float = 0.5
     thumb_size: int = 256
     ann_threshold: int = 200_000             # from this many pictures on, approximate search (faiss IVF)

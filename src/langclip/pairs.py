@@ -316,22 +316,22 @@ def read_parallel(specs: list[str], caption_column=None, english_column=None) ->
     return pairs
 
 
-def open_image(ref: ImageRef, draft: int = 0):
+def open_image(ref: ImageRef, draft: int = 0, orient: bool = False):
     """PIL image of a reference (file or tar member); raises on unreadable data. `draft`: a JPEG whose
     sides are both at least twice `draft` is decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling, as
     PIL's own `thumbnail` does), keeping both sides >= `draft`: a 12-megapixel photo then costs a
-    fraction of a full decode."""
+    fraction of a full decode. `orient`: turned upright by its EXIF orientation, as viewers show it."""
     if ref.member:
-        return decode_image(read_image_bytes(ref), draft)
+        return decode_image(read_image_bytes(ref), draft, orient)
     if os.path.getsize(ref.path) == 0:
         raise OSError("zero-byte file")
     with open(ref.path, "rb") as f:
-        return _loaded(_pil_open(ref.path, f.read(12)), draft)
+        return _loaded(_pil_open(ref.path, f.read(12)), draft, orient)
 
 
-def decode_image(data: bytes, draft: int = 0):
-    """PIL image of encoded bytes (see open_image for `draft`)."""
-    return _loaded(_pil_open(io.BytesIO(data), data[:12]), draft)
+def decode_image(data: bytes, draft: int = 0, orient: bool = False):
+    """PIL image of encoded bytes (see open_image)."""
+    return _loaded(_pil_open(io.BytesIO(data), data[:12]), draft, orient)
 
 
 def _pil_open(fp, head: bytes):
@@ -349,15 +349,15 @@ def heif_support() -> bool:
         from pillow_heif import register_heif_opener
     except ImportError:
         return False
-    register_heif_opener()
-    return True
+    return register_heif_opener() or True
 
 
-def _loaded(img, draft: int):
+def _loaded(img, draft: int, orient: bool = False):
+    from PIL import ImageOps
     if draft and img.format == "JPEG":
         img.draft(None, (draft, draft))
     img.load()
-    return img
+    return ImageOps.exif_transpose(img) if orient else img
 
 
 def read_image_bytes(ref: ImageRef) -> bytes:
@@ -378,8 +378,8 @@ def read_image_bytes(ref: ImageRef) -> bytes:
 
 
 class ImageDataset(torch.utils.data.Dataset):
-    def __init__(self, refs: list[ImageRef], rows: list[int], transform):
-        self.refs, self.rows, self.transform = refs, rows, transform
+    def __init__(self, refs: list[ImageRef], rows: list[int], transform, orient: bool = False):
+        self.refs, self.rows, self.transform, self.orient = refs, rows, transform, orient
 
     def __len__(self):
         return len(self.rows)
@@ -387,7 +387,7 @@ class ImageDataset(torch.utils.data.Dataset):
     def __getitem__(self, i):
         row = self.rows[i]
         try:
-            x = self.transform(open_image(self.refs[row]))
+            x = self.transform(open_image(self.refs[row], orient=self.orient))
             return row, x, ""
         except Exception as e:  # corrupt, missing, truncated, decompression bomb: skipped and counted
             return row, None, f"{type(e).__name__}: {str(e)[:200]}"

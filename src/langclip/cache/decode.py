@@ -119,21 +119,40 @@ def resize_crop_uint8(x: torch.Tensor, size: tuple[int, int], interp) -> torch.T
     return TF.center_crop(TF.resize(x, [min(size)], interpolation=interp, antialias=True), list(size))
 
 
-def decode_rgb(data: bytes, draft: int = 0) -> torch.Tensor:
+def decode_rgb(data: bytes, draft: int = 0, orient: bool = False) -> torch.Tensor:
     """Encoded bytes → uint8 (3, H, W) RGB on the CPU: libjpeg-turbo (jpeg_decoder) for a JPEG,
     PIL for anything else or a JPEG it refuses (raises, as PIL does, on unreadable data). `draft`: a
-    JPEG with both sides >= 2 × draft is decoded by PIL at a reduced scale instead (see open_image)."""
+    JPEG with both sides >= 2 × draft is decoded by PIL at a reduced scale instead (see open_image).
+    A JPEG with an EXIF orientation goes through PIL too: as stored, or upright with `orient` (TorchCodec
+    turns such a JPEG upright by itself, torchvision does not: PIL gives one answer either way)."""
     import io
 
     from PIL import Image
 
-    if data[:3] == _JPEG:
+    if data[:3] == _JPEG and jpeg_orientation(data) == 1:
         try:
             if not draft or min(Image.open(io.BytesIO(data)).size) < 2 * draft:   # reads the header only
                 return jpeg_decoder()[1](torch.frombuffer(bytearray(data), dtype=torch.uint8))
         except (RuntimeError, OSError, ValueError):
             pass
-    return rgb_tensor(decode_image(data, draft))
+    return rgb_tensor(decode_image(data, draft, orient))
+
+
+def jpeg_orientation(data) -> int:
+    """A JPEG's EXIF orientation (1..8; 1: none), from its header: a byte search first (most JPEGs carry
+    no EXIF block), PIL's EXIF reader only when there is one."""
+    import io
+
+    from PIL import Image
+
+    head = bytes(data[:65536])
+    if head.find(b"Exif\x00\x00") < 0:
+        return 1
+    try:
+        o = Image.open(io.BytesIO(bytes(data))).getexif().get(0x0112, 1)
+    except Exception:   # a damaged header or EXIF block: as stored (the decoder decides the rest)
+        return 1
+    return o if o in range(1, 9) else 1
 
 
 def rgb_tensor(img) -> torch.Tensor:
@@ -148,8 +167,8 @@ class DecodedImages(torch.utils.data.Dataset):
     decoded in the workers; the build device normalises (`Normalize255`). A JPEG of at least 4 × S a
     side (a camera's photo) is decoded at a reduced scale that keeps >= 2 × S (see open_image)."""
 
-    def __init__(self, refs: list[ImageRef], rows: list[int], pp: dict):
-        self.refs, self.rows = refs, rows
+    def __init__(self, refs: list[ImageRef], rows: list[int], pp: dict, orient: bool = False):
+        self.refs, self.rows, self.orient = refs, rows, orient
         self.size, self.interp = geometry(pp, "torchvision")
         self.draft = 2 * min(self.size)
 
@@ -159,7 +178,7 @@ class DecodedImages(torch.utils.data.Dataset):
     def __getitem__(self, i):
         row = self.rows[i]
         try:
-            pic = decode_rgb(read_image_bytes(self.refs[row]), self.draft)
+            pic = decode_rgb(read_image_bytes(self.refs[row]), self.draft, self.orient)
             return row, resize_crop_uint8(pic, self.size, self.interp), ""
         except Exception as e:  # corrupt, missing, truncated: skipped and counted like the PIL path
             return row, None, f"{type(e).__name__}: {str(e)[:200]}"
@@ -199,7 +218,8 @@ class DevicePreprocess:
     transform does with PIL (resize_mode 'shortest', then a centre crop)."""
 
     def __init__(self, pp: dict, device: torch.device, refs: list[ImageRef], threads: int = 1,
-                 decoder: str | None = None):
+                 decoder: str | None = None, orient: bool = False):
+        self.orient = orient                    # EXIF orientation, for the JPEGs PIL decodes (decode_rgb)
         self.size, self.mode = geometry(pp, "nvjpeg")
         self.decoder, self._decode_fn = jpeg_decoder(decoder)
         self.device, self.refs = device, refs
@@ -215,7 +235,8 @@ class DevicePreprocess:
         if isinstance(datas, tuple):
             datas = split_encoded(*datas)
         pics: dict[int, torch.Tensor] = {}                      # batch position → uint8 CHW on device
-        jpeg = [i for i, d in enumerate(datas) if d is not None and bytes(d[:3].tolist()) == _JPEG]
+        jpeg = [i for i, d in enumerate(datas)          # an EXIF-oriented JPEG: PIL (see decode_rgb)
+                if d is not None and bytes(d[:3].tolist()) == _JPEG and jpeg_orientation(d.numpy()) == 1]
         if jpeg:
             pics.update(self._decode([datas[i] for i in jpeg], jpeg))
         reasons = list(reasons)
@@ -278,7 +299,7 @@ class DevicePreprocess:
             return got
 
     def _pil(self, row: int) -> torch.Tensor:
-        return rgb_tensor(open_image(self.refs[row])).to(self.device)
+        return rgb_tensor(open_image(self.refs[row], orient=self.orient)).to(self.device)
 
     def _resize(self, pics: list[torch.Tensor]):
         from torchvision.transforms.v2 import functional as TF

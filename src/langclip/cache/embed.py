@@ -51,10 +51,12 @@ def _check_build_state(out: Path, cfg: CacheConfig, pairs, sha: str, rank: int, 
     state = {"format": CACHE_FORMAT, "arch": cfg.clip, "weights_sha256": sha, "shard_size": cfg.shard_size,
              "teacher_shard_size": cfg.teacher_shard_size, "text_only": cfg.text_only,
              "images": len(pairs.images), "images_sha1": digest(r.key for r in pairs.images),
-             "english_sha1": digest(en or "" for _, _, en in pairs.captions), "decode": cfg.decode}
+             "english_sha1": digest(en or "" for _, _, en in pairs.captions), "decode": cfg.decode,
+             "exif_orientation": cfg.exif_orientation}
     f = out / "emb" / "build.json"
     if f.is_file():
-        old = {"decode": "pil", **json.loads(f.read_text(encoding="utf-8"))}   # builds before 'decode': PIL
+        old = {"decode": "pil", "exif_orientation": False,                     # builds from before these
+               **json.loads(f.read_text(encoding="utf-8"))}
         diff = [k for k in state if old.get(k) != state[k]]
         if diff:
             what = {"images": "the list of images", "images_sha1": "the list of images",
@@ -160,14 +162,14 @@ def _embed_images(model, pairs, cfg: CacheConfig, out: Path, device, rank: int, 
     rows = [r for k in todo for r in range(k * S, min(n, (k + 1) * S))]
     pp, on_device, normalize, collate = preprocess_cfg(model), None, None, collate_images
     if cfg.decode == "nvjpeg":   # workers read bytes; the device decodes, resizes and crops
-        on_device = DevicePreprocess(pp, device, pairs.images, threads=cfg.decode_threads)
+        on_device = DevicePreprocess(pp, device, pairs.images, threads=cfg.decode_threads, orient=cfg.exif_orientation)
         data, collate = EncodedImages(pairs.images, rows), collate_encoded
     elif cfg.decode == "torchvision":   # workers decode and resize to uint8; the device normalises
-        data, normalize = DecodedImages(pairs.images, rows, pp), Normalize255(pp, device)
+        data, normalize = DecodedImages(pairs.images, rows, pp, cfg.exif_orientation), Normalize255(pp, device)
     else:   # PIL in the workers, open_clip's transform; uint8 handed over where it allows (the same numbers)
         tf = image_transform(pp)
         head = uint8_transform(tf, pp)
-        data = ImageDataset(pairs.images, rows, head or tf)
+        data = ImageDataset(pairs.images, rows, head or tf, cfg.exif_orientation)
         normalize = Normalize255(pp, device) if head else None
     loader = torch.utils.data.DataLoader(
         data, batch_size=cfg.batch_size, num_workers=cfg.workers if cfg.workers >= 0 else auto_workers(),

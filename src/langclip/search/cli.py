@@ -103,7 +103,7 @@ def search(index: str, model: str, query: str | None = None, image: str | None =
     idx = Index(index)
     m = QueryModel(model, arch=arch, device=device, weights=weights, image=bool(image))
     m.check(idx)
-    vec = m.encode_text([query]) if query else m.encode_image([open_image(ImageRef(str(image)))])
+    vec = m.encode_text([query]) if query else m.encode_image([open_image(ImageRef(str(image)), orient=True)])
     hits = idx.search(vec[0], k)[0]
     if as_json:
         return [json.dumps({"rank": n, "id": i, "score": round(s, 5), "path": idx.source(i)}, ensure_ascii=False)

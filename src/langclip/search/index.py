@@ -74,6 +74,7 @@ def _embed(refs, cfg: IndexConfig, work: Path, progress: bool):
                        batch_size=cfg.batch_size, workers=cfg.workers if len(refs) >= SMALL else 0,  # a few: no processes
                        shard_size=cfg.shard_size, device=cfg.device, decode=cfg.decode,
                        decode_threads=cfg.decode_threads, decode_ahead=cfg.decode_ahead,
+                       exif_orientation=cfg.exif_orientation,
                        max_failure_rate=cfg.max_failure_rate)
     done = build_cache(ccfg, progress=progress, pairs=pairs)
     if _rank() != 0:   # under torchrun every rank embedded its shards; rank 0 alone reads them and writes
@@ -163,7 +164,7 @@ def _write(out: Path, cfg: IndexConfig, refs, emb, ids, man: dict, failures, sec
     reuse = old or {}
     new = len(refs) - len((reuse.get("thumbs") or {}).get("rows", []))
     offs, lens = make_thumbnails(refs, out / "thumbs.bin", cfg.thumb_size, cfg.workers if new >= SMALL else 0, progress,
-                                 reuse=reuse.get("thumbs"))
+                                 reuse=reuse.get("thumbs"), orient=cfg.exif_orientation)
     np.save(out / "embeddings.tmp.npy", emb)
     os.replace(out / "embeddings.tmp.npy", out / "embeddings.npy")
     pq.write_table(pa.table({
@@ -201,7 +202,8 @@ def update_index(path: str | Path, data: list[str] | None = None, progress: bool
     t0 = time.perf_counter()
     out = Path(path)
     idx = Index(out)
-    cfg = IndexConfig(**{**idx.manifest["config"], **overrides, "out": str(out)})
+    # an index from before exif_orientation keeps its pictures as stored: no mix of the two
+    cfg = IndexConfig(**{"exif_orientation": False, **idx.manifest["config"], **overrides, "out": str(out)})
     if data:
         cfg.data = list(data)
     items = pq.read_table(out / "items.parquet").to_pydict()

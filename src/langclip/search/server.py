@@ -137,7 +137,9 @@ def _open_upload(data: bytes, max_pixels: int, err):
         im.load()
     except Exception:
         raise err(400, "the upload is a damaged picture") from None
-    return im
+    from PIL import ImageOps
+
+    return ImageOps.exif_transpose(im)      # a phone's photo upright, as the indexed pictures are
 
 
 def _mime(data: bytes) -> str:

@@ -12,8 +12,8 @@ from ..files import progress_bar
 
 
 class _Thumbs(torch.utils.data.Dataset):
-    def __init__(self, refs, size: int):
-        self.refs, self.size = refs, size
+    def __init__(self, refs, size: int, orient: bool = False):
+        self.refs, self.size, self.orient = refs, size, orient
 
     def __len__(self):
         return len(self.refs)
@@ -24,7 +24,7 @@ class _Thumbs(torch.utils.data.Dataset):
         try:
             # decoded at a reduced scale when the picture is large, as PIL's thumbnail() does by itself
             # on an image not yet loaded (reducing_gap 2): a camera's photo costs a fraction of a full decode
-            im = open_image(self.refs[i], draft=2 * self.size).convert("RGB")
+            im = open_image(self.refs[i], draft=2 * self.size, orient=self.orient).convert("RGB")
             im.thumbnail((self.size, self.size))
             buf = io.BytesIO()
             im.save(buf, "JPEG", quality=85)
@@ -37,7 +37,8 @@ class _Thumbs(torch.utils.data.Dataset):
             return buf.getvalue()
 
 
-def make_thumbnails(refs, path: Path, size: int, workers: int, progress: bool, reuse: dict | None = None):
+def make_thumbnails(refs, path: Path, size: int, workers: int, progress: bool, reuse: dict | None = None,
+                    orient: bool = False):
     """Thumbnails of `refs` in the file `path`. With `reuse` (an update), the first len(reuse["rows"])
     pictures already have theirs in that file at (offset, length): the new ones are appended, nothing is
     copied, unless more than half the file would be left unreferenced (then it is rewritten compactly,
@@ -48,7 +49,7 @@ def make_thumbnails(refs, path: Path, size: int, workers: int, progress: bool, r
     if kept and used >= size_now / 2:
         offs, lens = [o for o, _ in kept], [n for _, n in kept]
         with open(path, "ab") as f:
-            _write_new(f, refs[len(kept):], size, workers, progress, offs, lens)
+            _write_new(f, refs[len(kept):], size, workers, progress, offs, lens, orient)
         return offs, lens
     tmp = path.with_suffix(".tmp")
     offs, lens = [], []
@@ -62,17 +63,17 @@ def make_thumbnails(refs, path: Path, size: int, workers: int, progress: bool, r
                     f.write(os.pread(fd, n, o))
             finally:
                 os.close(fd)
-        _write_new(f, refs[len(kept):], size, workers, progress, offs, lens)
+        _write_new(f, refs[len(kept):], size, workers, progress, offs, lens, orient)
     os.replace(tmp, path)
     return offs, lens
 
 
-def _write_new(f, todo, size: int, workers: int, progress: bool, offs: list, lens: list) -> None:
+def _write_new(f, todo, size: int, workers: int, progress: bool, offs: list, lens: list, orient: bool) -> None:
     from ..cache.embed import auto_workers
 
     if not todo:
         return
-    loader = torch.utils.data.DataLoader(_Thumbs(todo, size), batch_size=64,
+    loader = torch.utils.data.DataLoader(_Thumbs(todo, size, orient), batch_size=64,
                                          num_workers=workers if workers >= 0 else auto_workers(),
                                          collate_fn=lambda b: b)
     bar = progress_bar(total=len(todo), unit="img", desc="thumbnails", disable=not progress)
