@@ -40,7 +40,8 @@ def jpeg_decoder(name: str | None = None):
     one batched call) into uint8 RGB (3, H, W) on `device` (libjpeg-turbo on CPU, nvJPEG on CUDA), and
     raises RuntimeError on data it cannot decode. TorchCodec's `decode_jpeg` (>= 0.16), the successor of
     torchvision's, which torchvision 0.29 deprecates, when it loads with this torch; else torchvision's.
-    Both give the same pixels on CPU (tested). `name` (or LANGCLIP_JPEG_DECODER) picks one."""
+    Both give the same pixels on CPU (tested), except that TorchCodec turns a JPEG with an EXIF
+    orientation upright: decode_rgb hands such JPEGs to PIL. `name` (or LANGCLIP_JPEG_DECODER) picks one."""
     name = name or os.environ.get("LANGCLIP_JPEG_DECODER") or None
     if name not in (None, *JPEG_DECODERS):
         raise ValueError(f"LANGCLIP_JPEG_DECODER must be one of {', '.join(JPEG_DECODERS)}, got {name!r}")
