@@ -63,14 +63,14 @@ def dataset_classnames(dataset: str, lang: str, classnames: str | None = None, f
 def read_classnames(spec: str, lang: str) -> list:
     """--classnames: a JSON file (a list of names, or {lang: list}), a text file (one name a line, also
     as @FILE), or the names themselves, comma-separated ("кошка,собака", as `predict --labels`)."""
-    from .files import read_text_lines
+    from .files import comma_list, read_text_lines
 
     f = Path(spec[1:] if spec.startswith("@") else spec)
     if not f.is_file():
         if spec.startswith("@") or "," not in spec:
             raise FileNotFoundError(f"class-name file not found: {f} (give a JSON file, a text file with one "
                                     f"name a line, or the names: \"кошка,собака\")")
-        return [x.strip() for x in spec.split(",") if x.strip()]
+        return comma_list(spec)
     if f.suffix.lower() != ".json":
         return read_text_lines(f)
     try:

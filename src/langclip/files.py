@@ -110,6 +110,11 @@ def read_text_lines(path: str | Path) -> list[str]:
     return lines
 
 
+def comma_list(text: str) -> list[str]:
+    """ "кот, собака,,лошадь" -> ["кот", "собака", "лошадь"]: names typed on a command line."""
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
 def pick_device(name: str | None = None):
     """torch.device(name), or CUDA when there is one, else the CPU."""
     import torch

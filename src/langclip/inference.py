@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from .files import pick_device, read_text_lines
+from .files import comma_list, pick_device, read_text_lines
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ def parse_texts(values: list[str]) -> list[str]:
 
 
 def parse_labels(labels: str) -> list[str]:
-    out = read_text_lines(labels[1:]) if labels.startswith("@") else [x.strip() for x in labels.split(",") if x.strip()]
+    out = read_text_lines(labels[1:]) if labels.startswith("@") else comma_list(labels)
     if not out:
         raise ValueError("empty label list: give --labels \"кот,собака\" or @labels.txt")
     return out

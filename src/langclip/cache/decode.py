@@ -140,20 +140,31 @@ def decode_rgb(data: bytes, draft: int = 0, orient: bool = False) -> torch.Tenso
 
 
 def jpeg_orientation(data) -> int:
-    """A JPEG's EXIF orientation (1..8; 1: none), from its header: a byte search first (most JPEGs carry
-    no EXIF block), PIL's EXIF reader only when there is one."""
-    import io
-
+    """A JPEG's EXIF orientation (1..8; 1: none): its marker segments are walked up to the pixel data,
+    and only an APP1 Exif segment is read (by PIL's EXIF reader); nothing is copied but that segment.
+    `data`: bytes, or anything with the buffer protocol (a NumPy view of a batch's bytes)."""
     from PIL import Image
 
-    head = bytes(data[:65536])
-    if head.find(b"Exif\x00\x00") < 0:
-        return 1
+    v = memoryview(data).cast("B")
+    i, n = 2, len(v)
     try:
-        o = Image.open(io.BytesIO(bytes(data))).getexif().get(0x0112, 1)
+        while i + 4 <= n and v[i] == 0xFF:
+            marker = v[i + 1]
+            if marker == 0xFF:                 # a fill byte
+                i += 1
+                continue
+            if marker in (0xD9, 0xDA):         # end of image, start of scan: no EXIF before the pixels
+                return 1
+            length = v[i + 2] << 8 | v[i + 3]
+            if marker == 0xE1 and v[i + 4: i + 10].tobytes() == b"Exif\x00\x00":
+                exif = Image.Exif()
+                exif.load(v[i + 4: i + 2 + length].tobytes())
+                o = exif.get(0x0112, 1)
+                return o if o in range(1, 9) else 1
+            i += 2 + length
     except Exception:   # a damaged header or EXIF block: as stored (the decoder decides the rest)
         return 1
-    return o if o in range(1, 9) else 1
+    return 1
 
 
 def rgb_tensor(img) -> torch.Tensor:
