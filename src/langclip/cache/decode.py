@@ -18,8 +18,8 @@ other, and the manifest records which.
 same libjpeg-turbo decode as PIL (identical pixels), then the antialiased resize on uint8 tensors, far
 cheaper than PIL's; each worker hands over uint8 pictures (a quarter of the float32 bytes) and
 the build device normalises them. Every pixel is within two grey levels of PIL's, 99.5 % identical
-(tests/test_cache_decode.py). On 500×375 JPEGs a worker spends 1.43 ms a picture against PIL's 2.44 ms,
-and a 2-core build runs 1.84× faster end to end (benchmarks/results/cpu_cache_throughput.jsonl).
+(tests/test_cache_decode.py). On 500×375 JPEGs a worker spends 1.36 ms a picture against PIL's 2.59 ms,
+and a 2-core build runs 1.86× faster end to end (benchmarks/results/cpu_cache_throughput.jsonl).
 """
 from __future__ import annotations
 
