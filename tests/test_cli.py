@@ -8,6 +8,7 @@ import pkgutil
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -95,6 +96,88 @@ def test_predict_inflects_labels_into_the_templates_forms(tmp_path, run_dir, tin
         assert json.loads(out.with_suffix(".json").read_text(encoding="utf-8")) == from_file, texts_args
     assert main(["export", "--model", str(run_dir), "--out", str(tmp_path / "exp"), "--weights", tiny_clip[1],
                  "--device", "cpu"]) == 0
+
+
+def test_predict_and_similarity_on_a_folder_of_phone_photos(tmp_path, run_dir, tiny_clip, capsys, caplog, monkeypatch):
+    """A folder is its pictures (recursive): a phone's EXIF-rotated JPEG is classified upright (as
+    PIL's exif_transpose shows it) unless --as-stored, a damaged JPEG among them is skipped and counted,
+    the predictions go to a .csv or .jsonl, and the labels come from a file as from the command line."""
+    import csv
+
+    from PIL import Image, ImageOps
+
+    import langclip.inference as inf
+
+    photos = tmp_path / "photos"
+    (photos / "trip").mkdir(parents=True)
+    ex = Image.Exif()
+    ex[0x0112] = 6
+    Image.open(make_image(tmp_path / "r.png", 2, size=(80, 40))).save(photos / "trip" / "portrait.jpg", quality=95,
+                                                                       exif=ex.tobytes())
+    Image.open(make_image(tmp_path / "p.png", 3, size=(48, 36))).save(photos / "plain.jpg", quality=95)
+    (photos / "broken.jpg").write_bytes((photos / "plain.jpg").read_bytes()[:200])
+    (photos / "notes.txt").write_text("not a picture", encoding="utf-8")
+    labels = ["кот", "собака", "лошадь"]
+    (tmp_path / "labels.json").write_text(json.dumps({"en": ["cat", "dog", "horse"], "ru": labels},
+                                                     ensure_ascii=False), encoding="utf-8")
+    m = langclip.load(run_dir, device="cpu")
+    upright = ImageOps.exif_transpose(Image.open(photos / "trip" / "portrait.jpg"))
+    assert upright.size == (40, 80)
+    want = {"upright": m.classify([upright, Image.open(photos / "plain.jpg")], labels, lang="ru"),
+            "as_stored": m.classify([Image.open(photos / "trip" / "portrait.jpg"), Image.open(photos / "plain.jpg")],
+                                    labels, lang="ru")}
+    assert not torch.allclose(want["upright"][0], want["as_stored"][0], atol=1e-4)   # the turn matters here
+    for mode, extra, label_arg in (("upright", [], str(tmp_path / "labels.json")),
+                                   ("as_stored", ["--as-stored"], "кот, собака,лошадь")):
+        out = tmp_path / f"{mode}.csv"
+        assert main(["predict", "--model", str(run_dir), "--image", str(photos), "--labels", label_arg, "--lang", "ru",
+                     "--top", "3", "--out", str(out), "--device", "cpu", *extra]) == 0
+        printed = capsys.readouterr()
+        assert "2 pictures classified, 1 skipped" in printed.out and "broken.jpg: skipped" in caplog.text
+        caplog.clear()
+        rows = list(csv.DictReader(out.open(encoding="utf-8")))
+        assert [r["image"] for r in rows] == [str(photos / "plain.jpg")] * 3 + [str(photos / "trip" / "portrait.jpg")] * 3
+        for k, name in enumerate(["plain.jpg", "portrait.jpg"]):
+            got = {r["label"]: float(r["prob"]) for r in rows if r["image"].endswith(name)}
+            ref = want[mode][1 - k]
+            assert got == pytest.approx({x: float(p) for x, p in zip(labels, ref)}, abs=1e-4), (mode, name)
+    # .jsonl, the same predictions; a second run may overwrite langclip's own file
+    for _ in range(2):
+        assert main(["predict", "--model", str(run_dir), "--image", str(photos / "plain.jpg"), "--labels",
+                     f"@{tmp_path / 'labels.json'}", "--lang", "ru", "--out", str(tmp_path / "p.jsonl"),
+                     "--device", "cpu"]) == 0
+    line = json.loads((tmp_path / "p.jsonl").read_text(encoding="utf-8"))
+    assert line["image"] == str(photos / "plain.jpg") and len(line["top"]) == 3
+    # similarity over the folder: the .json holds every picture, the picture draws the first few
+    monkeypatch.setattr(inf, "SIMILARITY_PICTURE_MAX", 1)
+    assert main(["similarity", "--model", str(run_dir), "--images", str(photos), "--texts", "кот, рыжий", "собака",
+                 "--out", str(tmp_path / "sim.png"), "--device", "cpu"]) == 0
+    sim = json.loads((tmp_path / "sim.json").read_text(encoding="utf-8"))
+    assert sim["images"] == ["plain.jpg", "portrait.jpg"] and sim["texts"] == ["кот, рыжий", "собака"]
+    ref = (m.encode_image([Image.open(photos / "plain.jpg"), upright]) @ m.encode_text(sim["texts"]).T).T
+    assert np.allclose(sim["similarity_text_x_image"], ref.numpy(), atol=1e-4)
+    assert Image.open(tmp_path / "sim.png").size[0] < 600
+
+
+def test_name_lists_read_one_way(tmp_path):
+    """--labels, --texts and --classnames share one reading: commas split names but not texts, @FILE
+    anywhere, a lone file path, JSON by language, and a lone missing file name is an error, not a name."""
+    from langclip.files import read_names
+
+    (tmp_path / "l.txt").write_text("кот\n\n  собака \n", encoding="utf-8")
+    (tmp_path / "l.json").write_text('{"ru": ["кот"], "en": ["cat"]}', encoding="utf-8")
+    ex = "an example"
+    assert read_names("кот, собака,,", "labels", ex) == ["кот", "собака"]
+    assert read_names(["кот, рыжий", "собака"], "texts", ex, commas=False) == ["кот, рыжий", "собака"]
+    assert read_names(str(tmp_path / "l.txt"), "labels", ex) == ["кот", "собака"]
+    assert read_names(["лошадь", f"@{tmp_path / 'l.txt'}"], "texts", ex, commas=False) == ["лошадь", "кот", "собака"]
+    assert read_names(f"@{tmp_path / 'l.json'}", "labels", ex, lang="en") == ["cat"]
+    assert read_names("кот", "labels", ex) == ["кот"]
+    for bad, kw, msg in (("labels.txt", {}, "labels file not found"), ("@x", {}, "labels file not found"),
+                         ("кот", {"bare_is_file": True}, "labels file not found"), (" , ", {}, "no labels given"),
+                         (str(tmp_path / "l.json"), {"lang": "de"}, "expected a non-empty JSON list")):
+        with pytest.raises((FileNotFoundError, ValueError), match=msg):
+            read_names(bad, "labels", ex, **kw)
 
 
 def test_failures_are_one_screen_without_traceback(tmp_path, run_dir, monkeypatch, capsys):

@@ -217,23 +217,34 @@ def test_inference_bad_input(tiny_run, tmp_path, capsys):
     cp1251_json.write_bytes('["кот", "собака"]'.encode("cp1251"))
     names3 = tmp_path / "names.json"
     names3.write_text('{"ru": ["кот", "собака", "лошадь"]}', encoding="utf-8")
+    (tmp_path / "empty").mkdir()
+    other_csv = tmp_path / "prices.csv"
+    other_csv.write_text("item,price\n", encoding="utf-8")
     no_tok = tmp_path / "no_tok"
     shutil.copytree(tiny_run, no_tok)
     shutil.rmtree(no_tok / "tokenizer")
     cases = [
         (["predict", "--model", str(tiny_run), "--image", str(broken), "--labels", "кот,собака"], "broken.jpg: not a readable image"),
         (["predict", "--model", str(tiny_run), "--image", str(tmp_path / "nope.jpg"), "--labels", "кот"], "image not found"),
-        (["predict", "--model", str(tiny_run), "--image", str(good), "--labels", " , ,"], "empty label list"),
+        (["predict", "--model", str(tiny_run), "--image", str(good), "--labels", " , ,"], "no labels given"),
+        (["predict", "--model", str(tiny_run), "--image", str(good), "--labels", "labels_ru.txt"], "labels file not found: labels_ru.txt"),
+        (["predict", "--model", str(tiny_run), "--image", str(good), "--labels", "кот", "--out", str(tmp_path / "p.xlsx")],
+         "written as .csv or .jsonl"),
+        (["predict", "--model", str(tiny_run), "--image", str(tmp_path / "photos" / "cat"), str(tmp_path / "empty"),
+          "--labels", "кот"], "no images found in"),
+        (["predict", "--model", str(tiny_run), "--image", str(good), "--labels", "кот", "--out", str(other_csv)], "refusing to overwrite"),
         (["predict", "--model", str(tiny_run), "--image", str(good), "--labels", f"@{cp1251}"], "labels.txt:1: not UTF-8"),
         (["predict", "--model", str(no_tok), "--image", str(good), "--labels", "кот"], "has no tokenizer"),
         (["similarity", "--model", str(tiny_run), "--images", str(good), str(broken), "--texts", str(texts),
           "--out", str(tmp_path / "s.png")], "broken.jpg: not a readable image"),
         (["similarity", "--model", str(tiny_run), "--images", str(good), "--texts", str(cp1251),
           "--out", str(tmp_path / "s.png")], "labels.txt:1: not UTF-8"),
+        (["similarity", "--model", str(tiny_run), "--images", str(good), "--texts", "кот", f"@{tmp_path / 'more.txt'}",
+          "--out", str(tmp_path / "s.png")], "texts file not found"),
         (["eval", "--model", str(tiny_run), "--dataset", "cifar10", "--data-root", str(tmp_path / "nodata")], "cifar10 not found under"),
         (["eval", "--model", str(tiny_run), "--dataset", f"imagefolder:{tmp_path / 'photos'}", "--classnames", str(cp1251)], "labels.txt:1: not UTF-8"),
-        (["eval", "--model", str(tiny_run), "--dataset", f"imagefolder:{tmp_path / 'photos'}", "--classnames", str(cp1251_json)], "not a UTF-8 JSON list"),
-        (["eval", "--model", str(tiny_run), "--dataset", f"imagefolder:{tmp_path / 'photos'}", "--classnames", "кот"], "class-name file not found: кот"),
+        (["eval", "--model", str(tiny_run), "--dataset", f"imagefolder:{tmp_path / 'photos'}", "--classnames", str(cp1251_json)], "names_cp1251.json:1: not UTF-8"),
+        (["eval", "--model", str(tiny_run), "--dataset", f"imagefolder:{tmp_path / 'photos'}", "--classnames", "кот"], "class names file not found: кот"),
         (["eval", "--model", str(tiny_run), "--dataset", f"imagefolder:{tmp_path / 'photos'}", "--classnames", "кот,собака,лошадь"], "3 class names for 2 classes"),
         (["eval", "--model", str(tiny_run), "--dataset", f"imagefolder:{tmp_path / 'photos'}", "--classnames", str(names3)], "3 class names for 2 classes"),
         (["eval", "--model", str(tmp_path), "--dataset", "cifar10"], "not a langclip run folder"),
@@ -242,7 +253,7 @@ def test_inference_bad_input(tiny_run, tmp_path, capsys):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert msg in err and "Traceback" not in err, (argv, err)
-    assert not (tmp_path / "s.png").exists()
+    assert not (tmp_path / "s.png").exists() and other_csv.read_text(encoding="utf-8") == "item,price\n"
 
 
 def test_pictures_render_cyrillic(tiny_run, tmp_path):

@@ -26,6 +26,7 @@ EPILOGS = {
     "eval-retrieval": "example:\n  langclip eval-retrieval --model runs/ru --data cache/            # the run's held-out images\n"
                       "  langclip eval-retrieval --model runs/ru --data test_pairs.parquet --out eval/",
     "predict": "example:\n  langclip predict --model runs/ru --image cat.jpg --labels \"кот,собака,лошадь\" --lang ru\n"
+               "  langclip predict --model runs/ru --image photos/ --labels labels.txt --lang ru --out predictions.csv\n"
                "  langclip predict --model runs/ru --image *.jpg --labels @labels.txt --weights ViT-B-32.pt --device cpu",
     "similarity": "example:\n  langclip similarity --model runs/ru --images a.jpg b.jpg --texts texts.txt --out sim.png\n"
                   "  langclip similarity --model runs/ru --images *.jpg --texts \"красный круг\" \"синяя звезда\" --out sim.png",
@@ -164,9 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _p(sub, "predict", "classify an image among labels")
     p.add_argument("--model", required=True)
-    p.add_argument("--image", required=True, nargs="+")
-    p.add_argument("--labels", required=True, help="comma-separated labels, or @file (one a line)")
+    p.add_argument("--image", required=True, nargs="+", help="picture files and folders (their pictures, recursively)")
+    p.add_argument("--labels", required=True, help="comma-separated labels, or a file: one a line, or a JSON list "
+                                                   "or {lang: list} (FILE or @FILE)")
     p.add_argument("--top", type=int, default=5)
+    p.add_argument("--out", help="also write the predictions to this .csv (image, rank, label, prob) or .jsonl")
+    _as_stored(p)
     p.add_argument("--lang", default=None,
                    help="use this language's shipped prompt templates (ru: 'фото {gen}', ...); labels are "
                         "written in the nominative and inflected into the form each template asks for "
@@ -176,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _p(sub, "similarity", "images x texts similarity picture")
     p.add_argument("--model", required=True)
-    p.add_argument("--images", required=True, nargs="+")
+    p.add_argument("--images", required=True, nargs="+", help="picture files and folders (their pictures, recursively)")
+    _as_stored(p)
     p.add_argument("--texts", required=True, nargs="+",
                    help="the texts (\"две красные звезды\" \"синий круг\"), or a UTF-8 file with one a line (FILE or @FILE)")
     p.add_argument("--out", required=True, help="picture path (.png); .csv and .json written beside it")
@@ -287,18 +292,25 @@ def _eval_retrieval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _as_stored(p) -> None:
+    p.add_argument("--as-stored", action="store_true",
+                   help="read pictures as stored, as open_clip does; by default a photo is turned upright by "
+                        "its EXIF orientation, as viewers show it (and as `index build` indexes it)")
+
+
 def _predict(args: argparse.Namespace) -> int:
     from .inference import predict_cli
 
     predict_cli(args.model, args.image, args.labels, top=args.top, lang=args.lang, weights=args.weights,
-                device=args.device)
+                out=args.out, upright=not args.as_stored, device=args.device)
     return 0
 
 
 def _similarity(args: argparse.Namespace) -> int:
     from .inference import similarity_cli
 
-    similarity_cli(args.model, args.images, args.texts, args.out, weights=args.weights, device=args.device)
+    similarity_cli(args.model, args.images, args.texts, args.out, weights=args.weights, device=args.device,
+                   upright=not args.as_stored)
     return 0
 
 

@@ -63,29 +63,15 @@ def dataset_classnames(dataset: str, lang: str, classnames: str | None = None, f
 def read_classnames(spec: str, lang: str) -> list:
     """--classnames: a JSON file (a list of names, or {lang: list}), a text file (one name a line, also
     as @FILE), or the names themselves, comma-separated ("кошка,собака", as `predict --labels`)."""
-    from .files import comma_list, read_text_lines
+    from .files import read_names
 
-    f = Path(spec[1:] if spec.startswith("@") else spec)
-    if not f.is_file():
-        if spec.startswith("@") or "," not in spec:
-            raise FileNotFoundError(f"class-name file not found: {f} (give a JSON file, a text file with one "
-                                    f"name a line, or the names: \"кошка,собака\")")
-        return comma_list(spec)
-    if f.suffix.lower() != ".json":
-        return read_text_lines(f)
-    try:
-        names = json.loads(f.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{f}: not a UTF-8 JSON list of class names ({e})") from None
-    names = names.get(lang, names) if isinstance(names, dict) else names
-    if not isinstance(names, list) or not names:
-        raise ValueError(f"{f}: expected a non-empty JSON list of class names (or {{\"{lang}\": [...]}})")
-    return names
+    return read_names(spec, "class names", "a JSON file, a text file with one name a line, or the names: "
+                      "\"кошка,собака\"", lang=lang, bare_is_file=True)
 
 
 def english_classnames(spec: str) -> list | None:
     """The English list of a {lang: list} --classnames JSON file (the reference row's names), else None."""
-    f = Path(spec)
+    f = Path(spec[1:] if spec.startswith("@") else spec).expanduser()
     if f.suffix.lower() == ".json" and f.is_file():
         names = json.loads(f.read_text(encoding="utf-8"))
         if isinstance(names, dict) and isinstance(names.get("en"), list) and names["en"]:

@@ -115,6 +115,55 @@ def comma_list(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
 
 
+LIST_FILE_SUFFIXES = (".txt", ".json", ".lst", ".tsv", ".csv")
+
+
+def read_names(values: str | list[str], what: str, example: str, commas: bool = True,
+               lang: str | None = None, bare_is_file: bool = False) -> list[str]:
+    """One reading of a command line's list of names or texts (predict --labels, similarity --texts,
+    eval --classnames): a file named alone (plain or as @FILE: one item a line; .json: a list, or
+    {lang: list}), @FILE anywhere, or the items themselves — split at commas when `commas` (names),
+    one an argument otherwise (texts hold commas). A missing @FILE, or a lone value that looks like a
+    file name (a .txt/.json/... suffix; with `bare_is_file`, any value without a comma), is an error
+    naming it, not an item."""
+    values = [values] if isinstance(values, str) else list(values)
+    if len(values) == 1:
+        v = values[0]
+        f = Path(v[1:] if v.startswith("@") else v).expanduser()
+        if f.is_file():
+            return _read_list_file(f, what, example, lang)
+        if v.startswith("@") or (Path(v).suffix.lower() in LIST_FILE_SUFFIXES and "," not in v) or \
+                (bare_is_file and "," not in v):
+            raise FileNotFoundError(f"{what} file not found: {f} (give {example})")
+    out = []
+    for v in values:
+        if v.startswith("@"):
+            f = Path(v[1:]).expanduser()
+            if not f.is_file():
+                raise FileNotFoundError(f"{what} file not found: {f} (give {example})")
+            out += _read_list_file(f, what, example, lang)
+        else:
+            out += comma_list(v) if commas else [v.strip()] if v.strip() else []
+    if not out:
+        raise ValueError(f"no {what} given: give {example}")
+    return out
+
+
+def _read_list_file(f: Path, what: str, example: str, lang: str | None) -> list[str]:
+    if f.suffix.lower() != ".json":
+        return read_text_lines(f)
+    import json
+
+    try:
+        items = json.loads(read_utf8(f))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{f}: not a JSON list of {what} ({e})") from None
+    items = items.get(lang, items) if isinstance(items, dict) and lang else items
+    if not isinstance(items, list) or not items or not all(isinstance(x, (str, dict)) for x in items):
+        raise ValueError(f"{f}: expected a non-empty JSON list of {what}" + (f" (or {{\"{lang}\": [...]}})" if lang else ""))
+    return items
+
+
 def pick_device(name: str | None = None):
     """torch.device(name), or CUDA when there is one, else the CPU."""
     import torch

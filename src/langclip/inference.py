@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from .files import comma_list, pick_device, read_text_lines
+from .files import pick_device
 
 log = logging.getLogger(__name__)
 
@@ -35,21 +35,19 @@ class LoadedModel:
         return encode_texts(self.model, self.tokenizer, list(texts), self.device)
 
     @torch.no_grad()
-    def encode_image(self, images) -> torch.Tensor:
-        x = torch.stack([self.preprocess(im) for im in images]).to(self.device)
-        return self.model.encode_image(x).float().cpu()
+    def encode_image(self, images, batch_size: int = 64) -> torch.Tensor:
+        """(N, D) L2-normalised embeddings of PIL images, `batch_size` at a time."""
+        images = list(images)
+        if not images:
+            raise ValueError("no images given")
+        out = [self.model.encode_image(torch.stack([self.preprocess(im) for im in images[i:i + batch_size]])
+                                       .to(self.device)).float().cpu() for i in range(0, len(images), batch_size)]
+        return torch.cat(out)
 
     @torch.no_grad()
-    def classify(self, images, labels: list[str], templates: list[str] | None = None,
-                 lang: str | None = None) -> torch.Tensor:
-        """(N images, len(labels)) probabilities. Templates are averaged per label: '{c}' or '{}' is the
-        label as given, '{gen}' (and other forms) its inflection; `lang` takes that language's shipped
-        templates (unless `templates` is given) and inflects the labels (written in the nominative)
-        into the form each template asks for — "кот" -> "фото кота".
-
-            >>> m.classify([img], ["кот", "собака"], ["фото {gen}", "{}"]).shape
-            torch.Size([1, 2])
-        """
+    def label_weights(self, labels: list, templates: list[str] | None = None, lang: str | None = None) -> torch.Tensor:
+        """(len(labels), D) zero-shot classifier: each label's template embeddings averaged (see classify);
+        compute it once and pass it to classify(images, weights=...) for many batches of pictures."""
         from .datasets import shipped_templates
         from .metrics import zero_shot_weights
         from .morph import label_forms, template_forms
@@ -57,8 +55,23 @@ class LoadedModel:
         if not labels:
             raise ValueError("no labels given")
         templates = templates or (shipped_templates(lang) if lang else ["{c}"])
-        names = [label_forms(x, lang, template_forms(templates)) for x in labels] if lang else labels
-        w = zero_shot_weights(self.model, self.tokenizer, names, templates, self.device).cpu()
+        names = [label_forms(x, lang, template_forms(templates)) if isinstance(x, str) else x for x in labels] \
+            if lang else labels
+        return zero_shot_weights(self.model, self.tokenizer, names, templates, self.device).cpu()
+
+    @torch.no_grad()
+    def classify(self, images, labels: list | None = None, templates: list[str] | None = None,
+                 lang: str | None = None, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """(N images, len(labels)) probabilities. Templates are averaged per label: '{c}' or '{}' is the
+        label as given, '{gen}' (and other forms) its inflection; `lang` takes that language's shipped
+        templates (unless `templates` is given) and inflects the labels (written in the nominative)
+        into the form each template asks for — "кот" -> "фото кота". `weights`: label_weights(...)'s
+        classifier instead of `labels`.
+
+            >>> m.classify([img], ["кот", "собака"], ["фото {gen}", "{}"]).shape
+            torch.Size([1, 2])
+        """
+        w = self.label_weights(labels, templates, lang) if weights is None else weights
         f = self.encode_image(images)
         return (self.model.logit_scale.exp().cpu() * f @ w.T).softmax(-1)
 
@@ -126,71 +139,159 @@ def load(path: str | Path, device: str | None = None, weights: str | None = None
     return LoadedModel(model.to(dev).eval(), tok, image_transform(meta["preprocess_cfg"]), dev, meta)
 
 
-def _open_images(paths: list[str]):
+IMAGE_BATCH = 32   # pictures decoded and embedded at a time by predict and similarity
+
+
+def expand_images(paths: list[str]) -> tuple[list[str], int]:
+    """--image(s): the files as given, and for a folder its pictures (recursive, in name order).
+    A named file that is missing or not a picture is an error here, before any model loads (only its
+    header is read); returns (paths, how many of them came from folders)."""
     from PIL import Image, UnidentifiedImageError
 
-    from .pairs import heif_support
+    from .pairs import heif_support, read_images
 
     heif_support()    # a phone's HEIC pictures too, where pillow-heif is installed
-    out = []
+    out, from_folders = [], 0
     for p in paths:
+        if Path(p).is_dir():
+            found = [r.path for r in read_images([p]).images]   # an error names a folder without any
+            out += found
+            from_folders += len(found)
+            continue
         try:
-            im = Image.open(p)
-            im.load()
-            out.append(im)
+            with Image.open(p):
+                pass
         except FileNotFoundError:
             raise FileNotFoundError(f"image not found: {p}") from None
         except (UnidentifiedImageError, OSError) as e:
             raise ValueError(f"{p}: not a readable image ({e})") from None
-    return out
+        out.append(p)
+    return out, from_folders
+
+
+def iter_images(paths: list[str], skipped: list, upright: bool = True, batch: int = IMAGE_BATCH):
+    """(paths, PIL images), `batch` at a time, turned upright by their EXIF orientation as viewers
+    show them (unless `upright` is False: as stored, as open_clip reads them). A picture that fails to
+    decode is skipped with a warning and appended to `skipped` as (path, reason)."""
+    from .pairs import ImageRef, open_image
+
+    names, ims = [], []
+    for p in paths:
+        try:
+            ims.append(open_image(ImageRef(p), orient=upright))
+            names.append(p)
+        except (OSError, ValueError, SyntaxError) as e:   # PIL raises SyntaxError on some broken headers
+            log.warning("%s: skipped, not decodable (%s)", p, e)
+            skipped.append((p, str(e)))
+        if len(ims) == batch:
+            yield names, ims
+            names, ims = [], []
+    if ims:
+        yield names, ims
 
 
 def parse_texts(values: list[str]) -> list[str]:
-    """--texts: the texts themselves; @FILE anywhere, or one value that is an existing file: its lines."""
-    if len(values) == 1 and not values[0].startswith("@") and Path(values[0]).is_file():
-        return read_text_lines(values[0])
-    out = []
-    for v in values:
-        out += read_text_lines(v[1:]) if v.startswith("@") else [v.strip()] if v.strip() else []
-    if not out:
-        raise ValueError("no texts: give --texts \"красный круг\" \"синяя звезда\", or a file with one a line")
-    return out
+    """similarity --texts: the texts themselves (one an argument), or a file (FILE or @FILE)."""
+    from .files import read_names
+
+    return read_names(values, "texts", '--texts "красный круг" "синяя звезда", or a file with one a line',
+                      commas=False)
 
 
-def parse_labels(labels: str) -> list[str]:
-    out = read_text_lines(labels[1:]) if labels.startswith("@") else comma_list(labels)
-    if not out:
-        raise ValueError("empty label list: give --labels \"кот,собака\" or @labels.txt")
-    return out
+def parse_labels(labels: str | list[str], lang: str | None = None) -> list[str]:
+    """predict --labels: "кот,собака", a file (one a line, or a .json list / {lang: list}), or @FILE."""
+    from .files import read_names
+
+    return read_names(labels, "labels", '--labels "кот,собака" or a file with one a line', lang=lang)
 
 
 def predict_cli(model: str, images: list[str], labels: str, top: int = 5, lang: str | None = None,
-                weights: str | None = None, device: str | None = None) -> list:
-    labs = parse_labels(labels)
-    ims = _open_images(images)
+                weights: str | None = None, device: str | None = None, out: str | None = None,
+                upright: bool = True) -> list:
+    """Each picture's `top` labels. `images`: files and folders (their pictures); `out`: the results
+    as .csv (image, rank, label, prob), or .jsonl/.json."""
+    from .files import check_out_file
+
+    labs = parse_labels(labels, lang)
+    paths, from_folders = expand_images(images)
+    if out:
+        if Path(out).suffix.lower() not in (".csv", ".jsonl", ".json"):
+            raise ValueError(f"{out}: predictions are written as .csv or .jsonl (give --out NAME.csv)")
+        check_out_file(out, "predictions", lambda p: _read_or_empty(p).startswith(('{"image"', "image,rank,label,prob")))
     m = load(model, device=device, weights=weights)
-    probs = m.classify(ims, labs, lang=lang)
-    res = []
-    for p, pr in zip(images, probs):
-        v, i = pr.topk(min(top, len(labs)))
-        res.append({"image": p, "top": [{"label": labs[j], "prob": round(float(x), 4)} for x, j in zip(v, i)]})
-        print(p)
-        for x, j in zip(v, i):
-            print(f"  {float(x):6.1%}  {labs[j]}")
+    w = m.label_weights(labs, lang=lang)
+    res, skipped = [], []
+    for names, ims in iter_images(paths, skipped, upright):
+        for p, pr in zip(names, m.classify(ims, weights=w)):
+            v, i = pr.topk(min(top, len(labs)))
+            res.append({"image": p, "top": [{"label": _label_text(labs[j]), "prob": round(float(x), 4)}
+                                            for x, j in zip(v, i)]})
+            print(p)
+            for x, j in zip(v, i):
+                print(f"  {float(x):6.1%}  {_label_text(labs[j])}")
+    if len(paths) > 1:
+        print(f"{len(res)} pictures classified, {len(skipped)} skipped (not decodable)"
+              + (f"; {from_folders} found in folders" if from_folders else ""))
+    if out:
+        _save_predictions(res, Path(out))
     return res
 
 
+def _label_text(label) -> str:
+    return label if isinstance(label, str) else label.get("nom") or next(iter(label.values()))
+
+
+def _save_predictions(res: list, out: Path) -> None:
+    import csv
+
+    from .files import atomic_write
+
+    if out.suffix.lower() == ".csv":
+        def write(tmp):
+            with open(tmp, "w", newline="", encoding="utf-8") as f:
+                w = csv.writer(f)
+                w.writerow(["image", "rank", "label", "prob"])
+                for r in res:
+                    for k, t in enumerate(r["top"], 1):
+                        w.writerow([r["image"], k, t["label"], t["prob"]])
+    else:
+        def write(tmp):
+            tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in res), encoding="utf-8")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, write)
+    print(f"saved {out}")
+
+
+SIMILARITY_PICTURE_MAX = 40   # columns drawn in the picture; the .csv and .json hold every picture
+
+
 def similarity_cli(model: str, images: list[str], texts: str | list[str], out: str, weights: str | None = None,
-                   device: str | None = None) -> Path:
-    """The similarity picture of `images` × `texts` (see parse_texts) at `out` (.csv and .json beside it)."""
+                   device: str | None = None, upright: bool = True) -> Path:
+    """The similarity picture of `images` (files and folders) × `texts` (see parse_texts) at `out`
+    (.csv and .json beside it, with every picture; the picture shows the first SIMILARITY_PICTURE_MAX)."""
     from .files import check_out_file
 
     check_out_file(out, "similarity picture", lambda p: "similarity_text_x_image" in _read_or_empty(p.with_suffix(".json")))
     texts = parse_texts([texts] if isinstance(texts, str) else texts)
-    ims = _open_images(images)
+    paths, _ = expand_images(images)
     m = load(model, device=device, weights=weights)
-    sim = (m.encode_image(ims) @ m.encode_text(texts).T).numpy()
-    return save_similarity(sim, ims, [Path(p).name for p in images], texts, out)
+    t = m.encode_text(texts)
+    names, sims, thumbs, skipped = [], [], [], []
+    for batch, ims in iter_images(paths, skipped, upright):
+        names += batch
+        sims.append(m.encode_image(ims) @ t.T)
+        thumbs += [_thumb(im) for im in ims[: max(0, SIMILARITY_PICTURE_MAX - len(thumbs))]]
+    if not names:
+        raise ValueError(f"none of the {len(paths)} pictures could be decoded")
+    if skipped:
+        print(f"{len(skipped)} of {len(paths)} pictures skipped (not decodable)")
+    return save_similarity(torch.cat(sims).numpy(), thumbs, [Path(p).name for p in names], texts, out)
+
+
+def _thumb(im, side: int = 160):
+    im = im.convert("RGB")
+    im.thumbnail((side, side))
+    return im
 
 
 def _read_or_empty(p: Path) -> str:
@@ -201,7 +302,9 @@ def _read_or_empty(p: Path) -> str:
 
 
 def save_similarity(sim, images, image_names: list[str], texts: list[str], out: str | Path) -> Path:
-    """The origin's picture: cosine similarity of images (columns, thumbnails on top) × texts (rows)."""
+    """The origin's picture: cosine similarity of images (columns, thumbnails on top) × texts (rows).
+    `sim`: (images, texts); the picture shows the first len(images) columns (thumbnails or pictures),
+    the .csv and .json every one of `image_names`."""
     import csv
 
     import matplotlib
@@ -211,8 +314,9 @@ def save_similarity(sim, images, image_names: list[str], texts: list[str], out: 
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    S = sim.T  # (texts, images)
+    S_all = sim.T  # (texts, images)
     n_i, n_t = len(images), len(texts)
+    S = S_all[:, :n_i]
     fig, ax = plt.subplots(figsize=(2.2 + 1.1 * n_i + 0.09 * max(len(t) for t in texts), 1.6 + 0.7 * n_t))
     ax.imshow(S, vmin=min(0.0, float(S.min())), vmax=float(S.max()), cmap="viridis", aspect="auto",
               extent=(-0.5, n_i - 0.5, n_t - 0.5, -0.5))
@@ -225,17 +329,19 @@ def save_similarity(sim, images, image_names: list[str], texts: list[str], out: 
         ax.imshow(im.convert("RGB"), extent=(j - 0.45, j + 0.45, -0.6, -1.5), aspect="auto")
     ax.set_xlim(-0.5, n_i - 0.5)
     ax.set_ylim(n_t - 0.5, -1.6)
-    ax.set_title("cosine similarity: images × texts")
+    ax.set_title("cosine similarity: images × texts" + (f" (first {n_i} of {S_all.shape[1]} pictures; "
+                                                           f"all in {out.with_suffix('.csv').name})"
+                                                           if n_i < S_all.shape[1] else ""))
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
     with open(out.with_suffix(".csv"), "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["text"] + image_names)
-        for t, row in zip(texts, S):
+        for t, row in zip(texts, S_all):
             w.writerow([t] + [f"{x:.4f}" for x in row])
     out.with_suffix(".json").write_text(json.dumps({"images": image_names, "texts": texts, "similarity_text_x_image":
-                                                    [[round(float(x), 5) for x in r] for r in S]}, ensure_ascii=False),
+                                                    [[round(float(x), 5) for x in r] for r in S_all]}, ensure_ascii=False),
                                         encoding="utf-8")
     print(f"saved {out} (+ .csv, .json)")
     return out
