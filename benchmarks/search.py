@@ -7,7 +7,9 @@
 2. memory per picture (resident growth when an index is loaded and queried);
 3. `index build` on 10,000 generated pictures on disk, then `index update` after 100 new ones (with
    `--build-arch ViT-B-32-quickgelu`: a real-sized image tower with random weights, for the timing);
-4. `langclip serve`'s app under load on loopback: 16 concurrent clients, 25 queries each.
+4. `langclip serve`'s app under load on loopback: 16 concurrent clients, 25 queries each;
+5. `index tune` on the largest size: recall@10 per nprobe for the student's Russian text queries and for
+   picture-to-picture queries (the index's own pictures), and the nprobe each needs for 0.95.
 
 The vectors are real model outputs, not random: the demo's English teacher CLIP (its frozen image tower,
 64-d) embeds `--pictures` freshly rendered pictures of the demo world (cached in --vectors); the
@@ -91,6 +93,19 @@ def queries(k: int = 200) -> list[str]:
 
     rng = random.Random(0)
     return [captions(rng.randint(1, 4), rng.choice(list(COLOURS)), rng.choice(SHAPES), None, rng)[1][0] for _ in range(k)]
+
+
+def tune(demo: Path, all_v: np.ndarray, n: int, tmp: Path):
+    from langclip.search.tune import tune_index
+
+    d = index_dir(np.ascontiguousarray(all_v[:n]), tmp / f"tune{n}", True, 32)
+    for label, kw in (("text", {"model": str(demo / "runs" / "clip"), "queries": queries(), "device": "cpu"}),
+                      ("picture", {})):
+        r = tune_index(d, target=0.95, write=False, **kw)
+        print(json.dumps({"name": f"tune_{label}_queries", "pictures": n, "queries": r["queries"], "target": 0.95,
+                          "nprobe": r["nprobe"], "recall@10": r["recall@10"], "ms_p50": r["ms_p50"],
+                          "nlist": json.loads((d / "manifest.json").read_text())["ann"]["nlist"], "table": r["table"]}),
+              flush=True)
 
 
 def pct(xs, p):
@@ -228,7 +243,7 @@ def main():
     ap.add_argument("--vectors", default="/tmp/langclip-search-vectors.npy")
     ap.add_argument("--nprobe", type=int, default=32)
     ap.add_argument("--build", type=int, default=10_000)
-    ap.add_argument("--skip", nargs="*", default=[], choices=["latency", "build", "load"])
+    ap.add_argument("--skip", nargs="*", default=[], choices=["latency", "build", "load", "tune"])
     ap.add_argument("--build-arch", default="", help="build/update with this open_clip tower (random weights), "
                                                      "e.g. ViT-B-32-quickgelu, instead of the demo teacher")
     a = ap.parse_args()
@@ -240,6 +255,9 @@ def main():
         v = vectors(demo, a.pictures, Path(a.vectors))
         sizes = [n for n in (10_000, 100_000, 1_000_000) if n <= a.pictures]
         latency(demo, v, sizes, tmp, a.nprobe)
+    if "tune" not in a.skip:
+        v = vectors(demo, a.pictures, Path(a.vectors))
+        tune(demo, v, max(n for n in (10_000, 100_000, 1_000_000) if n <= a.pictures), tmp)
     idx = build_update(demo, tmp, a.build, 100, a.build_arch) if "build" not in a.skip else None
     if "load" not in a.skip and idx is not None:
         load_test(demo, idx, 16, 25)

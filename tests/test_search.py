@@ -224,6 +224,73 @@ def test_approximate_search_agrees_with_exact(tmp_path, world_cache):
     assert recall >= 0.95
 
 
+def _faiss_recall(index_dir, q, k, nprobe):
+    """Reference: recall@k of faiss's own IVF file at `nprobe` against a numpy product over embeddings.npy."""
+    import faiss
+
+    emb = np.load(Path(index_dir) / "embeddings.npy").astype(np.float32)
+    ids = np.asarray(Index(index_dir).ids)
+    exact = [set(ids[np.argsort(-row, kind="stable")[:k]].tolist()) for row in q @ emb.T]
+    ivf = faiss.read_index(str(Path(index_dir) / "ann.faiss"))
+    ivf.nprobe = nprobe
+    got = ivf.search(np.ascontiguousarray(q, dtype=np.float32), k)[1]
+    return float(np.mean([len(e & set(g.tolist())) / k for e, g in zip(exact, got)]))
+
+
+def test_index_tune_measures_recall_and_stores_the_smallest_nprobe(tmp_path, world_cache, photos, tiny_arch, tiny_clip,
+                                                                  trained_run, capsys):
+    """`index tune` measures recall@k per nprobe (picture queries, or text queries through a model) as
+    faiss and a numpy product measure it, stores the smallest nprobe reaching the target, search uses it,
+    and `index update` keeps it; an exact index or text queries without a model are refused."""
+    import langclip
+    from langclip.search.tune import default_queries, tune_index
+
+    out = build_index(IndexConfig(data=[str(world_cache)], out=str(tmp_path / "a"), ann_threshold=100), progress=False)
+    nlist = Index(out).manifest["ann"]["nlist"]
+    res = tune_index(out, target=0.9, write=False)
+    rows = np.sort(np.random.default_rng(0).choice(192, size=192, replace=False))
+    q = np.asarray(Index(out).embeddings[rows], np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    for r in res["table"]:
+        assert r["recall@10"] == pytest.approx(_faiss_recall(out, q, 10, r["nprobe"]), abs=1e-3), r
+    ref = {n: _faiss_recall(out, q, 10, n) for n in (1, 2, 4, 8, 16, 32, 64) if n <= nlist}
+    want = min([n for n, r in ref.items() if r >= 0.9], default=None)
+    assert want is not None and res["nprobe"] == want and res["recall@10"] == pytest.approx(ref[want], abs=1e-3)
+    assert Index(out).manifest["ann"]["nprobe"] == 32 and not res["written"]           # --dry-run: nothing stored
+    # text queries through the model; stored; search then answers as faiss does at that nprobe
+    texts = ["красный круг", "две синие звезды", "жёлтое сердце слева", "три зелёных квадрата", "фото кота"]
+    (tmp_path / "q.txt").write_text("\n".join(texts), encoding="utf-8")
+    assert main(["index", "tune", str(out), "--model", str(trained_run), "--queries", str(tmp_path / "q.txt"),
+                 "--target", "0.99", "-k", "5", "--device", "cpu"]) == 0
+    assert "5 text queries: nprobe" in capsys.readouterr().out
+    man = Index(out).manifest
+    tq = langclip.load(trained_run, device="cpu").encode_text(texts).numpy()
+    tq /= np.linalg.norm(tq, axis=1, keepdims=True)
+    n = man["ann"]["nprobe"]
+    assert man["config"]["ann_nprobe"] == n and man["ann"]["tuned"]["k"] == 5
+    assert _faiss_recall(out, tq, 5, n) >= 0.99 and (n == 1 or _faiss_recall(out, tq, 5, n // 2) < 0.99)
+    import faiss
+
+    ivf = faiss.read_index(str(Path(out) / "ann.faiss"))
+    ivf.nprobe = n
+    assert [[i for i, _ in h] for h in Index(out).search(tq, 5)] == ivf.search(tq.astype(np.float32), 5)[1].tolist()
+    # shipped class names in the model's language are the default text queries
+    assert len(default_queries("ru")) > 300 and "фото медведя" in default_queries("ru")
+    # index update keeps a tuned nprobe
+    p = _build(photos, tiny_arch, tiny_clip, tmp_path / "p", ann_threshold=1)
+    tuned = tune_index(p, target=0.5)["nprobe"]
+    make_image(photos / "new.jpg", 123, size=(48, 36))
+    update_index(p, progress=False)
+    assert Index(p).manifest["ann"]["nprobe"] == min(tuned, Index(p).manifest["ann"]["nlist"]) and len(Index(p)) == 26
+    # refused: an exact index, text queries without a model, a target outside (0, 1]
+    e = _build(photos, tiny_arch, tiny_clip, tmp_path / "e")
+    for argv, msg in ((["index", "tune", str(e)], "nothing to tune"),
+                      (["index", "tune", str(out), "--queries", "кот"], "need --model"),
+                      (["index", "tune", str(out), "--target", "1.5"], "--target must be in")):
+        assert main(argv) == 2
+        assert msg in capsys.readouterr().err
+
+
 def test_search_command(tmp_path, photos, tiny_arch, tiny_clip, trained_run, capsys):
     out = tmp_path / "idx"
     assert main(["index", "build", "--data", str(photos), "--model", str(trained_run), "--out", str(out),

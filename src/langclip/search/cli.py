@@ -9,6 +9,9 @@ EPILOGS = {
                    "  langclip index build --data photos/ --clip ViT-B-32-quickgelu --pretrained openai --out idx/\n"
                    "  langclip index build --data cache/ --out idx/      # a langclip cache: nothing embedded again",
     "index update": "example:\n  langclip index update idx/        # new and changed pictures embedded, deleted ones dropped",
+    "index tune": "examples:\n  langclip index tune idx/ --model runs/ru        # ~400 shipped class names as queries\n"
+                  "  langclip index tune idx/ --model runs/ru --queries queries.txt --target 0.98 -k 20\n"
+                  "  langclip index tune idx/ --dry-run                # picture-to-picture queries, nothing stored",
     "search": "examples:\n  langclip search --index idx/ --model runs/ru \"две красные звезды\" -k 12\n"
               "  langclip search --index idx/ --model runs/ru --image q.jpg --json\n"
               "  langclip search --index idx/ --model ViT-B-32.pt \"two red stars\"    # the original CLIP",
@@ -42,6 +45,18 @@ def add_parsers(sub, make) -> None:
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--device", default=None)
 
+    p = make(isub, "index tune", "measure the approximate search's recall@k on this collection and store the "
+                                 "smallest nprobe that reaches a target", EPILOGS)
+    p.add_argument("index")
+    p.add_argument("--model", help="a langclip run or export (or CLIP weights file): its text tower encodes the queries")
+    p.add_argument("--queries", nargs="+", help="your typical searches, or a file with one a line (FILE or @FILE); "
+                                                "default: shipped class names in the model's language")
+    p.add_argument("--target", type=float, default=0.95, help="recall@k to reach (default 0.95)")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--dry-run", action="store_true", help="measure only; keep the index's nprobe")
+    p.add_argument("--device", default=None)
+    p.add_argument("--weights", help="the CLIP weights file, if it moved since training")
+
     for name in ("search", "serve"):
         p = make(sub, name, "find pictures by words or by a picture" if name == "search" else
                  "the index over HTTP: an API and a search page", EPILOGS)
@@ -71,6 +86,15 @@ def run(args, config) -> int:
                                              image_column=args.image_column, batch_size=args.batch_size,
                                              workers=args.workers, device=args.device))
         build_index(cfg)
+        return 0
+    if args.cmd == "index" and args.icmd == "tune":
+        from ..files import read_names
+        from .tune import tune_index
+
+        texts = read_names(args.queries, "queries", '--queries "кот на диване" ... or a file with one a line',
+                           commas=False) if args.queries else None
+        tune_index(args.index, args.model, texts, args.k, args.target, write=not args.dry_run, device=args.device,
+                   weights=args.weights)
         return 0
     if args.cmd == "index":
         over = {k: v for k, v in (("workers", args.workers), ("device", args.device)) if v is not None}
