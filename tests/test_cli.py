@@ -155,6 +155,8 @@ def test_predict_and_similarity_on_a_folder_of_phone_photos(tmp_path, run_dir, t
     sim = json.loads((tmp_path / "sim.json").read_text(encoding="utf-8"))
     assert sim["images"] == ["plain.jpg", "portrait.jpg"] and sim["texts"] == ["кот, рыжий", "собака"]
     ref = (m.encode_image([Image.open(photos / "plain.jpg"), upright]) @ m.encode_text(sim["texts"]).T).T
+    assert torch.allclose(m.encode_image([photos / "plain.jpg", str(photos / "trip" / "portrait.jpg")]),
+                          m.encode_image([Image.open(photos / "plain.jpg"), upright]))      # paths: read upright
     assert np.allclose(sim["similarity_text_x_image"], ref.numpy(), atol=1e-4)
     assert Image.open(tmp_path / "sim.png").size[0] < 600
 

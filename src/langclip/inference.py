@@ -10,6 +10,8 @@
     1.0
     >>> m.encode_text(["фото кота"]).shape[0], m.encode_image([img]).shape[0]   # (N, D), L2-normalised
     (1, 1)
+    >>> m.encode_image(["cat.jpg"]).shape[0]                           # paths too, read upright (EXIF)
+    1
 """
 from __future__ import annotations
 
@@ -36,8 +38,11 @@ class LoadedModel:
 
     @torch.no_grad()
     def encode_image(self, images, batch_size: int = 64) -> torch.Tensor:
-        """(N, D) L2-normalised embeddings of PIL images, `batch_size` at a time."""
-        images = list(images)
+        """(N, D) L2-normalised embeddings of PIL images (or picture paths, read upright by their EXIF
+        orientation as the CLI reads them), `batch_size` at a time."""
+        from .pairs import ImageRef, open_image
+
+        images = [open_image(ImageRef(str(im)), orient=True) if isinstance(im, (str, Path)) else im for im in images]
         if not images:
             raise ValueError("no images given")
         out = [self.model.encode_image(torch.stack([self.preprocess(im) for im in images[i:i + batch_size]])
