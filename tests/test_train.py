@@ -302,6 +302,75 @@ def test_token_table_gives_the_padded_batches(ru_tokenizer, pad_id):
             assert torch.equal(table.batch(idx, multiple), padded[idx][:, :L]), (idx, multiple)
 
 
+def test_caption_ids_are_tokenized_once_and_kept_beside_the_cache(tmp_path, train_cfg, world_cache, ru_tokenizer,
+                                                                 monkeypatch):
+    """The first run tokenizes every caption (and English caption, when replayed) into <cache>/tokens/;
+    the ids equal the tokenizer's on the strings; a later run reads neither the strings nor the
+    tokenizer's output again and trains the same; a read-only cache keeps them in the run folder; a
+    table a killed run left without its json, or another context length, is tokenized afresh."""
+    import shutil
+
+    import langclip.cache as lc
+    from langclip.cache import load_cache
+    from langclip.train import loop
+    from langclip.train.batches import TokenTable
+    from langclip.train.tokens import load_table
+
+    cache = tmp_path / "cache"
+    shutil.copytree(world_cache, cache, ignore=shutil.ignore_patterns("tokens"))
+    cfg = dataclasses.replace(train_cfg, cache=str(cache), epochs=2, log_every=1,
+                              loss=dataclasses.replace(train_cfg.loss, distill=0.5, english=0.5))
+    data = load_cache(cache)
+    want = {"caption": ru_tokenizer(data.captions, context_length=16),
+            "caption_en": ru_tokenizer([e or "" for e in data.captions_en], context_length=16)}
+    assert load_cache(cache, texts=False).captions is None
+    assert torch.equal(load_cache(cache, texts=False).has_en, torch.tensor([bool(e) for e in data.captions_en]))
+    a = train(cfg, progress=False)
+    kept = list((cache / "tokens").iterdir())
+    assert len(kept) == 1
+    for name, w in want.items():
+        t = load_table(kept[0], name)
+        b = t.batch(torch.arange(len(t)), multiple=1)
+        assert len(t) == len(w) and torch.equal(b, w[:, :b.shape[1]]) and not w[:, b.shape[1]:].any(), name
+        idx = torch.tensor([5, 0, 17, 3])
+        assert torch.equal(t.subset(idx).batch(torch.arange(4), 1), t.batch(idx, 1))
+
+    def losses(run):
+        return [r["loss"] for r in map(json.loads, open(run / "metrics.jsonl")) if "loss" in r]
+
+    def refuse(*a, **k):
+        raise AssertionError("tokenized or read the captions again")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(TokenTable, "encode", classmethod(refuse))
+        mp.setattr(lc, "read_captions", refuse)
+        mp.setattr(loop, "read_captions", refuse)
+        b = train(dataclasses.replace(cfg, out=str(tmp_path / "b")), progress=False)
+    assert losses(b) == losses(a) and len(losses(a)) >= 4
+    # the cache folder cannot take them: the run folder does
+    shutil.rmtree(cache / "tokens")
+    (cache / "tokens").write_text("a file where the folder would go")
+    c = train(dataclasses.replace(cfg, out=str(tmp_path / "c")), progress=False)
+    assert len(list((c / "tokens").iterdir())) == 1 and losses(c) == losses(a)
+    # a table without its json (a run killed while writing) is made again; a new context, new ids
+    (cache / "tokens").unlink()
+    train(dataclasses.replace(cfg, out=str(tmp_path / "d")), progress=False)
+    (next((cache / "tokens").iterdir()) / "caption.json").unlink()
+    calls = []
+    real = TokenTable.encode.__func__
+    monkeypatch.setattr(TokenTable, "encode", classmethod(lambda cls, *a, **k: calls.append(1) or real(cls, *a, **k)))
+    assert losses(train(dataclasses.replace(cfg, out=str(tmp_path / "e")), progress=False)) == losses(a)
+    assert calls == [1]
+    train(dataclasses.replace(cfg, out=str(tmp_path / "f"), model=dataclasses.replace(cfg.model, context_length=24)),
+          progress=False)
+    assert len(list((cache / "tokens").iterdir())) == 2 and len(calls) == 3
+    # which rows are used is part of the key (an image that failed drops its captions' rows)
+    from langclip.train.tokens import tokens_key
+
+    rows = load_cache(cache, texts=False).caption_rows
+    assert tokens_key(cache, rows, ru_tokenizer, 16, None) != tokens_key(cache, rows[3:], ru_tokenizer, 16, None)
+
+
 @pytest.mark.parametrize("loss", [{"contrastive": 1.0}, {"contrastive": 0.0, "distill": 1.0, "english": 0.5},
                                   {"contrastive": 1.0, "distill": 0.5, "precision": "bf16-weights"},
                                   {"contrastive": 1.0, "distill": 0.5, "compile": True}],

@@ -16,6 +16,8 @@ Folder layout:
     teacher/shard_00000.safetensors   original CLIP text embeddings of the English captions (when
                              present): "idx" caption rows, "emb" (n, D) float16
     teacher/dense.npy, has.npy    the same in `load_cache`'s caption order, memory-mapped
+    tokens/<key>/            written by training, not by the build: each caption's token ids for one
+                             tokenizer and context (train/tokens.py); safe to delete
 
 Shards are written atomically; a rerun skips complete shards (resume). Under torchrun each rank
 builds the shards k with k % world == rank, so the result does not depend on the number of processes.
@@ -172,6 +174,8 @@ class CacheData:
     teacher_has: torch.Tensor | None
     text_only: bool = False          # a parallel corpus: no images; each caption is its own group
     captions_en: list | None = None  # the English caption of each caption (None where there is none)
+    has_en: torch.Tensor | None = None    # (C,) bool: the caption has an English one (None: none has)
+    caption_rows: torch.Tensor | None = None   # (C,) long: each caption's row in captions.parquet
 
 
 def read_manifest(path: str | Path) -> dict:
@@ -195,7 +199,11 @@ def check_cache_matches(manifest: dict, ref: dict, where: str = "cache") -> None
                          f"--clip and weights")
 
 
-def load_cache(path: str | Path) -> CacheData:
+def load_cache(path: str | Path, texts: bool = True) -> CacheData:
+    """A cache's arrays (memory-mapped where they are large) and captions. `texts=False`: the caption
+    strings are not read (`captions`/`captions_en` None; `has_en` still says which have English), for a
+    training run whose token ids are already on disk — ~1.5 GB of Python strings at 18.5M captions."""
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     path = Path(path)
@@ -212,8 +220,9 @@ def load_cache(path: str | Path) -> CacheData:
                              f"({man['num_images']}, {man['dim']}); rebuild the cache")
     else:                                                   # caches written before session 3
         emb, ok = _read_shards(path, man["num_shards"], man["dim"])
-    cap = pq.read_table(path / "captions.parquet").to_pydict()
-    rows = torch.tensor(cap["image_row"], dtype=torch.long)
+    names = pq.read_schema(path / "captions.parquet").names
+    cap = pq.read_table(path / "captions.parquet", columns=None if texts else [c for c in names if c != "caption"])
+    rows = torch.from_numpy(cap.column("image_row").to_numpy().astype("int64"))
     text_only = bool(man.get("text_only"))
     if text_only:
         rows = torch.arange(len(rows))  # each text pair its own group (split, sampling)
@@ -230,9 +239,22 @@ def load_cache(path: str | Path) -> CacheData:
         if teacher.shape[0] != len(idx):
             raise ValueError(f"{dense}: {teacher.shape[0]} rows for {len(idx)} captions; rebuild the cache")
     else:
-        t = _load_teacher(path, len(cap["caption"])) if man.get("teacher") else None
+        t = _load_teacher(path, cap.num_rows) if man.get("teacher") else None
         if t is not None:
             teacher, has = t[0][idx], t[1][idx]
-    keep = idx.tolist()
-    en = [cap["caption_en"][i] for i in keep] if "caption_en" in cap and any(cap["caption_en"]) else None
-    return CacheData(man, emb, ok, [cap["caption"][i] for i in keep], rows[idx], teacher, has, text_only, en)
+    has_en = None
+    col = cap.column("caption_en") if "caption_en" in names else None
+    if col is not None and str(col.type) in ("string", "large_string"):   # all-null: type null, no English
+        has_en = torch.from_numpy(pc.fill_null(pc.greater(pc.utf8_length(col), 0), False)
+                                  .to_numpy(zero_copy_only=False).astype(bool))[idx]
+        has_en = has_en if bool(has_en.any()) else None
+    take = lambda c: cap.column(c).take(idx.numpy()).to_pylist()     # noqa: E731
+    return CacheData(man, emb, ok, take("caption") if texts else None, rows[idx], teacher, has, text_only,
+                     take("caption_en") if texts and has_en is not None else None, has_en, idx)
+
+
+def read_captions(path: str | Path, rows: torch.Tensor, column: str = "caption_en") -> list:
+    """Some captions' strings by their captions.parquet rows (`CacheData.caption_rows[i]`)."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(Path(path) / "captions.parquet", columns=[column]).column(column).take(rows.numpy()).to_pylist()

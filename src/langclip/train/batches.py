@@ -89,6 +89,14 @@ class TokenTable:
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.flat, self.lengths, self.offsets))
 
+    def subset(self, idx: torch.Tensor) -> "TokenTable":
+        """The table of rows `idx`, in that order."""
+        n = self.lengths[idx].long()
+        starts = self.offsets[idx]
+        within = torch.arange(int(n.sum())) - torch.repeat_interleave(torch.cumsum(n, 0) - n, n)
+        return TokenTable(self.flat[torch.repeat_interleave(starts, n) + within].clone(), n.to(torch.int32),
+                          self.pad_id, self.context_length)
+
     def batch(self, idx: torch.Tensor, multiple: int = 8) -> torch.Tensor:
         """(B, L) LongTensor of captions `idx`, L = the longest rounded up to `multiple` (<= context)."""
         n = self.lengths[idx].long()

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from ..build import build_student
-from ..cache import check_cache_matches, load_cache, read_manifest
+from ..cache import check_cache_matches, load_cache, read_captions, read_manifest
 from ..config import ConfigError, TrainConfig
 from ..dist import init_from_env
 from ..files import atomic_write_text, check_out_dir, pick_device, progress_bar
@@ -36,6 +36,7 @@ from .checkpoint import (apply_optim_settings, check_resumable, checkpoint_path,
                          load_text_weights, resume_keys, rng_state, save_checkpoint, set_rng_state, truncate_metrics)
 from .losses import compile_tower, compute_loss, global_values, make_tower
 from .precision import optimizer_step
+from .tokens import caption_tables
 from .report import MetricsLog, finish, validate_epoch
 
 log = logging.getLogger(__name__)
@@ -114,9 +115,9 @@ def _checkpoint_to_resume(cfg: TrainConfig, out: Path, keys: dict) -> tuple[Path
 
 
 def _load_data(cfg: TrainConfig):
-    data = load_cache(cfg.cache)
+    data = load_cache(cfg.cache, texts=False)     # token ids come from train/tokens.py
     for w in ("distill", "english"):
-        if getattr(cfg.loss, w) > 0 and (data.teacher is None or data.captions_en is None):
+        if getattr(cfg.loss, w) > 0 and (data.teacher is None or data.has_en is None):
             raise ConfigError(f"loss.{w} > 0 but cache {cfg.cache} has no English captions and teacher "
                               f"embeddings (build it with an English caption column)")
     if data.text_only and cfg.loss.contrastive > 0:
@@ -163,20 +164,21 @@ def setup(cfg: TrainConfig, progress: bool = True) -> tuple[Run, Path | None, di
 
 
 def _tokenize(run: Run, progress: bool) -> None:
-    """Every caption once, up front (Rust), into ragged tables; the strings are then dropped."""
+    """Every caption's ids as ragged tables, tokenized once (Rust) and kept on disk (train/tokens.py);
+    English ones too when replayed in training."""
     cfg, data, tok = run.cfg, run.data, run.tok
     ctx = cfg.model.context_length
     run.pad_id = getattr(tok, "pad_token_id", 0) if run.model.is_hf else None
-    run.tokens = TokenTable.encode(tok, data.captions, ctx, run.pad_id, progress=progress and run.rank == 0)
-    if data.captions_en is not None:
-        if cfg.loss.english > 0:   # replayed in training: every English caption
-            run.tokens_en = TokenTable.encode(tok, [e or "" for e in data.captions_en], ctx, run.pad_id)
-        has_en = torch.tensor([bool(e) for e in data.captions_en])
-        ev = run.val_idx[has_en[run.val_idx]]   # is English kept? the held-out images' English captions
+    names = ["caption"] + (["caption_en"] if data.has_en is not None and cfg.loss.english > 0 else [])
+    tabs = caption_tables(cfg.cache, run.out, data, tok, ctx, run.pad_id, names, run.rank, run.world,
+                          progress and run.rank == 0)
+    run.tokens, run.tokens_en = tabs["caption"], tabs.get("caption_en")
+    if data.has_en is not None:
+        ev = run.val_idx[data.has_en[run.val_idx]]   # is English kept? the held-out images' English captions
         if len(ev):
-            run.en_val = (TokenTable.encode(tok, [data.captions_en[i] for i in ev.tolist()], ctx, run.pad_id),
-                          data.caption_image[ev])
-    data.captions = data.captions_en = None   # the ids are all training needs: ~1.5 GB of str at 18.5M
+            t = run.tokens_en.subset(ev) if run.tokens_en is not None else \
+                TokenTable.encode(tok, read_captions(cfg.cache, data.caption_rows[ev]), ctx, run.pad_id)
+            run.en_val = (t, data.caption_image[ev])
     # text-only caches: validation retrieves each held-out text's English teacher embedding instead
     run.images = data.teacher if data.text_only else data.image_emb   # (N, D) fp16
     run.teacher_all = data.teacher is None or data.teacher_has is None or bool(data.teacher_has.all())
