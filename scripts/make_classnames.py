@@ -3,10 +3,10 @@
     python scripts/make_classnames.py           # write the files
     python scripts/make_classnames.py --check   # exit 1 if the files differ from what this makes
 
-Each file is {"en": [name, ...], "ru": [{"nom": ..., "gen": ...}, ...]}, in the dataset's label order
+Each file is {"en": [name, ...], "ru": [{"nom": ..., "gen": ...}, ...], "uk": [...]}, in the dataset's label order
 (torchvision's: CIFAR's meta files, Caltech101's sorted folders without BACKGROUND_Google).
-English names are CLIP's / CLIP_benchmark's. Russian names are written here in the nominative; the
-genitive (for templates such as "фото {gen}") is made with pymorphy3, so evaluation needs no
+English names are CLIP's / CLIP_benchmark's. Russian and Ukrainian (CIFAR-10/100, Caltech101) names are
+written here in the nominative; the genitive (for templates such as "фото {gen}") is made with pymorphy3, so evaluation needs no
 morphology at run time. In a phrase every word agrees (adjectives follow their noun); a word written
 with a leading "=" is a fixed complement and stays as it is ("голова =крокодила"); "nom|gen" writes the
 genitive out (borrowed words pymorphy3 does not know or declines wrongly).
@@ -47,6 +47,20 @@ CIFAR100_RU = [
     "телефон", "телевизор", "тигр", "трактор", "поезд", "форель", "тюльпан", "черепаха", "шкаф", "кит", "ива", "волк",
     "женщина", "червь"]
 
+# Ukrainian, in the same order (written for langclip in session 9; awaiting a native speaker's review)
+CIFAR10_UK = ["літак", "автомобіль", "птах", "кіт", "олень", "собака", "жаба", "кінь", "корабель", "вантажівка"]
+CIFAR100_UK = [
+    "яблуко", "акваріумна рибка", "немовля", "ведмідь", "бобер", "ліжко", "бджола", "жук", "велосипед", "пляшка",
+    "миска", "хлопчик", "міст", "автобус", "метелик", "верблюд", "консервна бляшанка", "замок", "гусінь", "корова",
+    "стілець", "шимпанзе", "годинник", "хмара", "тарган", "диван", "краб", "крокодил", "чашка", "динозавр", "дельфін",
+    "слон", "камбала", "ліс", "лисиця", "дівчинка", "хом'як", "будинок", "кенгуру", "клавіатура", "лампа",
+    "газонокосарка", "леопард", "лев", "ящірка", "омар", "чоловік", "клен", "мотоцикл", "гора", "миша", "гриб", "дуб",
+    "апельсин", "орхідея", "видра", "пальма", "груша", "пікап", "сосна", "рівнина", "тарілка", "мак", "дикобраз",
+    "опосум", "кролик", "єнот", "скат", "дорога", "ракета", "троянда", "море", "тюлень", "акула", "землерийка", "скунс",
+    "хмарочос", "равлик", "змія", "павук", "білка", "трамвай", "соняшник", "солодкий перець", "стіл", "танк",
+    "телефон", "телевізор", "тигр", "трактор", "потяг", "форель", "тюльпан", "черепаха", "шафа", "кит", "верба",
+    "вовк", "жінка", "черв'як"]
+
 # torchvision's Caltech101 order: sorted folder names (upper case first), BACKGROUND_Google dropped
 CALTECH101_EN = [
     "off-center face", "centered face", "leopard", "motorbike", "accordion", "airplane", "anchor", "ant", "barrel",
@@ -74,6 +88,21 @@ CALTECH101_RU = [
     "ножницы", "скорпион", "морской конёк", "пёс =Снупи", "футбольный мяч", "степлер", "морская звезда", "стегозавр",
     "знак =«стоп»", "клубника", "подсолнух", "клещ", "трилобит", "зонт", "наручные часы", "кувшинка",
     "инвалидная коляска", "дикая кошка", "виндзорский стул", "гаечный ключ", "символ =инь-ян"]
+
+CALTECH101_UK = [
+    "обличчя =не =в =центрі", "обличчя =в =центрі", "леопард", "мотоцикл", "акордеон", "літак", "якір", "мураха",
+    "бочка", "окунь", "бобер", "бінокль", "бонсай", "мозок", "бронтозавр", "статуя =Будди", "метелик", "фотоапарат",
+    "гармата", "автомобіль =збоку", "стельовий вентилятор", "мобільний телефон", "стілець", "люстра", "тіло =пуми",
+    "морда =пуми", "краб", "рак", "крокодил", "голова =крокодила", "чашка", "далматинець", "доларова банкнота",
+    "дельфін", "бабка", "електрогітара", "слон", "=ему", "еуфоніум", "глечик", "пором", "=фламінго",
+    "голова =фламінго", "кіт Гарфілд|кота Гарфілда", "геренук", "грамофон", "рояль", "черепаха =бісса", "навушники", "їжак",
+    "гелікоптер", "ібіс", "роликовий ковзан", "дерево =Джошуа", "кенгуру", "двощоглова яхта", "лампа", "ноутбук",
+    "лама", "омар", "лотос", "мандоліна", "одноденка", "менора", "метроном", "мінарет", "наутилус", "восьминіг",
+    "=окапі", "пагода", "панда", "голуб", "піца", "качкодзьоб", "піраміда", "револьвер", "носоріг", "півень",
+    "саксофон", "шхуна", "ножиці", "скорпіон", "морський коник", "пес =Снупі", "футбольний м'яч", "степлер",
+    "морська зірка", "стегозавр", "знак =«стоп»", "полуниця", "соняшник", "кліщ", "трилобіт", "парасолька",
+    "наручний годинник", "водяна лілія", "інвалідний візок", "дикий кіт", "віндзорський стілець", "гайковий ключ",
+    "символ =інь-ян"]
 
 # Food-101 (torchvision's order: sorted folder names; CLIP_benchmark's English: "_" as spaces)
 FOOD101 = [
@@ -144,29 +173,33 @@ FLOWERS102 = [
     ("camellia", "камелия"), ("mallow", "мальва"), ("mexican petunia", "руэллия"), ("bromelia", "бромелия"),
     ("blanket flower", "гайлардия"), ("trumpet creeper", "кампсис"), ("blackberry lily", "беламканда|беламканды")]
 
+UK = {"cifar10": CIFAR10_UK, "cifar100": CIFAR100_UK, "caltech101": CALTECH101_UK}   # Food-101, Flowers-102: not yet
 DATASETS = {"cifar10": (CIFAR10_EN, CIFAR10_RU), "cifar100": (CIFAR100_EN, CIFAR100_RU),
             "caltech101": (CALTECH101_EN, CALTECH101_RU),
             "food101": ([e for e, _ in FOOD101], [r for _, r in FOOD101]),
             "flowers102": ([e for e, _ in FLOWERS102], [r for _, r in FLOWERS102])}
 
 
-def ru_entry(phrase: str) -> dict:
-    """"nom" or "nom|gen": the genitive by pymorphy3, or written out where pymorphy3 does not know the
-    word or declines a borrowed one wrongly (фалафель, лазанья, протея)."""
+def entry(phrase: str, lang: str = "ru") -> dict:
+    """"nom" or "nom|gen": the genitive by pymorphy3 (its Russian or Ukrainian dictionary), or written
+    out where pymorphy3 does not know the word or declines a borrowed one wrongly (фалафель, лазанья)."""
     from langclip.morph import inflect_phrase   # the same code that inflects users' labels
 
     if "|" in phrase:
         nom, gen = phrase.split("|")
         return {"nom": nom, "gen": gen}
-    return {"nom": phrase.replace("=", ""), "gen": inflect_phrase(phrase, "gent")}
+    return {"nom": phrase.replace("=", ""), "gen": inflect_phrase(phrase, "gent", lang=lang)}
 
 
 def build() -> dict[str, dict]:
     out = {}
     for name, (en, ru) in DATASETS.items():
-        if len(en) != len(ru):
-            raise ValueError(f"{name}: {len(en)} English names but {len(ru)} Russian")
-        out[name] = {"en": en, "ru": [ru_entry(p) for p in ru]}
+        for lang, names in (("ru", ru), ("uk", UK.get(name))):
+            if names is not None and len(en) != len(names):
+                raise ValueError(f"{name}: {len(en)} English names but {len(names)} in {lang}")
+        out[name] = {"en": en, "ru": [entry(p) for p in ru]}
+        if name in UK:
+            out[name]["uk"] = [entry(p, "uk") for p in UK[name]]
     return out
 
 

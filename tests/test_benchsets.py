@@ -61,6 +61,7 @@ def root(tmp_path_factory):
             _jpeg(r / "xm3600" / "images" / f"{key}.jpg", rng)
         lines.append(json.dumps({"image/key": key, "ru": {"caption": [f"фото номер {i}", f"ещё {i}"],
                                                           "caption/tokenized": [f"фото номер {i}"]},
+                                 "uk": {"caption": [f"світлина номер {i}"], "caption/tokenized": [f"світлина номер {i}"]},
                                  "en": {"caption": [f"photo number {i}"], "caption/tokenized": [f"photo number {i}"]}},
                                 ensure_ascii=False))
     (r / "xm3600" / "captions.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -116,6 +117,16 @@ def _clip_benchmark(argv, monkeypatch):
     monkeypatch.setattr(f102, "check_integrity", lambda *a, **k: True)
     monkeypatch.setattr(sys, "argv", ["clip_benchmark", "eval", *argv])
     CB.main()
+
+
+def test_ukrainian_evaluation_as_the_recipe_runs_it(root, export_dir, tmp_path):
+    """docs/recipe.md's Ukrainian evaluation: Babel-ImageNet's Ukrainian names and prompts, XM3600's
+    Ukrainian captions (CIFAR and Caltech101 in Ukrainian: tests/test_eval.py)."""
+    assert main(["eval", "--model", str(export_dir), "--dataset", "babel_imagenet", "xm3600", "--lang", "uk",
+                 "--data-root", str(root), "--device", "cpu", "--workers", "0", "--out", str(tmp_path / "uk")]) == 0
+    res = json.loads((tmp_path / "uk" / "results.json").read_text(encoding="utf-8"))
+    labels = json.loads((Path(CB.__file__).parent / "datasets" / "babel_imagenet.json").read_text())["UK"]
+    assert res["babel_imagenet"]["classnames"] == labels[1] and res["xm3600"]["texts"] == 13
 
 
 def test_clip_benchmark_on_the_export_equals_langclip_eval(root, export_dir, tmp_path, monkeypatch):

@@ -131,14 +131,19 @@ def test_shipped_class_names_complete_and_up_to_date():
 
     mk = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "make_classnames.py"))
     assert mk["main"](["--check"]) == 0, "class-name files differ from scripts/make_classnames.py"
-    morph = pymorphy3.MorphAnalyzer()
-    for ds, n in (("cifar10", 10), ("cifar100", 100), ("caltech101", 101)):
-        en, ru = shipped_classnames(ds, "en"), shipped_classnames(ds, "ru")
-        assert len(en) == len(ru) == n and len(set(en)) == n
-        assert all(set(c) == {"nom", "gen"} and c["nom"] and c["gen"] for c in ru)
-        for c in ru:  # the first word of every genitive reads as a genitive (or cannot change)
-            w = c["gen"].split()[0].lower()
-            assert any({"gent"} <= p.tag.grammemes or "Fixd" in p.tag for p in morph.parse(w)), c
+    for lang in ("ru", "uk"):
+        morph = pymorphy3.MorphAnalyzer(lang=lang)
+        for ds, n in (("cifar10", 10), ("cifar100", 100), ("caltech101", 101)):
+            en, names = shipped_classnames(ds, "en"), shipped_classnames(ds, lang)
+            assert len(en) == len(names) == n and len(set(en)) == n
+            assert all(set(c) == {"nom", "gen"} and c["nom"] and c["gen"] for c in names)
+            for c in names:  # the first word of every genitive reads as a genitive (or cannot change)
+                w = c["gen"].split()[0].lower()
+                assert any({"gent"} <= p.tag.grammemes or "Fixd" in p.tag for p in morph.parse(w)), (lang, c)
+    en, uk = shipped_classnames("cifar100", "en"), shipped_classnames("cifar100", "uk")
+    assert fill("фото {gen}", uk[en.index("sweet pepper")]) == "фото солодкого перцю"
+    assert fill("фото {gen}", uk[en.index("tiger")]) == "фото тигра"           # an animal: animate
+    assert [fill("фото {gen}", c) for c in shipped_classnames("cifar10", "uk")][3] == "фото кота"
     en, ru = shipped_classnames("cifar100", "en"), shipped_classnames("cifar100", "ru")
     for t in shipped_templates("ru"):
         assert "{" not in fill(t, ru[en.index("maple tree")])
@@ -294,7 +299,7 @@ CALTECH_FOLDERS = (
     "yin_yang").split()
 
 
-def test_cifar100_and_caltech101_layouts(tiny_run, tmp_path, monkeypatch):
+def test_cifar100_and_caltech101_layouts(tiny_run, tmp_path, monkeypatch, capsys):
     """Both datasets read from torchvision's on-disk layouts in one `langclip eval`; the shipped names
     line up with the real Caltech101 folders (torchvision's label order)."""
     import hashlib
@@ -330,6 +335,23 @@ def test_cifar100_and_caltech101_layouts(tiny_run, tmp_path, monkeypatch):
     res = json.loads((tmp_path / "ev" / "results.json").read_text(encoding="utf-8"))
     assert res["cifar100"]["n"] == 20 and len(res["cifar100"]["classnames"]) == 100
     assert res["caltech101"]["n"] == 101 and res["caltech101"]["classnames"][0] == "лицо не в центре"
+    # Ukrainian: the same datasets with its shipped names and templates
+    assert main(["eval", "--model", str(tiny_run), "--dataset", "cifar100", "caltech101", "--lang", "uk",
+                 "--data-root", str(root), "--out", str(tmp_path / "uk"), "--workers", "0", "--device", "cpu"]) == 0
+    uk = json.loads((tmp_path / "uk" / "results.json").read_text(encoding="utf-8"))
+    assert uk["caltech101"]["classnames"][0] == "обличчя не в центрі" and uk["cifar100"]["classnames"][3] == "ведмідь"
+    # a language without shipped names is refused before any work; a dataset that fails keeps the ones before it
+    assert main(["eval", "--model", str(tiny_run), "--dataset", "cifar100", "food101", "--lang", "uk",
+                 "--data-root", str(root), "--workers", "0", "--device", "cpu"]) == 2
+    assert "no 'uk' class names for food101" in capsys.readouterr().err
+    assert main(["eval", "--model", str(tiny_run), "--dataset", "cifar100", "xm3600", "--lang", "uk",
+                 "--data-root", str(root), "--out", str(tmp_path / "part"), "--workers", "0", "--device", "cpu"]) == 2
+    assert "captions.jsonl" in capsys.readouterr().err
+    part = json.loads((tmp_path / "part" / "results.json").read_text(encoding="utf-8"))
+    assert list(part) == ["cifar100"] and part["cifar100"]["acc1"] == uk["cifar100"]["acc1"]
+    prompts = json.loads((tmp_path / "uk" / "clip_benchmark_templates.json").read_text(encoding="utf-8"))
+    assert "розмите фото кота" in json.dumps(prompts, ensure_ascii=False) or "розмите фото ведмедя" in \
+        json.dumps(prompts, ensure_ascii=False)
     assert (tmp_path / "ev" / "confusion_caltech101.png").stat().st_size > 50_000
 
 

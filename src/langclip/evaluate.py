@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 
 from .files import check_out_dir
-from .datasets import dataset_classnames, english_classnames, load_dataset, read_classnames, shipped_templates
+from .datasets import (dataset_classnames, english_classnames, load_dataset, read_classnames, shipped_classnames,
+                       shipped_templates)
 from .metrics import classification_metrics, display_name, encode_texts, markdown_table, recall_at_k, zero_shot_weights
 from .runfolder import held_out, run_split
 
@@ -125,6 +126,7 @@ def evaluate_cli(model: str, dataset: str | list[str], lang: str, data_root: str
                          f"{' '.join(RETRIEVAL)} or imagefolder:PATH")
     given = read_classnames(classnames, lang) if classnames else None  # cheap input checks first
     given_en = english_classnames(classnames) if classnames else None
+    _check_language(datasets, lang, given)
     m = load(model, device=device, weights=weights)
     ref = _reference(m, weights, m.device) if reference else None
     o = check_out_dir(out, "evaluation", ("results.json", "retrieval.json")) if out else None
@@ -132,6 +134,39 @@ def evaluate_cli(model: str, dataset: str | list[str], lang: str, data_root: str
         o.mkdir(parents=True, exist_ok=True)
     rows, results = [], {}
     job = _Job(m, ref, lang, Path(data_root).expanduser(), given, given_en, batch_size, workers, download)
+    try:
+        _run_all(job, datasets, results, rows, o)
+    finally:            # a dataset that fails keeps what the ones before it measured
+        if o and results:
+            _save(o, results, rows, lang, (job.cb_classnames, job.cb_templates))
+    return results
+
+
+def _check_language(datasets: list[str], lang: str, given: list | None) -> None:
+    """Before any model loads: every dataset has class names and templates in `lang` (Babel-ImageNet
+    and the retrieval sets bring their own; their languages are checked when they are read)."""
+    from .benchsets import RETRIEVAL
+
+    problems = []
+    if any(d not in RETRIEVAL and d != "babel_imagenet" for d in datasets):
+        try:
+            shipped_templates(lang)
+        except ValueError as e:
+            problems.append(f"{e}: add them to resources/templates.json")
+    for d in datasets:
+        if not given and d in ("cifar10", "cifar100", "caltech101", "food101", "flowers102"):
+            try:
+                shipped_classnames(d, lang)
+            except ValueError as e:
+                problems.append(str(e))
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def _run_all(job, datasets: list[str], results: dict, rows: list, o: Path | None) -> None:
+    from .benchsets import RETRIEVAL
+
+    lang = job.lang
     for ds_name in datasets:
         res, r = (_retrieval if ds_name in RETRIEVAL else _zero_shot)(job, ds_name)
         keys = RECALL if ds_name in RETRIEVAL else SUMMARY
@@ -145,9 +180,6 @@ def evaluate_cli(model: str, dataset: str | list[str], lang: str, data_root: str
         if o and "confusion" in res and len(res["classnames"]) <= 200:
             safe = ds_name.replace(":", "_").replace("/", "_")
             plot_confusion(res["confusion"], res["classnames"], o / f"confusion_{safe}.png", f"{ds_name} ({lang})")
-    if o:
-        _save(o, results, rows, lang, (job.cb_classnames, job.cb_templates))
-    return results
 
 
 @dataclass

@@ -1,9 +1,11 @@
 """Grammatical forms of class names and labels, for templates that name the form they need
-("фото {gen}": a photo *of a cat*, genitive). Russian forms come from pymorphy3; a language without
-a morphology here uses the label as given for every form.
+("фото {gen}": a photo *of a cat*, genitive). Russian and Ukrainian forms come from pymorphy3; a
+language without a morphology here uses the label as given for every form.
 
     >>> label_forms("красный круг", "ru")["gen"]
     'красного круга'
+    >>> label_forms("солодкий перець", "uk")["gen"]
+    'солодкого перцю'
     >>> label_forms("cat", "en")["gen"]
     'cat'
 """
@@ -15,23 +17,32 @@ import string
 CASES = {"nom": "nomn", "gen": "gent", "dat": "datv", "acc": "accs", "ins": "ablt", "loc": "loct"}
 
 
+MORPH_LANGS = ("ru", "uk")   # pymorphy3's dictionaries: pymorphy3-dicts-ru and -uk (both dependencies)
+
+
 @functools.lru_cache()
-def _morph():
+def _morph(lang: str = "ru"):
     import pymorphy3
 
-    return pymorphy3.MorphAnalyzer()
+    return pymorphy3.MorphAnalyzer(lang=lang)
 
 
-def _nominative_parse(word: str):
+def _nominative_parse(word: str, lang: str = "ru"):
     """The most likely nominative reading of `word` (nouns first, then adjectives/participles), or None."""
-    parses = [p for p in _morph().parse(word) if "nomn" in p.tag]
+    # (Ukrainian's dictionary tags some lemmas without a case: "жаба NOUN,femn,inan" is the nominative)
+    parses = [p for p in _morph(lang).parse(word)
+              if "nomn" in p.tag or (lang == "uk" and p.tag.case is None and p.word == p.normal_form)]
     if not parses:
         return None
     # a declinable noun first ("мак" is also the indeclinable abbreviation МАК), then any noun
+    if lang == "uk":   # its dictionary also lists common nouns as surnames, and animals as inanimate too
+        return sorted(parses, key=lambda p: (p.tag.POS != "NOUN", "Fixd" in p.tag, "Abbr" in p.tag,
+                                             "Surn" in p.tag or "Name" in p.tag or "Patr" in p.tag,
+                                             "inan" in p.tag))[0]
     return sorted(parses, key=lambda p: (p.tag.POS != "NOUN", "Fixd" in p.tag, "Abbr" in p.tag))[0]
 
 
-def inflect_phrase(phrase: str, case: str, strict: bool = True) -> str:
+def inflect_phrase(phrase: str, case: str, strict: bool = True, lang: str = "ru") -> str:
     """Put every agreeing word of a nominative `phrase` into pymorphy3's `case` ('gent'), keeping each
     word's number; a word written with a leading '=' is a fixed complement and stays ('голова =крокодила').
     strict: a word with no nominative reading is an error; otherwise it stays as written ('iphone')."""
@@ -40,7 +51,7 @@ def inflect_phrase(phrase: str, case: str, strict: bool = True) -> str:
         if w.startswith("=") or not w:
             out.append(w[1:])
             continue
-        p = _nominative_parse(w.lower())
+        p = _nominative_parse(w.lower(), lang)
         f = p.inflect({case} | ({p.tag.number} if p.tag.number else set())) if p is not None else None
         if f is None:
             if strict:
@@ -57,10 +68,11 @@ def template_forms(templates: list[str]) -> set[str]:
 
 
 def label_forms(label: str, lang: str, forms: set[str] | None = None) -> dict[str, str]:
-    """{form: text} of a user's label, written in the nominative. Russian: each case pymorphy3 knows
-    (words it cannot read stay as written); other languages: the label itself for every form."""
+    """{form: text} of a user's label, written in the nominative. Russian and Ukrainian: each case
+    pymorphy3 knows (words it cannot read stay as written); other languages: the label itself for
+    every form."""
     forms = set(forms or CASES) | {"nom"}
-    if lang != "ru":
+    if lang not in MORPH_LANGS:
         return {f: label for f in forms}
-    return {f: label if f in ("nom", "c") or f not in CASES else inflect_phrase(label, CASES[f], strict=False)
+    return {f: label if f in ("nom", "c") or f not in CASES else inflect_phrase(label, CASES[f], False, lang)
             for f in forms}
