@@ -1,7 +1,7 @@
 import json
 
 from langclip.cli import main
-from langclip.demo.world import RU_ADJ, RU_NOUN, ru_phrase
+from langclip.demo.world import RU_ADJ, RU_NOUN, UK_ADJ, UK_NOUN, ru_phrase, uk_phrase
 
 
 def test_russian_agreement_checked_with_pymorphy3():
@@ -22,6 +22,40 @@ def test_russian_agreement_checked_with_pymorphy3():
         p = next(p for p in morph.parse(forms[0].replace("ё", "е")) if p.tag.POS == "ADJF")
         got = [p.inflect(t).word for t in ({"masc", "nomn"}, {"femn", "nomn"}, {"neut", "nomn"}, {"plur", "nomn"}, {"plur", "gent"})]
         assert [g.replace("ё", "е") for g in got] == [f.replace("ё", "е") for f in forms], (colour, got)
+
+
+def test_ukrainian_agreement_checked_with_pymorphy3():
+    import pymorphy3
+
+    morph = pymorphy3.MorphAnalyzer(lang="uk")
+    assert uk_phrase(1, "red", "circle") == "одне червоне коло"
+    assert uk_phrase(2, "red", "star") == "дві червоні зірки"
+    assert uk_phrase(2, "red", "square") == "два червоні квадрати"
+    assert uk_phrase(5, "red", "circle") == "п'ять червоних кіл"
+    assert uk_phrase(1, "blue", "heart", with_number=False) == "синє серце"
+    for shape, (g, nom_sg, gen_sg, nom_pl, gen_pl) in UK_NOUN.items():
+        p = next(p for p in morph.parse(nom_sg) if p.tag.POS == "NOUN" and "Surn" not in p.tag and "inan" in p.tag
+                 and p.tag.case in ("nomn", None))   # (the dictionary leaves some nominatives without a case)
+        assert p.inflect({"gent"}).word == gen_sg, shape
+        assert p.inflect({"nomn", "plur"}).word == nom_pl and p.inflect({"gent", "plur"}).word == gen_pl, shape
+        assert {"masc": "m", "femn": "f", "neut": "n"}[p.tag.gender] == g
+    for colour, forms in UK_ADJ.items():
+        p = next(p for p in morph.parse(forms[0]) if p.tag.POS == "ADJF")
+        got = [p.inflect(t).word for t in ({"masc", "nomn"}, {"femn", "nomn"}, {"neut", "nomn"}, {"plur", "nomn"}, {"plur", "gent"})]
+        assert got == list(forms), (colour, got)
+
+
+def test_demo_in_ukrainian(tmp_path):
+    """`langclip demo --lang uk`: the same world with Ukrainian captions, tokenizer merges and students;
+    the report names them UK (the default size's figures: benchmarks/results/cpu_demo_uk.json)."""
+    out = tmp_path / "uk"
+    assert main(["demo", "--lang", "uk", "--size", "tiny", "--out", str(out)]) == 0
+    text = (out / "world" / "ukrainian.txt").read_text(encoding="utf-8")
+    assert "на картинці" in text and "ы" not in text and "ё" not in text
+    s = json.loads((out / "report" / "summary.json").read_text(encoding="utf-8"))
+    assert s["lang"] == "uk" and "student UK clip" in s["zero_shot"][0] and "student_clip_uk" in s["retrieval"]
+    meta = json.loads((out / "tokenizer" / "langclip_tokenizer.json").read_text(encoding="utf-8"))
+    assert meta["language"] == "uk"
 
 
 def test_reduced_demo_end_to_end(tmp_path, demo_small):

@@ -35,7 +35,8 @@ EPILOGS = {
               "  langclip export --model runs/ru --format onnx --out export-onnx/ # onnxruntime, no torch\n"
               "  langclip export --model runs/ru --format immich --out immich/ViT-B-32__openai/   # Immich smart search\n"
               "  python -c \"import open_clip; open_clip.create_model_and_transforms('local-dir:export/')\"",
-    "demo": "example:\n  langclip demo --out demo/          # ~4 minutes on a laptop CPU, no network",
+    "demo": "examples:\n  langclip demo --out demo/          # ~2 minutes on a 2-core CPU, no network\n"
+            "  langclip demo --lang uk --out demo-uk/     # the same world in Ukrainian",
     "data cc3m-tsv": "example:\n  langclip data cc3m-tsv --tsv Train_GCC-training.tsv --out cc3m_train.tsv",
     "data translations": "example:\n  langclip data translations --lang ru --translations cc3m_mt_train_ru.jsonl cc3m_mt_dev_ru.jsonl "
                          "--shards 'cc3m/{00000..00331}.tar' --out cc3m_ru.parquet",
@@ -204,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
         name.split()[-1], help=help, epilog=epilogs.get(name), formatter_class=argparse.RawDescriptionHelpFormatter))
 
     p = _p(sub, "demo", "the whole method on a built-in bilingual world")
-    p.add_argument("--lang", default=DEMO.lang, choices=["ru"])
+    p.add_argument("--lang", default=DEMO.lang, choices=["ru", "uk"], help="the target language (default ru)")
     p.add_argument("--out", default=DEMO.out)
     p.add_argument("--seed", type=int, default=DEMO.seed)
     p.add_argument("--size", default=DEMO.size, choices=["default", "small", "tiny"],

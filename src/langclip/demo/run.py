@@ -1,8 +1,9 @@
 """The demo pipeline. Everything lands in `--out`:
 
-    world/            generated pictures, train.csv (Russian + English captions), russian.txt
+    world/            generated pictures, train.csv (Russian — or with --lang uk Ukrainian — + English
+                      captions), russian.txt (ukrainian.txt)
     teacher/          arch.json + clip-teacher.pt: the stand-in for OpenAI's CLIP (English only)
-    tokenizer/        CLIP BPE + Russian merges
+    tokenizer/        CLIP BPE + Russian (Ukrainian) merges
     cache/            image-embedding cache of the training pictures
     runs/clip, runs/scratch   one run folder per text-tower initialisation
     report/           report.md, summary.json, confusion_*.png, similarity.png, curves.png
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import CacheConfig, DemoConfig, LossSection, ModelSection, OptimSection, TokenizerTrainConfig, TrainConfig
-from .world import COLOURS, COUNTS, SHAPES, captions, en_phrase, render, ru_phrase, sample_scenes
+from .world import COLOURS, COUNTS, LANGS, SHAPES, captions, en_phrase, render, sample_scenes
 
 HELD_OUT = {("red", "star"), ("blue", "heart"), ("green", "triangle"), ("yellow", "square"), ("purple", "circle")}
 SIZES = {  # train images, test images, teacher epochs, student epochs, merges
@@ -40,7 +41,7 @@ def _stage(name: str, t0: float) -> None:
     print(f"[{time.perf_counter() - t0:6.1f}s] {name}", flush=True)
 
 
-def _write_world(d: Path, scenes, exclude_ru: set | None, seed: int) -> list[dict]:
+def _write_world(d: Path, scenes, seed: int, lang: str = "ru") -> list[dict]:
     from PIL import Image
 
     d.mkdir(parents=True, exist_ok=True)
@@ -48,9 +49,9 @@ def _write_world(d: Path, scenes, exclude_ru: set | None, seed: int) -> list[dic
     for i, s in enumerate(scenes):
         name = f"{i:05d}.png"
         Image.fromarray(render(s)).save(d / name)
-        en, ru = captions(s.count, s.colour, s.shape, s.position, random.Random(seed * 7919 + i))
+        en, tg = captions(s.count, s.colour, s.shape, s.position, random.Random(seed * 7919 + i), lang)
         rows += [{"image": name, "caption": r, "caption_en": e, "shape": s.shape, "colour": s.colour,
-                  "count": s.count} for r, e in zip(ru, en)]
+                  "count": s.count} for r, e in zip(tg, en)]
     return rows
 
 
@@ -110,7 +111,7 @@ def _train_teacher(rows: list[dict], img_dir: Path, out: Path, epochs: int, seed
 
 def _tasks(lang: str):
     """Zero-shot tasks: class forms keyed by the attribute the template fixes."""
-    ph = ru_phrase if lang == "ru" else en_phrase
+    ph = LANGS[lang][0] if lang in LANGS else en_phrase
     shape = ([{c: ph(1, c, s, False) for c in COLOURS} for s in SHAPES], [f"{{{c}}}" for c in COLOURS], SHAPES, "shape")
     colour = ([{s: ph(1, c, s, False) for s in SHAPES} for c in COLOURS], [f"{{{s}}}" for s in SHAPES], list(COLOURS), "colour")
     count = ([{f"{c}_{s}": ph(n, c, s) for c in COLOURS for s in SHAPES} for n in COUNTS],
@@ -119,10 +120,13 @@ def _tasks(lang: str):
 
 
 def _display(lang: str, task: str, value) -> str:
+    if lang not in LANGS:
+        return str(value)
+    ph = LANGS[lang][0]
     if task == "shape":
-        return ru_phrase(1, "black", value, False).split()[-1] if lang == "ru" else value
-    if task == "colour":
-        return ru_phrase(1, value, "circle", False).split()[0] if lang == "ru" else value
+        return ph(1, "black", value, False).split()[-1]
+    if task == "colour":   # the masculine form: Russian's circle, Ukrainian's square
+        return ph(1, value, "circle" if lang == "ru" else "square", False).split()[0]
     return str(value)
 
 
@@ -145,41 +149,42 @@ def run_demo(cfg: DemoConfig) -> dict:
     evaluation -> search index -> report. -> the summary (also report/summary.json)."""
     from ..files import check_out_dir
 
-    if cfg.lang != "ru":
-        raise ValueError("the built-in world speaks English and Russian: --lang ru")
+    if cfg.lang not in LANGS:
+        raise ValueError(f"the built-in world speaks English and {', '.join(LANGS)}: --lang {cfg.lang} is not one of them")
     n_train, n_test, t_epochs, s_epochs, merges = SIZES[cfg.size]
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)
     out = check_out_dir(cfg.out, "demo", ("summary.json", "world"))
     out.mkdir(parents=True, exist_ok=True)
-    rows, test_rows = _make_world(out, n_train, n_test, cfg.seed, t0)
+    rows, test_rows = _make_world(out, n_train, n_test, cfg.seed, t0, cfg.lang)
     _stage("stage 0: training the English teacher CLIP (stand-in for OpenAI's)", t0)
     weights = _train_teacher(rows, out / "world" / "train", out / "teacher", t_epochs, cfg.seed, t0)
     arch = str(out / "teacher" / "arch.json")
     runs = _train_students(cfg, out, arch, weights, merges, s_epochs, t0)
     _stage("stage 2: evaluation on held-out pictures", t0)
-    ev = _evaluate(out, arch, weights, test_rows, runs)
+    ev = _evaluate(out, arch, weights, test_rows, runs, cfg.lang)
     _stage("stage 3: a search index of the test pictures", t0)
     _index_test_pictures(out, arch, weights, ev["first"], ev["test_imgs"])
     summary = _report(out, ev["results"], ev["retr"], ev["held"], ev["students"], ev["test_imgs"], ev["first"],
                       ev["feats"], t0, cfg)
-    print(f"search the test pictures in Russian or English:\n  langclip serve --index {out / 'index'} "
+    print(f"search the test pictures in {LANGS[cfg.lang][4]} or English:\n  langclip serve --index {out / 'index'} "
           f"--model {out / 'runs' / 'clip'}\n  langclip search --index {out / 'index'} --model {out / 'runs' / 'clip'} "
-          f"\"две красные звезды\"")
+          f"\"{LANGS[cfg.lang][0](2, 'red', 'star')}\"")
     return summary
 
 
-def _make_world(out: Path, n_train: int, n_test: int, seed: int, t0: float) -> tuple[list[dict], list[dict]]:
+def _make_world(out: Path, n_train: int, n_test: int, seed: int, t0: float,
+                lang: str = "ru") -> tuple[list[dict], list[dict]]:
     """Pictures and captions; the student's table leaves the held-out colour-shape combinations out."""
     _stage("world: generating pictures and captions", t0)
-    rows = _write_world(out / "world" / "train", sample_scenes(n_train, seed), None, seed)
-    test_rows = _write_world(out / "world" / "test", sample_scenes(n_test, seed + 1), None, seed + 1)
-    ru_rows = [r for r in rows if (r["colour"], r["shape"]) not in HELD_OUT]  # the student never reads these
+    rows = _write_world(out / "world" / "train", sample_scenes(n_train, seed), seed, lang)
+    test_rows = _write_world(out / "world" / "test", sample_scenes(n_test, seed + 1), seed + 1, lang)
+    tg_rows = [r for r in rows if (r["colour"], r["shape"]) not in HELD_OUT]  # the student never reads these
     with open(out / "world" / "train.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=["image", "caption", "caption_en"])
         w.writeheader()
-        w.writerows([{k: "train/" + r[k] if k == "image" else r[k] for k in ("image", "caption", "caption_en")} for r in ru_rows])
-    (out / "world" / "russian.txt").write_text("\n".join(r["caption"] for r in ru_rows), encoding="utf-8")
+        w.writerows([{k: "train/" + r[k] if k == "image" else r[k] for k in ("image", "caption", "caption_en")} for r in tg_rows])
+    (out / "world" / f"{LANGS[lang][4].lower()}.txt").write_text("\n".join(r["caption"] for r in tg_rows), encoding="utf-8")
     return rows, test_rows
 
 
@@ -189,15 +194,16 @@ def _train_students(cfg: DemoConfig, out: Path, arch: str, weights: Path, merges
     from ..tokenizer.train import train_tokenizer
     from ..train import train
 
-    _stage("stage 1: bilingual tokenizer (CLIP BPE + Russian merges)", t0)
-    train_tokenizer(TokenizerTrainConfig(lang="ru", merges=merges, corpus=[str(out / "world" / "russian.txt")],
+    name = LANGS[cfg.lang][4]
+    _stage(f"stage 1: bilingual tokenizer (CLIP BPE + {name} merges)", t0)
+    train_tokenizer(TokenizerTrainConfig(lang=cfg.lang, merges=merges, corpus=[str(out / "world" / f"{name.lower()}.txt")],
                                      wordfreq=True, wordfreq_top=20000, out=str(out / "tokenizer")))
     _stage("stage 1: image-embedding cache", t0)
     cache = build_cache(CacheConfig(data=[str(out / "world" / "train.csv")], clip=arch, weights=str(weights),
                                     out=str(out / "cache"), batch_size=256, workers=0, shard_size=4096))
     runs = {}
     for init in ("clip", "scratch"):
-        _stage(f"stage 1: Russian text tower, init={init}", t0)
+        _stage(f"stage 1: {name} text tower, init={init}", t0)
         shutil.rmtree(out / "runs" / init, ignore_errors=True)  # the demo regenerates everything it made
         runs[init] = train(TrainConfig(
             cache=str(cache), out=str(out / "runs" / init),
@@ -210,7 +216,7 @@ def _train_students(cfg: DemoConfig, out: Path, arch: str, weights: Path, merges
     return runs
 
 
-def _evaluate(out: Path, arch: str, weights: Path, test_rows: list[dict], runs: dict) -> dict:
+def _evaluate(out: Path, arch: str, weights: Path, test_rows: list[dict], runs: dict, lang: str = "ru") -> dict:
     """Stage 2: the teacher and both students, zero-shot (all pictures and the held-out combinations,
     and the students in English too) and retrieval on the test pictures."""
     from PIL import Image
@@ -240,8 +246,8 @@ def _evaluate(out: Path, arch: str, weights: Path, test_rows: list[dict], runs: 
     for init, run in runs.items():
         m, stok, _ = load_model(run)
         students[init] = (m, stok)
-        results[f"student_{init}_ru"] = _zero_shot(m, stok, feats, labels, "ru")
-        results[f"student_{init}_ru_heldout"] = _zero_shot(m, stok, feats, labels, "ru", held)
+        results[f"student_{init}_{lang}"] = _zero_shot(m, stok, feats, labels, lang)
+        results[f"student_{init}_{lang}_heldout"] = _zero_shot(m, stok, feats, labels, lang, held)
         results[f"student_{init}_en"] = _zero_shot(m, stok, feats, labels, "en")   # is English kept?
     retr = {}   # retrieval on the test pictures, first caption of each
     with torch.no_grad():
@@ -249,8 +255,8 @@ def _evaluate(out: Path, arch: str, weights: Path, test_rows: list[dict], runs: 
         t_en = teacher.encode_text(Tokenizer.clip()([first[n]["caption_en"] for n in test_imgs], context_length=24))
         retr["teacher_en"] = recall_at_k(t_en, feats, idx)
         for init, (m, stok) in students.items():
-            t_ru = m.encode_text(stok([first[n]["caption"] for n in test_imgs], context_length=24))
-            retr[f"student_{init}_ru"] = recall_at_k(t_ru, feats, idx)
+            t_tg = m.encode_text(stok([first[n]["caption"] for n in test_imgs], context_length=24))
+            retr[f"student_{init}_{lang}"] = recall_at_k(t_tg, feats, idx)
     return {"results": results, "retr": retr, "held": held, "students": students, "test_imgs": test_imgs,
             "first": first, "feats": feats}
 
@@ -278,26 +284,27 @@ def _report(out, results, retr, held, students, test_imgs, first, feats, t0, cfg
 
     rep = out / "report"
     rep.mkdir(parents=True, exist_ok=True)
+    lang, LG = cfg.lang, cfg.lang.upper()
     rows = []
     for task in ("shape", "colour", "count"):
         for split in ("", "_heldout"):
             t = results[f"teacher_en{split}"][task]["acc1"]
             r = {"task": task + (" (held-out combos)" if split else ""), "teacher EN": t}
             for init in ("clip", "scratch"):
-                s = results[f"student_{init}_ru{split}"][task]["acc1"]
-                r[f"student RU {init}"] = s
+                s = results[f"student_{init}_{lang}{split}"][task]["acc1"]
+                r[f"student {LG} {init}"] = s
                 r[f"{init} / teacher"] = s / t if t else 0.0
             r["chance"] = 1 / len(results["teacher_en"][task]["classnames"])
             rows.append(r)
     for r, task in zip(rows[::2], ("shape", "colour", "count")):
         for init in ("clip", "scratch"):   # the same students, English class names: is English kept?
             r[f"student EN {init}"] = results[f"student_{init}_en"][task]["acc1"]
-    cols = ["task", "teacher EN", "student RU clip", "clip / teacher", "student RU scratch", "scratch / teacher",
+    cols = ["task", "teacher EN", f"student {LG} clip", "clip / teacher", f"student {LG} scratch", "scratch / teacher",
             "student EN clip", "student EN scratch", "chance"]
     retr_rows = [{"model": k, **{m: v for m, v in d.items()}} for k, d in retr.items()]
     for init in ("clip", "scratch"):
         for task in ("shape", "colour", "count"):
-            res = results[f"student_{init}_ru"][task]
+            res = results[f"student_{init}_{lang}"][task]
             plot_confusion(res["confusion"], res["classnames"], rep / f"confusion_{init}_{task}.png",
                            f"студент ({init}), {task}")
     m, stok = students["clip"]
@@ -308,7 +315,7 @@ def _report(out, results, retr, held, students, test_imgs, first, feats, t0, cfg
         sim = (feats[pick] @ m.encode_text(stok(texts, context_length=24)).T).numpy()
     save_similarity(sim, ims, [test_imgs[i] for i in pick], texts, rep / "similarity.png")
     _curves(out, rep)
-    summary = {"seconds": round(time.perf_counter() - t0, 1), "seed": cfg.seed, "size": cfg.size,
+    summary = {"seconds": round(time.perf_counter() - t0, 1), "lang": lang, "seed": cfg.seed, "size": cfg.size,
                "english_replay": cfg.english_replay, "english_fraction": cfg.english_fraction, "precision": cfg.precision,
                "zero_shot": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in rows],
                "retrieval": retr, "held_out_combinations": sorted(map(list, HELD_OUT)),

@@ -1,9 +1,11 @@
 """A procedurally generated bilingual image world: 64×64 pictures of 1–5 equal objects (shape,
-colour, count, position) on noisy backgrounds, with English and grammatical Russian captions.
+colour, count, position) on noisy backgrounds, with English captions and grammatical ones in the
+target language: Russian (the default) or Ukrainian.
 
-Russian agreement is spelled out in tables (checked against pymorphy3 in the tests):
+Agreement is spelled out in tables (checked against pymorphy3's dictionaries in the tests):
 один красный круг · одна красная звезда · одно красное сердце · две красные звезды ·
-два красных круга · пять красных кругов · красное сердце слева.
+два красных круга · пять красных кругов · красное сердце слева;
+одне червоне коло · дві червоні зірки · два червоні квадрати · п'ять червоних кіл · червоне серце зліва.
 """
 from __future__ import annotations
 
@@ -34,6 +36,21 @@ RU_NUM = {1: {"m": "один", "f": "одна", "n": "одно"}, 2: {"m": "дв
           3: {"m": "три", "f": "три", "n": "три"}, 4: {"m": "четыре", "f": "четыре", "n": "четыре"},
           5: {"m": "пять", "f": "пять", "n": "пять"}}
 RU_POS = {"left": "слева", "right": "справа", "top": "сверху", "bottom": "снизу", "centre": "в центре"}
+# Ukrainian: noun gender and forms (nom sg, gen sg, nom pl, gen pl); with 2-4 the noun and its adjective
+# take the nominative plural ("дві червоні зірки", "два червоні квадрати"), from 5 the genitive plural
+UK_NOUN = {"circle": ("n", "коло", "кола", "кола", "кіл"), "square": ("m", "квадрат", "квадрата", "квадрати", "квадратів"),
+           "triangle": ("m", "трикутник", "трикутника", "трикутники", "трикутників"),
+           "star": ("f", "зірка", "зірки", "зірки", "зірок"), "heart": ("n", "серце", "серця", "серця", "сердець")}
+UK_ADJ = {"red": ("червоний", "червона", "червоне", "червоні", "червоних"),
+          "green": ("зелений", "зелена", "зелене", "зелені", "зелених"),
+          "blue": ("синій", "синя", "синє", "сині", "синіх"),
+          "yellow": ("жовтий", "жовта", "жовте", "жовті", "жовтих"),
+          "purple": ("фіолетовий", "фіолетова", "фіолетове", "фіолетові", "фіолетових"),
+          "black": ("чорний", "чорна", "чорне", "чорні", "чорних")}
+UK_NUM = {1: {"m": "один", "f": "одна", "n": "одне"}, 2: {"m": "два", "f": "дві", "n": "два"},
+          3: {"m": "три", "f": "три", "n": "три"}, 4: {"m": "чотири", "f": "чотири", "n": "чотири"},
+          5: {"m": "п'ять", "f": "п'ять", "n": "п'ять"}}
+UK_POS = {"left": "зліва", "right": "справа", "top": "зверху", "bottom": "знизу", "centre": "у центрі"}
 EN_NUM = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}
 EN_PLURAL = {"circle": "circles", "square": "squares", "triangle": "triangles", "star": "stars", "heart": "hearts"}
 EN_POS = {"left": "on the left", "right": "on the right", "top": "at the top", "bottom": "at the bottom", "centre": "in the centre"}
@@ -52,24 +69,43 @@ def ru_phrase(count: int, colour: str, shape: str, with_number: bool = True) -> 
     return f"{RU_NUM[count][g]} {a_gen_pl} {gen_pl}"
 
 
+def uk_phrase(count: int, colour: str, shape: str, with_number: bool = True) -> str:
+    """'дві червоні зірки', 'п'ять червоних кіл', 'червоне серце' (count 1, no number)."""
+    g, nom_sg, _, nom_pl, gen_pl = UK_NOUN[shape]
+    a_m, a_f, a_n, a_pl, a_gen_pl = UK_ADJ[colour]
+    if count == 1:
+        adj = {"m": a_m, "f": a_f, "n": a_n}[g]
+        return f"{UK_NUM[1][g]} {adj} {nom_sg}" if with_number else f"{adj} {nom_sg}"
+    if count in (2, 3, 4):
+        return f"{UK_NUM[count][g]} {a_pl} {nom_pl}"
+    return f"{UK_NUM[count][g]} {a_gen_pl} {gen_pl}"
+
+
 def en_phrase(count: int, colour: str, shape: str, with_number: bool = True) -> str:
     if count == 1:
         return f"{'one' if with_number else 'a'} {colour} {shape}"
     return f"{EN_NUM[count]} {colour} {EN_PLURAL[shape]}"
 
 
-def captions(count: int, colour: str, shape: str, position: str | None, rng: random.Random) -> tuple[list[str], list[str]]:
-    """Paraphrases in both languages, aligned one to one."""
-    en, ru = [en_phrase(count, colour, shape)], [ru_phrase(count, colour, shape)]
+# the target languages: phrase, positions, "a picture of ...", "an image with ...", the language's name
+LANGS = {"ru": (ru_phrase, RU_POS, "на картинке", "изображение:", "Russian"),
+         "uk": (uk_phrase, UK_POS, "на картинці", "зображення:", "Ukrainian")}
+
+
+def captions(count: int, colour: str, shape: str, position: str | None, rng: random.Random,
+             lang: str = "ru") -> tuple[list[str], list[str]]:
+    """Paraphrases in English and in `lang`, aligned one to one."""
+    phrase, pos, picture, image, _ = LANGS[lang]
+    en, tg = [en_phrase(count, colour, shape)], [phrase(count, colour, shape)]
     en.append(f"a picture of {en[0]}")
-    ru.append(f"на картинке {ru[0]}")
+    tg.append(f"{picture} {tg[0]}")
     if count == 1 and position:
         en.append(f"{en_phrase(1, colour, shape, False)} {EN_POS[position]}")
-        ru.append(f"{ru_phrase(1, colour, shape, False)} {RU_POS[position]}")
+        tg.append(f"{phrase(1, colour, shape, False)} {pos[position]}")
     else:
         en.append(f"an image with {en[0]}")
-        ru.append(f"изображение: {ru[0]}")
-    return en, ru
+        tg.append(f"{image} {tg[0]}")
+    return en, tg
 
 
 @dataclass
