@@ -177,7 +177,8 @@ def test_name_lists_read_one_way(tmp_path):
     assert read_names("кот", "labels", ex) == ["кот"]
     for bad, kw, msg in (("labels.txt", {}, "labels file not found"), ("@x", {}, "labels file not found"),
                          ("кот", {"bare_is_file": True}, "labels file not found"), (" , ", {}, "no labels given"),
-                         (str(tmp_path / "l.json"), {"lang": "de"}, "expected a non-empty JSON list")):
+                         (str(tmp_path / "l.json"), {"lang": "de"}, "expected a non-empty JSON list"),
+                         (str(tmp_path / "l.json"), {}, r"labels by language \(ru, en\): say which with --lang")):
         with pytest.raises((FileNotFoundError, ValueError), match=msg):
             read_names(bad, "labels", ex, **kw)
 

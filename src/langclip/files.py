@@ -158,7 +158,9 @@ def _read_list_file(f: Path, what: str, example: str, lang: str | None) -> list[
         items = json.loads(read_utf8(f))
     except json.JSONDecodeError as e:
         raise ValueError(f"{f}: not a JSON list of {what} ({e})") from None
-    items = items.get(lang, items) if isinstance(items, dict) and lang else items
+    if isinstance(items, dict) and not lang:
+        raise ValueError(f"{f}: {what} by language ({', '.join(map(str, items))}): say which with --lang, or give a plain list")
+    items = items.get(lang, items) if isinstance(items, dict) else items
     if not isinstance(items, list) or not items or not all(isinstance(x, (str, dict)) for x in items):
         raise ValueError(f"{f}: expected a non-empty JSON list of {what}" + (f" (or {{\"{lang}\": [...]}})" if lang else ""))
     return items
