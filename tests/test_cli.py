@@ -130,10 +130,12 @@ def test_predict_and_similarity_on_a_folder_of_phone_photos(tmp_path, run_dir, t
     for mode, extra, label_arg in (("upright", [], str(tmp_path / "labels.json")),
                                    ("as_stored", ["--as-stored"], "кот, собака,лошадь")):
         out = tmp_path / f"{mode}.csv"
+        monkeypatch.setattr(inf, "QUIET_OVER", 1 if mode == "upright" else 20)   # a large folder: the file only
         assert main(["predict", "--model", str(run_dir), "--image", str(photos), "--labels", label_arg, "--lang", "ru",
                      "--top", "3", "--out", str(out), "--device", "cpu", *extra]) == 0
         printed = capsys.readouterr()
         assert "2 pictures classified, 1 skipped" in printed.out and "broken.jpg: skipped" in caplog.text
+        assert ("%" in printed.out) == (mode == "as_stored"), printed.out
         caplog.clear()
         rows = list(csv.DictReader(out.open(encoding="utf-8")))
         assert [r["image"] for r in rows] == [str(photos / "plain.jpg")] * 3 + [str(photos / "trip" / "portrait.jpg")] * 3

@@ -210,11 +210,15 @@ def parse_labels(labels: str | list[str], lang: str | None = None) -> list[str]:
     return read_names(labels, "labels", '--labels "кот,собака" or a file with one a line', lang=lang)
 
 
+QUIET_OVER = 20   # with --out, more pictures than this are not printed one by one
+
+
 def predict_cli(model: str, images: list[str], labels: str, top: int = 5, lang: str | None = None,
                 weights: str | None = None, device: str | None = None, out: str | None = None,
                 upright: bool = True) -> list:
     """Each picture's `top` labels. `images`: files and folders (their pictures); `out`: the results
-    as .csv (image, rank, label, prob), or .jsonl/.json."""
+    as .csv (image, rank, label, prob), or .jsonl/.json (then, beyond QUIET_OVER pictures, a progress
+    bar instead of a printed block per picture)."""
     from .files import check_out_file
 
     labs = parse_labels(labels, lang)
@@ -223,17 +227,23 @@ def predict_cli(model: str, images: list[str], labels: str, top: int = 5, lang: 
         if Path(out).suffix.lower() not in (".csv", ".jsonl", ".json"):
             raise ValueError(f"{out}: predictions are written as .csv or .jsonl (give --out NAME.csv)")
         check_out_file(out, "predictions", lambda p: _read_or_empty(p).startswith(('{"image"', "image,rank,label,prob")))
+    from .files import progress_bar
+
     m = load(model, device=device, weights=weights)
     w = m.label_weights(labs, lang=lang)
     res, skipped = [], []
+    quiet = bool(out) and len(paths) > QUIET_OVER     # a folder's predictions go to the file, with a progress bar
+    bar = progress_bar(total=len(paths), desc="predict", unit="img", disable=not quiet)
     for names, ims in iter_images(paths, skipped, upright):
         for p, pr in zip(names, m.classify(ims, weights=w)):
             v, i = pr.topk(min(top, len(labs)))
             res.append({"image": p, "top": [{"label": _label_text(labs[j]), "prob": round(float(x), 4)}
                                             for x, j in zip(v, i)]})
-            print(p)
-            for x, j in zip(v, i):
-                print(f"  {float(x):6.1%}  {_label_text(labs[j])}")
+            if not quiet:
+                print(p + "".join(f"\n  {float(x):6.1%}  {_label_text(labs[j])}" for x, j in zip(v, i)))
+        bar.n = len(res) + len(skipped)
+        bar.refresh()
+    bar.close()
     if len(paths) > 1:
         print(f"{len(res)} pictures classified, {len(skipped)} skipped (not decodable)"
               + (f"; {from_folders} found in folders" if from_folders else ""))
