@@ -1,7 +1,7 @@
 """Tokenizer benchmark: training time of 32k Russian merges (wordfreq), tokens per word, and batch
 encoding throughput against open_clip's SimpleTokenizer on distinct sentences (same run, a ratio).
 
-    python benchmarks/tokenizer_bench.py [--merges 32000] [--sentences 20000 100000] [--repeats 3]
+    python benchmarks/tokenizer_bench.py [--lang ru] [--merges 32000] [--sentences 20000 100000] [--repeats 3]
 
 Encoding: one thread, fresh tokenizer objects for every measurement (both tokenizers memoise words,
 and both start empty, so the cost of every new word is inside the timing). Two kinds of text:
@@ -37,22 +37,23 @@ def sentences(lang, n, seed=0, kind="uniform"):
     return texts
 
 
-def english_identity(tok) -> dict:
-    """How many Latin-script words of wordfreq's Russian list get other ids than SimpleTokenizer's."""
+def english_identity(tok, lang: str = "ru") -> dict:
+    """How many Latin-script words of wordfreq's list for `lang` get other ids than SimpleTokenizer's."""
     import regex
     import wordfreq
     from open_clip.tokenizer import SimpleTokenizer
 
     ref = SimpleTokenizer()
-    latin = [w for w in wordfreq.get_frequency_dict("ru", wordlist="best")
+    latin = [w for w in wordfreq.get_frequency_dict(lang, wordlist="best")
              if regex.search(r"\p{Latin}", w) and not regex.search(r"\p{Cyrillic}", w)]
     bad = [w for w, ids in zip(latin, tok.encode_batch(latin)) if ids != ref.encode(w)]
-    return {"latin_words_in_ru_wordfreq": len(latin), "latin_words_with_other_ids": len(bad),
+    return {f"latin_words_in_{lang}_wordfreq": len(latin), "latin_words_with_other_ids": len(bad),
             "examples_with_other_ids": bad[:10]}
 
 
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--lang", default="ru", help="the target language (wordfreq's code): ru, uk, ...")
     ap.add_argument("--merges", type=int, default=32000)
     ap.add_argument("--sentences", type=int, nargs="+", default=[20000, 100000])
     ap.add_argument("--repeats", type=int, default=3)
@@ -74,17 +75,18 @@ def main():
     else:
         tok_dir = tempfile.mkdtemp()
         t0 = time.perf_counter()
-        tok = train_tokenizer(TokenizerTrainConfig(lang="ru", wordfreq=True, merges=a.merges, out=tok_dir),
+        tok = train_tokenizer(TokenizerTrainConfig(lang=a.lang, wordfreq=True, merges=a.merges, out=tok_dir),
                               progress=False)
         train_s = time.perf_counter() - t0
         clip = Tokenizer.clip()
-        print(json.dumps({"name": "train_ru_wordfreq", "merges": tok.num_added_merges, "seconds": round(train_s, 1),
-                          "tokens_per_word_ru_top100k_weighted": round(tokens_per_word(tok, "ru")["weighted"], 3),
-                          "clip_tokens_per_word_ru_top100k_weighted": round(tokens_per_word(clip, "ru")["weighted"], 3),
-                          "tokens_per_word_ru_top50k_weighted": round(tokens_per_word(tok, "ru", 50000)["weighted"], 3),
-                          "clip_tokens_per_word_ru_top50k_weighted": round(tokens_per_word(clip, "ru", 50000)["weighted"], 3),
-                          **english_identity(tok)}))
-    for lang in ("en", "ru"):
+        L = a.lang
+        print(json.dumps({"name": f"train_{L}_wordfreq", "merges": tok.num_added_merges, "seconds": round(train_s, 1),
+                          f"tokens_per_word_{L}_top100k_weighted": round(tokens_per_word(tok, L)["weighted"], 3),
+                          f"clip_tokens_per_word_{L}_top100k_weighted": round(tokens_per_word(clip, L)["weighted"], 3),
+                          f"tokens_per_word_{L}_top50k_weighted": round(tokens_per_word(tok, L, 50000)["weighted"], 3),
+                          f"clip_tokens_per_word_{L}_top50k_weighted": round(tokens_per_word(clip, L, 50000)["weighted"], 3),
+                          **english_identity(tok, L)}))
+    for lang in ("en", a.lang):
         for kind in ("uniform", "zipf"):
             for n in a.sentences:
                 texts = sentences(lang, n, kind=kind)
