@@ -56,29 +56,32 @@ EN_PLURAL = {"circle": "circles", "square": "squares", "triangle": "triangles", 
 EN_POS = {"left": "on the left", "right": "on the right", "top": "at the top", "bottom": "at the bottom", "centre": "in the centre"}
 
 
+def _slavic_phrase(noun: dict, adj: dict, num: dict, few, count: int, colour: str, shape: str,
+                   with_number: bool) -> str:
+    """Numeral + adjective + noun agreeing as Russian and Ukrainian do; `few(gender, adjective forms,
+    noun forms)` -> (adjective, noun) after 2, 3 and 4, where the two languages differ."""
+    g, nom_sg, gen_sg, nom_pl, gen_pl = noun[shape]
+    a_m, a_f, a_n, a_pl, a_gen_pl = adj[colour]
+    if count == 1:
+        a = {"m": a_m, "f": a_f, "n": a_n}[g]
+        return f"{num[1][g]} {a} {nom_sg}" if with_number else f"{a} {nom_sg}"
+    if count in (2, 3, 4):
+        a, n = few(g, (a_pl, a_gen_pl), (gen_sg, nom_pl))
+        return f"{num[count][g]} {a} {n}"
+    return f"{num[count][g]} {a_gen_pl} {gen_pl}"
+
+
 def ru_phrase(count: int, colour: str, shape: str, with_number: bool = True) -> str:
     """'две красные звезды', 'пять красных кругов', 'красное сердце' (count 1, no number)."""
-    g, nom_sg, gen_sg, nom_pl, gen_pl = RU_NOUN[shape]
-    a_m, a_f, a_n, a_pl, a_gen_pl = RU_ADJ[colour]
-    if count == 1:
-        adj = {"m": a_m, "f": a_f, "n": a_n}[g]
-        return f"{RU_NUM[1][g]} {adj} {nom_sg}" if with_number else f"{adj} {nom_sg}"
-    if count in (2, 3, 4):
-        adj = a_pl if g == "f" else a_gen_pl   # две красные звезды, два красных круга
-        return f"{RU_NUM[count][g]} {adj} {gen_sg}"
-    return f"{RU_NUM[count][g]} {a_gen_pl} {gen_pl}"
+    # две красные звезды, два красных круга: genitive singular noun; adjective nom pl (f) or gen pl
+    few = lambda g, a, n: (a[0] if g == "f" else a[1], n[0])     # noqa: E731
+    return _slavic_phrase(RU_NOUN, RU_ADJ, RU_NUM, few, count, colour, shape, with_number)
 
 
 def uk_phrase(count: int, colour: str, shape: str, with_number: bool = True) -> str:
     """'дві червоні зірки', 'п'ять червоних кіл', 'червоне серце' (count 1, no number)."""
-    g, nom_sg, _, nom_pl, gen_pl = UK_NOUN[shape]
-    a_m, a_f, a_n, a_pl, a_gen_pl = UK_ADJ[colour]
-    if count == 1:
-        adj = {"m": a_m, "f": a_f, "n": a_n}[g]
-        return f"{UK_NUM[1][g]} {adj} {nom_sg}" if with_number else f"{adj} {nom_sg}"
-    if count in (2, 3, 4):
-        return f"{UK_NUM[count][g]} {a_pl} {nom_pl}"
-    return f"{UK_NUM[count][g]} {a_gen_pl} {gen_pl}"
+    few = lambda g, a, n: (a[0], n[1])      # noqa: E731   два червоні квадрати: both nominative plural
+    return _slavic_phrase(UK_NOUN, UK_ADJ, UK_NUM, few, count, colour, shape, with_number)
 
 
 def en_phrase(count: int, colour: str, shape: str, with_number: bool = True) -> str:
