@@ -371,6 +371,32 @@ def test_caption_ids_are_tokenized_once_and_kept_beside_the_cache(tmp_path, trai
     assert tokens_key(cache, rows, ru_tokenizer, 16, None) != tokens_key(cache, rows[3:], ru_tokenizer, 16, None)
 
 
+def test_a_killed_writers_temporary_token_files_are_removed(tmp_path, ru_tokenizer):
+    """A run killed while writing token ids leaves `<name>.<part>.<host>-<pid>.tmp.npy` files; the next
+    writer on that host removes those whose process is gone, and keeps a live writer's and another
+    host's (a shared file system under multi-node torchrun)."""
+    import socket
+
+    from langclip.train.batches import TokenTable
+    from langclip.train.tokens import load_table, save_table
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    host = socket.gethostname().replace(".", "_")
+    d = tmp_path / "tokens" / "k"
+    d.mkdir(parents=True)
+    stale = [d / f"caption.flat.{host}-{dead}.tmp.npy", d / f"caption.{host}-{dead}.tmp.json"]
+    kept = [d / f"caption.flat.{host}-{os.getppid()}.tmp.npy", d / f"caption.flat.other-host-{dead}.tmp.npy"]
+    for f in stale + kept:
+        f.write_bytes(b"half")
+    t = TokenTable.encode(ru_tokenizer, ["красный круг", "синяя звезда"], 16, None)
+    assert save_table([d], "caption", t) == d
+    assert [f.exists() for f in stale + kept] == [False, False, True, True]
+    assert torch.equal(load_table(d, "caption").batch(torch.arange(2), 1), t.batch(torch.arange(2), 1))
+    assert sorted(f.name for f in d.iterdir() if ".tmp." not in f.name) == [
+        "caption.flat.npy", "caption.json", "caption.lengths.npy"]
+
+
 @pytest.mark.parametrize("loss", [{"contrastive": 1.0}, {"contrastive": 0.0, "distill": 1.0, "english": 0.5},
                                   {"contrastive": 1.0, "distill": 0.5, "precision": "bf16-weights"},
                                   {"contrastive": 1.0, "distill": 0.5, "compile": True}],

@@ -7,6 +7,8 @@ torchrun rank 0 tokenizes and writes while the others wait, then every rank maps
 
 A table is three files: `<name>.flat.npy` (int32 ids, ragged), `<name>.lengths.npy` (int32) and
 `<name>.json`, written last: a table without its json (a run killed while writing) is made again.
+Temporary files carry the writer's host and process id; the next writer on that host removes those
+whose process is gone (a killed run's), never a live writer's.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -54,17 +57,47 @@ def load_table(d: Path, name: str) -> TokenTable:
     return TokenTable(flat, lengths, meta["pad_id"], meta["context_length"])
 
 
+def _writer() -> str:
+    return f"{socket.gethostname().replace('.', '_')}-{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:          # exists, another user's
+        return True
+    return True
+
+
+def sweep_stale(d: Path) -> int:
+    """Remove the temporary files in `d` that a killed writer on this host left (its process is gone);
+    another host's, or a live process's, stay. Returns how many went."""
+    host, gone = _writer().rsplit("-", 1)[0], 0
+    for f in d.glob("*.tmp.*"):
+        parts = f.name.split(".")
+        w = parts[-3] if len(parts) >= 4 else ""
+        h, _, pid = w.rpartition("-")
+        if h == host and pid.isdigit() and not _alive(int(pid)):
+            f.unlink(missing_ok=True)
+            gone += 1
+    return gone
+
+
 def save_table(dirs: list[Path], name: str, t: TokenTable) -> Path | None:
     """Write a table into the first folder that takes it; None (a warning) where none does."""
     for d in dirs:
         try:
             d.mkdir(parents=True, exist_ok=True)
+            if sweep_stale(d):
+                log.info("removed what a killed run left half-written in %s", d)
             for part, x in (("flat", t.flat), ("lengths", t.lengths)):
-                tmp = d / f"{name}.{part}.{os.getpid()}.tmp.npy"
+                tmp = d / f"{name}.{part}.{_writer()}.tmp.npy"
                 np.save(tmp, x.numpy())
                 os.replace(tmp, d / f"{name}.{part}.npy")
             meta = {"rows": len(t), "ids": int(t.flat.numel()), "pad_id": t.pad_id, "context_length": t.context_length}
-            tmp = d / f"{name}.{os.getpid()}.tmp.json"
+            tmp = d / f"{name}.{_writer()}.tmp.json"
             tmp.write_text(json.dumps(meta), encoding="utf-8")
             os.replace(tmp, d / f"{name}.json")
             return d
