@@ -344,3 +344,81 @@ def test_exif_orientation_turns_pictures_upright_in_every_path(tmp_path):
         assert torch.equal(decode_rgb(data), stored), o                   # without `orient`: as stored (as PIL)
         upright = DevicePreprocess(pp, torch.device("cpu"), refs)._resize([want])[0]
         assert torch.equal(x[o - 1], upright), o                          # the device path: the same pixels
+
+
+def _extraneous(jpeg: bytes, n: int = 3) -> bytes:
+    """A JPEG with `n` stray bytes before its start-of-scan marker: libjpeg decodes it and warns."""
+    d = bytearray(jpeg)
+    i = d.find(b"\xff\xda")
+    d[i:i] = b"\x00" * n
+    return bytes(d)
+
+
+def test_libjpeg_warnings_are_caught_per_picture_and_other_output_passes(capfd):
+    """quiet_libjpeg hands back libjpeg's lines for the one decode (which otherwise go straight to file
+    descriptor 2), writes anything else printed meanwhile to standard error, and lets errors through."""
+    import io
+    import os
+    import sys
+
+    from langclip.cache.decode import jpeg_decoder
+    from langclip.cache.libjpeg import quiet_libjpeg
+
+    b = io.BytesIO()
+    _photo(64, 48, 0).save(b, "JPEG")
+    bad = torch.frombuffer(bytearray(_extraneous(b.getvalue())), dtype=torch.uint8)
+    _, decode = jpeg_decoder()
+    decode(bad)
+    assert "Corrupt JPEG data: 3 extraneous bytes" in capfd.readouterr().err   # what a build printed before
+
+    def noisy(x):
+        print("a python line", file=sys.stderr)
+        os.write(2, b"a C library line\n")
+        return decode(x)
+
+    pic, warned = quiet_libjpeg(noisy, bad)
+    assert pic.shape == (3, 48, 64) and warned == ["Corrupt JPEG data: 3 extraneous bytes before marker 0xda"]
+    err = capfd.readouterr().err
+    assert "Corrupt JPEG" not in err and err.index("a python line") < err.index("a C library line")
+    assert quiet_libjpeg(decode, torch.frombuffer(bytearray(b.getvalue()), dtype=torch.uint8))[1] == []
+    with pytest.raises(RuntimeError):
+        quiet_libjpeg(decode, bad[:200])
+    os.write(2, b"after\n")          # standard error is back where it was
+    assert capfd.readouterr().err.endswith("after\n")
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_damaged_jpegs_decoded_anyway_are_counted_not_printed(tmp_path, tiny_arch, tiny_clip, capfd, caplog, workers):
+    """`--decode torchvision` (the index's default) on a folder with JPEGs that libjpeg decodes despite
+    stray bytes: nothing of libjpeg's reaches standard error, the build's log names how many and the
+    first files, and their embeddings are the ones PIL's path gives (the same pictures)."""
+    import logging
+
+    d = tmp_path / "img"
+    d.mkdir()
+    names = []
+    for i in range(6):
+        b = (d / "x.jpg")
+        _photo(160, 120, i).save(b, quality=90)
+        name = f"{i}{'_damaged' if i in (1, 4) else ''}.jpg"
+        (d / name).write_bytes(_extraneous(b.read_bytes()) if i in (1, 4) else b.read_bytes())
+        names.append(name)
+    (d / "x.jpg").unlink()
+    with open(tmp_path / "pairs.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "caption"])
+        w.writerows([[f"img/{n}", f"фото {n}"] for n in names])
+    caches = {}
+    with caplog.at_level(logging.WARNING, logger="langclip"):
+        for mode in ("pil", "torchvision"):
+            caches[mode] = load_cache(build_cache(CacheConfig(
+                data=[str(tmp_path / "pairs.csv")], clip=tiny_arch, weights=tiny_clip[1], out=str(tmp_path / mode),
+                batch_size=4, workers=workers, shard_size=4, decode=mode), progress=False))
+    assert "Corrupt JPEG" not in capfd.readouterr().err
+    logged = [r.getMessage() for r in caplog.records if "damaged data" in r.getMessage()]
+    assert len(logged) == 1 and logged[0].startswith("2 pictures were decoded despite damaged data"), logged
+    assert "1_damaged.jpg: Corrupt JPEG data: 3 extraneous bytes" in logged[0] and "4_damaged.jpg" in logged[0]
+    a, b = caches["pil"], caches["torchvision"]
+    assert a.image_ok.all() and b.image_ok.all() and not b.manifest["failures"]
+    cos = (a.image_emb.float() * b.image_emb.float()).sum(-1)
+    assert cos.min() > 0.999, cos

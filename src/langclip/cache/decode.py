@@ -29,9 +29,11 @@ import os
 import torch
 
 from ..pairs import ImageRef, decode_image, open_image, read_image_bytes
+from .libjpeg import quiet_libjpeg
 
 _JPEG = b"\xff\xd8\xff"
 JPEG_DECODERS = ("torchcodec", "torchvision")
+WARNED = "decoded despite libjpeg's warning: "   # a picture's reason when it worked but libjpeg warned
 
 
 @functools.lru_cache(maxsize=None)
@@ -189,9 +191,9 @@ class DecodedImages(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         row = self.rows[i]
-        try:
-            pic = decode_rgb(read_image_bytes(self.refs[row]), self.draft, self.orient)
-            return row, resize_crop_uint8(pic, self.size, self.interp), ""
+        try:   # libjpeg's warnings on a damaged JPEG it decodes anyway: counted and named, not printed
+            pic, warned = quiet_libjpeg(decode_rgb, read_image_bytes(self.refs[row]), self.draft, self.orient)
+            return row, resize_crop_uint8(pic, self.size, self.interp), (f"{WARNED}{warned[0]}" if warned else "")
         except Exception as e:  # corrupt, missing, truncated: skipped and counted like the PIL path
             return row, None, f"{type(e).__name__}: {str(e)[:200]}"
 

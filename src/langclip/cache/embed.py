@@ -16,8 +16,8 @@ from ..config import CacheConfig
 from ..dist import init_from_env
 from ..files import atomic_write, atomic_write_text, check_out_dir, pick_device, progress_bar, sha256_file
 from ..pairs import ImageDataset, collate_images, read_pairs, read_parallel
-from .decode import (DecodedImages, DevicePreprocess, EncodedImages, Normalize255, collate_encoded, decode_ahead,
-                     uint8_transform)
+from .decode import (WARNED, DecodedImages, DevicePreprocess, EncodedImages, Normalize255, collate_encoded,
+                     decode_ahead, uint8_transform)
 from .store import CACHE_FORMAT, write_manifest, write_normalized, write_tables, write_teacher_dense
 
 log = logging.getLogger(__name__)
@@ -181,11 +181,14 @@ def _embed_images(model, pairs, cfg: CacheConfig, out: Path, device, rank: int, 
     shards_out = _Shards(out, pairs, todo, S, model.clip.visual.output_dim)
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     seen = failed = 0
+    warned, n_warned = [], 0   # pictures decoded despite damaged data: the first few (row, libjpeg's line), how many
     batches = (loader if on_device is None else decode_ahead(loader, on_device, device) if cfg.decode_ahead
                else (on_device(*b) for b in loader))
     with torch.inference_mode():
         for brows, bok, x, reasons in batches:
             seen, failed = seen + len(brows), failed + len(brows) - sum(bok)
+            w = [(r, why) for r, o, why in zip(brows, bok, reasons) if o and why.startswith(WARNED)]
+            warned, n_warned = (warned + w)[:3], n_warned + len(w)
             if failed > cfg.max_failure_rate * seen and seen >= min(len(rows), 100):
                 shards_out.add(brows, bok, None, reasons)
                 raise ValueError(_failure_message(cfg, pairs, shards_out.fail, failed, seen, out,
@@ -200,6 +203,10 @@ def _embed_images(model, pairs, cfg: CacheConfig, out: Path, device, rank: int, 
             shards_out.flush_done(brows[-1])
     shards_out.flush_done()
     bar.close()
+    if n_warned:
+        log.warning("%d pictures were decoded despite damaged data (libjpeg's warnings, not printed one by "
+                    "one); the first: %s", n_warned, "; ".join(
+                        f"{pairs.images[r].key}: {why[len(WARNED):]}" for r, why in warned))
     if on_device is not None and on_device.fallbacks:
         log.info("--decode nvjpeg: %d pictures were not baseline JPEGs and were decoded with PIL", on_device.fallbacks)
 
