@@ -6,41 +6,7 @@ import json
 import logging
 import sys
 
-EPILOGS = {
-    "tokenizer train": "example:\n  langclip tokenizer train --lang ru --wordfreq --merges 32000 --out tok/\n"
-                       "  langclip tokenizer train --lang el --corpus captions.parquet --column caption_el --merges 8000 --out tok-el/",
-    "tokenizer stats": "example:\n  langclip tokenizer stats --tokenizer tok/ --lang ru [--corpus queries.txt]",
-    "tokenizer encode": "example:\n  langclip tokenizer encode --tokenizer tok/ \"фото полосатого кота\"",
-    "cache build": "example:\n  langclip cache build --data pairs.parquet --clip ViT-B-32-quickgelu --pretrained openai --out cache/\n"
-                   "  langclip cache build --data pairs.parquet --clip ViT-B-32-quickgelu --weights ViT-B-32.pt --out cache/\n"
-                   "  torchrun --nproc_per_node 8 -m langclip cache build --data 'shards/{00000..00999}.tar' ...\n"
-                   "  langclip cache build --text-only --data parallel.tsv --clip ViT-B-32-quickgelu --weights ViT-B-32.pt --out cache-text/",
-    "train": "example:\n  langclip train --config configs/ru-vitb32-clip-init.yaml\n"
-             "  langclip train --config configs/ru-vitb32-clip-init.yaml epochs=3 optim.lr=1e-4 --resume latest\n"
-             "  langclip train --config configs/ru-vitb32-clip-init.yaml precision=bf16-weights   # GPU: bf16 copy, fp32 masters\n"
-             "  torchrun --nproc_per_node 8 -m langclip train --config configs/ru-vitb32-clip-init.yaml",
-    "eval": "example:\n  langclip eval --model runs/ru --dataset cifar10 cifar100 caltech101 --lang ru --data-root ~/data --reference --out eval/\n"
-            "  langclip eval --model runs/ru --dataset babel_imagenet xm3600 xtd10 food101 flowers102 --lang ru --data-root ~/data --reference --out eval/\n"
-            "  langclip eval --model runs/ru --dataset imagefolder:photos/ --lang ru --classnames names.json\n"
-            "  langclip eval --model runs/ru --dataset imagefolder:pets/ --lang ru --classnames \"кошка,собака\"",
-    "eval-retrieval": "example:\n  langclip eval-retrieval --model runs/ru --data cache/            # the run's held-out images\n"
-                      "  langclip eval-retrieval --model runs/ru --data test_pairs.parquet --out eval/",
-    "predict": "example:\n  langclip predict --model runs/ru --image cat.jpg --labels \"кот,собака,лошадь\" --lang ru\n"
-               "  langclip predict --model runs/ru --image photos/ --labels labels.txt --lang ru --out predictions.csv\n"
-               "  langclip predict --model runs/ru --image *.jpg --labels @labels.txt --weights ViT-B-32.pt --device cpu",
-    "similarity": "example:\n  langclip similarity --model runs/ru --images a.jpg b.jpg --texts texts.txt --out sim.png\n"
-                  "  langclip similarity --model runs/ru --images *.jpg --texts \"красный круг\" \"синяя звезда\" --out sim.png",
-    "export": "example:\n  langclip export --model runs/ru --format open_clip --out export/\n"
-              "  langclip export --model runs/ru --format hf --out export-hf/     # transformers CLIPModel\n"
-              "  langclip export --model runs/ru --format onnx --out export-onnx/ # onnxruntime, no torch\n"
-              "  langclip export --model runs/ru --format immich --out immich/ViT-B-32__openai/   # Immich smart search\n"
-              "  python -c \"import open_clip; open_clip.create_model_and_transforms('local-dir:export/')\"",
-    "demo": "examples:\n  langclip demo --out demo/          # ~2 minutes on a 2-core CPU, no network\n"
-            "  langclip demo --lang uk --out demo-uk/     # the same world in Ukrainian",
-    "data cc3m-tsv": "example:\n  langclip data cc3m-tsv --tsv Train_GCC-training.tsv --out cc3m_train.tsv",
-    "data translations": "example:\n  langclip data translations --lang ru --translations cc3m_mt_train_ru.jsonl cc3m_mt_dev_ru.jsonl "
-                         "--shards 'cc3m/{00000..00331}.tar' --out cc3m_ru.parquet",
-}
+from .cli_examples import EPILOGS
 
 
 def _p(sub, name: str, help: str) -> argparse.ArgumentParser:
