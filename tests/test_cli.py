@@ -70,6 +70,9 @@ def test_predict_inflects_labels_into_the_templates_forms(tmp_path, run_dir, tin
     assert forms["gen"] == "серой кошки" and forms["nom"] == "серая кошка"
     assert fill("фото {gen}", label_forms("кот", "ru")) == "фото кота"
     assert label_forms("iphone", "ru")["gen"] == "iphone"          # unknown words stay as written
+    # a word before the last agreeing one reads as an adjective when it can: "смажені" is also a noun
+    assert label_forms("смажені кальмари", "uk")["gen"] == "смажених кальмарів"
+    assert label_forms("дві червоні зірки", "uk")["gen"] == "двох червоних зірок"
     labels = ["кот", "серая кошка", "лошадь"]
     by_lang = m.classify([img], labels, lang="ru")
     explicit = m.classify([img], [{"nom": x, "gen": g} for x, g in zip(labels, ["кота", "серой кошки", "лошади"])],

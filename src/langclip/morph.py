@@ -27,13 +27,17 @@ def _morph(lang: str = "ru"):
     return pymorphy3.MorphAnalyzer(lang=lang)
 
 
-def _nominative_parse(word: str, lang: str = "ru"):
-    """The most likely nominative reading of `word` (nouns first, then adjectives/participles), or None."""
+def _nominative_parse(word: str, lang: str = "ru", modifier: bool = False):
+    """The most likely nominative reading of `word` (nouns first, then adjectives/participles), or None.
+    modifier: the word stands before the phrase's last agreeing word, where an adjective or participle
+    reading comes first ("смажені кальмари": "смажені" is also a plural noun, fried food)."""
     # (Ukrainian's dictionary tags some lemmas without a case: "жаба NOUN,femn,inan" is the nominative)
     parses = [p for p in _morph(lang).parse(word)
               if "nomn" in p.tag or (lang == "uk" and p.tag.case is None and p.word == p.normal_form)]
     if not parses:
         return None
+    if modifier and any(p.tag.POS in ("ADJF", "PRTF") for p in parses):
+        parses = [p for p in parses if p.tag.POS in ("ADJF", "PRTF")]
     # a declinable noun first ("мак" is also the indeclinable abbreviation МАК), then any noun
     if lang == "uk":   # its dictionary also lists common nouns as surnames, and animals as inanimate too
         return sorted(parses, key=lambda p: (p.tag.POS != "NOUN", "Fixd" in p.tag, "Abbr" in p.tag,
@@ -46,12 +50,13 @@ def inflect_phrase(phrase: str, case: str, strict: bool = True, lang: str = "ru"
     """Put every agreeing word of a nominative `phrase` into pymorphy3's `case` ('gent'), keeping each
     word's number; a word written with a leading '=' is a fixed complement and stays ('голова =крокодила').
     strict: a word with no nominative reading is an error; otherwise it stays as written ('iphone')."""
-    out = []
-    for w in phrase.split(" "):
+    out, words = [], phrase.split(" ")
+    agreeing = [i for i, w in enumerate(words) if w and not w.startswith("=")]
+    for i, w in enumerate(words):
         if w.startswith("=") or not w:
             out.append(w[1:])
             continue
-        p = _nominative_parse(w.lower(), lang)
+        p = _nominative_parse(w.lower(), lang, modifier=i != agreeing[-1])
         f = p.inflect({case} | ({p.tag.number} if p.tag.number else set())) if p is not None else None
         if f is None:
             if strict:
