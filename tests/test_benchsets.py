@@ -121,12 +121,16 @@ def _clip_benchmark(argv, monkeypatch):
 
 def test_ukrainian_evaluation_as_the_recipe_runs_it(root, export_dir, tmp_path):
     """docs/recipe.md's Ukrainian evaluation: Babel-ImageNet's Ukrainian names and prompts, XM3600's
-    Ukrainian captions (CIFAR and Caltech101 in Ukrainian: tests/test_eval.py)."""
-    assert main(["eval", "--model", str(export_dir), "--dataset", "babel_imagenet", "xm3600", "--lang", "uk",
-                 "--data-root", str(root), "--device", "cpu", "--workers", "0", "--out", str(tmp_path / "uk")]) == 0
+    Ukrainian captions, Food-101 and Flowers-102 with the shipped Ukrainian names (CIFAR and Caltech101
+    in Ukrainian: tests/test_eval.py)."""
+    assert main(["eval", "--model", str(export_dir), "--dataset", "babel_imagenet", "xm3600", "food101", "flowers102",
+                 "--lang", "uk", "--data-root", str(root), "--device", "cpu", "--workers", "0",
+                 "--out", str(tmp_path / "uk")]) == 0
     res = json.loads((tmp_path / "uk" / "results.json").read_text(encoding="utf-8"))
     labels = json.loads((Path(CB.__file__).parent / "datasets" / "babel_imagenet.json").read_text())["UK"]
     assert res["babel_imagenet"]["classnames"] == labels[1] and res["xm3600"]["texts"] == 13
+    assert res["food101"]["n"] == 22 and res["food101"]["classnames"][0] == "яблучний пиріг"
+    assert res["flowers102"]["n"] == 26 and res["flowers102"]["classnames"][73] == "троянда"
 
 
 def test_clip_benchmark_on_the_export_equals_langclip_eval(root, export_dir, tmp_path, monkeypatch):
