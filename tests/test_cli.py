@@ -73,6 +73,13 @@ def test_predict_inflects_labels_into_the_templates_forms(tmp_path, run_dir, tin
     # a word before the last agreeing one reads as an adjective when it can: "смажені" is also a noun
     assert label_forms("смажені кальмари", "uk")["gen"] == "смажених кальмарів"
     assert label_forms("дві червоні зірки", "uk")["gen"] == "двох червоних зірок"
+    # the accusative follows the head noun: feminine singular declines, inanimate keeps the nominative,
+    # animate takes the genitive; a modifier's gender picks the head's reading ("зірка" is also masculine)
+    acc = {(ph, lang): label_forms(ph, lang, {"acc"})["acc"] for ph, lang in (
+        ("красный круг", "ru"), ("серый кот", "ru"), ("красные круги", "ru"), ("серая мышь", "ru"),
+        ("большое окно", "ru"), ("червоний круг", "uk"), ("червона зірка", "uk"), ("сірі коти", "uk"), ("жаба", "uk"))}
+    assert list(acc.values()) == ["красный круг", "серого кота", "красные круги", "серую мышь", "большое окно",
+                                  "червоний круг", "червону зірку", "сірих котів", "жабу"]
     labels = ["кот", "серая кошка", "лошадь"]
     by_lang = m.classify([img], labels, lang="ru")
     explicit = m.classify([img], [{"nom": x, "gen": g} for x, g in zip(labels, ["кота", "серой кошки", "лошади"])],

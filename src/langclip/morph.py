@@ -27,10 +27,12 @@ def _morph(lang: str = "ru"):
     return pymorphy3.MorphAnalyzer(lang=lang)
 
 
-def _nominative_parse(word: str, lang: str = "ru", modifier: bool = False):
+def _nominative_parse(word: str, lang: str = "ru", modifier: bool = False, gender: str | None = None):
     """The most likely nominative reading of `word` (nouns first, then adjectives/participles), or None.
     modifier: the word stands before the phrase's last agreeing word, where an adjective or participle
-    reading comes first ("смажені кальмари": "смажені" is also a plural noun, fried food)."""
+    reading comes first ("смажені кальмари": "смажені" is also a plural noun, fried food).
+    gender: the gender of the words that agree with it: a reading of that gender comes first ("червона
+    зірка": the feminine noun, not the masculine one the dictionary also lists)."""
     # (Ukrainian's dictionary tags some lemmas without a case: "жаба NOUN,femn,inan" is the nominative)
     parses = [p for p in _morph(lang).parse(word)
               if "nomn" in p.tag or (lang == "uk" and p.tag.case is None and p.word == p.normal_form)]
@@ -38,6 +40,8 @@ def _nominative_parse(word: str, lang: str = "ru", modifier: bool = False):
         return None
     if modifier and any(p.tag.POS in ("ADJF", "PRTF") for p in parses):
         parses = [p for p in parses if p.tag.POS in ("ADJF", "PRTF")]
+    if gender and any(gender in p.tag for p in parses):
+        parses = [p for p in parses if gender in p.tag]
     # a declinable noun first ("мак" is also the indeclinable abbreviation МАК), then any noun
     if lang == "uk":   # its dictionary also lists common nouns as surnames, and animals as inanimate too
         return sorted(parses, key=lambda p: (p.tag.POS != "NOUN", "Fixd" in p.tag, "Abbr" in p.tag,
@@ -49,14 +53,27 @@ def _nominative_parse(word: str, lang: str = "ru", modifier: bool = False):
 def inflect_phrase(phrase: str, case: str, strict: bool = True, lang: str = "ru") -> str:
     """Put every agreeing word of a nominative `phrase` into pymorphy3's `case` ('gent'), keeping each
     word's number; a word written with a leading '=' is a fixed complement and stays ('голова =крокодила').
-    strict: a word with no nominative reading is an error; otherwise it stays as written ('iphone')."""
+    strict: a word with no nominative reading is an error; otherwise it stays as written ('iphone').
+    The accusative follows the head noun (the last agreeing word), as in both languages: a feminine
+    singular head declines ("червону зірку"); otherwise an inanimate head keeps the nominative ("красный
+    круг", "дві червоні зірки") and an animate one takes the genitive ("серого кота", "двох котів")."""
     out, words = [], phrase.split(" ")
     agreeing = [i for i, w in enumerate(words) if w and not w.startswith("=")]
+    parses = {i: _nominative_parse(words[i].lower(), lang, modifier=i != agreeing[-1]) for i in agreeing[:-1]}
+    genders = {p.tag.gender for p in parses.values() if p is not None and p.tag.number != "plur"} - {None}
+    head = (_nominative_parse(words[agreeing[-1]].lower(), lang, gender=next(iter(genders)) if len(genders) == 1
+                              else None) if agreeing else None)
+    parses[agreeing[-1] if agreeing else -1] = head
+    if case == "accs" and head is not None and not ("femn" in head.tag and "plur" not in head.tag):
+        if "inan" in head.tag or ("neut" in head.tag and "plur" not in head.tag):
+            return " ".join(w[1:] if w.startswith("=") else w for w in words)
+        if "anim" in head.tag:
+            return inflect_phrase(phrase, "gent", strict, lang)
     for i, w in enumerate(words):
         if w.startswith("=") or not w:
             out.append(w[1:])
             continue
-        p = _nominative_parse(w.lower(), lang, modifier=i != agreeing[-1])
+        p = parses[i]
         f = p.inflect({case} | ({p.tag.number} if p.tag.number else set())) if p is not None else None
         if f is None:
             if strict:
