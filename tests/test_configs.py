@@ -32,3 +32,26 @@ def test_config_errors_name_the_key(tmp_path):
     p.write_text("optim:\n  lrate: 1\n")
     with pytest.raises(ConfigError, match="unknown key optim.'lrate'"):
         load_config(TrainConfig, p)
+
+
+def test_config_errors_say_where_the_value_came_from(tmp_path):
+    """A bad value in the file names the file and its line; one from the command line names the
+    key=value as typed; a near-miss key gets a suggestion; validation errors about a key do the same."""
+    p = tmp_path / "c.yaml"
+    p.write_text("# a comment\nepochs: 3\n\noptim:\n  warmup_steps: 10\n  lr: fast\nmodel:\n  init: clip\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml, line 6: optim\.lr: expected a number, got 'fast'"):
+        load_config(TrainConfig, p)
+    with pytest.raises(ConfigError, match=r"^command line 'epochs=zz': epochs: expected an integer"):
+        load_config(TrainConfig, p, ["optim.lr=1e-4", "epochs=zz"])
+    with pytest.raises(ConfigError, match=r"^command line 'optim.lrr=1': unknown key optim.'lrr' \(did you mean optim.lr\?\)"):
+        load_config(TrainConfig, p, ["optim.lr=1e-4", "optim.lrr=1"])
+    p.write_text("epochs: 3\ncorpus_extra: 1\n")
+    with pytest.raises(ConfigError, match=r"line 2: unknown key 'corpus_extra'"):
+        load_config(TrainConfig, p)
+    p.write_text("epochs: 3\nmodel:\n  init: clip\n  tokenizer: x\ncache: /no/such/cache\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml, line 5: cache: not found: /no/such/cache"):
+        load_config(TrainConfig, p)
+    with pytest.raises(ConfigError, match=r"^command line 'cache=/elsewhere': cache: not found"):
+        load_config(TrainConfig, p, ["cache=/elsewhere"])
+    with pytest.raises(ConfigError, match=r"override 'optim.lr=\[1': invalid value"):
+        load_config(TrainConfig, p, ["optim.lr=[1"])

@@ -30,7 +30,11 @@ DECODE_MODES = ("pil", "torchvision", "nvjpeg")   # cache build / index build: w
 
 
 class ConfigError(ValueError):
-    pass
+    """A configuration error; `key`: the dotted key it is about ("optim.lr", "corpus[1]"), when known."""
+
+    def __init__(self, msg: str, key: str | None = None):
+        super().__init__(msg)
+        self.key = key
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -49,37 +53,37 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return _coerce(value, a, where)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}", where)
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}", where)
         return from_dict(tp, value, where)
     if origin in (list, tuple):
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {value!r}", where)
         inner = args[0] if args else Any
         return [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}", where)
         return dict(value)
     if origin is typing.Literal:
         if value not in args:
-            raise ConfigError(f"{where}: must be one of {list(args)}, got {value!r}")
+            raise ConfigError(f"{where}: must be one of {list(args)}, got {value!r}", where)
         return value
     if tp is bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
             return value.lower() in ("true", "1", "yes")
-        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        raise ConfigError(f"{where}: expected true/false, got {value!r}", where)
     if tp is int:
         if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+            raise ConfigError(f"{where}: expected an integer, got {value!r}", where)
         if isinstance(value, int):
             return value
         if isinstance(value, float) and value.is_integer():
@@ -89,7 +93,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return int(float(value)) if float(value).is_integer() else int(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        raise ConfigError(f"{where}: expected an integer, got {value!r}", where)
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
@@ -98,11 +102,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
+        raise ConfigError(f"{where}: expected a number, got {value!r}", where)
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
+        raise ConfigError(f"{where}: expected a string, got {value!r}", where)
     return value
 
 
@@ -112,10 +116,51 @@ def from_dict(cls: type[T], data: dict, where: str = "") -> T:
     unknown = sorted(set(data) - names)
     if unknown:
         prefix = f"{where}." if where else ""
-        raise ConfigError(f"unknown key {prefix}{unknown[0]!r}; known keys: {', '.join(sorted(names))}")
+        import difflib
+
+        near = difflib.get_close_matches(str(unknown[0]), names, n=1, cutoff=0.5)
+        hint = f" (did you mean {prefix}{near[0]}?)" if near else ""
+        raise ConfigError(f"unknown key {prefix}{unknown[0]!r}{hint}; known keys: {', '.join(sorted(names))}",
+                          f"{prefix}{unknown[0]}")
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
     obj = cls(**kwargs)
     return obj
+
+
+def _where(e: ConfigError, path, text: str | None, given: dict) -> str:
+    """The error with where its value came from: the command line's key=value, or the file and line."""
+    key = e.key or ""
+    for k, ov in given.items():
+        if key == k or key.startswith((k + ".", k + "[")):
+            return f"command line {ov!r}: {e}"
+    line = _yaml_line(text, key) if text and key else None
+    if path:
+        return f"{path}, line {line}: {e}" if line else f"{path}: {e}"
+    return str(e)
+
+
+def _yaml_line(text: str, key: str) -> int | None:
+    """The 1-based line of a dotted key ("optim.lr", "corpus[1]") in a YAML text (its composed nodes:
+    nothing is constructed), or None where the key is not in the text."""
+    import re
+
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for name, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", key):
+        if name and isinstance(node, yaml.MappingNode):
+            hit = next(((k, v) for k, v in node.value if k.value == name), None)
+            if hit is None:
+                return line
+            line, node = hit[0].start_mark.line + 1, hit[1]
+        elif index and isinstance(node, yaml.SequenceNode) and int(index) < len(node.value):
+            node = node.value[int(index)]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
 
 
 def _set_path(d: dict, dotted: str, value: Any) -> None:
@@ -133,29 +178,43 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     `validate=False` reads it without checking that the files it names exist. `base`: values set
     before the file (a command's flags); the file and the overrides win over them."""
     data: dict = dict(base or {})
+    text = None
     if path:
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"config file not found: {p}")
+        text = p.read_text(encoding="utf-8")
         try:
-            from_file = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+            from_file = yaml.safe_load(text) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{p}: invalid YAML: {e}") from None
         if not isinstance(from_file, dict):
             raise ConfigError(f"{p}: expected a mapping at the top level")
         data.update(from_file)
+    given = {}
     for ov in overrides or []:
         if "=" not in ov:
             raise ConfigError(f"override {ov!r}: expected key=value, e.g. optim.lr=1e-4")
         k, v = ov.split("=", 1)
-        _set_path(data, k.strip().lstrip("-").replace("-", "_"), yaml.safe_load(v) if v != "" else "")
+        k = k.strip().lstrip("-").replace("-", "_")
+        given[k] = ov
+        try:
+            value = yaml.safe_load(v) if v != "" else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {ov!r}: invalid value ({str(e).splitlines()[0]})") from None
+        _set_path(data, k, value)
     try:
         cfg = from_dict(cls, data)
     except ConfigError as e:
-        raise ConfigError(f"{path}: {e}" if path else str(e)) from None
+        raise ConfigError(_where(e, path, text, given), e.key) from None
     check = getattr(cfg, "validate", None)
     if validate and callable(check):
-        check()
+        try:
+            check()
+        except ConfigError as e:
+            if not e.key:
+                raise
+            raise ConfigError(_where(e, path, text, given), e.key) from None
     return cfg
 
 
@@ -350,19 +409,20 @@ class TrainConfig:
             if not p:
                 raise ConfigError(f"{what} is required")
             if not Path(p).exists():
-                raise ConfigError(f"{what}: not found: {p}")
+                raise ConfigError(f"{what}: not found: {p}", what)
         if self.loss.contrastive <= 0 and self.loss.distill <= 0 and self.loss.english <= 0:
             raise ConfigError("loss: contrastive, distill and english weights are all 0")
         if not 0 < self.loss.english_fraction <= 1:
-            raise ConfigError(f"loss.english_fraction: must be in (0, 1], got {self.loss.english_fraction}")
+            raise ConfigError(f"loss.english_fraction: must be in (0, 1], got {self.loss.english_fraction}",
+                              "loss.english_fraction")
         if min(self.loss.contrastive, self.loss.distill, self.loss.english) < 0:
             raise ConfigError("loss: weights must be >= 0")
         if self.batch_size < 2 or self.epochs < 1:
             raise ConfigError("batch_size must be >= 2 and epochs >= 1")
         if not 0 <= self.val_fraction < 1:
-            raise ConfigError("val_fraction must be in [0, 1)")
+            raise ConfigError("val_fraction must be in [0, 1)", "val_fraction")
         if m.init not in ("clip", "scratch") and not (hf and len(m.init) > 3):
-            raise ConfigError(f"model.init must be clip, scratch or hf:<name-or-folder>, got {m.init!r}")
+            raise ConfigError(f"model.init must be clip, scratch or hf:<name-or-folder>, got {m.init!r}", "model.init")
         if hf and m.text_overrides:
             raise ConfigError("model.text_overrides apply to scratch init only (an hf: tower has its own shape)")
 
