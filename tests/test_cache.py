@@ -226,6 +226,46 @@ def test_tables_read_alike_in_every_format(tmp_path):
                               {"where": f"{tmp_path / f't.{ext}'}:{4 + first}", "reason": "empty caption"}], ext
 
 
+def test_malformed_table_rows_are_named_by_their_line(tmp_path):
+    """A CSV row with the wrong number of fields (an unquoted comma, a missing column) is skipped and
+    listed with the line it starts on, counting the physical lines of quoted multi-line captions and
+    blank lines; a quote that is never closed (which would swallow every later row) stops the read
+    naming its line, in CSV and in the leniently read TSV; a JSONL line that is not an object is named."""
+    (tmp_path / "t.csv").write_text(
+        'image,caption\n'                 # 1
+        'a.jpg,"кот\nна двух строках"\n'  # 2-3
+        '\n'                              # 4: blank
+        'b.jpg,собака, пёс\n'              # 5: an unquoted comma
+        'c.jpg\n'                          # 6: no caption column
+        'd.jpg,\n'                         # 7: an empty caption
+        'e.jpg,"лиса"\n', encoding="utf-8")  # 8
+    p = read_pairs([str(tmp_path / "t.csv")])
+    assert [c[1] for c in p.captions] == ["кот\nна двух строках", "лиса"]
+    t = str(tmp_path / "t.csv")
+    assert p.problems == [{"where": f"{t}:5", "reason": "3 fields where the header has 2 (row skipped)"},
+                          {"where": f"{t}:6", "reason": "1 field where the header has 2 (row skipped)"},
+                          {"where": f"{t}:7", "reason": "empty caption"}]
+    for ext, sep in (("csv", ","), ("tsv", "\t")):
+        (tmp_path / f"r.{ext}").write_text(f'image{sep}caption\na.jpg{sep}кот\nb.jpg{sep}"конь\nc.jpg{sep}x\n'
+                                           f'd.jpg{sep}y\n', encoding="utf-8")
+        with pytest.raises(ValueError, match=f"r.{ext}:3: a quoted field opens here and is never closed"):
+            read_pairs([str(tmp_path / f"r.{ext}")])
+    # TSV reads quoted words at a caption's start as words, as pandas and img2dataset write them
+    (tmp_path / "q.tsv").write_text('image\tcaption\na.jpg\t"the joker" actor\n', encoding="utf-8")
+    assert read_pairs([str(tmp_path / "q.tsv")]).captions[0][1] == "the joker actor"
+    (tmp_path / "s.csv").write_text('image,caption\na.jpg,"кот" и пёс\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"s.csv:2: .*a quote inside one is doubled"):
+        read_pairs([str(tmp_path / "s.csv")])
+    (tmp_path / "j.jsonl").write_text('{"image": "a.jpg", "caption": "кот"}\n\n{"image": "", "caption": "x"}\n'
+                                      '["b.jpg", "пёс"]\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"j.jsonl:4: expected a JSON object"):
+        read_pairs([str(tmp_path / "j.jsonl")])
+    (tmp_path / "j.jsonl").write_text('{"image": "a.jpg", "caption": "кот"}\n\n{"image": "", "caption": "x"}\n',
+                                      encoding="utf-8")
+    assert read_pairs([str(tmp_path / "j.jsonl")]).problems == [
+        {"where": f"{tmp_path / 'j.jsonl'}:3", "reason": "empty image"}]
+
+
 def test_list_columns_named_columns_and_sidecar_folders(tmp_path):
     """A Parquet table with a list<string> caption column (COCO-style, five captions an image) under
     names given by --image-column/--caption-column/--english-column; a wrong column name is named with

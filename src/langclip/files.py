@@ -193,11 +193,18 @@ def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
     return _DIGESTS[key]
 
 
-def table_rows(path: str | Path) -> tuple[list[str], list[dict]]:
-    """(column names, rows as dicts) of a CSV/TSV/Parquet/JSONL table — the one table reader; errors
-    name the file and line."""
-    import csv
-    import io
+class TableRows(list):
+    """A table's rows (dicts) with `lines`: where each row starts in the file (1-based; a CSV row with a
+    quoted line break spans several), or its number in a Parquet file."""
+    lines: list[int]
+
+
+def table_rows(path: str | Path, problems: list | None = None) -> tuple[list[str], TableRows]:
+    """(column names, rows) of a CSV/TSV/Parquet/JSONL table — the one table reader; errors name the
+    file and line. A CSV/TSV row with another number of fields than the header is skipped and added to
+    `problems` ({"where": "file:line", "reason": ...}), or an error where `problems` is None; a quoted
+    field that is never closed is an error naming the line it opens on (it would swallow every row
+    after it)."""
     import json
 
     path = Path(path)
@@ -206,18 +213,55 @@ def table_rows(path: str | Path) -> tuple[list[str], list[dict]]:
         import pyarrow.parquet as pq
 
         t = pq.read_table(path)
-        return t.column_names, t.to_pylist()
+        rows = TableRows(t.to_pylist())
+        rows.lines = list(range(1, len(rows) + 1))
+        return t.column_names, rows
     text = read_utf8(path)
     if suf in (".csv", ".tsv"):
-        r = csv.DictReader(io.StringIO(text), delimiter="\t" if suf == ".tsv" else ",")
-        rows = list(r)
-        return list(r.fieldnames or []), rows
-    rows = []
+        return _csv_rows(path, text, suf == ".tsv", problems)
+    rows = TableRows()
+    rows.lines = []
     for i, line in enumerate(text.splitlines(), 1):
         if line.strip():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{i}: invalid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{i}: expected a JSON object ({{\"image\": ..., \"caption\": ...}}), "
+                                 f"got {type(row).__name__}")
+            rows.append(row)
+            rows.lines.append(i)
     names = sorted({k for r in rows for k in r})
     return names, rows
+
+
+def _csv_rows(path: Path, text: str, tsv: bool, problems: list | None) -> tuple[list[str], TableRows]:
+    """CSV strictly (a stray quote is an error); TSV leniently, as img2dataset's and pandas' TSVs
+    are read ('"quoted" words' at a field's start stay words)."""
+    import csv
+    import io
+
+    r = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if tsv else ",", strict=not tsv)
+    names, rows, start, last = None, TableRows(), 1, len(text.splitlines())
+    rows.lines = []
+    try:
+        for fields in r:
+            if fields and names is None:
+                names = fields
+            elif fields and len(fields) == len(names):
+                rows.append(dict(zip(names, fields)))
+                rows.lines.append(start)
+            elif fields:
+                msg = f"{len(fields)} field{'s' * (len(fields) != 1)} where the header has {len(names)}"
+                if problems is None:
+                    raise ValueError(f"{path}:{start}: {msg}")
+                problems.append({"where": f"{path}:{start}", "reason": f"{msg} (row skipped)"})
+            if r.line_num > start and r.line_num >= last and not text.rstrip().endswith('"'):
+                raise csv.Error("unexpected end of data")     # lenient mode: a quote ran to the end
+            start = r.line_num + 1
+    except csv.Error as e:
+        why = ("a quoted field opens here and is never closed" if "end of data" in str(e) else
+               f"{e} (a quoted field ends at its closing quote; a quote inside one is doubled: \"\")")
+        raise ValueError(f"{path}:{start}: {why}") from None
+    return names or [], rows

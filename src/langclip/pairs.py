@@ -98,21 +98,21 @@ def read_table(path: str | Path, pairs: Pairs, image_column=None, caption_column
         ec = _pick(names, english_column, ENGLISH_COLUMNS, "english", path, required=False)
         t = pq.read_table(path, columns=[c for c in dict.fromkeys((ic, cc, ec)) if c])
         cols = [t.column(c).to_pylist() if c else None for c in (ic, cc, ec)]
+        lines = range(1, t.num_rows + 1)
     else:
-        names, rows = table_rows(path)
+        names, rows = table_rows(path, pairs.problems)
         ic = _pick(names, image_column, IMAGE_COLUMNS, "image", path)
         cc = _pick(names, caption_column, CAPTION_COLUMNS, "caption", path)
         ec = _pick(names, english_column, ENGLISH_COLUMNS, "english", path, required=False)
-        cols = [[r.get(c) for r in rows] if c else None for c in (ic, cc, ec)]
+        cols, lines = [[r.get(c) for r in rows] if c else None for c in (ic, cc, ec)], rows.lines
     imgs, caps, ens = cols
     parent = path.parent
     resolved: dict[str, str] = {}   # each distinct path string resolved once (an image has many rows)
     tars: dict[str, dict] = {}      # "shard.tar::member" values: each shard's members, listed once
     index = pairs._index
-    first = 2 if path.suffix.lower() in (".csv", ".tsv") else 1
     for i, (p, c) in enumerate(zip(imgs, caps)):
         if not p:
-            pairs.problems.append({"where": f"{path}:{i + first}", "reason": f"empty {ic}"})
+            pairs.problems.append({"where": f"{path}:{lines[i]}", "reason": f"empty {ic}"})
             continue
         p = p if isinstance(p, str) else str(p)
         key = resolved.get(p)
@@ -128,9 +128,9 @@ def read_table(path: str | Path, pairs: Pairs, image_column=None, caption_column
             if cs:
                 pairs.captions.append((row, cs, (e.strip() or None) if e else None))
             else:
-                pairs.problems.append({"where": f"{path}:{i + first}", "reason": "empty caption"})
+                pairs.problems.append({"where": f"{path}:{lines[i]}", "reason": "empty caption"})
         else:
-            pairs.add(_ref(key, tars), _listify(c), _listify(e) if ens is not None else None, f"{path}:{i + first}")
+            pairs.add(_ref(key, tars), _listify(c), _listify(e) if ens is not None else None, f"{path}:{lines[i]}")
 
 
 def _ref(key: str, tars: dict) -> ImageRef:
@@ -266,12 +266,12 @@ def read_images(specs: list[str], image_column=None) -> Pairs:
                     continue
                 read_tar(p, pairs)
             elif p.suffix.lower() in (".csv", ".tsv", ".parquet", ".jsonl", ".json"):
-                names, rows = table_rows(p)
+                names, rows = table_rows(p, pairs.problems)
                 ic = _pick(names, image_column, IMAGE_COLUMNS, "image", p)
-                for i, r in enumerate(rows):
+                for i, r in zip(rows.lines, rows):
                     v = r.get(ic)
                     if not v:
-                        pairs.problems.append({"where": f"{p}:{i + 2}", "reason": f"empty {ic}"})
+                        pairs.problems.append({"where": f"{p}:{i}", "reason": f"empty {ic}"})
                         continue
                     q = Path(str(v)).expanduser()
                     pairs.image_row(ImageRef(str(q if q.is_absolute() else p.parent / q)))
@@ -298,10 +298,10 @@ def read_parallel(specs: list[str], caption_column=None, english_column=None) ->
             if path.suffix.lower() not in (".csv", ".tsv", ".parquet", ".jsonl", ".json"):
                 raise ValueError(f"{path}: a parallel corpus is a table (.csv/.tsv/.parquet/.jsonl) with a "
                                  f"target-language column and an English column")
-            names, rows = table_rows(path)
+            names, rows = table_rows(path, pairs.problems)
             cc = _pick(names, caption_column, CAPTION_COLUMNS, "caption", path)
             ec = _pick(names, english_column, ENGLISH_COLUMNS, "english", path)
-            for i, r in enumerate(rows, 2 if path.suffix.lower() in (".csv", ".tsv") else 1):
+            for i, r in zip(rows.lines, rows):
                 caps, en = _listify(r.get(cc)), _listify(r.get(ec))
                 for j, c in enumerate(caps):
                     e = en[j] if j < len(en) else (en[0] if len(en) == 1 else None)
