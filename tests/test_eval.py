@@ -258,7 +258,7 @@ def test_inference_bad_input(tiny_run, tmp_path, capsys):
         (["eval", "--model", str(tiny_run), "--dataset", f"imagefolder:{tmp_path / 'photos'}", "--classnames", str(cp1251)], "labels.txt:1: not UTF-8"),
         (["eval", "--model", str(tiny_run), "--dataset", f"imagefolder:{tmp_path / 'photos'}", "--classnames", str(cp1251_json)], "names_cp1251.json:1: not UTF-8"),
         (["eval", "--model", str(tiny_run), "--dataset", f"imagefolder:{tmp_path / 'photos'}", "--classnames", "кот"], "class names file not found: кот"),
-        (["eval", "--model", str(tiny_run), "--dataset", f"imagefolder:{tmp_path / 'photos'}", "--classnames", "кот,собака,лошадь"], "3 class names for 2 classes"),
+        (["eval", "--model", str(tiny_run), "--dataset", f"imagefolder:{tmp_path / 'photos'}", "--classnames", "кот,собака,лошадь"], "3 class names for 2 classes (its folders, in label order: cat, dog)"),
         (["eval", "--model", str(tiny_run), "--dataset", f"imagefolder:{tmp_path / 'photos'}", "--classnames", str(names3)], "3 class names for 2 classes"),
         (["eval", "--model", str(tmp_path), "--dataset", "cifar10"], "not a langclip run folder"),
     ]

@@ -214,7 +214,9 @@ def _zero_shot(job: _Job, ds_name: str):
         names = given or dataset_classnames(ds_name, lang, None, folder_classes)
         n_classes = len(folder_classes) if folder_classes is not None else len(getattr(ds, "classes", names))
     if len(names) != n_classes:
-        raise ValueError(f"{ds_name}: {len(names)} class names for {n_classes} classes")
+        order = (f" (its folders, in label order: {', '.join(folder_classes[:12])}"
+                 f"{', …' if len(folder_classes) > 12 else ''})" if folder_classes is not None else "")
+        raise ValueError(f"{ds_name}: {len(names)} class names for {n_classes} classes{order}; give one name a class")
     loader = torch.utils.data.DataLoader(ds, batch_size=job.batch_size, num_workers=job.workers)
     res = evaluate(m.model, loader, m.tokenizer, names, templates, m.device)
     key = CB_NAMES.get(ds_name, ds_name)
