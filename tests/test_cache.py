@@ -266,6 +266,23 @@ def test_malformed_table_rows_are_named_by_their_line(tmp_path):
         {"where": f"{tmp_path / 'j.jsonl'}:3", "reason": "empty image"}]
 
 
+def test_a_byte_order_mark_is_not_part_of_the_first_name(tmp_path):
+    """Excel's "CSV UTF-8" and Notepad start files with a byte-order mark: the first column is still
+    "image", the first label still "кот" (not "\\ufeffкот", another text to the tokenizer), and a
+    --classnames JSON still reads."""
+    from langclip.datasets import english_classnames
+    from langclip.files import read_names
+
+    bom = "\ufeff".encode()
+    (tmp_path / "t.csv").write_bytes(bom + "image,caption\na.jpg,кот\n".encode())
+    assert read_pairs([str(tmp_path / "t.csv")]).captions == [(0, "кот", None)]
+    (tmp_path / "labels.txt").write_bytes(bom + "кот\nпёс\n".encode())
+    assert read_names([str(tmp_path / "labels.txt")], "labels", "") == ["кот", "пёс"]
+    (tmp_path / "names.json").write_bytes(bom + '{"en": ["cat"], "ru": ["кот"]}'.encode())
+    assert english_classnames(str(tmp_path / "names.json")) == ["cat"]
+    assert read_names([str(tmp_path / "names.json")], "classnames", "", lang="ru") == ["кот"]
+
+
 def test_list_columns_named_columns_and_sidecar_folders(tmp_path):
     """A Parquet table with a list<string> caption column (COCO-style, five captions an image) under
     names given by --image-column/--caption-column/--english-column; a wrong column name is named with

@@ -73,7 +73,9 @@ def english_classnames(spec: str) -> list | None:
     """The English list of a {lang: list} --classnames JSON file (the reference row's names), else None."""
     f = Path(spec[1:] if spec.startswith("@") else spec).expanduser()
     if f.suffix.lower() == ".json" and f.is_file():
-        names = json.loads(f.read_text(encoding="utf-8"))
+        from .files import read_utf8
+
+        names = json.loads(read_utf8(f))
         if isinstance(names, dict) and isinstance(names.get("en"), list) and names["en"]:
             return names["en"]
     return None

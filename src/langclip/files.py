@@ -92,10 +92,12 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 
 def read_utf8(path: str | Path) -> str:
-    """A UTF-8 text file's text; otherwise an error naming the file, the line and the byte."""
+    """A UTF-8 text file's text, without the byte-order mark Excel and Notepad put first ("CSV UTF-8"):
+    left in, it would join the first column's name or the first label; otherwise an error naming the
+    file, the line and the byte."""
     raw = Path(path).read_bytes()
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise ValueError(f"{path}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x}); save the file as UTF-8, "
