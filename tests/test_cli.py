@@ -298,3 +298,45 @@ def test_help_does_not_import_torch():
             "p.parse_args(['search', '--index', 'i', '--model', 'm', 'q']); print('torch' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr[-2000:]
+
+
+def test_encode_writes_texts_and_pictures_as_the_api_embeds_them(tmp_path, run_dir, tiny_clip, capsys):
+    """`langclip encode`: texts (needing no CLIP weights file) into .npy with a .json naming each row, and
+    a folder of pictures (one undecodable: skipped, named) into .parquet, equal to LoadedModel's own
+    embeddings; float16 on request; a foreign file is never overwritten, our own one is."""
+    import pyarrow.parquet as pq
+
+    from conftest import run_with_own_clip_file
+    from langclip.encode import read_embeddings
+
+    texts = ["две красные звезды", "синий круг", "кот"]
+    (tmp_path / "q.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    run, clip = run_with_own_clip_file(run_dir, tiny_clip[1], tmp_path)
+    m = langclip.load(run, device="cpu")
+    clip.unlink()                                    # texts do not need the image tower's file
+    assert main(["encode", "--model", str(run), "--texts", str(tmp_path / "q.txt"), "--out", str(tmp_path / "q.npy")]) == 0
+    emb, rows, rec = read_embeddings(tmp_path / "q.npy")
+    assert rows == texts and rec["kind"] == "text" and emb.dtype == np.float32
+    assert np.allclose(emb, m.encode_text(texts).numpy(), atol=1e-6)
+    assert np.load(tmp_path / "q.npy").shape == (3, emb.shape[1])           # a plain .npy for numpy alone
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    for i in range(3):
+        make_image(pics / f"{i}.jpg", i)
+    (pics / "broken.jpg").write_bytes(b"not a picture")
+    assert main(["encode", "--model", str(run), "--images", str(pics), "--out", str(tmp_path / "p.parquet"),
+                 "--weights", tiny_clip[1], "--dtype", "float16"]) == 0
+    assert "3 images" in capsys.readouterr().out
+    emb, rows, rec = read_embeddings(tmp_path / "p.parquet")
+    assert [Path(r).name for r in rows] == ["0.jpg", "1.jpg", "2.jpg"] and emb.dtype == np.float16
+    assert [Path(s["image"]).name for s in rec["skipped"]] == ["broken.jpg"]
+    assert np.allclose(emb.astype(np.float32), m.encode_image(rows).numpy(), atol=2e-3)
+    assert pq.read_table(tmp_path / "p.parquet").column_names == ["image", "embedding"]
+    assert rec["image_tower"]["tower_sha256"] == m.meta["image_tower"]["tower_sha256"]
+    (tmp_path / "mine.npy").write_bytes(b"someone else's")
+    assert main(["encode", "--model", str(run), "--texts", "кот", "--out", str(tmp_path / "mine.npy")]) == 2
+    assert "refusing to overwrite" in capsys.readouterr().err
+    assert main(["encode", "--model", str(run), "--texts", "кот", "--out", str(tmp_path / "q.npy")]) == 0
+    assert read_embeddings(tmp_path / "q.npy")[1] == ["кот"]
+    assert main(["encode", "--model", str(run), "--texts", "кот", "--out", str(tmp_path / "q.csv")]) == 2
+    assert ".npy or .parquet" in capsys.readouterr().err

@@ -155,6 +155,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="the CLIP weights file, if it moved since training")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
 
+    p = _p(sub, "encode", "embeddings of texts or pictures into a .npy or .parquet file")
+    p.add_argument("--model", required=True)
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--texts", nargs="+", help="the texts, or a UTF-8 file with one a line (FILE or @FILE)")
+    g.add_argument("--images", nargs="+", help="picture files and folders (their pictures, recursively)")
+    p.add_argument("--out", required=True, help=".npy (a .json beside it names each row) or .parquet")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16"])
+    _as_stored(p)
+    p.add_argument("--weights", help="the CLIP weights file, if it moved since training (pictures only)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+
     p = _p(sub, "export", "a folder stock open_clip, transformers, onnxruntime or Immich loads")
     p.add_argument("--model", required=True)
     p.add_argument("--format", default="open_clip", choices=["open_clip", "hf", "onnx", "immich"],
@@ -281,6 +292,14 @@ def _similarity(args: argparse.Namespace) -> int:
     return 0
 
 
+def _encode(args: argparse.Namespace) -> int:
+    from .encode import encode_cli
+
+    encode_cli(args.model, args.out, texts=args.texts, images=args.images, dtype=args.dtype, weights=args.weights,
+               device=args.device, upright=not args.as_stored)
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     from .export import export
 
@@ -318,7 +337,8 @@ def _search(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"tokenizer": _tokenizer, "cache": _cache, "train": _train, "eval": _eval,
-            "eval-retrieval": _eval_retrieval, "predict": _predict, "similarity": _similarity, "export": _export,
+            "eval-retrieval": _eval_retrieval, "predict": _predict, "similarity": _similarity, "encode": _encode,
+            "export": _export,
             "demo": _demo, "data": _data, "index": _search, "search": _search, "serve": _search}
 
 

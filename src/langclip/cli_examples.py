@@ -24,6 +24,9 @@ EPILOGS = {
                "  langclip predict --model runs/ru --image *.jpg --labels @labels.txt --weights ViT-B-32.pt --device cpu",
     "similarity": "example:\n  langclip similarity --model runs/ru --images a.jpg b.jpg --texts texts.txt --out sim.png\n"
                   "  langclip similarity --model runs/ru --images *.jpg --texts \"красный круг\" \"синяя звезда\" --out sim.png",
+    "encode": "example:\n  langclip encode --model runs/ru --texts queries.txt --out queries.npy      # queries.json names the rows\n"
+              "  langclip encode --model runs/ru --images photos/ --out photos.parquet --dtype float16\n"
+              "  python -c \"from langclip.encode import read_embeddings; emb, rows, record = read_embeddings('queries.npy')\"",
     "export": "example:\n  langclip export --model runs/ru --format open_clip --out export/\n"
               "  langclip export --model runs/ru --format hf --out export-hf/     # transformers CLIPModel\n"
               "  langclip export --model runs/ru --format onnx --out export-onnx/ # onnxruntime, no torch\n"
