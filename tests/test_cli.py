@@ -173,6 +173,26 @@ def test_predict_and_similarity_on_a_folder_of_phone_photos(tmp_path, run_dir, t
     assert Image.open(tmp_path / "sim.png").size[0] < 600
 
 
+def test_every_command_has_help_with_an_example():
+    """Every leaf subcommand's --help ends with at least one `langclip ...` example."""
+    import argparse
+
+    from langclip.cli import build_parser
+
+    def leaves(p, path):
+        subs = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs:
+            yield " ".join(path), p
+            return
+        for name, sp in subs[0].choices.items():
+            yield from leaves(sp, path + [name])
+
+    found = dict(leaves(build_parser(), []))
+    assert {"tokenizer train", "cache build", "train", "eval", "encode", "index build", "search", "demo"} <= set(found)
+    missing = [name for name, p in found.items() if "langclip " + name.split()[0] not in (p.epilog or "")]
+    assert not missing, missing
+
+
 def test_name_lists_read_one_way(tmp_path):
     """--labels, --texts and --classnames share one reading: commas split names but not texts, @FILE
     anywhere, a lone file path, JSON by language, and a lone missing file name is an error, not a name."""
