@@ -251,8 +251,9 @@ def test_malformed_table_rows_are_named_by_their_line(tmp_path):
         with pytest.raises(ValueError, match=f"r.{ext}:3: a quoted field opens here and is never closed"):
             read_pairs([str(tmp_path / f"r.{ext}")])
     # TSV reads quoted words at a caption's start as words, as pandas and img2dataset write them
-    (tmp_path / "q.tsv").write_text('image\tcaption\na.jpg\t"the joker" actor\n', encoding="utf-8")
-    assert read_pairs([str(tmp_path / "q.tsv")]).captions[0][1] == "the joker actor"
+    (tmp_path / "q.tsv").write_text('image\tcaption\tcaption_en\na.jpg\t"the joker" actor\tx\n'
+                                    'b.jpg\t"на двух\nстроках"\ttwo lines\n', encoding="utf-8")
+    assert [c[1] for c in read_pairs([str(tmp_path / "q.tsv")]).captions] == ["the joker actor", "на двух\nстроках"]
     (tmp_path / "s.csv").write_text('image,caption\na.jpg,"кот" и пёс\n', encoding="utf-8")
     with pytest.raises(ValueError, match=r"s.csv:2: .*a quote inside one is doubled"):
         read_pairs([str(tmp_path / "s.csv")])

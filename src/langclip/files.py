@@ -245,7 +245,7 @@ def _csv_rows(path: Path, text: str, tsv: bool, problems: list | None) -> tuple[
     import io
 
     r = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if tsv else ",", strict=not tsv)
-    names, rows, start, last = None, TableRows(), 1, len(text.splitlines())
+    names, rows, start, lines = None, TableRows(), 1, text.splitlines()
     rows.lines = []
     try:
         for fields in r:
@@ -259,8 +259,8 @@ def _csv_rows(path: Path, text: str, tsv: bool, problems: list | None) -> tuple[
                 if problems is None:
                     raise ValueError(f"{path}:{start}: {msg}")
                 problems.append({"where": f"{path}:{start}", "reason": f"{msg} (row skipped)"})
-            if r.line_num > start and r.line_num >= last and not text.rstrip().endswith('"'):
-                raise csv.Error("unexpected end of data")     # lenient mode: a quote ran to the end
+            if r.line_num > start and r.line_num >= len(lines) and "".join(lines[start - 1:]).count('"') % 2:
+                raise csv.Error("unexpected end of data")     # lenient mode: an odd quote ran to the end
             start = r.line_num + 1
     except csv.Error as e:
         why = ("a quoted field opens here and is never closed" if "end of data" in str(e) else
