@@ -356,6 +356,9 @@ def test_encode_writes_texts_and_pictures_as_the_api_embeds_them(tmp_path, run_d
     (tmp_path / "mine.npy").write_bytes(b"someone else's")
     assert main(["encode", "--model", str(run), "--texts", "кот", "--out", str(tmp_path / "mine.npy")]) == 2
     assert "refusing to overwrite" in capsys.readouterr().err
+    (tmp_path / "theirs.json").write_text("{}")     # the .npy's row names would go there: refused too
+    assert main(["encode", "--model", str(run), "--texts", "кот", "--out", str(tmp_path / "theirs.npy")]) == 2
+    assert "theirs.json: exists and was not written by langclip" in capsys.readouterr().err
     assert main(["encode", "--model", str(run), "--texts", "кот", "--out", str(tmp_path / "q.npy")]) == 0
     assert read_embeddings(tmp_path / "q.npy")[1] == ["кот"]
     assert main(["encode", "--model", str(run), "--texts", "кот", "--out", str(tmp_path / "q.csv")]) == 2

@@ -42,6 +42,8 @@ def encode_cli(model: str, out: str, texts: list[str] | None = None, images: lis
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     check_out_file(out, "embeddings", _ours)
+    if out.suffix.lower() == ".npy":      # its .json beside it: never someone else's file
+        check_out_file(out.with_suffix(".json"), "embeddings' row names", lambda p: _ours(out))
     kind, skipped = ("text", []) if texts is not None else ("image", [])
     items = parse_texts(texts) if texts is not None else expand_images(images)[0]
     m = load(model, device=device, weights=weights, image=kind == "image")
