@@ -89,6 +89,25 @@ def test_cc3m_tsv_carries_the_row_number(public, tmp_path):
     assert main(["data", "cc3m-tsv", "--tsv", str(bad), "--out", str(tmp_path / "x.tsv")]) == 2
 
 
+def test_bad_translation_lines_are_named():
+    """A translations JSONL line that is not UTF-8, not JSON, not an object, or has a non-numeric
+    rec_num is an error naming the file and line; a byte-order mark on line 1 is not."""
+    import tempfile
+
+    from langclip.translations import read_translations
+
+    good = b'{"src_lang": "en", "trg_lang": "ru", "rec_num": 3, "caption_tokenized": "a cat", "translation_tokenized": "\xd0\xba\xd0\xbe\xd1\x82"}\n'
+    with tempfile.TemporaryDirectory() as d:
+        f = Path(d) / "cc3m_mt_train.jsonl"
+        f.write_bytes(b"\xef\xbb\xbf" + good)
+        assert read_translations([str(f)], "ru")[0] == {("cc3m", 3): [("a cat", "кот", "train")]}
+        for bad, msg in ((b"\xff\xfe\n", "not UTF-8"), (b"{oops\n", "not JSON"), (b"[1, 2]\n", "expected a JSON object"),
+                         (good.replace(b'"rec_num": 3', b'"rec_num": "x"'), "rec_num / image_id is not a number")):
+            f.write_bytes(good + b"\n" + bad)
+            with pytest.raises(ValueError, match=f"cc3m_mt_train.jsonl:3: {msg}"):
+                read_translations([str(f)], "ru")
+
+
 def test_join_is_exact_and_counts_failed_downloads(public, tmp_path, capsys):
     from langclip.pairs import open_image, read_pairs
 

@@ -40,22 +40,31 @@ def read_translations(files: list[str], lang: str) -> tuple[dict, dict]:
     for f in files:
         f = Path(f)
         split = "dev" if "dev" in f.name.lower() else "train"
-        with open(f, encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
+        with open(f, "rb") as fh:
+            for n, raw in enumerate(fh, 1):
+                if not raw.strip():
                     continue
                 counts["lines"] += 1
                 try:
-                    r = json.loads(line)
+                    r = json.loads(raw.decode("utf-8").removeprefix("\ufeff"))
+                except UnicodeDecodeError:
+                    raise ValueError(f"{f}:{n}: not UTF-8") from None
                 except json.JSONDecodeError as e:
                     raise ValueError(f"{f}:{n}: not JSON ({e.msg})") from None
+                if not isinstance(r, dict):
+                    raise ValueError(f"{f}:{n}: expected a JSON object with trg_lang, caption_tokenized, ..., "
+                                     f"got {type(r).__name__}")
                 if r.get("trg_lang") != lang or r.get("src_lang", "en") != "en":
                     counts["other_languages"] += 1
                     continue
                 missing = [k for k in ("caption_tokenized", "translation_tokenized") if not r.get(k)]
                 if missing or ("rec_num" not in r and "image_id" not in r):
                     raise ValueError(f"{f}:{n}: missing {', '.join(missing) or 'rec_num / image_id'}")
-                key = ("cc3m", int(r["rec_num"])) if "rec_num" in r else ("coco", int(str(r["image_id"]).split("_")[0]))
+                try:
+                    key = ("cc3m", int(r["rec_num"])) if "rec_num" in r else ("coco", int(str(r["image_id"]).split("_")[0]))
+                except (TypeError, ValueError):
+                    raise ValueError(f"{f}:{n}: rec_num / image_id is not a number: "
+                                     f"{r.get('rec_num', r.get('image_id'))!r}") from None
                 out[key].append((detokenize(r["caption_tokenized"]), detokenize(r["translation_tokenized"]), split))
                 counts["kept"] += 1
     if not out:
