@@ -7,7 +7,9 @@ database, a notebook, a classifier), in batches with a progress bar.
 Texts need only the text tower: a run folder is loaded without its CLIP weights file. Pictures go through
 the frozen image tower, so their embeddings are the ones every langclip text tower trained on that tower
 (and the original CLIP) compares with. Every row is L2-normalised, in the order given (folders: sorted,
-recursively); a picture that cannot be decoded is skipped, counted and named.
+recursively); a picture that cannot be decoded is skipped, counted and named. Pictures are decoded in this
+process, 32 at a time: for a large collection `langclip index build` is the faster way (worker processes,
+resumable) and keeps the same embeddings in its `embeddings.npy`, the rows in `items.parquet`.
 
 Files: `.npy` — an (N, D) array — with `<name>.json` beside it (each row's text or picture, the model, the
 image tower, what was skipped); or `.parquet` — a `text` or `image` column and an `embedding` column of
