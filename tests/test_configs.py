@@ -22,6 +22,8 @@ def test_shipped_config_parses(path, tmp_path):
     cfg = load_config(TrainConfig, path, [f"cache={tmp_path / 'cache'}", f"model.tokenizer={tmp_path / 'model.tokenizer'}",
                                           f"model.weights={tmp_path / 'model.weights'}", "model.pretrained="])
     assert cfg.model.weights and not cfg.model.pretrained
+    with pytest.raises(ConfigError, match=r"^command line 'optim.lr=fast': optim.lr: expected a number"):
+        load_config(TrainConfig, path, ["optim.lr=fast"])
 
 
 def test_config_errors_name_the_key(tmp_path):

@@ -82,9 +82,11 @@ def _write(out: Path, emb: np.ndarray, items: list[str], record: dict) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".npy":
         atomic_write_text(out.with_suffix(".json"), json.dumps(dict(record, items=items), ensure_ascii=False))
-        with open(out.with_name(out.name + ".tmp"), "wb") as f:      # np.save on a path would add .npy
-            np.save(f, emb)
-        out.with_name(out.name + ".tmp").replace(out)
+
+        def save(tmp):
+            with open(tmp, "wb") as f:       # a file object: np.save on a path not ending .npy adds .npy
+                np.save(f, emb)
+        atomic_write(out, save)
         return
     import pyarrow as pa
     import pyarrow.parquet as pq
