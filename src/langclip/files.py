@@ -245,7 +245,8 @@ def _csv_rows(path: Path, text: str, tsv: bool, problems: list | None) -> tuple[
     import io
 
     r = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if tsv else ",", strict=not tsv)
-    names, rows, start, lines = None, TableRows(), 1, text.splitlines()
+    names, rows, start = None, TableRows(), 1
+    last = text.count("\n") + (not text.endswith("\n"))    # lines in the file (no copy of them)
     rows.lines = []
     try:
         for fields in r:
@@ -259,7 +260,8 @@ def _csv_rows(path: Path, text: str, tsv: bool, problems: list | None) -> tuple[
                 if problems is None:
                     raise ValueError(f"{path}:{start}: {msg}")
                 problems.append({"where": f"{path}:{start}", "reason": f"{msg} (row skipped)"})
-            if r.line_num > start and r.line_num >= len(lines) and "".join(lines[start - 1:]).count('"') % 2:
+            if (r.line_num > start and r.line_num >= last
+                    and "".join(text.splitlines()[start - 1:]).count('"') % 2):   # (split only here, once)
                 raise csv.Error("unexpected end of data")     # lenient mode: an odd quote ran to the end
             start = r.line_num + 1
     except csv.Error as e:
