@@ -4,6 +4,7 @@ table reader (CSV/TSV/Parquet/JSONL), the memoised file SHA-256, and the device 
 from __future__ import annotations
 
 import sys
+from array import array
 from pathlib import Path
 
 LOG_INTERVAL_S = 30.0   # progress updates in a log file (no terminal): one per this many seconds
@@ -198,7 +199,7 @@ def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
 class TableRows(list):
     """A table's rows (dicts) with `lines`: where each row starts in the file (1-based; a CSV row with a
     quoted line break spans several), or its number in a Parquet file."""
-    lines: list[int]
+    lines: "array | range"
 
 
 def table_rows(path: str | Path, problems: list | None = None) -> tuple[list[str], TableRows]:
@@ -216,13 +217,13 @@ def table_rows(path: str | Path, problems: list | None = None) -> tuple[list[str
 
         t = pq.read_table(path)
         rows = TableRows(t.to_pylist())
-        rows.lines = list(range(1, len(rows) + 1))
+        rows.lines = range(1, len(rows) + 1)
         return t.column_names, rows
     text = read_utf8(path)
     if suf in (".csv", ".tsv"):
         return _csv_rows(path, text, suf == ".tsv", problems)
     rows = TableRows()
-    rows.lines = []
+    rows.lines = array("q")              # 8 bytes a row, not a Python int each
     for i, line in enumerate(text.splitlines(), 1):
         if line.strip():
             try:
@@ -247,7 +248,7 @@ def _csv_rows(path: Path, text: str, tsv: bool, problems: list | None) -> tuple[
     r = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if tsv else ",", strict=not tsv)
     names, rows, start = None, TableRows(), 1
     last = text.count("\n") + (not text.endswith("\n"))    # lines in the file (no copy of them)
-    rows.lines = []
+    rows.lines = array("q")              # 8 bytes a row, not a Python int each
     try:
         for fields in r:
             if fields and names is None:
