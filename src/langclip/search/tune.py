@@ -20,7 +20,7 @@ QUERY_DATASETS = ("cifar100", "caltech101", "food101", "flowers102")   # their c
 
 def default_queries(lang: str) -> list[str]:
     """Typical short searches in `lang`: each shipped class name in the first shipped template's words
-    ("фото кота"): about 400 in Russian, 200 in Ukrainian."""
+    ("фото кота"): a few hundred, in Russian or Ukrainian."""
     from ..datasets import shipped_classnames, shipped_templates
     from ..metrics import fill
     from ..morph import label_forms, template_forms
@@ -30,7 +30,7 @@ def default_queries(lang: str) -> list[str]:
     for ds in QUERY_DATASETS:
         try:
             names = shipped_classnames(ds, lang)
-        except ValueError:        # not every list is in every language (Ukrainian: CIFAR, Caltech101)
+        except ValueError:        # not every list is in every language
             continue
         for c in names:
             out.append(fill(tpl, c if isinstance(c, dict) else label_forms(c, lang, template_forms([tpl]))))
