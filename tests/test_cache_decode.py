@@ -388,12 +388,11 @@ def test_libjpeg_warnings_are_caught_per_picture_and_other_output_passes(capfd):
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_damaged_jpegs_decoded_anyway_are_counted_not_printed(tmp_path, tiny_arch, tiny_clip, capfd, caplog, workers):
+def test_damaged_jpegs_decoded_anyway_are_counted_not_printed(tmp_path, tiny_arch, tiny_clip, capfd, workers):
     """`--decode torchvision` (the index's default) on a folder with JPEGs that libjpeg decodes despite
-    stray bytes: nothing of libjpeg's reaches standard error, the build's log names how many and the
-    first files, and their embeddings are the ones PIL's path gives (the same pictures)."""
-    import logging
-
+    stray bytes: nothing of libjpeg's reaches standard error, the build's summary counts them and the
+    manifest lists each (row, file, warning), across shards; their embeddings are the ones PIL's path
+    gives (the same pictures)."""
     d = tmp_path / "img"
     d.mkdir()
     names = []
@@ -409,15 +408,17 @@ def test_damaged_jpegs_decoded_anyway_are_counted_not_printed(tmp_path, tiny_arc
         w.writerow(["image", "caption"])
         w.writerows([[f"img/{n}", f"фото {n}"] for n in names])
     caches = {}
-    with caplog.at_level(logging.WARNING, logger="langclip"):
-        for mode in ("pil", "torchvision"):
-            caches[mode] = load_cache(build_cache(CacheConfig(
-                data=[str(tmp_path / "pairs.csv")], clip=tiny_arch, weights=tiny_clip[1], out=str(tmp_path / mode),
-                batch_size=4, workers=workers, shard_size=4, decode=mode), progress=False))
-    assert "Corrupt JPEG" not in capfd.readouterr().err
-    logged = [r.getMessage() for r in caplog.records if "damaged data" in r.getMessage()]
-    assert len(logged) == 1 and logged[0].startswith("2 pictures were decoded despite damaged data"), logged
-    assert "1_damaged.jpg: Corrupt JPEG data: 3 extraneous bytes" in logged[0] and "4_damaged.jpg" in logged[0]
+    for mode in ("pil", "torchvision"):
+        caches[mode] = load_cache(build_cache(CacheConfig(
+            data=[str(tmp_path / "pairs.csv")], clip=tiny_arch, weights=tiny_clip[1], out=str(tmp_path / mode),
+            batch_size=4, workers=workers, shard_size=4, decode=mode), progress=False))
+    out = capfd.readouterr()
+    assert "Corrupt JPEG" not in out.err
+    assert "; 2 decoded despite damaged data (libjpeg's warnings: manifest.json 'damaged'" in out.out
+    damaged = caches["torchvision"].manifest["damaged"]       # one in each of the two shards
+    assert [(d["row"], Path(d["source"]).name) for d in damaged] == [(1, "1_damaged.jpg"), (4, "4_damaged.jpg")]
+    assert damaged[0]["warning"] == "Corrupt JPEG data: 3 extraneous bytes before marker 0xda"
+    assert caches["torchvision"].manifest["num_images_damaged"] == 2 and caches["pil"].manifest["damaged"] == []
     a, b = caches["pil"], caches["torchvision"]
     assert a.image_ok.all() and b.image_ok.all() and not b.manifest["failures"]
     cos = (a.image_emb.float() * b.image_emb.float()).sum(-1)

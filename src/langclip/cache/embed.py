@@ -124,6 +124,7 @@ class _Shards:
         self.n = len(pairs.images)
         self.emb: dict[int, torch.Tensor] = {}
         self.fail: dict[int, str] = {}
+        self.damaged: dict[int, str] = {}   # decoded despite damaged data: libjpeg's warning
 
     def add(self, rows, oks, feats, reasons) -> None:
         for r, e in zip([r for r, o in zip(rows, oks) if o], feats if feats is not None else ()):
@@ -131,6 +132,8 @@ class _Shards:
         for r, o, why in zip(rows, oks, reasons):
             if not o:
                 self.fail[r] = why
+            elif why.startswith(WARNED):
+                self.damaged[r] = why[len(WARNED):]
 
     def flush_done(self, last_row: int | None = None) -> None:
         """Write every pending shard whose last row has been seen (all of them when `last_row` is None)."""
@@ -148,6 +151,10 @@ class _Shards:
         fails = [{"row": r, "source": self.pairs.images[r].key, "reason": self.fail.pop(r)}
                  for r in range(lo, hi) if r in self.fail]
         (self.out / "emb" / f"shard_{k:05d}.failures.json").write_text(json.dumps(fails, ensure_ascii=False))
+        damaged = [{"row": r, "source": self.pairs.images[r].key, "warning": self.damaged.pop(r)}
+                   for r in range(lo, hi) if r in self.damaged]
+        if damaged:
+            (self.out / "emb" / f"shard_{k:05d}.damaged.json").write_text(json.dumps(damaged, ensure_ascii=False))
         save_tensors({"emb": emb, "ok": ok}, self.out / "emb" / f"shard_{k:05d}.safetensors")
 
 
@@ -181,14 +188,11 @@ def _embed_images(model, pairs, cfg: CacheConfig, out: Path, device, rank: int, 
     shards_out = _Shards(out, pairs, todo, S, model.clip.visual.output_dim)
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     seen = failed = 0
-    warned, n_warned = [], 0   # pictures decoded despite damaged data: the first few (row, libjpeg's line), how many
     batches = (loader if on_device is None else decode_ahead(loader, on_device, device) if cfg.decode_ahead
                else (on_device(*b) for b in loader))
     with torch.inference_mode():
         for brows, bok, x, reasons in batches:
             seen, failed = seen + len(brows), failed + len(brows) - sum(bok)
-            w = [(r, why) for r, o, why in zip(brows, bok, reasons) if o and why.startswith(WARNED)]
-            warned, n_warned = (warned + w)[:3], n_warned + len(w)
             if failed > cfg.max_failure_rate * seen and seen >= min(len(rows), 100):
                 shards_out.add(brows, bok, None, reasons)
                 raise ValueError(_failure_message(cfg, pairs, shards_out.fail, failed, seen, out,
@@ -203,10 +207,6 @@ def _embed_images(model, pairs, cfg: CacheConfig, out: Path, device, rank: int, 
             shards_out.flush_done(brows[-1])
     shards_out.flush_done()
     bar.close()
-    if n_warned:
-        log.warning("%d pictures were decoded despite damaged data (libjpeg's warnings, not printed one by "
-                    "one); the first: %s", n_warned, "; ".join(
-                        f"{pairs.images[r].key}: {why[len(WARNED):]}" for r, why in warned))
     if on_device is not None and on_device.fallbacks:
         log.info("--decode nvjpeg: %d pictures were not baseline JPEGs and were decoded with PIL", on_device.fallbacks)
 

@@ -4,13 +4,14 @@ reading a cache back (memory-mapped).
 Folder layout:
     manifest.json            written last: architecture, tower digest, weights SHA-256 and pretrained
                              tag, preprocessing, dim, dtype,
-                             counts, failures (what was skipped and why)
+                             counts, failures (what was skipped and why), damaged (decoded despite
+                             libjpeg's warnings, kept)
     images.parquet           row -> image source
     captions.parquet         caption, image_row, caption_en (nullable)
     emb/build.json           what the shards belong to (image list, tower, shard sizes): a rerun
                              with anything else is refused instead of mixing
     emb/shard_00000.safetensors   "emb" (n, D) float16, "ok" (n,) bool — rows [k*S, (k+1)*S)
-    emb/shard_00000.failures.json
+    emb/shard_00000.failures.json, .damaged.json (only where libjpeg warned)
     emb/normalized.npy, ok.npy    all rows, L2-normalised (zeros where failed): memory-mapped by
                              `load_cache`, so a node's training processes share one copy
     teacher/shard_00000.safetensors   original CLIP text embeddings of the English captions (when
@@ -123,16 +124,19 @@ def write_tables(out: Path, pairs, pa, pq) -> None:
 
 def write_manifest(out: Path, cfg: CacheConfig, pairs, pp: dict, dim: int, teacher: bool, sha: str, secs: float,
                     weights: Path, tower_sha256: str) -> None:
-    fails = []
+    fails, damaged = [], []
     for f in sorted((out / "emb").glob("shard_*.failures.json")):
         fails += json.loads(f.read_text(encoding="utf-8"))
+    for f in sorted((out / "emb").glob("shard_*.damaged.json")):
+        damaged += json.loads(f.read_text(encoding="utf-8"))
     n = len(pairs.images)
     man = {"format": CACHE_FORMAT, "arch": cfg.clip, "weights": str(Path(weights).resolve()), "weights_sha256": sha,
            "tower_sha256": tower_sha256, "pretrained": cfg.pretrained,
            "preprocess": pp, "dim": dim, "dtype": "float16", "shard_size": cfg.shard_size,
            "num_shards": (n + cfg.shard_size - 1) // cfg.shard_size, "num_images": n,
            "num_images_ok": n - len(fails), "num_images_failed": len(fails), "num_captions": len(pairs.captions),
-           "teacher": teacher, "text_only": cfg.text_only, "failures": fails, "skipped": pairs.problems, "data": cfg.data,
+           "teacher": teacher, "text_only": cfg.text_only, "failures": fails, "skipped": pairs.problems,
+           "num_images_damaged": len(damaged), "damaged": damaged, "data": cfg.data,
            "seconds": round(secs, 1), "config": asdict(cfg)}
     atomic_write_text(out / "manifest.json", json.dumps(man, indent=2, ensure_ascii=False))
     if cfg.text_only:
@@ -140,7 +144,9 @@ def write_manifest(out: Path, cfg: CacheConfig, pairs, pp: dict, dim: int, teach
               f"{len(pairs.problems)} input problems, in {secs:.1f} s")
         return
     print(f"cache {out}: {man['num_images_ok']:,} images embedded, {len(fails)} failed, "
-          f"{len(pairs.problems)} input problems, {len(pairs.captions):,} captions, in {secs:.1f} s")
+          f"{len(pairs.problems)} input problems, {len(pairs.captions):,} captions, in {secs:.1f} s"
+          + (f"; {len(damaged)} decoded despite damaged data (libjpeg's warnings: manifest.json 'damaged', "
+             f"first {damaged[0]['source']})" if damaged else ""))
 
 
 def _load_teacher(path: Path, n_captions: int) -> tuple[torch.Tensor, torch.Tensor] | None:
