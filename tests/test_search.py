@@ -348,7 +348,9 @@ def _png(w, h):
 def test_api_answers(client):
     c, idx = client
     h = {"Authorization": "Bearer s3cret"}
-    assert "<title>" in c.get("/").text and c.get("/api/health").json()["index"]["pictures"] == 25
+    health = c.get("/api/health").json()
+    assert "<title>" in c.get("/").text and health["index"]["pictures"] == 25
+    assert health["lang"] == "ru"          # the model's language: the page's example query follows it
     assert "/api/search" in c.get("/openapi.json").json()["paths"]
     r = c.get("/api/search", params={"q": "две красные звезды", "k": 5}, headers=h).json()
     assert len(r["results"]) == 5 and r["results"][0]["thumb"].startswith("/thumb/")

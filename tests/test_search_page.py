@@ -79,6 +79,7 @@ def test_search_page_in_chromium(server, browser, tmp_path):
     page.wait_for_function("document.querySelector('[data-testid=status]').textContent.includes('индекс')")
     status = page.inner_text("[data-testid=status]")     # the model and the index that answer
     assert "clip" in status and "400 фото" in status, status
+    assert page.get_attribute("#q", "placeholder") == "например: две красные звезды"
     # a Russian query, typed and sent with Enter
     page.fill("#q", "жёлтый квадрат")
     page.keyboard.press("Enter")
@@ -110,9 +111,13 @@ def test_search_page_in_chromium(server, browser, tmp_path):
     }""")
     page.wait_for_function("document.querySelector('[data-testid=message]').textContent.includes('dropped.png')")
     assert _names(page)[0] == "00011.png"
-    # English interface strings
+    # Ukrainian, then English interface strings; the example query stays in the model's language
+    page.click("#lang")
+    assert page.inner_text("button[type=submit]") == "Знайти" and "індекс" in page.inner_text("[data-testid=status]")
+    assert page.get_attribute("#q", "placeholder") == "наприклад: две красные звезды"
     page.click("#lang")
     assert page.inner_text("button[type=submit]") == "Search" and "pictures" in page.inner_text("[data-testid=status]")
+    assert page.get_attribute("#q", "placeholder") == "e.g. две красные звезды" and page.inner_text("#lang") == "RU"
     page.close()
 
 

@@ -26,7 +26,7 @@ class QueryModel:
             self.model, self.tokenizer, self.preprocess, self.device = lm.model, lm.tokenizer, lm.preprocess, lm.device
             self.tower_sha256 = lm.model.tower_sha256 or ref.get("tower_sha256", "")
             lang = (getattr(lm.tokenizer, "meta", {}) or {}).get("language")
-            self.name = f"{model.name} (langclip{', ' + lang if lang else ''})"
+            self.name, self.lang = f"{model.name} (langclip{', ' + lang if lang else ''})", lang
         elif model.is_file():
             from ..evaluate import load_reference_clip
             from ..files import pick_device
@@ -37,7 +37,7 @@ class QueryModel:
             self.model, self.tokenizer = m.to(self.device), tok
             self.preprocess = image_transform(preprocess_cfg(m))
             self.tower_sha256 = m.tower_sha256
-            self.name = f"{model.name} (CLIP {arch}, English)"
+            self.name, self.lang = f"{model.name} (CLIP {arch}, English)", "en"
         else:
             raise FileNotFoundError(f"model not found: {model} (a langclip run or export folder, or a CLIP weights file)")
 

@@ -72,7 +72,7 @@ def create_app(index, model, token: str | None = None, limits: Limits | None = N
 
     @app.get("/api/health")
     def health():
-        return {"status": "ok", "model": model.name, "index": {"pictures": len(index), "dim": index.dim,
+        return {"status": "ok", "model": model.name, "lang": getattr(model, "lang", None), "index": {"pictures": len(index), "dim": index.dim,
                 "path": index.path.name, "tower": index.tower_sha256[:12], "updated": index.manifest.get("updated"),
                 "search": "approximate (faiss IVF)" if index.manifest.get("ann") else "exact"}, "auth": bool(token)}
 
