@@ -79,6 +79,26 @@ def test_every_export_has_a_model_card_whose_snippets_run(tmp_path, trained_run,
     assert capsys.readouterr().out.count("\n") >= len(snippets)
 
 
+def test_a_ukrainian_models_card_shows_ukrainian_labels_that_run(tmp_path, trained_run, capsys):
+    """The model card's snippets use labels in the model's language (here a run whose tokenizer says
+    Ukrainian), and langclip's snippet inflects them with lang="uk"; they run as written."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    meta_file = run / "tokenizer" / "langclip_tokenizer.json"
+    meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    meta_file.write_text(json.dumps(dict(meta, language="uk"), ensure_ascii=False), encoding="utf-8")
+    assert main(["export", "--model", str(run), "--format", "open_clip", "--out", str(tmp_path / "oc")]) == 0
+    card = (tmp_path / "oc" / "README.md").read_text(encoding="utf-8")
+    assert "uk" in yaml.safe_load(card.split("---")[1])["language"]
+    snippets = re.findall(r"```python\n(.*?)```", card, re.S)
+    assert all('["кіт", "собака", "кінь"]' in c for c in snippets) and 'lang="uk"' in snippets[-1]
+    for code in snippets:
+        exec(compile(code, "README.md (uk)", "exec"), {})
+    assert capsys.readouterr().out.count("\n") >= len(snippets)
+
+
 def test_retrieval_on_a_cache_checks_an_exports_own_image_tower(tmp_path, trained_run, capsys):
     """An export holds both towers: eval-retrieval on a cache compares the export's loaded image tower
     with the one the cache was built with (its digest), not only what the export records."""

@@ -35,9 +35,11 @@ def _results(run: Path) -> list[str]:
                      "before exporting to have it here.", ""]
 
 
+EXAMPLE_LABELS = {"ru": ('["кот", "собака", "лошадь"]', "фото {}"), "uk": ('["кіт", "собака", "кінь"]', "фото {}")}
+
+
 def _usage(fmt: str, out: Path, lang: str) -> list[str]:
-    labels = '["кот", "собака", "лошадь"]' if lang == "ru" else '["cat", "dog", "horse"]'
-    template = "фото {}" if lang == "ru" else "a photo of a {}"
+    labels, template = EXAMPLE_LABELS.get(lang, ('["cat", "dog", "horse"]', "a photo of a {}"))
     folder = json.dumps(str(out.resolve()))
     blocks = []
     if fmt in ("onnx", "immich"):
@@ -72,7 +74,7 @@ print(probs)'''))
 from PIL import Image
 
 m = langclip.load({folder})
-print(m.classify([Image.new("RGB", (320, 240), "orange")], {labels}{', lang="ru"' if lang == "ru" else ''}))'''))
+print(m.classify([Image.new("RGB", (320, 240), "orange")], {labels}{f', lang="{lang}"' if lang in EXAMPLE_LABELS else ''}))'''))
     return _render(blocks)
 
 
