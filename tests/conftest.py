@@ -191,3 +191,46 @@ def demo_small(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "demo"
     assert main(["demo", "--size", "small", "--out", str(out)]) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory):
+    """A 2-layer, width-32 BERT with a WordPiece vocabulary, saved as a Hugging Face model folder."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    d = tmp_path_factory.mktemp("tiny_bert")
+    words = ["кот", "кошка", "собака", "красный", "синий", "круг", "звезда", "две", "три", "на", "фото", "##а", "##ы"]
+    chars = sorted(set("".join(words).replace("#", "")) | set("абвгдеёжзийклмнопрстуфхцчшщъыьэюя0123456789"))
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words + chars + ["##" + c for c in chars]
+    (d / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    BertTokenizerFast(vocab_file=str(d / "vocab.txt")).save_pretrained(str(d))
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=40)).save_pretrained(str(d))
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_xlmr(tmp_path_factory):
+    """A 2-layer, width-32 XLM-RoBERTa (M-CLIP's encoder family): pad id 1, positions counted from the
+    pad id, a SentencePiece-style tokenizer (Metaspace, <s> ... </s>) built with `tokenizers`."""
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast, XLMRobertaConfig, XLMRobertaModel
+
+    d = tmp_path_factory.mktemp("tiny_xlmr")
+    tk = Tokenizer(models.Unigram())
+    tk.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    tk.pre_tokenizer = pre_tokenizers.Metaspace()
+    corpus = ["две красные звезды", "кот на фото", "синий круг и собака", "a photo of a cat", "ёлка"] * 20
+    tk.train_from_iterator(corpus, trainers.UnigramTrainer(vocab_size=120, unk_token="<unk>",
+                                                           special_tokens=["<s>", "<pad>", "</s>", "<unk>"]))
+    tk.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                            pad_token="<pad>").save_pretrained(str(d))
+    torch.manual_seed(1)
+    XLMRobertaModel(XLMRobertaConfig(vocab_size=tk.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=40,
+                                     pad_token_id=1), add_pooling_layer=False).save_pretrained(str(d))
+    return d

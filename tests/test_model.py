@@ -352,23 +352,6 @@ def test_export_loads_in_stock_open_clip(tmp_path, tiny_arch, tiny_clip, ru_toke
     assert (t_ref - t_oc).abs().max() <= 1e-5 and (i_ref - i_oc).abs().max() <= 1e-5
 
 
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory):
-    """A 2-layer, width-32 BERT with a WordPiece vocabulary, saved as a Hugging Face model folder."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    d = tmp_path_factory.mktemp("tiny_bert")
-    words = ["кот", "кошка", "собака", "красный", "синий", "круг", "звезда", "две", "три", "на", "фото", "##а", "##ы"]
-    chars = sorted(set("".join(words).replace("#", "")) | set("абвгдеёжзийклмнопрстуфхцчшщъыьэюя0123456789"))
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words + chars + ["##" + c for c in chars]
-    (d / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    BertTokenizerFast(vocab_file=str(d / "vocab.txt")).save_pretrained(str(d))
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64, max_position_embeddings=40)).save_pretrained(str(d))
-    return d
-
-
 def test_hf_text_tower_init_save_load_export(tmp_path, tiny_arch, tiny_clip, tiny_bert):
     import open_clip
     from PIL import Image
@@ -412,7 +395,9 @@ def test_hf_text_tower_init_save_load_export(tmp_path, tiny_arch, tiny_clip, tin
     import langclip
 
     lm = langclip.load(tmp_path / "moved", device="cpu")
-    assert torch.equal(lm.tokenizer(texts, context_length=24), t)
+    assert lm.model.context_length == 24      # the configured context, not the encoder's 40 positions
+    assert torch.equal(lm.tokenizer(texts), t)
+    assert torch.equal(langclip.load(tmp_path / "run", device="cpu").tokenizer(texts), t)
     with torch.no_grad():
         assert (lm.model.encode_text(t, normalize=True) - e).abs().max() <= 1e-5
     assert torch.equal(lm.preprocess(img), x[0])

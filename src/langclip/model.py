@@ -125,6 +125,10 @@ class LangCLIP(nn.Module):
 
     @property
     def context_length(self) -> int:
+        """The text context the tower was trained with. An `hf:` tower's is the configured one: open_clip's
+        HFTextEncoder reports the encoder's max_position_embeddings (512, 2048, ...) instead."""
+        if self.is_hf:
+            return int(self.model_cfg["text_cfg"].get("context_length", self.clip.context_length))
         return self.clip.context_length
 
     @property
