@@ -193,3 +193,124 @@ def test_a_wrong_export_is_not_kept(exports, monkeypatch, tmp_path, trained_run,
     assert main(["export", "--model", str(trained_run), "--format", "onnx", "--out", str(tmp_path / "x")]) != 0
     assert "differs from PyTorch" in capsys.readouterr().err
     assert not list((tmp_path / "x").glob("*.onnx"))
+
+
+# -- an hf: text tower (a pretrained encoder with its own tokenizer: M-CLIP's kind) -----------------
+def _mclip_text(folder, query):
+    """immich_ml MClipTextualEncoder: as OpenClipTextualEncoder, but it feeds "input_ids" and
+    "attention_mask" (int32, padded to the context)."""
+    from tokenizers import Tokenizer
+
+    L = json.loads((folder / "config.json").read_text())["text_cfg"].get("context_length", 77)
+    pad = json.loads((folder / "textual" / "tokenizer_config.json").read_text())["pad_token"]
+    tok = Tokenizer.from_file(str(folder / "textual" / "tokenizer.json"))
+    tok.enable_padding(length=L, pad_token=pad, pad_id=tok.token_to_id(pad))
+    tok.enable_truncation(max_length=L)
+    e = tok.encode(" ".join(query.split()))
+    sess = ort.InferenceSession(str(folder / "textual" / "model.onnx"), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"input_ids": np.array([e.ids], dtype=np.int32),
+                           "attention_mask": np.array([e.attention_mask], dtype=np.int32)})[0][0]
+
+
+@pytest.fixture(scope="module", params=["tiny_bert", "tiny_xlmr"])
+def hf_exports(request, tmp_path_factory, tiny_arch, tiny_clip):
+    """A run whose text tower is a pretrained encoder (BERT: pad id 0; XLM-R: pad id 1, positions from
+    the pad id), its projection trained a little off its initialisation, exported three ways."""
+    import logging
+
+    import langclip
+    from langclip.build import build_student
+    from langclip.runfolder import save_model_files
+    from langclip.tokenizer import HFTextTokenizer
+
+    enc = request.getfixturevalue(request.param)
+    d = tmp_path_factory.mktemp(f"hf_onnx_{request.param}")
+    tok = HFTextTokenizer.load(enc, context_length=24)
+    model, ref, info = build_student(tiny_arch, tiny_clip[1], tok, init=f"hf:{enc}", context_length=24)
+    with torch.no_grad():
+        for p in model.clip.text.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    save_model_files(d / "run", model, tok, ref, {"init": info})
+    caplog = logging.getLogger("langclip.export_onnx")
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    caplog.addHandler(handler)
+    try:
+        for fmt, name in (("onnx", "onnx"), ("immich", "ViT-B-32__openai"), ("immich", "XLM-Roberta-Large-Vit-B-32")):
+            assert main(["export", "--model", str(d / "run"), "--format", fmt, "--out", str(d / name)]) == 0
+    finally:
+        caplog.removeHandler(handler)
+    return d, langclip.load(d / "run", device="cpu"), [r.getMessage() for r in records]
+
+
+def test_hf_tower_onnx_graph_equals_langclip(hf_exports):
+    d, m, _ = hf_exports
+    conf = json.loads((d / "onnx" / "onnx_config.json").read_text())
+    assert conf["text_tower"] == "hf" and conf["textual"]["shape"] == ["batch", "sequence"]
+    assert conf["textual"]["pad_token_id"] == m.tokenizer.pad_token_id
+    g = onnx.load(str(d / "onnx" / "textual.onnx"))
+    assert [(i.name, i.type.tensor_type.elem_type) for i in g.graph.input] == [("text", onnx.TensorProto.INT32)]
+    sess = ort.InferenceSession(str(d / "onnx" / "textual.onnx"), providers=["CPUExecutionProvider"])
+    ids = m.tokenizer(TEXTS)                                     # padded with the encoder's pad id
+    want = m.encode_text(TEXTS).numpy()
+    assert np.abs(sess.run(None, {"text": ids.numpy().astype(np.int32)})[0] - want).max() <= 1e-4
+    n = int((ids[:6] != m.tokenizer.pad_token_id).sum(-1).max())
+    assert n < ids.shape[1]                                      # padded only to the batch's longest text
+    assert np.abs(sess.run(None, {"text": ids[:6, :n].numpy().astype(np.int32)})[0] - want[:6]).max() <= 1e-4
+    # the tokenizer as onnxruntime callers load it (`tokenizers` alone) gives langclip's ids
+    from tokenizers import Tokenizer
+
+    pad = json.loads((d / "onnx" / "tokenizer_config.json").read_text())["pad_token"]
+    tok = Tokenizer.from_file(str(d / "onnx" / "tokenizer.json"))
+    tok.enable_padding(length=24, pad_token=pad, pad_id=tok.token_to_id(pad))
+    tok.enable_truncation(max_length=24)
+    assert [e.ids for e in tok.encode_batch(TEXTS)] == ids.tolist()
+
+
+def test_hf_tower_immich_folders_load_as_immich_loads_them(hf_exports, tiny_clip):
+    """Under the library's CLIP name the text graph takes "text" (OpenClipTextualEncoder); under an
+    M-CLIP name "input_ids" + "attention_mask" (MClipTextualEncoder). Both give langclip's embeddings,
+    and the visual graph is the frozen tower either way."""
+    d, m, warned = hf_exports
+    for name, run_text in (("ViT-B-32__openai", _immich_text), ("XLM-Roberta-Large-Vit-B-32", _mclip_text)):
+        f = d / name
+        for q in RAW_QUERIES + TEXTS:                              # Immich collapses whitespace first
+            assert np.abs(run_text(f, q) - m.encode_text([" ".join(q.split())])[0].numpy()).max() <= 1e-4, (name, q)
+        for p in _pictures()[:2]:
+            assert np.abs(_immich_image(f, p) - m.encode_image([p])[0].numpy()).max() <= 1e-4, p.size
+    # the tiny tower is not M-CLIP's ViT-B-32: the export says so (and still works)
+    assert any("XLM-Roberta-Large-Vit-B-32 is an Immich M-CLIP model whose image tower is ViT-B-32" in w
+               for w in warned)
+    card = (d / "XLM-Roberta-Large-Vit-B-32" / "README.md").read_text(encoding="utf-8")
+    assert "input_ids" in card and "attention_mask" in card
+
+
+def test_a_clip_style_tower_under_an_mclip_name_takes_ids_and_mask(exports, tmp_path, trained_run):
+    _, m = exports
+    assert main(["export", "--model", str(trained_run), "--format", "immich",
+                 "--out", str(tmp_path / "XLM-Roberta-Large-Vit-B-32")]) == 0
+    f = tmp_path / "XLM-Roberta-Large-Vit-B-32"
+    g = onnx.load(str(f / "textual" / "model.onnx"))
+    assert [i.name for i in g.graph.input] == ["input_ids", "attention_mask"]
+    for q in RAW_QUERIES + TEXTS:
+        assert np.abs(_mclip_text(f, q) - m.encode_text([q])[0].numpy()).max() <= 1e-4, q
+
+
+def test_hf_tower_cards_snippets_run_without_torch(hf_exports, tmp_path):
+    """The onnx card's and the M-CLIP-named Immich card's snippets, run as written in a process where
+    importing torch fails, embed their labels as langclip does."""
+    import re
+
+    d, m, _ = hf_exports
+    script = ["import sys, json", "sys.modules['torch'] = None", "out = {}"]
+    for name in ("onnx", "XLM-Roberta-Large-Vit-B-32"):
+        (snippet,) = re.findall(r"```python\n(.*?)```", (d / name / "README.md").read_text(encoding="utf-8"), re.S)
+        (tmp_path / f"{name}.py").write_text(snippet, encoding="utf-8")
+        script += [f"g = {{}}; exec(compile(open({str(tmp_path / (name + '.py'))!r}).read(), 'card', 'exec'), g)",
+                   f"out[{name!r}] = [g['texts'], g['text'].tolist()]"]
+    script += [f"json.dump(out, open({str(tmp_path / 'out.json')!r}, 'w'))"]
+    r = subprocess.run([sys.executable, "-c", "\n".join(script)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for name, (texts, emb) in json.loads((tmp_path / "out.json").read_text()).items():
+        assert np.abs(np.array(emb) - m.encode_text(texts).numpy()).max() <= 1e-4, name

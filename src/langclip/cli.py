@@ -306,7 +306,7 @@ def _export(args: argparse.Namespace) -> int:
     out = export(args.model, args.out, args.format, weights=args.weights, device=args.device)
     how = {"hf": f"transformers.CLIPModel.from_pretrained('{out}')",
            "onnx": f"onnxruntime.InferenceSession('{out / 'textual.onnx'}') (see the model card)",
-           "immich": "Immich's machine-learning service (docs/deploy.md)"}.get(
+           "immich": f"Immich's machine-learning service as its model {out.name} (docs/deploy.md)"}.get(
         args.format, f"open_clip.create_model_and_transforms('local-dir:{out}')")
     print(f"exported to {out} (model card: {out / 'README.md'}); load with {how}")
     return 0

@@ -48,8 +48,9 @@ def export(run: str | Path, out: str | Path, format: str = "open_clip", weights:
         from .export_onnx import export_immich, export_onnx
 
         out.mkdir(parents=True, exist_ok=True)
-        (export_onnx if format == "onnx" else export_immich)(
-            model, tok, meta, out, lambda o: _tokenizer_files(tok, o, model.context_length), _preprocess(meta))
+        files = ((lambda o: _hf_tokenizer_files(tok, o)) if model.is_hf else
+                 (lambda o: _tokenizer_files(tok, o, model.context_length)))
+        (export_onnx if format == "onnx" else export_immich)(model, tok, meta, out, files, _preprocess(meta))
     else:
         out.mkdir(parents=True, exist_ok=True)
         _export_open_clip(model, tok, meta, out)
@@ -97,6 +98,23 @@ def _tokenizer_files(tok, out: Path, context_length: int, processor: bool = Fals
     if processor:
         conf["processor_class"] = "CLIPProcessor"
     (out / "tokenizer_config.json").write_text(json.dumps(conf, indent=2), encoding="utf-8")
+
+
+def _hf_tokenizer_files(tok, out: Path) -> None:
+    """An `hf:` encoder's own tokenizer, saved as transformers saves it. ONNX callers and Immich read
+    `tokenizer.json` with the `tokenizers` library and pad with `tokenizer_config.json`'s `pad_token`,
+    which must then be a plain string."""
+    tok.save(out)
+    if not (out / "tokenizer.json").is_file():
+        raise ValueError(f"the encoder's tokenizer ({type(tok.tok).__name__}) has no fast version, so no "
+                         "tokenizer.json for onnxruntime or Immich; use --format open_clip")
+    conf_path = out / "tokenizer_config.json"
+    conf = json.loads(conf_path.read_text(encoding="utf-8"))
+    pad = tok.tok.pad_token
+    if pad is None:
+        raise ValueError("the encoder's tokenizer has no pad token, which Immich and ONNX callers pad with")
+    conf["pad_token"] = str(getattr(pad, "content", pad))
+    conf_path.write_text(json.dumps(conf, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
 def _preprocess(meta: dict) -> dict:

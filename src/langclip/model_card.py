@@ -38,12 +38,12 @@ def _results(run: Path) -> list[str]:
 EXAMPLE_LABELS = {"ru": ('["кот", "собака", "лошадь"]', "фото {}"), "uk": ('["кіт", "собака", "кінь"]', "фото {}")}
 
 
-def _usage(fmt: str, out: Path, lang: str) -> list[str]:
+def _usage(fmt: str, out: Path, lang: str, hf: bool = False, mclip: bool = False) -> list[str]:
     labels, template = EXAMPLE_LABELS.get(lang, ('["cat", "dog", "horse"]', "a photo of a {}"))
     folder = json.dumps(str(out.resolve()))
     blocks = []
     if fmt in ("onnx", "immich"):
-        return _render([_onnx_usage(fmt, folder, labels, template)])
+        return _render([_onnx_usage(fmt, folder, labels, template, hf, mclip)])
     if fmt == "hf":
         blocks.append(("transformers (no custom code)", f'''from PIL import Image
 from transformers import AutoProcessor, AutoTokenizer, CLIPModel, pipeline
@@ -78,8 +78,10 @@ print(m.classify([Image.new("RGB", (320, 240), "orange")], {labels}{f', lang="{l
     return _render(blocks)
 
 
-def _onnx_usage(fmt: str, folder: str, labels: str, template: str) -> tuple[str, str]:
-    """onnxruntime + tokenizers + numpy + PIL, no torch: the ids and embeddings langclip computes."""
+def _onnx_usage(fmt: str, folder: str, labels: str, template: str, hf: bool = False,
+                mclip: bool = False) -> tuple[str, str]:
+    """onnxruntime + tokenizers + numpy + PIL, no torch: the ids and embeddings langclip computes. mclip:
+    the text graph takes input_ids + attention_mask (an Immich M-CLIP name), fed as Immich feeds it."""
     text_dir, image_dir = ('"/textual"', '"/visual"') if fmt == "immich" else ('""', '""')
     graph = ('"/textual/model.onnx"', '"/visual/model.onnx"') if fmt == "immich" else ('"/textual.onnx"', '"/visual.onnx"')
     L = ('L = json.load(open(folder + "/config.json"))["text_cfg"]["context_length"]' if fmt == "immich" else
@@ -88,6 +90,17 @@ def _onnx_usage(fmt: str, folder: str, labels: str, template: str) -> tuple[str,
     title = "onnxruntime, as Immich's machine-learning service calls it (no torch)" if fmt == "immich" else \
         "onnxruntime (no torch)"
     pad_len = "length=L, " if fmt == "immich" else '**({} if dynamic else {"length": L}), '
+    tok_note = "the encoder's own tokenizer" if hf else "lower-cases and normalises itself"
+    if mclip:
+        tokenize = '''def tokenize(texts):   # what Immich feeds its M-CLIP models
+    enc = tok.encode_batch([" ".join(t.split()) for t in texts])
+    return {"input_ids": np.array([e.ids for e in enc], dtype=np.int32),
+            "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int32)}'''
+        feed = "tokenize(texts)"
+    else:
+        tokenize = '''def tokenize(texts):
+    return np.array([e.ids for e in tok.encode_batch([" ".join(t.split()) for t in texts])], dtype=np.int32)'''
+        feed = '{"text": tokenize(texts)}'
     return (title, f'''import json
 
 import numpy as np
@@ -98,13 +111,12 @@ from tokenizers import Tokenizer
 folder = {folder}
 {L}
 pad = json.load(open(folder + {text_dir} + "/tokenizer_config.json"))["pad_token"]
-tok = Tokenizer.from_file(folder + {text_dir} + "/tokenizer.json")   # lower-cases and normalises itself
+tok = Tokenizer.from_file(folder + {text_dir} + "/tokenizer.json")   # {tok_note}
 tok.enable_padding({pad_len}pad_token=pad, pad_id=tok.token_to_id(pad))
 tok.enable_truncation(max_length=L)
 
 
-def tokenize(texts):
-    return np.array([e.ids for e in tok.encode_batch([" ".join(t.split()) for t in texts])], dtype=np.int32)
+{tokenize}
 
 
 pp = json.load(open(folder + {image_dir} + "/preprocess_cfg.json"))
@@ -125,13 +137,28 @@ def preprocess(image):   # open_clip's eval transform: shortest side to S (bicub
 textual = ort.InferenceSession(folder + {graph[0]}, providers=["CPUExecutionProvider"])
 visual = ort.InferenceSession(folder + {graph[1]}, providers=["CPUExecutionProvider"])
 labels = {labels}
-text = textual.run(["embedding"], {{"text": tokenize(["{template}".format(c) for c in labels])}})[0]
+texts = ["{template}".format(c) for c in labels]
+text = textual.run(["embedding"], {feed})[0]
 image = visual.run(["embedding"], {{"image": preprocess(Image.new("RGB", (320, 240), "orange"))}})[0]
 logits = 100 * image @ text.T
 print(dict(zip(labels, np.round(np.exp(logits) / np.exp(logits).sum(), 3)[0])))''')
 
 
-def _immich(arch: str, out: Path) -> list[str]:
+def _immich(arch: str, out: Path, hf: bool = False, mclip: bool = False) -> list[str]:
+    tokenizer = ("`textual/tokenizer.json` is the encoder's own tokenizer" if hf else
+                 "`textual/tokenizer.json` lower-cases and normalises (NFC, whitespace) by itself")
+    if mclip:
+        return ["## Use in Immich", "",
+                f"This folder is named as Immich's M-CLIP model `{out.name}`: its text graph takes `input_ids` and "
+                "`attention_mask`, which is what Immich feeds the models of that name.",
+                f"1. Stop the machine-learning container and replace its cached model folder `/cache/clip/{out.name}/` "
+                "with this folder's contents (see docs/deploy.md). Keep a copy of the original.",
+                f"2. A library already searched with `{out.name}` keeps its image embeddings: the visual graph is "
+                f"the same frozen {arch} image tower. Switching the smart-search setting to `{out.name}` from "
+                "another model makes Immich delete every smart-search embedding (it does on any model change), and "
+                "the Smart Search job must then embed the whole library again. To keep a `ViT-B-32__openai` "
+                "library's embeddings, export under that name instead: the text graph then takes `text`.",
+                f"3. Queries: Immich collapses whitespace; {tokenizer}.", ""]
     name = "ViT-B-32__openai" if "ViT-B-32" in arch else f"<the {arch} model your library was indexed with>"
     return ["## Use in Immich", "",
             "Immich's server accepts only the CLIP model names it knows (with their embedding size), so "
@@ -143,8 +170,7 @@ def _immich(arch: str, out: Path) -> list[str]:
             "`textual/model.onnx` in its cache and downloads nothing.",
             f"3. The visual graph is the original {arch} image tower, so the library's image embeddings stay "
             "valid: no re-indexing. Search now takes queries in the new language (and English).",
-            "4. Queries go through `textual/tokenizer.json`, which lower-cases and normalises (NFC, whitespace) "
-            "by itself; Immich only collapses whitespace before it.", ""]
+            f"4. Queries: Immich collapses whitespace; {tokenizer}.", ""]
 
 
 def _render(blocks: list[tuple[str, str]]) -> list[str]:
@@ -170,16 +196,24 @@ def write_model_card(out: Path, fmt: str, model, tok, meta: dict, run: Path) -> 
     if cfg.get("cache") and (Path(cfg["cache"]) / "manifest.json").is_file():
         cache = json.loads((Path(cfg["cache"]) / "manifest.json").read_text(encoding="utf-8"))
     tm = getattr(tok, "meta", {}) or {}
+    hf = bool(getattr(model, "is_hf", False))
+    mclip = False
+    if fmt == "immich":
+        from .export_onnx import immich_signature
+
+        mclip = immich_signature(out, arch)[0]
     what = [f"- **Image tower**: {arch} — frozen, unchanged ("
             + (f"open_clip pretrained `{tower['pretrained']}`" if tower.get("pretrained") else f"`{Path(str(tower.get('weights'))).name}`")
             + f", tensor digest `{str(tower.get('tower_sha256', ''))[:12]}`): image embeddings made with it before stay valid.",
             f"- **Text tower**: `{init.get('init')}` init, context {model.context_length} tokens.",
-            f"- **Tokenizer**: CLIP's byte-level BPE + {tm.get('merges_added', '?')} merges for `{lang}` "
-            f"(vocabulary {tok.vocab_size:,}); English text keeps CLIP's ids.",
+            (f"- **Tokenizer**: the encoder's own (`{tm.get('base', '?')}`, vocabulary {tok.vocab_size:,})." if hf else
+             f"- **Tokenizer**: CLIP's byte-level BPE + {tm.get('merges_added', '?')} merges for `{lang}` "
+             f"(vocabulary {tok.vocab_size:,}); English text keeps CLIP's ids."),
             f"- **Training data**: {cache.get('num_images_ok', '?')} images, {cache.get('num_captions', '?')} captions"
             + (f"; {cfg.get('epochs')} epochs, batch {cfg.get('batch_size')}, losses {cfg.get('loss')}, lr "
                f"{(cfg.get('optim') or {}).get('lr')}" if cfg else "") + "."]
-    limits = ["- Text is cleaned by langclip (ftfy, HTML entities, whitespace, lower case) before tokenization; "
+    limits = ["- Text goes to the encoder's own tokenizer as it is." if hf else
+              "- Text is cleaned by langclip (ftfy, HTML entities, whitespace, lower case) before tokenization; "
               "the exported tokenizer.json does whitespace, Unicode normalisation and lower case only, so send "
               "it plain text.",
               "- The image tower is the original CLIP's: its English-centric training and biases are unchanged.",
@@ -189,6 +223,6 @@ def write_model_card(out: Path, fmt: str, model, tok, meta: dict, run: Path) -> 
             f"# A {lang} text tower for CLIP {arch} (langclip)", "",
             "Made with langclip: CLIP's image tower stays frozen and a new text "
             "tower reads the language.", "", "## What it is", "", *what, "", "## Results", "", *_results(run),
-            "## Limitations", "", *limits, "", *(_immich(arch, out) if fmt == "immich" else []), *_usage(fmt, out, lang)]
+            "## Limitations", "", *limits, "", *(_immich(arch, out, hf, mclip) if fmt == "immich" else []), *_usage(fmt, out, lang, hf, mclip)]
     (out / "README.md").write_text("\n".join(text) + "\n", encoding="utf-8")
     return out / "README.md"
