@@ -50,6 +50,21 @@ def _nominative_parse(word: str, lang: str = "ru", modifier: bool = False, gende
     return sorted(parses, key=lambda p: (p.tag.POS != "NOUN", "Fixd" in p.tag, "Abbr" in p.tag))[0]
 
 
+def _inanimate(head, lang: str) -> bool:
+    """Whether the head noun reads as inanimate. A Russian plural the dictionary lists both ways under
+    one lemma ("звёзды": stars, or celebrities — the animate reading scores higher) takes the animacy of
+    that lemma's likeliest singular reading (the star), as the singular does."""
+    if "inan" in head.tag or lang != "ru" or "plur" not in head.tag:
+        return "inan" in head.tag
+    both = {str(p.tag.animacy) for p in _morph(lang).parse(head.word)
+            if p.normal_form == head.normal_form and p.tag.POS == "NOUN" and "nomn" in p.tag}
+    if both != {"anim", "inan"}:
+        return False
+    singular = [p for p in _morph(lang).parse(head.normal_form)
+                if p.normal_form == head.normal_form and p.tag.POS == "NOUN" and "nomn" in p.tag and "sing" in p.tag]
+    return bool(singular) and "inan" in singular[0].tag
+
+
 def inflect_phrase(phrase: str, case: str, strict: bool = True, lang: str = "ru") -> str:
     """Put every agreeing word of a nominative `phrase` into pymorphy3's `case` ('gent'), keeping each
     word's number; a word written with a leading '=' is a fixed complement and stays ('голова =крокодила').
@@ -65,7 +80,7 @@ def inflect_phrase(phrase: str, case: str, strict: bool = True, lang: str = "ru"
                               else None) if agreeing else None)
     parses[agreeing[-1] if agreeing else -1] = head
     if case == "accs" and head is not None and not ("femn" in head.tag and "plur" not in head.tag):
-        if "inan" in head.tag or ("neut" in head.tag and "plur" not in head.tag):
+        if _inanimate(head, lang) or ("neut" in head.tag and "plur" not in head.tag):
             return " ".join(w[1:] if w.startswith("=") else w for w in words)
         if "anim" in head.tag:
             return inflect_phrase(phrase, "gent", strict, lang)
