@@ -298,3 +298,18 @@ def test_batch_tensor_layout_matches_text_by_text(ru_tokenizer):
             exp[i, 1: len(e) + 1] = torch.tensor(e, dtype=torch.long)
         assert torch.equal(ru_tokenizer(texts, context_length=L), exp), L
     assert _lookup_arrow(["a\ud800b"] * 10, ru_tokenizer._cache) is None  # Arrow refuses: the dict path runs
+
+
+def test_corpus_tables_name_their_text_column(tmp_path):
+    """A corpus table's text column: --column, else a known name; otherwise the error names the file,
+    its columns and the option (the same picker as the cache's tables)."""
+    from langclip.tokenizer.train import CorpusError, read_texts
+
+    (tmp_path / "a.csv").write_text("id,query\n1,две звезды\n2,кот\n", encoding="utf-8")
+    assert read_texts(tmp_path / "a.csv") == ["две звезды", "кот"]
+    (tmp_path / "b.csv").write_text("id,body\n1,две звезды\n", encoding="utf-8")
+    assert read_texts(tmp_path / "b.csv", column="body") == ["две звезды"]
+    with pytest.raises(CorpusError, match=r"b\.csv: which column holds the text\? pass --column .*'id', 'body'"):
+        read_texts(tmp_path / "b.csv")
+    with pytest.raises(CorpusError, match=r"b\.csv: no column 'text'; columns are \['id', 'body'\]"):
+        read_texts(tmp_path / "b.csv", column="text")

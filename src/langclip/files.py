@@ -270,3 +270,22 @@ def _csv_rows(path: Path, text: str, tsv: bool, problems: list | None) -> tuple[
                f"{e} (a quoted field ends at its closing quote; a quote inside one is doubled: \"\")")
         raise ValueError(f"{path}:{start}: {why}") from None
     return names or [], rows
+
+
+def pick_column(path: Path, names: list[str], wanted: str | None, defaults: tuple, flag: str, what: str = "",
+                required: bool = True) -> str | None:
+    """The table column to read: `wanted` (which must exist), else the first of `defaults` present;
+    None when nothing fits and the column is optional. Errors name the file, its columns and the
+    option that chooses (`flag`)."""
+    kind = f"{what} " if what else ""
+    if wanted:
+        if wanted not in names:
+            raise ValueError(f"{path}: no {kind}column {wanted!r}; columns are {names}")
+        return wanted
+    for d in defaults:
+        if d in names:
+            return d
+    if required:
+        raise ValueError(f"{path}: which column holds the {what or 'text'}? pass {flag} (columns: {names})")
+    return None
+

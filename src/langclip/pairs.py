@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .files import table_rows
+from .files import pick_column, table_rows
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif", ".avif")
 _HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")   # phones' HEIC
@@ -74,36 +74,23 @@ def _listify(v) -> list:
     return [v]
 
 
-def _pick(names: list[str], wanted: str | None, defaults: tuple, what: str, path: Path, required=True) -> str | None:
-    if wanted:
-        if wanted not in names:
-            raise ValueError(f"{path}: no {what} column {wanted!r}; columns are {names}")
-        return wanted
-    for d in defaults:
-        if d in names:
-            return d
-    if required:
-        raise ValueError(f"{path}: which column holds the {what}? pass --{what}-column (columns: {names})")
-    return None
-
-
 def read_table(path: str | Path, pairs: Pairs, image_column=None, caption_column=None, english_column=None) -> None:
     path = Path(path)
     if path.suffix.lower() == ".parquet":   # only the needed columns, column by column (large tables)
         import pyarrow.parquet as pq
 
         names = pq.read_schema(path).names
-        ic = _pick(names, image_column, IMAGE_COLUMNS, "image", path)
-        cc = _pick(names, caption_column, CAPTION_COLUMNS, "caption", path)
-        ec = _pick(names, english_column, ENGLISH_COLUMNS, "english", path, required=False)
+        ic = pick_column(path, names, image_column, IMAGE_COLUMNS, "--image-column", "image")
+        cc = pick_column(path, names, caption_column, CAPTION_COLUMNS, "--caption-column", "caption")
+        ec = pick_column(path, names, english_column, ENGLISH_COLUMNS, "--english-column", "english", required=False)
         t = pq.read_table(path, columns=[c for c in dict.fromkeys((ic, cc, ec)) if c])
         cols = [t.column(c).to_pylist() if c else None for c in (ic, cc, ec)]
         lines = range(1, t.num_rows + 1)
     else:
         names, rows = table_rows(path, pairs.problems)
-        ic = _pick(names, image_column, IMAGE_COLUMNS, "image", path)
-        cc = _pick(names, caption_column, CAPTION_COLUMNS, "caption", path)
-        ec = _pick(names, english_column, ENGLISH_COLUMNS, "english", path, required=False)
+        ic = pick_column(path, names, image_column, IMAGE_COLUMNS, "--image-column", "image")
+        cc = pick_column(path, names, caption_column, CAPTION_COLUMNS, "--caption-column", "caption")
+        ec = pick_column(path, names, english_column, ENGLISH_COLUMNS, "--english-column", "english", required=False)
         cols, lines = [[r.get(c) for r in rows] if c else None for c in (ic, cc, ec)], rows.lines
     imgs, caps, ens = cols
     parent = path.parent
@@ -267,7 +254,7 @@ def read_images(specs: list[str], image_column=None) -> Pairs:
                 read_tar(p, pairs)
             elif p.suffix.lower() in (".csv", ".tsv", ".parquet", ".jsonl", ".json"):
                 names, rows = table_rows(p, pairs.problems)
-                ic = _pick(names, image_column, IMAGE_COLUMNS, "image", p)
+                ic = pick_column(p, names, image_column, IMAGE_COLUMNS, "--image-column", "image")
                 for i, r in zip(rows.lines, rows):
                     v = r.get(ic)
                     if not v:
@@ -299,8 +286,8 @@ def read_parallel(specs: list[str], caption_column=None, english_column=None) ->
                 raise ValueError(f"{path}: a parallel corpus is a table (.csv/.tsv/.parquet/.jsonl) with a "
                                  f"target-language column and an English column")
             names, rows = table_rows(path, pairs.problems)
-            cc = _pick(names, caption_column, CAPTION_COLUMNS, "caption", path)
-            ec = _pick(names, english_column, ENGLISH_COLUMNS, "english", path)
+            cc = pick_column(path, names, caption_column, CAPTION_COLUMNS, "--caption-column", "caption")
+            ec = pick_column(path, names, english_column, ENGLISH_COLUMNS, "--english-column", "english")
             for i, r in zip(rows.lines, rows):
                 caps, en = _listify(r.get(cc)), _listify(r.get(ec))
                 for j, c in enumerate(caps):

@@ -18,7 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..config import TokenizerTrainConfig, check_wordfreq_language
-from ..files import check_out_dir, read_utf8, table_rows
+from ..files import check_out_dir, pick_column, read_utf8, table_rows
 from .bpe import learn_merges
 from .clean import WS, clean, pretokenize
 from .encode import Tokenizer
@@ -26,6 +26,9 @@ from .vocab import SUFFIX, build_hf_tokenizer, bytes_to_unicode, clip_base_vocab
 
 log = logging.getLogger(__name__)
 WEIGHT_MASS = 10**9  # each corpus source is scaled to this total integer weight
+
+
+CORPUS_COLUMNS = ("caption", "text", "caption_ru", "query", "sentence")
 
 
 class CorpusError(ValueError):
@@ -40,21 +43,10 @@ def read_texts(path: str | Path, column: str | None = None) -> list[str]:
         if path.suffix.lower() not in (".parquet", ".csv", ".tsv", ".jsonl", ".json"):
             return [ln for ln in read_utf8(path).splitlines() if ln.strip()]
         names, rows = table_rows(path)
+        col = pick_column(path, names, column, CORPUS_COLUMNS, "--column")
     except ValueError as e:
         raise CorpusError(str(e)) from None
-    col = _pick_column(path, names, column)
     return [r[col] for r in rows if isinstance(r.get(col), str) and r[col]]
-
-
-def _pick_column(path: Path, names: list[str], column: str | None) -> str:
-    if column:
-        if column not in names:
-            raise CorpusError(f"{path}: no column {column!r}; columns are {names}")
-        return column
-    for c in ("caption", "text", "caption_ru", "query", "sentence"):
-        if c in names:
-            return c
-    raise CorpusError(f"{path}: which column holds the text? give --column (columns: {names})")
 
 
 def corpus_pretokens(texts: list[str]) -> Counter:
