@@ -357,6 +357,20 @@ def test_encode_writes_texts_and_pictures_as_the_api_embeds_them(tmp_path, run_d
     assert np.allclose(emb.astype(np.float32), m.encode_image(rows).numpy(), atol=2e-3)
     assert pq.read_table(tmp_path / "p.parquet").column_names == ["image", "embedding"]
     assert rec["image_tower"]["tower_sha256"] == m.meta["image_tower"]["tower_sha256"]
+    # worker processes (the default, 2) and this process give the same rows, in order, over more than one
+    # batch of 32, with a broken picture in the middle
+    for i in range(3, 70):
+        make_image(pics / f"{i:02d}.jpg", i)
+    (pics / "17b.jpg").write_bytes(b"\xff\xd8 broken")
+    got = {}
+    for w in ("0", "2"):
+        assert main(["encode", "--model", str(run), "--images", str(pics), "--out", str(tmp_path / f"w{w}.npy"),
+                     "--weights", tiny_clip[1], "--workers", w]) == 0
+        got[w] = read_embeddings(tmp_path / f"w{w}.npy")
+    assert got["0"][1] == got["2"][1] and len(got["2"][1]) == 70
+    assert [Path(s["image"]).name for s in got["2"][2]["skipped"]] == ["17b.jpg", "broken.jpg"]
+    assert np.abs(got["0"][0] - got["2"][0]).max() <= 1e-6
+    assert np.abs(got["2"][0][:5] - m.encode_image(got["2"][1][:5]).numpy()).max() <= 1e-5
     (tmp_path / "mine.npy").write_bytes(b"someone else's")
     assert main(["encode", "--model", str(run), "--texts", "кот", "--out", str(tmp_path / "mine.npy")]) == 2
     assert "refusing to overwrite" in capsys.readouterr().err

@@ -163,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help=".npy (a .json beside it names each row) or .parquet")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"])
     _as_stored(p)
+    p.add_argument("--workers", type=int, default=2,
+                   help="processes decoding and preprocessing pictures (default 2; 0: in this process)")
     p.add_argument("--weights", help="the CLIP weights file, if it moved since training (pictures only)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
 
@@ -296,7 +298,7 @@ def _encode(args: argparse.Namespace) -> int:
     from .encode import encode_cli
 
     encode_cli(args.model, args.out, texts=args.texts, images=args.images, dtype=args.dtype, weights=args.weights,
-               device=args.device, upright=not args.as_stored)
+               device=args.device, upright=not args.as_stored, workers=args.workers)
     return 0
 
 

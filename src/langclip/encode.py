@@ -7,10 +7,11 @@ database, a notebook, a classifier), in batches with a progress bar.
 Texts need only the text tower: a run folder is loaded without its CLIP weights file. Pictures go through
 the frozen image tower, so their embeddings are the ones every langclip text tower trained on that tower
 (and the original CLIP) compares with. Every row is L2-normalised, in the order given (folders: sorted,
-recursively); a picture that cannot be decoded is skipped, counted and named. Pictures are decoded in this
-process, 32 at a time: for a large collection `langclip index build` is the faster way (worker processes,
-resumable) and keeps the embeddings in its `embeddings.npy` (float16; by default decoded with torchvision's
-kernels, within a cosine of about 0.999 of PIL's pictures), the rows in `items.parquet`.
+recursively); a picture that cannot be decoded is skipped, counted and named. Pictures are decoded with PIL
+and preprocessed in `--workers` processes (2 by default), 32 at a time, exactly as `LoadedModel.encode_image`
+does it. For a large collection that grows, `langclip index build` is resumable and updates incrementally;
+it keeps the embeddings in its `embeddings.npy` (float16; by default decoded with torchvision's kernels,
+within a cosine of about 0.999 of PIL's pictures), the rows in `items.parquet`.
 
 Files: `.npy` — an (N, D) array — with `<name>.json` beside it (each row's text or picture, the model, the
 image tower, what was skipped); or `.parquet` — a `text` or `image` column and an `embedding` column of
@@ -31,17 +32,21 @@ RECORD = "langclip_embeddings"      # marks a file (or the .npy's .json) as writ
 
 def encode_cli(model: str, out: str, texts: list[str] | None = None, images: list[str] | None = None,
                dtype: str = "float32", weights: str | None = None, device: str | None = None,
-               upright: bool = True, progress: bool = True) -> Path:
+               upright: bool = True, progress: bool = True, workers: int = 2) -> Path:
     """Embed `texts` (the texts, or files with one a line: see inference.parse_texts) or `images` (files and
-    folders) with the model at `model` and write them to `out` (.npy or .parquet). Returns `out`."""
+    folders) with the model at `model` and write them to `out` (.npy or .parquet); pictures are decoded and
+    preprocessed in `workers` processes (0: in this one). Returns `out`."""
     from .files import check_out_file, progress_bar
-    from .inference import expand_images, image_tower_ref, iter_images, load, parse_texts
+    from .inference import image_tower_ref, load, parse_texts
+    from .pictures import expand_images, iter_images
 
     if (texts is None) == (images is None):
         raise ValueError("give --texts or --images (one of them)")
     out = Path(out)
     if out.suffix.lower() not in FORMATS:
         raise ValueError(f"{out}: embeddings are written as .npy or .parquet (give --out NAME.npy)")
+    if workers < 0:
+        raise ValueError(f"--workers must be 0 or more, got {workers}")
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     check_out_file(out, "embeddings", _ours)
@@ -58,7 +63,7 @@ def encode_cli(model: str, out: str, texts: list[str] | None = None, images: lis
             bar.update(len(rows[-1]))
         done = items
     else:
-        for names, ims in iter_images(items, skipped, upright):
+        for names, ims in iter_images(items, skipped, upright, preprocess=m.preprocess, workers=workers):
             rows.append(m.encode_image(ims).numpy())
             done += names
             bar.n = len(done) + len(skipped)

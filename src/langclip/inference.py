@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from .files import pick_device
+from .pictures import expand_images, iter_images
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +40,13 @@ class LoadedModel:
     @torch.no_grad()
     def encode_image(self, images, batch_size: int = 64) -> torch.Tensor:
         """(N, D) L2-normalised embeddings of PIL images (or picture paths, read upright by their EXIF
-        orientation as the CLI reads them), `batch_size` at a time."""
+        orientation as the CLI reads them, or an (N, 3, S, S) tensor already preprocessed), `batch_size`
+        at a time."""
         from .pairs import ImageRef, open_image
 
+        if isinstance(images, torch.Tensor):      # already preprocessed: (N, 3, S, S)
+            return torch.cat([self.model.encode_image(images[i:i + batch_size].to(self.device)).float().cpu()
+                              for i in range(0, len(images), batch_size)])
         images = [open_image(ImageRef(str(im)), orient=True) if isinstance(im, (str, Path)) else im for im in images]
         if not images:
             raise ValueError("no images given")
@@ -142,57 +147,6 @@ def load(path: str | Path, device: str | None = None, weights: str | None = None
     model, tok, meta = load_model(path, weights=weights, image=image)
     meta = dict(meta, _path=str(path))
     return LoadedModel(model.to(dev).eval(), tok, image_transform(meta["preprocess_cfg"]), dev, meta)
-
-
-IMAGE_BATCH = 32   # pictures decoded and embedded at a time by predict and similarity
-
-
-def expand_images(paths: list[str]) -> tuple[list[str], int]:
-    """--image(s): the files as given, and for a folder its pictures (recursive, in name order).
-    A named file that is missing or not a picture is an error here, before any model loads (only its
-    header is read); returns (paths, how many of them came from folders)."""
-    from PIL import Image, UnidentifiedImageError
-
-    from .pairs import heif_support, read_images
-
-    heif_support()    # a phone's HEIC pictures too, where pillow-heif is installed
-    out, from_folders = [], 0
-    for p in paths:
-        if Path(p).is_dir():
-            found = [r.path for r in read_images([p]).images]   # an error names a folder without any
-            out += found
-            from_folders += len(found)
-            continue
-        try:
-            with Image.open(p):
-                pass
-        except FileNotFoundError:
-            raise FileNotFoundError(f"image not found: {p}") from None
-        except (UnidentifiedImageError, OSError) as e:
-            raise ValueError(f"{p}: not a readable image ({e})") from None
-        out.append(p)
-    return out, from_folders
-
-
-def iter_images(paths: list[str], skipped: list, upright: bool = True, batch: int = IMAGE_BATCH):
-    """(paths, PIL images), `batch` at a time, turned upright by their EXIF orientation as viewers
-    show them (unless `upright` is False: as stored, as open_clip reads them). A picture that fails to
-    decode is skipped with a warning and appended to `skipped` as (path, reason)."""
-    from .pairs import ImageRef, open_image
-
-    names, ims = [], []
-    for p in paths:
-        try:
-            ims.append(open_image(ImageRef(p), orient=upright))
-            names.append(p)
-        except (OSError, ValueError, SyntaxError) as e:   # PIL raises SyntaxError on some broken headers
-            log.warning("%s: skipped, not decodable (%s)", p, e)
-            skipped.append((p, str(e)))
-        if len(ims) == batch:
-            yield names, ims
-            names, ims = [], []
-    if ims:
-        yield names, ims
 
 
 def parse_texts(values: list[str]) -> list[str]:

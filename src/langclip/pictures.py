@@ -1,0 +1,122 @@
+"""Pictures for the inference commands (`predict`, `similarity`, `encode`): the files and folders a
+user names, listed before any model loads, and decoded (PIL, upright by EXIF) `batch` at a time —
+in this process, or, for `encode`'s bulk work, in worker processes that also preprocess them."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+IMAGE_BATCH = 32   # pictures decoded and embedded at a time by predict and similarity
+
+
+def expand_images(paths: list[str]) -> tuple[list[str], int]:
+    """--image(s): the files as given, and for a folder its pictures (recursive, in name order).
+    A named file that is missing or not a picture is an error here, before any model loads (only its
+    header is read); returns (paths, how many of them came from folders)."""
+    from PIL import Image, UnidentifiedImageError
+
+    from .pairs import heif_support, read_images
+
+    heif_support()    # a phone's HEIC pictures too, where pillow-heif is installed
+    out, from_folders = [], 0
+    for p in paths:
+        if Path(p).is_dir():
+            found = [r.path for r in read_images([p]).images]   # an error names a folder without any
+            out += found
+            from_folders += len(found)
+            continue
+        try:
+            with Image.open(p):
+                pass
+        except FileNotFoundError:
+            raise FileNotFoundError(f"image not found: {p}") from None
+        except (UnidentifiedImageError, OSError) as e:
+            raise ValueError(f"{p}: not a readable image ({e})") from None
+        out.append(p)
+    return out, from_folders
+
+
+def iter_images(paths: list[str], skipped: list, upright: bool = True, batch: int = IMAGE_BATCH,
+                preprocess=None, workers: int = 0):
+    """(paths, pictures), `batch` at a time, in order, turned upright by their EXIF orientation as viewers
+    show them (unless `upright` is False: as stored, as open_clip reads them). A picture that fails to
+    decode is skipped with a warning and appended to `skipped` as (path, reason).
+    Pictures are PIL images; with `preprocess` and `workers` > 0 they are decoded and preprocessed in that
+    many worker processes and come as one (n, 3, S, S) tensor a batch — the same values (PIL either way)."""
+    if preprocess is not None and workers > 0:
+        yield from _iter_in_workers(paths, skipped, upright, batch, preprocess, workers)
+        return
+    names, ims = [], []
+    for p in paths:
+        im = _open(p, upright, skipped)
+        if not isinstance(im, str):     # else the reason it failed, already recorded
+            ims.append(im)
+            names.append(p)
+        if len(ims) == batch:
+            yield names, ims
+            names, ims = [], []
+    if ims:
+        yield names, ims
+
+
+def _open(path: str, upright: bool, skipped: list | None):
+    """The picture, or the reason it cannot be decoded (a string; recorded in `skipped` when given)."""
+    from .pairs import ImageRef, open_image
+
+    try:
+        return open_image(ImageRef(path), orient=upright)
+    except (OSError, ValueError, SyntaxError) as e:   # PIL raises SyntaxError on some broken headers
+        if skipped is not None:
+            log.warning("%s: skipped, not decodable (%s)", path, e)
+            skipped.append((path, str(e)))
+        return str(e)
+
+
+class _Pictures(torch.utils.data.Dataset):
+    def __init__(self, paths, upright, preprocess):
+        self.paths, self.upright, self.preprocess = paths, upright, preprocess
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        im = _open(self.paths[i], self.upright, None)
+        return (i, None, im) if isinstance(im, str) else (i, self.preprocess(im), None)
+
+
+def _split(preprocess):
+    """(what the workers run, what this process finishes with): open_clip's transform up to a uint8
+    tensor, then the division and normalisation here — a quarter of float32's bytes between processes,
+    the same numbers (cache/decode.py's `uint8_transform` and `Normalize255`); or all of it in the workers."""
+    from .cache.decode import Normalize255, uint8_transform
+
+    ts = list(getattr(preprocess, "transforms", []))
+    if ts and type(ts[-1]).__name__ == "Normalize":
+        pp = {"mean": [float(v) for v in ts[-1].mean], "std": [float(v) for v in ts[-1].std]}
+        head = uint8_transform(preprocess, pp)
+        if head is not None:
+            return head, Normalize255(pp, torch.device("cpu"))
+    return preprocess, None
+
+
+def _iter_in_workers(paths, skipped, upright, batch, preprocess, workers):
+    head, finish = _split(preprocess)
+    loader = torch.utils.data.DataLoader(_Pictures(paths, upright, head), batch_size=batch,
+                                         num_workers=workers, collate_fn=list)
+    for items in loader:
+        names, xs = [], []
+        for i, x, why in items:
+            if x is None:
+                log.warning("%s: skipped, not decodable (%s)", paths[i], why)
+                skipped.append((paths[i], why))
+            else:
+                names.append(paths[i])
+                xs.append(x)
+        if xs:
+            x = torch.stack(xs)
+            yield names, finish(x) if finish is not None else x
