@@ -314,3 +314,29 @@ def test_hf_tower_cards_snippets_run_without_torch(hf_exports, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     for name, (texts, emb) in json.loads((tmp_path / "out.json").read_text()).items():
         assert np.abs(np.array(emb) - m.encode_text(texts).numpy()).max() <= 1e-4, name
+
+
+def test_a_graph_with_external_weights_is_gathered_into_one_data_file(monkeypatch, tmp_path, trained_run, exports):
+    """A text tower over protobuf's 2 GiB (XLM-R large) leaves the exporter as a graph plus one file per
+    weight. The export gathers them into `textual.onnx_data` beside the graph. Simulated here: the
+    exporter's output re-saved with a file per tensor."""
+    import langclip.export_onnx as eo
+
+    real = torch.onnx.export
+
+    def exporter_over_2gib(*args, **kw):
+        real(*args, **kw)
+        f = args[2]
+        onnx.save_model(onnx.load(f), f, save_as_external_data=True, all_tensors_to_one_file=False, size_threshold=0)
+
+    monkeypatch.setattr(eo.torch.onnx, "export", exporter_over_2gib)
+    assert main(["export", "--model", str(trained_run), "--format", "onnx", "--out", str(tmp_path / "x")]) == 0
+    files = sorted(p.name for p in (tmp_path / "x").iterdir())
+    assert {"textual.onnx", "textual.onnx_data", "visual.onnx", "visual.onnx_data"} <= set(files)
+    assert not [f for f in files if f.startswith(".export-") or "MatMul" in f or "weight" in f], files
+    conf = json.loads((tmp_path / "x" / "onnx_config.json").read_text())
+    assert conf["textual"]["weights_file"] == "textual.onnx_data" and conf["visual"]["weights_file"] == "visual.onnx_data"
+    _, m = exports
+    sess = ort.InferenceSession(str(tmp_path / "x" / "textual.onnx"), providers=["CPUExecutionProvider"])
+    ids = m.tokenizer(TEXTS).numpy().astype(np.int32)
+    assert np.abs(sess.run(None, {"text": ids})[0] - m.encode_text(TEXTS).numpy()).max() <= 1e-4

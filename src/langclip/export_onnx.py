@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import warnings
 from pathlib import Path
 
@@ -109,18 +110,46 @@ def export_graphs(model, text_path: Path, image_path: Path, mclip: bool = False)
             for graph, args, names, path in ((text_graph, text_args, text_graph.input_names, text_path),
                                              (_ImageGraph(model.clip), (torch.randn(2, 3, S, S),), ["image"], image_path)):
                 axes = {0: "batch", 1: "sequence"} if getattr(graph, "dynamic", False) else {0: "batch"}
-                torch.onnx.export(graph.eval(), args, str(path), input_names=names,
-                                  output_names=["embedding", "embedding_raw"], opset_version=OPSET,
-                                  dynamic_axes={**{n: axes for n in names}, "embedding": {0: "batch"},
-                                                "embedding_raw": {0: "batch"}}, dynamo=False)
+                _export_one(graph.eval(), args, path, names, axes)
     finally:
         torch.backends.mha.set_fastpath_enabled(fast)
     try:
         check_graphs(model, text_path, image_path)
     except Exception:
-        text_path.unlink(missing_ok=True)
-        image_path.unlink(missing_ok=True)
+        for path in (text_path, image_path):
+            path.unlink(missing_ok=True)
+            data_file(path).unlink(missing_ok=True)
         raise
+
+
+def data_file(path: Path) -> Path:
+    """Where a graph over protobuf's 2 GiB keeps its weights: one file beside it (`model.onnx_data`)."""
+    return path.with_name(path.name + "_data")
+
+
+def _export_one(graph, args, path: Path, names: list[str], axes: dict) -> None:
+    """torch.onnx.export into a folder of its own, then the graph moved to `path`. A graph over 2 GiB
+    (an XLM-R-large text tower) comes out of the exporter with one external file per weight; its weights
+    are then gathered into one file, `data_file(path)`, which onnxruntime reads from beside the graph."""
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=path.parent) as tmp:
+        f = Path(tmp) / path.name
+        torch.onnx.export(graph, args, str(f), input_names=names, output_names=["embedding", "embedding_raw"],
+                          opset_version=OPSET, dynamo=False,
+                          dynamic_axes={**{n: axes for n in names}, "embedding": {0: "batch"},
+                                        "embedding_raw": {0: "batch"}})
+        if len(list(Path(tmp).iterdir())) == 1:
+            shutil.move(str(f), str(path))
+            return
+        import onnx
+
+        onnx.save_model(onnx.load(str(f)), str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=data_file(path).name, size_threshold=1024)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(data_file(path), 0o666 & ~umask)      # onnx writes it owner-only; like the other files
 
 
 def _example_tokens(model, pad_id: int) -> torch.Tensor:
@@ -226,6 +255,9 @@ def export_onnx(model, tok, meta: dict, out: Path, tokenizer_files, pp: dict) ->
                         "and strip whitespace before calling it"),
            "langclip": {"image_tower": meta.get("image_tower"), "language": tok.meta.get("language"),
                         "split": meta.get("split")}}
+    for part in ("textual", "visual"):
+        if data_file(out / f"{part}.onnx").is_file():   # a graph over 2 GiB: its weights beside it
+            doc[part]["weights_file"] = data_file(out / f"{part}.onnx").name
     (out / "onnx_config.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False), encoding="utf-8")
     return out
 
