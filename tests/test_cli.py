@@ -121,6 +121,7 @@ def test_predict_and_similarity_on_a_folder_of_phone_photos(tmp_path, run_dir, t
     from PIL import Image, ImageOps
 
     import langclip.inference as inf
+    import langclip.pictures as pictures
 
     photos = tmp_path / "photos"
     (photos / "trip").mkdir(parents=True)
@@ -145,8 +146,10 @@ def test_predict_and_similarity_on_a_folder_of_phone_photos(tmp_path, run_dir, t
                                    ("as_stored", ["--as-stored"], "кот, собака,лошадь")):
         out = tmp_path / f"{mode}.csv"
         monkeypatch.setattr(inf, "QUIET_OVER", 1 if mode == "upright" else 20)   # a large folder: the file only
+        # upright: batches of one, so the pictures are decoded in 2 worker processes (beyond one batch)
+        monkeypatch.setattr(pictures, "IMAGE_BATCH", 1 if mode == "upright" else 32)
         assert main(["predict", "--model", str(run_dir), "--image", str(photos), "--labels", label_arg, "--lang", "ru",
-                     "--top", "3", "--out", str(out), "--device", "cpu", *extra]) == 0
+                     "--top", "3", "--out", str(out), "--device", "cpu", "--workers", "2", *extra]) == 0
         printed = capsys.readouterr()
         assert "2 pictures classified, 1 skipped" in printed.out and "broken.jpg: skipped" in caplog.text
         assert ("%" in printed.out) == (mode == "as_stored"), printed.out

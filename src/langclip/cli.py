@@ -138,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=5)
     p.add_argument("--out", help="also write the predictions to this .csv (image, rank, label, prob) or .jsonl")
     _as_stored(p)
+    _workers(p)
     p.add_argument("--lang", default=None,
                    help="use this language's shipped prompt templates (ru: 'фото {gen}', ...); labels are "
                         "written in the nominative and inflected into the form each template asks for "
@@ -163,8 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help=".npy (a .json beside it names each row) or .parquet")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"])
     _as_stored(p)
-    p.add_argument("--workers", type=int, default=2,
-                   help="processes decoding and preprocessing pictures (default 2; 0: in this process)")
+    _workers(p)
     p.add_argument("--weights", help="the CLIP weights file, if it moved since training (pictures only)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
 
@@ -278,11 +278,17 @@ def _as_stored(p) -> None:
                         "its EXIF orientation, as viewers show it (and as `index build` indexes it)")
 
 
+def _workers(p) -> None:
+    p.add_argument("--workers", type=int, default=2,
+                   help="processes decoding and preprocessing pictures beyond one batch of 32 (default 2; "
+                        "0: in this process)")
+
+
 def _predict(args: argparse.Namespace) -> int:
     from .inference import predict_cli
 
     predict_cli(args.model, args.image, args.labels, top=args.top, lang=args.lang, weights=args.weights,
-                out=args.out, upright=not args.as_stored, device=args.device)
+                out=args.out, upright=not args.as_stored, device=args.device, workers=args.workers)
     return 0
 
 

@@ -38,15 +38,14 @@ def encode_cli(model: str, out: str, texts: list[str] | None = None, images: lis
     preprocessed in `workers` processes (0: in this one). Returns `out`."""
     from .files import check_out_file, progress_bar
     from .inference import image_tower_ref, load, parse_texts
-    from .pictures import expand_images, iter_images
+    from .pictures import check_workers, expand_images, iter_images
 
     if (texts is None) == (images is None):
         raise ValueError("give --texts or --images (one of them)")
     out = Path(out)
     if out.suffix.lower() not in FORMATS:
         raise ValueError(f"{out}: embeddings are written as .npy or .parquet (give --out NAME.npy)")
-    if workers < 0:
-        raise ValueError(f"--workers must be 0 or more, got {workers}")
+    check_workers(workers)
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     check_out_file(out, "embeddings", _ours)

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from .files import pick_device
-from .pictures import expand_images, iter_images
+from .pictures import check_workers, expand_images, iter_images
 
 log = logging.getLogger(__name__)
 
@@ -169,12 +169,13 @@ QUIET_OVER = 20   # with --out, more pictures than this are not printed one by o
 
 def predict_cli(model: str, images: list[str], labels: str, top: int = 5, lang: str | None = None,
                 weights: str | None = None, device: str | None = None, out: str | None = None,
-                upright: bool = True) -> list:
-    """Each picture's `top` labels. `images`: files and folders (their pictures); `out`: the results
-    as .csv (image, rank, label, prob), or .jsonl/.json (then, beyond QUIET_OVER pictures, a progress
-    bar instead of a printed block per picture)."""
+                upright: bool = True, workers: int = 2) -> list:
+    """Each picture's `top` labels. `images`: files and folders (their pictures, decoded in `workers`
+    processes beyond one batch); `out`: the results as .csv (image, rank, label, prob), or .jsonl/.json
+    (then, beyond QUIET_OVER pictures, a progress bar instead of a printed block per picture)."""
     from .files import check_out_file
 
+    check_workers(workers)
     labs = parse_labels(labels, lang)
     paths, from_folders = expand_images(images)
     if out:
@@ -188,7 +189,7 @@ def predict_cli(model: str, images: list[str], labels: str, top: int = 5, lang: 
     res, skipped = [], []
     quiet = bool(out) and len(paths) > QUIET_OVER     # a folder's predictions go to the file, with a progress bar
     bar = progress_bar(total=len(paths), desc="predict", unit="img", disable=not quiet)
-    for names, ims in iter_images(paths, skipped, upright):
+    for names, ims in iter_images(paths, skipped, upright, preprocess=m.preprocess, workers=workers):
         for p, pr in zip(names, m.classify(ims, weights=w)):
             v, i = pr.topk(min(top, len(labs)))
             res.append({"image": p, "top": [{"label": _label_text(labs[j]), "prob": round(float(x), 4)}

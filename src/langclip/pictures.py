@@ -41,14 +41,21 @@ def expand_images(paths: list[str]) -> tuple[list[str], int]:
     return out, from_folders
 
 
-def iter_images(paths: list[str], skipped: list, upright: bool = True, batch: int = IMAGE_BATCH,
+def check_workers(workers: int) -> None:
+    if workers < 0:
+        raise ValueError(f"--workers must be 0 or more, got {workers}")
+
+
+def iter_images(paths: list[str], skipped: list, upright: bool = True, batch: int | None = None,
                 preprocess=None, workers: int = 0):
     """(paths, pictures), `batch` at a time, in order, turned upright by their EXIF orientation as viewers
     show them (unless `upright` is False: as stored, as open_clip reads them). A picture that fails to
     decode is skipped with a warning and appended to `skipped` as (path, reason).
     Pictures are PIL images; with `preprocess` and `workers` > 0 they are decoded and preprocessed in that
-    many worker processes and come as one (n, 3, S, S) tensor a batch — the same values (PIL either way)."""
-    if preprocess is not None and workers > 0:
+    many worker processes and come as one (n, 3, S, S) tensor a batch — the same values (PIL either way);
+    not for a single batch, where starting the workers costs more than they save."""
+    batch = batch or IMAGE_BATCH
+    if preprocess is not None and workers > 0 and len(paths) > batch:
         yield from _iter_in_workers(paths, skipped, upright, batch, preprocess, workers)
         return
     names, ims = [], []
