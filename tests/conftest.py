@@ -202,9 +202,11 @@ def tiny_bert(tmp_path_factory):
     d = tmp_path_factory.mktemp("tiny_bert")
     words = ["кот", "кошка", "собака", "красный", "синий", "круг", "звезда", "две", "три", "на", "фото", "##а", "##ы"]
     chars = sorted(set("".join(words).replace("#", "")) | set("абвгдеёжзийклмнопрстуфхцчшщъыьэюя0123456789"))
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words + chars + ["##" + c for c in chars]
-    (d / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    BertTokenizerFast(vocab_file=str(d / "vocab.txt")).save_pretrained(str(d))
+    vocab = list(dict.fromkeys(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words + chars + ["##" + c for c in chars]))
+    tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)})   # transformers 5 ignores vocab_file=
+    ids = tok("кот на фото")["input_ids"]
+    assert len(tok) == len(vocab) and tok.unk_token_id not in ids, ids    # words, not [UNK]s
+    tok.save_pretrained(str(d))
     torch.manual_seed(0)
     BertModel(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                          intermediate_size=64, max_position_embeddings=40)).save_pretrained(str(d))
@@ -227,6 +229,7 @@ def tiny_xlmr(tmp_path_factory):
     tk.train_from_iterator(corpus, trainers.UnigramTrainer(vocab_size=120, unk_token="<unk>",
                                                            special_tokens=["<s>", "<pad>", "</s>", "<unk>"]))
     tk.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    assert 3 not in tk.encode("две красные звезды кот на фото").ids      # pieces, not <unk>s
     PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
                             pad_token="<pad>").save_pretrained(str(d))
     torch.manual_seed(1)

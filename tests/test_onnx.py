@@ -340,3 +340,11 @@ def test_a_graph_with_external_weights_is_gathered_into_one_data_file(monkeypatc
     sess = ort.InferenceSession(str(tmp_path / "x" / "textual.onnx"), providers=["CPUExecutionProvider"])
     ids = m.tokenizer(TEXTS).numpy().astype(np.int32)
     assert np.abs(sess.run(None, {"text": ids})[0] - m.encode_text(TEXTS).numpy()).max() <= 1e-4
+
+
+def test_hf_tower_card_names_the_encoder_and_its_tokenizer(hf_exports):
+    d, m, _ = hf_exports
+    card = (d / "onnx" / "README.md").read_text(encoding="utf-8")
+    enc = m.meta["init"]["hf_model"]
+    assert f"the encoder's own (`{enc}`, vocabulary {m.tokenizer.vocab_size:,})" in card
+    assert "CLIP's byte-level BPE" not in card and "Text goes to the encoder's own tokenizer" in card

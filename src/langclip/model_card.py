@@ -206,7 +206,8 @@ def write_model_card(out: Path, fmt: str, model, tok, meta: dict, run: Path) -> 
             + (f"open_clip pretrained `{tower['pretrained']}`" if tower.get("pretrained") else f"`{Path(str(tower.get('weights'))).name}`")
             + f", tensor digest `{str(tower.get('tower_sha256', ''))[:12]}`): image embeddings made with it before stay valid.",
             f"- **Text tower**: `{init.get('init')}` init, context {model.context_length} tokens.",
-            (f"- **Tokenizer**: the encoder's own (`{tm.get('base', '?')}`, vocabulary {tok.vocab_size:,})." if hf else
+            (f"- **Tokenizer**: the encoder's own (`{init.get('hf_model') or tm.get('base', '?')}`, vocabulary "
+             f"{tok.vocab_size:,})." if hf else
              f"- **Tokenizer**: CLIP's byte-level BPE + {tm.get('merges_added', '?')} merges for `{lang}` "
              f"(vocabulary {tok.vocab_size:,}); English text keeps CLIP's ids."),
             f"- **Training data**: {cache.get('num_images_ok', '?')} images, {cache.get('num_captions', '?')} captions"
