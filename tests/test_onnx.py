@@ -283,7 +283,14 @@ def test_hf_tower_immich_folders_load_as_immich_loads_them(hf_exports, tiny_clip
     assert any("XLM-Roberta-Large-Vit-B-32 is an Immich M-CLIP model whose image tower is ViT-B-32" in w
                for w in warned)
     card = (d / "XLM-Roberta-Large-Vit-B-32" / "README.md").read_text(encoding="utf-8")
-    assert "input_ids" in card and "attention_mask" in card
+    assert "input_ids" in card and "attention_mask" in card and "`/cache/clip/XLM-Roberta-Large-Vit-B-32/`" in card
+    # the name may also be the folder above (Immich's revision layout); the tower's name, not its file
+    from langclip.export_onnx import immich_signature
+
+    assert immich_signature(d / "XLM-Roberta-Large-Vit-B-32" / "0123abc", "ViT-B-32-quickgelu") == (
+        "XLM-Roberta-Large-Vit-B-32", None)
+    assert immich_signature(d / "ViT-B-32__openai", "ViT-B-32-quickgelu") == (None, None)
+    assert "tower is ViT-L-14, but this run's is ViT-B-32:" in immich_signature(d / "LABSE-Vit-L-14", "/x/ViT-B-32.json")[1]
 
 
 def test_a_clip_style_tower_under_an_mclip_name_takes_ids_and_mask(exports, tmp_path, trained_run):

@@ -269,16 +269,18 @@ MCLIP_NAMES = {"XLM-Roberta-Large-Vit-B-32": "ViT-B-32", "XLM-Roberta-Large-Vit-
                "LABSE-Vit-L-14": "ViT-L-14", "XLM-Roberta-Large-Vit-B-16Plus": "ViT-B-16-plus-240"}
 
 
-def immich_signature(out: Path, arch: str) -> tuple[bool, str | None]:
-    """-> (whether the folder is named as one of Immich's M-CLIP models, so that its text graph must take
-    `input_ids` + `attention_mask`; a warning when that name pairs with another image tower than the run's)."""
-    want = MCLIP_NAMES.get(out.name)
-    if want is None:
-        return False, None
-    if arch.split("-quickgelu")[0] != want:
-        return True, (f"{out.name} is an Immich M-CLIP model whose image tower is {want}, but this run's is "
-                      f"{arch}: Immich would compare its {want} image embeddings with this text tower")
-    return True, None
+def immich_signature(out: Path, arch: str) -> tuple[str | None, str | None]:
+    """-> (the Immich M-CLIP model name the folder, or the folder above it (Immich's revision layout),
+    carries — its text graph must then take `input_ids` + `attention_mask` — or None; a warning when
+    that name pairs with another image tower than the run's `arch`)."""
+    name = next((n for n in (out.name, out.parent.name) if n in MCLIP_NAMES), None)
+    if name is None:
+        return None, None
+    want, tower = MCLIP_NAMES[name], Path(arch).stem if arch.endswith(".json") else arch
+    if tower.split("-quickgelu")[0] != want:
+        return name, (f"{name} is an Immich M-CLIP model whose image tower is {want}, but this run's is "
+                      f"{tower}: Immich would compare its {want} image embeddings with this text tower")
+    return name, None
 
 
 def export_immich(model, tok, meta: dict, out: Path, tokenizer_files, pp: dict) -> Path:
@@ -286,6 +288,7 @@ def export_immich(model, tok, meta: dict, out: Path, tokenizer_files, pp: dict) 
     of Immich's M-CLIP models (MCLIP_NAMES), the text graph takes `input_ids` + `attention_mask`, as
     Immich feeds those models; under any other name it takes `text`."""
     mclip, warning = immich_signature(out, str(meta.get("image_tower", {}).get("arch", "")))
+    mclip = mclip is not None
     if warning:
         log.warning(warning)
     (out / "textual").mkdir(parents=True, exist_ok=True)

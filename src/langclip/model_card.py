@@ -38,7 +38,7 @@ def _results(run: Path) -> list[str]:
 EXAMPLE_LABELS = {"ru": ('["кот", "собака", "лошадь"]', "фото {}"), "uk": ('["кіт", "собака", "кінь"]', "фото {}")}
 
 
-def _usage(fmt: str, out: Path, lang: str, hf: bool = False, mclip: bool = False) -> list[str]:
+def _usage(fmt: str, out: Path, lang: str, hf: bool = False, mclip: str | None = None) -> list[str]:
     labels, template = EXAMPLE_LABELS.get(lang, ('["cat", "dog", "horse"]', "a photo of a {}"))
     folder = json.dumps(str(out.resolve()))
     blocks = []
@@ -79,7 +79,7 @@ print(m.classify([Image.new("RGB", (320, 240), "orange")], {labels}{f', lang="{l
 
 
 def _onnx_usage(fmt: str, folder: str, labels: str, template: str, hf: bool = False,
-                mclip: bool = False) -> tuple[str, str]:
+                mclip: str | None = None) -> tuple[str, str]:
     """onnxruntime + tokenizers + numpy + PIL, no torch: the ids and embeddings langclip computes. mclip:
     the text graph takes input_ids + attention_mask (an Immich M-CLIP name), fed as Immich feeds it."""
     text_dir, image_dir = ('"/textual"', '"/visual"') if fmt == "immich" else ('""', '""')
@@ -144,17 +144,17 @@ logits = 100 * image @ text.T
 print(dict(zip(labels, np.round(np.exp(logits) / np.exp(logits).sum(), 3)[0])))''')
 
 
-def _immich(arch: str, out: Path, hf: bool = False, mclip: bool = False) -> list[str]:
+def _immich(arch: str, out: Path, hf: bool = False, mclip: str | None = None) -> list[str]:
     tokenizer = ("`textual/tokenizer.json` is the encoder's own tokenizer" if hf else
                  "`textual/tokenizer.json` lower-cases and normalises (NFC, whitespace) by itself")
     if mclip:
         return ["## Use in Immich", "",
-                f"This folder is named as Immich's M-CLIP model `{out.name}`: its text graph takes `input_ids` and "
+                f"This folder is named as Immich's M-CLIP model `{mclip}`: its text graph takes `input_ids` and "
                 "`attention_mask`, which is what Immich feeds the models of that name.",
-                f"1. Stop the machine-learning container and replace its cached model folder `/cache/clip/{out.name}/` "
+                f"1. Stop the machine-learning container and replace its cached model folder `/cache/clip/{mclip}/` "
                 "with this folder's contents (see docs/deploy.md). Keep a copy of the original.",
-                f"2. A library already searched with `{out.name}` keeps its image embeddings: the visual graph is "
-                f"the same frozen {arch} image tower. Switching the smart-search setting to `{out.name}` from "
+                f"2. A library already searched with `{mclip}` keeps its image embeddings: the visual graph is "
+                f"the same frozen {arch} image tower. Switching the smart-search setting to `{mclip}` from "
                 "another model makes Immich delete every smart-search embedding (it does on any model change), and "
                 "the Smart Search job must then embed the whole library again. To keep a `ViT-B-32__openai` "
                 "library's embeddings, export under that name instead: the text graph then takes `text`.",
@@ -197,11 +197,11 @@ def write_model_card(out: Path, fmt: str, model, tok, meta: dict, run: Path) -> 
         cache = json.loads((Path(cfg["cache"]) / "manifest.json").read_text(encoding="utf-8"))
     tm = getattr(tok, "meta", {}) or {}
     hf = bool(getattr(model, "is_hf", False))
-    mclip = False
+    mclip = None
     if fmt == "immich":
         from .export_onnx import immich_signature
 
-        mclip = immich_signature(out, arch)[0]
+        mclip = immich_signature(out, arch)[0]          # the M-CLIP name, or None
     what = [f"- **Image tower**: {arch} — frozen, unchanged ("
             + (f"open_clip pretrained `{tower['pretrained']}`" if tower.get("pretrained") else f"`{Path(str(tower.get('weights'))).name}`")
             + f", tensor digest `{str(tower.get('tower_sha256', ''))[:12]}`): image embeddings made with it before stay valid.",
