@@ -57,3 +57,16 @@ def test_config_errors_say_where_the_value_came_from(tmp_path):
         load_config(TrainConfig, p, ["cache=/elsewhere"])
     with pytest.raises(ConfigError, match=r"override 'optim.lr=\[1': invalid value"):
         load_config(TrainConfig, p, ["optim.lr=[1"])
+
+
+def test_model_lang_is_for_hf_towers_only(tmp_path):
+    """A langclip tokenizer records its language; `model.lang` is for an hf: encoder's, which cannot."""
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "tok").mkdir()
+    (tmp_path / "w.pt").write_bytes(b"x")
+    p = tmp_path / "c.yaml"
+    p.write_text(f"cache: {tmp_path / 'cache'}\nmodel:\n  init: clip\n  weights: {tmp_path / 'w.pt'}\n"
+                 f"  tokenizer: {tmp_path / 'tok'}\n  lang: uk\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml, line 6: model\.lang is for an hf: init"):
+        load_config(TrainConfig, p)
+    assert load_config(TrainConfig, p, ["model.init=hf:some/encoder"]).model.lang == "uk"

@@ -411,7 +411,8 @@ def test_hf_text_tower_trains(tmp_path, world_cache, tiny_arch, tiny_clip, tiny_
     from langclip.train import train
 
     cfg = TrainConfig(cache=str(world_cache), out=str(tmp_path / "run"),
-                      model=ModelSection(clip=tiny_arch, weights=tiny_clip[1], init=f"hf:{tiny_bert}", context_length=24),
+                      model=ModelSection(clip=tiny_arch, weights=tiny_clip[1], init=f"hf:{tiny_bert}", context_length=24,
+                                         lang="uk"),
                       optim=OptimSection(lr=1e-3, warmup_steps=1), loss=LossSection(), epochs=2, batch_size=32,
                       val_fraction=0.25, seed=0, log_every=1, tensorboard=False, precision=precision)
     train(cfg)
@@ -422,6 +423,13 @@ def test_hf_text_tower_trains(tmp_path, world_cache, tiny_arch, tiny_clip, tiny_
 
     m = langclip.load(tmp_path / "run", device="cpu")
     assert m.encode_text(["две красные звезды"]).shape == (1, 32)
+    # the language the run was trained for travels (model.json, the open_clip export, its model card)
+    assert m.tokenizer.meta["language"] == "uk"
+    from langclip.cli import main
+
+    assert main(["export", "--model", str(tmp_path / "run"), "--out", str(tmp_path / "exp")]) == 0
+    assert langclip.load(tmp_path / "exp", device="cpu").tokenizer.meta["language"] == "uk"
+    assert "- uk\n" in (tmp_path / "exp" / "README.md").read_text(encoding="utf-8")
 
 
 def test_fast_text_forward_never_asks_the_device_for_the_length():

@@ -156,6 +156,8 @@ class ModelSection:
     init: str = "clip"                       # clip | scratch | hf:<name-or-folder> (a pretrained HF encoder)
     context_length: int = 77
     text_overrides: dict = field(default_factory=dict)  # scratch only: width/heads/layers of the text tower
+    lang: str = ""                           # hf: init: the language it is trained for (model card, search page);
+                                             # a langclip tokenizer records its own
 
 
 @dataclass
@@ -231,6 +233,9 @@ class TrainConfig:
             raise ConfigError("val_fraction must be in [0, 1)", "val_fraction")
         if m.init not in ("clip", "scratch") and not (hf and len(m.init) > 3):
             raise ConfigError(f"model.init must be clip, scratch or hf:<name-or-folder>, got {m.init!r}", "model.init")
+        if m.lang and not hf:
+            raise ConfigError("model.lang is for an hf: init (a langclip tokenizer records its own language)",
+                              "model.lang")
         if hf and m.text_overrides:
             raise ConfigError("model.text_overrides apply to scratch init only (an hf: tower has its own shape)")
 

@@ -139,7 +139,7 @@ def _export_hf(model, tok, meta: dict, out: Path) -> Path:
     tok.save(out)
     doc = {"model_cfg": cfg, "preprocess_cfg": _preprocess(meta),
            "langclip": {"image_tower": meta["image_tower"], "init": meta.get("init"), "text_tower": "hf",
-                        "hf_model": original, "split": meta.get("split")}}
+                        "hf_model": original, "language": tok.meta.get("language"), "split": meta.get("split")}}
     (out / "open_clip_config.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False), encoding="utf-8")
     sd = {k: v.detach().contiguous().cpu() for k, v in model.clip.state_dict().items()}
     save_file(sd, str(out / "open_clip_model.safetensors"))

@@ -140,6 +140,8 @@ def load(path: str | Path, device: str | None = None, weights: str | None = None
             from .tokenizer import HFTextTokenizer
 
             tok = HFTextTokenizer.load(path)
+            if (cfg.get("langclip") or {}).get("language"):
+                tok.meta["language"] = cfg["langclip"]["language"]
         else:
             tok = Tokenizer.load(path / "langclip_tokenizer") if (path / "langclip_tokenizer").is_dir() else Tokenizer.load(path)
         pp_cfg = dict(open_clip.get_model_preprocess_cfg(m.clip), **cfg.get("preprocess_cfg", {}))

@@ -45,6 +45,8 @@ def save_model_files(run: str | Path, model: LangCLIP, tokenizer: Tokenizer, ref
     meta = {"format": "langclip-run/1", "model_cfg": model.model_cfg, "image_tower": ref.__dict__,
             "preprocess_cfg": preprocess_cfg(model), "tokenizer": "tokenizer",
             "text_weights": TEXT_WEIGHTS, **(extra or {})}
+    if model.is_hf and (tokenizer.meta or {}).get("language"):
+        meta["language"] = tokenizer.meta["language"]   # an encoder's tokenizer folder cannot carry it
     atomic_write_text(run / MODEL_FILE, json.dumps(meta, indent=2, ensure_ascii=False))
     sd = {k: v.detach().contiguous().cpu() for k, v in model.text_state_dict().items()}
     atomic_write(run / weights_name, lambda tmp: save_file(sd, str(tmp)))
@@ -96,6 +98,8 @@ def load_model(run: str | Path, weights: str | Path | None = None, text_weights:
         cfg = copy.deepcopy(cfg)
         cfg["text_cfg"].update(hf_model_name=str(tok_dir.resolve()), hf_model_pretrained=False)
         tokenizer.context_length = cfg["text_cfg"].get("context_length", 77)
+        if meta.get("language"):
+            tokenizer.meta["language"] = meta["language"]
     ref = meta["image_tower"]
     if image or not ref.get("tower_sha256"):
         model = LangCLIP(cfg)

@@ -135,6 +135,8 @@ def setup(cfg: TrainConfig, progress: bool = True) -> tuple[Run, Path | None, di
     m = cfg.model
     tok = (HFTextTokenizer.load(m.tokenizer or m.init[3:], m.context_length) if m.init.startswith("hf:")
            else Tokenizer.load(m.tokenizer))   # an hf: encoder brings its own tokenizer
+    if m.lang and tok.kind == "hf":
+        tok.meta["language"] = m.lang   # recorded in model.json (the encoder's tokenizer has no place for it)
     keys = resume_keys(cfg, manifest, tok)
     ck, st = _checkpoint_to_resume(cfg, out, keys)
     weights = clip_weights(m.clip, m.weights, m.pretrained)
