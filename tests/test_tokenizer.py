@@ -313,3 +313,27 @@ def test_corpus_tables_name_their_text_column(tmp_path):
         read_texts(tmp_path / "b.csv")
     with pytest.raises(CorpusError, match=r"b\.csv: no column 'text'; columns are \['id', 'body'\]"):
         read_texts(tmp_path / "b.csv", column="text")
+
+
+def test_stats_and_encode_take_an_encoders_own_tokenizer(tiny_bert, capsys):
+    """`tokenizer stats` / `encode` on an hf: encoder's tokenizer (to compare it with langclip's BPE):
+    tokens per word as transformers counts them, and the share of words it can only call unknown —
+    which a byte-level BPE never has, and which would otherwise look like one cheap token."""
+    import wordfreq
+    from transformers import AutoTokenizer
+
+    assert main(["tokenizer", "stats", "--tokenizer", str(tiny_bert), "--lang", "ru", "--top", "2000", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    items = sorted(wordfreq.get_frequency_dict("ru", wordlist="best").items(), key=lambda kv: -kv[1])[:2000]
+    ref = AutoTokenizer.from_pretrained(str(tiny_bert))
+    ids = ref([w for w, _ in items], add_special_tokens=False)["input_ids"]
+    total = sum(f for _, f in items)
+    assert s["langclip"]["ru"]["weighted"] == pytest.approx(sum(len(x) * f for x, (_, f) in zip(ids, items)) / total)
+    unknown = sum(f for x, (_, f) in zip(ids, items) if ref.unk_token_id in x) / total
+    assert s["langclip"]["ru"]["unknown_weighted"] == pytest.approx(unknown) and 0 < unknown < 1
+    assert s["langclip"]["en"]["unknown_weighted"] > 0.9            # no Latin letters in its vocabulary
+    assert s["clip"]["ru"]["unknown_weighted"] == 0 and s["merges_added"] is None
+    assert main(["tokenizer", "stats", "--tokenizer", str(tiny_bert), "--lang", "ru", "--top", "2000"]) == 0
+    assert "ru words with unknown" in capsys.readouterr().out
+    assert main(["tokenizer", "encode", "--tokenizer", str(tiny_bert), "кот на фото"]) == 0
+    assert json.loads(capsys.readouterr().out)["tokens"] == ["кот", "на", "фото"]

@@ -206,7 +206,7 @@ def _config(cls, args: argparse.Namespace, flags: dict):
 
 
 def _tokenizer(args: argparse.Namespace) -> int:
-    from .tokenizer import Tokenizer
+    from .tokenizer import load_tokenizer
     from .config import TokenizerTrainConfig
     from .tokenizer.train import format_stats, tokenizer_stats, train_tokenizer
 
@@ -219,10 +219,10 @@ def _tokenizer(args: argparse.Namespace) -> int:
         print(f"saved {args.out}: {m['merges_added']:,} merges added (vocab {tok.vocab_size:,}) "
               f"in {m['train_seconds']} s; end-of-text id {tok.eot_token_id} (argmax pooling)")
     elif args.tcmd == "stats":
-        s = tokenizer_stats(Tokenizer.load(args.tokenizer), args.lang, args.top, args.corpus, args.column)
+        s = tokenizer_stats(load_tokenizer(args.tokenizer), args.lang, args.top, args.corpus, args.column)
         print(json.dumps(s, indent=2, ensure_ascii=False) if args.json else format_stats(s))
     else:
-        tok = Tokenizer.load(args.tokenizer)
+        tok = load_tokenizer(args.tokenizer)
         for t in args.texts:
             print(json.dumps({"text": t, "ids": tok.encode(t), "tokens": tok.tokens(t)}, ensure_ascii=False))
     return 0

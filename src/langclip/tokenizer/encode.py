@@ -276,6 +276,11 @@ class HFTextTokenizer:
     def encode(self, text: str) -> list[int]:
         return self.encode_batch([text])[0]
 
+    def tokens(self, text: str) -> list[str]:
+        return self.tok.convert_ids_to_tokens(self.encode(text))
+
+    num_added_merges = None    # not an extension of CLIP's BPE
+
     def decode(self, ids: Iterable[int]) -> str:
         return self.tok.decode([int(i) for i in ids], skip_special_tokens=True)
 

@@ -237,10 +237,17 @@ def tokens_per_word(tok: Tokenizer, lang: str, top: int = 100_000) -> dict[str, 
 
     check_wordfreq_language(lang)
     items = sorted(wordfreq.get_frequency_dict(lang, wordlist="best").items(), key=lambda kv: -kv[1])[:top]
-    encs = tok.hf.encode_batch([w for w, _ in items], add_special_tokens=False)
-    n = [len(e.ids) for e in encs]
+    words = [w for w, _ in items]
     f = [fr for _, fr in items]
-    return {"weighted": sum(a * b for a, b in zip(n, f)) / sum(f), "plain": sum(n) / len(n), "words": len(n)}
+    if getattr(tok, "kind", "") == "hf":      # an hf: encoder's own tokenizer, for comparison
+        ids = tok.encode_batch(words)
+        n = [len(x) for x in ids]
+        unk = tok.tok.unk_token_id            # a word it cannot spell costs one token and means nothing
+        unknown = sum(fr for x, fr in zip(ids, f) if unk is not None and unk in x) / sum(f)
+    else:                                     # byte-level: every word can be spelt
+        n, unknown = [len(e.ids) for e in tok.hf.encode_batch(words, add_special_tokens=False)], 0.0
+    return {"weighted": sum(a * b for a, b in zip(n, f)) / sum(f), "plain": sum(n) / len(n), "words": len(n),
+            "unknown_weighted": unknown}
 
 
 def tokenizer_stats(tok: Tokenizer, lang: str, top: int = 100_000, corpus: list[str] | None = None,
@@ -274,11 +281,15 @@ def tokenizer_stats(tok: Tokenizer, lang: str, top: int = 100_000, corpus: list[
 
 def format_stats(s: dict) -> str:
     lang = s["lang"]
-    rows = [f"tokenizer: vocab {s['vocab_size']:,} ({s['merges_added']:,} merges added)",
-            f"{'':22}{'CLIP':>10}{'langclip':>10}"]
+    rows = [f"tokenizer: vocab {s['vocab_size']:,} " + (f"({s['merges_added']:,} merges added)"
+                                                       if s["merges_added"] is not None else "(an encoder's own)"),
+            f"{'':22}{'CLIP':>10}{'langclip' if s['merges_added'] is not None else 'this one':>10}"]
     for lg in [lang] + (["en"] if lang != "en" else []):
         for k in ("weighted", "plain"):
             rows.append(f"{lg} tokens/word {k:<9}{s['clip'][lg][k]:>10.2f}{s['langclip'][lg][k]:>10.2f}")
+        if s["langclip"][lg]["unknown_weighted"]:
+            rows.append(f"{lg} words with unknown{'':3}{0:>10.0%}{s['langclip'][lg]['unknown_weighted']:>10.1%}"
+                        "  (weighted; each counted as one token)")
     q = s["queries"]
     rows.append(f"typical query: {q['median_tokens']} tokens (CLIP {q['clip_median_tokens']}), "
                 f"{q['context_share_median']:.0%} of a 77-token context")
