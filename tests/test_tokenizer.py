@@ -337,3 +337,9 @@ def test_stats_and_encode_take_an_encoders_own_tokenizer(tiny_bert, capsys):
     assert "ru words with unknown" in capsys.readouterr().out
     assert main(["tokenizer", "encode", "--tokenizer", str(tiny_bert), "кот на фото"]) == 0
     assert json.loads(capsys.readouterr().out)["tokens"] == ["кот", "на", "фото"]
+
+
+def test_tokenizer_commands_take_a_run_folder(trained_run, capsys):
+    assert main(["tokenizer", "encode", "--tokenizer", str(trained_run), "красные звезды"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["ids"] == Tokenizer.load(trained_run / "tokenizer").encode("красные звезды")

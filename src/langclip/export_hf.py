@@ -59,7 +59,7 @@ def check_exportable(model_cfg: dict) -> None:
     t, v = model_cfg.get("text_cfg", {}), model_cfg.get("vision_cfg", {})
     if "hf_model_name" in t:
         raise ValueError("an hf:<encoder> text tower has its own architecture and tokenizer and cannot be a "
-                         "transformers CLIPModel; export it with --format open_clip")
+                         "transformers CLIPModel; export it with --format open_clip (or onnx, immich)")
     odd = [f"text_cfg.{k}" for k in ("ls_init_value", "embed_cls", "no_causal_mask", "proj_bias", "qk_norm",
                                      "scaled_cosine_attn", "scale_heads", "scale_attn", "scale_fc") if t.get(k)]
     odd += [f"vision_cfg.{k}" for k in ("ls_init_value", "attentional_pool", "timm_model_name", "global_average_pool",

@@ -293,8 +293,11 @@ class HFTextTokenizer:
 
 
 def load_tokenizer(path: str | Path, context_length: int | None = None):
-    """A saved tokenizer folder: langclip's extended BPE, or a Hugging Face encoder's own tokenizer."""
+    """A saved tokenizer folder: langclip's extended BPE, or a Hugging Face encoder's own tokenizer; a run
+    folder stands for its tokenizer."""
     path = Path(path)
+    if (path / "model.json").is_file() and (path / "tokenizer").is_dir():
+        path = path / "tokenizer"
     if path.is_dir() and not (path / META_FILE).is_file() and (path / "tokenizer_config.json").is_file():
         return HFTextTokenizer.load(path, context_length or 77)
     tok = Tokenizer.load(path)
