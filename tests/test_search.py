@@ -304,6 +304,11 @@ def test_search_command(tmp_path, photos, tiny_arch, tiny_clip, trained_run, cap
     assert capsys.readouterr().out.split()[2] == str(photos / "04.jpg")
     assert main(["search", "--index", str(out), "--model", str(trained_run)]) == 2          # neither text nor image
     assert "one of them" in capsys.readouterr().err
+    # a query picture that is missing or unreadable is named before any model loads
+    (photos.parent / "bad.jpg").write_bytes(b"not a picture")
+    for pic, msg in ((photos / "nope.jpg", "--image: not found: "), (photos.parent / "bad.jpg", "not a readable picture")):
+        assert main(["search", "--index", str(out), "--model", "/no/such/run", "--image", str(pic)]) == 2
+        assert msg in capsys.readouterr().err
 
 
 def test_search_by_text_needs_no_clip_file(tmp_path, photos, tiny_clip, trained_run, capsys):

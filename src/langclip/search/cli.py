@@ -3,6 +3,7 @@ the stage functions of this package; `langclip.cli` adds them to its parser."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 EPILOGS = {
     "index build": "examples:\n  langclip index build --data photos/ --model runs/ru --out idx/\n"
@@ -124,10 +125,18 @@ def search(index: str, model: str, query: str | None = None, image: str | None =
         raise ValueError("give a query text or --image, one of them")
     if k < 1:
         raise ValueError(f"-k must be >= 1, got {k}")
+    picture = None
+    if image:   # before any model loads
+        if not Path(image).is_file():
+            raise FileNotFoundError(f"--image: not found: {image}")
+        try:
+            picture = open_image(ImageRef(str(image)), orient=True)
+        except (OSError, ValueError, SyntaxError) as e:
+            raise ValueError(f"--image {image}: not a readable picture ({e})") from None
     idx = Index(index)
     m = QueryModel(model, arch=arch, device=device, weights=weights, image=bool(image))
     m.check(idx)
-    vec = m.encode_text([query]) if query else m.encode_image([open_image(ImageRef(str(image)), orient=True)])
+    vec = m.encode_text([query]) if query else m.encode_image([picture])
     hits = idx.search(vec[0], k)[0]
     if as_json:
         return [json.dumps({"rank": n, "id": i, "score": round(s, 5), "path": idx.source(i)}, ensure_ascii=False)
