@@ -343,6 +343,8 @@ def test_a_graph_with_external_weights_is_gathered_into_one_data_file(monkeypatc
     assert not [f for f in files if f.startswith(".export-") or "MatMul" in f or "weight" in f], files
     conf = json.loads((tmp_path / "x" / "onnx_config.json").read_text())
     assert conf["textual"]["weights_file"] == "textual.onnx_data" and conf["visual"]["weights_file"] == "visual.onnx_data"
+    x = tmp_path / "x"
+    assert (x / "textual.onnx_data").stat().st_mode == (x / "textual.onnx").stat().st_mode   # not owner-only
     _, m = exports
     sess = ort.InferenceSession(str(tmp_path / "x" / "textual.onnx"), providers=["CPUExecutionProvider"])
     ids = m.tokenizer(TEXTS).numpy().astype(np.int32)

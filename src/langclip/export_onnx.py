@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import warnings
 from pathlib import Path
 
@@ -147,9 +146,7 @@ def _export_one(graph, args, path: Path, names: list[str], axes: dict) -> None:
 
         onnx.save_model(onnx.load(str(f)), str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                         location=data_file(path).name, size_threshold=1024)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(data_file(path), 0o666 & ~umask)      # onnx writes it owner-only; like the other files
+        shutil.copymode(path, data_file(path))        # onnx writes it owner-only; like the graph instead
 
 
 def _example_tokens(model, pad_id: int) -> torch.Tensor:
@@ -287,13 +284,12 @@ def export_immich(model, tok, meta: dict, out: Path, tokenizer_files, pp: dict) 
     """`--format immich`: the folder Immich's machine-learning service loads as a CLIP model. Named as one
     of Immich's M-CLIP models (MCLIP_NAMES), the text graph takes `input_ids` + `attention_mask`, as
     Immich feeds those models; under any other name it takes `text`."""
-    mclip, warning = immich_signature(out, str(meta.get("image_tower", {}).get("arch", "")))
-    mclip = mclip is not None
+    name, warning = immich_signature(out, str(meta.get("image_tower", {}).get("arch", "")))
     if warning:
         log.warning(warning)
     (out / "textual").mkdir(parents=True, exist_ok=True)
     (out / "visual").mkdir(parents=True, exist_ok=True)
-    export_graphs(model, out / "textual" / "model.onnx", out / "visual" / "model.onnx", mclip=mclip)
+    export_graphs(model, out / "textual" / "model.onnx", out / "visual" / "model.onnx", mclip=name is not None)
     tokenizer_files(out / "textual")
     cfg = {k: v for k, v in model.model_cfg.items() if k != "preprocess_cfg"}
     (out / "config.json").write_text(json.dumps(cfg, indent=2), encoding="utf-8")
