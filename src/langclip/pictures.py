@@ -1,6 +1,7 @@
 """Pictures for the inference commands (`predict`, `similarity`, `encode`): the files and folders a
 user names, listed before any model loads, and decoded (PIL, upright by EXIF) `batch` at a time —
-in this process, or, for `encode`'s bulk work, in worker processes that also preprocess them."""
+in this process, or, for `encode` and `predict` beyond one batch, in worker processes that also
+preprocess them."""
 from __future__ import annotations
 
 import logging
@@ -11,7 +12,7 @@ import torch
 log = logging.getLogger(__name__)
 
 
-IMAGE_BATCH = 32   # pictures decoded and embedded at a time by predict and similarity
+IMAGE_BATCH = 32   # pictures decoded and embedded at a time by predict, similarity and encode
 
 
 def expand_images(paths: list[str]) -> tuple[list[str], int]:
