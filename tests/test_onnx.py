@@ -357,3 +357,34 @@ def test_hf_tower_card_names_the_encoder_and_its_tokenizer(hf_exports):
     enc = m.meta["init"]["hf_model"]
     assert f"the encoder's own (`{enc}`, vocabulary {m.tokenizer.vocab_size:,})" in card
     assert "CLIP's byte-level BPE" not in card and "Text goes to the encoder's own tokenizer" in card
+
+
+def test_hf_tower_at_the_shipped_configs_real_shape(tmp_path, tiny_arch, tiny_clip, tiny_bert):
+    """The shipped hf config's encoder at its real shape (rubert-tiny2: 3 layers, width 312, 12 heads,
+    83,828 ids, 2,048 positions; random weights, context 32, the mlp projection): the ONNX export passes
+    its self-check, takes the configured context (not the 2,048 positions) and gives langclip's embeddings."""
+    import shutil
+
+    import langclip
+    from transformers import BertConfig, BertModel
+
+    from langclip.build import build_student
+    from langclip.runfolder import save_model_files
+    from langclip.tokenizer import HFTextTokenizer
+
+    enc = tmp_path / "rubert-tiny2-shape"
+    shutil.copytree(tiny_bert, enc)
+    torch.manual_seed(2)
+    BertModel(BertConfig(vocab_size=83828, hidden_size=312, num_hidden_layers=3, num_attention_heads=12,
+                         intermediate_size=600, max_position_embeddings=2048)).save_pretrained(str(enc))
+    tok = HFTextTokenizer.load(enc, context_length=32)
+    model, ref, info = build_student(tiny_arch, tiny_clip[1], tok, init=f"hf:{enc}", context_length=32)
+    save_model_files(tmp_path / "run", model, tok, ref, {"init": info})
+    assert main(["export", "--model", str(tmp_path / "run"), "--format", "onnx", "--out", str(tmp_path / "x")]) == 0
+    conf = json.loads((tmp_path / "x" / "onnx_config.json").read_text())
+    assert conf["context_length"] == 32 and conf["vocab_size"] == 83828
+    m = langclip.load(tmp_path / "run", device="cpu")
+    ids = m.tokenizer(TEXTS)
+    assert ids.shape == (len(TEXTS), 32)
+    sess = ort.InferenceSession(str(tmp_path / "x" / "textual.onnx"), providers=["CPUExecutionProvider"])
+    assert np.abs(sess.run(None, {"text": ids.numpy().astype(np.int32)})[0] - m.encode_text(TEXTS).numpy()).max() <= 1e-4
