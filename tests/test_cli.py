@@ -169,8 +169,9 @@ def test_predict_and_similarity_on_a_folder_of_phone_photos(tmp_path, run_dir, t
     assert line["image"] == str(photos / "plain.jpg") and len(line["top"]) == 3
     # similarity over the folder: the .json holds every picture, the picture draws the first few
     monkeypatch.setattr(inf, "SIMILARITY_PICTURE_MAX", 1)
+    monkeypatch.setattr(pictures, "IMAGE_BATCH", 1)          # through the worker processes too
     assert main(["similarity", "--model", str(run_dir), "--images", str(photos), "--texts", "кот, рыжий", "собака",
-                 "--out", str(tmp_path / "sim.png"), "--device", "cpu"]) == 0
+                 "--out", str(tmp_path / "sim.png"), "--device", "cpu", "--workers", "2"]) == 0
     sim = json.loads((tmp_path / "sim.json").read_text(encoding="utf-8"))
     assert sim["images"] == ["plain.jpg", "portrait.jpg"] and sim["texts"] == ["кот, рыжий", "собака"]
     ref = (m.encode_image([Image.open(photos / "plain.jpg"), upright]) @ m.encode_text(sim["texts"]).T).T

@@ -150,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--images", required=True, nargs="+", help="picture files and folders (their pictures, recursively)")
     _as_stored(p)
+    _workers(p)
     p.add_argument("--texts", required=True, nargs="+",
                    help="the texts (\"две красные звезды\" \"синий круг\"), or a UTF-8 file with one a line (FILE or @FILE)")
     p.add_argument("--out", required=True, help="picture path (.png); .csv and .json written beside it")
@@ -296,7 +297,7 @@ def _similarity(args: argparse.Namespace) -> int:
     from .inference import similarity_cli
 
     similarity_cli(args.model, args.images, args.texts, args.out, weights=args.weights, device=args.device,
-                   upright=not args.as_stored)
+                   upright=not args.as_stored, workers=args.workers)
     return 0
 
 

@@ -238,23 +238,26 @@ SIMILARITY_PICTURE_MAX = 40   # columns drawn in the picture; the .csv and .json
 
 
 def similarity_cli(model: str, images: list[str], texts: str | list[str], out: str, weights: str | None = None,
-                   device: str | None = None, upright: bool = True) -> Path:
-    """The similarity picture of `images` (files and folders) × `texts` (see parse_texts) at `out`
-    (.csv and .json beside it, with every picture; the picture shows the first SIMILARITY_PICTURE_MAX)."""
+                   device: str | None = None, upright: bool = True, workers: int = 2) -> Path:
+    """The similarity picture of `images` (files and folders, decoded in `workers` processes beyond one
+    batch) × `texts` (see parse_texts) at `out` (.csv and .json beside it, with every picture; the picture
+    shows the first SIMILARITY_PICTURE_MAX)."""
     from .files import check_out_file
+    from .pairs import ImageRef, open_image
 
+    check_workers(workers)
     check_out_file(out, "similarity picture", lambda p: "similarity_text_x_image" in _read_or_empty(p.with_suffix(".json")))
     texts = parse_texts([texts] if isinstance(texts, str) else texts)
     paths, _ = expand_images(images)
     m = load(model, device=device, weights=weights)
     t = m.encode_text(texts)
-    names, sims, thumbs, skipped = [], [], [], []
-    for batch, ims in iter_images(paths, skipped, upright):
+    names, sims, skipped = [], [], []
+    for batch, ims in iter_images(paths, skipped, upright, preprocess=m.preprocess, workers=workers):
         names += batch
         sims.append(m.encode_image(ims) @ t.T)
-        thumbs += [_thumb(im) for im in ims[: max(0, SIMILARITY_PICTURE_MAX - len(thumbs))]]
     if not names:
         raise ValueError(f"none of the {len(paths)} pictures could be decoded")
+    thumbs = [_thumb(open_image(ImageRef(p), orient=upright)) for p in names[:SIMILARITY_PICTURE_MAX]]
     if skipped:
         print(f"{len(skipped)} of {len(paths)} pictures skipped (not decodable)")
     return save_similarity(torch.cat(sims).numpy(), thumbs, [Path(p).name for p in names], texts, out)

@@ -1,7 +1,6 @@
 """Pictures for the inference commands (`predict`, `similarity`, `encode`): the files and folders a
 user names, listed before any model loads, and decoded (PIL, upright by EXIF) `batch` at a time —
-in this process, or, for `encode` and `predict` beyond one batch, in worker processes that also
-preprocess them."""
+in this process, or, beyond one batch, in worker processes that also preprocess them."""
 from __future__ import annotations
 
 import logging
