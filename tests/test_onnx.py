@@ -279,6 +279,9 @@ def test_hf_tower_immich_folders_load_as_immich_loads_them(hf_exports, tiny_clip
             assert np.abs(run_text(f, q) - m.encode_text([" ".join(q.split())])[0].numpy()).max() <= 1e-4, (name, q)
         for p in _pictures()[:2]:
             assert np.abs(_immich_image(f, p) - m.encode_image([p])[0].numpy()).max() <= 1e-4, p.size
+    cfg = json.loads((d / "XLM-Roberta-Large-Vit-B-32" / "config.json").read_text())
+    assert cfg["text_cfg"]["hf_model_name"] == m.meta["init"]["hf_model"]     # not a folder of this machine's run
+    assert cfg["text_cfg"]["context_length"] == 24
     # the tiny tower is not M-CLIP's ViT-B-32: the export says so (and still works)
     assert any("XLM-Roberta-Large-Vit-B-32 is an Immich M-CLIP model whose image tower is ViT-B-32" in w
                for w in warned)

@@ -291,7 +291,8 @@ def export_immich(model, tok, meta: dict, out: Path, tokenizer_files, pp: dict) 
     (out / "visual").mkdir(parents=True, exist_ok=True)
     export_graphs(model, out / "textual" / "model.onnx", out / "visual" / "model.onnx", mclip=name is not None)
     tokenizer_files(out / "textual")
-    cfg = {k: v for k, v in model.model_cfg.items() if k != "preprocess_cfg"}
+    # the run's own record: an hf: tower's encoder under its name, not the folder it was loaded from here
+    cfg = {k: v for k, v in (meta.get("model_cfg") or model.model_cfg).items() if k != "preprocess_cfg"}
     (out / "config.json").write_text(json.dumps(cfg, indent=2), encoding="utf-8")
     (out / "visual" / "preprocess_cfg.json").write_text(json.dumps(pp, indent=2), encoding="utf-8")
     return out
