@@ -536,9 +536,11 @@ def test_distillation_averages_over_captions_with_english(kind):
     assert float(distill_loss(text, teacher, kind, torch.zeros(6, dtype=torch.bool))) == 0.0
 
 
-def test_text_only_parallel_corpus_distillation(tmp_path, tiny_arch, tiny_clip, ru_tokenizer, capsys):
+@pytest.mark.parametrize("init", ["scratch", "hf"])
+def test_text_only_parallel_corpus_distillation(tmp_path, tiny_arch, tiny_clip, ru_tokenizer, capsys, init, request):
     """No images: a cache of (Russian, English) pairs holds the English CLIP text embeddings, and
-    distillation alone teaches the student to land each Russian text on its English embedding."""
+    distillation alone teaches the student to land each Russian text on its English embedding — a
+    text tower of langclip's (scratch) or a pretrained encoder (hf: Multilingual-CLIP's own recipe)."""
     import csv
     import random
 
@@ -561,8 +563,10 @@ def test_text_only_parallel_corpus_distillation(tmp_path, tiny_arch, tiny_clip, 
     assert c.manifest["text_only"] and len(c.manifest["skipped"]) == 1
     ru_tokenizer.save(tmp_path / "tok")
     cfg = _write_cfg(TrainConfig(cache=str(tmp_path / "cache"), out=str(tmp_path / "run"),
-                                 model=ModelSection(clip=tiny_arch, weights=tiny_clip[1], tokenizer=str(tmp_path / "tok"),
-                                                    init="scratch", context_length=24),
+                                 model=ModelSection(clip=tiny_arch, weights=tiny_clip[1],
+                                                    tokenizer=str(tmp_path / "tok") if init == "scratch" else "",
+                                                    init="scratch" if init == "scratch" else
+                                                    f"hf:{request.getfixturevalue('tiny_bert')}", context_length=24),
                                  optim=OptimSection(lr=3e-3, warmup_steps=5, weight_decay=0.0),
                                  loss=LossSection(contrastive=0.0, distill=1.0, english=0.5),
                                  epochs=15, batch_size=32, val_fraction=0.2, tensorboard=False), tmp_path / "c.yaml")
