@@ -16,7 +16,8 @@
 #        context 77, alone (its GEMM autotuning took 11-24 s a shape last time and outran a shared call)
 #   bash benchmarks/gpu_levers.sh loop       (~2.5 min, if the budget allows, or in a later session) one epoch
 #        of train() with precision bf16-weights on >= 1M pairs vs its bare step (the loop's >= 95% target
-#        for the precision that would become the default)
+#        for the precision that would become the default); `loop auto`: the same with the default precision
+#        (session 11 ran both on one H200: results/h200_levers_*)
 # Order: `step` first (bf16-weights is the lever most likely to reach 350 TFLOP/s); `autotune` only if
 # the device budget still has 9 minutes (the machine's start counts too), else `loop`, else leave both
 # to a later session. Every result line goes to $OUT as it comes; copy them to
@@ -51,10 +52,12 @@ case "${1:-step}" in
     timeout 470 python3 benchmarks/train_throughput.py "${CPU[@]}" --base-ctx 77 --runs bf16w:max-autotune:77 \
         2>"$OUT/levers_autotune.err" | tee "$OUT/levers_autotune.jsonl"
     grep -c "AUTOTUNE benchmarking" "$OUT/levers_autotune.err" | sed 's/^/GEMM shapes autotuned: /' ;;
-  loop)
+  loop)   # `loop` (bf16-weights) or `loop auto` (langclip's default: bf16 autocast on a GPU)
+    PREC=${2:-bf16-weights}
+    SUFFIX=$([ "$PREC" = bf16-weights ] && echo "" || echo "_$PREC")
     if [ ${#CPU[@]} -gt 0 ]; then LOOP=(--tiny --device cpu --images 3000 --batch 128 --merges 500); else LOOP=(); fi
-    timeout 150 python3 -W ignore benchmarks/train_loop.py "${LOOP[@]}" --precision bf16-weights \
-        2>"$OUT/levers_loop.err" | tee "$OUT/levers_loop.jsonl" ;;
+    timeout 150 python3 -W ignore benchmarks/train_loop.py "${LOOP[@]}" --precision "$PREC" \
+        2>"$OUT/levers_loop$SUFFIX.err" | tee "$OUT/levers_loop$SUFFIX.jsonl" ;;
   *) echo "usage: bash benchmarks/gpu_levers.sh step|autotune|loop" >&2; exit 2 ;;
 esac
 tail -n 3 "$OUT"/*.err
