@@ -45,14 +45,17 @@ class LoadedModel:
         from .pairs import ImageRef, open_image
 
         if isinstance(images, torch.Tensor):      # already preprocessed: (N, 3, S, S)
-            return torch.cat([self.model.encode_image(images[i:i + batch_size].to(self.device)).float().cpu()
-                              for i in range(0, len(images), batch_size)])
-        images = [open_image(ImageRef(str(im)), orient=True) if isinstance(im, (str, Path)) else im for im in images]
-        if not images:
+            def part(i):
+                return images[i:i + batch_size]
+        else:
+            images = [open_image(ImageRef(str(im)), orient=True) if isinstance(im, (str, Path)) else im for im in images]
+
+            def part(i):
+                return torch.stack([self.preprocess(im) for im in images[i:i + batch_size]])
+        if not len(images):
             raise ValueError("no images given")
-        out = [self.model.encode_image(torch.stack([self.preprocess(im) for im in images[i:i + batch_size]])
-                                       .to(self.device)).float().cpu() for i in range(0, len(images), batch_size)]
-        return torch.cat(out)
+        return torch.cat([self.model.encode_image(part(i).to(self.device)).float().cpu()
+                          for i in range(0, len(images), batch_size)])
 
     @torch.no_grad()
     def label_weights(self, labels: list, templates: list[str] | None = None, lang: str | None = None) -> torch.Tensor:
