@@ -50,6 +50,31 @@ def test_cache_equals_direct_tower(tmp_path, pair_data, tiny_arch, tiny_clip):
     assert len(tr) + len(va) == len(c.captions)
 
 
+def test_compiled_image_tower_gives_the_direct_towers_embeddings(tmp_path, pair_data, tiny_arch, tiny_clip,
+                                                                 monkeypatch, caplog):
+    """`compile: true`: the image tower through torch.compile (here the CPU backend; batches of 5 and a
+    last one of 1: two graphs) embeds as open_clip's eager tower does; where torch.compile cannot build,
+    the build warns, says why, and embeds eagerly."""
+    import logging
+
+    import langclip.cache.embed as embed
+
+    spec = [str(pair_data / "pairs.csv")]
+    cfg = dict(data=spec, clip=tiny_arch, weights=tiny_clip[1], batch_size=5, workers=0, compile=True)
+    torch._dynamo.reset()
+    counters = torch._dynamo.utils.counters
+    counters.clear()
+    c = load_cache(build_cache(CacheConfig(out=str(tmp_path / "c"), **cfg), progress=False))
+    assert counters["stats"]["unique_graphs"] >= 2 and c.manifest["config"]["compile"] is True   # it did compile
+    ref = direct_embeddings(tiny_arch, tiny_clip[1], read_pairs(spec).images)
+    assert c.manifest["num_images_ok"] == 16 and (c.image_emb.float() - ref).abs().max() < 2e-3   # fp16 storage
+    monkeypatch.setattr(embed, "compile_problem", lambda device: "no C++ compiler (simulated)")
+    with caplog.at_level(logging.WARNING, logger="langclip.cache.embed"):
+        e = load_cache(build_cache(CacheConfig(out=str(tmp_path / "e"), **cfg), progress=False))
+    assert "cannot build on cpu here (no C++ compiler (simulated)): embedding without it" in caplog.text
+    assert (e.image_emb.float() - ref).abs().max() < 2e-3
+
+
 def test_bad_data_is_skipped_and_listed(tmp_path, tiny_arch, tiny_clip):
     import csv
 
@@ -121,6 +146,9 @@ def test_resume_after_interruption_gives_same_cache(tmp_path, pair_data, tiny_ar
     before = (part / "emb" / "shard_00000.safetensors").stat().st_mtime_ns
     resumed = load_cache(build_cache(CacheConfig(out=str(part), **cfg), progress=False))
     assert (part / "emb" / "shard_00000.safetensors").stat().st_mtime_ns == before  # not recomputed
+    assert full.manifest["num_images"] == 16 == full.manifest["timing"]["images_embedded"]   # each build's own
+    assert resumed.manifest["timing"]["images_embedded"] == 8       # shards 2 and 3 (4 images each), redone
+    assert 0 < resumed.manifest["timing"]["embed_seconds"] <= resumed.manifest["seconds"] + 0.05
     assert torch.equal(full.image_emb, resumed.image_emb) and full.captions == resumed.captions
     # the memory-mapped array equals what the shards give (caches from before it existed)
     assert (part / "emb" / "normalized.npy").is_file()

@@ -240,17 +240,17 @@ def test_text_only_load_needs_no_clip_file_and_equals_the_full_load(tmp_path, ti
     (run / "model.json").write_text(json.dumps(meta))
     old = load_model(run, weights=tmp_path / "moved.pt", image=False)[0]
     assert old.image_ready and torch.equal(old.encode_image(x), full.encode_image(x))
-    assert LangCLIP.for_text(json.loads((run / "model.json").read_text())["model_cfg"]).image_ready is False
+    assert LangCLIP.empty(json.loads((run / "model.json").read_text())["model_cfg"]).image_ready is False
 
 
 def test_text_only_build_at_the_real_shape():
-    """`LangCLIP.for_text` with ViT-B-32-quickgelu's own config (the recipe's tower, context 77): the
+    """`LangCLIP.empty` with ViT-B-32-quickgelu's own config (the recipe's tower, context 77): the
     same buffers and text embeddings as a normal build given the same text weights."""
     from langclip.model import LangCLIP, model_config, student_config
 
     cfg = student_config(model_config("ViT-B-32-quickgelu"), Tokenizer.clip().vocab_size, 77)
     full = LangCLIP(cfg).eval()
-    text = LangCLIP.for_text(cfg)
+    text = LangCLIP.empty(cfg)
     assert not text.image_ready
     missing, unexpected = text.clip.load_state_dict(full.text_state_dict(), strict=False)
     assert not unexpected and all(k.startswith("visual.") for k in missing)
@@ -380,6 +380,9 @@ def test_hf_text_tower_init_save_load_export(tmp_path, tiny_arch, tiny_clip, tin
     loaded, tok2, _ = load_model(tmp_path / "run")
     with torch.no_grad():
         assert torch.equal(loaded.encode_text(tok2(texts)), e)
+    text_only = load_model(tmp_path / "run", image=False)[0]    # its image tower was never filled: refused
+    with pytest.raises(RuntimeError, match="texts only"):
+        text_only.encode_image(torch.zeros(1, 3, 32, 32))
     assert main(["export", "--model", str(tmp_path / "run"), "--out", str(tmp_path / "exp")]) == 0
     oc, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{tmp_path / 'exp'}")
     oc_tok = open_clip.get_tokenizer(f"local-dir:{tmp_path / 'exp'}")

@@ -86,6 +86,9 @@ class CacheConfig:
                                             # own) while this one is embedded
     exif_orientation: bool = False          # turn pictures upright by their EXIF tag (index builds: photos);
                                             # off: as stored, as open_clip's transform reads them
+    compile: bool = False                   # torch.compile the image tower (where it can build; else eager,
+                                            # with a warning): fuses its element-wise work; the embeddings
+                                            # agree with eager's to bf16/float rounding (tests/test_cache.py)
 
     def validate(self) -> None:
         if not self.data:
@@ -126,6 +129,7 @@ class IndexConfig:
                                              # folder's large JPEGs decode at reduced scale (cache/decode.py)
     decode_threads: int = 1                  # as `cache build`'s (nvjpeg: the decode split over threads)
     decode_ahead: bool = False               # as `cache build`'s (nvjpeg: the next batch decoded meanwhile)
+    compile: bool = False                    # as `cache build`'s (torch.compile the image tower)
     exif_orientation: bool = True            # photos upright as viewers show them (indexes before: as stored)
     max_failure_rate: float = 0.5
     thumb_size: int = 256

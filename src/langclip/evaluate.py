@@ -68,7 +68,7 @@ def load_reference_clip(arch: str, weights: str | Path):
     from .tokenizer import Tokenizer
     from .weights import WeightsError
 
-    model = LangCLIP(model_config(arch))
+    model = LangCLIP.empty(model_config(arch))   # both towers filled below, or refused
     rest = load_image_tower(model, weights, arch)
     own = model.text_state_dict()
     text = {k: v.float() for k, v in rest.items() if k in own}

@@ -1,8 +1,10 @@
 """Leaf I/O shared by every stage: progress bars that stay readable in a log, the rule that a command
 never writes into a folder or onto a file that is not its own, atomic writes, UTF-8 text and the one
-table reader (CSV/TSV/Parquet/JSONL), the memoised file SHA-256, and the device choice."""
+table reader (CSV/TSV/Parquet/JSONL), the memoised file SHA-256, the device choice and whether
+torch.compile can build on it."""
 from __future__ import annotations
 
+import functools
 import sys
 from array import array
 from pathlib import Path
@@ -289,3 +291,23 @@ def pick_column(path: Path, names: list[str], wanted: str | None, defaults: tupl
         raise ValueError(f"{path}: which column holds the {what or 'text'}? pass {flag} (columns: {names})")
     return None
 
+
+def compile_problem(device) -> str | None:
+    """Why torch.compile cannot build a forward and backward pass on `device` (a torch.device) here (no C++
+    compiler for the CPU backend, no usable Triton for the GPU), or None. A tiny function, compiled once a
+    process; training and the cache's image tower ask before compiling."""
+    return _compile_problem(device.type, device.index)
+
+
+@functools.lru_cache(maxsize=None)
+def _compile_problem(kind: str, index) -> str | None:
+    import torch
+
+    device = torch.device(kind, index)
+    try:
+        w = torch.ones(8, 8, device=device, requires_grad=True)   # no random numbers drawn: the run's stay
+        f = torch.compile(lambda x: torch.nn.functional.gelu(x @ w).square().sum(), dynamic=False)
+        f(torch.ones(4, 8, device=device)).backward()
+        return None
+    except Exception as e:   # dynamo/inductor raise their own types; the first line says what is missing
+        return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"

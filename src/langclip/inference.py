@@ -133,10 +133,11 @@ def load(path: str | Path, device: str | None = None, weights: str | None = None
             # after a move, the encoder's config is the one in this folder
             log.info("%s: hf_model_name %s not found; using the folder's own config.json", path, hf_name)
             text_cfg["hf_model_name"] = str(path.resolve())
-        m = LangCLIP(cfg["model_cfg"])
+        m = LangCLIP.empty(cfg["model_cfg"])
         from safetensors.torch import load_file
 
-        m.clip.load_state_dict(load_file(str(path / "open_clip_model.safetensors")))
+        m.clip.load_state_dict(load_file(str(path / "open_clip_model.safetensors")))   # strict: every weight
+        m.image_ready = True
         if not (path / "tokenizer.json").is_file():
             raise FileNotFoundError(f"{path}: the model folder has no tokenizer (tokenizer.json missing)")
         if "hf_model_name" in cfg["model_cfg"].get("text_cfg", {}):

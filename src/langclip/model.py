@@ -80,21 +80,25 @@ class LangCLIP(nn.Module):
         cls = open_clip.CustomTextCLIP if self.is_hf else open_clip.CLIP
         self.clip = cls(**{k: v for k, v in self.model_cfg.items() if k != "preprocess_cfg"})
         self.tower_sha256 = ""   # digest of the loaded image tower's tensors (load_image_tower)
-        self.image_ready = True  # False: built by for_text, the image tower not filled yet
+        self.image_ready = True  # False: built by `empty`, the image tower not filled yet
         self.lock_image_tower()
 
     @classmethod
-    def for_text(cls, model_cfg: dict) -> "LangCLIP":
-        """A model whose text weights are about to be loaded and whose image tower may never be used
-        (a text query): nothing is initialised (with the CLIP file left unread, what a text query saves at
-        ViT-B/32: benchmarks/results/cpu_search_cold_start.jsonl). The image tower's memory is allocated but not filled; encode_image refuses until
-        load_image_tower fills it. The text tower is loaded with `load_state_dict` as usual; its one
-        non-persistent buffer (the causal mask) is rebuilt here. Any other tower falls back to a normal build."""
+    def empty(cls, model_cfg: dict) -> "LangCLIP":
+        """A model whose weights are all about to be loaded: nothing is initialised. open_clip's random
+        init of a ViT-B/32 CLIP takes longer than reading its weights file (0.9 s on 2 CPU cores:
+        benchmarks/results/cpu_cache_startup.jsonl); a text query (search), a cache build or a full load
+        skips it. Both towers' memory is allocated but not filled: encode_image refuses until
+        load_image_tower fills the image tower, and a caller loads the text tower with `load_state_dict`
+        and checks what was missing, as usual; the one non-persistent buffer (the causal mask) is rebuilt
+        here. Any other tower (an `hf:` encoder, another buffer) falls back to a normal build."""
         with torch.device("meta"):
             m = cls(model_cfg)
         np_buffers = {(n, b) for n, mod in m.named_modules() for b in getattr(mod, "_non_persistent_buffers_set", ())}
         if m.is_hf or np_buffers != {("clip", "attn_mask")}:
-            return cls(model_cfg)
+            m = cls(model_cfg)
+            m.image_ready = False    # its image tower is random until load_image_tower fills it
+            return m
         m.to_empty(device="cpu")
         L = m.clip.attn_mask.shape[0]
         m.clip.attn_mask = torch.full((L, L), float("-inf")).triu_(1)   # open_clip's build_causal_mask

@@ -101,11 +101,10 @@ def load_model(run: str | Path, weights: str | Path | None = None, text_weights:
         if meta.get("language"):
             tokenizer.meta["language"] = meta["language"]
     ref = meta["image_tower"]
+    model = LangCLIP.empty(cfg)    # every weight is loaded below (the image tower only when asked for)
     if image or not ref.get("tower_sha256"):
-        model = LangCLIP(cfg)
         load_run_image_tower(model, run, ref, weights, check_sha)
     else:
-        model = LangCLIP.for_text(cfg)
         model.tower_sha256 = ref["tower_sha256"]
     tw = run / (text_weights or meta.get("text_weights", TEXT_WEIGHTS))
     if not tw.is_file():

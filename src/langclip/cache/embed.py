@@ -8,13 +8,15 @@ import json
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
 from ..config import CacheConfig
 from ..dist import init_from_env
-from ..files import atomic_write, atomic_write_text, check_out_dir, pick_device, progress_bar, sha256_file
+from ..files import (atomic_write, atomic_write_text, check_out_dir, compile_problem, pick_device, progress_bar,
+                     sha256_file)
 from ..pairs import ImageDataset, collate_images, read_pairs, read_parallel
 from .decode import (WARNED, DecodedImages, DevicePreprocess, EncodedImages, Normalize255, collate_encoded,
                      decode_ahead, uint8_transform)
@@ -91,12 +93,16 @@ def build_cache(cfg: CacheConfig, progress: bool = True, pairs=None) -> Path:
         pairs = (read_parallel(cfg.data, cfg.caption_column, cfg.english_column) if cfg.text_only else
                  read_pairs(cfg.data, cfg.image_column, cfg.caption_column, cfg.english_column))
     weights = clip_weights(cfg.clip, cfg.weights, cfg.pretrained)
-    sha = sha256_file(weights)
+    with ThreadPoolExecutor(1) as pool:    # the file is hashed while the model is built and filled
+        sha = pool.submit(sha256_file, weights)
+        model = LangCLIP.empty(model_config(cfg.clip, cfg.pretrained))   # a tag's own preprocessing
+        rest = load_image_tower(model, weights, cfg.clip)
+        sha = sha.result()
     _check_build_state(out, cfg, pairs, sha, rank, world)
-    model = LangCLIP(model_config(cfg.clip, cfg.pretrained))   # a tag's own preprocessing
-    rest = load_image_tower(model, weights, cfg.clip)
     model.to(device).eval()
-    _embed_images(model, pairs, cfg, out, device, rank, world, progress)
+    t1 = time.perf_counter()
+    embedded = _embed_images(model, pairs, cfg, out, device, rank, world, progress)
+    timing = {"embed_seconds": round(time.perf_counter() - t1, 2), "images_embedded": embedded}   # rank 0's
     if world > 1:
         torch.distributed.barrier()
     teacher = (_teacher(model, rest, pairs, device, out, rank, world, progress, cfg.teacher_shard_size)
@@ -107,7 +113,8 @@ def build_cache(cfg: CacheConfig, progress: bool = True, pairs=None) -> Path:
     if world > 1:
         torch.distributed.barrier()
     if rank == 0:
-        _consolidate(out, cfg, pairs, model, teacher, sha, time.perf_counter() - t0, weights)
+        _consolidate(out, cfg, pairs, model, teacher, sha, dict(timing, seconds=round(time.perf_counter() - t0, 1)),
+                     weights)
     if world > 1:
         torch.distributed.barrier()
         if own_pg:
@@ -158,9 +165,9 @@ class _Shards:
         save_tensors({"emb": emb, "ok": ok}, self.out / "emb" / f"shard_{k:05d}.safetensors")
 
 
-def _embed_images(model, pairs, cfg: CacheConfig, out: Path, device, rank: int, world: int, progress: bool) -> None:
+def _embed_images(model, pairs, cfg: CacheConfig, out: Path, device, rank: int, world: int, progress: bool) -> int:
     """This rank's incomplete shards (k % world == rank), decoded by workers and embedded in batches;
-    stops early when most images fail (a wrong base folder)."""
+    stops early when most images fail (a wrong base folder). -> the number of images it went through."""
     from ..model import image_transform, preprocess_cfg
 
     n, S = len(pairs.images), cfg.shard_size
@@ -187,6 +194,7 @@ def _embed_images(model, pairs, cfg: CacheConfig, out: Path, device, rank: int, 
         bar.write(f"resuming: {len(shards) - len(todo)} of {len(shards)} shards already complete")
     shards_out = _Shards(out, pairs, todo, S, model.clip.visual.output_dim)
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    tower = image_tower(model, cfg.compile, device)
     seen = failed = 0
     batches = (loader if on_device is None else decode_ahead(loader, on_device, device) if cfg.decode_ahead
                else (on_device(*b) for b in loader))
@@ -201,7 +209,7 @@ def _embed_images(model, pairs, cfg: CacheConfig, out: Path, device, rank: int, 
             if x is not None:
                 x = x.to(device, non_blocking=True)
                 with amp:
-                    feats = model.clip.visual(normalize(x) if normalize else x).float().cpu().to(torch.float16)
+                    feats = tower(normalize(x) if normalize else x).float().cpu().to(torch.float16)
             shards_out.add(brows, bok, feats, reasons)
             bar.update(len(brows))
             shards_out.flush_done(brows[-1])
@@ -209,9 +217,23 @@ def _embed_images(model, pairs, cfg: CacheConfig, out: Path, device, rank: int, 
     bar.close()
     if on_device is not None and on_device.fallbacks:
         log.info("--decode nvjpeg: %d pictures were not baseline JPEGs and were decoded with PIL", on_device.fallbacks)
+    return len(rows)
 
 
-def _consolidate(out: Path, cfg: CacheConfig, pairs, model, teacher: bool, sha: str, secs: float, weights) -> None:
+def image_tower(model, compile_: bool, device: torch.device):
+    """The image tower a build calls: compiled with `compile` where torch.compile can build on `device`
+    (else eager, with a warning that says why). dynamic=False: one graph for the batch size, one for the
+    last, smaller batch of a shard run."""
+    if not compile_:
+        return model.clip.visual
+    why = compile_problem(device)
+    if why:
+        log.warning("compile: true, but torch.compile cannot build on %s here (%s): embedding without it", device, why)
+        return model.clip.visual
+    return torch.compile(model.clip.visual, dynamic=False)
+
+
+def _consolidate(out: Path, cfg: CacheConfig, pairs, model, teacher: bool, sha: str, timing: dict, weights) -> None:
     """Rank 0, last: the tables, the consolidated (memory-mapped) arrays, and the manifest."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -225,7 +247,7 @@ def _consolidate(out: Path, cfg: CacheConfig, pairs, model, teacher: bool, sha: 
         keep = torch.ones(len(pairs.captions), dtype=torch.bool) if cfg.text_only else \
             torch.from_numpy(ok)[torch.tensor([c[0] for c in pairs.captions], dtype=torch.long)]
         write_teacher_dense(out, keep)
-    write_manifest(out, cfg, pairs, preprocess_cfg(model), dim, teacher, sha, secs, weights, model.tower_sha256)
+    write_manifest(out, cfg, pairs, preprocess_cfg(model), dim, teacher, sha, timing, weights, model.tower_sha256)
 
 
 def _failure_message(cfg: CacheConfig, pairs, fails: dict, failed: int, seen: int, out: Path, nothing_done: bool) -> str:

@@ -122,8 +122,10 @@ def write_tables(out: Path, pairs, pa, pq) -> None:
                              "caption_en": [c[2] for c in pairs.captions]}), out / "captions.parquet")
 
 
-def write_manifest(out: Path, cfg: CacheConfig, pairs, pp: dict, dim: int, teacher: bool, sha: str, secs: float,
+def write_manifest(out: Path, cfg: CacheConfig, pairs, pp: dict, dim: int, teacher: bool, sha: str, timing: dict,
                     weights: Path, tower_sha256: str) -> None:
+    """`timing`: this build's `seconds` (start to end), and rank 0's `embed_seconds` for its `images_embedded`
+    (the loop over the pictures: decoding and the image tower, without the start and the consolidation)."""
     fails, damaged = [], []
     for f in sorted((out / "emb").glob("shard_*.failures.json")):
         fails += json.loads(f.read_text(encoding="utf-8"))
@@ -137,14 +139,16 @@ def write_manifest(out: Path, cfg: CacheConfig, pairs, pp: dict, dim: int, teach
            "num_images_ok": n - len(fails), "num_images_failed": len(fails), "num_captions": len(pairs.captions),
            "teacher": teacher, "text_only": cfg.text_only, "failures": fails, "skipped": pairs.problems,
            "num_images_damaged": len(damaged), "damaged": damaged, "data": cfg.data,
-           "seconds": round(secs, 1), "config": asdict(cfg)}
+           "seconds": timing["seconds"], "timing": timing, "config": asdict(cfg)}
     atomic_write_text(out / "manifest.json", json.dumps(man, indent=2, ensure_ascii=False))
     if cfg.text_only:
         print(f"cache {out}: text-only, {len(pairs.captions):,} text pairs with English teacher embeddings, "
-              f"{len(pairs.problems)} input problems, in {secs:.1f} s")
+              f"{len(pairs.problems)} input problems, in {timing['seconds']:.1f} s")
         return
     print(f"cache {out}: {man['num_images_ok']:,} images embedded, {len(fails)} failed, "
-          f"{len(pairs.problems)} input problems, {len(pairs.captions):,} captions, in {secs:.1f} s"
+          f"{len(pairs.problems)} input problems, {len(pairs.captions):,} captions, in {timing['seconds']:.1f} s"
+          + (f" ({timing['images_embedded'] / timing['embed_seconds']:,.0f} images/s while embedding)"
+             if timing.get("images_embedded") and timing.get("embed_seconds") else "")
           + (f"; {len(damaged)} decoded despite damaged data (libjpeg's warnings: manifest.json 'damaged', "
              f"first {damaged[0]['source']})" if damaged else ""))
 

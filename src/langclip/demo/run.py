@@ -227,8 +227,9 @@ def _evaluate(out: Path, arch: str, weights: Path, test_rows: list[dict], runs: 
     from ..tokenizer import Tokenizer
     from ..weights import load_state_dict
 
-    teacher = LangCLIP(model_config(arch))
-    teacher.clip.load_state_dict(load_state_dict(weights))
+    teacher = LangCLIP.empty(model_config(arch))
+    teacher.clip.load_state_dict(load_state_dict(weights))   # strict: every weight
+    teacher.image_ready = True
     teacher.eval()
     tf = image_transform({"size": 64})
     test_imgs = sorted({r["image"] for r in test_rows})

@@ -73,7 +73,7 @@ def _embed(refs, cfg: IndexConfig, work: Path, progress: bool):
     ccfg = CacheConfig(data=list(cfg.data), clip=arch, weights=weights, pretrained=pretrained, out=str(work),
                        batch_size=cfg.batch_size, workers=cfg.workers if len(refs) >= SMALL else 0,  # a few: no processes
                        shard_size=cfg.shard_size, device=cfg.device, decode=cfg.decode,
-                       decode_threads=cfg.decode_threads, decode_ahead=cfg.decode_ahead,
+                       decode_threads=cfg.decode_threads, decode_ahead=cfg.decode_ahead, compile=cfg.compile,
                        exif_orientation=cfg.exif_orientation,
                        max_failure_rate=cfg.max_failure_rate)
     done = build_cache(ccfg, progress=progress, pairs=pairs)

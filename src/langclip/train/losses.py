@@ -4,13 +4,13 @@ English CLIP's text embedding, English replay; and the module DDP wraps, compile
 can build."""
 from __future__ import annotations
 
-import functools
 import logging
 
 import torch
 import torch.nn.functional as F
 
 from ..config import TrainConfig
+from ..files import compile_problem
 
 log = logging.getLogger(__name__)
 
@@ -143,21 +143,3 @@ def compile_tower(tower, cfg: TrainConfig, device: torch.device, world: int, ran
                         why or "on another rank")
         return tower, False
     return torch.compile(tower, mode=None if cfg.compile_mode == "default" else cfg.compile_mode, dynamic=False), True
-
-
-def compile_problem(device: torch.device) -> str | None:
-    """Why torch.compile cannot build a forward and backward pass on `device` here (no C++ compiler for
-    the CPU backend, no usable Triton for the GPU), or None. A tiny function, compiled once a process."""
-    return _compile_problem(device.type, device.index)
-
-
-@functools.lru_cache(maxsize=None)
-def _compile_problem(kind: str, index) -> str | None:
-    device = torch.device(kind, index)
-    try:
-        w = torch.ones(8, 8, device=device, requires_grad=True)   # no random numbers drawn: the run's stay
-        f = torch.compile(lambda x: torch.nn.functional.gelu(x @ w).square().sum(), dynamic=False)
-        f(torch.ones(4, 8, device=device)).backward()
-        return None
-    except Exception as e:   # dynamo/inductor raise their own types; the first line says what is missing
-        return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
