@@ -180,22 +180,28 @@ def worker_cost(pairs, pp, n: int) -> None:
           flush=True)
 
 
-def device_side_rate(prep, blobs, m, amp, batch: int, dev: str) -> float:
+def device_side_rate(prep, blobs, tower, amp, batch: int, dev: str, ahead: bool = False) -> float:
     """Images/s of decode + preprocess + forward on the device, the bytes already in host memory (two
-    warm-up batches first)."""
-    with torch.inference_mode():
-        for k in range(2):
-            chunk = blobs[k * batch: (k + 1) * batch]
-            _, _, xb, _ = prep(list(range(len(chunk))), chunk, [""] * len(chunk))
+    warm-up batches first). `tower`: the image tower to call (eager or compiled); `ahead`: the next
+    batch decoded in a thread (langclip's decode_ahead) while this one goes through the tower."""
+    from langclip.cache.decode import decode_ahead
+
+    def batches(lo, hi):
+        for s in range(lo, hi, batch):
+            chunk = blobs[s: min(s + batch, hi)]
+            yield list(range(s, s + len(chunk))), chunk, [""] * len(chunk)
+
+    def run(lo, hi):
+        it = decode_ahead(batches(lo, hi), prep, torch.device(dev)) if ahead else (prep(*b) for b in batches(lo, hi))
+        for _, _, xb, _ in it:
             with amp:
-                m.clip.visual(xb)
+                tower(xb)
+
+    with torch.inference_mode():
+        run(0, 2 * batch)
         sync(dev)
         t = time.perf_counter()
-        for s in range(0, len(blobs), batch):
-            chunk = blobs[s: s + batch]
-            _, _, xb, _ = prep(list(range(s, s + len(chunk))), chunk, [""] * len(chunk))
-            with amp:
-                m.clip.visual(xb)
+        run(0, len(blobs))
         sync(dev)
         return len(blobs) / (time.perf_counter() - t)
 
@@ -216,6 +222,9 @@ def main():
                     help="nvjpeg builds: one per value of decode_threads (the batch's decode split over threads)")
     ap.add_argument("--decode-ahead", action="store_true",
                     help="nvjpeg builds: each also with decode_ahead (the next batch decoded in a thread meanwhile)")
+    ap.add_argument("--compile", action="store_true",
+                    help="also the compiled image tower (cache build's `compile`): bare forward, device side "
+                         "(with and without decode_ahead) and each build once more with compile")
     a = ap.parse_args()
     import open_clip
 
@@ -261,6 +270,24 @@ def main():
         sync(dev)
         bare = reps * a.batch / (time.perf_counter() - t)
     print(json.dumps({"name": "bare_image_tower_forward", "images_per_s": round(bare)}), flush=True)
+    tower = m.clip.visual
+    if a.compile:
+        tower = torch.compile(m.clip.visual, dynamic=False)
+        t = time.perf_counter()
+        with torch.inference_mode(), amp:
+            tower(x)
+            sync(dev)
+            warm = time.perf_counter() - t
+            t = time.perf_counter()
+            for _ in range(reps):
+                tower(x)
+            sync(dev)
+            bare_c = reps * a.batch / (time.perf_counter() - t)
+            out_e, out_c = m.clip.visual(x[:64]).float(), tower(x[:64]).float()
+        cos = torch.nn.functional.cosine_similarity(out_e, out_c, dim=-1)
+        print(json.dumps({"name": "bare_image_tower_forward_compiled", "images_per_s": round(bare_c),
+                          "vs_eager": round(bare_c / bare, 3), "compile_s": round(warm, 1),
+                          "cosine_to_eager_min": round(cos.min().item(), 5)}), flush=True)
 
     # device side: bytes already in host memory, decoded + preprocessed + embedded on the device
     pairs = read_pairs([str(d / "pairs.csv")])
@@ -268,9 +295,18 @@ def main():
     blobs = [torch.frombuffer(bytearray(Path(pairs.images[i].path).read_bytes()), dtype=torch.uint8)
              for i in range(n_dev)]
     prep = DevicePreprocess(preprocess_cfg(m), torch.device(dev), pairs.images)
-    side = device_side_rate(prep, blobs, m, amp, a.batch, dev)
+    side = device_side_rate(prep, blobs, m.clip.visual, amp, a.batch, dev)
     print(json.dumps({"name": "device_side_decode_forward", "images_per_s": round(side), "images": n_dev,
                       "ratio_to_bare_forward": round(side / bare, 3), "jpeg_decoder": prep.decoder}), flush=True)
+    if a.compile or a.decode_ahead:     # the levers on the device side: overlap, a compiled tower, both
+        for name, tw, ahead in (("ahead", m.clip.visual, True), ("compiled", tower, False),
+                                ("compiled_ahead", tower, True)):
+            if tw is m.clip.visual and name.startswith("compiled") or (ahead and not a.decode_ahead):
+                continue
+            r = device_side_rate(prep, blobs, tw, amp, a.batch, dev, ahead)
+            print(json.dumps({"name": f"device_side_decode_forward_{name}", "images_per_s": round(r),
+                              "vs_device_side": round(r / side, 3), "ratio_to_bare_forward": round(r / bare, 3)}),
+                  flush=True)
     forced = os.environ.get("LANGCLIP_JPEG_DECODER")   # then that one alone
     for other in [x for x in JPEG_DECODERS if x != prep.decoder and not forced]:   # the same bytes, the other one
         try:
@@ -278,7 +314,7 @@ def main():
         except ImportError as e:
             print(json.dumps({"name": f"device_side_decode_forward_{other}", "error": str(e)[:200]}), flush=True)
             continue
-        alt_side = device_side_rate(alt, blobs, m, amp, a.batch, dev)
+        alt_side = device_side_rate(alt, blobs, m.clip.visual, amp, a.batch, dev)
         print(json.dumps({"name": f"device_side_decode_forward_{other}", "images_per_s": round(alt_side),
                           "ratio_to_bare_forward": round(alt_side / bare, 3)}), flush=True)
     if a.stages:
@@ -299,24 +335,33 @@ def main():
     worker_cost(pairs, preprocess_cfg(m), min(a.images, a.worker_pictures))
 
     caches = {}
-    builds = [(m, t, ahead) for m in ([] if a.no_build else a.decode)
+    builds = [(m, t, ahead, False) for m in ([] if a.no_build else a.decode)
               for t in (a.decode_threads if m == "nvjpeg" else [1])
               for ahead in ([False, True] if m == "nvjpeg" and a.decode_ahead else [False])]
-    for mode, threads, ahead in builds:
+    if a.compile:   # the fastest of each mode's variants, once more with the compiled tower
+        builds += [(m, max(a.decode_threads) if m == "nvjpeg" else 1, m == "nvjpeg" and a.decode_ahead, True)
+                   for m in ([] if a.no_build else a.decode)]
+    for mode, threads, ahead, comp in builds:
         t = time.perf_counter()
         name = (mode + (f"_threads{threads}" if mode == "nvjpeg" and len(a.decode_threads) > 1 else "")
-                + ("_ahead" if ahead else ""))
+                + ("_ahead" if ahead else "") + ("_compiled" if comp else ""))
         out = build_cache(CacheConfig(data=[str(d / "pairs.csv")], clip=arch, weights=str(d / "w.pt"),
                                       out=str(d / f"cache_{name}"), batch_size=a.batch, shard_size=8192,
-                                      device=dev, decode=mode, decode_threads=threads, decode_ahead=ahead),
+                                      device=dev, decode=mode, decode_threads=threads, decode_ahead=ahead,
+                                      compile=comp),
                           progress=False)
         sec = time.perf_counter() - t
-        key = mode + ("_ahead" if ahead else "")
+        key = mode + ("_ahead" if ahead else "") + ("_compiled" if comp else "")
         caches[key] = load_cache(out)
         man = caches[key].manifest
+        tm = man.get("timing", {})
+        embed = tm.get("images_embedded", 0) / tm["embed_seconds"] if tm.get("embed_seconds") else None
         print(json.dumps({"name": f"cache_build_{name}", "images_per_s": round(a.images / sec), "seconds": round(sec, 1),
                           "ratio_to_bare_forward": round(a.images / sec / bare, 3), "failed": man["num_images_failed"],
-                          "note": "end to end: table, model load + SHA-256, workers, shards, consolidation"}), flush=True)
+                          "embed_images_per_s": round(embed) if embed else None,
+                          "fixed_s": round(sec - tm["embed_seconds"], 2) if embed else None,
+                          "note": "end to end: table, model load + SHA-256, workers, shards, consolidation; embed: "
+                                  "the loop over the pictures alone (manifest timing); fixed: the rest"}), flush=True)
     for mode in [m for m in caches if m != "pil" and "pil" in caches]:
         p, q = caches["pil"], caches[mode]
         cos = (p.image_emb.float() * q.image_emb.float()).sum(-1)[p.image_ok & q.image_ok]

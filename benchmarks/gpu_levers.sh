@@ -18,7 +18,15 @@
 #        of train() with precision bf16-weights on >= 1M pairs vs its bare step (the loop's >= 95% target
 #        for the precision that would become the default); `loop auto`: the same with the default precision
 #        (session 11 ran both on one H200: results/h200_levers_*)
-# Order: `step` first (bf16-weights is the lever most likely to reach 350 TFLOP/s); `autotune` only if
+#   bash benchmarks/gpu_levers.sh cache      (~4 min, session 12's levers) 50,000 photo-sized JPEGs: the
+#        image tower compiled (cache build's `compile`) vs eager, bare and on the device side, each with and
+#        without decode_ahead; builds with `--decode torchvision` and nvjpeg (4 threads, ± decode_ahead), each
+#        also compiled; every build's rate while embedding (manifest timing) apart from its fixed cost
+#   bash benchmarks/gpu_levers.sh profile    (~4 min) one epoch of train() on 300k pairs with bf16-weights and
+#        with autocast, each with 20 steps of the loop and of the bare step under torch.profiler
+#        (train_loop.py --profile): why the bf16-weights loop ran at 0.763x its step in session 11
+# Session 12's order (the step's targets are met): `cache`, then `profile`, then `autotune` if 9 minutes
+# are left. Before that, `step` first (bf16-weights is the lever most likely to reach 350 TFLOP/s); `autotune` only if
 # the device budget still has 9 minutes (the machine's start counts too), else `loop`, else leave both
 # to a later session. Every result line goes to $OUT as it comes; copy them to
 # benchmarks/results/<card>_levers*.jsonl.
@@ -48,6 +56,18 @@ case "${1:-step}" in
     timeout 170 python3 -W ignore benchmarks/cache_throughput.py "${CACHE[@]}" --stages --decode pil torchvision nvjpeg \
         --decode-threads 1 4 --decode-ahead --worker-pictures 96 \
         2>"$OUT/cache_stages.err" | tee "$OUT/cache_stages.jsonl" ;;
+  cache)
+    if [ ${#CPU[@]} -gt 0 ]; then IMAGES=(); else IMAGES=(--images 50000); fi
+    timeout 300 python3 -W ignore benchmarks/cache_throughput.py "${CACHE[@]}" "${IMAGES[@]}" --decode torchvision nvjpeg \
+        --decode-threads 4 --decode-ahead --compile --worker-pictures 32 \
+        2>"$OUT/cache_levers.err" | tee "$OUT/cache_levers.jsonl" ;;
+  profile)
+    if [ ${#CPU[@]} -gt 0 ]; then LOOP=(--tiny --device cpu --images 3000 --batch 128 --merges 500 --profile-steps 6)
+    else LOOP=(--images 60000); fi
+    for PREC in bf16-weights auto; do
+      timeout 170 python3 -W ignore benchmarks/train_loop.py "${LOOP[@]}" --precision "$PREC" --profile "$OUT/prof" \
+          2>"$OUT/profile_$PREC.err" | tee "$OUT/profile_$PREC.jsonl"
+    done ;;
   autotune)
     timeout 470 python3 benchmarks/train_throughput.py "${CPU[@]}" --base-ctx 77 --runs bf16w:max-autotune:77 \
         2>"$OUT/levers_autotune.err" | tee "$OUT/levers_autotune.jsonl"
@@ -58,6 +78,6 @@ case "${1:-step}" in
     if [ ${#CPU[@]} -gt 0 ]; then LOOP=(--tiny --device cpu --images 3000 --batch 128 --merges 500); else LOOP=(); fi
     timeout 150 python3 -W ignore benchmarks/train_loop.py "${LOOP[@]}" --precision "$PREC" \
         2>"$OUT/levers_loop$SUFFIX.err" | tee "$OUT/levers_loop$SUFFIX.jsonl" ;;
-  *) echo "usage: bash benchmarks/gpu_levers.sh step|autotune|loop" >&2; exit 2 ;;
+  *) echo "usage: bash benchmarks/gpu_levers.sh step|cache|profile|autotune|loop [auto]" >&2; exit 2 ;;
 esac
 tail -n 3 "$OUT"/*.err

@@ -11,6 +11,12 @@ same sequence of batch lengths as the loop's first 40 batches.
     python benchmarks/train_loop.py                             # GPU: ViT-B-32 text tower, 210k images x 5
     python benchmarks/train_loop.py --english                   # with English replay (2B a step)
     python benchmarks/train_loop.py --tiny --device cpu --images 6000 --batch 128   # CPU mode
+    python benchmarks/train_loop.py --precision bf16-weights --profile prof/        # + where a step's time goes
+
+`--profile DIR` puts `--profile-steps` steps of the loop (from a quarter of the epoch) and of the bare step
+under torch.profiler (loop_profile.py): per-step device and host time, operators and kernels launched,
+and on CUDA every host-device sync with the line that asked for it; tables in DIR. The profiled steps are
+left out of neither rate (a profiler slows them a little; the rates are medians over the epoch).
 """
 import argparse
 import json
@@ -77,6 +83,8 @@ def main():
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--precision", default="auto", choices=["auto", "bf16-weights"],
                     help="the loop's and the bare step's precision (auto: bf16 autocast on GPU)")
+    ap.add_argument("--profile", metavar="DIR", help="profile a window of loop steps and of bare steps (see above)")
+    ap.add_argument("--profile-steps", type=int, default=20)
     a = ap.parse_args()
     import open_clip
 
@@ -129,10 +137,29 @@ def main():
         return r
 
     report.validate = timed_validate
+    import langclip.train.loop as loop_mod
+    from torch._dynamo.utils import counters
+
+    inner_after, prof = loop_mod.after_step, None
+    if a.profile:
+        from loop_profile import StepProfiler
+
+        spe = int(a.images * 0.99) // a.batch
+        prof = StepProfiler(dev, max(2, spe // 4), min(a.profile_steps, spe // 2), Path(a.profile), f"loop_{a.precision}")
+
+        def after_step(run, loss, parts):
+            inner_after(run, loss, parts)
+            prof.tick()
+
+        loop_mod.after_step = after_step
+    counters.clear()
     t = time.perf_counter()
     train(tcfg, progress=False)
     wall = time.perf_counter() - t
-    report.validate = inner
+    report.validate, loop_mod.after_step = inner, inner_after
+    loop_graphs = counters["stats"].get("unique_graphs", 0)
+    if prof:
+        print(json.dumps(prof.summary()), flush=True)
     recs = [json.loads(line) for line in open(tmp / "run" / "metrics.jsonl")]
     rates = [r["pairs_per_s"] for r in recs if "pairs_per_s" in r][2:-1] or [r["pairs_per_s"] for r in recs if "pairs_per_s" in r]
     steps = max(r["step"] for r in recs)
@@ -173,6 +200,7 @@ def main():
         f(tks[L], fi).backward()
         optimizer_step(opt, twin)          # the loop's own (grads to masters, step, masters to twin)
 
+    counters.clear()
     for L in sorted(set(lengths)):   # compile / warm every shape first
         step(L)
         step(L)
@@ -184,10 +212,17 @@ def main():
     if dev == "cuda":
         torch.cuda.synchronize()
     bare = a.batch * len(lengths) / (time.perf_counter() - t)
+    bare_graphs = counters["stats"].get("unique_graphs", 0)
+    if a.profile:                    # a window of bare steps, after the timed ones
+        bp = StepProfiler(dev, 2, min(a.profile_steps, len(lengths) - 2), Path(a.profile), f"bare_{a.precision}")
+        for L in lengths[: 2 + bp.steps]:
+            step(L)
+            bp.tick()
+        print(json.dumps(bp.summary()), flush=True)
     loop = statistics.median(rates)
     print(json.dumps({"name": "bare_step", "lengths": {L: lengths.count(L) for L in sorted(set(lengths))},
-                      "pairs_per_s": round(bare)}), flush=True)
-    print(json.dumps({"name": "train_loop", "steps": steps, "epoch_wall_s": round(wall, 1),
+                      "pairs_per_s": round(bare), "compiled_graphs": bare_graphs}), flush=True)
+    print(json.dumps({"name": "train_loop", "steps": steps, "epoch_wall_s": round(wall, 1), "compiled_graphs": loop_graphs,
                       "validation_s": [round(v, 2) for v in val_s], "val_captions": len(val_idx),
                       "pairs_per_s_median": round(loop), "loop_vs_bare_step": round(loop / bare, 3),
                       "epoch_3_7M_pairs_min_at_this_rate": round(3.7e6 / loop / 60, 2)}), flush=True)

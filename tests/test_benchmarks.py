@@ -32,19 +32,26 @@ def test_step_levers_run():
 def test_cache_stages_and_threaded_builds_run():
     lines = _run(["benchmarks/cache_throughput.py", "--arch", "tiny", "--images", "16", "--distinct", "4", "--batch", "8",
                   "--device", "cpu", "--stages", "--decode", "pil", "nvjpeg", "--decode-threads", "1", "2",
-                  "--decode-ahead"])
+                  "--decode-ahead", "--compile"])
     names = {x.get("name") for x in lines}
     assert {"device_side_stages", "device_decode_threads", "cache_build_nvjpeg_threads1",
             "cache_build_nvjpeg_threads2", "cache_build_nvjpeg_threads1_ahead", "cache_build_nvjpeg_threads2_ahead",
-            "agreement_pil_vs_nvjpeg_ahead", "device_side_decode_forward_torchvision"} <= names, names
+            "agreement_pil_vs_nvjpeg_ahead", "device_side_decode_forward_torchvision",
+            "bare_image_tower_forward_compiled", "device_side_decode_forward_ahead",
+            "device_side_decode_forward_compiled_ahead", "cache_build_nvjpeg_threads2_ahead_compiled",
+            "agreement_pil_vs_pil_compiled"} <= names, names
+    assert all(x["embed_images_per_s"] > 0 for x in lines if x.get("name", "").startswith("cache_build"))
     assert next(x for x in lines if x.get("name") == "device_side_decode_forward")["jpeg_decoder"] == "torchcodec"
     assert all(x["failed"] == 0 for x in lines if x.get("name", "").startswith("cache_build"))
 
 
-def test_loop_with_bf16_weights_runs():
+def test_loop_with_bf16_weights_runs(tmp_path):
     lines = _run(["benchmarks/train_loop.py", "--tiny", "--device", "cpu", "--images", "400", "--batch", "32",
-                  "--merges", "100", "--precision", "bf16-weights"])
+                  "--merges", "100", "--precision", "bf16-weights", "--profile", str(tmp_path), "--profile-steps", "3"])
     assert lines[0]["precision"] == "bf16-weights" and lines[-1]["name"] == "train_loop" and lines[-1]["steps"] > 0
+    prof = {x["name"]: x for x in lines if x.get("name", "").startswith("profile_")}
+    assert set(prof) == {"profile_loop_bf16-weights", "profile_bare_bf16-weights"}, lines
+    assert all(p["aten_ops_per_step"] > 0 and Path(p["table"]).is_file() for p in prof.values())
 
 
 @pytest.mark.parametrize("script", ["gpu_session.sh", "gpu_levers.sh"])
