@@ -1,11 +1,13 @@
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from langclip.model import fast_encode_text
+from langclip.model import LangCLIP, TextCLIP, fast_encode_text
 from langclip.build import ImageTowerRef, build_student
 from langclip.runfolder import load_model, save_model_files
 from langclip.tokenizer import Tokenizer
@@ -199,16 +201,16 @@ def test_run_folder_round_trip(tmp_path, tiny_arch, tiny_clip, ru_tokenizer):
 
 
 def test_text_only_load_needs_no_clip_file_and_equals_the_full_load(tmp_path, tiny_arch, tiny_clip, ru_tokenizer):
-    """`load_model(image=False)` (what `langclip search` by text uses): built without initialising
-    anything, it needs no CLIP weights file, gives the full load's text embeddings (both forwards: the
-    fast one and open_clip's own, which reads the rebuilt causal mask), carries the run's recorded
-    digest, refuses pictures until its tower is filled, and then embeds them as the full load does.
-    A run from before digests records none to compare with: it is loaded whole."""
+    """`load_model(image=False)` (what `langclip search` by text uses): a text tower alone, built without
+    open_clip (TextCLIP) and without initialising anything, it needs no CLIP weights file, holds the full
+    load's text weights under the same names, gives the full load's text embeddings (bit for bit; and
+    open_clip's own forward of the full model, the independent reference, to float rounding), carries the
+    run's recorded digest and refuses pictures. A run from before digests records none to compare with:
+    it is loaded whole."""
     import json
     import shutil
 
     from langclip.build import load_image_tower
-    from langclip.model import LangCLIP
 
     model, ref, info = build_student(tiny_arch, tiny_clip[1], ru_tokenizer, init="clip", context_length=32)
     clip_file = tmp_path / "clip.pt"
@@ -218,21 +220,28 @@ def test_text_only_load_needs_no_clip_file_and_equals_the_full_load(tmp_path, ti
     full = load_model(run)[0]
     clip_file.rename(tmp_path / "moved.pt")          # the text-only load must not look for it
     text, tok, _ = load_model(run, image=False)
+    assert isinstance(text.clip, TextCLIP)
     assert not text.image_ready and text.tower_sha256 == full.tower_sha256 != ""
-    a, b = full.state_dict(), text.state_dict()
-    assert a.keys() == b.keys()
-    assert all(torch.equal(a[k], b[k]) for k in a if not k.startswith("clip.visual."))
+    a, b = full.text_state_dict(), text.text_state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not [k for k in text.state_dict() if "visual" in k]
     assert torch.equal(text.clip.attn_mask, full.clip.attn_mask)    # the non-persistent buffer, rebuilt
-    t = tok(["кот на столе", "a photo of a dog"], context_length=32)
+    assert (text.context_length, text.vocab_size) == (full.context_length, full.vocab_size)
+    t = tok(["кот на столе", "a photo of a dog", "синий"], context_length=32)
     with torch.no_grad():
         assert torch.equal(text.encode_text(t), full.encode_text(t))
-        assert torch.equal(text.clip.encode_text(t), full.clip.encode_text(t))
+        torch.testing.assert_close(text.clip.encode_text(t), full.clip.encode_text(t), rtol=0, atol=1e-5)
     size = full.visual.image_size
     x = torch.randn(2, 3, *((size, size) if isinstance(size, int) else size))
     with pytest.raises(RuntimeError, match="texts only"):
         text.encode_image(x)
-    load_image_tower(text, tmp_path / "moved.pt")
-    assert torch.equal(text.encode_image(x), full.encode_image(x))
+    with pytest.raises(ValueError, match="image=True"):
+        load_image_tower(text, tmp_path / "moved.pt")
+    empty = LangCLIP.empty(json.loads((run / "model.json").read_text())["model_cfg"])   # open_clip's, unfilled
+    with pytest.raises(RuntimeError, match="texts only"):
+        empty.encode_image(x)
+    load_image_tower(empty, tmp_path / "moved.pt")
+    assert torch.equal(empty.encode_image(x), full.encode_image(x))
     with pytest.raises(FileNotFoundError, match="image-tower weights"):
         load_model(run)                               # the full load still needs the file
     meta = json.loads((run / "model.json").read_text())
@@ -240,25 +249,40 @@ def test_text_only_load_needs_no_clip_file_and_equals_the_full_load(tmp_path, ti
     (run / "model.json").write_text(json.dumps(meta))
     old = load_model(run, weights=tmp_path / "moved.pt", image=False)[0]
     assert old.image_ready and torch.equal(old.encode_image(x), full.encode_image(x))
-    assert LangCLIP.empty(json.loads((run / "model.json").read_text())["model_cfg"]).image_ready is False
+    # a text query never imports open_clip (3.7 s of a ViT-B/32 query's 6 s on 2 cores): a fresh process
+    code = ("import sys, langclip; m = langclip.load(sys.argv[1], device='cpu', image=False); "
+            "e = m.encode_text(['кот на столе']); "
+            "print(tuple(e.shape), sorted(k for k in ('open_clip', 'torchvision', 'transformers') if k in sys.modules))")
+    meta["image_tower"]["tower_sha256"] = full.tower_sha256
+    (run / "model.json").write_text(json.dumps(meta))
+    r = subprocess.run([sys.executable, "-c", code, str(run)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["(1,", f"{full.visual.output_dim})", "[]"], r.stdout
 
 
 def test_text_only_build_at_the_real_shape():
-    """`LangCLIP.empty` with ViT-B-32-quickgelu's own config (the recipe's tower, context 77): the
-    same buffers and text embeddings as a normal build given the same text weights."""
-    from langclip.model import LangCLIP, model_config, student_config
+    """`LangCLIP.empty` and the open_clip-free `text_only_clip` with ViT-B-32-quickgelu's own config (the
+    recipe's tower, context 77): the same buffers and text embeddings as a normal build given the same
+    text weights (open_clip's own forward the reference)."""
+    from langclip.model import LangCLIP, TextCLIP, model_config, student_config, text_only_clip
 
     cfg = student_config(model_config("ViT-B-32-quickgelu"), Tokenizer.clip().vocab_size, 77)
     full = LangCLIP(cfg).eval()
-    text = LangCLIP.empty(cfg)
-    assert not text.image_ready
-    missing, unexpected = text.clip.load_state_dict(full.text_state_dict(), strict=False)
-    assert not unexpected and all(k.startswith("visual.") for k in missing)
-    assert torch.equal(text.clip.attn_mask, full.clip.attn_mask)
     t = Tokenizer.clip()(["a photo of a cat", "two red stars on a blue field"], context_length=77)
-    with torch.no_grad():
-        assert torch.equal(text.eval().encode_text(t), full.encode_text(t))
-        assert torch.equal(text.clip.encode_text(t), full.clip.encode_text(t))
+    lite = text_only_clip(cfg)
+    assert isinstance(lite.clip, TextCLIP)
+    for text in (LangCLIP.empty(cfg), lite):
+        assert not text.image_ready
+        missing, unexpected = text.clip.load_state_dict(full.text_state_dict(), strict=False)
+        assert not unexpected and all(k.startswith("visual.") for k in missing)
+        assert torch.equal(text.clip.attn_mask, full.clip.attn_mask)
+        with torch.no_grad():
+            assert torch.equal(text.eval().encode_text(t), full.encode_text(t))
+            torch.testing.assert_close(text.clip.encode_text(t), full.clip.encode_text(t), rtol=0, atol=1e-5)
+    # configs TextCLIP does not reproduce go through open_clip
+    assert text_only_clip({**cfg, "text_cfg": {**cfg["text_cfg"], "no_causal_mask": True}}) is None
+    assert text_only_clip({**cfg, "init_logit_bias": -10.0}) is None
+    assert text_only_clip({**cfg, "text_cfg": {**cfg["text_cfg"], "ls_init_value": 1e-5}}) is not None
 
 
 def test_image_tower_checked_by_tensors_and_old_runs_by_file(tmp_path, tiny_arch, tiny_clip, ru_tokenizer):

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from .files import sha256_file
-from .model import LangCLIP, hf_student_config, model_config, student_config
+from .model import LangCLIP, TextCLIP, hf_student_config, model_config, student_config
 from .tokenizer import CLIP_VOCAB, Tokenizer, clip_base_vocab, clip_merges
 from .weights import WeightsError, load_state_dict, split_towers, tower_digest
 
@@ -33,6 +33,9 @@ def check_clip_init(clip_cfg: dict, arch: str) -> None:
 # -- building from a pretrained CLIP ------------------------------------------------------------
 def load_image_tower(model: LangCLIP, weights: str | Path, arch: str = "?") -> dict[str, torch.Tensor]:
     """Load the image tower from a CLIP weights file into `model`; returns the file's non-visual part."""
+    if isinstance(model.clip, TextCLIP):
+        raise ValueError("this model was loaded for texts only (image=False, without open_clip): it has no image "
+                         "tower to fill; load the run with image=True")
     sd = load_state_dict(weights)
     vis, rest = split_towers(sd)
     if not vis:

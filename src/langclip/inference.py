@@ -29,8 +29,19 @@ log = logging.getLogger(__name__)
 
 class LoadedModel:
     def __init__(self, model, tokenizer, preprocess, device, meta: dict):
-        self.model, self.tokenizer, self.preprocess, self.device, self.meta = model, tokenizer, preprocess, device, meta
+        """`preprocess`: the image transform, or its preprocessing config (a dict), made into open_clip's
+        transform when first asked for (a text-only use never imports open_clip)."""
+        self.model, self.tokenizer, self.device, self.meta = model, tokenizer, device, meta
+        self._preprocess = preprocess
         tokenizer.context_length = model.context_length  # tokenizer(texts) fits the model by default
+
+    @property
+    def preprocess(self):
+        if isinstance(self._preprocess, dict):
+            from .model import image_transform
+
+            self._preprocess = image_transform(self._preprocess)
+        return self._preprocess
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         from .metrics import encode_texts
@@ -114,7 +125,6 @@ def image_tower_ref(meta: dict) -> dict:
 def load(path: str | Path, device: str | None = None, weights: str | None = None, image: bool = True) -> LoadedModel:
     """A run folder (or an export folder) -> LoadedModel. `image=False`: a run is loaded for texts only
     (see runfolder.load_model); an export holds both towers in one file and is loaded whole."""
-    from .model import image_transform
     from .runfolder import load_model
 
     path = Path(path)
@@ -149,10 +159,10 @@ def load(path: str | Path, device: str | None = None, weights: str | None = None
         else:
             tok = Tokenizer.load(path / "langclip_tokenizer") if (path / "langclip_tokenizer").is_dir() else Tokenizer.load(path)
         pp_cfg = dict(open_clip.get_model_preprocess_cfg(m.clip), **cfg.get("preprocess_cfg", {}))
-        return LoadedModel(m.to(dev).eval(), tok, image_transform(pp_cfg), dev, dict(cfg, _path=str(path)))
+        return LoadedModel(m.to(dev).eval(), tok, pp_cfg, dev, dict(cfg, _path=str(path)))
     model, tok, meta = load_model(path, weights=weights, image=image)
     meta = dict(meta, _path=str(path))
-    return LoadedModel(model.to(dev).eval(), tok, image_transform(meta["preprocess_cfg"]), dev, meta)
+    return LoadedModel(model.to(dev).eval(), tok, dict(meta["preprocess_cfg"]), dev, meta)
 
 
 def parse_texts(values: list[str]) -> list[str]:

@@ -190,6 +190,8 @@ def _attn_at(blk, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 
 def _plain_blocks(clip) -> bool:
+    if isinstance(clip, TextCLIP):
+        return True
     from open_clip.transformer import ResidualAttentionBlock
 
     return hasattr(clip, "transformer") and all(type(b) is ResidualAttentionBlock and not hasattr(b, "ln_1_kv") for b in clip.transformer.resblocks)
@@ -249,3 +251,127 @@ def image_transform(pp: dict):
 
     keep = {k: v for k, v in pp.items() if k in PreprocessCfg.__dataclass_fields__}
     return image_transform_v2(PreprocessCfg(**keep), is_train=False)
+
+
+# -- a text tower without open_clip ---------------------------------------------------------------
+# Importing open_clip takes 3.7 s of a ViT-B/32 `langclip search` by text's 6 s on 2 CPU cores (it pulls in
+# torchvision, torch._dynamo and transformers). A text query needs none of it: TextCLIP holds the text
+# half of an open_clip CLIP under the same parameter names (its state dict loads as is) for the plain
+# causal text transformers langclip trains, and fast_encode_text runs it. Anything else loads through
+# open_clip (`text_only_clip` returns None).
+_TEXT_KEYS_IGNORED = {"hf_tokenizer_name", "tokenizer_mode", "tokenizer_kwargs", "pad_id", "eos_id"}
+_TEXT_KEYS_PLAIN = {"embed_cls": False, "no_causal_mask": False, "final_ln_after_pool": False, "pool_type": "argmax",
+                    "proj_bias": False, "proj_type": "linear", "output_tokens": False, "act_kwargs": None,
+                    "norm_kwargs": None, "block_type": None, "qk_norm": False, "scaled_cosine_attn": False,
+                    "scale_heads": False, "scale_attn_inner": False, "scale_attn": False, "scale_fc": False}
+_TEXT_KEYS_SHAPE = {"context_length", "vocab_size", "width", "heads", "layers", "mlp_ratio", "ls_init_value"}
+_MODEL_KEYS_IGNORED = {"embed_dim", "vision_cfg", "text_cfg", "quick_gelu", "preprocess_cfg", "output_dict"}
+
+
+# Parameters are allocated, never initialised (every one is loaded), and not on the meta device: its
+# kernels live in torch._refs/_dynamo, whose first use imports them (1.4 s). Hence the small modules.
+class _LayerNorm(nn.Module):   # open_clip's LayerNorm: the result in the input's dtype
+    def __init__(self, width: int):
+        super().__init__()
+        self.weight, self.bias = nn.Parameter(torch.empty(width)), nn.Parameter(torch.empty(width))
+
+    def forward(self, x):
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5).to(x.dtype)
+
+
+class _Linear(nn.Module):
+    def __init__(self, n_in: int, n_out: int):
+        super().__init__()
+        self.weight, self.bias = nn.Parameter(torch.empty(n_out, n_in)), nn.Parameter(torch.empty(n_out))
+
+    def forward(self, x):
+        return F.linear(x, self.weight, self.bias)
+
+
+class _QuickGELU(nn.Module):
+    def forward(self, x):
+        return x * torch.sigmoid(1.702 * x)
+
+
+class _Scale(nn.Module):   # open_clip's LayerScale (`gamma`), or nothing
+    def __init__(self, dim: int | None):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.empty(dim)) if dim else None
+
+    def forward(self, x):
+        return x if self.gamma is None else x * self.gamma
+
+
+class _Attention(nn.Module):   # what fast_encode_text reads of nn.MultiheadAttention
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.num_heads = heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
+        self.in_proj_bias = nn.Parameter(torch.empty(3 * width))
+        self.out_proj = _Linear(width, width)
+
+
+class _Block(nn.Module):
+    def __init__(self, width: int, heads: int, hidden: int, quick_gelu: bool, ls: bool):
+        super().__init__()
+        from collections import OrderedDict
+
+        self.ln_1, self.ln_2 = _LayerNorm(width), _LayerNorm(width)
+        self.attn = _Attention(width, heads)
+        self.ls_1, self.ls_2 = _Scale(width if ls else None), _Scale(width if ls else None)
+        self.mlp = nn.Sequential(OrderedDict([("c_fc", _Linear(width, hidden)),
+                                              ("gelu", _QuickGELU() if quick_gelu else nn.GELU()),
+                                              ("c_proj", _Linear(hidden, width))]))
+
+
+class _Blocks(nn.Module):
+    def __init__(self, blocks: list):
+        super().__init__()
+        self.resblocks = nn.ModuleList(blocks)
+        self.grad_checkpointing = False
+
+    def get_cast_dtype(self) -> torch.dtype:
+        return self.resblocks[0].mlp.c_fc.weight.dtype
+
+
+class TextCLIP(nn.Module):
+    """The text half of an open_clip CLIP (argmax-pooled causal transformer), parameters named as there,
+    nothing initialised (every weight is loaded); `visual` is an empty stand-in (encode_image refuses)."""
+
+    def __init__(self, model_cfg: dict):
+        super().__init__()
+        t = model_cfg["text_cfg"]
+        W, L = t.get("width", 512), t.get("context_length", 77)
+        blocks = [_Block(W, t.get("heads", 8), int(W * t.get("mlp_ratio", 4.0)), bool(model_cfg.get("quick_gelu")),
+                         t.get("ls_init_value") is not None) for _ in range(t.get("layers", 12))]
+        self.transformer = _Blocks(blocks)
+        n = t.get("vocab_size", 49408)
+        self.token_embedding = nn.Embedding(n, W, _weight=torch.empty(n, W))   # _weight: not initialised
+        self.positional_embedding = nn.Parameter(torch.empty(L, W))
+        self.ln_final = _LayerNorm(W)
+        self.text_projection = nn.Parameter(torch.empty(W, model_cfg["embed_dim"]))
+        self.logit_scale = nn.Parameter(torch.empty(()))
+        self.visual = nn.Module()
+        self.context_length, self.vocab_size, self.text_pool_type = L, t.get("vocab_size", 49408), "argmax"
+        self.register_buffer("attn_mask", torch.full((L, L), float("-inf")).triu_(1), persistent=False)
+
+    def encode_text(self, tokens: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        f = fast_encode_text(self, tokens)
+        return F.normalize(f, dim=-1) if normalize else f
+
+
+def text_only_clip(model_cfg: dict) -> "LangCLIP | None":
+    """A LangCLIP whose `clip` is a TextCLIP (no open_clip import), for a config TextCLIP reproduces
+    exactly; None for any other (load it through open_clip: LangCLIP.empty)."""
+    t = model_cfg.get("text_cfg", {})
+    if set(model_cfg) - _MODEL_KEYS_IGNORED or set(t) - _TEXT_KEYS_IGNORED - _TEXT_KEYS_SHAPE - set(_TEXT_KEYS_PLAIN):
+        return None   # a key TextCLIP does not know
+    if not all(t.get(k, v) == v or (k == "block_type" and t[k] == "default") for k, v in _TEXT_KEYS_PLAIN.items()):
+        return None   # a feature it does not have
+    m = LangCLIP.__new__(LangCLIP)
+    nn.Module.__init__(m)
+    m.model_cfg = copy.deepcopy(model_cfg)
+    m.clip = TextCLIP(model_cfg)
+    m.tower_sha256, m.image_ready = "", False
+    return m
+

@@ -21,7 +21,7 @@ import torch
 
 from .build import ImageTowerRef, load_image_tower
 from .files import atomic_write, atomic_write_text, sha256_file
-from .model import LangCLIP, preprocess_cfg
+from .model import LangCLIP, preprocess_cfg, text_only_clip
 from .tokenizer import Tokenizer, load_tokenizer
 from .weights import WeightsError
 
@@ -101,8 +101,10 @@ def load_model(run: str | Path, weights: str | Path | None = None, text_weights:
         if meta.get("language"):
             tokenizer.meta["language"] = meta["language"]
     ref = meta["image_tower"]
-    model = LangCLIP.empty(cfg)    # every weight is loaded below (the image tower only when asked for)
-    if image or not ref.get("tower_sha256"):
+    text_only = not image and ref.get("tower_sha256")
+    # every weight is loaded below (the image tower only when asked for; for texts alone, without open_clip)
+    model = (text_only and text_only_clip(cfg)) or LangCLIP.empty(cfg)
+    if not text_only:
         load_run_image_tower(model, run, ref, weights, check_sha)
     else:
         model.tower_sha256 = ref["tower_sha256"]
