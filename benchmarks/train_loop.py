@@ -81,6 +81,7 @@ def main():
     ap.add_argument("--merges", type=int, default=4000, help="tokenizer merges (fewer than 32k: quicker to train)")
     ap.add_argument("--english", action="store_true", help="English replay on (loss.english=1)")
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--compile", action="store_true", help="compile on the CPU too (the CPU backend of inductor)")
     ap.add_argument("--precision", default="auto", choices=["auto", "bf16-weights"],
                     help="the loop's and the bare step's precision (auto: bf16 autocast on GPU)")
     ap.add_argument("--profile", metavar="DIR", help="profile a window of loop steps and of bare steps (see above)")
@@ -100,7 +101,7 @@ def main():
     from langclip.train.loop import param_groups
 
     dev = a.device
-    compile_ = dev == "cuda" and not a.no_compile
+    compile_ = (dev == "cuda" or a.compile) and not a.no_compile
     torch.backends.cuda.matmul.allow_tf32 = True
     print(json.dumps({"device": torch.cuda.get_device_name(0) if dev == "cuda" else platform.machine(),
                       "torch": torch.__version__, "images": a.images, "captions": a.images * a.per_image,

@@ -255,9 +255,20 @@ def test_text_only_load_needs_no_clip_file_and_equals_the_full_load(tmp_path, ti
             "print(tuple(e.shape), sorted(k for k in ('open_clip', 'torchvision', 'transformers') if k in sys.modules))")
     meta["image_tower"]["tower_sha256"] = full.tower_sha256
     (run / "model.json").write_text(json.dumps(meta))
-    r = subprocess.run([sys.executable, "-c", code, str(run)], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.split() == ["(1,", f"{full.visual.output_dim})", "[]"], r.stdout
+    from langclip.cli import main
+
+    assert main(["export", "--model", str(run), "--weights", str(tmp_path / "moved.pt"), "--out", str(tmp_path / "exp")]) == 0
+    for folder in (run, tmp_path / "exp"):     # an export: its one file's text tensors alone
+        r = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert r.stdout.split() == ["(1,", f"{full.visual.output_dim})", "[]"], r.stdout
+    import langclip
+
+    lite, whole = (langclip.load(tmp_path / "exp", device="cpu", image=i) for i in (False, True))
+    assert isinstance(lite.model.clip, TextCLIP) and not lite.model.image_ready
+    assert torch.equal(lite.encode_text(["кот на столе", "синий"]), whole.encode_text(["кот на столе", "синий"]))
+    with pytest.raises(RuntimeError, match="texts only"):
+        lite.model.encode_image(x)
 
 
 def test_text_only_build_at_the_real_shape():

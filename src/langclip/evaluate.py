@@ -314,15 +314,13 @@ def evaluate_retrieval_cli(model: str, data: list[str], split: str = "val", val_
 def _retrieval_cache(m, path: str, split: str, model_path: Path, val_fraction, seed):
     """(texts, image embeddings, each text's image, description) from a cache's embeddings."""
     from .cache import check_cache_matches, load_cache
-    from .inference import image_tower_ref, is_export
+    from .inference import export_tower_digest, image_tower_ref, is_export
 
     cache = load_cache(path)
     ref = image_tower_ref(m.meta or {})
-    if is_export(model_path):   # loaded whole: its image tower is compared, not only its record
-        from .weights import tower_digest
-
+    if is_export(model_path):   # it holds its image tower: that is compared, not only its record
         ref = {**ref, "arch": ref.get("arch", cache.manifest.get("arch")),   # a foreign export names none
-               "tower_sha256": tower_digest(m.model.clip.visual.state_dict())}
+               "tower_sha256": export_tower_digest(model_path)}
     if ref and (cache.manifest.get("tower_sha256") or ref.get("sha256")):   # else nothing to compare
         check_cache_matches(cache.manifest, ref, where=path)
     if split == "val":

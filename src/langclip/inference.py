@@ -117,22 +117,31 @@ def model_meta(path: str | Path) -> dict:
     return read_run_meta(path)
 
 
+def export_tower_digest(path: str | Path) -> str:
+    """The tensor digest (weights.tower_digest) of the image tower an export's file holds, read from the
+    file alone (a text-only load has no image tower to ask)."""
+    from safetensors import safe_open
+
+    from .weights import tower_digest
+
+    with safe_open(str(Path(path) / "open_clip_model.safetensors"), "pt") as f:
+        return tower_digest({k[len("visual."):]: f.get_tensor(k) for k in f.keys() if k.startswith("visual.")})
+
+
 def image_tower_ref(meta: dict) -> dict:
     """The image tower's record in model_meta's answer (arch, weights, sha256, tower_sha256, pretrained)."""
     return meta.get("image_tower") or meta.get("langclip", {}).get("image_tower") or {}
 
 
 def load(path: str | Path, device: str | None = None, weights: str | None = None, image: bool = True) -> LoadedModel:
-    """A run folder (or an export folder) -> LoadedModel. `image=False`: a run is loaded for texts only
-    (see runfolder.load_model); an export holds both towers in one file and is loaded whole."""
+    """A run folder (or an export folder) -> LoadedModel. `image=False`: loaded for texts only (see
+    runfolder.load_model; from an export's one file, its text tensors alone)."""
     from .runfolder import load_model
 
     path = Path(path)
     dev = pick_device(device)
     if is_export(path):
-        import open_clip
-
-        from .model import LangCLIP
+        from .model import LangCLIP, text_only_clip
         from .tokenizer import Tokenizer
 
         cfg = json.loads((path / "open_clip_config.json").read_text(encoding="utf-8"))
@@ -143,11 +152,21 @@ def load(path: str | Path, device: str | None = None, weights: str | None = None
             # after a move, the encoder's config is the one in this folder
             log.info("%s: hf_model_name %s not found; using the folder's own config.json", path, hf_name)
             text_cfg["hf_model_name"] = str(path.resolve())
-        m = LangCLIP.empty(cfg["model_cfg"])
-        from safetensors.torch import load_file
+        m = None if image else text_only_clip(cfg["model_cfg"])   # texts alone: no open_clip, no image tensors
+        if m is not None:
+            from safetensors import safe_open
 
-        m.clip.load_state_dict(load_file(str(path / "open_clip_model.safetensors")))   # strict: every weight
-        m.image_ready = True
+            with safe_open(str(path / "open_clip_model.safetensors"), "pt") as f:
+                m.clip.load_state_dict({k: f.get_tensor(k) for k in f.keys() if not k.startswith("visual.")})
+            pp_cfg = dict(cfg.get("preprocess_cfg", {}))
+        else:
+            import open_clip
+            from safetensors.torch import load_file
+
+            m = LangCLIP.empty(cfg["model_cfg"])
+            m.clip.load_state_dict(load_file(str(path / "open_clip_model.safetensors")))   # strict: every weight
+            m.image_ready = True
+            pp_cfg = dict(open_clip.get_model_preprocess_cfg(m.clip), **cfg.get("preprocess_cfg", {}))
         if not (path / "tokenizer.json").is_file():
             raise FileNotFoundError(f"{path}: the model folder has no tokenizer (tokenizer.json missing)")
         if "hf_model_name" in cfg["model_cfg"].get("text_cfg", {}):
@@ -158,7 +177,6 @@ def load(path: str | Path, device: str | None = None, weights: str | None = None
                 tok.meta["language"] = cfg["langclip"]["language"]
         else:
             tok = Tokenizer.load(path / "langclip_tokenizer") if (path / "langclip_tokenizer").is_dir() else Tokenizer.load(path)
-        pp_cfg = dict(open_clip.get_model_preprocess_cfg(m.clip), **cfg.get("preprocess_cfg", {}))
         return LoadedModel(m.to(dev).eval(), tok, pp_cfg, dev, dict(cfg, _path=str(path)))
     model, tok, meta = load_model(path, weights=weights, image=image)
     meta = dict(meta, _path=str(path))
