@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--data is a parallel corpus (target-language text + English, no images): cache the "
                         "English CLIP text embeddings for distillation-only training")
     p.add_argument("--device", default=None)
-    p.add_argument("overrides", nargs="*", help="key=value for any CacheConfig field, e.g. shard_size=4096")
+    p.add_argument("overrides", nargs="*", help="key=value for any CacheConfig field, e.g. shard_size=4096, "
+                                                 "compile=true (the image tower through torch.compile)")
     p.add_argument("--decode", choices=DECODE_MODES, default=CACHE.decode,
                    help="pil: decode and resize in the worker processes with PIL, open_clip's own transform "
                         "(default); torchvision: the same work in the workers with torchvision's kernels, about "
