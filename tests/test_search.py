@@ -4,6 +4,7 @@ every bad request it must refuse."""
 import io
 import json
 import os
+import sys
 import tarfile
 import time
 from pathlib import Path
@@ -313,7 +314,9 @@ def test_search_command(tmp_path, photos, tiny_arch, tiny_clip, trained_run, cap
 
 def test_search_by_text_needs_no_clip_file(tmp_path, photos, tiny_clip, trained_run, capsys):
     """A text query loads the run's text tower alone: with the CLIP weights file gone it answers as with
-    it (the digest compared is the run's record); a query by picture needs the file and names it."""
+    it (the digest compared is the run's record); a query by picture needs the file and names it. The
+    command, run as a user runs it, answers the same without importing open_clip, torchvision,
+    transformers or pandas (seconds of a cold start)."""
     from conftest import run_with_own_clip_file
 
     run, clip = run_with_own_clip_file(trained_run, tiny_clip[1], tmp_path)
@@ -327,6 +330,14 @@ def test_search_by_text_needs_no_clip_file(tmp_path, photos, tiny_clip, trained_
     clip.unlink()
     assert main(query) == 0
     assert capsys.readouterr().out == with_file and len(with_file.splitlines()) == 5
+    import subprocess
+
+    code = ("import runpy, sys; sys.argv = ['langclip', *sys.argv[1:]]\n"
+            "try:\n    runpy.run_module('langclip', run_name='__main__')\nexcept SystemExit as e:\n    assert not e.code\n"
+            "print(sorted(k for k in ('open_clip', 'torchvision', 'transformers', 'pandas') if k in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code, *query], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.splitlines() == with_file.splitlines() + ["[]"], r.stdout
     assert main(["search", "--index", str(out), "--model", str(run), "--image", str(photos / "04.jpg")]) == 2
     assert "clip.pt" in capsys.readouterr().err
 

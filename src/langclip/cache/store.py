@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from ..config import CacheConfig
-from ..files import atomic_write_text
+from ..files import atomic_write_text, read_parquet
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = "langclip-cache/1"
@@ -231,7 +231,7 @@ def load_cache(path: str | Path, texts: bool = True) -> CacheData:
     else:                                                   # caches written before session 3
         emb, ok = _read_shards(path, man["num_shards"], man["dim"])
     names = pq.read_schema(path / "captions.parquet").names
-    cap = pq.read_table(path / "captions.parquet", columns=None if texts else [c for c in names if c != "caption"])
+    cap = read_parquet(path / "captions.parquet", None if texts else [c for c in names if c != "caption"])
     rows = torch.from_numpy(cap.column("image_row").to_numpy().astype("int64"))
     text_only = bool(man.get("text_only"))
     if text_only:
@@ -265,6 +265,4 @@ def load_cache(path: str | Path, texts: bool = True) -> CacheData:
 
 def read_captions(path: str | Path, rows: torch.Tensor, column: str = "caption_en") -> list:
     """Some captions' strings by their captions.parquet rows (`CacheData.caption_rows[i]`)."""
-    import pyarrow.parquet as pq
-
-    return pq.read_table(Path(path) / "captions.parquet", columns=[column]).column(column).take(rows.numpy()).to_pylist()
+    return read_parquet(Path(path) / "captions.parquet", [column]).column(column).take(rows.numpy()).to_pylist()

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import IndexConfig
-from ..files import atomic_write_text, check_out_dir
+from ..files import atomic_write_text, check_out_dir, read_parquet
 
 INDEX_FORMAT = "langclip-index/1"
 CHANGE_DETECTION = "path + size + mtime_ns"
@@ -126,13 +126,11 @@ def _failed(refs, keep, man: dict) -> list[dict]:
 
 def _from_cache(path: Path):
     """The pictures and normalised embeddings of an existing cache (nothing is embedded again)."""
-    import pyarrow.parquet as pq
-
     from ..cache import load_cache
     from ..pairs import ImageRef, Pairs, read_tar
 
     data = load_cache(path)
-    sources = pq.read_table(path / "images.parquet").column("source").to_pylist()
+    sources = read_parquet(path / "images.parquet", ["source"]).column("source").to_pylist()
     tars: dict[str, dict] = {}
     refs, rows = [], []
     for row in np.flatnonzero(data.image_ok.numpy()):
@@ -195,8 +193,6 @@ def _write(out: Path, cfg: IndexConfig, refs, emb, ids, man: dict, failures, sec
 def update_index(path: str | Path, data: list[str] | None = None, progress: bool = True, **overrides) -> dict:
     """Bring an index up to date with its data (or `data`): embed new and changed pictures, drop deleted
     ones, keep the rest. -> counts and seconds."""
-    import pyarrow.parquet as pq
-
     from ..pairs import read_images
 
     t0 = time.perf_counter()
@@ -206,7 +202,7 @@ def update_index(path: str | Path, data: list[str] | None = None, progress: bool
     cfg = IndexConfig(**{"exif_orientation": False, **idx.manifest["config"], **overrides, "out": str(out)})
     if data:
         cfg.data = list(data)
-    items = pq.read_table(out / "items.parquet").to_pydict()
+    items = read_parquet(out / "items.parquet").to_pydict()
     known = {s: (i, sz, mt) for i, (s, sz, mt) in enumerate(zip(items["source"], items["stat_size"], items["stat_mtime_ns"]))}
     pairs = read_images(cfg.data, cfg.image_column)
     bad = {f["source"]: f for f in idx.manifest.get("failures", []) if "stat" in f}
@@ -258,8 +254,6 @@ class Index:
     """A built index, memory-mapped. `search(vectors, k)` -> [[(id, score), ...], ...]."""
 
     def __init__(self, path: str | Path):
-        import pyarrow.parquet as pq
-
         self.path = Path(path)
         f = self.path / "manifest.json"
         if not f.is_file():
@@ -269,7 +263,7 @@ class Index:
         if self.manifest.get("format") != INDEX_FORMAT:
             raise ValueError(f"{f}: format {self.manifest.get('format')!r}, expected {INDEX_FORMAT}")
         self.embeddings = np.load(self.path / "embeddings.npy", mmap_mode="r")
-        self.items = pq.read_table(self.path / "items.parquet").to_pydict()
+        self.items = read_parquet(self.path / "items.parquet").to_pydict()
         self.ids = np.asarray(self.items["id"], dtype=np.int64)
         self.row_of = {int(i): r for r, i in enumerate(self.items["id"])}
         self._f32 = None
