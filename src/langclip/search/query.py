@@ -12,8 +12,8 @@ import torch
 class QueryModel:
     """`image=False`: for text queries only. A run folder then loads its text tower alone, without
     importing open_clip (model.TextCLIP; the CLIP weights file is not read, the digest compared is the one
-    the run recorded): a ViT-B/32 `langclip search` by text takes 2.5 s and 1.25 GB on 2 CPU cores, against
-    5.7 s through open_clip's classes and 6.5 s / 2.05 GB with both towers (cpu_search_cold_start.jsonl)."""
+    the run recorded): a ViT-B/32 `langclip search` by text takes 2.3 s and 1.2 GB on 2 CPU cores, against
+    5.5 s through open_clip's classes and 6.3 s / 2.0 GB with both towers (cpu_search_cold_start.jsonl)."""
 
     def __init__(self, model: str | Path, arch: str = "ViT-B-32-quickgelu", device: str | None = None,
                  weights: str | None = None, image: bool = True):
