@@ -20,8 +20,9 @@
 #        (session 11 ran both on one H200: results/h200_levers_*)
 #   bash benchmarks/gpu_levers.sh cache      (~4 min, session 12's levers) 50,000 photo-sized JPEGs: the
 #        image tower compiled (cache build's `compile`) vs eager, bare and on the device side, each with and
-#        without decode_ahead; builds with `--decode torchvision` and nvjpeg (4 threads, ± decode_ahead), each
-#        also compiled; every build's rate while embedding (manifest timing) apart from its fixed cost
+#        without decode_ahead; builds with `--decode torchvision` and nvjpeg (4 threads, ± decode_ahead), the
+#        latter also compiled; every build's rate while embedding (manifest timing) apart from its fixed cost.
+#        Call `profile` at once after it (the machine is released after 30 s idle; a new start costs minutes)
 #   bash benchmarks/gpu_levers.sh profile    (~4 min) one epoch of train() on 300k pairs with bf16-weights and
 #        with autocast, each with 20 steps of the loop and of the bare step under torch.profiler
 #        (train_loop.py --profile): why the bf16-weights loop ran at 0.763x its step in session 11

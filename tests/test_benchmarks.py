@@ -39,7 +39,7 @@ def test_cache_stages_and_threaded_builds_run():
             "agreement_pil_vs_nvjpeg_ahead", "device_side_decode_forward_torchvision",
             "bare_image_tower_forward_compiled", "device_side_decode_forward_ahead",
             "device_side_decode_forward_compiled_ahead", "cache_build_nvjpeg_threads2_ahead_compiled",
-            "agreement_pil_vs_pil_compiled"} <= names, names
+            "agreement_pil_vs_nvjpeg_ahead_compiled"} <= names, names
     assert all(x["embed_images_per_s"] > 0 for x in lines if x.get("name", "").startswith("cache_build"))
     assert next(x for x in lines if x.get("name") == "device_side_decode_forward")["jpeg_decoder"] == "torchcodec"
     assert all(x["failed"] == 0 for x in lines if x.get("name", "").startswith("cache_build"))
