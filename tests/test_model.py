@@ -296,6 +296,32 @@ def test_text_only_build_at_the_real_shape():
     assert text_only_clip({**cfg, "text_cfg": {**cfg["text_cfg"], "ls_init_value": 1e-5}}) is not None
 
 
+@pytest.mark.parametrize("quick_gelu,ls", [(True, None), (False, 0.1)])
+def test_text_only_tower_variants_equal_open_clip(quick_gelu, ls):
+    """TextCLIP's options — QuickGELU or GELU, LayerScale or none, another MLP ratio and head count —
+    against open_clip's own text forward with the same weights (the independent reference)."""
+    from conftest import TINY_CFG
+
+    from langclip.model import student_config, text_only_clip
+
+    cfg = student_config({**TINY_CFG, "quick_gelu": quick_gelu}, 300, 24,
+                         {"ls_init_value": ls, "mlp_ratio": 2.0, "heads": 4})
+    torch.manual_seed(0)
+    full = LangCLIP(cfg).eval()
+    with torch.no_grad():   # LayerScale starts at 0.1: random gammas, so that they matter
+        for n, p in full.clip.named_parameters():
+            if n.endswith("gamma"):
+                p.uniform_(0.5, 1.5)
+    lite = text_only_clip(cfg)
+    assert isinstance(lite.clip, TextCLIP)
+    lite.clip.load_state_dict(full.text_state_dict())        # strict: the same names, nothing left over
+    t = torch.randint(1, 298, (5, 24))
+    t[torch.arange(5), torch.tensor([3, 23, 7, 1, 12])] = 299   # end-of-text (the largest id) at various places
+    with torch.no_grad():
+        assert torch.equal(lite.eval().encode_text(t), full.encode_text(t))
+        torch.testing.assert_close(lite.clip.encode_text(t), full.clip.encode_text(t), rtol=0, atol=1e-5)
+
+
 def test_image_tower_checked_by_tensors_and_old_runs_by_file(tmp_path, tiny_arch, tiny_clip, ru_tokenizer):
     """A run records its tower's tensor digest: the same weights in another file format load; other
     weights are refused after loading. A run folder from before digests is checked by file SHA-256."""
