@@ -249,7 +249,7 @@ def test_text_only_load_needs_no_clip_file_and_equals_the_full_load(tmp_path, ti
     (run / "model.json").write_text(json.dumps(meta))
     old = load_model(run, weights=tmp_path / "moved.pt", image=False)[0]
     assert old.image_ready and torch.equal(old.encode_image(x), full.encode_image(x))
-    # a text query never imports open_clip (3.7 s of a ViT-B/32 query's 6 s on 2 cores): a fresh process
+    # a text query never imports open_clip (most of a cold query's time; cpu_search_cold_start.jsonl): a fresh process
     code = ("import sys, langclip; m = langclip.load(sys.argv[1], device='cpu', image=False); "
             "e = m.encode_text(['кот на столе']); "
             "print(tuple(e.shape), sorted(k for k in ('open_clip', 'torchvision', 'transformers') if k in sys.modules))")

@@ -294,7 +294,7 @@ def pick_column(path: Path, names: list[str], wanted: str | None, defaults: tupl
 
 def read_parquet(path: str | Path, columns: list[str] | None = None):
     """A Parquet file langclip wrote, as a pyarrow Table. Read through `ParquetFile`: `pq.read_table`'s
-    dataset layer imports pandas (0.26 s of a search's start on 2 cores), which nothing here needs."""
+    dataset layer imports pandas (a part of every search's start), which nothing here needs."""
     import pyarrow.parquet as pq
 
     return pq.ParquetFile(str(path)).read(columns=columns)

@@ -254,8 +254,8 @@ def image_transform(pp: dict):
 
 
 # -- a text tower without open_clip ---------------------------------------------------------------
-# Importing open_clip takes 3.7 s of a ViT-B/32 `langclip search` by text's 6 s on 2 CPU cores (it pulls in
-# torchvision, torch._dynamo and transformers). A text query needs none of it: TextCLIP holds the text
+# Importing open_clip adds 2.9 s to the 1.8 s of torch and langclip on 2 CPU cores (it pulls in torchvision,
+# torch._dynamo and transformers; benchmarks/results/cpu_search_cold_start.jsonl). A text query needs none of it: TextCLIP holds the text
 # half of an open_clip CLIP under the same parameter names (its state dict loads as is) for the plain
 # causal text transformers langclip trains, and fast_encode_text runs it. Anything else loads through
 # open_clip (`text_only_clip` returns None).
@@ -269,7 +269,7 @@ _MODEL_KEYS_IGNORED = {"embed_dim", "vision_cfg", "text_cfg", "quick_gelu", "pre
 
 
 # Parameters are allocated, never initialised (every one is loaded), and not on the meta device: its
-# kernels live in torch._refs/_dynamo, whose first use imports them (1.4 s). Hence the small modules.
+# kernels live in torch._refs/_dynamo, whose first use imports them (slow). Hence the small modules.
 class _LayerNorm(nn.Module):   # open_clip's LayerNorm: the result in the input's dtype
     def __init__(self, width: int):
         super().__init__()
