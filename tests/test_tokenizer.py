@@ -7,7 +7,7 @@ import tokenizers
 from langclip.cli import main
 from langclip.tokenizer import CLIP_VOCAB, Tokenizer, clean
 from langclip.config import TokenizerTrainConfig
-from langclip.tokenizer.train import tokens_per_word, train_tokenizer
+from langclip.tokenizer.train import target_scripts, tokens_per_word, train_tokenizer, wordfreq_pretokens
 
 
 def english_texts(n=10_000, seed=0):
@@ -80,6 +80,30 @@ def test_english_ids_unchanged_with_the_real_recipe(tmp_path, ru_tokenizer_32k):
         assert e.ids == [tok.sot_token_id] + ref.encode(t) + [tok.eot_token_id], t
     # and the recipe still compresses Russian (the protection costs next to nothing)
     assert tokens_per_word(tok, "ru", 50_000)["weighted"] < 1.2
+
+
+@pytest.mark.parametrize("lang,scripts", [("de", ["LATIN"]), ("vi", ["LATIN"]),
+                                           ("ja", ["CJK", "HIRAGANA", "KATAKANA"]), ("el", ["GREEK"])])
+def test_target_scripts_of_wordfreqs_whole_lists(lang, scripts):
+    """The real recipe's corpus (a language's whole wordfreq list) names the language's own scripts.
+    German's list holds a few Cyrillic, Greek and Katakana words; they used to outvote its Latin letters
+    (a share of the non-Latin mass only) and German learned no merges of its own."""
+    assert target_scripts(wordfreq_pretokens(lang)) == scripts
+
+
+def test_latin_script_language_learns_its_merges(tmp_path):
+    """German: merges for its words with umlauts and ß; ASCII words (English, and German without
+    them) keep CLIP's ids."""
+    from open_clip.tokenizer import SimpleTokenizer
+
+    tok = train_tokenizer(TokenizerTrainConfig(lang="de", wordfreq=True, wordfreq_top=20000, merges=300,
+                                               out=str(tmp_path / "tok")), progress=False)
+    assert tok.meta["target_scripts"] == ["LATIN"] and tok.num_added_merges == 300
+    ref = SimpleTokenizer()
+    for t in ("das haus am see", "a dog on the grass", "Berlin 2024!"):
+        assert tok.encode(t) == ref.encode(t), t
+    words = ["für", "über", "größe", "können", "straße", "müssen"]
+    assert sum(len(tok.encode(w)) for w in words) < sum(len(ref.encode(w)) for w in words)
 
 
 def test_corpus_with_latin_words_keeps_english_ids(tmp_path):
