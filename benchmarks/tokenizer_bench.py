@@ -38,17 +38,22 @@ def sentences(lang, n, seed=0, kind="uniform"):
 
 
 def english_identity(tok, lang: str = "ru") -> dict:
-    """How many Latin-script words of wordfreq's list for `lang` get other ids than SimpleTokenizer's."""
+    """How many words of wordfreq's list for `lang` that CLIP's ids must keep get other ids than
+    SimpleTokenizer's: its Latin-script words (a Cyrillic-script language), or its ASCII words (a
+    Latin-script language: the tokenizer's target is then its non-ASCII letters)."""
     import regex
     import wordfreq
     from open_clip.tokenizer import SimpleTokenizer
 
     ref = SimpleTokenizer()
-    latin = [w for w in wordfreq.get_frequency_dict(lang, wordlist="best")
-             if regex.search(r"\p{Latin}", w) and not regex.search(r"\p{Cyrillic}", w)]
-    bad = [w for w, ids in zip(latin, tok.encode_batch(latin)) if ids != ref.encode(w)]
-    return {f"latin_words_in_{lang}_wordfreq": len(latin), "latin_words_with_other_ids": len(bad),
-            "examples_with_other_ids": bad[:10]}
+    words = wordfreq.get_frequency_dict(lang, wordlist="best")
+    if tok.meta.get("target_scripts") == ["LATIN"]:
+        kind, keep = "ascii", [w for w in words if w.isascii() and regex.search(r"\p{Latin}", w)]
+    else:
+        kind, keep = "latin", [w for w in words if regex.search(r"\p{Latin}", w) and not regex.search(r"\p{Cyrillic}", w)]
+    bad = [w for w, ids in zip(keep, tok.encode_batch(keep)) if ids != ref.encode(w)]
+    return {f"{kind}_words_in_{lang}_wordfreq": len(keep), f"{kind}_words_with_other_ids": len(bad),
+            "examples_with_other_ids": bad[:10], "target_scripts": tok.meta.get("target_scripts")}
 
 
 def main():
