@@ -96,6 +96,15 @@ def test_predict_inflects_labels_into_the_templates_forms(tmp_path, run_dir, tin
     out = capsys.readouterr().out
     got = [float(line.split("%")[0]) / 100 for line in out.splitlines()[1:]]
     assert sorted(got, reverse=True) == pytest.approx(sorted(by_lang[0].tolist(), reverse=True), abs=1e-3)
+    # a language with no shipped templates: --templates (German), checked before the model loads
+    (tmp_path / "de.json").write_text('{"de": ["ein Foto von {}", "ein Bild: {c}"]}', encoding="utf-8")
+    de = ["predict", "--image", str(tmp_path / "a.png"), "--labels", "Katze,Hund", "--lang", "de", "--device", "cpu"]
+    assert main(de + ["--model", str(tmp_path / "no-such-run")]) == 2
+    assert "no 'de' prompt templates shipped" in capsys.readouterr().err
+    assert main(de + ["--model", str(run_dir), "--templates", str(tmp_path / "de.json")]) == 0
+    got = [float(line.split("%")[0]) / 100 for line in capsys.readouterr().out.splitlines()[1:]]
+    want = m.classify([img], ["Katze", "Hund"], ["ein Foto von {c}", "ein Bild: {c}"])[0]
+    assert sorted(got, reverse=True) == pytest.approx(sorted(want.tolist(), reverse=True), abs=1e-3)
     texts = tmp_path / "t.txt"
     texts.write_text("кот\nсобака\n", encoding="utf-8")
     assert main(["similarity", "--model", str(run_dir), "--images", str(tmp_path / "a.png"), "--texts", str(texts),

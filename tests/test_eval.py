@@ -309,12 +309,14 @@ CALTECH_FOLDERS = (
 
 def test_cifar100_and_caltech101_layouts(tiny_run, tmp_path, monkeypatch, capsys):
     """Both datasets read from torchvision's on-disk layouts in one `langclip eval`; the shipped names
-    line up with the real Caltech101 folders (torchvision's label order)."""
+    line up with the real Caltech101 folders (torchvision's label order). A language langclip ships
+    nothing for evaluates with the user's names (a folder of <dataset>.json) and templates."""
     import hashlib
 
     import torchvision.datasets as tvd
 
-    from langclip.datasets import shipped_classnames
+    from langclip.datasets import shipped_classnames, shipped_templates
+    from langclip.evaluate import SUMMARY
 
     real = sorted(c for c in CALTECH_FOLDERS if c != "BACKGROUND_Google")
     assert len(real) == 101
@@ -362,6 +364,41 @@ def test_cifar100_and_caltech101_layouts(tiny_run, tmp_path, monkeypatch, capsys
     assert "розмите фото кота" in json.dumps(prompts, ensure_ascii=False) or "розмите фото ведмедя" in \
         json.dumps(prompts, ensure_ascii=False)
     assert (tmp_path / "ev" / "confusion_caltech101.png").stat().st_size > 50_000
+    # a language langclip ships nothing for brings its own: a folder of <dataset>.json and --templates.
+    # The shipped Russian lists, given that way, reproduce the shipped run exactly
+    own = tmp_path / "own"
+    own.mkdir()
+    for ds in ("cifar100", "caltech101"):
+        (own / f"{ds}.json").write_text(json.dumps({"ru": shipped_classnames(ds, "ru")}, ensure_ascii=False),
+                                        encoding="utf-8")
+    (tmp_path / "ru.json").write_text(json.dumps(shipped_templates("ru"), ensure_ascii=False), encoding="utf-8")
+    assert main(["eval", "--model", str(tiny_run), "--dataset", "cifar100", "caltech101", "--lang", "ru",
+                 "--classnames", str(own), "--templates", str(tmp_path / "ru.json"), "--data-root", str(root),
+                 "--out", str(tmp_path / "own_ru"), "--workers", "0", "--device", "cpu"]) == 0
+    again = json.loads((tmp_path / "own_ru" / "results.json").read_text(encoding="utf-8"))
+    for ds in ("cifar100", "caltech101"):
+        assert {k: again[ds][k] for k in SUMMARY} == {k: res[ds][k] for k in SUMMARY}, ds
+    # German: its names for cifar100 (a plain list), the shipped folders' for nothing else; one template a line
+    de_names = [f"Klasse {i}" for i in range(100)]
+    (own / "cifar100.json").write_text(json.dumps(de_names), encoding="utf-8")
+    (own / "caltech101.json").unlink()
+    (tmp_path / "de.txt").write_text("ein Foto von {}\nein Bild: {c}\n", encoding="utf-8")
+    de = ["eval", "--model", str(tiny_run), "--dataset", "cifar100", "--lang", "de", "--data-root", str(root),
+          "--workers", "0", "--device", "cpu"]
+    assert main(de + ["--classnames", str(own)]) == 2             # refused before any model loads
+    assert "no 'de' prompt templates shipped" in capsys.readouterr().err
+    assert main(de + ["--classnames", str(own), "--templates", str(tmp_path / "de.txt"),
+                      "--out", str(tmp_path / "de"), "--reference"]) == 0
+    got = json.loads((tmp_path / "de" / "results.json").read_text(encoding="utf-8"))
+    assert got["cifar100"]["classnames"] == de_names and got["cifar100"]["n"] == 20
+    assert got["cifar100/reference_en"]["classnames"] == shipped_classnames("cifar100", "en")
+    prompts = json.loads((tmp_path / "de" / "clip_benchmark_templates.json").read_text(encoding="utf-8"))
+    assert prompts["cifar100"]["Klasse 3"] == ["ein Foto von Klasse 3", "ein Bild: Klasse 3"]
+    assert main(de[:5] + ["caltech101"] + de[5:] + ["--classnames", str(own), "--templates", str(tmp_path / "de.txt")]) == 2
+    assert "no 'de' class names for caltech101" in capsys.readouterr().err
+    (tmp_path / "bad.txt").write_text("ein Foto von {}\nein Foto\n", encoding="utf-8")
+    assert main(de + ["--classnames", str(own), "--templates", str(tmp_path / "bad.txt")]) == 2
+    assert "bad.txt: template 2 'ein Foto': no place for the class name" in capsys.readouterr().err
 
 
 def test_recall_in_chunks_equals_the_whole_matrix():

@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 
-from .cli_examples import EPILOGS
+from .cli_help import EPILOGS, as_stored_option, templates_option, workers_option
 
 
 def _p(sub, name: str, help: str) -> argparse.ArgumentParser:
@@ -105,9 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lang", default="ru")
     p.add_argument("--data-root", default="~/data")
     p.add_argument("--download", action="store_true")
-    p.add_argument("--classnames", help="class names for imagefolder, or imagenet1k in a language other than English: "
-                                        "a JSON file (a list, or {lang: list}), a text file (one a line), or "
-                                        "\"кошка,собака\" (in the folders' sorted order)")
+    p.add_argument("--classnames", help="class names: a JSON file (a list, or {lang: list}), a text file (one a line), "
+                                        "\"кошка,собака\" (in the folders' sorted order), or a folder of <dataset>.json "
+                                        "files in the shipped layout (a language langclip ships no names for)")
+    templates_option(p)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default=None)
     p.add_argument("--out", help="folder for results.json/.md, table.md/.json (ruCLIP's layout), confusion_<dataset>.png "
@@ -138,20 +139,21 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "or {lang: list} (FILE or @FILE)")
     p.add_argument("--top", type=int, default=5)
     p.add_argument("--out", help="also write the predictions to this .csv (image, rank, label, prob) or .jsonl")
-    _as_stored(p)
-    _workers(p)
+    as_stored_option(p)
+    workers_option(p)
     p.add_argument("--lang", default=None,
                    help="use this language's shipped prompt templates (ru: 'фото {gen}', ...); labels are "
                         "written in the nominative and inflected into the form each template asks for "
                         "(ru: pymorphy3; 'кот' -> 'фото кота'; words it does not know stay as written)")
+    templates_option(p)
     p.add_argument("--weights", help="the CLIP weights file, if it moved since training")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
 
     p = _p(sub, "similarity", "images x texts similarity picture")
     p.add_argument("--model", required=True)
     p.add_argument("--images", required=True, nargs="+", help="picture files and folders (their pictures, recursively)")
-    _as_stored(p)
-    _workers(p)
+    as_stored_option(p)
+    workers_option(p)
     p.add_argument("--texts", required=True, nargs="+",
                    help="the texts (\"две красные звезды\" \"синий круг\"), or a UTF-8 file with one a line (FILE or @FILE)")
     p.add_argument("--out", required=True, help="picture path (.png); .csv and .json written beside it")
@@ -165,8 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--images", nargs="+", help="picture files and folders (their pictures, recursively)")
     p.add_argument("--out", required=True, help=".npy (a .json beside it names each row) or .parquet")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"])
-    _as_stored(p)
-    _workers(p)
+    as_stored_option(p)
+    workers_option(p)
     p.add_argument("--weights", help="the CLIP weights file, if it moved since training (pictures only)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
 
@@ -260,7 +262,7 @@ def _eval(args: argparse.Namespace) -> int:
     evaluate_cli(model=args.model, dataset=args.dataset, lang=args.lang, data_root=args.data_root,
                  download=args.download, classnames=args.classnames, batch_size=args.batch_size,
                  device=args.device, out=args.out, workers=args.workers, reference=args.reference,
-                 weights=args.weights)
+                 weights=args.weights, templates=args.templates)
     return 0
 
 
@@ -274,23 +276,12 @@ def _eval_retrieval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _as_stored(p) -> None:
-    p.add_argument("--as-stored", action="store_true",
-                   help="read pictures as stored, as open_clip does; by default a photo is turned upright by "
-                        "its EXIF orientation, as viewers show it (and as `index build` indexes it)")
-
-
-def _workers(p) -> None:
-    p.add_argument("--workers", type=int, default=2,
-                   help="processes decoding and preprocessing pictures beyond one batch of 32 (default 2; "
-                        "0: in this process)")
-
-
 def _predict(args: argparse.Namespace) -> int:
     from .inference import predict_cli
 
     predict_cli(args.model, args.image, args.labels, top=args.top, lang=args.lang, weights=args.weights,
-                out=args.out, upright=not args.as_stored, device=args.device, workers=args.workers)
+                out=args.out, upright=not args.as_stored, device=args.device, workers=args.workers,
+                templates=args.templates)
     return 0
 
 

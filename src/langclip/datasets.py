@@ -22,8 +22,47 @@ def shipped_classnames(dataset: str, lang: str) -> list:
 def shipped_templates(lang: str) -> list[str]:
     d = json.loads((resources.files("langclip") / "resources" / "templates.json").read_text(encoding="utf-8"))
     if lang not in d:
-        raise ValueError(f"no {lang!r} prompt templates shipped (have {sorted(d)})")
+        raise ValueError(f"no {lang!r} prompt templates shipped (have {', '.join(sorted(d))}): pass --templates FILE "
+                         f"(a JSON list such as [\"ein Foto von {{}}\"], or one a line)")
     return d[lang]
+
+
+def read_templates(spec: str, lang: str | None) -> list[str]:
+    """--templates: prompt templates for a language langclip ships none for (or to replace them): a JSON
+    file (a list, or {lang: list}, as resources/templates.json) or a text file (one a line). '{}' (or
+    '{c}') is the class name as written; '{gen}', '{acc}', ... a case of it (Russian and Ukrainian; in
+    other languages every case is the name itself). Checked, naming the file and item, before any model
+    loads."""
+    from .files import read_names
+
+    f = Path(spec[1:] if spec.startswith("@") else spec).expanduser()
+    example = 'a JSON list such as ["ein Foto von {}", "ein Bild von {}"], {"de": [...]}, or one a line'
+    if not f.is_file():
+        raise FileNotFoundError(f"prompt templates file not found: {f} (give {example})")
+    items = read_names(str(f), "prompt templates", example, commas=False, lang=lang)
+    for i, t in enumerate(items, 1):
+        check_template(t, f"{f}: template {i}")
+    return items
+
+
+def check_template(template, where: str) -> None:
+    """A template names the class once or more, with '{}', '{c}' or a case ('{gen}'), and nothing else."""
+    import string
+
+    from .morph import CASES
+
+    if not isinstance(template, str):
+        raise ValueError(f"{where}: {template!r} is not a text")
+    try:
+        fields = [fld for _, fld, _, _ in string.Formatter().parse(template) if fld is not None]
+    except ValueError as e:
+        raise ValueError(f"{where} {template!r}: {e} (write {{{{ and }}}} for a literal brace)") from None
+    known = ("", "c", *CASES)
+    if not fields or any(fld not in known for fld in fields):
+        bad = next((fld for fld in fields if fld not in known), None)
+        raise ValueError(f"{where} {template!r}: " + (f"unknown field {{{bad}}}" if bad is not None else
+                         "no place for the class name") + "; write {} where the name goes (or a case: "
+                         + ", ".join("{" + c + "}" for c in CASES) + ")")
 
 
 # -- datasets on disk ---------------------------------------------------------------------------

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 
 from .files import check_out_dir
-from .datasets import (dataset_classnames, english_classnames, load_dataset, read_classnames, shipped_classnames,
-                       shipped_templates)
+from .datasets import (dataset_classnames, english_classnames, load_dataset, read_classnames, read_templates,
+                       shipped_classnames, shipped_templates)
 from .metrics import classification_metrics, display_name, encode_texts, markdown_table, recall_at_k, zero_shot_weights
 from .runfolder import held_out, run_split
 
@@ -109,12 +109,14 @@ RECALL = ("t2i_r@1", "t2i_r@5", "t2i_r@10", "i2t_r@1", "i2t_r@5", "i2t_r@10")
 def evaluate_cli(model: str, dataset: str | list[str], lang: str, data_root: str, download: bool = False,
                  classnames: str | None = None, batch_size: int = 256, device: str | None = None,
                  out: str | None = None, workers: int = 2, reference: bool = False,
-                 weights: str | None = None) -> dict:
+                 weights: str | None = None, templates: str | None = None) -> dict:
     """Zero-shot classification (cifar10/100, caltech101, imagenet1k, babel_imagenet, food101,
     flowers102, imagefolder:PATH) and retrieval (xm3600, xtd10) in `lang`; with `reference`, the
     original English CLIP in the same harness (English names, templates and captions) as a second row.
     `out` gets results.json/.md, the benchmark table (table.md/.json, ruCLIP's layout), confusion
-    matrices and the class names and prompts used, as CLIP_benchmark's custom files."""
+    matrices and the class names and prompts used, as CLIP_benchmark's custom files. A language langclip
+    ships no names or templates for brings its own: `classnames` (a file for one dataset, or a folder of
+    <dataset>.json files in the shipped layout) and `templates` (datasets.read_templates)."""
     from .benchsets import RETRIEVAL, ZERO_SHOT
     from .inference import load
 
@@ -124,16 +126,16 @@ def evaluate_cli(model: str, dataset: str | list[str], lang: str, data_root: str
     if unknown:
         raise ValueError(f"unknown dataset {unknown[0]!r}: cifar10 cifar100 caltech101 {' '.join(ZERO_SHOT)} "
                          f"{' '.join(RETRIEVAL)} or imagefolder:PATH")
-    given = read_classnames(classnames, lang) if classnames else None  # cheap input checks first
-    given_en = english_classnames(classnames) if classnames else None
-    _check_language(datasets, lang, given)
+    given, given_en = _given_names(classnames, datasets, lang)   # cheap input checks first
+    tpl = read_templates(templates, lang) if templates else None
+    _check_language(datasets, lang, given, tpl)
     m = load(model, device=device, weights=weights)
     ref = _reference(m, weights, m.device) if reference else None
     o = check_out_dir(out, "evaluation", ("results.json", "retrieval.json")) if out else None
     if o:
         o.mkdir(parents=True, exist_ok=True)
     rows, results = [], {}
-    job = _Job(m, ref, lang, Path(data_root).expanduser(), given, given_en, batch_size, workers, download)
+    job = _Job(m, ref, lang, Path(data_root).expanduser(), given, given_en, tpl, batch_size, workers, download)
     try:
         _run_all(job, datasets, results, rows, o)
     finally:            # a dataset that fails keeps what the ones before it measured
@@ -142,19 +144,38 @@ def evaluate_cli(model: str, dataset: str | list[str], lang: str, data_root: str
     return results
 
 
-def _check_language(datasets: list[str], lang: str, given: list | None) -> None:
+def _given_names(spec: str | None, datasets: list[str], lang: str) -> tuple[dict, dict]:
+    """--classnames -> ({dataset: names}, {dataset: English names for the reference row}): a file or the
+    names themselves serve every dataset; a folder serves each dataset from its <dataset>.json (shipped
+    layout: {lang: list}, or a plain list) and leaves the others to the shipped lists."""
+    if not spec:
+        return {}, {}
+    folder = Path(spec).expanduser()
+    if not folder.is_dir():
+        names, en = read_classnames(spec, lang), english_classnames(spec)
+        return {d: names for d in datasets}, ({d: en for d in datasets} if en else {})
+    files = {d: folder / f"{d}.json" for d in datasets if not d.startswith("imagefolder:")}
+    files = {d: f for d, f in files.items() if f.is_file()}
+    if not files:
+        raise FileNotFoundError(f"{folder}: no class-name file for {', '.join(datasets)} (<dataset>.json, e.g. "
+                                f"{folder / (datasets[0].split(':')[0] + '.json')})")
+    en = {d: english_classnames(str(f)) for d, f in files.items()}
+    return {d: read_classnames(str(f), lang) for d, f in files.items()}, {d: v for d, v in en.items() if v}
+
+
+def _check_language(datasets: list[str], lang: str, given: dict, templates: list | None = None) -> None:
     """Before any model loads: every dataset has class names and templates in `lang` (Babel-ImageNet
     and the retrieval sets bring their own; their languages are checked when they are read)."""
     from .benchsets import RETRIEVAL
 
     problems = []
-    if any(d not in RETRIEVAL and d != "babel_imagenet" for d in datasets):
+    if templates is None and any(d not in RETRIEVAL and d != "babel_imagenet" for d in datasets):
         try:
             shipped_templates(lang)
         except ValueError as e:
-            problems.append(f"{e}: add them to resources/templates.json")
+            problems.append(str(e))
     for d in datasets:
-        if not given and d in ("cifar10", "cifar100", "caltech101", "food101", "flowers102"):
+        if d not in given and d in ("cifar10", "cifar100", "caltech101", "food101", "flowers102"):
             try:
                 shipped_classnames(d, lang)
             except ValueError as e:
@@ -191,8 +212,9 @@ class _Job:
     ref: tuple | None
     lang: str
     root: Path
-    given: list | None
-    given_en: list | None            # the reference row's names for an image folder ({"en": [...]} in the file)
+    given: dict                      # {dataset: the user's class names} (--classnames)
+    given_en: dict                   # {dataset: the reference row's names} ({"en": [...]} in a JSON file)
+    templates: list | None           # the user's prompt templates (--templates), else each dataset's or shipped
     batch_size: int
     workers: int
     download: bool
@@ -203,15 +225,15 @@ class _Job:
 def _zero_shot(job: _Job, ds_name: str):
     from .benchsets import ZERO_SHOT, clip_benchmark_inputs, load_zero_shot
 
-    m, ref, lang, root, given = job.m, job.ref, job.lang, job.root, job.given
-    templates = shipped_templates(lang)
+    m, ref, lang, root, given = job.m, job.ref, job.lang, job.root, job.given.get(ds_name)
     if ds_name in ZERO_SHOT:
         ds, names, own = load_zero_shot(ds_name, root, m.preprocess, lang, given)
-        templates = own or templates
+        templates = job.templates or own or shipped_templates(lang)
         n_classes = len(names)
     else:
         ds, folder_classes = load_dataset(ds_name, root, m.preprocess, job.download)
         names = given or dataset_classnames(ds_name, lang, None, folder_classes)
+        templates = job.templates or shipped_templates(lang)
         n_classes = len(folder_classes) if folder_classes is not None else len(getattr(ds, "classes", names))
     if len(names) != n_classes:
         order = (f" (its folders, in label order: {', '.join(folder_classes[:12])}"
@@ -224,7 +246,7 @@ def _zero_shot(job: _Job, ds_name: str):
     r = None
     if ref is not None:
         if ds_name.startswith("imagefolder:"):   # the file's English names, else the folders' own (usually English)
-            en = job.given_en or (list(folder_classes) if folder_classes is not None else names)
+            en = job.given_en.get(ds_name) or (list(folder_classes) if folder_classes is not None else names)
         elif ds_name in ZERO_SHOT:
             en = load_zero_shot(ds_name, root, m.preprocess, "en", None)[1] if ds_name != "babel_imagenet" else None
         else:

@@ -203,13 +203,16 @@ QUIET_OVER = 20   # with --out, more pictures than this are not printed one by o
 
 def predict_cli(model: str, images: list[str], labels: str, top: int = 5, lang: str | None = None,
                 weights: str | None = None, device: str | None = None, out: str | None = None,
-                upright: bool = True, workers: int = 2) -> list:
+                upright: bool = True, workers: int = 2, templates: str | None = None) -> list:
     """Each picture's `top` labels. `images`: files and folders (their pictures, decoded in `workers`
     processes beyond one batch); `out`: the results as .csv (image, rank, label, prob), or .jsonl/.json
-    (then, beyond QUIET_OVER pictures, a progress bar instead of a printed block per picture)."""
+    (then, beyond QUIET_OVER pictures, a progress bar instead of a printed block per picture);
+    `templates`: a file of prompt templates (datasets.read_templates), else `lang`'s shipped ones."""
+    from .datasets import read_templates, shipped_templates
     from .files import check_out_file
 
     check_workers(workers)
+    tpl = read_templates(templates, lang) if templates else shipped_templates(lang) if lang else None
     labs = parse_labels(labels, lang)
     paths, from_folders = expand_images(images)
     if out:
@@ -219,7 +222,7 @@ def predict_cli(model: str, images: list[str], labels: str, top: int = 5, lang: 
     from .files import progress_bar
 
     m = load(model, device=device, weights=weights)
-    w = m.label_weights(labs, lang=lang)
+    w = m.label_weights(labs, tpl, lang=lang)
     res, skipped = [], []
     quiet = bool(out) and len(paths) > QUIET_OVER     # a folder's predictions go to the file, with a progress bar
     bar = progress_bar(total=len(paths), desc="predict", unit="img", disable=not quiet)

@@ -1,4 +1,5 @@
-"""The examples each subcommand's `--help` ends with (the search commands keep theirs in search/cli.py)."""
+"""The CLI's shared help: the examples each subcommand's `--help` ends with (the search commands keep
+theirs in search/cli.py) and the options several subcommands share."""
 
 EPILOGS = {
     "tokenizer train": "example:\n  langclip tokenizer train --lang ru --wordfreq --merges 32000 --out tok/\n"
@@ -16,12 +17,14 @@ EPILOGS = {
     "eval": "example:\n  langclip eval --model runs/ru --dataset cifar10 cifar100 caltech101 --lang ru --data-root ~/data --reference --out eval/\n"
             "  langclip eval --model runs/ru --dataset babel_imagenet xm3600 xtd10 food101 flowers102 --lang ru --data-root ~/data --reference --out eval/\n"
             "  langclip eval --model runs/ru --dataset imagefolder:photos/ --lang ru --classnames names.json\n"
-            "  langclip eval --model runs/ru --dataset imagefolder:pets/ --lang ru --classnames \"кошка,собака\"",
+            "  langclip eval --model runs/ru --dataset imagefolder:pets/ --lang ru --classnames \"кошка,собака\"\n"
+            "  langclip eval --model runs/de --dataset cifar10 cifar100 --lang de --classnames names-de/ --templates de.json   # names-de/cifar10.json ...",
     "eval-retrieval": "example:\n  langclip eval-retrieval --model runs/ru --data cache/            # the run's held-out images\n"
                       "  langclip eval-retrieval --model runs/ru --data test_pairs.parquet --out eval/",
     "predict": "example:\n  langclip predict --model runs/ru --image cat.jpg --labels \"кот,собака,лошадь\" --lang ru\n"
                "  langclip predict --model runs/ru --image photos/ --labels labels.txt --lang ru --out predictions.csv\n"
-               "  langclip predict --model runs/ru --image *.jpg --labels @labels.txt --weights ViT-B-32.pt --device cpu",
+               "  langclip predict --model runs/ru --image *.jpg --labels @labels.txt --weights ViT-B-32.pt --device cpu\n"
+               "  langclip predict --model runs/de --image cat.jpg --labels \"Katze,Hund\" --templates de.json",
     "similarity": "example:\n  langclip similarity --model runs/ru --images a.jpg b.jpg --texts texts.txt --out sim.png\n"
                   "  langclip similarity --model runs/ru --images *.jpg --texts \"красный круг\" \"синяя звезда\" --out sim.png",
     "encode": "example:\n  langclip encode --model runs/ru --texts queries.txt --out queries.npy      # queries.json names the rows\n"
@@ -38,3 +41,21 @@ EPILOGS = {
     "data translations": "example:\n  langclip data translations --lang ru --translations cc3m_mt_train_ru.jsonl cc3m_mt_dev_ru.jsonl "
                          "--shards 'cc3m/{00000..00331}.tar' --out cc3m_ru.parquet",
 }
+
+
+def as_stored_option(p) -> None:
+    p.add_argument("--as-stored", action="store_true",
+                   help="read pictures as stored, as open_clip does; by default a photo is turned upright by "
+                        "its EXIF orientation, as viewers show it (and as `index build` indexes it)")
+
+
+def workers_option(p) -> None:
+    p.add_argument("--workers", type=int, default=2,
+                   help="processes decoding and preprocessing pictures beyond one batch of 32 (default 2; "
+                        "0: in this process)")
+
+
+def templates_option(p) -> None:
+    p.add_argument("--templates", help="prompt templates, for a language langclip ships none for (or to replace "
+                                       "them): a JSON file (a list, or {lang: list}) or a text file (one a line); "
+                                       "{} marks the class name: [\"ein Foto von {}\", \"ein Bild von {}\"]")
