@@ -130,6 +130,7 @@ def mixed_texts(n=4000, seed=1):
 
     rng = random.Random(seed)
     words = wordfreq.top_n_list("ru", 3000) + wordfreq.top_n_list("el", 500) + wordfreq.top_n_list("en", 500)
+    words += [w for lang in ("de", "fr", "pl", "tr", "vi") for w in wordfreq.top_n_list(lang, 300)]
     odd = ["вЂ™", "РџСЂРёРІРµС‚", "Ã©tÃ©", "â€œquotedâ€\x9d", "Ð¿Ñ€Ð¸Ð²ÐµÑ‚", "Ђ", "ў", "Ґ", "\u00a0", "\u3000",
            "\u2028", "\x1c", "\x85", "\u200b", "\u180e", "e\u0301", "ﬁ", "ＡＢＣ", "«ёлки»", "“кавычки”", "№5",
            "©", "°C", "™", "&amp;", "&lt;кот&gt;", "<|endoftext|>", "a<|startoftext|>b", "\x1b[31m", "½",
@@ -180,8 +181,11 @@ def test_fast_path_assumptions_hold_for_all_of_unicode():
     assert triggers.isdisjoint("абвгдеёжзийклмнопрстуфхцчшщъыьэюяАБВГДЕЁЖЗИЙКЛМНОПРСТУФХЦЧШЩЪЫЬЭЮЯ"
                                "αβγδεζηθικλμνξοπρστυφχψωΑΒΓΔΕΖΗΘΙΚΛΜΝΞΟΠΡΣΤΥΦΧΨΩ"
                                + "".join(map(chr, range(0x20, 0x7F))))
+    # nor do the lower-case letters of German, French, Spanish, Polish, Czech, Turkish, ... (until
+    # session 13 every text holding one went through ftfy's detector)
+    assert triggers.isdisjoint("äöüßéèêëáíóúñçâîôûæłąęśćźżńčšžřěůőűğşıãõ")   # œ: ftfy flags it alone
     rng = random.Random(0)
-    pool = sorted(triggers) + list("РСВГвЂaz AZ.,!?ÃÂ°×²") + [chr(c) for c in range(0x410, 0x450)]
+    pool = sorted(triggers) + list("РСВГвЂaz AZ.,!?ÃÂ°×²äößéñłąčőış") + [chr(c) for c in range(0x410, 0x450)]
     n_bad = 0
     for _ in range(20000):
         t = "".join(rng.choice(pool) for _ in range(rng.randint(1, 6)))

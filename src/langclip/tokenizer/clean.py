@@ -61,28 +61,45 @@ def _charset(item) -> set[int] | None:
     return out
 
 
+BASIC_GREEK_CYRILLIC = frozenset(range(0x391, 0x3AA)) | frozenset(range(0x3B1, 0x3CA)) | \
+    frozenset(range(0x410, 0x450)) | {0x401, 0x451}
+
+
+def _commonness(cp: int) -> int:
+    """How often a character turns up in ordinary text, roughly: printable ASCII > the basic Greek and
+    Russian alphabets > the other letters of the Latin, Greek and Cyrillic blocks (ä, ß, ł, ą, ї, ...) >
+    the rest (symbols, box drawing, C1 controls)."""
+    if 0x20 <= cp < 0x7F:
+        return 1000
+    if cp in BASIC_GREEK_CYRILLIC:
+        return 100
+    if chr(cp).isalpha() and (cp < 0x250 or 0x370 <= cp < 0x530 or 0x1E00 <= cp < 0x1F00):
+        return 10
+    return 1
+
+
 @functools.lru_cache()
 def mojibake_triggers() -> frozenset:
     """A set of characters that every match of ftfy's mojibake detector (`badness.BADNESS_RE`) contains
     at least one of: for each alternative of the regex, the mandatory item whose characters are rarest
-    in ordinary Latin/Cyrillic/Greek text. Text with none of them cannot be `is_bad`, so ftfy's
-    encoding fixer leaves it unchanged, and the (slow) regex need not run. Derived from ftfy's own
-    regex, so it follows ftfy's version."""
+    in ordinary text (`_commonness`). Text with none of them cannot be `is_bad`, so ftfy's encoding
+    fixer leaves it unchanged, and the (slow) regex need not run. Any mandatory item is sound; the
+    rarest one keeps ordinary text off the slow path: German, French or Polish words (their accented
+    letters) as well as Russian ones (until session 13 the choice counted only ASCII and the basic
+    Greek and Russian letters as common, and every text with an ä or é took the slow path). Derived
+    from ftfy's own regex, so it follows ftfy's version."""
     C, P = _sre()
     from ftfy.badness import BADNESS_RE
 
     tree = P.parse(BADNESS_RE.pattern, BADNESS_RE.flags)
     if BADNESS_RE.flags & re.IGNORECASE or len(tree.data) != 1 or tree.data[0][0] is not C.BRANCH:
         return frozenset(map(chr, range(0x80, 0x110000)))  # unknown shape: every non-ASCII text checks
-    # printable ASCII and the basic Greek and Russian alphabets
-    common = set(range(0x20, 0x7F)) | set(range(0x391, 0x3AA)) | set(range(0x3B1, 0x3CA))
-    common |= set(range(0x410, 0x450)) | {0x401, 0x451}
     out: set[int] = set()
     for alt in tree.data[0][1][1]:
         sets = [s for s in map(_charset, alt) if s is not None]
         if not sets:
             return frozenset(map(chr, range(0x80, 0x110000)))
-        out |= min(sets, key=lambda s: (len(s & common), len(s)))
+        out |= min(sets, key=lambda s: sum(map(_commonness, s)))
     return frozenset(map(chr, out))
 
 
