@@ -49,6 +49,31 @@ def test_transformers_loads_the_export_with_langclips_embeddings(tmp_path, train
     assert sorted(r["label"] for r in res) == ["кот", "собака"] and abs(sum(r["score"] for r in res) - 1) < 1e-4
 
 
+def test_an_older_runs_export_lower_cases_greek_as_clip_does(tmp_path, trained_run):
+    """A run whose tokenizer.json predates the final-sigma rule (Lowercase alone: "ΟΔΟΣ" -> "οδοσ")
+    exports today's normaliser: transformers' tokenizer gives langclip's ids on typed Greek capitals."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    import langclip
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    f = run / "tokenizer" / "tokenizer.json"
+    doc = json.loads(f.read_text(encoding="utf-8"))
+    steps = doc["normalizer"]["normalizers"]
+    assert any("03A3" in json.dumps(n) for n in steps)            # today's rule is there ...
+    doc["normalizer"]["normalizers"] = [n for n in steps if "03A3" not in json.dumps(n)]   # ... an old run's is not
+    f.write_text(json.dumps(doc), encoding="utf-8")
+    assert main(["export", "--model", str(run), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
+    tok = AutoTokenizer.from_pretrained(str(tmp_path / "hf"))
+    m = langclip.load(run, device="cpu")
+    queries = ["ΟΔΟΣ ΣΤΗ ΘΑΛΑΣΣΑ", "Ένας Σκύλος", "ΚΑΦΕΣ."]
+    assert tok(queries)["input_ids"] == [[m.tokenizer.sot_token_id] + ids + [m.tokenizer.eot_token_id]
+                                         for ids in m.tokenizer.encode_batch(queries)]
+
+
 def test_hf_text_towers_are_refused_for_the_transformers_format():
     from langclip.export_hf import check_exportable
 

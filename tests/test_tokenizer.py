@@ -47,6 +47,27 @@ def test_english_ids_equal_open_clip_simple_tokenizer(tmp_path, ru_tokenizer):
         assert e.ids == [ru_tokenizer.sot_token_id] + ref.encode(t) + [ru_tokenizer.eot_token_id]
 
 
+def test_tokenizer_json_alone_cleans_typed_queries_as_clip_does():
+    """An export's tokenizer.json (what ONNX callers and Immich run, with no langclip and no ftfy) gives
+    SimpleTokenizer's ids on raw queries typed in capitals and title case, in Greek (its final sigma:
+    "ΟΔΟΣ" -> "οδος", which the tokenizers library's Lowercase alone writes "οδοσ"), Russian, Ukrainian,
+    German and Turkish."""
+    import wordfreq
+    from open_clip.tokenizer import SimpleTokenizer
+
+    ref, raw = SimpleTokenizer(), Tokenizer.clip().hf
+    rng = random.Random(3)
+    texts = []
+    for lang in ("el", "ru", "uk", "de", "tr"):
+        words = wordfreq.top_n_list(lang, 20000)
+        texts += [" ".join(w.upper() if rng.random() < 0.5 else w.capitalize() for w in rng.sample(words, rng.randint(1, 6)))
+                  + rng.choice(["", ".", "!", " ΣΑΣ", "'Σ"]) for _ in range(2000)]
+    sigma = [t for t in texts if "Σ " in t + " "]
+    assert len(sigma) > 500
+    bad = [(t, e.ids) for t, e in zip(texts, raw.encode_batch(texts)) if e.ids[1:-1] != ref.encode(t)]
+    assert not bad, (len(bad), bad[:3])
+
+
 def latin_words_of_russian_wordfreq() -> list[str]:
     import regex
     import wordfreq

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .files import check_out_dir
 from .runfolder import load_model
-from .tokenizer import EOT, SOT
+from .tokenizer import EOT, SOT, clip_normalizer
 
 
 FORMATS = ("open_clip", "hf", "onnx", "immich")
@@ -85,12 +85,17 @@ def _export_open_clip(model, tok, meta: dict, out: Path) -> Path:
 
 
 def _tokenizer_files(tok, out: Path, context_length: int, processor: bool = False) -> None:
-    """tokenizer.json (langclip's, verbatim) + the files transformers' AutoTokenizer reads: start/end
+    """tokenizer.json (langclip's, with today's normaliser, `vocab.clip_normalizer`, also for a run
+    whose tokenizer was saved before it) + the files transformers' AutoTokenizer reads: start/end
     of text at V-2/V-1, loaded as PreTrainedTokenizerFast. Padding is end-of-text: a pad token must be
     a token string, and id 0's is "!", which as a special token would be cut out of every text ("!"
     at a word's end is "!</w>", id 256). Under the causal mask, and with pooling at the first
     end-of-text (transformers) or the first largest id (open_clip's argmax), padding changes nothing."""
-    tok.hf.save(str(out / "tokenizer.json"))
+    from tokenizers import Tokenizer as HFTokenizer
+
+    hf = HFTokenizer.from_str(tok.hf.to_str())
+    hf.normalizer = clip_normalizer()
+    hf.save(str(out / "tokenizer.json"))
     special = {"bos_token": SOT, "eos_token": EOT, "unk_token": EOT, "pad_token": EOT}
     (out / "special_tokens_map.json").write_text(json.dumps(special, indent=2), encoding="utf-8")
     conf = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": context_length,

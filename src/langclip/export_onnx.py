@@ -248,7 +248,8 @@ def export_onnx(model, tok, meta: dict, out: Path, tokenizer_files, pp: dict) ->
                       "outputs": {"embedding": "L2-normalised", "embedding_raw": "before normalisation"}},
            "cleaning": ("tokenizer.json is the encoder's own tokenizer (its normalisation, its special tokens); "
                         "collapse and strip whitespace before calling it" if model.is_hf else
-                        "tokenizer.json normalises (NFC, whitespace runs to one space, lower case); collapse "
+                        "tokenizer.json normalises (NFC, whitespace runs to one space, lower case with Greek's "
+                        "final sigma); collapse "
                         "and strip whitespace before calling it"),
            "langclip": {"image_tower": meta.get("image_tower"), "language": tok.meta.get("language"),
                         "split": meta.get("split")}}

@@ -9,8 +9,8 @@
 from .clean import clean, pretokenize
 from .encode import META_FILE, HFTextTokenizer, Tokenizer, load_tokenizer
 from .vocab import (CLIP_VOCAB, EOT, NUM_CLIP_MERGES, PAD_ID, SOT, SUFFIX, build_hf_tokenizer, bytes_to_unicode,
-                    clip_base_vocab, clip_merges)
+                    clip_base_vocab, clip_merges, clip_normalizer)
 
 __all__ = ["CLIP_VOCAB", "EOT", "META_FILE", "NUM_CLIP_MERGES", "PAD_ID", "SOT", "SUFFIX", "HFTextTokenizer", "Tokenizer",
-           "build_hf_tokenizer", "bytes_to_unicode", "clean", "clip_base_vocab", "clip_merges", "load_tokenizer",
+           "build_hf_tokenizer", "bytes_to_unicode", "clean", "clip_base_vocab", "clip_merges", "clip_normalizer", "load_tokenizer",
            "pretokenize"]

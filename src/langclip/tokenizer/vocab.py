@@ -31,6 +31,26 @@ CLIP_VOCAB = 49408
 PRETOKENIZE_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 
 
+# Python's str.lower (CLIP's cleaning) follows Unicode's Final_Sigma rule: a capital sigma after a cased
+# letter and not before one becomes 'ς' ("ΟΔΟΣ" -> "οδος"); the `tokenizers` library's Lowercase maps
+# every Σ to 'σ'. The rule, with Unicode's case-ignorable characters skipped (up to three behind):
+_CASED = r"[\p{Ll}\p{Lu}\p{Lt}]"
+_CASE_IGNORABLE = (r"[\p{Mn}\p{Me}\p{Cf}\p{Lm}\p{Sk}'.:\x{00B7}\x{0387}\x{055F}\x{05F4}\x{2018}\x{2019}"
+                   r"\x{2024}\x{2027}\x{FE13}\x{FE52}\x{FE55}\x{FF07}\x{FF0E}\x{FF1A}]")
+FINAL_SIGMA = (r"(?<=" + "|".join(_CASED + _CASE_IGNORABLE * k for k in range(4)) + r")\x{03A3}"
+               r"(?!" + _CASE_IGNORABLE + r"*" + _CASED + r")")
+
+
+def clip_normalizer():
+    """CLIP's cleaning as a `tokenizers` normaliser, for the exported tokenizer.json: NFC, white-space
+    runs to one space, lower case (with Greek's final sigma as Python writes it). Not ftfy's fixes nor
+    HTML unescaping: callers of an export collapse white space; typed queries need neither."""
+    from tokenizers import Regex, normalizers
+
+    return normalizers.Sequence([normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "),
+                                 normalizers.Replace(Regex(FINAL_SIGMA), "\u03c2"), normalizers.Lowercase()])
+
+
 @functools.lru_cache()
 def bytes_to_unicode() -> dict[int, str]:
     """CLIP/GPT-2's reversible byte -> printable unicode character table (256 entries)."""
@@ -68,7 +88,7 @@ def clip_base_vocab() -> list[str]:
 
 def build_hf_tokenizer(new_merges: Sequence[tuple[str, str]] = ()):
     """A `tokenizers.Tokenizer` for CLIP's BPE plus `new_merges` (ranked after CLIP's)."""
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 
     vocab_list = clip_base_vocab() + ["".join(m) for m in new_merges]
     vocab: dict[str, int] = {}
@@ -82,8 +102,7 @@ def build_hf_tokenizer(new_merges: Sequence[tuple[str, str]] = ()):
     bpe = models.BPE(vocab=vocab, merges=merges, end_of_word_suffix=SUFFIX, continuing_subword_prefix="",
                      fuse_unk=False, ignore_merges=False)
     tok = Tokenizer(bpe)
-    tok.normalizer = normalizers.Sequence(
-        [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()])
+    tok.normalizer = clip_normalizer()
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(PRETOKENIZE_PATTERN), behavior="removed", invert=True),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
