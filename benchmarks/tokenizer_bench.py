@@ -26,8 +26,9 @@ def sentences(lang, n, seed=0, kind="uniform"):
     import wordfreq
 
     rng = random.Random(seed)
-    words = wordfreq.top_n_list(lang, 30000)
-    weights = [wordfreq.word_frequency(w, lang) for w in words] if kind == "zipf" else None
+    items = sorted(wordfreq.get_frequency_dict(lang, wordlist="best").items(), key=lambda kv: -kv[1])[:30000]
+    words = [w for w, _ in items]   # (word_frequency would re-tokenize each word: Chinese needs jieba)
+    weights = [f for _, f in items] if kind == "zipf" else None
     out = set()
     while len(out) < n:
         k = rng.randint(3, 12)
@@ -39,8 +40,9 @@ def sentences(lang, n, seed=0, kind="uniform"):
 
 def english_identity(tok, lang: str = "ru") -> dict:
     """How many words of wordfreq's list for `lang` that CLIP's ids must keep get other ids than
-    SimpleTokenizer's: its Latin-script words (a Cyrillic-script language), or its ASCII words (a
-    Latin-script language: the tokenizer's target is then its non-ASCII letters)."""
+    SimpleTokenizer's: its Latin-script words without a letter of the target script (Russian: no
+    Cyrillic; Chinese: no Han), or its ASCII words (a Latin-script language: the tokenizer's target is
+    then its non-ASCII letters)."""
     import regex
     import wordfreq
     from open_clip.tokenizer import SimpleTokenizer
@@ -49,8 +51,9 @@ def english_identity(tok, lang: str = "ru") -> dict:
     words = wordfreq.get_frequency_dict(lang, wordlist="best")
     if tok.meta.get("target_scripts") == ["LATIN"]:
         kind, keep = "ascii", [w for w in words if w.isascii() and regex.search(r"\p{Latin}", w)]
-    else:
-        kind, keep = "latin", [w for w in words if regex.search(r"\p{Latin}", w) and not regex.search(r"\p{Cyrillic}", w)]
+    else:   # Latin-script words: a Latin letter and none of the target's script (CJK is Unicode's Han)
+        own = regex.compile("|".join(r"\p{%s}" % ("Han" if s == "CJK" else s.title()) for s in tok.meta["target_scripts"]))
+        kind, keep = "latin", [w for w in words if regex.search(r"\p{Latin}", w) and not own.search(w)]
     bad = [w for w, ids in zip(keep, tok.encode_batch(keep)) if ids != ref.encode(w)]
     return {f"{kind}_words_in_{lang}_wordfreq": len(keep), f"{kind}_words_with_other_ids": len(bad),
             "examples_with_other_ids": bad[:10], "target_scripts": tok.meta.get("target_scripts")}
@@ -71,7 +74,7 @@ def main():
 
     from langclip.tokenizer import Tokenizer
     from langclip.config import TokenizerTrainConfig
-    from langclip.tokenizer.train import tokens_per_word, train_tokenizer
+    from langclip.tokenizer.train import running_text, tokens_per_word, train_tokenizer
 
     print(json.dumps({"date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                       "threads": a.threads, "python": platform.python_version()}))
@@ -85,7 +88,18 @@ def main():
         train_s = time.perf_counter() - t0
         clip = Tokenizer.clip()
         L = a.lang
+        texts, n_words = running_text(L)   # words as the language writes them (Chinese: no spaces)
+        running = {f"running_tokens_per_word_{L}": round(sum(map(len, tok.encode_batch(texts))) / n_words, 3),
+                   f"clip_running_tokens_per_word_{L}": round(sum(map(len, clip.encode_batch(texts))) / n_words, 3)}
+        if tok.meta.get("word_internal_forms"):   # the same run without them: the baseline
+            alone = train_tokenizer(TokenizerTrainConfig(lang=L, wordfreq=True, merges=a.merges, word_internal=False,
+                                                         out=tempfile.mkdtemp()), progress=False)
+            running[f"running_tokens_per_word_{L}_isolated_forms_only"] = round(
+                sum(map(len, alone.encode_batch(texts))) / n_words, 3)
+            running[f"tokens_per_word_{L}_top100k_weighted_isolated_forms_only"] = round(
+                tokens_per_word(alone, L)["weighted"], 3)
         print(json.dumps({"name": f"train_{L}_wordfreq", "merges": tok.num_added_merges, "seconds": round(train_s, 1),
+                          "word_internal_forms": tok.meta.get("word_internal_forms"), **running,
                           f"tokens_per_word_{L}_top100k_weighted": round(tokens_per_word(tok, L)["weighted"], 3),
                           f"clip_tokens_per_word_{L}_top100k_weighted": round(tokens_per_word(clip, L)["weighted"], 3),
                           f"tokens_per_word_{L}_top50k_weighted": round(tokens_per_word(tok, L, 50000)["weighted"], 3),

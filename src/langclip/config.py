@@ -35,6 +35,8 @@ class TokenizerTrainConfig:
     column: str | None = None              # column for CSV/TSV/Parquet/JSONL corpora
     wordfreq: bool = False                 # use wordfreq's frequency list for `lang`
     wordfreq_top: int | None = None        # only the N most frequent wordfreq words (None: all)
+    word_internal: bool = True             # a language written without spaces (zh, ja, ...): also learn
+                                           # wordfreq's words as they stand inside running text
     out: str = "tokenizer"
 
     def validate(self) -> None:

@@ -175,6 +175,44 @@ class ScriptGuard:
         return True
 
 
+# -- languages written without spaces ---------------------------------------------------------------
+# A sentence of Chinese or Japanese is one pre-token ([\p{L}]+), so a word inside it is cut by CLIP's BPE
+# without the end-of-word suffix its isolated form (a wordfreq entry) carries.
+NO_SPACE_SCRIPTS = frozenset({"CJK", "HIRAGANA", "KATAKANA", "THAI", "LAO", "KHMER", "MYANMAR", "TIBETAN"})
+
+
+def with_word_internal_forms(segmented: list, words: list[str], wf: Counter) -> list:
+    """Each wordfreq word counted half as it ends a pre-token (its `</w>` form, already in `segmented`)
+    and half as it stands inside one (CLIP's cut without the suffix): merges then also fire in running
+    text, where most words of a language without spaces stand."""
+    from .encode import BYTE_MAP
+    from .vocab import word_internal_bpe
+
+    bpe = word_internal_bpe()
+    out = []
+    for (tokens, w), word in zip(segmented, words):
+        half = wf.get(word, 0) // 2
+        out.append((tokens, w - half))
+        if half:
+            mapped = word.encode("utf-8").decode("latin-1").translate(BYTE_MAP)
+            out.append(([t.value for t in bpe.tokenize(mapped)], half))
+    return out
+
+
+def running_text(lang: str, n: int = 3000, top: int = 30_000, seed: int = 0) -> tuple[list[str], int]:
+    """`n` texts of 3-10 of wordfreq's `top` words for `lang`, drawn by frequency and written as the
+    language writes them (no spaces, for a language that uses none), and their number of words."""
+    import random
+
+    import wordfreq
+
+    items = sorted(wordfreq.get_frequency_dict(lang, wordlist="best").items(), key=lambda kv: -kv[1])[:top]
+    rng = random.Random(seed)
+    picks = [rng.choices([w for w, _ in items], [f for _, f in items], k=rng.randint(3, 10)) for _ in range(n)]
+    sep = "" if not NO_SPACE_SCRIPTS.isdisjoint(target_scripts(Counter(dict(items)))) else " "
+    return [sep.join(p) for p in picks], sum(map(len, picks))
+
+
 # -- training -----------------------------------------------------------------------------------
 def train_tokenizer(cfg: TokenizerTrainConfig, progress: bool = True) -> Tokenizer:
     """Learn `cfg.merges` merges continuing CLIP's BPE on the corpus; save to `cfg.out`."""
@@ -191,6 +229,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig, progress: bool = True) -> Tokeniz
             raise CorpusError(f"empty corpus: no text in {', '.join(cfg.corpus)}")
         sources["corpus_texts"] = len(texts)
         weights.update(_scale(corpus_pretokens(texts)))
+    wf: Counter = Counter()
     if cfg.wordfreq:
         wf = wordfreq_pretokens(cfg.lang, cfg.wordfreq_top)
         sources["wordfreq_words"] = len(wf)
@@ -203,6 +242,9 @@ def train_tokenizer(cfg: TokenizerTrainConfig, progress: bool = True) -> Tokeniz
     base = build_hf_tokenizer(())
     segs = base.encode_batch(words, add_special_tokens=False)
     segmented = [(e.tokens, weights[w]) for w, e in zip(words, segs)]
+    inside = bool(wf) and cfg.word_internal and not NO_SPACE_SCRIPTS.isdisjoint(guard.scripts)
+    if inside:   # a word list of a language written without spaces: its words mostly stand inside text
+        segmented = with_word_internal_forms(segmented, words, wf)
     from ..files import progress_bar
 
     bar = progress_bar(total=cfg.merges, desc="merges", unit="merge", disable=not progress, mininterval=0.5)
@@ -222,6 +264,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig, progress: bool = True) -> Tokeniz
         "merges_skipped_existing": res.skipped_existing,
         "protected_pairs": res.protected_pairs,   # pairs of CLIP-handled pieces never merged (English ids)
         "target_scripts": guard.scripts,   # a new merge never fires on a pre-token without their letters
+        "word_internal_forms": inside,     # wordfreq's words also learned as they stand inside running text
         "corpus": {"files": [str(c) for c in cfg.corpus], "column": cfg.column, "wordfreq": cfg.wordfreq,
                    "wordfreq_top": cfg.wordfreq_top, "distinct_pretokens": len(words), **sources},
         "train_seconds": round(time.perf_counter() - t0, 1),
@@ -263,6 +306,9 @@ def tokenizer_stats(tok: Tokenizer, lang: str, top: int = 100_000, corpus: list[
         if lang != "en":
             out[name]["en"] = tokens_per_word(t, "en", top)
     out["tokens_per_word_weighted"] = out["langclip"][lang]["weighted"]
+    texts, n_words = running_text(lang)   # words as text holds them: CJK's stand inside longer pre-tokens
+    for name, t in (("clip", base), ("langclip", tok)):
+        out[name][lang]["running"] = sum(map(len, t.encode_batch(texts))) / n_words
     if corpus:
         texts = [t for f in corpus for t in read_texts(f, column)]
         lens = sorted(len(ids) + 2 for ids in tok.encode_batch(texts))
@@ -274,9 +320,9 @@ def tokenizer_stats(tok: Tokenizer, lang: str, top: int = 100_000, corpus: list[
                           "truncated_share": sum(x > context_length for x in lens) / len(lens),
                           "clip_truncated_share": sum(x > context_length for x in base_lens) / len(lens)}
     else:  # the origin's data were search queries of ~6 words
-        tpw = out["tokens_per_word_weighted"]
+        tpw = out["langclip"][lang]["running"]
         out["queries"] = {"assumed_words": 6, "median_tokens": round(6 * tpw + 2, 1),
-                          "clip_median_tokens": round(6 * out["clip"][lang]["weighted"] + 2, 1),
+                          "clip_median_tokens": round(6 * out["clip"][lang]["running"] + 2, 1),
                           "context_share_median": (6 * tpw + 2) / context_length}
     return out
 
@@ -287,8 +333,9 @@ def format_stats(s: dict) -> str:
                                                        if s["merges_added"] is not None else "(an encoder's own)"),
             f"{'':22}{'CLIP':>10}{'langclip' if s['merges_added'] is not None else 'this one':>10}"]
     for lg in [lang] + (["en"] if lang != "en" else []):
-        for k in ("weighted", "plain"):
-            rows.append(f"{lg} tokens/word {k:<9}{s['clip'][lg][k]:>10.2f}{s['langclip'][lg][k]:>10.2f}")
+        for k in ("weighted", "plain", "running"):
+            if k in s["langclip"][lg]:
+                rows.append(f"{lg} tokens/word {k:<9}{s['clip'][lg][k]:>10.2f}{s['langclip'][lg][k]:>10.2f}")
         if s["langclip"][lg]["unknown_weighted"]:
             rows.append(f"{lg} words with unknown{'':3}{0:>10.0%}{s['langclip'][lg]['unknown_weighted']:>10.1%}"
                         "  (weighted; each counted as one token)")

@@ -86,19 +86,33 @@ def clip_base_vocab() -> list[str]:
     return v + ["".join(m) for m in clip_merges()]
 
 
-def build_hf_tokenizer(new_merges: Sequence[tuple[str, str]] = ()):
-    """A `tokenizers.Tokenizer` for CLIP's BPE plus `new_merges` (ranked after CLIP's)."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
-
+def _vocab_and_merges(new_merges: Sequence[tuple[str, str]]) -> tuple[dict[str, int], list]:
     vocab_list = clip_base_vocab() + ["".join(m) for m in new_merges]
     vocab: dict[str, int] = {}
     for i, t in enumerate(vocab_list):
         if t in vocab:
             raise ValueError(f"duplicate token {t!r} at id {i} (first at {vocab[t]})")
         vocab[t] = i
-    sot_id, eot_id = len(vocab), len(vocab) + 1
-    vocab[SOT], vocab[EOT] = sot_id, eot_id
-    merges = list(clip_merges()) + [tuple(m) for m in new_merges]
+    vocab[SOT], vocab[EOT] = len(vocab), len(vocab) + 1
+    return vocab, list(clip_merges()) + [tuple(m) for m in new_merges]
+
+
+def word_internal_bpe():
+    """CLIP's BPE model without the end-of-word suffix: how CLIP cuts a word that stands inside a longer
+    pre-token (Chinese or Japanese text has no spaces, so a sentence is one pre-token and only its last
+    character carries `</w>`). Input: byte-mapped text, as `Tokenizer._bpe_ids` gives it."""
+    from tokenizers import models
+
+    vocab, merges = _vocab_and_merges(())
+    return models.BPE(vocab=vocab, merges=merges, continuing_subword_prefix="", fuse_unk=False, ignore_merges=False)
+
+
+def build_hf_tokenizer(new_merges: Sequence[tuple[str, str]] = ()):
+    """A `tokenizers.Tokenizer` for CLIP's BPE plus `new_merges` (ranked after CLIP's)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+
+    vocab, merges = _vocab_and_merges(new_merges)
+    sot_id, eot_id = vocab[SOT], vocab[EOT]
     bpe = models.BPE(vocab=vocab, merges=merges, end_of_word_suffix=SUFFIX, continuing_subword_prefix="",
                      fuse_unk=False, ignore_merges=False)
     tok = Tokenizer(bpe)
