@@ -89,6 +89,22 @@ def test_cc3m_tsv_carries_the_row_number(public, tmp_path):
     assert main(["data", "cc3m-tsv", "--tsv", str(bad), "--out", str(tmp_path / "x.tsv")]) == 2
 
 
+@pytest.mark.parametrize("tokenized,text", [
+    ("a man , standing on a bench .", "a man, standing on a bench."),
+    ("кот , сидящий на скамейке .", "кот, сидящий на скамейке."),
+    ("一 只 猫 坐在 桌子 上 。", "一只猫坐在桌子上。"),               # Chinese writes no spaces
+    ("我 爱 iPhone 手机", "我爱 iPhone 手机"),                       # ... but keeps them around Latin
+    ("ラーメン を 食べる 猫 。", "ラーメンを食べる猫。"),
+    ("고양이 가 있다", "고양이 가 있다"),                             # Korean and Thai write spaces
+    ("ผู้ชาย กำลัง ยืน", "ผู้ชาย กำลัง ยืน"),
+])
+def test_detokenize_writes_each_language_as_it_is_written(tokenized, text):
+    """The captions are published tokenised; the student must read them as users type them."""
+    from langclip.translations import detokenize
+
+    assert detokenize(tokenized) == text
+
+
 def test_bad_translation_lines_are_named():
     """A translations JSONL line that is not UTF-8, not JSON, not an object, or has a non-numeric
     rec_num is an error naming the file and line; a byte-order mark on line 1 is not."""

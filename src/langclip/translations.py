@@ -18,6 +18,7 @@ table `cache build` reads directly: image ("shard.tar::member" or a path), capti
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections import defaultdict
@@ -25,11 +26,23 @@ from pathlib import Path
 
 _SPACE_BEFORE = re.compile(r" ([,.!?;:%)\]}'])")
 _SPACE_AFTER = re.compile(r"([(\[{]) ")
+# Chinese and Japanese write no spaces: a space between two of their characters (or their full-width
+# punctuation) is the tokeniser's. Thai and Korean do write spaces, between phrases or words: kept.
+_CJK = r"[\p{Han}\p{Hiragana}\p{Katakana}\u30FC\u3000-\u303F\uFF00-\uFFEF]"
+
+
+@functools.lru_cache()
+def _cjk_space():
+    import regex
+
+    return regex.compile(f"(?<={_CJK}) (?={_CJK})")
 
 
 def detokenize(text: str) -> str:
-    """Undo the published files' tokenisation ("a man , standing ." -> "a man, standing.")."""
-    return _SPACE_AFTER.sub(r"\1", _SPACE_BEFORE.sub(r"\1", " ".join(text.split()))).replace(" n't", "n't")
+    """Undo the published files' tokenisation: "a man , standing ." -> "a man, standing.";
+    "一 只 猫 坐在 桌子 上 。" -> "一只猫坐在桌子上。" (a space between Latin and CJK stays)."""
+    text = _SPACE_AFTER.sub(r"\1", _SPACE_BEFORE.sub(r"\1", " ".join(text.split()))).replace(" n't", "n't")
+    return text if text.isascii() else _cjk_space().sub("", text)
 
 
 def read_translations(files: list[str], lang: str) -> tuple[dict, dict]:
