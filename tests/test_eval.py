@@ -364,6 +364,10 @@ def test_cifar100_and_caltech101_layouts(tiny_run, tmp_path, monkeypatch, capsys
     assert "розмите фото кота" in json.dumps(prompts, ensure_ascii=False) or "розмите фото ведмедя" in \
         json.dumps(prompts, ensure_ascii=False)
     assert (tmp_path / "ev" / "confusion_caltech101.png").stat().st_size > 50_000
+    # without --lang: the language the model was trained for (Russian)
+    assert main(["eval", "--model", str(tiny_run), "--dataset", "cifar100", "--data-root", str(root),
+                 "--workers", "0", "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["acc1"] == res["cifar100"]["acc1"]
     # a language langclip ships nothing for brings its own: a folder of <dataset>.json and --templates.
     # The shipped Russian lists, given that way, reproduce the shipped run exactly
     own = tmp_path / "own"

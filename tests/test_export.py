@@ -99,6 +99,9 @@ def test_every_export_has_a_model_card_whose_snippets_run(tmp_path, trained_run,
     snippets = re.findall(r"```python\n(.*?)```", card, re.S)
     assert len(snippets) == (2 if fmt == "open_clip" else 1)   # open_clip + langclip; transformers; onnxruntime
     assert ("## Use in Immich" in card) == (fmt == "immich")
+    from langclip.runfolder import model_language
+
+    assert model_language(trained_run) == "ru" and model_language(out) == {"open_clip": "ru", "onnx": "ru"}.get(fmt), fmt
     for code in snippets:
         exec(compile(code, f"README.md ({fmt})", "exec"), {})
     assert capsys.readouterr().out.count("\n") >= len(snippets)

@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, nargs="+",
                    help="zero-shot: cifar10 cifar100 caltech101 babel_imagenet imagenet1k food101 flowers102 "
                         "imagefolder:PATH; retrieval: xm3600 xtd10 (several allowed; layouts in docs/benchmarks.md)")
-    p.add_argument("--lang", default="ru")
+    p.add_argument("--lang", help="the language of class names, templates and captions (default: the model's own)")
     p.add_argument("--data-root", default="~/data")
     p.add_argument("--download", action="store_true")
     p.add_argument("--classnames", help="class names: a JSON file (a list, or {lang: list}), a text file (one a line), "

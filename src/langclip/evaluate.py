@@ -106,21 +106,30 @@ SUMMARY = ("acc1", "acc5", "mean_per_class_recall", "n")
 RECALL = ("t2i_r@1", "t2i_r@5", "t2i_r@10", "i2t_r@1", "i2t_r@5", "i2t_r@10")
 
 
-def evaluate_cli(model: str, dataset: str | list[str], lang: str, data_root: str, download: bool = False,
+def evaluate_cli(model: str, dataset: str | list[str], lang: str | None, data_root: str, download: bool = False,
                  classnames: str | None = None, batch_size: int = 256, device: str | None = None,
                  out: str | None = None, workers: int = 2, reference: bool = False,
                  weights: str | None = None, templates: str | None = None) -> dict:
     """Zero-shot classification (cifar10/100, caltech101, imagenet1k, babel_imagenet, food101,
     flowers102, imagefolder:PATH) and retrieval (xm3600, xtd10) in `lang`; with `reference`, the
-    original English CLIP in the same harness (English names, templates and captions) as a second row.
-    `out` gets results.json/.md, the benchmark table (table.md/.json, ruCLIP's layout), confusion
-    matrices and the class names and prompts used, as CLIP_benchmark's custom files. A language langclip
+    original English CLIP in the same harness (English names, templates and captions) as a second row;
+    `lang` None: the language the model records. `out` gets results.json/.md, the benchmark table
+    (table.md/.json, ruCLIP's layout), confusion matrices and the class names and prompts used, as
+    CLIP_benchmark's custom files. A language langclip
     ships no names or templates for brings its own: `classnames` (a file for one dataset, or a folder of
     <dataset>.json files in the shipped layout) and `templates` (datasets.read_templates)."""
     from .benchsets import RETRIEVAL, ZERO_SHOT
     from .inference import load
 
     datasets = [dataset] if isinstance(dataset, str) else list(dataset)
+    if not lang:   # the language the model was trained for
+        from .runfolder import model_language, read_run_meta
+
+        lang = model_language(model)
+        if not lang:
+            if not (Path(model) / "open_clip_config.json").is_file():
+                read_run_meta(model)    # not a model folder at all: that is the error to report
+            raise ValueError(f"{model}: the model records no language; pass --lang (e.g. --lang ru)")
     unknown = [d for d in datasets if not (d in ZERO_SHOT or d in RETRIEVAL or d.startswith("imagefolder:")
                                            or d in ("cifar10", "cifar100", "caltech101"))]
     if unknown:

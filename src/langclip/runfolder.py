@@ -61,6 +61,24 @@ def read_run_meta(run: str | Path) -> dict:
     return json.loads(f.read_text(encoding="utf-8"))
 
 
+def model_language(path: str | Path) -> str | None:
+    """The language a run or export folder was trained for, from its small JSON files alone (no model
+    loads): model.json, the tokenizer's record, or an export's config; None if none records one."""
+    path = Path(path)
+
+    def read(name: str) -> dict:
+        f = path / name
+        return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else {}
+
+    meta = read(MODEL_FILE)
+    cands = [meta.get("language"), read(f"{meta.get('tokenizer', 'tokenizer')}/langclip_tokenizer.json").get("language"),
+             (read("open_clip_config.json").get("langclip") or {}).get("language"),
+             (read("onnx_config.json").get("langclip") or {}).get("language"),
+             read("langclip_tokenizer/langclip_tokenizer.json").get("language"),
+             read("langclip_tokenizer.json").get("language")]
+    return next((c for c in cands if c), None)
+
+
 def resolve_image_weights(run: Path, ref: dict, weights: str | Path | None, check_sha: bool = True) -> Path:
     """The CLIP file of a run's image tower: `weights` if given, else where it was, beside the run, or
     (a pretrained tag) open_clip's download cache. A run that records the tower's tensor digest is
