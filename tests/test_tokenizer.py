@@ -61,9 +61,9 @@ def test_tokenizer_json_alone_cleans_typed_queries_as_clip_does():
     for lang in ("el", "ru", "uk", "de", "tr"):
         words = wordfreq.top_n_list(lang, 20000)
         texts += [" ".join(w.upper() if rng.random() < 0.5 else w.capitalize() for w in rng.sample(words, rng.randint(1, 6)))
-                  + rng.choice(["", ".", "!", " ΣΑΣ", "'Σ"]) for _ in range(2000)]
+                  + rng.choice(["", ".", "!", " ΣΑΣ", "'Σ"]) for _ in range(1000)]
     sigma = [t for t in texts if "Σ " in t + " "]
-    assert len(sigma) > 500
+    assert len(sigma) > 300
     bad = [(t, e.ids) for t, e in zip(texts, raw.encode_batch(texts)) if e.ids[1:-1] != ref.encode(t)]
     assert not bad, (len(bad), bad[:3])
 

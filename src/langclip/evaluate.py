@@ -115,9 +115,9 @@ def evaluate_cli(model: str, dataset: str | list[str], lang: str | None, data_ro
     original English CLIP in the same harness (English names, templates and captions) as a second row;
     `lang` None: the language the model records. `out` gets results.json/.md, the benchmark table
     (table.md/.json, ruCLIP's layout), confusion matrices and the class names and prompts used, as
-    CLIP_benchmark's custom files. A language langclip
-    ships no names or templates for brings its own: `classnames` (a file for one dataset, or a folder of
-    <dataset>.json files in the shipped layout) and `templates` (datasets.read_templates)."""
+    CLIP_benchmark's custom files. A language langclip ships no names or templates for brings its own:
+    `classnames` (a file for one dataset, or a folder of <dataset>.json files in the shipped layout)
+    and `templates` (datasets.read_templates)."""
     from .benchsets import RETRIEVAL, ZERO_SHOT
     from .inference import load
 

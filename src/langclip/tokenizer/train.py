@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 import unicodedata
@@ -89,11 +90,14 @@ def target_scripts(weights: Counter, share: float = 0.05) -> list[str]:
     letter mass (Latin included); for a Latin-script language (nothing else qualifies), 'LATIN' (its
     non-ASCII letters). Japanese -> CJK, HIRAGANA, KATAKANA; German -> LATIN, however many Cyrillic,
     Greek or Katakana words its list holds (they once outvoted it: a share of the non-Latin mass)."""
-    mass: Counter = Counter()
+    chars: Counter = Counter()
     for word, w in weights.items():
         for ch in word:
-            if ch.isalpha():
-                mass[char_script(ch)] += w
+            chars[ch] += w
+    mass: Counter = Counter()
+    for ch, w in chars.items():     # a few thousand distinct characters: their names looked up once
+        if ch.isalpha():
+            mass[char_script(ch)] += w
     total = sum(mass.values())
     own = sorted(k for k, v in mass.items() if k != "LATIN" and v >= share * total) if total else []
     return own or ["LATIN"]
@@ -208,7 +212,8 @@ def running_text(lang: str, n: int = 3000, top: int = 30_000, seed: int = 0) -> 
 
     items = sorted(wordfreq.get_frequency_dict(lang, wordlist="best").items(), key=lambda kv: -kv[1])[:top]
     rng = random.Random(seed)
-    picks = [rng.choices([w for w, _ in items], [f for _, f in items], k=rng.randint(3, 10)) for _ in range(n)]
+    words, cum = [w for w, _ in items], list(itertools.accumulate(f for _, f in items))
+    picks = [rng.choices(words, cum_weights=cum, k=rng.randint(3, 10)) for _ in range(n)]
     sep = "" if not NO_SPACE_SCRIPTS.isdisjoint(target_scripts(Counter(dict(items)))) else " "
     return [sep.join(p) for p in picks], sum(map(len, picks))
 
