@@ -6,7 +6,9 @@ encoding throughput against open_clip's SimpleTokenizer on distinct sentences (s
 Encoding: one thread, fresh tokenizer objects for every measurement (both tokenizers memoise words,
 and both start empty, so the cost of every new word is inside the timing). Two kinds of text:
 `uniform` draws 3-12 words uniformly from the top 30k of wordfreq's list (the worst case for
-memoisation: most words are rare), `zipf` draws them by their wordfreq frequency, as in real text.
+memoisation: most words are rare), `zipf` draws them by their wordfreq frequency, as in real text,
+both joined with spaces; `running` draws 3-10 by frequency and writes them as the language does
+(`tokenizer stats`' running text: Chinese and Japanese without spaces, so every text is one new chunk).
 The two tokenizers run alternately; the median of the repeats is reported.
 Prints one JSON object per measurement and the machine.
 """
@@ -25,6 +27,14 @@ import torch
 def sentences(lang, n, seed=0, kind="uniform"):
     import wordfreq
 
+    if kind == "running":   # 3-10 words by frequency, written as the language writes them (zh/ja: no spaces)
+        from langclip.tokenizer.train import running_text
+
+        texts, m = [], n
+        while len(texts) < n:   # a draw can repeat a short text: draw more until n are distinct
+            texts = list(dict.fromkeys(running_text(lang, m, seed=seed)[0]))[:n]
+            m += n - len(texts) + 100
+        return texts
     rng = random.Random(seed)
     items = sorted(wordfreq.get_frequency_dict(lang, wordlist="best").items(), key=lambda kv: -kv[1])[:30000]
     words = [w for w, _ in items]   # (word_frequency would re-tokenize each word: Chinese needs jieba)
@@ -106,7 +116,7 @@ def main():
                           f"clip_tokens_per_word_{L}_top50k_weighted": round(tokens_per_word(clip, L, 50000)["weighted"], 3),
                           **english_identity(tok, L)}))
     for lang in ("en", a.lang):
-        for kind in ("uniform", "zipf"):
+        for kind in ("uniform", "zipf", "running"):
             for n in a.sentences:
                 texts = sentences(lang, n, kind=kind)
                 ref_t, ours_t = [], []
