@@ -139,8 +139,10 @@ class Labeled(torch.utils.data.Dataset):
     def __getitem__(self, i):
         from PIL import Image
 
+        from .pixels import eight_bit
+
         with Image.open(self.paths[i]) as im:
-            return self.transform(im.convert("RGB")), self.labels[i]
+            return self.transform(eight_bit(im).convert("RGB")), self.labels[i]
 
 
 def retrieval_pairs(name: str, root: Path, lang: str) -> list[tuple[str, str]]:

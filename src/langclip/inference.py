@@ -54,12 +54,14 @@ class LoadedModel:
         orientation as the CLI reads them, or an (N, 3, S, S) tensor already preprocessed), `batch_size`
         at a time."""
         from .pairs import ImageRef, open_image
+        from .pixels import eight_bit
 
         if isinstance(images, torch.Tensor):      # already preprocessed: (N, 3, S, S)
             def part(i):
                 return images[i:i + batch_size]
         else:
-            images = [open_image(ImageRef(str(im)), orient=True) if isinstance(im, (str, Path)) else im for im in images]
+            images = [open_image(ImageRef(str(im)), orient=True) if isinstance(im, (str, Path)) else eight_bit(im)
+                      for im in images]   # a 16-bit or float picture at 8 bits, as open_image gives it
 
             def part(i):
                 return torch.stack([self.preprocess(im) for im in images[i:i + batch_size]])

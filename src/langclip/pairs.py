@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from .files import pick_column, table_rows
+from .pixels import eight_bit
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif", ".avif")
 _HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")   # phones' HEIC
@@ -344,7 +345,7 @@ def _loaded(img, draft: int, orient: bool = False):
     if draft and img.format == "JPEG":
         img.draft(None, (draft, draft))
     img.load()
-    return ImageOps.exif_transpose(img) if orient else img
+    return eight_bit(ImageOps.exif_transpose(img) if orient else img, img.format)   # 16-bit, float: as viewers show them
 
 
 def read_image_bytes(ref: ImageRef) -> bytes:

@@ -139,7 +139,9 @@ def _open_upload(data: bytes, max_pixels: int, err):
         raise err(400, "the upload is a damaged picture") from None
     from PIL import ImageOps
 
-    return ImageOps.exif_transpose(im)      # a phone's photo upright, as the indexed pictures are
+    from ..pixels import eight_bit
+
+    return eight_bit(ImageOps.exif_transpose(im), im.format)   # upright (as the indexed pictures are), 8 bits
 
 
 def _mime(data: bytes) -> str:

@@ -1,0 +1,44 @@
+"""Pictures with more than 8 bits a sample, brought to 8 bits before anything converts them to RGB.
+
+CLIP's preprocessing (open_clip's `_convert_to_rgb`, CLIP_benchmark, most pipelines) calls PIL's
+`convert("RGB")`, which *clips* integer samples above 255 and floats outside 0..255: a 16-bit
+greyscale PNG or TIFF (a scanner's or a microscope's; PIL opens it as "I;16" or "I") comes out almost
+white, a floating-point TIFF (mode "F", values in 0..1) black, and both would be embedded and indexed
+without a word. langclip scales them as viewers show them:
+
+- 16-bit ("I;16", "I;16B", …; "I" read from a PNG, which holds at most 16 bits): value / 257;
+- other 32-bit integers ("I"): as they are when all fit 0..255, / 257 when they fit 0..65535,
+  else stretched from their minimum to their maximum;
+- floats ("F"): × 255 when all lie in 0..1, else stretched from their minimum to their maximum.
+
+Every other mode (8-bit greyscale, palette, RGB(A), CMYK, ...) is returned unchanged.
+"""
+from __future__ import annotations
+
+
+def eight_bit(img, fmt: str | None = None):
+    """`img` with its samples in 8 bits (mode "L") when PIL holds them in 16/32-bit integers or floats;
+    otherwise `img` itself. `fmt`: the file's format, where `img` no longer says it (a turned copy)."""
+    mode, fmt = img.mode, fmt or img.format
+    if not (mode.startswith("I") or mode == "F"):
+        return img
+    import numpy as np
+    from PIL import Image
+
+    a = np.asarray(img, dtype=np.float64)
+    if a.size == 0:
+        return img
+    lo, hi = float(a.min()), float(a.max())
+    if mode.startswith("I;16") or (mode == "I" and fmt == "PNG"):
+        scaled = a / 257.0
+    elif mode == "I" and lo >= 0 and hi <= 255:
+        scaled = a
+    elif mode == "I" and lo >= 0 and hi <= 65535:
+        scaled = a / 257.0
+    elif mode == "F" and lo >= 0 and hi <= 1:
+        scaled = a * 255.0
+    else:
+        scaled = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
+    out = Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8))
+    out.info = dict(img.info)
+    return out
