@@ -312,6 +312,27 @@ def test_a_byte_order_mark_is_not_part_of_the_first_name(tmp_path):
     assert read_names([str(tmp_path / "names.json")], "classnames", "", lang="ru") == ["кот"]
 
 
+def test_a_table_of_urls_says_to_download_them_first(tmp_path):
+    """A table as a dataset site publishes it (image URLs): the rows are named, the build says how to
+    download them; a URL among local paths is skipped and named; file:// URLs are paths."""
+    from langclip.files import URL_PROBLEM
+    from langclip.pairs import read_images
+
+    (tmp_path / "urls.csv").write_text("url,caption\nhttps://example.com/1.jpg,кот\nhttp://example.com/2.jpg,пёс\n",
+                                       encoding="utf-8")
+    for read in (read_pairs, read_images):
+        with pytest.raises(ValueError, match=r"2 rows hold URLs \(first: .*urls.csv:2\).*img2dataset --url_list"):
+            read([str(tmp_path / "urls.csv")])
+    make_image(tmp_path / "a.jpg", 0)
+    (tmp_path / "mixed.jsonl").write_text(json.dumps({"image": (tmp_path / "a.jpg").as_uri(), "caption": "кот"}) + "\n"
+                                          + json.dumps({"image": "s3://bucket/b.jpg", "caption": "пёс"}) + "\n",
+                                          encoding="utf-8")
+    p = read_pairs([str(tmp_path / "mixed.jsonl")])
+    assert [r.path for r in p.images] == [str(tmp_path / "a.jpg")] and p.captions == [(0, "кот", None)]
+    assert p.problems == [{"where": f"{tmp_path / 'mixed.jsonl'}:2", "reason": URL_PROBLEM}]
+    assert [r.path for r in read_images([str(tmp_path / "mixed.jsonl")]).images] == [str(tmp_path / "a.jpg")]
+
+
 def test_list_columns_named_columns_and_sidecar_folders(tmp_path):
     """A Parquet table with a list<string> caption column (COCO-style, five captions an image) under
     names given by --image-column/--caption-column/--english-column; a wrong column name is named with

@@ -274,6 +274,34 @@ def _csv_rows(path: Path, text: str, tsv: bool, problems: list | None) -> tuple[
     return names or [], rows
 
 
+URL_PROBLEM = "a URL: langclip reads local pictures (download them first, e.g. with img2dataset)"
+
+
+def local_path(value: str, parent: Path) -> str | None:
+    """A table's image value as a path (relative ones to the table's folder); None for a URL
+    (file:// URLs are paths)."""
+    if "://" in value[:16] and value.split("://", 1)[0].isalnum():
+        if not value.lower().startswith("file://"):
+            return None
+        from urllib.parse import unquote, urlparse
+
+        value = unquote(urlparse(value).path)
+    q = Path(value).expanduser()
+    return str(q if q.is_absolute() else parent / q)
+
+
+def url_hint(problems: list[dict]) -> str:
+    """For a read that found nothing: what to do when the table listed URLs."""
+    urls = [x for x in problems if x["reason"] == URL_PROBLEM]
+    if not urls:
+        return ""
+    table = urls[0]["where"].rsplit(":", 1)[0]
+    fmt = {".jsonl": "json", ".json": "json"}.get(Path(table).suffix.lower(), Path(table).suffix.lower().lstrip("."))
+    return (f"; {len(urls):,} rows hold URLs (first: {urls[0]['where']}): download them first, e.g. "
+            f"`img2dataset --url_list {table} --input_format {fmt} --url_col IMAGE_COLUMN --caption_col CAPTION_COLUMN "
+            "--output_format webdataset --output_folder shards`, then --data 'shards/{00000..00099}.tar'")
+
+
 def pick_column(path: Path, names: list[str], wanted: str | None, defaults: tuple, flag: str, what: str = "",
                 required: bool = True) -> str | None:
     """The table column to read: `wanted` (which must exist), else the first of `defaults` present;

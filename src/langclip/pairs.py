@@ -15,13 +15,13 @@ from pathlib import Path
 
 import torch
 
-from .files import pick_column, table_rows
+from .files import URL_PROBLEM, local_path, pick_column, table_rows, url_hint
 from .pixels import eight_bit
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif", ".avif")
 _HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")   # phones' HEIC
-IMAGE_COLUMNS = ("image", "image_path", "path", "filepath", "file", "filename", "img")
-CAPTION_COLUMNS = ("caption", "text", "query", "captions", "caption_ru", "texts")
+IMAGE_COLUMNS = ("image", "image_path", "path", "filepath", "file", "filename", "img", "url", "URL")   # url: to say so
+CAPTION_COLUMNS = ("caption", "text", "query", "captions", "caption_ru", "texts", "TEXT")
 ENGLISH_COLUMNS = ("caption_en", "english", "text_en")
 
 
@@ -103,10 +103,11 @@ def read_table(path: str | Path, pairs: Pairs, image_column=None, caption_column
             pairs.problems.append({"where": f"{path}:{lines[i]}", "reason": f"empty {ic}"})
             continue
         p = p if isinstance(p, str) else str(p)
-        key = resolved.get(p)
+        key = resolved.get(p) or local_path(p, parent)
         if key is None:
-            q = Path(p).expanduser()
-            key = resolved[p] = str(q if q.is_absolute() else parent / q)
+            pairs.problems.append({"where": f"{path}:{lines[i]}", "reason": URL_PROBLEM})
+            continue
+        resolved[p] = key
         e = ens[i] if ens is not None else None
         if isinstance(c, str) and not c.startswith("[") and (e is None or isinstance(e, str) and not e.startswith("[")):
             row = index.get(key)    # the common case, inline: one caption, at most one English text
@@ -230,7 +231,7 @@ def read_pairs(specs: list[str], image_column=None, caption_column=None, english
                 raise ValueError(f"{p}: unknown data format; expected a table (.csv/.tsv/.parquet/.jsonl), "
                                  f".tar shards or a folder of images with .txt captions")
     if not pairs.images:
-        raise ValueError(f"no image–caption pairs found in {', '.join(specs)}")
+        raise ValueError(f"no image–caption pairs found in {', '.join(specs)}{url_hint(pairs.problems)}")
     return pairs
 
 
@@ -261,8 +262,11 @@ def read_images(specs: list[str], image_column=None) -> Pairs:
                     if not v:
                         pairs.problems.append({"where": f"{p}:{i}", "reason": f"empty {ic}"})
                         continue
-                    q = Path(str(v)).expanduser()
-                    pairs.image_row(ImageRef(str(q if q.is_absolute() else p.parent / q)))
+                    q = local_path(str(v), p.parent)
+                    if q is None:
+                        pairs.problems.append({"where": f"{p}:{i}", "reason": URL_PROBLEM})
+                    else:
+                        pairs.image_row(ImageRef(q))
             elif not p.exists():
                 raise FileNotFoundError(f"data not found: {p}")
             else:
@@ -270,7 +274,7 @@ def read_images(specs: list[str], image_column=None) -> Pairs:
     pairs.captions.clear()
     pairs.problems = [x for x in pairs.problems if x["reason"] != "empty caption"]
     if not pairs.images:
-        raise ValueError(f"no images found in {', '.join(specs)}")
+        raise ValueError(f"no images found in {', '.join(specs)}{url_hint(pairs.problems)}")
     return pairs
 
 
