@@ -20,7 +20,7 @@ from .pixels import eight_bit
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif", ".avif")
 _HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")   # phones' HEIC
-IMAGE_COLUMNS = ("image", "image_path", "path", "filepath", "file", "filename", "img", "url", "URL")   # url: to say so
+IMAGE_COLUMNS = ("image", "image_path", "path", "filepath", "file", "filename", "img", "url", "URL")   # URLs: refused, saying how to download
 CAPTION_COLUMNS = ("caption", "text", "query", "captions", "caption_ru", "texts", "TEXT")
 ENGLISH_COLUMNS = ("caption_en", "english", "text_en")
 
@@ -103,11 +103,13 @@ def read_table(path: str | Path, pairs: Pairs, image_column=None, caption_column
             pairs.problems.append({"where": f"{path}:{lines[i]}", "reason": f"empty {ic}"})
             continue
         p = p if isinstance(p, str) else str(p)
-        key = resolved.get(p) or local_path(p, parent)
+        key = resolved.get(p)
         if key is None:
-            pairs.problems.append({"where": f"{path}:{lines[i]}", "reason": URL_PROBLEM})
-            continue
-        resolved[p] = key
+            key = local_path(p, parent)
+            if key is None:
+                pairs.problems.append({"where": f"{path}:{lines[i]}", "reason": URL_PROBLEM})
+                continue
+            resolved[p] = key
         e = ens[i] if ens is not None else None
         if isinstance(c, str) and not c.startswith("[") and (e is None or isinstance(e, str) and not e.startswith("[")):
             row = index.get(key)    # the common case, inline: one caption, at most one English text
