@@ -148,6 +148,46 @@ def test_a_language_without_spaces_learns_its_words_as_running_text_holds_them(t
         assert tok.encode(t) == ref.encode(t), t
 
 
+def test_a_script_written_with_combining_marks_keeps_its_words_whole(tmp_path):
+    """Hindi: CLIP's pattern cuts a word at every vowel sign and virama (marks, not letters), so
+    "हिन्दी" was 6 pre-tokens, wordfreq's list allowed only a few thousand merges (they cannot join
+    pre-tokens) and a word cost ~2.9 tokens. The target script's marks now count as letters: a word is
+    one pre-token. Text without them keeps CLIP's ids (open_clip's SimpleTokenizer as the reference),
+    tokenizer.json cuts as langclip does, and Russian keeps CLIP's pattern itself."""
+    from open_clip.tokenizer import SimpleTokenizer
+    from tokenizers import Tokenizer as HFTok
+
+    from langclip.tokenizer import pretokenize
+    from langclip.tokenizer.vocab import PRETOKENIZE_PATTERN
+
+    def train(lang, **kw):
+        return train_tokenizer(TokenizerTrainConfig(lang=lang, wordfreq=True, wordfreq_top=20000, merges=4000,
+                                                    out=str(tmp_path / f"{lang}{len(kw)}"), **kw), progress=False)
+
+    tok = train("hi")
+    assert tok.meta["target_scripts"] == ["DEVANAGARI"] and tok.meta["marks_as_letters"] > 30
+    sentence = "हिन्दी भाषा में बिल्ली की तस्वीर"
+    assert pretokenize(sentence, tok.pattern) == sentence.split()
+    assert [tok.decode(tok.encode(w)) for w in sentence.split()] == sentence.split()
+    assert len(tok.encode(sentence)) <= 8 and all(len(tok.encode(w)) == 1 for w in ("में", "की", "है", "और"))
+    assert tokens_per_word(tok, "hi", 20000)["weighted"] < 1.3
+    with pytest.warns(UserWarning, match="allows only"):   # CLIP's pattern, as before: few merges can fire
+        old = train("hi", join_marks=False)
+    assert old.pattern == PRETOKENIZE_PATTERN and old.meta["marks_as_letters"] == 0
+    assert tokens_per_word(old, "hi", 20000)["weighted"] > 2.5
+    # no Devanagari mark, CLIP's ids: English, Latin words, digits, emoji, the fuzz texts
+    ref = SimpleTokenizer()
+    for t in ["a photo of a cat", "lada 2024!", "naïve café", "e\u0301"] + mixed_texts(400):
+        assert tok.encode(t) == ref.encode(t), t
+    # marks in odd places, Devanagari digits, mixed scripts: tokenizer.json alone gives langclip's ids
+    hf = HFTok.from_file(str(tmp_path / "hi0" / "tokenizer.json"))
+    for t in [sentence, "बिल्ली!ि 5ि abcि", "१२३ बिल्लियाँ", "बिल्ली cat 🙂", "क़िला, ॐ।"]:
+        assert hf.encode(clean(t)).ids == [tok.sot_token_id] + tok.encode(t) + [tok.eot_token_id], t
+    # Russian writes no marks: CLIP's pattern itself (open_clip's, without its special tokens)
+    ru = train("ru")
+    assert ru.meta["marks_as_letters"] == 0 and ref.pat.pattern.endswith(ru.pattern)
+
+
 def test_corpus_with_latin_words_keeps_english_ids(tmp_path):
     """--corpus: a Russian corpus full of Latin brand names and numerals (the merges an unprotected
     trainer learns first) still leaves every Latin-script pre-token with CLIP's ids."""

@@ -9,8 +9,8 @@ from itertools import chain
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .clean import PRE, SEP, WS, clean, sep_breakers, slow_re
-from .vocab import CLIP_VOCAB, EOT, PAD_ID, SOT, build_hf_tokenizer, bytes_to_unicode
+from .clean import SEP, WS, clean, pre_regex, sep_breakers, slow_re
+from .vocab import CLIP_VOCAB, EOT, PAD_ID, PRETOKENIZE_PATTERN, SOT, build_hf_tokenizer, bytes_to_unicode, split_pattern
 
 META_FILE = "langclip_tokenizer.json"
 
@@ -69,6 +69,9 @@ class Tokenizer:
         self.context_length = context_length
         self.pad_token_id = PAD_ID
         assert self.eot_token_id == self.vocab_size - 1, "end-of-text must be the largest id (argmax pooling)"
+        # the pre-tokenizer of tokenizer.json, so Python and the Rust side cut text alike
+        self.pattern = split_pattern(self.hf)
+        self._pre = pre_regex(self.pattern)
         # chunk or pre-token -> ids, as tuples: tuples of ints leave the garbage collector's lists
         self._cache = _Memo(self._encode_chunk)
         # the BPE model alone, for pre-tokens already cut and byte-mapped; langclip memoises, so the
@@ -84,8 +87,9 @@ class Tokenizer:
         return cls(build_hf_tokenizer(()), {"base": "openai-clip-bpe", "merges_added": 0})
 
     @classmethod
-    def from_merges(cls, new_merges: Sequence[tuple[str, str]], meta: dict | None = None) -> "Tokenizer":
-        return cls(build_hf_tokenizer(new_merges), meta)
+    def from_merges(cls, new_merges: Sequence[tuple[str, str]], meta: dict | None = None,
+                    pattern: str = PRETOKENIZE_PATTERN) -> "Tokenizer":
+        return cls(build_hf_tokenizer(new_merges, pattern), meta)
 
     @classmethod
     def load(cls, path: str | Path) -> "Tokenizer":
@@ -185,7 +189,7 @@ class Tokenizer:
         # blocks only, where Python's and `regex`'s Unicode tables cannot differ)
         if chunk.isalpha() and (chunk.isascii() or max(chunk) < "\u0530"):
             return self._bpe_ids(chunk)
-        words = PRE.findall(chunk)
+        words = self._pre.findall(chunk)
         if len(words) == 1 and words[0] == chunk:
             return self._bpe_ids(chunk)
         return tuple([i for w in words for i in self._cache[w]])

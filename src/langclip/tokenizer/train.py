@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import time
@@ -23,7 +24,7 @@ from ..files import check_out_dir, pick_column, read_utf8, table_rows
 from .bpe import learn_merges
 from .clean import WS, clean, pretokenize
 from .encode import Tokenizer
-from .vocab import SUFFIX, build_hf_tokenizer, bytes_to_unicode, clip_base_vocab
+from .vocab import PRETOKENIZE_PATTERN, SUFFIX, build_hf_tokenizer, bytes_to_unicode, clip_base_vocab, pretokenize_pattern
 
 log = logging.getLogger(__name__)
 WEIGHT_MASS = 10**9  # each corpus source is scaled to this total integer weight
@@ -50,16 +51,16 @@ def read_texts(path: str | Path, column: str | None = None) -> list[str]:
     return [r[col] for r in rows if isinstance(r.get(col), str) and r[col]]
 
 
-def corpus_pretokens(texts: list[str]) -> Counter:
+def corpus_pretokens(texts: list[str], pattern: str = PRETOKENIZE_PATTERN) -> Counter:
     """Pre-token counts of cleaned texts: ['Два кота', 'два'] -> {'два': 2, 'кота': 1}."""
     counts: Counter = Counter()
     for t, n in Counter(texts).items():
-        for p in pretokenize(clean(t)):
+        for p in pretokenize(clean(t), pattern):
             counts[p] += n
     return counts
 
 
-def wordfreq_pretokens(lang: str, top: int | None = None) -> Counter:
+def wordfreq_pretokens(lang: str, top: int | None = None, pattern: str = PRETOKENIZE_PATTERN) -> Counter:
     """wordfreq's list for `lang` as pre-token weights summing to ~WEIGHT_MASS."""
     import wordfreq
 
@@ -69,7 +70,7 @@ def wordfreq_pretokens(lang: str, top: int | None = None) -> Counter:
     counts: Counter = Counter()
     for w, f in items:  # wordfreq's words are already NFC and lower-case: no ftfy needed
         wt = max(1, round(f / total * WEIGHT_MASS))
-        for p in pretokenize(WS.sub(" ", w).lower()):
+        for p in pretokenize(WS.sub(" ", w).lower(), pattern):
             counts[p] += wt
     return counts
 
@@ -179,6 +180,28 @@ class ScriptGuard:
         return True
 
 
+# -- scripts written with combining marks -----------------------------------------------------------
+@functools.lru_cache()
+def combining_marks() -> tuple[int, ...]:
+    """Every code point of Unicode's mark categories (Mn, Mc, Me) in Python's tables."""
+    return tuple(cp for cp in range(0x110000) if unicodedata.category(chr(cp))[0] == "M")
+
+
+def script_marks(weights: Counter, guard: ScriptGuard, share: float = 0.01) -> str:
+    """The combining marks of the target scripts (all that Unicode has, seen or not) if the corpus
+    writes with them — words holding one carry >= `share` of its mass —, else ''. CLIP's pattern cuts
+    a word at each mark, which is not a letter (Hindi "हिन्दी" -> 6 pre-tokens, and no merge can join
+    them); counted as letters, the word is one pre-token. Russian, Greek, Chinese, Japanese, Arabic as
+    wordfreq writes it: '' (CLIP's pattern unchanged). The marks are target characters, so the English
+    rule holds: text without them is pre-tokenized as CLIP does it."""
+    marks = frozenset(chr(cp) for cp in combining_marks() if guard.is_target(cp))
+    total = sum(weights.values())
+    if not marks or not total:
+        return ""
+    marked = sum(w for word, w in weights.items() if not marks.isdisjoint(word))
+    return "".join(sorted(marks)) if marked >= share * total else ""
+
+
 # -- languages written without spaces ---------------------------------------------------------------
 # A sentence of Chinese or Japanese is one pre-token ([\p{L}]+), so a word inside it is cut by CLIP's BPE
 # without the end-of-word suffix its isolated form (a wordfreq entry) carries.
@@ -219,32 +242,46 @@ def running_text(lang: str, n: int = 3000, top: int = 30_000, seed: int = 0) -> 
 
 
 # -- training -----------------------------------------------------------------------------------
+def _corpus_texts(cfg: TokenizerTrainConfig) -> list[str]:
+    texts: list[str] = []
+    for f in cfg.corpus:
+        texts += read_texts(f, cfg.column)
+    if cfg.corpus and not texts:
+        raise CorpusError(f"empty corpus: no text in {', '.join(cfg.corpus)}")
+    return texts
+
+
+def _pretoken_weights(cfg: TokenizerTrainConfig, texts: list[str], pattern: str) -> tuple[Counter, Counter]:
+    """(all pre-token weights, wordfreq's share of them) under a pre-tokenizer `pattern`."""
+    weights: Counter = Counter()
+    if texts:
+        weights.update(_scale(corpus_pretokens(texts, pattern)))
+    wf: Counter = wordfreq_pretokens(cfg.lang, cfg.wordfreq_top, pattern) if cfg.wordfreq else Counter()
+    weights.update(wf)
+    if not weights:
+        raise CorpusError("empty corpus: the texts hold no words")
+    return weights, wf
+
+
 def train_tokenizer(cfg: TokenizerTrainConfig, progress: bool = True) -> Tokenizer:
     """Learn `cfg.merges` merges continuing CLIP's BPE on the corpus; save to `cfg.out`."""
     cfg.validate()
     check_out_dir(cfg.out, "tokenizer", ("langclip_tokenizer.json",))
     t0 = time.perf_counter()
-    sources: dict[str, int] = {}
-    weights: Counter = Counter()
-    if cfg.corpus:
-        texts: list[str] = []
-        for f in cfg.corpus:
-            texts += read_texts(f, cfg.column)
-        if not texts:
-            raise CorpusError(f"empty corpus: no text in {', '.join(cfg.corpus)}")
-        sources["corpus_texts"] = len(texts)
-        weights.update(_scale(corpus_pretokens(texts)))
-    wf: Counter = Counter()
-    if cfg.wordfreq:
-        wf = wordfreq_pretokens(cfg.lang, cfg.wordfreq_top)
-        sources["wordfreq_words"] = len(wf)
-        weights.update(wf)
-    if not weights:
-        raise CorpusError("empty corpus: the texts hold no words")
-    words = list(weights)
+    texts = _corpus_texts(cfg)
+    weights, wf = _pretoken_weights(cfg, texts, PRETOKENIZE_PATTERN)
     guard = ScriptGuard(target_scripts(weights))
     log.info("target scripts %s: pre-tokens without their letters keep CLIP's ids", guard.scripts)
-    base = build_hf_tokenizer(())
+    marks = script_marks(weights, guard) if cfg.join_marks else ""
+    pattern = pretokenize_pattern(marks)
+    if marks:   # cut again, each word whole
+        log.info("%d combining marks of %s count as letters", len(marks), guard.scripts)
+        weights, wf = _pretoken_weights(cfg, texts, pattern)
+    sources = {"corpus_texts": len(texts)} if cfg.corpus else {}
+    if cfg.wordfreq:
+        sources["wordfreq_words"] = len(wf)
+    words = list(weights)
+    base = build_hf_tokenizer((), pattern)
     segs = base.encode_batch(words, add_special_tokens=False)
     segmented = [(e.tokens, weights[w]) for w, e in zip(words, segs)]
     inside = bool(wf) and cfg.word_internal and not NO_SPACE_SCRIPTS.isdisjoint(guard.scripts)
@@ -270,12 +307,13 @@ def train_tokenizer(cfg: TokenizerTrainConfig, progress: bool = True) -> Tokeniz
         "protected_pairs": res.protected_pairs,   # pairs of CLIP-handled pieces never merged (English ids)
         "target_scripts": guard.scripts,   # a new merge never fires on a pre-token without their letters
         "word_internal_forms": inside,     # wordfreq's words also learned as they stand inside running text
+        "marks_as_letters": len(marks),    # combining marks of the target scripts in the pre-tokenizer's letters
         "corpus": {"files": [str(c) for c in cfg.corpus], "column": cfg.column, "wordfreq": cfg.wordfreq,
                    "wordfreq_top": cfg.wordfreq_top, "distinct_pretokens": len(words), **sources},
         "train_seconds": round(time.perf_counter() - t0, 1),
         "config": asdict(cfg),
     }
-    tok = Tokenizer.from_merges(res.merges, meta)
+    tok = Tokenizer.from_merges(res.merges, meta, pattern)
     tok.save(cfg.out)
     return tok
 

@@ -31,6 +31,50 @@ CLIP_VOCAB = 49408
 PRETOKENIZE_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 
 
+def char_class(cps, char) -> str:
+    """The body of a regex character class for code points `cps`, runs written as ranges, each end
+    written by `char(cp)`: [0x41, 0x42, 0x43, 0x5A] -> 'A-CZ' with `chr`."""
+    cps = sorted(set(cps))
+    spans, lo, hi = [], cps[0], cps[0]
+    for c in cps[1:] + [-1]:
+        if c == hi + 1:
+            hi = c
+            continue
+        spans.append(char(lo) if lo == hi else f"{char(lo)}-{char(hi)}")
+        lo = hi = c
+    return "".join(spans)
+
+
+def pretokenize_pattern(marks: str = "") -> str:
+    """CLIP's pattern with the combining marks `marks` counted as letters: a word of a script written
+    with vowel signs and viramas (Devanagari, Bengali, Tamil, ...) stays one pre-token instead of being
+    cut at every mark ("हिन्दी": 6 pre-tokens under CLIP's pattern, 1 here). Text holding none of
+    `marks` is cut exactly as CLIP's pattern cuts it. `marks=""` gives CLIP's pattern itself."""
+    if not marks:
+        return PRETOKENIZE_PATTERN
+
+    def char(cp: int) -> str:   # an escape both Python's `regex` and the Rust side's Oniguruma read
+        return f"\\u{cp:04X}" if cp <= 0xFFFF else chr(cp)
+
+    cls = char_class(map(ord, marks), char)
+    return (r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}""" + cls + r"""]+|[\p{N}]|[^\s\p{L}\p{N}""" + cls + "]+")
+
+
+def split_pattern(hf_tokenizer) -> str:
+    """The pre-tokenizer pattern a `tokenizers.Tokenizer` built by `build_hf_tokenizer` uses (read back
+    from the tokenizer itself, so a saved tokenizer.json is the one source of truth); CLIP's if absent."""
+    import json
+
+    try:
+        state = json.loads(hf_tokenizer.pre_tokenizer.__getstate__())
+        for p in state.get("pretokenizers", [state]):
+            if p.get("type") == "Split":
+                return p["pattern"]["Regex"]
+    except (AttributeError, KeyError, TypeError, ValueError):
+        pass
+    return PRETOKENIZE_PATTERN
+
+
 # Python's str.lower (CLIP's cleaning) follows Unicode's Final_Sigma rule: a capital sigma after a cased
 # letter and not before one becomes 'ς' ("ΟΔΟΣ" -> "οδος"); the `tokenizers` library's Lowercase maps
 # every Σ to 'σ'. The rule, with Unicode's case-ignorable characters skipped (up to three behind):
@@ -107,8 +151,9 @@ def word_internal_bpe():
     return models.BPE(vocab=vocab, merges=merges, continuing_subword_prefix="", fuse_unk=False, ignore_merges=False)
 
 
-def build_hf_tokenizer(new_merges: Sequence[tuple[str, str]] = ()):
-    """A `tokenizers.Tokenizer` for CLIP's BPE plus `new_merges` (ranked after CLIP's)."""
+def build_hf_tokenizer(new_merges: Sequence[tuple[str, str]] = (), pattern: str = PRETOKENIZE_PATTERN):
+    """A `tokenizers.Tokenizer` for CLIP's BPE plus `new_merges` (ranked after CLIP's), pre-tokenizing
+    with `pattern` (CLIP's, or `pretokenize_pattern(marks)`)."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 
     vocab, merges = _vocab_and_merges(new_merges)
@@ -118,7 +163,7 @@ def build_hf_tokenizer(new_merges: Sequence[tuple[str, str]] = ()):
     tok = Tokenizer(bpe)
     tok.normalizer = clip_normalizer()
     tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(PRETOKENIZE_PATTERN), behavior="removed", invert=True),
+        pre_tokenizers.Split(Regex(pattern), behavior="removed", invert=True),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
     tok.decoder = decoders.Sequence([decoders.ByteLevel(), decoders.Replace(SUFFIX, " ")])
