@@ -179,10 +179,18 @@ def test_a_script_written_with_combining_marks_keeps_its_words_whole(tmp_path):
     ref = SimpleTokenizer()
     for t in ["a photo of a cat", "lada 2024!", "naïve café", "e\u0301"] + mixed_texts(400):
         assert tok.encode(t) == ref.encode(t), t
-    # marks in odd places, Devanagari digits, mixed scripts: tokenizer.json alone gives langclip's ids
-    hf = HFTok.from_file(str(tmp_path / "hi0" / "tokenizer.json"))
+    # marks in odd places, Devanagari digits, mixed scripts: tokenizer.json alone gives langclip's ids,
+    # and so do the exports' tokenizer files, read by transformers (hf, open_clip) and tokenizers (onnx, immich)
+    from transformers import AutoTokenizer
+
+    from langclip.export import _tokenizer_files
+
+    (tmp_path / "export").mkdir()
+    _tokenizer_files(tok, tmp_path / "export", 77)
+    hf, auto = HFTok.from_file(str(tmp_path / "export" / "tokenizer.json")), AutoTokenizer.from_pretrained(str(tmp_path / "export"))
     for t in [sentence, "बिल्ली!ि 5ि abcि", "१२३ बिल्लियाँ", "बिल्ली cat 🙂", "क़िला, ॐ।"]:
-        assert hf.encode(clean(t)).ids == [tok.sot_token_id] + tok.encode(t) + [tok.eot_token_id], t
+        ids = [tok.sot_token_id] + tok.encode(t) + [tok.eot_token_id]
+        assert hf.encode(clean(t)).ids == ids and auto(clean(t))["input_ids"] == ids, t
     # Russian writes no marks: CLIP's pattern itself (open_clip's, without its special tokens)
     ru = train("ru")
     assert ru.meta["marks_as_letters"] == 0 and ref.pat.pattern.endswith(ru.pattern)
