@@ -10,8 +10,9 @@ memoisation: most words are rare), `zipf` draws them by their wordfreq frequency
 both joined with spaces; `running` draws 3-10 by frequency and writes them as the language does
 (`tokenizer stats`' running text: Chinese and Japanese without spaces, so every text is one new chunk).
 The two tokenizers run alternately; the median of the repeats is reported. For a script written with
-combining marks (Hindi, Bengali, Tamil: `marks_as_letters` > 0) the training line also gives the same
-recipe under CLIP's own pre-tokenizer pattern (`*_clip_pattern`), which cuts words at every mark.
+combining marks (Hindi, Bengali, Tamil: `marks_as_letters` > 0) or with joiners inside words (Persian:
+`joiners_inside_words`) the training line also gives the same recipe under CLIP's own pre-tokenizer
+pattern (`*_clip_pattern`), which cuts words at every mark and joiner.
 Prints one JSON object per measurement and the machine.
 """
 import argparse
@@ -110,7 +111,8 @@ def main():
                 sum(map(len, alone.encode_batch(texts))) / n_words, 3)
             running[f"tokens_per_word_{L}_top100k_weighted_isolated_forms_only"] = round(
                 tokens_per_word(alone, L)["weighted"], 3)
-        if tok.meta.get("marks_as_letters"):   # the same run with CLIP's pattern (marks cut words): the baseline
+        if tok.meta.get("marks_as_letters") or tok.meta.get("joiners_inside_words"):   # the same run with CLIP's
+            # pattern (marks and joiners cut words): the baseline
             cut = train_tokenizer(TokenizerTrainConfig(lang=L, wordfreq=True, merges=a.merges, join_marks=False,
                                                        out=tempfile.mkdtemp()), progress=False)
             running.update({f"running_tokens_per_word_{L}_clip_pattern": round(
@@ -119,7 +121,8 @@ def main():
                             "merges_clip_pattern": cut.num_added_merges})
         print(json.dumps({"name": f"train_{L}_wordfreq", "merges": tok.num_added_merges, "seconds": round(train_s, 1),
                           "word_internal_forms": tok.meta.get("word_internal_forms"),
-                          "marks_as_letters": tok.meta.get("marks_as_letters"), **running,
+                          "marks_as_letters": tok.meta.get("marks_as_letters"),
+                          "joiners_inside_words": tok.meta.get("joiners_inside_words"), **running,
                           f"tokens_per_word_{L}_top100k_weighted": round(tokens_per_word(tok, L)["weighted"], 3),
                           f"clip_tokens_per_word_{L}_top100k_weighted": round(tokens_per_word(clip, L)["weighted"], 3),
                           f"tokens_per_word_{L}_top50k_weighted": round(tokens_per_word(tok, L, 50000)["weighted"], 3),

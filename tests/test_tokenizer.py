@@ -196,6 +196,34 @@ def test_a_script_written_with_combining_marks_keeps_its_words_whole(tmp_path):
     assert ru.meta["marks_as_letters"] == 0 and ref.pat.pattern.endswith(ru.pattern)
 
 
+def test_a_joiner_inside_a_persian_word_keeps_the_word_whole(tmp_path):
+    """Persian writes a zero-width non-joiner inside words ("کتاب‌ها" books, "می‌خواهم" I want); CLIP's
+    pattern cut such a word in three. Between two Arabic-script characters it is now part of the word;
+    elsewhere (Latin text, an emoji sequence's joiner) the cut is CLIP's, and so are the ids."""
+    from open_clip.tokenizer import SimpleTokenizer
+    from tokenizers import Tokenizer as HFTok
+
+    from langclip.tokenizer import pretokenize
+
+    def train(**kw):
+        return train_tokenizer(TokenizerTrainConfig(lang="fa", wordfreq=True, wordfreq_top=20000, merges=2000,
+                                                    out=str(tmp_path / f"fa{len(kw)}"), **kw), progress=False)
+
+    tok, old = train(), train(join_marks=False)
+    assert tok.meta["joiners_inside_words"] and not old.meta["joiners_inside_words"]
+    words = ["کتاب\u200cها", "می\u200cخواهم"]
+    assert [pretokenize(w, tok.pattern) for w in words] == [[w] for w in words]
+    assert [len(pretokenize(w, old.pattern)) for w in words] == [3, 3]
+    assert [tok.decode(tok.encode(w)) for w in words] == words
+    assert sum(len(tok.encode(w)) for w in words) < sum(len(old.encode(w)) for w in words)
+    ref = SimpleTokenizer()
+    for t in ["a\u200cb", "👩\u200d👩\u200d👧 family", "ok!\u200c", "a photo of a cat"] + mixed_texts(200):
+        assert tok.encode(t) == ref.encode(t), t
+    hf = HFTok.from_file(str(tmp_path / "fa0" / "tokenizer.json"))
+    for t in words + ["کتاب\u200c! !\u200cها", "کتاب\u200cbook \u200cها"]:
+        assert hf.encode(clean(t)).ids == [tok.sot_token_id] + tok.encode(t) + [tok.eot_token_id], t
+
+
 def test_corpus_with_latin_words_keeps_english_ids(tmp_path):
     """--corpus: a Russian corpus full of Latin brand names and numerals (the merges an unprotected
     trainer learns first) still leaves every Latin-script pre-token with CLIP's ids."""

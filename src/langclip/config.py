@@ -37,8 +37,9 @@ class TokenizerTrainConfig:
     wordfreq_top: int | None = None        # only the N most frequent wordfreq words (None: all)
     word_internal: bool = True             # a language written without spaces (zh, ja, ...): also learn
                                            # wordfreq's words as they stand inside running text
-    join_marks: bool = True                # a script written with combining marks (Devanagari, Bengali, Tamil):
-                                           # its marks count as letters, so a word is one pre-token
+    join_marks: bool = True                # a script written with combining marks (Devanagari, Bengali, Tamil)
+                                           # or with joiners inside words (Persian's ZWNJ): they count as
+                                           # letters, so a word is one pre-token
     out: str = "tokenizer"
 
     def validate(self) -> None:

@@ -12,7 +12,7 @@ the training segmentation. Skips are counted and reported.
 
 A merge may also be *protected* against (`protected(symbol)` true for both of its sides): such a
 pair is never counted, so it can never be learned. langclip protects every symbol that could occur
-in text CLIP already handles (see `tokenizer_train.ScriptGuard`), which makes English ids unchanged
+in text CLIP already handles (see `tokenizer.scripts.ScriptGuard`), which makes English ids unchanged
 by construction: a new merge always holds a piece that such text cannot contain.
 
 Example (hand-checkable): words {"aaab": 3, "ab": 1} with start symbols a|a|a|b and a|b:

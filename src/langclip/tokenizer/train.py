@@ -9,11 +9,9 @@
 """
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 import time
-import unicodedata
 import warnings
 from collections import Counter
 from dataclasses import asdict
@@ -24,7 +22,8 @@ from ..files import check_out_dir, pick_column, read_utf8, table_rows
 from .bpe import learn_merges
 from .clean import WS, clean, pretokenize
 from .encode import Tokenizer
-from .vocab import PRETOKENIZE_PATTERN, SUFFIX, build_hf_tokenizer, bytes_to_unicode, clip_base_vocab, pretokenize_pattern
+from .scripts import ScriptGuard, script_joiners, script_marks, target_scripts
+from .vocab import PRETOKENIZE_PATTERN, build_hf_tokenizer, clip_base_vocab, pretokenize_pattern
 
 log = logging.getLogger(__name__)
 WEIGHT_MASS = 10**9  # each corpus source is scaled to this total integer weight
@@ -78,128 +77,6 @@ def wordfreq_pretokens(lang: str, top: int | None = None, pattern: str = PRETOKE
 def _scale(c: Counter) -> Counter:
     total = sum(c.values())
     return Counter({k: max(1, round(v / total * WEIGHT_MASS)) for k, v in c.items()}) if total else c
-
-
-# -- English stays CLIP's, by construction ------------------------------------------------------
-def char_script(ch: str) -> str:
-    """The first word of a character's Unicode name: 'к' -> 'CYRILLIC', '北' -> 'CJK', '!' -> 'EXCLAMATION'."""
-    return unicodedata.name(ch, "?").split(" ", 1)[0]
-
-
-def target_scripts(weights: Counter, share: float = 0.05) -> list[str]:
-    """The scripts of the target language: the non-Latin ones holding >= `share` of the corpus's whole
-    letter mass (Latin included); for a Latin-script language (nothing else qualifies), 'LATIN' (its
-    non-ASCII letters). Japanese -> CJK, HIRAGANA, KATAKANA; German -> LATIN, however many Cyrillic,
-    Greek or Katakana words its list holds (they once outvoted it: a share of the non-Latin mass)."""
-    chars: Counter = Counter()
-    for word, w in weights.items():
-        for ch in word:
-            chars[ch] += w
-    mass: Counter = Counter()
-    for ch, w in chars.items():     # a few thousand distinct characters: their names looked up once
-        if ch.isalpha():
-            mass[char_script(ch)] += w
-    total = sum(mass.values())
-    own = sorted(k for k, v in mass.items() if k != "LATIN" and v >= share * total) if total else []
-    return own or ["LATIN"]
-
-
-# Unicode blocks of common scripts: a block's every character counts as the script's, so that e.g. the
-# Coptic letters inside "Greek and Coptic" do not make every Greek lead byte ambiguous.
-SCRIPT_BLOCKS: dict[str, tuple[tuple[int, int], ...]] = {
-    "CYRILLIC": ((0x0400, 0x052F), (0x1C80, 0x1C8F), (0x2DE0, 0x2DFF), (0xA640, 0xA69F)),
-    "GREEK": ((0x0370, 0x03FF), (0x1F00, 0x1FFF)),
-    "ARMENIAN": ((0x0530, 0x058F),), "HEBREW": ((0x0590, 0x05FF),),
-    "ARABIC": ((0x0600, 0x06FF), (0x0750, 0x077F), (0x08A0, 0x08FF), (0xFB50, 0xFDFF), (0xFE70, 0xFEFF)),
-    "DEVANAGARI": ((0x0900, 0x097F),), "BENGALI": ((0x0980, 0x09FF),), "TAMIL": ((0x0B80, 0x0BFF),),
-    "THAI": ((0x0E00, 0x0E7F),), "GEORGIAN": ((0x10A0, 0x10FF), (0x2D00, 0x2D2F)),
-    "HANGUL": ((0x1100, 0x11FF), (0x3130, 0x318F), (0xAC00, 0xD7AF)),
-    "HIRAGANA": ((0x3040, 0x309F),), "KATAKANA": ((0x30A0, 0x30FF),),
-    "CJK": ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF)),
-}
-
-
-class ScriptGuard:
-    """The rule that keeps English ids unchanged: **a new merge must hold, in at least one of its two
-    pieces, part of a character of a target script that no other character shares** (for Russian: a
-    Cyrillic letter, or a UTF-8 lead byte only Cyrillic characters begin with). A character belongs to
-    a script by the first word of its Unicode name or by its block (SCRIPT_BLOCKS). A piece that could occur in
-    a pre-token without a target-script character is *protected*; two protected pieces never merge.
-    So a pre-token with no letter of the target script — all English, Latin-script words in Russian
-    text ("lada", "xviii"), digits, punctuation, emoji, other scripts — is cut exactly as CLIP cuts it,
-    by construction, whatever the corpus (BPE works per pre-token; CLIP's merges rank first).
-    For a Latin-script language the target characters are its non-ASCII Latin letters (ASCII text keeps
-    CLIP's ids; a word with ä or ł may not).
-
-        ScriptGuard(["CYRILLIC"]).protected("lad") -> True; .protected("Ð¿") (п) -> False
-    """
-
-    def __init__(self, scripts: list[str]):
-        self.scripts = list(scripts)
-        self._set = frozenset(scripts)
-        self._byte = {c: b for b, c in bytes_to_unicode().items()}
-        self._range_memo: dict[tuple[int, int], bool] = {}
-
-    def is_target(self, cp: int) -> bool:
-        if "LATIN" in self._set and cp < 0x80:
-            return False
-        name = unicodedata.name(chr(cp), "")
-        if not name:   # unassigned: occurs in no text (keeps e.g. U+0380..U+0383 from protecting Greek)
-            return True
-        return name.split(" ", 1)[0] in self._set or any(
-            lo <= cp <= hi for sc in self.scripts for lo, hi in SCRIPT_BLOCKS.get(sc, ()))
-
-    def _all_target(self, lo: int, hi: int) -> bool:
-        """Every code point in [lo, hi] is a target character (ranges of a truncated UTF-8 sequence)."""
-        key = (lo, hi)
-        if key not in self._range_memo:   # a huge range (a lone 4-byte lead) is never all target: protected
-            self._range_memo[key] = hi - lo < 8192 and all(self.is_target(c) for c in range(lo, hi + 1))
-        return self._range_memo[key]
-
-    def protected(self, symbol: str) -> bool:
-        if symbol.endswith(SUFFIX):
-            symbol = symbol[: -len(SUFFIX)]
-        bs = [self._byte[c] for c in symbol]
-        i, n = 0, len(bs)
-        while i < n and 0x80 <= bs[i] < 0xC0:   # the tail of a character begun before this piece: any
-            i += 1                               # character may end so (conservatively: protected)
-        while i < n:
-            b = bs[i]
-            size = 1 if b < 0x80 else 2 if b < 0xE0 else 3 if b < 0xF0 else 4
-            cp = b if size == 1 else b & (0xFF >> (size + 1))
-            got = bs[i + 1: i + size]
-            for c in got:
-                cp = (cp << 6) | (c & 0x3F)
-            missing = size - 1 - len(got)
-            if missing == 0:
-                if self.is_target(cp):
-                    return False
-            elif self._all_target(cp << (6 * missing), ((cp + 1) << (6 * missing)) - 1):
-                return False   # a truncated character that only target characters begin with
-            i += size
-        return True
-
-
-# -- scripts written with combining marks -----------------------------------------------------------
-@functools.lru_cache()
-def combining_marks() -> tuple[int, ...]:
-    """Every code point of Unicode's mark categories (Mn, Mc, Me) in Python's tables."""
-    return tuple(cp for cp in range(0x110000) if unicodedata.category(chr(cp))[0] == "M")
-
-
-def script_marks(weights: Counter, guard: ScriptGuard, share: float = 0.01) -> str:
-    """The combining marks of the target scripts (all that Unicode has, seen or not) if the corpus
-    writes with them — words holding one carry >= `share` of its mass —, else ''. CLIP's pattern cuts
-    a word at each mark, which is not a letter (Hindi "हिन्दी" -> 6 pre-tokens, and no merge can join
-    them); counted as letters, the word is one pre-token. Russian, Greek, Chinese, Japanese, Arabic as
-    wordfreq writes it: '' (CLIP's pattern unchanged). The marks are target characters, so the English
-    rule holds: text without them is pre-tokenized as CLIP does it."""
-    marks = frozenset(chr(cp) for cp in combining_marks() if guard.is_target(cp))
-    total = sum(weights.values())
-    if not marks or not total:
-        return ""
-    marked = sum(w for word, w in weights.items() if not marks.isdisjoint(word))
-    return "".join(sorted(marks)) if marked >= share * total else ""
 
 
 # -- languages written without spaces ---------------------------------------------------------------
@@ -273,9 +150,11 @@ def train_tokenizer(cfg: TokenizerTrainConfig, progress: bool = True) -> Tokeniz
     guard = ScriptGuard(target_scripts(weights))
     log.info("target scripts %s: pre-tokens without their letters keep CLIP's ids", guard.scripts)
     marks = script_marks(weights, guard) if cfg.join_marks else ""
-    pattern = pretokenize_pattern(marks)
-    if marks:   # cut again, each word whole
-        log.info("%d combining marks of %s count as letters", len(marks), guard.scripts)
+    joined = script_joiners(weights, guard) if cfg.join_marks else ""
+    pattern = pretokenize_pattern(marks, joined)
+    if marks or joined:   # cut again, each word whole
+        log.info("%d combining marks of %s count as letters; joiners inside words: %s", len(marks),
+                 guard.scripts, bool(joined))
         weights, wf = _pretoken_weights(cfg, texts, pattern)
     sources = {"corpus_texts": len(texts)} if cfg.corpus else {}
     if cfg.wordfreq:
@@ -308,6 +187,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig, progress: bool = True) -> Tokeniz
         "target_scripts": guard.scripts,   # a new merge never fires on a pre-token without their letters
         "word_internal_forms": inside,     # wordfreq's words also learned as they stand inside running text
         "marks_as_letters": len(marks),    # combining marks of the target scripts in the pre-tokenizer's letters
+        "joiners_inside_words": bool(joined),   # ZWNJ/ZWJ between two target characters: inside the word
         "corpus": {"files": [str(c) for c in cfg.corpus], "column": cfg.column, "wordfreq": cfg.wordfreq,
                    "wordfreq_top": cfg.wordfreq_top, "distinct_pretokens": len(words), **sources},
         "train_seconds": round(time.perf_counter() - t0, 1),

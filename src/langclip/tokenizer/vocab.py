@@ -45,19 +45,26 @@ def char_class(cps, char) -> str:
     return "".join(spans)
 
 
-def pretokenize_pattern(marks: str = "") -> str:
+def pretokenize_pattern(marks: str = "", joined: str = "") -> str:
     """CLIP's pattern with the combining marks `marks` counted as letters: a word of a script written
     with vowel signs and viramas (Devanagari, Bengali, Tamil, ...) stays one pre-token instead of being
-    cut at every mark ("हिन्दी": 6 pre-tokens under CLIP's pattern, 1 here). Text holding none of
-    `marks` is cut exactly as CLIP's pattern cuts it. `marks=""` gives CLIP's pattern itself."""
-    if not marks:
+    cut at every mark ("हिन्दी": 6 pre-tokens under CLIP's pattern, 1 here). With `joined` (characters of
+    the target scripts), a zero-width non-joiner or joiner standing between two of them is part of the
+    word too (Persian "کتاب‌ها", cut in three by CLIP's pattern). Text holding none of `marks` and no
+    joiner between `joined` characters is cut exactly as CLIP's pattern cuts it; with neither argument
+    this is CLIP's pattern itself."""
+    if not marks and not joined:
         return PRETOKENIZE_PATTERN
 
     def char(cp: int) -> str:   # an escape both Python's `regex` and the Rust side's Oniguruma read
         return f"\\u{cp:04X}" if cp <= 0xFFFF else chr(cp)
 
-    cls = char_class(map(ord, marks), char)
-    return (r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}""" + cls + r"""]+|[\p{N}]|[^\s\p{L}\p{N}""" + cls + "]+")
+    cls = char_class(map(ord, marks), char) if marks else ""
+    word = r"[\p{L}" + cls + "]+"
+    if joined:
+        between = char_class(map(ord, joined), char)
+        word = r"(?:[\p{L}" + cls + r"]|(?<=[" + between + r"])[\u200C\u200D](?=[" + between + "]))+"
+    return r"""'s|'t|'re|'ve|'m|'ll|'d|""" + word + r"""|[\p{N}]|[^\s\p{L}\p{N}""" + cls + "]+"
 
 
 def split_pattern(hf_tokenizer) -> str:
