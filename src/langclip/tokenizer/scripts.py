@@ -140,7 +140,7 @@ def script_joiners(weights: Counter, guard: ScriptGuard, share: float = 0.005) -
     zero-width non-joiner or joiner inside its words — CLIP's pattern leaves one alone as a pre-token,
     and such pre-tokens carry >= `share` of the weight (Persian's wordfreq list: 1.4%) —, else ''.
     A joiner counts as part of a word only between two of these characters, so text without them is
-    cut as CLIP cuts it (an emoji sequence's joiner, "a\u200cb")."""
+    cut as CLIP cuts it (an emoji sequence's joiner, "a\\u200cb")."""
     total = sum(weights.values())
     if guard.scripts == ["LATIN"] or not total or sum(weights.get(j, 0) for j in JOINERS) < share * total:
         return ""
