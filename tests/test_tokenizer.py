@@ -197,6 +197,27 @@ def test_a_script_written_with_combining_marks_keeps_its_words_whole(tmp_path):
     assert ru.meta["marks_as_letters"] == 0 and ref.pat.pattern.endswith(ru.pattern)
 
 
+def test_thai_from_a_corpus_keeps_its_sentences_whole(tmp_path):
+    """Thai has no wordfreq list and no spaces: a sentence should be one pre-token (as for Chinese), but
+    its vowel and tone marks cut it under CLIP's pattern; from a `--corpus` they now count as letters."""
+    from open_clip.tokenizer import SimpleTokenizer
+
+    from langclip.tokenizer import pretokenize
+
+    lines = ["แมวนั่งอยู่บนโต๊ะ", "สุนัขวิ่งในสวน", "รถสีแดงจอดอยู่หน้าบ้าน", "ท้องฟ้าสีฟ้าสดใส", "เด็กกำลังเล่นฟุตบอล"]
+    (tmp_path / "th.txt").write_text("\n".join(lines * 20), encoding="utf-8")
+    with pytest.warns(UserWarning, match="allows only"):   # five sentences: every merge they allow
+        tok = train_tokenizer(TokenizerTrainConfig(lang="th", corpus=[str(tmp_path / "th.txt")], merges=200,
+                                                   out=str(tmp_path / "tok")), progress=False)
+    assert tok.meta["target_scripts"] == ["THAI"] and tok.meta["marks_as_letters"] > 10
+    assert [pretokenize(t, tok.pattern) for t in lines] == [[t] for t in lines]
+    assert all(len(pretokenize(t)) > 1 for t in lines)                 # CLIP's pattern: cut at the marks
+    assert all(len(tok.encode(t)) == 1 for t in lines)                   # each seen sentence one token
+    ref = SimpleTokenizer()
+    for t in ("a photo of a cat", "Bangkok 2024!"):
+        assert tok.encode(t) == ref.encode(t), t
+
+
 def test_a_joiner_inside_a_persian_word_keeps_the_word_whole(tmp_path):
     """Persian writes a zero-width non-joiner inside words ("کتاب‌ها" books, "می‌خواهم" I want); CLIP's
     pattern cut such a word in three. Between two Arabic-script characters it is now part of the word;
