@@ -148,7 +148,7 @@ def test_a_language_without_spaces_learns_its_words_as_running_text_holds_them(t
         assert tok.encode(t) == ref.encode(t), t
 
 
-def test_a_script_written_with_combining_marks_keeps_its_words_whole(tmp_path):
+def test_a_script_written_with_combining_marks_keeps_its_words_whole(tmp_path, ru_tokenizer):
     """Hindi: CLIP's pattern cuts a word at every vowel sign and virama (marks, not letters), so
     "हिन्दी" was 6 pre-tokens, wordfreq's list allowed only a few thousand merges (they cannot join
     pre-tokens) and a word cost ~2.9 tokens. The target script's marks now count as letters: a word is
@@ -192,9 +192,7 @@ def test_a_script_written_with_combining_marks_keeps_its_words_whole(tmp_path):
         ids = [tok.sot_token_id] + tok.encode(t) + [tok.eot_token_id]
         assert hf.encode(clean(t)).ids == ids and auto(clean(t))["input_ids"] == ids, t
     # Russian writes no marks: CLIP's pattern itself (open_clip's, without its special tokens)
-    ru = train_tokenizer(TokenizerTrainConfig(lang="ru", wordfreq=True, wordfreq_top=20000, merges=2000,
-                                              out=str(tmp_path / "ru")), progress=False)
-    assert ru.meta["marks_as_letters"] == 0 and ref.pat.pattern.endswith(ru.pattern)
+    assert ru_tokenizer.meta["marks_as_letters"] == 0 and ref.pat.pattern.endswith(ru_tokenizer.pattern)
 
 
 def test_thai_from_a_corpus_keeps_its_sentences_whole(tmp_path):
