@@ -1,10 +1,12 @@
 import random
+
+import pytest
 from collections import Counter
 
 from langclip.tokenizer.bpe import learn_merges
 
 
-def naive_bpe(words, num_merges, existing):
+def naive_bpe(words, num_merges, existing, protected=lambda s: False):
     """Reference: recount every pair from scratch after each merge."""
     words = [(list(w), c) for w, c in words]
     known, merges = set(existing), []
@@ -13,11 +15,12 @@ def naive_bpe(words, num_merges, existing):
         stats = Counter()
         for w, c in words:
             for p in zip(w, w[1:]):
-                stats[p] += c
+                if not (protected(p[0]) and protected(p[1])):
+                    stats[p] += c
         cands = [(-n, p) for p, n in stats.items() if n > 0 and p not in banned]
         if not cands:
             break
-        _, best = min(cands)
+        _, best = min(cands)   # the highest count; ties by the pieces' strings
         if "".join(best) in known:
             banned.add(best)
             continue
@@ -55,6 +58,21 @@ def test_matches_naive_reference_on_random_corpus():
     assert ("a", "b") not in fast.merges and fast.skipped_existing >= 1
 
 
+@pytest.mark.parametrize("n_words,merges", [(400, 80), (1500, 150)])
+def test_runs_word_ends_and_protection_match_the_naive_reference(n_words, merges):
+    """Runs of one letter (a a a: only the first two merge), pairs across word ends that must not
+    count, protected pieces, an existing result and weight 0: the learner gives the reference's merges.
+    The larger corpus makes pairs that are made again and again (their index grows and is compacted)."""
+    rng = random.Random(n_words)
+    words = [([rng.choice("aaaabcdef") for _ in range(rng.randint(1, 12))], rng.randint(1, 40))
+             for _ in range(n_words)]
+    words += [(["a"] * 7, 90), (["d", "d"], 500), (["a", "b"], 0)]   # 'dd' is protected; weight 0 counts nothing
+    prot = lambda s: s in ("c", "d")   # noqa: E731
+    res = learn_merges(words, merges, existing_tokens=set("abcdef") | {"ab"}, protected=prot)
+    assert res.merges == naive_bpe(words, merges, set("abcdef") | {"ab"}, prot)
+    assert res.protected_pairs == 4 and ("d", "d") not in res.merges and ("a", "a") in res.merges
+
+
 def test_exhausted_corpus_reports_it():
     res = learn_merges([(["x", "y"], 5)], 10, existing_tokens={"x", "y"})
     assert res.merges == [("x", "y")] and res.exhausted
@@ -86,3 +104,28 @@ def test_script_guard_examples():
     assert not greek.protected(u[0xCE]) and not greek.protected(u[0xCF]) and greek.protected(enc("lad"))
     latin = ScriptGuard(["LATIN"])       # a Latin-script language: its non-ASCII letters
     assert latin.protected(enc("lad")) and not latin.protected(enc("ł")) and not latin.protected(enc("ä"))
+
+
+def test_clips_cut_in_numpy_equals_the_bpe_of_tokenizers():
+    """The learner cuts pre-tokens with CLIP's merges applied in rank order to all words at once; that
+    must be CLIP's BPE word by word, as `tokenizers` runs it: with the end-of-word suffix and without
+    it (a word standing inside a longer pre-token), on Russian, English, Japanese, digits, emoji, runs."""
+    import wordfreq
+    from tokenizers import models
+
+    from langclip.tokenizer import bytes_to_unicode, clip_base_vocab, clip_merges
+    from langclip.tokenizer.bpe import PreTokens, segment
+
+    words = ["aaaa", "1111111", "!!!!!!!", "😀👍🏽", "ǅ", "ß", "ﬁ", "'s", "<|endoftext|>", "", "ёёёё"]
+    for lang, n in (("ru", 6000), ("en", 3000), ("ja", 1000)):
+        words += [w for w in wordfreq.top_n_list(lang, n) if " " not in w]
+    words = list(dict.fromkeys(words))
+    vocab = {t: i for i, t in enumerate(clip_base_vocab())}
+    u = bytes_to_unicode()
+    mapped = ["".join(u[b] for b in w.encode("utf-8")) for w in words]
+    for suffix in ("</w>", ""):
+        ref = models.BPE(vocab=vocab, merges=list(clip_merges()), continuing_subword_prefix="", fuse_unk=False,
+                         **({"end_of_word_suffix": suffix} if suffix else {}))
+        expected = [[t.value for t in ref.tokenize(m)] if m else [] for m in mapped]
+        got = segment(PreTokens(words, [1] * len(words), [bool(suffix)] * len(words)))
+        assert got == expected, next((w, g, e) for w, g, e in zip(words, got, expected) if g != e)

@@ -222,7 +222,10 @@ def test_compiled_training_matches_eager(tmp_path, train_cfg):
             w = a[k].shape[0] // 3           # invariant): its gradient is rounding noise that Adam
             keep = torch.cat([torch.arange(w), torch.arange(2 * w, 3 * w)])  # scales up to lr-sized
             a[k], b[k] = a[k][keep], b[k][keep]  # steps, so only the query and value biases are compared
-        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
+        # atol: Adam turns a rounding difference in a near-zero gradient into part of a step (lr 3e-3);
+        # on an AVX-512 machine inductor's kernels left up to 8e-5 in a few elements; a wrong graph moves
+        # many elements by whole steps
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=2e-4, msg=k)
     # bf16 weights compiled (what a GPU run uses): the same losses within bf16's rounding
     losses = {}
     for d, comp in (("bf16-eager", False), ("bf16-compiled", True)):

@@ -16,17 +16,29 @@ def char_script(ch: str) -> str:
     return unicodedata.name(ch, "?").split(" ", 1)[0]
 
 
+def char_weights(weights: Counter) -> dict[str, float]:
+    """Each character's summed weight over the words it stands in (once per occurrence), counted in
+    numpy: {'да': 2, 'до': 1} -> {'д': 3, 'а': 2, 'о': 1}."""
+    import numpy as np
+
+    if not weights:
+        return {}
+    cps = np.frombuffer("".join(weights).encode("utf-32-le"), np.uint32)
+    lengths = np.fromiter(map(len, weights), np.int64, len(weights))
+    w = np.repeat(np.asarray(list(weights.values())), lengths)   # int64, or float64 for frequencies
+    order = np.argsort(cps, kind="stable")
+    cps, w = cps[order], w[order]
+    first = np.flatnonzero(np.concatenate(([True], cps[1:] != cps[:-1])))
+    return dict(zip(map(chr, cps[first].tolist()), np.add.reduceat(w, first).tolist()))
+
+
 def target_scripts(weights: Counter, share: float = 0.05) -> list[str]:
     """The scripts of the target language: the non-Latin ones holding >= `share` of the corpus's whole
     letter mass (Latin included); for a Latin-script language (nothing else qualifies), 'LATIN' (its
     non-ASCII letters). Japanese -> CJK, HIRAGANA, KATAKANA; German -> LATIN, however many Cyrillic,
     Greek or Katakana words its list holds (they once outvoted it: a share of the non-Latin mass)."""
-    chars: Counter = Counter()
-    for word, w in weights.items():
-        for ch in word:
-            chars[ch] += w
     mass: Counter = Counter()
-    for ch, w in chars.items():     # a few thousand distinct characters: their names looked up once
+    for ch, w in char_weights(weights).items():   # a few thousand distinct characters: names looked up once
         if ch.isalpha():
             mass[char_script(ch)] += w
     total = sum(mass.values())
@@ -126,7 +138,7 @@ def script_marks(weights: Counter, guard: ScriptGuard, share: float = 0.01) -> s
     rule holds: text without them is pre-tokenized as CLIP does it."""
     marks = frozenset(chr(cp) for cp in combining_marks() if guard.is_target(cp))
     total = sum(weights.values())
-    if not marks or not total:
+    if not total or marks.isdisjoint("".join(weights)):
         return ""
     marked = sum(w for word, w in weights.items() if not marks.isdisjoint(word))
     return "".join(sorted(marks)) if marked >= share * total else ""

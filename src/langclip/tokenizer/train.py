@@ -19,11 +19,11 @@ from pathlib import Path
 
 from ..config import TokenizerTrainConfig, check_wordfreq_language
 from ..files import check_out_dir, pick_column, read_utf8, table_rows
-from .bpe import learn_merges
+from .bpe import PreTokens, learn_merges
 from .clean import WS, clean, pretokenize
 from .encode import Tokenizer
 from .scripts import ScriptGuard, script_joiners, script_marks, target_scripts
-from .vocab import PRETOKENIZE_PATTERN, build_hf_tokenizer, clip_base_vocab, pretokenize_pattern
+from .vocab import PRETOKENIZE_PATTERN, clip_base_vocab, pretokenize_pattern
 
 log = logging.getLogger(__name__)
 WEIGHT_MASS = 10**9  # each corpus source is scaled to this total integer weight
@@ -69,6 +69,9 @@ def wordfreq_pretokens(lang: str, top: int | None = None, pattern: str = PRETOKE
     counts: Counter = Counter()
     for w, f in items:  # wordfreq's words are already NFC and lower-case: no ftfy needed
         wt = max(1, round(f / total * WEIGHT_MASS))
+        if w.isalpha() and max(w) < "\u0530":   # letters of the old, stable blocks, where str.isalpha is
+            counts[w.lower()] += wt              # \p{L}: one pre-token under every pattern (most words)
+            continue
         for p in pretokenize(WS.sub(" ", w).lower(), pattern):
             counts[p] += wt
     return counts
@@ -85,22 +88,15 @@ def _scale(c: Counter) -> Counter:
 NO_SPACE_SCRIPTS = frozenset({"CJK", "HIRAGANA", "KATAKANA", "THAI", "LAO", "KHMER", "MYANMAR", "TIBETAN"})
 
 
-def with_word_internal_forms(segmented: list, words: list[str], wf: Counter) -> list:
-    """Each wordfreq word counted half as it ends a pre-token (its `</w>` form, already in `segmented`)
-    and half as it stands inside one (CLIP's cut without the suffix): merges then also fire in running
+def with_word_internal_forms(pre: PreTokens, wf: Counter) -> PreTokens:
+    """Each wordfreq word counted half as it ends a pre-token (its `</w>` form, already in `pre`) and
+    half as it stands inside one (CLIP's cut without the suffix): merges then also fire in running
     text, where most words of a language without spaces stand."""
-    from .encode import BYTE_MAP
-    from .vocab import word_internal_bpe
-
-    bpe = word_internal_bpe()
-    out = []
-    for (tokens, w), word in zip(segmented, words):
-        half = wf.get(word, 0) // 2
-        out.append((tokens, w - half))
-        if half:
-            mapped = word.encode("utf-8").decode("latin-1").translate(BYTE_MAP)
-            out.append(([t.value for t in bpe.tokenize(mapped)], half))
-    return out
+    halves = [wf.get(word, 0) // 2 for word in pre.texts]
+    inner = [(word, h) for word, h in zip(pre.texts, halves) if h]
+    return PreTokens(pre.texts + [word for word, _ in inner],
+                     [w - h for w, h in zip(pre.weights, halves)] + [h for _, h in inner],
+                     pre.word_end + [False] * len(inner))
 
 
 def running_text(lang: str, n: int = 3000, top: int = 30_000, seed: int = 0) -> tuple[list[str], int]:
@@ -160,16 +156,14 @@ def train_tokenizer(cfg: TokenizerTrainConfig, progress: bool = True) -> Tokeniz
     if cfg.wordfreq:
         sources["wordfreq_words"] = len(wf)
     words = list(weights)
-    base = build_hf_tokenizer((), pattern)
-    segs = base.encode_batch(words, add_special_tokens=False)
-    segmented = [(e.tokens, weights[w]) for w, e in zip(words, segs)]
+    pre = PreTokens(words, list(weights.values()), [True] * len(words))   # cut by CLIP's BPE in the learner
     inside = bool(wf) and cfg.word_internal and not NO_SPACE_SCRIPTS.isdisjoint(guard.scripts)
     if inside:   # a word list of a language written without spaces: its words mostly stand inside text
-        segmented = with_word_internal_forms(segmented, words, wf)
+        pre = with_word_internal_forms(pre, wf)
     from ..files import progress_bar
 
     bar = progress_bar(total=cfg.merges, desc="merges", unit="merge", disable=not progress, mininterval=0.5)
-    res = learn_merges(segmented, cfg.merges, set(clip_base_vocab()),
+    res = learn_merges(pre, cfg.merges, set(clip_base_vocab()),
                        progress=lambda n: bar.update(n - bar.n), protected=guard.protected)
     bar.close()
     if res.exhausted:

@@ -148,16 +148,6 @@ def _vocab_and_merges(new_merges: Sequence[tuple[str, str]]) -> tuple[dict[str, 
     return vocab, list(clip_merges()) + [tuple(m) for m in new_merges]
 
 
-def word_internal_bpe():
-    """CLIP's BPE model without the end-of-word suffix: how CLIP cuts a word that stands inside a longer
-    pre-token (Chinese or Japanese text has no spaces, so a sentence is one pre-token and only its last
-    character carries `</w>`). Input: byte-mapped text, as `Tokenizer._bpe_ids` gives it."""
-    from tokenizers import models
-
-    vocab, merges = _vocab_and_merges(())
-    return models.BPE(vocab=vocab, merges=merges, continuing_subword_prefix="", fuse_unk=False, ignore_merges=False)
-
-
 def build_hf_tokenizer(new_merges: Sequence[tuple[str, str]] = (), pattern: str = PRETOKENIZE_PATTERN):
     """A `tokenizers.Tokenizer` for CLIP's BPE plus `new_merges` (ranked after CLIP's), pre-tokenizing
     with `pattern` (CLIP's, or `pretokenize_pattern(marks)`)."""
