@@ -54,7 +54,8 @@ class PreTokens:
 
 
 def segment(pre: PreTokens) -> list[list[str]]:
-    """CLIP's BPE cut of each pre-token, as the learner starts from it: ["привет"] -> [["пр", "ив", "ет</w>"]]."""
+    """CLIP's BPE cut of each pre-token, in CLIP's byte-level symbols, as the learner starts from it:
+    "кот" at a word's end -> ['Ðº', 'Ð¾', 'Ñ', 'Ĥ</w>'], inside a pre-token -> ['Ðº', 'Ð¾ÑĤ']."""
     return _Linked.from_text(pre, 1, None).segmentation()
 
 
