@@ -146,8 +146,9 @@ class _Linked:
         body = np.ones(n + 1, bool)
         body[ends] = body[n] = False
         self.F[body] = ids
-        self.nxt = np.minimum(np.arange(1, n + 2, dtype=np.int32), n)
-        self.prv = np.arange(-1, n, dtype=np.int32)
+        self.pos = np.int32 if n < 2**31 - 2 else np.int64   # positions: int32 below 2 GiB of symbols
+        self.nxt = np.minimum(np.arange(1, n + 2, dtype=self.pos), n)
+        self.prv = np.arange(-1, n, dtype=self.pos)
         self.weight = weights.astype(np.int64)                                     # per word
         self.wid = np.append(np.repeat(np.arange(lengths.size, dtype=np.int32), lengths + 1), 0)  # per position
         self.protected = np.zeros(self.S, bool)
@@ -187,7 +188,7 @@ class _Linked:
         at_end = np.asarray(pre.word_end, bool) & (lengths > 0)
         ids[last[at_end]] = end[data[last[at_end]]]
         self = cls(ids, lengths, np.asarray(pre.weights, np.int64), list(vocab), num_merges, None)
-        self._index(*self._pairs(np.flatnonzero(self.F >= 0).astype(np.int32))[::3])
+        self._index(*self._pairs(np.flatnonzero(self.F >= 0).astype(self.pos))[::3])
         for rank, (x, y) in enumerate(clip_merges()):     # each merge's pieces are made by earlier ones
             if index[x] * self.S + index[y] in self.where:
                 self.merge(index[x], index[y], 512 + rank, counts=False)
@@ -239,7 +240,7 @@ class _Linked:
 
     def initial_stats(self) -> tuple[dict[tuple[int, int], int], int]:
         """(weighted count of every pair not banned, number of distinct banned pairs); indexes them."""
-        codes, w, banned, pos = self._pairs(np.flatnonzero(self.F >= 0).astype(np.int32))
+        codes, w, banned, pos = self._pairs(np.flatnonzero(self.F >= 0).astype(self.pos))
         self._index(codes[~banned], pos[~banned])
         return self._sums(codes[~banned], w[~banned]), int(np.unique(codes[banned]).size)
 
@@ -249,7 +250,7 @@ class _Linked:
         F, nxt, prv = self.F, self.nxt, self.prv
         if counts:
             self.protected[c] = self.prot[c]
-        p = self.where.pop(a * self.S + b, np.zeros(0, np.int32))
+        p = self.where.pop(a * self.S + b, np.zeros(0, self.pos))
         q = nxt[p]
         ok = (F[p] == a) & (F[q] == b)   # still there
         p, q = p[ok], q[ok]
