@@ -153,10 +153,14 @@ class _Linked:
         self.wid = np.append(np.repeat(np.arange(lengths.size, dtype=np.int32), lengths + 1), 0)  # per position
         self.protected = np.zeros(self.S, bool)
         self.prot: list[bool] = [False] * len(sym_str)
-        if protected is not None:    # only the symbols present can ever be in a pair
-            for i in np.unique(ids).tolist():
-                self.prot[i] = self.protected[i] = bool(protected(sym_str[i]))
+        self._protect(protected, ids)
         self.where: dict[int, np.ndarray] = {}
+
+    def _protect(self, protected: Callable[[str], bool] | None, ids: np.ndarray) -> None:
+        """Mark the protected symbols among `ids` (only symbols present can ever be in a pair)."""
+        if protected is not None:
+            for i in np.unique(ids).tolist():
+                self.prot[i] = self.protected[i] = bool(protected(self.sym_str[i]))
 
     @classmethod
     def from_symbols(cls, segmented: Iterable[tuple[list[str], int]], num_merges: int,
@@ -193,10 +197,7 @@ class _Linked:
             if index[x] * self.S + index[y] in self.where:
                 self.merge(index[x], index[y], 512 + rank, counts=False)
         self.where = {}
-        live = self.F[self.F >= 0]
-        if protected is not None:
-            for i in np.unique(live).tolist():
-                self.prot[i] = self.protected[i] = bool(protected(vocab[i]))
+        self._protect(protected, self.F[self.F >= 0])
         return self
 
     def segmentation(self) -> list[list[str]]:
