@@ -7,7 +7,8 @@ from langclip.tokenizer.bpe import learn_merges
 
 
 def naive_bpe(words, num_merges, existing, protected=lambda s: False):
-    """Reference: recount every pair from scratch after each merge."""
+    """Reference: recount every pair from scratch after each merge. A pair is never counted when both
+    pieces and their join are protected."""
     words = [(list(w), c) for w, c in words]
     known, merges = set(existing), []
     banned = set()
@@ -15,7 +16,7 @@ def naive_bpe(words, num_merges, existing, protected=lambda s: False):
         stats = Counter()
         for w, c in words:
             for p in zip(w, w[1:]):
-                if not (protected(p[0]) and protected(p[1])):
+                if not (protected(p[0]) and protected(p[1]) and protected(p[0] + p[1])):
                     stats[p] += c
         cands = [(-n, p) for p, n in stats.items() if n > 0 and p not in banned]
         if not cands:
@@ -66,11 +67,13 @@ def test_runs_word_ends_and_protection_match_the_naive_reference(n_words, merges
     rng = random.Random(n_words)
     words = [([rng.choice("aaaabcdef") for _ in range(rng.randint(1, 12))], rng.randint(1, 40))
              for _ in range(n_words)]
-    words += [(["a"] * 7, 90), (["d", "d"], 500), (["a", "b"], 0)]   # 'dd' is protected; weight 0 counts nothing
-    prot = lambda s: s in ("c", "d")   # noqa: E731
+    words += [(["a"] * 7, 90), (["d", "d"], 500), (["c", "d"], 400), (["a", "b"], 0)]   # weight 0 counts nothing
+    # c and d are protected; so are the joins dd and dc, not cc and cd (as E1 and BB are, not E1 BB)
+    prot = lambda s: s in ("c", "d", "dd", "dc")   # noqa: E731
     res = learn_merges(words, merges, existing_tokens=set("abcdef") | {"ab"}, protected=prot)
     assert res.merges == naive_bpe(words, merges, set("abcdef") | {"ab"}, prot)
-    assert res.protected_pairs == 4 and ("d", "d") not in res.merges and ("a", "a") in res.merges
+    assert res.protected_pairs == 2 and ("d", "d") not in res.merges and ("d", "c") not in res.merges
+    assert ("a", "a") in res.merges and ("c", "d") in res.merges
 
 
 def test_exhausted_corpus_reports_it():
@@ -82,9 +85,17 @@ def test_protected_pairs_are_never_learned():
     """{"aaxb": 3, "ab": 5} with 'a' and 'b' protected: (a,a) and (a,b), the most frequent pairs, are
     never learned; (a,x) -> 'ax', then ('a','ax') and ('ax','b') tie at 3 (ties go by the pieces'
     strings: 'a' < 'ax') -> 'aax', then ('aax','b'), and nothing is left."""
-    res = learn_merges([(list("aaxb"), 3), (list("ab"), 5)], 10, {"a", "b", "x"}, protected=lambda s: s in ("a", "b"))
+    res = learn_merges([(list("aaxb"), 3), (list("ab"), 5)], 10, {"a", "b", "x"}, protected=lambda s: set(s) <= {"a", "b"})
     assert res.protected_pairs == 2 and res.exhausted
     assert res.merges == [("a", "x"), ("a", "ax"), ("aax", "b")]
+
+
+def test_two_protected_pieces_merge_when_their_join_is_not():
+    """Protection is of the join: two protected pieces whose join is free are learned, at their count."""
+    words = [(["x", "y"], 5), (["y", "x"], 3)]
+    res = learn_merges(words, 10, {"x", "y"}, protected=lambda s: s in ("x", "y", "yx"))
+    assert res.merges == [("x", "y")] and res.pair_counts == [5] and res.protected_pairs == 1
+    assert learn_merges(words, 10, {"x", "y"}, protected=lambda s: True).merges == []
 
 
 def test_script_guard_examples():

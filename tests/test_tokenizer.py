@@ -127,6 +127,30 @@ def test_latin_script_language_learns_its_merges(tmp_path):
     assert sum(len(tok.encode(w)) for w in words) < sum(len(ref.encode(w)) for w in words)
 
 
+def test_vietnamese_letters_of_three_bytes_are_learned_with_the_real_recipe(tmp_path):
+    """Vietnamese writes most tone-marked vowels with Latin Extended Additional letters: three UTF-8
+    bytes ("ủ" = E1 BB A7) of which CLIP merged none. Neither E1 nor BB alone is only a Latin letter's
+    (E1 begins Georgian, Myanmar, ...), so a rule asking one piece to prove the script learned no merge
+    for them ("của" stayed 5 tokens); E1 BB together begins only Latin letters. The real recipe (the
+    whole list, 32,000 asked): every syllable of the list's top 1,000 with such a letter is one or two
+    tokens, and the list's ASCII words keep SimpleTokenizer's ids."""
+    import wordfreq
+    from open_clip.tokenizer import SimpleTokenizer
+
+    with pytest.warns(UserWarning, match="allows only"):   # 10,719 syllables: a few thousand merges
+        tok = train_tokenizer(TokenizerTrainConfig(lang="vi", wordfreq=True, merges=32000,
+                                                   out=str(tmp_path / "tok")), progress=False)
+    ref = SimpleTokenizer()
+    assert tok.encode("của một những") != ref.encode("của một những")
+    assert [len(tok.encode(w)) for w in ("của", "một", "những", "người", "được")] == [1] * 5
+    top = wordfreq.top_n_list("vi", 1000)
+    extended = [w for w in top if any(0x1E00 <= ord(c) <= 0x1EFF for c in w)]
+    assert len(extended) > 200 and max(len(tok.encode(w)) for w in extended) <= 2
+    ascii_words = [w for w in wordfreq.get_frequency_dict("vi", wordlist="best") if w.isascii()]
+    assert len(ascii_words) > 5000
+    assert [w for w in ascii_words if tok.encode(w) != ref.encode(w)] == []
+
+
 def test_a_language_without_spaces_learns_its_words_as_running_text_holds_them(tmp_path):
     """Chinese from wordfreq's list: a sentence is one pre-token, so its words mostly stand without the
     end-of-word suffix their list entries carry. Both forms are learned, and running text (words joined

@@ -15,10 +15,12 @@ A new merge whose result string already exists in the vocabulary is skipped: if 
 earlier (lower-rank) merge could become applicable after it, and encoding would no longer reproduce
 the training segmentation. Skips are counted and reported.
 
-A merge may also be *protected* against (`protected(symbol)` true for both of its sides): such a
-pair is never counted, so it can never be learned. langclip protects every symbol that could occur
-in text CLIP already handles (see `tokenizer.scripts.ScriptGuard`), which makes English ids unchanged
-by construction: a new merge always holds a piece that such text cannot contain.
+A merge may also be *protected* against (`protected(symbol)` true for both of its sides and for
+the two joined): such a pair is never counted, so it can never be learned. langclip protects every
+symbol that could occur in text CLIP already handles (see `tokenizer.scripts.ScriptGuard`), which
+makes English ids unchanged by construction: a new merge always holds, in its two pieces together,
+bytes that such text cannot contain. (Together, not in one piece: Vietnamese "ủ" is the bytes E1 BB
+A7, and neither E1 nor BB alone is only a Latin letter's, but E1 BB begins only Latin letters.)
 
 Example (hand-checkable): words {"aaab": 3, "ab": 1} with start symbols a|a|a|b and a|b:
 pair counts (a,a)=6, (a,b)=4 -> merge (a,a) -> aa|a|b (count 3), then (aa,a)=3 vs (a,b)=4 -> merge
@@ -73,7 +75,8 @@ def learn_merges(
     segmentation under the base tokenizer, e.g. (["пр", "ив", "ет</w>"], 120); or `PreTokens`,
     which the learner cuts with CLIP's BPE itself.
     existing_tokens: every token string already in the vocabulary.
-    protected: symbol -> whether a merge of two such symbols is forbidden (None: nothing is).
+    protected: symbol -> whether it could occur in text whose cut must not change; a merge of two
+    such symbols whose joined string is such a symbol too is forbidden (None: nothing is).
     Returns the new merges; their result strings are new tokens, in order.
 
     The words live in numpy arrays (`_Linked`): a merge rewrites all its occurrences in a few vector
@@ -116,7 +119,7 @@ def learn_merges(
         delta = engine.merge(a, b, c)
         stats[(a, b)] = 0
         for p, d in delta.items():
-            if d == 0 or (prot[p[0]] and prot[p[1]]):
+            if d == 0 or (prot[p[0]] and prot[p[1]] and engine.banned(*p)):
                 continue
             cnt = stats.get(p, 0) + d
             if cnt > 0:
@@ -153,11 +156,13 @@ class _Linked:
         self.wid = np.append(np.repeat(np.arange(lengths.size, dtype=np.int32), lengths + 1), 0)  # per position
         self.protected = np.zeros(self.S, bool)
         self.prot: list[bool] = [False] * len(sym_str)
+        self._banned: dict[int, bool] = {}   # pair code of two protected symbols -> their join is too
         self._protect(protected, ids)
         self.where: dict[int, np.ndarray] = {}
 
     def _protect(self, protected: Callable[[str], bool] | None, ids: np.ndarray) -> None:
         """Mark the protected symbols among `ids` (only symbols present can ever be in a pair)."""
+        self.is_protected = protected
         if protected is not None:
             for i in np.unique(ids).tolist():
                 self.prot[i] = self.protected[i] = bool(protected(self.sym_str[i]))
@@ -213,8 +218,25 @@ class _Linked:
         inside = (left >= 0) & (right >= 0)
         starts = starts[inside]
         left, right = left[inside].astype(np.int64), right[inside].astype(np.int64)
+        codes = left * self.S + right
         banned = self.protected[left] & self.protected[right]
-        return left * self.S + right, self.weight[self.wid[starts]], banned, starts
+        if banned.any():   # both sides protected: banned unless the two joined are not
+            u = np.unique(codes[banned])
+            free = u[~np.fromiter(map(self._code_banned, u.tolist()), bool, u.size)]
+            if free.size:
+                banned[banned] = ~np.isin(codes[banned], free)
+        return codes, self.weight[self.wid[starts]], banned, starts
+
+    def banned(self, a: int, b: int) -> bool:
+        """Whether the pair of two protected symbols a, b may never be learned: their join is protected."""
+        return self._code_banned(a * self.S + b)
+
+    def _code_banned(self, code: int) -> bool:
+        got = self._banned.get(code)
+        if got is None:
+            a, b = divmod(code, self.S)
+            got = self._banned[code] = bool(self.is_protected(self.sym_str[a] + self.sym_str[b]))
+        return got
 
     def _sums(self, codes: np.ndarray, w: np.ndarray) -> dict[tuple[int, int], int]:
         """{pair: summed weight} of the codes."""

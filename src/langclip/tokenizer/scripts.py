@@ -62,11 +62,13 @@ SCRIPT_BLOCKS: dict[str, tuple[tuple[int, int], ...]] = {
 
 
 class ScriptGuard:
-    """The rule that keeps English ids unchanged: **a new merge must hold, in at least one of its two
-    pieces, part of a character of a target script that no other character shares** (for Russian: a
-    Cyrillic letter, or a UTF-8 lead byte only Cyrillic characters begin with). A character belongs to
-    a script by the first word of its Unicode name or by its block (SCRIPT_BLOCKS). A piece that could occur in
-    a pre-token without a target-script character is *protected*; two protected pieces never merge.
+    """The rule that keeps English ids unchanged: **a new merge must hold, in its two pieces together,
+    part of a character of a target script that no other character shares** (for Russian: a Cyrillic
+    letter, or a UTF-8 lead byte only Cyrillic characters begin with; for Vietnamese "ủ", bytes E1 BB
+    A7: the pair E1 BB, which only Latin letters begin with, though neither byte alone is a Latin
+    letter's). A character belongs to a script by the first word of its Unicode name or by its block
+    (SCRIPT_BLOCKS). A piece that could occur in a pre-token without a target-script character is
+    *protected*; two protected pieces whose join is protected too never merge.
     So a pre-token with no letter of the target script — all English, Latin-script words in Russian
     text ("lada", "xviii"), digits, punctuation, emoji, other scripts — is cut exactly as CLIP cuts it,
     by construction, whatever the corpus (BPE works per pre-token; CLIP's merges rank first).
