@@ -5,6 +5,7 @@ import argparse
 import json
 import logging
 import sys
+import warnings
 
 from .cli_help import EPILOGS, as_stored_option, templates_option, workers_option
 
@@ -359,13 +360,19 @@ def one_screen(msg: str) -> str:
     return "\n".join(ln if len(ln) <= 2000 else ln[:2000] + " ..." for ln in lines)
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    logging.getLogger("langclip").warning("%s", message)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Every failure is one screen on stderr, exit code 2, no traceback: what went wrong and where.
     An error langclip did not expect says so and how to see its traceback (`langclip -v ...`)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
-        return run(args)
+        with warnings.catch_warnings():   # a warning is one line, as the log's are (not Python's two)
+            warnings.showwarning = _one_line_warning
+            return run(args)
     except KeyboardInterrupt:
         print("langclip: interrupted; finished work is kept (rerun to resume)", file=sys.stderr)
         return 130

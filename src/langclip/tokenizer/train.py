@@ -169,8 +169,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig, progress: bool = True) -> Tokeniz
     if res.exhausted:
         msg = (f"the corpus allows only {len(res.merges)} new merges (asked for {cfg.merges}): "
                f"learned {len(res.merges)}; add text or lower --merges")
-        warnings.warn(msg)
-        log.warning(msg)
+        warnings.warn(msg)   # the CLI prints it as one "WARNING ..." line
     meta = {
         "base": "openai-clip-bpe (open_clip bpe_simple_vocab_16e6.txt.gz, 48,894 merges)",
         "language": cfg.lang,
