@@ -65,7 +65,6 @@ def learn_merges(
     segmented: "Iterable[tuple[list[str], int]] | PreTokens",
     num_merges: int,
     existing_tokens: set[str],
-    suffix: str = "</w>",
     progress: Callable[[int], None] | None = None,
     protected: Callable[[str], bool] | None = None,
 ) -> BPEResult:

@@ -84,20 +84,28 @@ class ScriptGuard:
         self._byte = {c: b for b, c in bytes_to_unicode().items()}
         self._range_memo: dict[tuple[int, int], bool] = {}
 
-    def is_target(self, cp: int) -> bool:
+    def _in_blocks(self, cp: int) -> bool:
+        return any(lo <= cp <= hi for sc in self.scripts for lo, hi in SCRIPT_BLOCKS.get(sc, ()))
+
+    def is_target(self, cp: int, gaps: bool = False) -> bool:
+        """Whether `cp` is a character of a target script. A code point this Python's Unicode tables do
+        not assign (category Cn) may be a newer character of any script (an emoji of Unicode 15): a
+        target's only inside the target's blocks, or, with `gaps`, as a gap among a truncated character's
+        possible code points (U+0380..U+0383 must not make Greek's lead byte CE ambiguous). Private-use
+        characters and controls (assigned, but nameless) are nobody's."""
         if "LATIN" in self._set and cp < 0x80:
             return False
-        name = unicodedata.name(chr(cp), "")
-        if not name:   # unassigned: occurs in no text (keeps e.g. U+0380..U+0383 from protecting Greek)
-            return True
-        return name.split(" ", 1)[0] in self._set or any(
-            lo <= cp <= hi for sc in self.scripts for lo, hi in SCRIPT_BLOCKS.get(sc, ()))
+        if unicodedata.category(chr(cp)) == "Cn":
+            return gaps or self._in_blocks(cp)
+        return unicodedata.name(chr(cp), "").split(" ", 1)[0] in self._set or self._in_blocks(cp)
 
     def _all_target(self, lo: int, hi: int) -> bool:
-        """Every code point in [lo, hi] is a target character (ranges of a truncated UTF-8 sequence)."""
+        """Every code point in [lo, hi] a truncated UTF-8 sequence may begin is a target character or a
+        gap, and at least one is a target character (a range of gaps alone may be anyone's)."""
         key = (lo, hi)
         if key not in self._range_memo:   # a huge range (a lone 4-byte lead) is never all target: protected
-            self._range_memo[key] = hi - lo < 8192 and all(self.is_target(c) for c in range(lo, hi + 1))
+            self._range_memo[key] = hi - lo < 8192 and all(self.is_target(c, gaps=True) for c in range(lo, hi + 1)) \
+                and any(self.is_target(c) for c in range(lo, hi + 1))
         return self._range_memo[key]
 
     def protected(self, symbol: str) -> bool:
