@@ -133,7 +133,7 @@ def test_vietnamese_letters_of_three_bytes_are_learned_with_the_real_recipe(tmp_
     (E1 begins Georgian, Myanmar, ...), so a rule asking one piece to prove the script learned no merge
     for them ("của" stayed 5 tokens); E1 BB together begins only Latin letters. The real recipe (the
     whole list, 32,000 asked): every syllable of the list's top 1,000 with such a letter is one or two
-    tokens, and the list's ASCII words keep SimpleTokenizer's ids."""
+    tokens, the list's ASCII words keep SimpleTokenizer's ids, and every merge fires on the list."""
     import wordfreq
     from open_clip.tokenizer import SimpleTokenizer
 
@@ -146,9 +146,25 @@ def test_vietnamese_letters_of_three_bytes_are_learned_with_the_real_recipe(tmp_
     top = wordfreq.top_n_list("vi", 1000)
     extended = [w for w in top if any(0x1E00 <= ord(c) <= 0x1EFF for c in w)]
     assert len(extended) > 200 and max(len(tok.encode(w)) for w in extended) <= 2
-    ascii_words = [w for w in wordfreq.get_frequency_dict("vi", wordlist="best") if w.isascii()]
+    listed = list(wordfreq.get_frequency_dict("vi", wordlist="best"))
+    ascii_words = [w for w in listed if w.isascii()]
     assert len(ascii_words) > 5000
     assert [w for w in ascii_words if tok.encode(w) != ref.encode(w)] == []
+    # every merge learned from two protected pieces fires on the list: each new token is used, or is
+    # part of a used one (E1 BB only ever inside a whole letter)
+    model = json.loads(tok.hf.to_str())["model"]
+    parts = {}
+    for m in model["merges"][48894:]:
+        a, b = m if isinstance(m, list) else m.split(" ")
+        parts[model["vocab"][a + b]] = (model["vocab"][a], model["vocab"][b])
+    stack = list({i for ids in tok.encode_batch(listed) for i in ids} & set(parts))
+    seen = set(stack)
+    while stack:
+        for piece in parts[stack.pop()]:
+            if piece in parts and piece not in seen:
+                seen.add(piece)
+                stack.append(piece)
+    assert len(parts) == tok.num_added_merges and seen == set(parts)
 
 
 def test_a_language_without_spaces_learns_its_words_as_running_text_holds_them(tmp_path):
