@@ -107,6 +107,42 @@ def test_every_export_has_a_model_card_whose_snippets_run(tmp_path, trained_run,
     assert capsys.readouterr().out.count("\n") >= len(snippets)
 
 
+def test_a_card_in_a_language_without_shipped_labels_takes_the_runs_own_evaluation(tmp_path, trained_run, capsys):
+    """langclip ships example labels for ru and uk only. For another language the card takes the first
+    three class names of an evaluation saved with the run (`eval --classnames --templates --out RUN/eval`,
+    as a user of that language runs it) and a prompt of theirs as the template; without one, English
+    labels. The snippets run as written, in both cases."""
+    import shutil
+
+    from conftest import make_image
+    from langclip.model_card import example_labels
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    shutil.rmtree(run / "eval", ignore_errors=True)
+    meta_file = run / "tokenizer" / "langclip_tokenizer.json"
+    meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    meta_file.write_text(json.dumps(dict(meta, language="de"), ensure_ascii=False), encoding="utf-8")
+    assert example_labels(run, "de") == ('["cat", "dog", "horse"]', "a photo of a {}")   # nothing saved yet
+    for i, c in enumerate(["a_cat", "b_dog", "c_horse", "d_cow"]):
+        (tmp_path / "photos" / c).mkdir(parents=True)
+        make_image(tmp_path / "photos" / c / "a.png", i)
+    (tmp_path / "de.json").write_text(json.dumps(['ein Foto von "{}"', "ein Foto von {}"]), encoding="utf-8")
+    assert main(["eval", "--model", str(run), "--dataset", f"imagefolder:{tmp_path / 'photos'}", "--device", "cpu",
+                 "--classnames", "Katze,Hund,Pferd,Kuh", "--templates", str(tmp_path / "de.json"),
+                 "--out", str(run / "eval")]) == 0
+    # the first prompt has quotes (it would break the snippet's string): the second is the template
+    assert example_labels(run, "de") == ('["Katze", "Hund", "Pferd"]', "ein Foto von {}")
+    assert main(["export", "--model", str(run), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
+    card = (tmp_path / "hf" / "README.md").read_text(encoding="utf-8")
+    assert "de" in yaml.safe_load(card.split("---")[1])["language"]
+    snippets = re.findall(r"```python\n(.*?)```", card, re.S)
+    assert snippets and all('["Katze", "Hund", "Pferd"]' in c and '"ein Foto von {}"' in c for c in snippets)
+    for code in snippets:
+        exec(compile(code, "README.md (de)", "exec"), {})
+    assert capsys.readouterr().out.count("\n") >= len(snippets)
+
+
 def test_a_ukrainian_models_card_shows_ukrainian_labels_that_run(tmp_path, trained_run, capsys):
     """The model card's snippets use labels in the model's language (here a run whose tokenizer says
     Ukrainian), and langclip's snippet inflects them with lang="uk"; they run as written."""

@@ -38,8 +38,34 @@ def _results(run: Path) -> list[str]:
 EXAMPLE_LABELS = {"ru": ('["кот", "собака", "лошадь"]', "фото {}"), "uk": ('["кіт", "собака", "кінь"]', "фото {}")}
 
 
-def _usage(fmt: str, out: Path, lang: str, hf: bool = False, mclip: str | None = None) -> list[str]:
-    labels, template = EXAMPLE_LABELS.get(lang, ('["cat", "dog", "horse"]', "a photo of a {}"))
+def example_labels(run: Path, lang: str) -> tuple[str, str]:
+    """The card's example labels (a JSON list) and hypothesis template: langclip's own for a language it
+    ships them for; else the first three class names of an evaluation saved with the run (`langclip eval
+    ... --classnames ... --out RUN/eval` keeps them as clip_benchmark_classnames.json), with the first
+    prompt that writes the name as given as the template ("{}" if every prompt inflects it); else
+    English ones (English text keeps CLIP's ids)."""
+    if lang in EXAMPLE_LABELS:
+        return EXAMPLE_LABELS[lang]
+    for f in sorted(run.glob("eval*/clip_benchmark_classnames.json")):
+        try:
+            names = json.loads(f.read_text(encoding="utf-8"))
+            prompts = json.loads(f.with_name("clip_benchmark_templates.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        for ds, ns in names.items() if isinstance(names, dict) else ():
+            ns = [n for n in ns if isinstance(n, str) and n.strip()] if isinstance(ns, list) else []
+            if len(ns) < 3:
+                continue
+            first = (prompts.get(ds) or {}).get(ns[0], []) if isinstance(prompts, dict) else []
+            template = next((p.replace(ns[0], "{}", 1) for p in first if isinstance(p, str) and ns[0] in p
+                             and not any(ch in p for ch in '{}"\\')), "{}")   # it goes into code as "..."
+            return json.dumps(ns[:3], ensure_ascii=False), template
+    return '["cat", "dog", "horse"]', "a photo of a {}"
+
+
+def _usage(fmt: str, out: Path, lang: str, hf: bool = False, mclip: str | None = None,
+           run: Path | None = None) -> list[str]:
+    labels, template = example_labels(run or out, lang)
     folder = json.dumps(str(out.resolve()))
     blocks = []
     if fmt in ("onnx", "immich"):
@@ -224,6 +250,6 @@ def write_model_card(out: Path, fmt: str, model, tok, meta: dict, run: Path) -> 
             f"# A {lang} text tower for CLIP {arch} (langclip)", "",
             "Made with langclip: CLIP's image tower stays frozen and a new text "
             "tower reads the language.", "", "## What it is", "", *what, "", "## Results", "", *_results(run),
-            "## Limitations", "", *limits, "", *(_immich(arch, out, hf, mclip) if fmt == "immich" else []), *_usage(fmt, out, lang, hf, mclip)]
+            "## Limitations", "", *limits, "", *(_immich(arch, out, hf, mclip) if fmt == "immich" else []), *_usage(fmt, out, lang, hf, mclip, run)]
     (out / "README.md").write_text("\n".join(text) + "\n", encoding="utf-8")
     return out / "README.md"
