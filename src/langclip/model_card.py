@@ -63,9 +63,8 @@ def example_labels(run: Path, lang: str) -> tuple[str, str]:
     return '["cat", "dog", "horse"]', "a photo of a {}"
 
 
-def _usage(fmt: str, out: Path, lang: str, hf: bool = False, mclip: str | None = None,
-           run: Path | None = None) -> list[str]:
-    labels, template = example_labels(run or out, lang)
+def _usage(fmt: str, out: Path, lang: str, run: Path, hf: bool = False, mclip: str | None = None) -> list[str]:
+    labels, template = example_labels(run, lang)
     folder = json.dumps(str(out.resolve()))
     blocks = []
     if fmt in ("onnx", "immich"):
@@ -250,6 +249,6 @@ def write_model_card(out: Path, fmt: str, model, tok, meta: dict, run: Path) -> 
             f"# A {lang} text tower for CLIP {arch} (langclip)", "",
             "Made with langclip: CLIP's image tower stays frozen and a new text "
             "tower reads the language.", "", "## What it is", "", *what, "", "## Results", "", *_results(run),
-            "## Limitations", "", *limits, "", *(_immich(arch, out, hf, mclip) if fmt == "immich" else []), *_usage(fmt, out, lang, hf, mclip, run)]
+            "## Limitations", "", *limits, "", *(_immich(arch, out, hf, mclip) if fmt == "immich" else []), *_usage(fmt, out, lang, run, hf, mclip)]
     (out / "README.md").write_text("\n".join(text) + "\n", encoding="utf-8")
     return out / "README.md"
