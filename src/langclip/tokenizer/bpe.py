@@ -220,10 +220,10 @@ class _Linked:
         codes = left * self.S + right
         banned = self.protected[left] & self.protected[right]
         if banned.any():   # both sides protected: banned unless the two joined are not
-            u = np.unique(codes[banned])
-            free = u[~np.fromiter(map(self._code_banned, u.tolist()), bool, u.size)]
-            if free.size:
-                banned[banned] = ~np.isin(codes[banned], free)
+            both = codes[banned]
+            free = [c for c in set(both.tolist()) if not self._code_banned(c)]
+            if free:
+                banned[banned] = ~np.isin(both, free)
         return codes, self.weight[self.wid[starts]], banned, starts
 
     def banned(self, a: int, b: int) -> bool:

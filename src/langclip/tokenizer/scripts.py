@@ -83,6 +83,7 @@ class ScriptGuard:
         self._set = frozenset(scripts)
         self._byte = {c: b for b, c in bytes_to_unicode().items()}
         self._range_memo: dict[tuple[int, int], bool] = {}
+        self._char_memo: dict[int, bool] = {}   # is_target of whole characters, as `protected` asks
 
     def _in_blocks(self, cp: int) -> bool:
         return any(lo <= cp <= hi for sc in self.scripts for lo, hi in SCRIPT_BLOCKS.get(sc, ()))
@@ -124,7 +125,10 @@ class ScriptGuard:
                 cp = (cp << 6) | (c & 0x3F)
             missing = size - 1 - len(got)
             if missing == 0:
-                if self.is_target(cp):
+                target = self._char_memo.get(cp)
+                if target is None:
+                    target = self._char_memo[cp] = self.is_target(cp)
+                if target:
                     return False
             elif self._all_target(cp << (6 * missing), ((cp + 1) << (6 * missing)) - 1):
                 return False   # a truncated character that only target characters begin with
