@@ -118,7 +118,7 @@ def learn_merges(
         delta = engine.merge(a, b, c)
         stats[(a, b)] = 0
         for p, d in delta.items():
-            if d == 0 or (prot[p[0]] and prot[p[1]] and engine.banned(*p)):
+            if d == 0 or (prot[p[0]] and prot[p[1]] and engine.banned(*p)):   # inline first: a hot loop
                 continue
             cnt = stats.get(p, 0) + d
             if cnt > 0:
@@ -227,8 +227,8 @@ class _Linked:
         return codes, self.weight[self.wid[starts]], banned, starts
 
     def banned(self, a: int, b: int) -> bool:
-        """Whether the pair of two protected symbols a, b may never be learned: their join is protected."""
-        return self._code_banned(a * self.S + b)
+        """Whether the pair a, b may never be learned: both symbols and their join are protected."""
+        return self.prot[a] and self.prot[b] and self._code_banned(a * self.S + b)
 
     def _code_banned(self, code: int) -> bool:
         got = self._banned.get(code)
