@@ -6,12 +6,12 @@ from collections import Counter
 from langclip.tokenizer.bpe import learn_merges
 
 
-def naive_bpe(words, num_merges, existing, protected=lambda s: False):
+def naive_bpe(words, num_merges, existing, protected=lambda s: False, banned_pairs=()):
     """Reference: recount every pair from scratch after each merge. A pair is never counted when both
-    pieces and their join are protected."""
+    pieces and their join are protected, or when it is one of `banned_pairs`."""
     words = [(list(w), c) for w, c in words]
     known, merges = set(existing), []
-    banned = set()
+    banned = set(banned_pairs)
     while len(merges) < num_merges:
         stats = Counter()
         for w, c in words:
@@ -74,6 +74,31 @@ def test_runs_word_ends_and_protection_match_the_naive_reference(n_words, merges
     assert res.merges == naive_bpe(words, merges, set("abcdef") | {"ab"}, prot)
     assert res.protected_pairs == 2 and ("d", "d") not in res.merges and ("d", "c") not in res.merges
     assert ("a", "a") in res.merges and ("c", "d") in res.merges
+
+
+def test_banned_pairs_match_the_naive_reference_and_keep_a_words_cut():
+    """`banned_pairs` (english_words): a banned pair is never learned, even where it is the most
+    frequent, and a word made only of banned neighbours keeps its cut whatever else is learned."""
+    rng = random.Random(7)
+    words = [([rng.choice("abcde") for _ in range(rng.randint(1, 10))], rng.randint(1, 30)) for _ in range(800)]
+    kept = ["b", "a", "d", "c"]                           # a word whose cut must not change
+    ban = {("b", "a"), ("a", "d"), ("d", "c"), ("a", "a"), ("a", "ab")}   # "ab" exists only once learned
+    words.append((kept, 5000))
+    res = learn_merges(words, 120, set("abcde"), banned_pairs=ban)
+    assert res.merges == naive_bpe(words, 120, set("abcde"), banned_pairs=ban)
+    assert not ban & set(res.merges) and res.protected_pairs == 4
+    assert ("a", "b") in res.merges                       # others still merge
+
+    def cut(word, merges):                                # BPE by rank, the encoder's way
+        ranks = {m: r for r, m in enumerate(merges)}
+        while True:
+            pairs = [(ranks[p], i) for i, p in enumerate(zip(word, word[1:])) if p in ranks]
+            if not pairs:
+                return word
+            _, i = min(pairs)
+            word = word[:i] + [word[i] + word[i + 1]] + word[i + 2:]
+
+    assert cut(kept, res.merges) == kept and cut(list("ab"), res.merges) == ["ab"]
 
 
 def test_exhausted_corpus_reports_it():

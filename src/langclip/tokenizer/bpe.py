@@ -21,6 +21,9 @@ symbol that could occur in text CLIP already handles (see `tokenizer.scripts.Scr
 makes English ids unchanged by construction: a new merge always holds, in its two pieces together,
 bytes that such text cannot contain. (Together, not in one piece: Vietnamese "ủ" is the bytes E1 BB
 A7, and neither E1 nor BB alone is only a Latin letter's, but E1 BB begins only Latin letters.)
+Pairs may also be banned outright (`banned_pairs`): CLIP's merges rank first, so a new merge can only
+fire on a word's finished CLIP cut, and a word whose adjacent pieces are all banned keeps that cut
+(`english_words`: the adjacent pieces of wordfreq's most frequent English words).
 
 Example (hand-checkable): words {"aaab": 3, "ab": 1} with start symbols a|a|a|b and a|b:
 pair counts (a,a)=6, (a,b)=4 -> merge (a,a) -> aa|a|b (count 3), then (aa,a)=3 vs (a,b)=4 -> merge
@@ -67,6 +70,7 @@ def learn_merges(
     existing_tokens: set[str],
     progress: Callable[[int], None] | None = None,
     protected: Callable[[str], bool] | None = None,
+    banned_pairs: "Iterable[tuple[str, str]]" = (),
 ) -> BPEResult:
     """Continue BPE training.
 
@@ -76,6 +80,8 @@ def learn_merges(
     existing_tokens: every token string already in the vocabulary.
     protected: symbol -> whether it could occur in text whose cut must not change; a merge of two
     such symbols whose joined string is such a symbol too is forbidden (None: nothing is).
+    banned_pairs: pairs of symbols that must never merge, whatever `protected` says (the adjacent
+    pieces of words whose cut must not change, `english_ids: words`).
     Returns the new merges; their result strings are new tokens, in order.
 
     The words live in numpy arrays (`_Linked`): a merge rewrites all its occurrences in a few vector
@@ -86,6 +92,7 @@ def learn_merges(
         raise ValueError("num_merges must be >= 1")
     engine = (_Linked.from_text(segmented, num_merges, protected) if isinstance(segmented, PreTokens)
               else _Linked.from_symbols(segmented, num_merges, protected))
+    ban, S = engine.ban(banned_pairs), engine.S
     sym_str, prot = engine.sym_str, engine.prot
     stats, banned = engine.initial_stats()
     # max-heap by count; ties broken by the pair's strings so the result is deterministic
@@ -110,15 +117,15 @@ def learn_merges(
             result.skipped_existing += 1
             continue
         known.add(new_str)
-        c = len(sym_str)
-        sym_str.append(new_str)
-        prot.append(bool(protected and protected(new_str)))
+        c = engine.add_symbol(new_str, protected)
         result.merges.append((sym_str[a], sym_str[b]))
         result.pair_counts.append(cur)
         delta = engine.merge(a, b, c)
         stats[(a, b)] = 0
         for p, d in delta.items():
             if d == 0 or (prot[p[0]] and prot[p[1]] and engine.banned(*p)):   # inline first: a hot loop
+                continue
+            if ban and p[0] * S + p[1] in ban:
                 continue
             cnt = stats.get(p, 0) + d
             if cnt > 0:
@@ -156,6 +163,8 @@ class _Linked:
         self.protected = np.zeros(self.S, bool)
         self.prot: list[bool] = [False] * len(sym_str)
         self._banned: dict[int, bool] = {}   # pair code of two protected symbols -> their join is too
+        self._ban_codes = np.zeros(0, np.int64)   # pair codes banned outright (`ban`), sorted
+        self._ban_wait: dict[str, list[tuple[str, str]]] = {}
         self._protect(protected, ids)
         self.where: dict[int, np.ndarray] = {}
 
@@ -204,6 +213,38 @@ class _Linked:
         self._protect(protected, self.F[self.F >= 0])
         return self
 
+    def ban(self, pairs: "Iterable[tuple[str, str]]") -> set[int]:
+        """Ban these pairs of symbol strings outright; returns the banned pair codes, a set that grows
+        when a symbol of a waiting pair is made by a merge (`add_symbol`)."""
+        self._ban_ids = {s: i for i, s in enumerate(self.sym_str)}
+        self._ban_wait: dict[str, list[tuple[str, str]]] = {}   # a symbol not made yet -> its banned pairs
+        self._ban_set: set[int] = set()
+        self._ban_add(pairs)
+        if not self._ban_wait:
+            self._ban_ids = {}
+        return self._ban_set
+
+    def _ban_add(self, pairs: "Iterable[tuple[str, str]]") -> None:
+        ids, codes = self._ban_ids, []
+        for a, b in pairs:
+            if a in ids and b in ids:
+                codes.append(ids[a] * self.S + ids[b])
+            else:
+                self._ban_wait.setdefault(a if a not in ids else b, []).append((a, b))
+        if codes:
+            self._ban_set.update(codes)
+            self._ban_codes = np.array(sorted(self._ban_set), np.int64)
+
+    def add_symbol(self, s: str, protected: Callable[[str], bool] | None) -> int:
+        """A symbol made by a new merge: its id (bans waiting on it take effect)."""
+        c = len(self.sym_str)
+        self.sym_str.append(s)
+        self.prot.append(bool(protected and protected(s)))
+        if s in self._ban_wait:
+            self._ban_ids[s] = c
+            self._ban_add(self._ban_wait.pop(s))
+        return c
+
     def segmentation(self) -> list[list[str]]:
         """Each word's current symbols (words of one symbol included), for inspection and tests."""
         out: list[list[str]] = [[] for _ in range(self.weight.size)]
@@ -224,6 +265,9 @@ class _Linked:
             free = [c for c in set(both.tolist()) if not self._code_banned(c)]
             if free:
                 banned[banned] = ~np.isin(both, free)
+        if self._ban_codes.size:   # sorted: a binary search each (np.isin would sort the ban each call)
+            ban = self._ban_codes
+            banned |= ban[np.minimum(np.searchsorted(ban, codes), ban.size - 1)] == codes
         return codes, self.weight[self.wid[starts]], banned, starts
 
     def banned(self, a: int, b: int) -> bool:
