@@ -90,6 +90,7 @@ def test_every_export_has_a_model_card_whose_snippets_run(tmp_path, trained_run,
         (trained_run / "model.json").read_text())["cache"]), "--device", "cpu", "--out", str(trained_run / "eval")]) == 0
     assert main(["export", "--model", str(trained_run), "--format", fmt, "--out", str(out)]) == 0
     card = (out / "README.md").read_text(encoding="utf-8")
+    assert "English text keeps CLIP's ids." in card
     front = yaml.safe_load(card.split("---")[1])
     assert front["pipeline_tag"] == "zero-shot-image-classification" and "ru" in front["language"]
     assert front["library_name"] == {"hf": "transformers", "open_clip": "open_clip"}.get(fmt, "onnxruntime")
@@ -122,7 +123,8 @@ def test_a_card_in_a_language_without_shipped_labels_takes_the_runs_own_evaluati
     shutil.rmtree(run / "eval", ignore_errors=True)
     meta_file = run / "tokenizer" / "langclip_tokenizer.json"
     meta = json.loads(meta_file.read_text(encoding="utf-8"))
-    meta_file.write_text(json.dumps(dict(meta, language="de"), ensure_ascii=False), encoding="utf-8")
+    # a German tokenizer whose ASCII words may merge: the card says which English words keep their ids
+    meta_file.write_text(json.dumps(dict(meta, language="de", english_words=100_000), ensure_ascii=False), encoding="utf-8")
     assert example_labels(run, "de") == ('["cat", "dog", "horse"]', "a photo of a {}")   # nothing saved yet
     for i, c in enumerate(["a_cat", "b_dog", "c_horse", "d_cow"]):
         (tmp_path / "photos" / c).mkdir(parents=True)
@@ -136,6 +138,8 @@ def test_a_card_in_a_language_without_shipped_labels_takes_the_runs_own_evaluati
     assert main(["export", "--model", str(run), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
     card = (tmp_path / "hf" / "README.md").read_text(encoding="utf-8")
     assert "de" in yaml.safe_load(card.split("---")[1])["language"]
+    assert "the 100,000 most frequent English words (wordfreq) keep CLIP's ids" in card
+    assert "English text keeps CLIP's ids" not in card
     snippets = re.findall(r"```python\n(.*?)```", card, re.S)
     assert snippets and all('["Katze", "Hund", "Pferd"]' in c and '"ein Foto von {}"' in c for c in snippets)
     for code in snippets:

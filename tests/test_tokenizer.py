@@ -7,7 +7,7 @@ import tokenizers
 from langclip.cli import main
 from langclip.tokenizer import CLIP_VOCAB, Tokenizer, clean
 from langclip.config import TokenizerTrainConfig
-from langclip.tokenizer.train import target_scripts, tokens_per_word, train_tokenizer, wordfreq_pretokens
+from langclip.tokenizer.train import english_changed, target_scripts, tokens_per_word, train_tokenizer, wordfreq_pretokens
 
 
 def merges_that_never_fire(tok, texts) -> set:
@@ -144,6 +144,47 @@ def test_latin_script_language_learns_its_merges(tmp_path):
         assert tok.encode(t) == ref.encode(t), t
     words = ["für", "über", "größe", "können", "straße", "müssen"]
     assert sum(len(tok.encode(w)) for w in words) < sum(len(ref.encode(w)) for w in words)
+
+
+@pytest.mark.slow
+def test_english_words_lets_a_latin_language_merge_its_ascii_words_with_the_real_recipe(tmp_path):
+    """`english_words: N` (32,000 merges from German's 150,000 most frequent words): German words in ASCII merge too, so
+    German is cut into far fewer pieces than under the default rule (1.71 tokens/word, README), and
+    the N most frequent English words keep open_clip SimpleTokenizer's ids, through langclip and through
+    tokenizer.json; rarer English words may not (that is the price, and some do change)."""
+    import wordfreq
+    from open_clip.tokenizer import SimpleTokenizer
+
+    n = 20_000
+    tok = train_tokenizer(TokenizerTrainConfig(lang="de", wordfreq=True, wordfreq_top=150_000, merges=32000, english_words=n,
+                                               out=str(tmp_path / "tok")), progress=False)
+    assert tok.meta["english_words"] == n and tok.meta["target_scripts"] == ["LATIN"]
+    assert tok.meta["english_pairs_banned"] > 1000 and tok.num_added_merges == 32000
+    assert tokens_per_word(tok, "de", 100_000)["weighted"] < 1.25
+    ref = SimpleTokenizer()
+    english = wordfreq.top_n_list("en", 200_000)
+    top, rarer = english[:n], english[100_000:110_000]
+    want = [ref.encode(w) for w in top]
+    assert [(w, g, r) for w, g, r in zip(top, tok.encode_batch(top), want) if g != r][:5] == []
+    raw = tokenizers.Tokenizer.from_file(str(tmp_path / "tok" / "tokenizer.json"))
+    for w, e, r in zip(top, raw.encode_batch(top), want):
+        assert e.ids == [tok.sot_token_id] + r + [tok.eot_token_id], w
+    changed = [w for w, g in zip(rarer, tok.encode_batch(rarer)) if g != ref.encode(w)]
+    assert 10 < len(changed) < len(rarer) // 10, changed[:10]
+    assert english_changed(tok, n)["words"] == 0          # what `tokenizer stats` reports
+    assert any(w.isascii() for w in changed)      # the default rule never changes an ASCII word
+    german = wordfreq.top_n_list("de", 150_000)
+    assert merges_that_never_fire(tok, german) == set()
+
+
+def test_english_words_is_refused_for_a_script_that_never_meets_english(tmp_path):
+    corpus = tmp_path / "ru.txt"
+    corpus.write_text("два кота\nкрасная машина\n", encoding="utf-8")
+    cfg = TokenizerTrainConfig(lang="ru", corpus=[str(corpus)], merges=5, english_words=1000, out=str(tmp_path / "t"))
+    with pytest.raises(ValueError, match="english_words applies to a Latin-script language.*CYRILLIC"):
+        train_tokenizer(cfg, progress=False)
+    with pytest.raises(ValueError, match="english_words must be >= 0"):
+        TokenizerTrainConfig(lang="de", wordfreq=True, english_words=-1).validate()
 
 
 def test_vietnamese_letters_of_three_bytes_are_learned_with_the_real_recipe(tmp_path):
@@ -449,7 +490,9 @@ def test_cli_train_stats_encode(tmp_path, capsys):
     assert stats["queries"]["median_tokens"] < stats["queries"]["clip_median_tokens"]
     assert stats["langclip"]["ru"]["running"] < stats["clip"]["ru"]["running"]   # words in running text
     assert main(["tokenizer", "stats", "--tokenizer", str(tmp_path / "t"), "--lang", "ru", "--top", "2000"]) == 0
-    assert "ru tokens/word running" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "ru tokens/word running" in out and "ASCII English words cut otherwise than by CLIP: 0 of " in out
+    assert stats["english_changed"]["words"] == 0 and stats["english_changed"]["of"] > 1900
     assert main(["tokenizer", "encode", "--tokenizer", str(tmp_path / "t"), "красные звезды"]) == 0
 
 

@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--column", help="text column of table corpora")
     p.add_argument("--wordfreq", action="store_true", help="add wordfreq's frequency list for --lang")
     p.add_argument("--wordfreq-top", type=int, help="only the N most frequent wordfreq words")
+    p.add_argument("--english-words", type=int, metavar="N",
+                   help="a Latin-script language: let its ASCII words merge too; wordfreq's N most frequent English "
+                        "words keep CLIP's ids (unset: all ASCII text keeps them)")
     p.add_argument("--out", required=True)
     p.add_argument("overrides", nargs="*", help="key=value for any TokenizerTrainConfig field")
     p = _p(tsub, "tokenizer stats", "tokens per word before/after, context use")
@@ -218,7 +221,8 @@ def _tokenizer(args: argparse.Namespace) -> int:
     if args.tcmd == "train":
         cfg = _config(TokenizerTrainConfig, args, dict(lang=args.lang, merges=args.merges, corpus=args.corpus,
                                                        column=args.column, wordfreq=args.wordfreq,
-                                                       wordfreq_top=args.wordfreq_top, out=args.out))
+                                                       wordfreq_top=args.wordfreq_top,
+                                                       english_words=args.english_words, out=args.out))
         tok = train_tokenizer(cfg)
         m = tok.meta
         print(f"saved {args.out}: {m['merges_added']:,} merges added (vocab {tok.vocab_size:,}) "

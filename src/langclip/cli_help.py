@@ -3,7 +3,8 @@ theirs in search/cli.py) and the options several subcommands share."""
 
 EPILOGS = {
     "tokenizer train": "example:\n  langclip tokenizer train --lang ru --wordfreq --merges 32000 --out tok/\n"
-                       "  langclip tokenizer train --lang el --corpus captions.parquet --column caption_el --merges 8000 --out tok-el/",
+                       "  langclip tokenizer train --lang el --corpus captions.parquet --column caption_el --merges 8000 --out tok-el/\n"
+                       "  langclip tokenizer train --lang de --wordfreq --english-words 100000 --out tok-de/",
     "tokenizer stats": "example:\n  langclip tokenizer stats --tokenizer tok/ --lang ru [--corpus queries.txt]",
     "tokenizer encode": "example:\n  langclip tokenizer encode --tokenizer tok/ \"фото полосатого кота\"",
     "cache build": "example:\n  langclip cache build --data pairs.parquet --clip ViT-B-32-quickgelu --pretrained openai --out cache/\n"

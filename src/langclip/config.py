@@ -40,12 +40,19 @@ class TokenizerTrainConfig:
     join_marks: bool = True                # a script written with combining marks (Devanagari, Bengali, Tamil)
                                            # or with joiners inside words (Persian's ZWNJ): they count as
                                            # letters, so a word is one pre-token
+    english_words: int | None = None       # a Latin-script language: None keeps CLIP's ids for all ASCII text
+                                           # (its words in ASCII keep CLIP's pieces); N lets ASCII letters
+                                           # merge too, except in wordfreq's N most frequent English words,
+                                           # which keep CLIP's ids (rarer English words may not)
     out: str = "tokenizer"
 
     def validate(self) -> None:
         if self.merges < 1:
             raise ValueError(f"--merges must be at least 1 (got {self.merges}): with 0 the tokenizer is "
                              "CLIP's own, use Tokenizer.clip() for that")
+        if self.english_words is not None and self.english_words < 0:
+            raise ValueError(f"english_words must be >= 0 (got {self.english_words}): the number of English "
+                             "words (wordfreq's most frequent) that keep CLIP's ids")
         if not self.corpus and not self.wordfreq:
             raise ValueError("no corpus: give --corpus FILE ... and/or --wordfreq")
         for c in self.corpus:

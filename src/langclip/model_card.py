@@ -38,6 +38,15 @@ def _results(run: Path) -> list[str]:
 EXAMPLE_LABELS = {"ru": ('["кот", "собака", "лошадь"]', "фото {}"), "uk": ('["кіт", "собака", "кінь"]', "фото {}")}
 
 
+def _english_ids(tm: dict) -> str:
+    """What the tokenizer keeps of CLIP's English ids (its metadata's `english_words`)."""
+    n = tm.get("english_words")
+    if n is None:
+        return "English text keeps CLIP's ids."
+    return (f"the {n:,} most frequent English words (wordfreq) keep CLIP's ids; rarer English words may be "
+            "cut into other pieces (`english_words`).")
+
+
 def example_labels(run: Path, lang: str) -> tuple[str, str]:
     """The card's example labels (a JSON list) and hypothesis template: langclip's own for a language it
     ships them for; else the first three class names of an evaluation saved with the run (`langclip eval
@@ -234,7 +243,7 @@ def write_model_card(out: Path, fmt: str, model, tok, meta: dict, run: Path) -> 
             (f"- **Tokenizer**: the encoder's own (`{init.get('hf_model') or tm.get('base', '?')}`, vocabulary "
              f"{tok.vocab_size:,})." if hf else
              f"- **Tokenizer**: CLIP's byte-level BPE + {tm.get('merges_added', '?')} merges for `{lang}` "
-             f"(vocabulary {tok.vocab_size:,}); English text keeps CLIP's ids."),
+             f"(vocabulary {tok.vocab_size:,}); " + _english_ids(tm)),
             f"- **Training data**: {cache.get('num_images_ok', '?')} images, {cache.get('num_captions', '?')} captions"
             + (f"; {cfg.get('epochs')} epochs, batch {cfg.get('batch_size')}, losses {cfg.get('loss')}, lr "
                f"{(cfg.get('optim') or {}).get('lr')}" if cfg else "") + "."]

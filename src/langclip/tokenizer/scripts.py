@@ -73,13 +73,15 @@ class ScriptGuard:
     text ("lada", "xviii"), digits, punctuation, emoji, other scripts — is cut exactly as CLIP cuts it,
     by construction, whatever the corpus (BPE works per pre-token; CLIP's merges rank first).
     For a Latin-script language the target characters are its non-ASCII Latin letters (ASCII text keeps
-    CLIP's ids; a word with ä or ł may not).
+    CLIP's ids; a word with ä or ł may not); with `ascii_letters` (`english_words`) its ASCII letters
+    too, and banned pairs keep English words whole instead (`train.english_pairs`).
 
         ScriptGuard(["CYRILLIC"]).protected("lad") -> True; .protected("Ð¿") (п) -> False
     """
 
-    def __init__(self, scripts: list[str]):
+    def __init__(self, scripts: list[str], ascii_letters: bool = False):
         self.scripts = list(scripts)
+        self.ascii_letters = ascii_letters and "LATIN" in scripts   # english_words set: ASCII letters are targets
         self._set = frozenset(scripts)
         self._byte = {c: b for b, c in bytes_to_unicode().items()}
         self._range_memo: dict[tuple[int, int], bool] = {}
@@ -95,7 +97,7 @@ class ScriptGuard:
         possible code points (U+0380..U+0383 must not make Greek's lead byte CE ambiguous). Private-use
         characters and controls (assigned, but nameless) are nobody's."""
         if "LATIN" in self._set and cp < 0x80:
-            return False
+            return self.ascii_letters and (0x61 <= cp <= 0x7A or 0x41 <= cp <= 0x5A)
         if unicodedata.category(chr(cp)) == "Cn":
             return gaps or self._in_blocks(cp)
         return unicodedata.name(chr(cp), "").split(" ", 1)[0] in self._set or self._in_blocks(cp)

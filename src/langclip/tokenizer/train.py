@@ -23,7 +23,7 @@ from .bpe import PreTokens, learn_merges
 from .clean import WS, clean, pretokenize
 from .encode import Tokenizer
 from .scripts import ScriptGuard, script_joiners, script_marks, target_scripts
-from .vocab import PRETOKENIZE_PATTERN, clip_base_vocab, pretokenize_pattern
+from .vocab import PRETOKENIZE_PATTERN, build_hf_tokenizer, clip_base_vocab, pretokenize_pattern
 
 log = logging.getLogger(__name__)
 WEIGHT_MASS = 10**9  # each corpus source is scaled to this total integer weight
@@ -114,6 +114,29 @@ def running_text(lang: str, n: int = 3000, top: int = 30_000, seed: int = 0) -> 
     return [sep.join(p) for p in picks], sum(map(len, picks))
 
 
+# -- English words kept whole (english_words) -----------------------------------------------------
+def english_pairs(top: int, pattern: str = PRETOKENIZE_PATTERN) -> set[tuple[str, str]]:
+    """Every pair of adjacent pieces in CLIP's cut of the pre-tokens of wordfreq's `top` most frequent
+    English words. CLIP's merges rank first, so a new merge fires on a word only after CLIP's cut is
+    finished, and only on two of its adjacent pieces: with all of these banned, these words keep
+    CLIP's ids, by construction (a rarer English word may not)."""
+    if top <= 0:
+        return set()
+    words = list(wordfreq_pretokens("en", top, pattern))   # "ʖ" is one character but two pieces
+    cuts = (e.tokens for e in build_hf_tokenizer((), pattern).encode_batch(words, add_special_tokens=False))
+    return {(a, b) for cut in cuts for a, b in zip(cut, cut[1:])}
+
+
+def _guard(cfg: TokenizerTrainConfig, weights: Counter) -> ScriptGuard:
+    """The English rule for this corpus; with `english_words`, ASCII letters are the target's too."""
+    scripts = target_scripts(weights)
+    if cfg.english_words is not None and scripts != ["LATIN"]:
+        raise ValueError(f"english_words applies to a Latin-script language, whose words are written partly in "
+                         f"ASCII; this corpus's letters are {', '.join(scripts)}, which never share a merge "
+                         "with English: leave english_words unset")
+    return ScriptGuard(scripts, ascii_letters=cfg.english_words is not None)
+
+
 # -- training -----------------------------------------------------------------------------------
 def _corpus_texts(cfg: TokenizerTrainConfig) -> list[str]:
     texts: list[str] = []
@@ -143,8 +166,12 @@ def train_tokenizer(cfg: TokenizerTrainConfig, progress: bool = True) -> Tokeniz
     t0 = time.perf_counter()
     texts = _corpus_texts(cfg)
     weights, wf = _pretoken_weights(cfg, texts, PRETOKENIZE_PATTERN)
-    guard = ScriptGuard(target_scripts(weights))
-    log.info("target scripts %s: pre-tokens without their letters keep CLIP's ids", guard.scripts)
+    guard = _guard(cfg, weights)
+    if guard.ascii_letters:
+        log.info("target scripts %s with ASCII letters: wordfreq's %d most frequent English words keep CLIP's ids",
+                 guard.scripts, cfg.english_words)
+    else:
+        log.info("target scripts %s: pre-tokens without their letters keep CLIP's ids", guard.scripts)
     marks = script_marks(weights, guard) if cfg.join_marks else ""
     joined = script_joiners(weights, guard) if cfg.join_marks else ""
     pattern = pretokenize_pattern(marks, joined)
@@ -162,9 +189,10 @@ def train_tokenizer(cfg: TokenizerTrainConfig, progress: bool = True) -> Tokeniz
         pre = with_word_internal_forms(pre, wf)
     from ..files import progress_bar
 
+    banned = english_pairs(cfg.english_words or 0, pattern)
     bar = progress_bar(total=cfg.merges, desc="merges", unit="merge", disable=not progress, mininterval=0.5)
-    res = learn_merges(pre, cfg.merges, set(clip_base_vocab()),
-                       progress=lambda n: bar.update(n - bar.n), protected=guard.protected)
+    res = learn_merges(pre, cfg.merges, set(clip_base_vocab()), progress=lambda n: bar.update(n - bar.n),
+                       protected=guard.protected, banned_pairs=banned)
     bar.close()
     if res.exhausted:
         msg = (f"the corpus allows only {len(res.merges)} new merges (asked for {cfg.merges}): "
@@ -181,6 +209,8 @@ def train_tokenizer(cfg: TokenizerTrainConfig, progress: bool = True) -> Tokeniz
         "word_internal_forms": inside,     # wordfreq's words also learned as they stand inside running text
         "marks_as_letters": len(marks),    # combining marks of the target scripts in the pre-tokenizer's letters
         "joiners_inside_words": bool(joined),   # ZWNJ/ZWJ between two target characters: inside the word
+        "english_words": cfg.english_words,   # None: all ASCII text keeps CLIP's ids; N: wordfreq's N top English words
+        "english_pairs_banned": len(banned),  # adjacent pieces of those words, never merged
         "corpus": {"files": [str(c) for c in cfg.corpus], "column": cfg.column, "wordfreq": cfg.wordfreq,
                    "wordfreq_top": cfg.wordfreq_top, "distinct_pretokens": len(words), **sources},
         "train_seconds": round(time.perf_counter() - t0, 1),
@@ -211,6 +241,20 @@ def tokens_per_word(tok: Tokenizer, lang: str, top: int = 100_000) -> dict[str, 
             "unknown_weighted": unknown}
 
 
+def english_changed(tok: Tokenizer, top: int | None = None) -> dict:
+    """How many of the ASCII words of wordfreq's `top` (None: all) English words this tokenizer cuts
+    otherwise than CLIP, and their share of those words' frequency (about the share of running English
+    text's words). 0 under the default rule, whatever the language; with `english_words`, the rarer ones."""
+    import wordfreq
+
+    items = sorted(wordfreq.get_frequency_dict("en", wordlist="best").items(), key=lambda kv: -kv[1])[:top]
+    freq = {w: f for w, f in items if w.isascii()}
+    words = list(freq)
+    changed = [w for w, a, b in zip(words, Tokenizer.clip().encode_batch(words), tok.encode_batch(words)) if a != b]
+    return {"words": len(changed), "of": len(words), "weighted": sum(map(freq.__getitem__, changed)) / sum(freq.values()),
+            "examples": changed[:5]}
+
+
 def tokenizer_stats(tok: Tokenizer, lang: str, top: int = 100_000, corpus: list[str] | None = None,
                     column: str | None = None, context_length: int = 77) -> dict:
     """Tokens per word before (CLIP) and after (this tokenizer), for `lang` and English, and how much
@@ -222,6 +266,9 @@ def tokenizer_stats(tok: Tokenizer, lang: str, top: int = 100_000, corpus: list[
         if lang != "en":
             out[name]["en"] = tokens_per_word(t, "en", top)
     out["tokens_per_word_weighted"] = out["langclip"][lang]["weighted"]
+    if tok.num_added_merges is not None and lang != "en":
+        # with english_words, the whole list: the rarer words are the ones that may change
+        out["english_changed"] = english_changed(tok, None if tok.meta.get("english_words") is not None else top)
     texts, n_words = running_text(lang)   # words as text holds them: CJK's stand inside longer pre-tokens
     for name, t in (("clip", base), ("langclip", tok)):
         out[name][lang]["running"] = sum(map(len, t.encode_batch(texts))) / n_words
@@ -255,6 +302,10 @@ def format_stats(s: dict) -> str:
         if s["langclip"][lg]["unknown_weighted"]:
             rows.append(f"{lg} words with unknown{'':3}{0:>10.0%}{s['langclip'][lg]['unknown_weighted']:>10.1%}"
                         "  (weighted; each counted as one token)")
+    if "english_changed" in s:
+        e = s["english_changed"]
+        rows.append(f"ASCII English words cut otherwise than by CLIP: {e['words']:,} of {e['of']:,} "
+                    f"({e['weighted']:.3%} of their frequency)" + (f", e.g. {', '.join(e['examples'][:3])}" if e["words"] else ""))
     q = s["queries"]
     rows.append(f"typical query: {q['median_tokens']} tokens (CLIP {q['clip_median_tokens']}), "
                 f"{q['context_share_median']:.0%} of a 77-token context")
