@@ -81,7 +81,7 @@ def learn_merges(
     protected: symbol -> whether it could occur in text whose cut must not change; a merge of two
     such symbols whose joined string is such a symbol too is forbidden (None: nothing is).
     banned_pairs: pairs of symbols that must never merge, whatever `protected` says (the adjacent
-    pieces of words whose cut must not change, `english_ids: words`).
+    pieces of words whose cut must not change: `english_words`).
     Returns the new merges; their result strings are new tokens, in order.
 
     The words live in numpy arrays (`_Linked`): a merge rewrites all its occurrences in a few vector
@@ -164,7 +164,9 @@ class _Linked:
         self.prot: list[bool] = [False] * len(sym_str)
         self._banned: dict[int, bool] = {}   # pair code of two protected symbols -> their join is too
         self._ban_codes = np.zeros(0, np.int64)   # pair codes banned outright (`ban`), sorted
-        self._ban_wait: dict[str, list[tuple[str, str]]] = {}
+        self._ban_set: set[int] = set()           # the same, for the learner's hot loop
+        self._ban_ids: dict[str, int] = {}        # symbol string -> id, while bans wait
+        self._ban_wait: dict[str, list[tuple[str, str]]] = {}   # a symbol not made yet -> its banned pairs
         self._protect(protected, ids)
         self.where: dict[int, np.ndarray] = {}
 
@@ -217,8 +219,6 @@ class _Linked:
         """Ban these pairs of symbol strings outright; returns the banned pair codes, a set that grows
         when a symbol of a waiting pair is made by a merge (`add_symbol`)."""
         self._ban_ids = {s: i for i, s in enumerate(self.sym_str)}
-        self._ban_wait: dict[str, list[tuple[str, str]]] = {}   # a symbol not made yet -> its banned pairs
-        self._ban_set: set[int] = set()
         self._ban_add(pairs)
         if not self._ban_wait:
             self._ban_ids = {}
