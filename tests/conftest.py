@@ -8,6 +8,27 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+if os.environ.get("PYTEST_XDIST_WORKER"):   # `-n 2` on 2 cores: one thread per worker, not two each
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# session fixtures that take a minute or more: the tests that read one run in one xdist worker
+_HEAVY = ("demo_small", "ru_tokenizer_32k")
+
+
+@pytest.hookimpl(tryfirst=True)   # before xdist turns the groups into scheduling units
+def pytest_collection_modifyitems(config, items):
+    """Under `-n 2 --dist loadgroup` (pyproject's addopts) the longest work is handed out first: the
+    tests of a heavy session fixture (one group, one worker), then the ones marked slow, then the rest
+    in file order. Without xdist the order only changes the same way."""
+    def rank(item):
+        names = getattr(item, "fixturenames", ())
+        heavy = next((i for i, name in enumerate(_HEAVY) if name in names), None)
+        if heavy is not None:
+            item.add_marker(pytest.mark.xdist_group(_HEAVY[heavy]))
+            return heavy
+        return len(_HEAVY) + (item.get_closest_marker("slow") is None)
+
+    items[:] = [it for _, it in sorted(((rank(it), i), it) for i, it in enumerate(items))]
 
 
 @pytest.fixture(scope="session")
@@ -237,3 +258,4 @@ def tiny_xlmr(tmp_path_factory):
                                      num_attention_heads=2, intermediate_size=64, max_position_embeddings=40,
                                      pad_token_id=1), add_pooling_layer=False).save_pretrained(str(d))
     return d
+

@@ -20,6 +20,7 @@ def _run(args, timeout=300):
     return [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
 
 
+@pytest.mark.slow
 def test_step_levers_run():
     lines = _run(["benchmarks/train_throughput.py", "--tiny", "--device", "cpu", "--batch", "8", "--vocab", "2000",
                   "--base-ctx", "16", "--runs", "bf16w:default:16", "amp:default:16:replay0.25", "amp:default:16:replay"])
@@ -29,6 +30,7 @@ def test_step_levers_run():
     assert lines[3]["english_fraction"] == 0.25 and lines[4]["english_fraction"] == 1.0
 
 
+@pytest.mark.slow
 def test_cache_stages_and_threaded_builds_run():
     lines = _run(["benchmarks/cache_throughput.py", "--arch", "tiny", "--images", "16", "--distinct", "4", "--batch", "8",
                   "--device", "cpu", "--stages", "--decode", "pil", "nvjpeg", "--decode-threads", "1", "2",
@@ -45,6 +47,7 @@ def test_cache_stages_and_threaded_builds_run():
     assert all(x["failed"] == 0 for x in lines if x.get("name", "").startswith("cache_build"))
 
 
+@pytest.mark.slow
 def test_loop_with_bf16_weights_runs(tmp_path):
     lines = _run(["benchmarks/train_loop.py", "--tiny", "--device", "cpu", "--images", "400", "--batch", "32",
                   "--merges", "100", "--precision", "bf16-weights", "--profile", str(tmp_path), "--profile-steps", "3"])

@@ -23,7 +23,7 @@ def _jpeg(path, rng, size=(40, 30)):
     Image.fromarray(a).save(path, quality=95)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def root(tmp_path_factory):
     from scipy.io import savemat
 
@@ -76,7 +76,7 @@ def root(tmp_path_factory):
     return r
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def export_dir(tmp_path_factory, trained_run):
     d = tmp_path_factory.mktemp("cbexport") / "export"
     assert main(["export", "--model", str(trained_run), "--out", str(d)]) == 0
@@ -119,6 +119,7 @@ def _clip_benchmark(argv, monkeypatch):
     CB.main()
 
 
+@pytest.mark.slow
 def test_ukrainian_evaluation_as_the_recipe_runs_it(root, export_dir, tmp_path):
     """docs/recipe.md's Ukrainian evaluation: Babel-ImageNet's Ukrainian names and prompts, XM3600's
     Ukrainian captions, Food-101 and Flowers-102 with the shipped Ukrainian names (CIFAR and Caltech101
@@ -133,6 +134,7 @@ def test_ukrainian_evaluation_as_the_recipe_runs_it(root, export_dir, tmp_path):
     assert res["flowers102"]["n"] == 26 and res["flowers102"]["classnames"][73] == "троянда"
 
 
+@pytest.mark.slow
 def test_clip_benchmark_on_the_export_equals_langclip_eval(root, export_dir, tmp_path, monkeypatch):
     out = tmp_path / "langclip"
     ru_imagenet = tmp_path / "imagenet_ru.json"

@@ -50,6 +50,7 @@ def test_cache_equals_direct_tower(tmp_path, pair_data, tiny_arch, tiny_clip):
     assert len(tr) + len(va) == len(c.captions)
 
 
+@pytest.mark.slow
 def test_compiled_image_tower_gives_the_direct_towers_embeddings(tmp_path, pair_data, tiny_arch, tiny_clip,
                                                                  monkeypatch, caplog):
     """`compile: true`: the image tower through torch.compile (here the CPU backend; batches of 5 and a
@@ -172,6 +173,7 @@ def test_resume_after_interruption_gives_same_cache(tmp_path, pair_data, tiny_ar
     assert {f: f.read_bytes() for f in (part / "emb").iterdir()} == written
 
 
+@pytest.mark.slow
 def test_two_process_torchrun_equals_one_process(tmp_path, pair_data, tiny_arch, tiny_clip):
     spec = [str(pair_data / "pairs.csv"), str(pair_data / "shard-{00000..00001}.tar")]
     env = dict(os.environ, OMP_NUM_THREADS="1")

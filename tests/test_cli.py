@@ -20,7 +20,7 @@ from conftest import make_image
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def run_dir(tmp_path_factory, tiny_arch, tiny_clip, ru_tokenizer):
     from langclip.build import build_student
     from langclip.runfolder import save_model_files
@@ -45,10 +45,10 @@ def test_every_docstring_example_runs(tmp_path, run_dir, monkeypatch):
     tried, names = 0, []
     modules = ["langclip"] + [x.name for x in pkgutil.walk_packages(langclip.__path__, "langclip.")
                               if not x.name.endswith("__main__")]
+    extra = {"m": langclip.load("runs/ru", device="cpu"), "img": __import__("PIL.Image", fromlist=["Image"]).open("cat.jpg")}
     for name in modules:
         m = importlib.import_module(name)
-        for t in finder.find(m, extraglobs={"m": langclip.load("runs/ru", device="cpu"),
-                                       "img": __import__("PIL.Image", fromlist=["Image"]).open("cat.jpg")}):
+        for t in finder.find(m, extraglobs=extra):
             if t.examples:
                 r = runner.run(t, clear_globs=False)
                 tried += r.attempted

@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from langclip.cli import main
 from langclip.demo.world import RU_ADJ, RU_NOUN, UK_ADJ, UK_NOUN, ru_phrase, uk_phrase
 
@@ -45,6 +47,7 @@ def test_ukrainian_agreement_checked_with_pymorphy3():
         assert got == list(forms), (colour, got)
 
 
+@pytest.mark.slow
 def test_demo_in_ukrainian(tmp_path):
     """`langclip demo --lang uk`: the same world with Ukrainian captions, tokenizer merges and students;
     the report names them UK (the default size's figures: benchmarks/results/cpu_demo_uk.json)."""

@@ -13,7 +13,7 @@ from langclip.cli import main
 from conftest import make_image
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, tiny_arch, tiny_clip, ru_tokenizer):
     """A run folder: `clip` init (English exactly CLIP's), context 32, a slightly changed Russian part."""
     from langclip.build import build_student
@@ -307,6 +307,7 @@ CALTECH_FOLDERS = (
     "yin_yang").split()
 
 
+@pytest.mark.slow
 def test_cifar100_and_caltech101_layouts(tiny_run, tmp_path, monkeypatch, capsys):
     """Both datasets read from torchvision's on-disk layouts in one `langclip eval`; the shipped names
     line up with the real Caltech101 folders (torchvision's label order). A language langclip ships

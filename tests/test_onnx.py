@@ -33,7 +33,7 @@ def _pictures():
     return out
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def exports(tmp_path_factory, trained_run):
     d = tmp_path_factory.mktemp("onnx")
     for fmt in ("onnx", "immich"):
@@ -212,7 +212,7 @@ def _mclip_text(folder, query):
                            "attention_mask": np.array([e.attention_mask], dtype=np.int32)})[0][0]
 
 
-@pytest.fixture(scope="module", params=["tiny_bert", "tiny_xlmr"])
+@pytest.fixture(scope="session", params=["tiny_bert", "tiny_xlmr"])
 def hf_exports(request, tmp_path_factory, tiny_arch, tiny_clip):
     """A run whose text tower is a pretrained encoder (BERT: pad id 0; XLM-R: pad id 1, positions from
     the pad id), its projection trained a little off its initialisation, exported three ways."""

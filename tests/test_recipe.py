@@ -32,7 +32,7 @@ def _en(split, i):
     return f"a photo of a {LETTERS_EN[i % 12]} thing , {split} number # ."
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def public(tmp_path_factory):
     d = tmp_path_factory.mktemp("public")
     for split, n in SPLITS.items():
@@ -158,6 +158,7 @@ def test_join_is_exact_and_counts_failed_downloads(public, tmp_path, capsys):
     assert len(uk) == SPLITS["train"] - len(FAILED["train"]) and all(c.split(",")[0] in UK for c in uk)
 
 
+@pytest.mark.slow
 def test_the_recipe_end_to_end(public, tmp_path, tiny_arch, tiny_clip, monkeypatch):
     """Every command of docs/recipe.md after the downloads, in its order, on the tiny files."""
     monkeypatch.chdir(tmp_path)

@@ -418,6 +418,7 @@ def test_serve_binds_to_this_machine_by_default():
     assert inspect.signature(serve).parameters["host"].default == "127.0.0.1"
 
 
+@pytest.mark.slow
 def test_index_build_and_update_under_torchrun_equal_one_process(tmp_path, photos, tiny_arch, tiny_clip):
     """Under torchrun (2 gloo processes) every rank embeds its shards of the collection and rank 0 alone
     writes the index: `index build` and `index update` give the same index as one process (same pictures,

@@ -235,6 +235,7 @@ def test_a_language_without_spaces_learns_its_words_as_running_text_holds_them(t
         assert tok.encode(t) == ref.encode(t), t
 
 
+@pytest.mark.slow
 def test_a_script_written_with_combining_marks_keeps_its_words_whole(tmp_path, ru_tokenizer):
     """Hindi: CLIP's pattern cuts a word at every vowel sign and virama (marks, not letters), so
     "हिन्दी" was 6 pre-tokens, wordfreq's list allowed only a few thousand merges (they cannot join

@@ -69,6 +69,7 @@ def _write_cfg(cfg: TrainConfig, path):
     return path
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_matches_uninterrupted(tmp_path, train_cfg, capsys):
     from safetensors.torch import load_file
 
@@ -156,6 +157,7 @@ def test_bad_configuration_is_caught_before_work(tmp_path, train_cfg, capsys):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_equal_one_for_every_loss_combination(tmp_path):
     """2-process gloo run (torchrun) vs 1 process on the same global batch, two steps each, for every
     combination of contrastive / distillation / English replay: same losses and gradients (float64).
@@ -200,6 +202,7 @@ def test_ddp_two_processes_equal_one_for_every_loss_combination(tmp_path):
                 assert (g2[n] - g1[n]).abs().max() <= 1e-10, (combo, step, n)
 
 
+@pytest.mark.slow
 def test_compiled_training_matches_eager(tmp_path, train_cfg):
     """torch.compile path (length buckets of 16, one static graph each) trains to the same weights."""
     from safetensors.torch import load_file
@@ -405,6 +408,7 @@ def test_a_killed_writers_temporary_token_files_are_removed(tmp_path, ru_tokeniz
                                   {"contrastive": 1.0, "distill": 0.5, "compile": True},
                                   {"contrastive": 1.0, "distill": 1.0, "hf": True}],
                          ids=["contrastive", "distill-replay", "bf16-weights", "compiled", "hf-encoder"])
+@pytest.mark.slow
 def test_torchrun_training_run_matches_one_process(tmp_path, train_cfg, loss, request):
     """The whole `langclip train` job under torchrun (2 gloo processes, same global batch) logs the
     same losses and ends with the same weights as one process, and its run folder loads — with the
