@@ -19,7 +19,7 @@ _HEAVY = ("demo_small", "ru_tokenizer_32k")
 def pytest_collection_modifyitems(config, items):
     """Under `-n 2 --dist loadgroup` (pyproject's addopts) the longest work is handed out first: the
     tests of a heavy session fixture (one group, one worker), then the ones marked slow, then the rest
-    in file order. Without xdist the order only changes the same way."""
+    in file order. One process (`-n 0`) runs them in the same order."""
     def rank(item):
         names = getattr(item, "fixturenames", ())
         heavy = next((i for i, name in enumerate(_HEAVY) if name in names), None)
@@ -258,4 +258,3 @@ def tiny_xlmr(tmp_path_factory):
                                      num_attention_heads=2, intermediate_size=64, max_position_embeddings=40,
                                      pad_token_id=1), add_pooling_layer=False).save_pretrained(str(d))
     return d
-
