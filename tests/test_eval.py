@@ -96,6 +96,12 @@ def test_zero_shot_parity_with_clip_benchmark(tiny_run, cifar_root, tmp_path):
     assert 0 < ours["acc5"] < 1 and ours_ru["acc5"] > 0  # not a degenerate agreement
     files = {p.name: p.stat().st_size for p in (tmp_path / "ev").iterdir()}
     assert files["confusion_cifar10.png"] > 10_000 and "results.md" in files and "results.json" in files
+    # results.json: what evaluate_cli returned; a confusion matrix a row a line (not a number a line)
+    text = (tmp_path / "ev" / "results.json").read_text(encoding="utf-8")
+    saved = json.loads(text)["cifar10"]
+    assert saved["acc1"] == ours["acc1"] and saved["confusion"] == [list(map(int, r)) for r in ours["confusion"]]
+    rows = [line.strip().rstrip(",") for line in text.splitlines()]
+    assert sum(r.startswith("[") and r.endswith("]") and len(json.loads(r)) == 10 for r in rows) >= 10, text[:500]
 
 
 def test_english_reference_row(tiny_run, cifar_root, tmp_path):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .files import check_out_dir
+from .files import check_out_dir, json_text
 from .datasets import (dataset_classnames, english_classnames, load_dataset, read_classnames, read_templates,
                        shipped_classnames, shipped_templates)
 from .metrics import classification_metrics, display_name, encode_texts, markdown_table, recall_at_k, zero_shot_weights
@@ -294,7 +294,7 @@ CB_NAMES = {"flowers102": "flowers", "xm3600": "crossmodal3600"}   # CLIP_benchm
 def _save(o: Path, results: dict, rows: list, lang: str, cb) -> None:
     from .benchsets import benchmark_table
 
-    (o / "results.json").write_text(json.dumps(results, ensure_ascii=False, indent=1), encoding="utf-8")
+    (o / "results.json").write_text(json_text(results), encoding="utf-8")
     cols = ["model", "dataset", *SUMMARY] if not any(k in RECALL for r in rows for k in r) else \
         ["model", "dataset", *SUMMARY, *RECALL]
     (o / "results.md").write_text(markdown_table(rows, cols), encoding="utf-8")
@@ -302,8 +302,8 @@ def _save(o: Path, results: dict, rows: list, lang: str, cb) -> None:
     (o / "table.md").write_text(table_md, encoding="utf-8")
     (o / "table.json").write_text(json.dumps(table, ensure_ascii=False, indent=1), encoding="utf-8")
     if cb[0]:
-        (o / "clip_benchmark_classnames.json").write_text(json.dumps(cb[0], ensure_ascii=False, indent=1), encoding="utf-8")
-        (o / "clip_benchmark_templates.json").write_text(json.dumps(cb[1], ensure_ascii=False, indent=1), encoding="utf-8")
+        (o / "clip_benchmark_classnames.json").write_text(json_text(cb[0]), encoding="utf-8")
+        (o / "clip_benchmark_templates.json").write_text(json_text(cb[1]), encoding="utf-8")
     print(f"saved {o}/results.json, results.md, table.md, confusion_*.png")
 
 
