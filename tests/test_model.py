@@ -566,18 +566,19 @@ def _fake_hub_cache(root, repo: str, filename: str, sd) -> None:
 
 
 @pytest.mark.slow
-def test_pretrained_tag_from_open_clips_cache_is_the_same_tower_as_the_file(tmp_path, pair_data, capsys):
+def test_pretrained_tag_from_open_clips_cache_is_the_same_tower_as_the_file(tmp_path, pair_data, capsys, monkeypatch):
     """`--pretrained openai` for a ViT-B/32-shaped CLIP (random weights, laid out in the Hugging Face
     cache that open_clip downloads into): the cache build reads it offline; the same weights saved as
     an fp32 OpenAI-layout .pt are the same tower (equal tensor digest, equal embeddings), so training
-    with either accepts the other's cache; offline without the file, the error says what to get."""
+    with either accepts the other's cache; offline without the file, the error says what to get.
+    In this process: the hub cache is huggingface_hub's HF_HUB_CACHE (read when a lookup runs, as
+    HF_HUB_OFFLINE is by langclip), set here as the environment variable would set it."""
     import json
-    import os
-    import subprocess
-    import sys
 
+    import huggingface_hub.constants
     import open_clip
 
+    from langclip.cli import main
     from langclip.weights import load_state_dict, split_towers, tower_digest
 
     torch.manual_seed(0)
@@ -585,17 +586,14 @@ def test_pretrained_tag_from_open_clips_cache_is_the_same_tower_as_the_file(tmp_
     hub = tmp_path / "hub"
     _fake_hub_cache(hub, "timm/vit_base_patch32_clip_224.openai", "open_clip_model.safetensors", sd)
     torch.save({k: v.float() for k, v in sd.items()}, tmp_path / "ViT-B-32.pt")
-    env = dict(os.environ, HF_HUB_CACHE=str(hub), HF_HUB_OFFLINE="1", HOME=str(tmp_path / "home"), OMP_NUM_THREADS="2")
-
-    def cli(*args):
-        return subprocess.run([sys.executable, "-m", "langclip", *args], capture_output=True, text=True, env=env,
-                              timeout=600)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub))
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
 
     common = ["cache", "build", "--data", str(pair_data / "pairs.csv"), "--clip", "ViT-B-32-quickgelu", "--workers", "0"]
-    r = cli(*common, "--pretrained", "openai", "--out", str(tmp_path / "c1"))
-    assert r.returncode == 0, r.stderr[-2000:]
-    r = cli(*common, "--weights", str(tmp_path / "ViT-B-32.pt"), "--out", str(tmp_path / "c2"))
-    assert r.returncode == 0, r.stderr[-2000:]
+    assert main([*common, "--pretrained", "openai", "--out", str(tmp_path / "c1")]) == 0, capsys.readouterr().err[-2000:]
+    assert main([*common, "--weights", str(tmp_path / "ViT-B-32.pt"), "--out", str(tmp_path / "c2")]) == 0
     m1, m2 = (json.loads((tmp_path / c / "manifest.json").read_text()) for c in ("c1", "c2"))
     assert m1["pretrained"] == "openai" and m1["weights_sha256"] != m2["weights_sha256"]
     assert m1["tower_sha256"] == m2["tower_sha256"] == tower_digest(split_towers(load_state_dict(tmp_path / "ViT-B-32.pt"))[0])
@@ -604,14 +602,15 @@ def test_pretrained_tag_from_open_clips_cache_is_the_same_tower_as_the_file(tmp_
     e1, e2 = load_cache(tmp_path / "c1").image_emb, load_cache(tmp_path / "c2").image_emb
     assert torch.equal(e1, e2)
     # offline, nothing cached: a clear error naming what to download and where it goes
-    env["HF_HUB_CACHE"] = str(tmp_path / "empty")
-    r = cli(*common, "--pretrained", "openai", "--out", str(tmp_path / "c3"))
-    assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert "not in open_clip's download cache" in r.stderr and "timm/vit_base_patch32_clip_224.openai" in r.stderr
-    assert "ViT-B-32.pt" in r.stderr and "--weights FILE" in r.stderr
-    # an unknown tag is refused before any weights are looked for (in this process: no hub cache is read)
-    from langclip.cli import main
-
+    capsys.readouterr()
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    assert main([*common, "--pretrained", "openai", "--out", str(tmp_path / "c3")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "not in open_clip's download cache" in err, err
+    assert "timm/vit_base_patch32_clip_224.openai" in err and "ViT-B-32.pt" in err and "--weights FILE" in err
+    assert str(tmp_path / "empty") in err   # where the hub cache is
+    # an unknown tag is refused before any weights are looked for
     assert main([*common, "--pretrained", "laion9000", "--out", str(tmp_path / "c4")]) == 2
     err = capsys.readouterr().err
     assert "has no pretrained 'laion9000'" in err and "openai" in err
