@@ -31,8 +31,12 @@ def test_step_levers_run():
 
 
 @pytest.mark.slow
-def test_cache_stages_and_threaded_builds_run():
-    lines = _run(["benchmarks/cache_throughput.py", "--arch", "tiny", "--images", "16", "--distinct", "4", "--batch", "8",
+@pytest.mark.xdist_group("compile")
+def test_cache_stages_and_threaded_builds_run(tiny_arch):
+    """The suite's tiny architecture and test_cache's batches of 5 (and a last one of 1): the compiled
+    image tower's graphs are the ones test_cache's compile test builds, in the same worker (xdist group
+    "compile"), so inductor's cache serves the second of the two."""
+    lines = _run(["benchmarks/cache_throughput.py", "--arch", tiny_arch, "--images", "16", "--distinct", "4", "--batch", "5",
                   "--device", "cpu", "--stages", "--decode", "pil", "nvjpeg", "--decode-threads", "1", "2",
                   "--decode-ahead", "--compile"])
     names = {x.get("name") for x in lines}

@@ -51,6 +51,7 @@ def test_cache_equals_direct_tower(tmp_path, pair_data, tiny_arch, tiny_clip):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("compile")   # its graphs are test_benchmarks' compiled tower's: one worker, one compile
 def test_compiled_image_tower_gives_the_direct_towers_embeddings(tmp_path, pair_data, tiny_arch, tiny_clip,
                                                                  monkeypatch, caplog):
     """`compile: true`: the image tower through torch.compile (here the CPU backend; batches of 5 and a
