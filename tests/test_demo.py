@@ -94,3 +94,51 @@ def test_reduced_demo_end_to_end(tmp_path, demo_small):
     img = sorted((out / "world" / "test").glob("*.png"))[0]
     assert main(["predict", "--model", str(out / "runs" / "clip"), "--image", str(img),
                  "--labels", "красный круг,синяя звезда,жёлтое сердце"]) == 0
+
+
+def test_teacher_trains_the_captions_rows_to_the_weights_of_the_whole_table(tmp_path):
+    """The teacher trains only the token rows its captions use (a small table): bit for bit the weights
+    of AdamW over the whole 49,408-row table, which the reference below trains the plain way."""
+    import torch
+    import torch.nn.functional as F
+    from PIL import Image
+
+    import open_clip
+
+    from langclip.demo.run import TEACHER, _train_teacher, _write_world
+    from langclip.demo.world import sample_scenes
+    from langclip.model import image_transform
+    from langclip.tokenizer import Tokenizer
+
+    rows = _write_world(tmp_path / "w", sample_scenes(256, 3), 3)
+    got = torch.load(_train_teacher(rows, tmp_path / "w", tmp_path / "t", 2, 3, 0.0))
+    torch.manual_seed(3)   # the reference: the whole table, in the demo's order of pictures and captions
+    model = open_clip.CLIP(**TEACHER)
+    init = model.token_embedding.weight.detach().clone()
+    names = sorted({r["image"] for r in rows})
+    x = torch.stack([image_transform({"size": 64})(Image.open(tmp_path / "w" / n)) for n in names])
+    caps = [[r["caption_en"] for r in rows if r["image"] == n] for n in names]
+    ids = Tokenizer.clip()([c for cs in caps for c in cs], context_length=24)
+    starts = torch.tensor([0] + [len(c) for c in caps]).cumsum(0)[:-1]
+    n_caps = torch.tensor([len(c) for c in caps])
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=4, pct_start=0.1)
+    g = torch.Generator().manual_seed(3)
+    for _ in range(2):
+        perm = torch.randperm(256, generator=g)
+        for s in range(2):
+            b = perm[s * 128:(s + 1) * 128]
+            pick = starts[b] + (torch.rand(128, generator=g) * n_caps[b]).long()
+            fi, ft = F.normalize(model.encode_image(x[b]), dim=-1), F.normalize(model.encode_text(ids[pick]), dim=-1)
+            logits = model.logit_scale.exp() * ft @ fi.T
+            y = torch.arange(128)
+            ((F.cross_entropy(logits, y) + F.cross_entropy(logits.T, y)) / 2).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            sched.step()
+    want = model.state_dict()
+    assert list(got) == list(want)
+    assert all(torch.equal(got[k], want[k]) for k in want), [k for k in want if not torch.equal(got[k], want[k])]
+    unused = torch.ones(49408, dtype=torch.bool)
+    unused[ids.unique()] = False   # the rows no caption uses: decayed, as the reference decayed them
+    assert unused.sum() > 49000 and not torch.equal(got["token_embedding.weight"][unused], init[unused])
