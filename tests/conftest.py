@@ -176,17 +176,22 @@ def world_cache(tmp_path_factory, tiny_arch, tiny_clip):
                                    out=str(d / "cache"), batch_size=64, workers=0, shard_size=100), progress=False)
 
 
-@pytest.fixture()
-def train_cfg(tmp_path, world_cache, tiny_arch, tiny_clip, ru_tokenizer):
+def make_train_cfg(d: Path, world_cache, tiny_arch, tiny_clip, ru_tokenizer):
+    """The small training job the training tests start from (its tokenizer saved in d, its run in d/run)."""
     from langclip.config import LossSection, ModelSection, OptimSection, TrainConfig
 
-    ru_tokenizer.save(tmp_path / "tok")
-    return TrainConfig(cache=str(world_cache), out=str(tmp_path / "run"),
-                       model=ModelSection(clip=tiny_arch, weights=tiny_clip[1], tokenizer=str(tmp_path / "tok"),
+    ru_tokenizer.save(d / "tok")
+    return TrainConfig(cache=str(world_cache), out=str(d / "run"),
+                       model=ModelSection(clip=tiny_arch, weights=tiny_clip[1], tokenizer=str(d / "tok"),
                                           init="clip", context_length=16),
                        optim=OptimSection(lr=3e-3, warmup_steps=5, weight_decay=0.0),
                        loss=LossSection(), epochs=25, batch_size=32, val_fraction=0.25, seed=0,
                        log_every=5, tensorboard=False)
+
+
+@pytest.fixture()
+def train_cfg(tmp_path, world_cache, tiny_arch, tiny_clip, ru_tokenizer):
+    return make_train_cfg(tmp_path, world_cache, tiny_arch, tiny_clip, ru_tokenizer)
 
 
 @pytest.fixture(scope="session")

@@ -408,55 +408,101 @@ def test_a_killed_writers_temporary_token_files_are_removed(tmp_path, ru_tokeniz
         "caption.flat.npy", "caption.json", "caption.lengths.npy"]
 
 
-@pytest.mark.parametrize("loss", [{"contrastive": 1.0}, {"contrastive": 0.0, "distill": 1.0, "english": 0.5},
-                                  {"contrastive": 1.0, "distill": 0.5, "precision": "bf16-weights"},
-                                  pytest.param({"contrastive": 1.0, "distill": 0.5, "compile": True}, id="compiled",
-                                               marks=pytest.mark.xdist_group("compile")),
-                                  {"contrastive": 1.0, "distill": 1.0, "hf": True}],
-                         ids=["contrastive", "distill-replay", "bf16-weights", "compiled", "hf-encoder"])
-@pytest.mark.slow
-def test_torchrun_training_run_matches_one_process(tmp_path, train_cfg, loss, request):
-    """The whole `langclip train` job under torchrun (2 gloo processes, same global batch) logs the
-    same losses and ends with the same weights as one process, and its run folder loads — with the
-    contrastive loss, without it (distillation + English replay, which used to crash at step 2), with
-    bf16 weights (gradients averaged in float32 by a DDP hook; compared at bf16's tolerance), and with a
-    pretrained encoder as the text tower (the shipped hf config's losses)."""
-    from safetensors.torch import load_file
+TORCHRUN_JOBS = {"contrastive": {"contrastive": 1.0}, "distill-replay": {"contrastive": 0.0, "distill": 1.0, "english": 0.5},
+                 "bf16-weights": {"contrastive": 1.0, "distill": 0.5, "precision": "bf16-weights"},
+                 "compiled": {"contrastive": 1.0, "distill": 0.5, "compile": True},
+                 "hf-encoder": {"contrastive": 1.0, "distill": 1.0, "hf": True}}
 
-    import langclip
 
-    train_cfg.epochs, train_cfg.val_fraction, train_cfg.log_every = 2, 0.25, 1
+def _torchrun_job(cfg: TrainConfig, loss: dict, d, tiny_bert) -> tuple[TrainConfig, object]:
+    """One of TORCHRUN_JOBS as a config file in d (2 epochs, a loss logged every step)."""
+    cfg.epochs, cfg.val_fraction, cfg.log_every = 2, 0.25, 1
     loss = dict(loss)
-    train_cfg.precision = loss.pop("precision", "fp32")
-    train_cfg.compile = loss.pop("compile", False)   # the real recipe compiles: DDP + torch.compile
-    hf = loss.pop("hf", False)
-    if hf:   # the encoder without dropout, so that one process and two draw nothing differently
+    cfg.precision = loss.pop("precision", "fp32")
+    cfg.compile = loss.pop("compile", False)   # the real recipe compiles: DDP + torch.compile
+    if loss.pop("hf", False):   # the encoder without dropout, so that one process and two draw nothing differently
         import shutil
 
         from transformers import BertConfig
 
-        enc = shutil.copytree(request.getfixturevalue("tiny_bert"), tmp_path / "bert")
+        enc = shutil.copytree(tiny_bert, d / "bert")
         c = BertConfig.from_pretrained(str(enc))
         c.hidden_dropout_prob = c.attention_probs_dropout_prob = 0.0
         c.save_pretrained(str(enc))
-        train_cfg.model.init, train_cfg.model.tokenizer = f"hf:{enc}", ""
-        train_cfg.optim.lr = 1e-3
+        cfg.model.init, cfg.model.tokenizer = f"hf:{enc}", ""
+        cfg.optim.lr = 1e-3
     for k, v in loss.items():
-        setattr(train_cfg.loss, k, v)
-    cfg = _write_cfg(train_cfg, tmp_path / "c.yaml")
-    # compiled: the reference is one eager process (test_compiled_training_matches_eager compares
-    # compiled with eager in one process; here, the compiled ranks with eager)
+        setattr(cfg.loss, k, v)
+    return cfg, _write_cfg(cfg, d / "c.yaml")
+
+
+def _torchrun(jobs: list[list[str]], port: int, d):
+    """The langclip command lines in one torchrun launch of 2 gloo processes (tests/torchrun_jobs.py)."""
+    import signal
+
+    (d / "jobs.json").write_text(json.dumps(jobs))
+    with subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                           str(port), os.path.join(os.path.dirname(__file__), "torchrun_jobs.py"), str(d / "jobs.json")],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                          env=dict(os.environ, OMP_NUM_THREADS="1")) as p:
+        try:
+            out, err = p.communicate(timeout=600)
+        except subprocess.TimeoutExpired:   # the launcher and its ranks: no process outlives the test
+            os.killpg(p.pid, signal.SIGKILL)
+            out, err = p.communicate()
+            raise AssertionError(f"torchrun {jobs} timed out:\n{out[-2000:]}\n{err[-3000:]}") from None
+    return subprocess.CompletedProcess(p.args, p.returncode, out, err)
+
+
+@pytest.fixture(scope="session")
+def torchrun_runs(tmp_path_factory, world_cache, tiny_arch, tiny_clip, ru_tokenizer, tiny_bert):
+    """The uncompiled TORCHRUN_JOBS, each trained to <its folder>/two in one shared torchrun launch."""
+    from conftest import make_train_cfg
+
+    jobs = {}
+    for name, loss in TORCHRUN_JOBS.items():
+        if not loss.get("compile"):
+            d = tmp_path_factory.mktemp(f"torchrun-{name}")
+            jobs[name] = _torchrun_job(make_train_cfg(d, world_cache, tiny_arch, tiny_clip, ru_tokenizer), loss, d, tiny_bert)
+    r = _torchrun([["train", "--config", str(c), f"out={c.parent / 'two'}"] for _, c in jobs.values()], 29564,
+                  tmp_path_factory.mktemp("torchrun-jobs"))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert ", compiled" not in r.stdout, r.stdout[-2000:]
+    return jobs
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xdist_group("compile" if n == "compiled" else "torchrun"))
+                                  for n in TORCHRUN_JOBS])
+@pytest.mark.slow
+def test_torchrun_training_run_matches_one_process(tmp_path, train_cfg, name, request):
+    """The whole `langclip train` job under torchrun (2 gloo processes, same global batch) logs the
+    same losses and ends with the same weights as one process, and its run folder loads — with the
+    contrastive loss, without it (distillation + English replay, which used to crash at step 2), with
+    bf16 weights (gradients averaged in float32 by a DDP hook; compared at bf16's tolerance), compiled
+    (against one eager process), and with a pretrained encoder as the text tower (the shipped hf
+    config's losses). The uncompiled jobs share one torchrun launch (torchrun_runs, one worker: xdist
+    group "torchrun"); the compiled one runs after test_compiled_training_matches_eager, whose kernels
+    it reads from inductor's cache (group "compile")."""
+    from safetensors.torch import load_file
+
+    import langclip
+
+    if name == "compiled":
+        train_cfg, cfg = _torchrun_job(train_cfg, TORCHRUN_JOBS[name], tmp_path, None)
+        r = _torchrun([["train", "--config", str(cfg), f"out={tmp_path / 'two'}"]], 29554, tmp_path)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert ", compiled" in r.stdout, r.stdout[-2000:]
+    else:
+        train_cfg, cfg = request.getfixturevalue("torchrun_runs")[name]
+    two = cfg.parent / "two"
+    # one eager process: the reference (test_compiled_training_matches_eager compares compiled with
+    # eager in one process; here, the compiled ranks with eager)
     assert main(["train", "--config", str(cfg), f"out={tmp_path / 'one'}", "compile=false"]) == 0
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(29547 + len(loss) + 3 * (train_cfg.precision != "fp32") + 5 * train_cfg.compile + 7 * hf),
-                        "-m", "langclip", "train", "--config", str(cfg), f"out={tmp_path / 'two'}"],
-                       capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert (", compiled" in r.stdout) == train_cfg.compile, r.stdout[-2000:]
-    losses = [[r_["loss"] for r_ in map(json.loads, open(tmp_path / d / "metrics.jsonl")) if "loss" in r_]
-              for d in ("one", "two")]
+    losses = [[r_["loss"] for r_ in map(json.loads, open(d / "metrics.jsonl")) if "loss" in r_]
+              for d in (tmp_path / "one", two)]
     assert len(losses[0]) == len(losses[1]) == 8
     a = load_file(str(tmp_path / "one" / "text_tower.safetensors"))
-    b = load_file(str(tmp_path / "two" / "text_tower.safetensors"))
+    b = load_file(str(two / "text_tower.safetensors"))
     bf16 = train_cfg.precision == "bf16-weights"   # bf16 gradients: a half batch's sum rounds differently
     torch.testing.assert_close(torch.tensor(losses[1]), torch.tensor(losses[0]), rtol=5e-3 if bf16 else 1e-4, atol=1e-5)
     lr, far, n = train_cfg.optim.lr, 0, 0
@@ -481,7 +527,7 @@ def test_torchrun_training_run_matches_one_process(tmp_path, train_cfg, loss, re
             continue
         torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=1e-4, msg=k)
     assert far <= 0.01 * n, (far, n)
-    assert langclip.load(tmp_path / "two", device="cpu").encode_text(["кот"]).shape[0] == 1
+    assert langclip.load(two, device="cpu").encode_text(["кот"]).shape[0] == 1
 
 
 def test_diverged_training_stops_with_a_clear_error(tmp_path, train_cfg, capsys):
