@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from langclip.cache import build_cache, check_cache_matches, load_cache
+from langclip.cli import main
 from langclip.config import CacheConfig
 from langclip.runfolder import split_by_image
 from langclip.pairs import open_image, read_pairs
@@ -178,9 +179,12 @@ def test_resume_after_interruption_gives_same_cache(tmp_path, pair_data, tiny_ar
 def test_two_process_torchrun_equals_one_process(tmp_path, pair_data, tiny_arch, tiny_clip):
     spec = [str(pair_data / "pairs.csv"), str(pair_data / "shard-{00000..00001}.tar")]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    one = subprocess.run(_build_cmd(spec, tiny_arch, tiny_clip[1], str(tmp_path / "one")), env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert one.returncode == 0, one.stderr[-2000:]
+    threads = torch.get_num_threads()   # the reference in this process, on one thread as each rank is
+    torch.set_num_threads(1)
+    try:
+        assert main(_build_cmd(spec, tiny_arch, tiny_clip[1], str(tmp_path / "one"))[3:]) == 0
+    finally:
+        torch.set_num_threads(threads)
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
                           "-m", "langclip", *_build_cmd(spec, tiny_arch, tiny_clip[1], str(tmp_path / "two"))[3:]],
                          env=env, capture_output=True, text=True, timeout=300)
@@ -381,7 +385,6 @@ def test_wrong_base_folder_stops_early_and_names_it(tmp_path, pair_data, tiny_ar
     """A table moved away from its images: every path misses. The build stops with the folder the
     paths were resolved against and the first failures, instead of "succeeding" with zero images; a
     corrected rerun into the same --out is not refused."""
-    from langclip.cli import main
 
     moved = tmp_path / "elsewhere"
     moved.mkdir()
