@@ -19,8 +19,9 @@ _HEAVY = ("demo_small", "ru_tokenizer_32k")
 def pytest_collection_modifyitems(config, items):
     """Under `-n 2 --dist loadgroup` (pyproject's addopts) the longest work is handed out first: the
     tests of a heavy session fixture (one group, one worker), then the groups the tests name with
-    `@pytest.mark.xdist_group` (one worker each, in file order: a later test reuses what an earlier one
-    left, e.g. inductor's compiled kernels), then the ones marked slow, then the rest in file order.
+    `@pytest.mark.xdist_group` (one worker each, in file order, those marked `after_group` last: a later
+    test reuses what an earlier one left, e.g. inductor's compiled kernels), then the ones marked slow,
+    then the rest in file order.
     One process (`-n 0`) runs them in the same order."""
     def rank(item):
         names = getattr(item, "fixturenames", ())
@@ -29,7 +30,7 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.xdist_group(_HEAVY[heavy]))
             return heavy
         if item.get_closest_marker("xdist_group") is not None:   # a group the tests name themselves
-            return len(_HEAVY)
+            return len(_HEAVY) + 0.5 * (item.get_closest_marker("after_group") is not None)
         return len(_HEAVY) + 1 + (item.get_closest_marker("slow") is None)
 
     items[:] = [it for _, it in sorted(((rank(it), i), it) for i, it in enumerate(items))]
