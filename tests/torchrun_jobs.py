@@ -4,25 +4,18 @@ open_clip once, ~10 s of a core, instead of once per job). Usage, JOBS a JSON li
 
     python -m torch.distributed.run --nproc_per_node 2 tests/torchrun_jobs.py JOBS.json
 
-The process group is started here, once, and ended after the last job: a job then leaves it alone
-(langclip ends only a group it started). A second group started in the same torchrun process would
-read the first one's addresses from torchrun's store and fail to connect. The first job to fail ends
-the launch with its exit status."""
+The first job starts the process group and the later ones run in it (it ends when the process exits:
+langclip/dist.py), as in a user's script that calls `train()` twice under torchrun; ending it after
+each job once made the second job fail to connect. The first job to fail ends the launch with its
+exit status."""
 import json
 import sys
-
-import torch.distributed as dist
 
 from langclip.cli import main
 
 if __name__ == "__main__":
-    dist.init_process_group("gloo")
-    try:
-        for args in json.loads(open(sys.argv[1], encoding="utf-8").read()):
-            print("job:", " ".join(args), flush=True)
-            rc = main(args)
-            if rc:
-                sys.exit(rc)
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
+    for args in json.loads(open(sys.argv[1], encoding="utf-8").read()):
+        print("job:", " ".join(args), flush=True)
+        rc = main(args)
+        if rc:
+            sys.exit(rc)

@@ -1,6 +1,7 @@
 """torchrun support shared by the stages that run on many processes (cache build, training)."""
 from __future__ import annotations
 
+import atexit
 import os
 
 import torch
@@ -16,5 +17,18 @@ def init_from_env() -> tuple[int, int, bool]:
 
     if not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        atexit.register(_end_group)
         return dist.get_rank(), world, True
     return dist.get_rank(), world, False
+
+
+def _end_group() -> None:
+    """A process group langclip starts lives until its process exits, then ends here. Ended after a job,
+    a second job in the same torchrun process (two `train()` calls in one script) would start a group
+    under the first one's name, read its addresses from torchrun's store and fail to connect. Left to
+    the interpreter's teardown, gloo's threads were once destroyed while still running ("terminate
+    called without an active exception", exit -6): a finished job failed."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()

@@ -82,7 +82,7 @@ def build_cache(cfg: CacheConfig, progress: bool = True, pairs=None) -> Path:
     from ..weights import clip_weights
 
     cfg.validate()
-    rank, world, own_pg = init_from_env()
+    rank, world, _ = init_from_env()
     device = pick_device(cfg.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
@@ -116,9 +116,7 @@ def build_cache(cfg: CacheConfig, progress: bool = True, pairs=None) -> Path:
         _consolidate(out, cfg, pairs, model, teacher, sha, dict(timing, seconds=round(time.perf_counter() - t0, 1)),
                      weights)
     if world > 1:
-        torch.distributed.barrier()
-        if own_pg:
-            torch.distributed.destroy_process_group()
+        torch.distributed.barrier()   # (a process group init_from_env starts ends when the process exits)
     return out
 
 

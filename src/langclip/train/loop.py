@@ -88,7 +88,7 @@ class Run:
 
 # -- setup ----------------------------------------------------------------------------------------
 def _environment(cfg: TrainConfig) -> tuple[int, int, torch.device, bool]:
-    rank, world, _ = init_from_env()   # train() ends the process group this starts
+    rank, world, _ = init_from_env()   # a group it starts ends when the process exits
     if cfg.batch_size % world:
         raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
     device = pick_device(cfg.device)
@@ -265,17 +265,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     """Train the text tower; returns the run folder (loadable with `langclip.load`)."""
     import torch.distributed as dist
 
-    owned = dist.is_available() and not dist.is_initialized()   # a process group train() starts, it ends
-    try:
-        out = _train(cfg, progress)
-        if owned and dist.is_initialized():
-            dist.barrier()         # every rank is done before any tears down
-        return out
-    finally:
-        # left to interpreter exit, gloo's threads were once destroyed while still running ("terminate
-        # called without an active exception", exit -6): a finished job failed
-        if owned and dist.is_initialized():
-            dist.destroy_process_group()
+    out = _train(cfg, progress)
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()         # every rank is done before any returns (the group ends at exit: dist.py)
+    return out
 
 
 def _train(cfg: TrainConfig, progress: bool) -> Path:
