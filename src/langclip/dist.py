@@ -7,19 +7,18 @@ import os
 import torch
 
 
-def init_from_env() -> tuple[int, int, bool]:
-    """(rank, world size, whether this call created the process group) from torchrun's environment.
-    A single process (no WORLD_SIZE, or 1) needs no process group."""
+def init_from_env() -> tuple[int, int]:
+    """(rank, world size) from torchrun's environment, the process group started if none is (it ends
+    when the process exits). A single process (no WORLD_SIZE, or 1) needs no process group."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return 0, 1, False
+        return 0, 1
     import torch.distributed as dist
 
     if not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         atexit.register(_end_group)
-        return dist.get_rank(), world, True
-    return dist.get_rank(), world, False
+    return dist.get_rank(), world
 
 
 def _end_group() -> None:

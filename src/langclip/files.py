@@ -97,7 +97,7 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 def json_text(obj, level: int = 0) -> str:
     """JSON with one key of an object a line and every list on one line (a list of lists: a row a
     line): a 1,000-class confusion matrix is 1,000 lines written by json's C encoder, not a million
-    indented ones (7 MB and ~2 s with indent=1)."""
+    indented ones (2.3x the bytes with indent=1: benchmarks/suite_costs.py)."""
     import json
 
     pad = " " * (level + 1)

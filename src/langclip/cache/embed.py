@@ -82,7 +82,7 @@ def build_cache(cfg: CacheConfig, progress: bool = True, pairs=None) -> Path:
     from ..weights import clip_weights
 
     cfg.validate()
-    rank, world, _ = init_from_env()
+    rank, world = init_from_env()
     device = pick_device(cfg.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))

@@ -88,7 +88,7 @@ class Run:
 
 # -- setup ----------------------------------------------------------------------------------------
 def _environment(cfg: TrainConfig) -> tuple[int, int, torch.device, bool]:
-    rank, world, _ = init_from_env()   # a group it starts ends when the process exits
+    rank, world = init_from_env()   # a group it starts ends when the process exits
     if cfg.batch_size % world:
         raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
     device = pick_device(cfg.device)
