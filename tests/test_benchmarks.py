@@ -34,8 +34,8 @@ def test_step_levers_run():
 @pytest.mark.xdist_group("compile")
 @pytest.mark.after_group
 def test_cache_stages_and_threaded_builds_run(tiny_arch):
-    """The suite's tiny architecture and test_cache's batches of 5 (and a last one of 1): the compiled
-    image tower's graphs are the ones test_cache's compile test builds before it in the same worker
+    """The suite's tiny architecture and test_cache's batches of 5 (a last one of 1 padded to 5): the compiled
+    image tower's graph is the one test_cache's compile test builds before it in the same worker
     (xdist group "compile", this test after the group's others), so inductor's cache serves them."""
     lines = _run(["benchmarks/cache_throughput.py", "--arch", tiny_arch, "--images", "16", "--distinct", "4", "--batch", "5",
                   "--device", "cpu", "--stages", "--decode", "pil", "nvjpeg", "--decode-threads", "1", "2",

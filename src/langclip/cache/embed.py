@@ -193,6 +193,7 @@ def _embed_images(model, pairs, cfg: CacheConfig, out: Path, device, rank: int, 
     shards_out = _Shards(out, pairs, todo, S, model.clip.visual.output_dim)
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     tower = image_tower(model, cfg.compile, device)
+    compiled = tower is not model.clip.visual
     seen = failed = 0
     batches = (loader if on_device is None else decode_ahead(loader, on_device, device) if cfg.decode_ahead
                else (on_device(*b) for b in loader))
@@ -207,7 +208,8 @@ def _embed_images(model, pairs, cfg: CacheConfig, out: Path, device, rank: int, 
             if x is not None:
                 x = x.to(device, non_blocking=True)
                 with amp:
-                    feats = tower(normalize(x) if normalize else x).float().cpu().to(torch.float16)
+                    feats = embed_batch(tower, normalize(x) if normalize else x, cfg.batch_size if compiled else 0)
+                feats = feats.float().cpu().to(torch.float16)
             shards_out.add(brows, bok, feats, reasons)
             bar.update(len(brows))
             shards_out.flush_done(brows[-1])
@@ -220,8 +222,8 @@ def _embed_images(model, pairs, cfg: CacheConfig, out: Path, device, rank: int, 
 
 def image_tower(model, compile_: bool, device: torch.device):
     """The image tower a build calls: compiled with `compile` where torch.compile can build on `device`
-    (else eager, with a warning that says why). dynamic=False: one graph for the batch size, one for the
-    last, smaller batch of a shard run."""
+    (else eager, with a warning that says why). dynamic=False, and `embed_batch` pads a run's last, smaller
+    batch to the batch size: one graph in all."""
     if not compile_:
         return model.clip.visual
     why = compile_problem(device)
@@ -229,6 +231,16 @@ def image_tower(model, compile_: bool, device: torch.device):
         log.warning("compile: true, but torch.compile cannot build on %s here (%s): embedding without it", device, why)
         return model.clip.visual
     return torch.compile(model.clip.visual, dynamic=False)
+
+
+def embed_batch(tower, x: torch.Tensor, full: int = 0) -> torch.Tensor:
+    """tower(x); with `full`, a batch of fewer than `full` pictures is padded with zeros to `full` and
+    the padding's rows dropped, so a compiled tower (static shapes) runs the graph it already has instead
+    of compiling one more for the last batch (pictures are embedded independently: padding changes no row)."""
+    n = x.shape[0]
+    if full > n:
+        x = torch.cat([x, x.new_zeros((full - n, *x.shape[1:]))])
+    return tower(x)[:n]
 
 
 def _consolidate(out: Path, cfg: CacheConfig, pairs, model, teacher: bool, sha: str, timing: dict, weights) -> None:
