@@ -36,6 +36,47 @@ def pytest_collection_modifyitems(config, items):
     items[:] = [it for _, it in sorted(((rank(it), i), it) for i, it in enumerate(items))]
 
 
+def process_tree(pid: int) -> list[int]:
+    """pid and its descendants, from /proc (Linux); just pid where /proc cannot be read."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(todo.pop())
+        todo += children.get(tree[-1], [])
+    return tree
+
+
+def torchrun(port: int, args: list[str], timeout: int = 600):
+    """`python -m torch.distributed.run --nproc_per_node 2 --master_port PORT *args`: 2 gloo processes
+    on one thread each -> its CompletedProcess (text output). A launch that runs past `timeout` is killed
+    with its ranks, which torchrun starts in sessions of their own (so no process outlives the test),
+    and the test fails with their output."""
+    import signal
+    import subprocess
+    import sys
+
+    with subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                           str(port), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env=dict(os.environ, OMP_NUM_THREADS="1")) as p:
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for pid in process_tree(p.pid):   # listed before any dies: an orphan's parent becomes init
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            out, err = p.communicate()
+            raise AssertionError(f"torchrun {args} ran past {timeout} s:\n{out[-2000:]}\n{err[-3000:]}") from None
+    return subprocess.CompletedProcess(p.args, p.returncode, out, err)
+
+
 @pytest.fixture(scope="session")
 def ru_tokenizer(tmp_path_factory):
     """A small Russian tokenizer: 1,500 merges over wordfreq's 20k most frequent Russian words."""

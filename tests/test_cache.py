@@ -1,6 +1,5 @@
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from langclip.model import LangCLIP, model_config
 from langclip.model import image_transform, preprocess_cfg
 from langclip.files import sha256_file
 
-from conftest import make_image
+from conftest import make_image, torchrun
 
 
 def direct_embeddings(arch, weights, refs):
@@ -180,16 +179,14 @@ def test_resume_after_interruption_gives_same_cache(tmp_path, pair_data, tiny_ar
 @pytest.mark.slow
 def test_two_process_torchrun_equals_one_process(tmp_path, pair_data, tiny_arch, tiny_clip):
     spec = [str(pair_data / "pairs.csv"), str(pair_data / "shard-{00000..00001}.tar")]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
     threads = torch.get_num_threads()   # the reference in this process, on one thread as each rank is
     torch.set_num_threads(1)
     try:
         assert main(_build_cmd(spec, tiny_arch, tiny_clip[1], str(tmp_path / "one"))[3:]) == 0
     finally:
         torch.set_num_threads(threads)
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-                          "-m", "langclip", *_build_cmd(spec, tiny_arch, tiny_clip[1], str(tmp_path / "two"))[3:]],
-                         env=env, capture_output=True, text=True, timeout=300)
+    two = torchrun(29533, ["-m", "langclip", *_build_cmd(spec, tiny_arch, tiny_clip[1], str(tmp_path / "two"))[3:]],
+                   timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = load_cache(tmp_path / "one"), load_cache(tmp_path / "two")
     assert torch.equal(a.image_emb, b.image_emb) and a.captions == b.captions

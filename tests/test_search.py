@@ -423,16 +423,13 @@ def test_index_build_and_update_under_torchrun_equal_one_process(tmp_path, photo
     """Under torchrun (2 gloo processes) every rank embeds its shards of the collection and rank 0 alone
     writes the index: `index build` and `index update` give the same index as one process (same pictures,
     ids, embeddings, failures), and every rank embeds (the update's work folder is the same on both)."""
-    import subprocess
-    import sys
+    from conftest import torchrun as launch
 
-    env = dict(os.environ, OMP_NUM_THREADS="1")
     build = ["index", "build", "--data", str(photos), "--clip", tiny_arch, "--weights", tiny_clip[1], "--workers", "0",
              "shard_size=4"]
 
     def torchrun(args, port):
-        r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                            str(port), "-m", "langclip", *args], capture_output=True, text=True, timeout=300, env=env)
+        r = launch(port, ["-m", "langclip", *args], timeout=300)
         assert r.returncode == 0, r.stderr[-3000:]
         return r.stdout + r.stderr
 

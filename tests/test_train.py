@@ -163,6 +163,7 @@ def test_ddp_two_processes_equal_one_for_every_loss_combination(tmp_path):
     combination of contrastive / distillation / English replay: same losses and gradients (float64).
     Without the contrastive loss the temperature gets no gradient, which DDP's reducer used to reject
     at the second step."""
+    from conftest import torchrun
     from ddp_worker import COMBOS, batch, loss_cfg, two_steps
 
     from langclip.train import TextTower, compute_loss, distill_loss
@@ -174,9 +175,7 @@ def test_ddp_two_processes_equal_one_for_every_loss_combination(tmp_path):
         sep = distill_loss(TextTower(model)(tok_en), tch, "cosine", has)
     assert abs(float(parts["english"]) - float(sep)) <= 1e-12
     out = tmp_path / "g.pt"
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29544",
-                        os.path.join(os.path.dirname(__file__), "ddp_worker.py"), str(out)],
-                       capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    r = torchrun(29544, [os.path.join(os.path.dirname(__file__), "ddp_worker.py"), str(out)], timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     got = torch.load(out, weights_only=True)
     # English replay of a fraction under torchrun: each rank replays the first pairs of its share, and
@@ -438,20 +437,10 @@ def _torchrun_job(cfg: TrainConfig, loss: dict, d, tiny_bert) -> tuple[TrainConf
 
 def _torchrun(jobs: list[list[str]], port: int, d):
     """The langclip command lines in one torchrun launch of 2 gloo processes (tests/torchrun_jobs.py)."""
-    import signal
+    from conftest import torchrun
 
     (d / "jobs.json").write_text(json.dumps(jobs))
-    with subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                           str(port), os.path.join(os.path.dirname(__file__), "torchrun_jobs.py"), str(d / "jobs.json")],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                          env=dict(os.environ, OMP_NUM_THREADS="1")) as p:
-        try:
-            out, err = p.communicate(timeout=600)
-        except subprocess.TimeoutExpired:   # the launcher and its ranks: no process outlives the test
-            os.killpg(p.pid, signal.SIGKILL)
-            out, err = p.communicate()
-            raise AssertionError(f"torchrun {jobs} timed out:\n{out[-2000:]}\n{err[-3000:]}") from None
-    return subprocess.CompletedProcess(p.args, p.returncode, out, err)
+    return torchrun(port, [os.path.join(os.path.dirname(__file__), "torchrun_jobs.py"), str(d / "jobs.json")])
 
 
 @pytest.fixture(scope="session")
