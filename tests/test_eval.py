@@ -437,6 +437,35 @@ def test_recall_in_chunks_equals_the_whole_matrix():
         assert all(abs(got[k] - v) < 1e-6 for k, v in want.items()), (m, got, want)
 
 
+def test_zero_shot_weights_of_several_classes_a_call_equal_one_class_a_call(tiny_clip):
+    """zero_shot_weights sends several classes' texts through the tower in one call; the weights equal
+    the plain recipe's, one class a call through open_clip's own tower and tokenizer at the full context
+    (chunks of 2 classes and a last one of 1; a name in forms, a name shorter and one longer than the rest)."""
+    import open_clip
+    import torch.nn.functional as F
+
+    from conftest import TINY_CFG
+    from langclip.metrics import zero_shot_weights
+    from langclip.model import LangCLIP
+
+    ref, _ = tiny_clip
+    model = LangCLIP(TINY_CFG).eval()
+    model.clip.load_state_dict(ref.state_dict())
+    names = ["cat", {"nom": "red fox", "gen": "red foxes"}, "a very long name of a rather rare kind of bird", "dog", "x"]
+    templates = ["a photo of a {}.", "{} in the wild", "many {gen}!"]
+    with torch.no_grad():
+        want = []
+        for c in names:
+            forms = c if isinstance(c, dict) else {"nom": c, "gen": c}
+            texts = [t.replace("{}", forms["nom"]).replace("{gen}", forms["gen"]) for t in templates]
+            e = F.normalize(ref.encode_text(open_clip.tokenize(texts)), dim=-1).mean(0)
+            want.append(F.normalize(e, dim=-1))
+        want = torch.stack(want)
+        for batch_texts in (7, 3, 1024):   # 2 classes a call (then 1), 1 class a call, all at once
+            got = zero_shot_weights(model, open_clip.tokenize, names, templates, batch_texts=batch_texts)
+            torch.testing.assert_close(got, want, rtol=0, atol=2e-6, msg=str(batch_texts))
+
+
 def test_imagefolder_class_names_in_each_form(tiny_run, tmp_path):
     """`--dataset imagefolder:PATH`: class names from a JSON list, a {lang: list} JSON file, a text file
     (one a line) or typed inline ("кошка,собака") give the same evaluation, in the folders' sorted order."""
