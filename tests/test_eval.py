@@ -438,9 +438,10 @@ def test_recall_in_chunks_equals_the_whole_matrix():
 
 
 def test_zero_shot_weights_of_several_classes_a_call_equal_one_class_a_call(tiny_clip):
-    """zero_shot_weights sends several classes' texts through the tower in one call; the weights equal
-    the plain recipe's, one class a call through open_clip's own tower and tokenizer at the full context
-    (chunks of 2 classes and a last one of 1; a name in forms, a name shorter and one longer than the rest)."""
+    """zero_shot_weights sends all classes' texts through the tower by length, up to a batch of one
+    length a call; the weights equal the plain recipe's, one class a call through open_clip's own tower
+    and tokenizer at the full context (15 texts of several lengths, at most 7, 3 and 1,024 a call; a name
+    in forms, a name shorter and one longer than the rest)."""
     import open_clip
     import torch.nn.functional as F
 
@@ -461,7 +462,7 @@ def test_zero_shot_weights_of_several_classes_a_call_equal_one_class_a_call(tiny
             e = F.normalize(ref.encode_text(open_clip.tokenize(texts)), dim=-1).mean(0)
             want.append(F.normalize(e, dim=-1))
         want = torch.stack(want)
-        for batch_texts in (7, 3, 1024):   # 2 classes a call (then 1), 1 class a call, all at once
+        for batch_texts in (7, 3, 1024):
             got = zero_shot_weights(model, open_clip.tokenize, names, templates, batch_texts=batch_texts)
             torch.testing.assert_close(got, want, rtol=0, atol=2e-6, msg=str(batch_texts))
 
