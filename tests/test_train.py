@@ -435,6 +435,38 @@ def _torchrun_job(cfg: TrainConfig, loss: dict, d, tiny_bert) -> tuple[TrainConf
     return cfg, _write_cfg(cfg, d / "c.yaml")
 
 
+def test_a_torchrun_launch_past_its_timeout_leaves_no_process(tmp_path):
+    """The suite's launcher (conftest.torchrun) kills a launch that runs past its timeout together with
+    its ranks, which torchrun starts in sessions of their own: the test fails at the timeout, not when the
+    ranks end, and no rank outlives it (killing the launcher's process group alone left them running)."""
+    import time
+    from pathlib import Path
+
+    from conftest import torchrun
+
+    started = tmp_path / "ranks"
+    started.mkdir()
+    script = tmp_path / "sleep.py"
+    script.write_text("import os, pathlib, sys, time\n(pathlib.Path(sys.argv[1]) / str(os.getpid())).touch()\ntime.sleep(300)\n")
+    t = time.perf_counter()
+    with pytest.raises(AssertionError, match="ran past 15 s"):
+        torchrun(29598, [str(script), str(started)], timeout=15)
+    assert time.perf_counter() - t < 60
+    pids = [int(f.name) for f in started.iterdir()]
+    assert len(pids) == 2, pids   # both ranks were running
+
+    def alive(pid):   # a killed rank is gone, or a zombie until init reaps it
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    deadline = time.time() + 10
+    while any(map(alive, pids)) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not any(map(alive, pids)), pids
+
+
 def _torchrun(jobs: list[list[str]], port: int, d):
     """The langclip command lines in one torchrun launch of 2 gloo processes (tests/torchrun_jobs.py)."""
     from conftest import torchrun
