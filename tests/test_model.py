@@ -614,6 +614,7 @@ def test_pretrained_tag_from_open_clips_cache_is_the_same_tower_as_the_file(tmp_
     assert main([*common, "--pretrained", "laion9000", "--out", str(tmp_path / "c4")]) == 2
     err = capsys.readouterr().err
     assert "has no pretrained 'laion9000'" in err and "openai" in err
+    assert not (tmp_path / "c3").exists() and not (tmp_path / "c4").exists()   # a refused build leaves no folder
 
 
 def test_pretrained_tags_bring_their_own_preprocessing():

@@ -87,7 +87,6 @@ def build_cache(cfg: CacheConfig, progress: bool = True, pairs=None) -> Path:
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
     out = check_out_dir(cfg.out, "cache", ("manifest.json", "emb"))
-    (out / "emb").mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     if pairs is None:
         pairs = (read_parallel(cfg.data, cfg.caption_column, cfg.english_column) if cfg.text_only else
@@ -98,6 +97,7 @@ def build_cache(cfg: CacheConfig, progress: bool = True, pairs=None) -> Path:
         model = LangCLIP.empty(model_config(cfg.clip, cfg.pretrained))   # a tag's own preprocessing
         rest = load_image_tower(model, weights, cfg.clip)
         sha = sha.result()
+    (out / "emb").mkdir(parents=True, exist_ok=True)   # only now: a refused table, tag or file leaves no folder
     _check_build_state(out, cfg, pairs, sha, rank, world)
     model.to(device).eval()
     t1 = time.perf_counter()
