@@ -41,7 +41,8 @@ def plot_confusion(conf, names: list[str], path: str | Path, title: str = "") ->
     norm = conf / np.maximum(conf.sum(1, keepdims=True), 1)
     n = len(names)
     size = max(4.0, 0.45 * n + 2) if n <= 30 else 0.17 * n + 3  # inches; 100 classes: 20 in
-    fig, ax = plt.subplots(figsize=(size, size * 0.9))
+    # laid out at the dpi it is saved at, so the layout's text measurements are the drawing's (cached)
+    fig, ax = plt.subplots(figsize=(size, size * 0.9), dpi=110)
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(n), names, rotation=60, ha="right", fontsize=8 if n < 30 else 5)
     ax.set_yticks(range(n), names, fontsize=8 if n < 30 else 5)
@@ -56,6 +57,7 @@ def plot_confusion(conf, names: list[str], path: str | Path, title: str = "") ->
     ax.set_title(title)
     fig.colorbar(im, fraction=0.046)
     fig.tight_layout()
+    fig.set_layout_engine("none")   # laid out once: savefig would otherwise lay out again before drawing
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)

@@ -329,7 +329,7 @@ def save_similarity(sim, images, image_names: list[str], texts: list[str], out: 
     S_all = sim.T  # (texts, images)
     n_i, n_t = len(images), len(texts)
     S = S_all[:, :n_i]
-    fig, ax = plt.subplots(figsize=(2.2 + 1.1 * n_i + 0.09 * max(len(t) for t in texts), 1.6 + 0.7 * n_t))
+    fig, ax = plt.subplots(figsize=(2.2 + 1.1 * n_i + 0.09 * max(len(t) for t in texts), 1.6 + 0.7 * n_t), dpi=110)
     ax.imshow(S, vmin=min(0.0, float(S.min())), vmax=float(S.max()), cmap="viridis", aspect="auto",
               extent=(-0.5, n_i - 0.5, n_t - 0.5, -0.5))
     for i in range(n_t):
@@ -345,6 +345,7 @@ def save_similarity(sim, images, image_names: list[str], texts: list[str], out: 
                                                            f"all in {out.with_suffix('.csv').name})"
                                                            if n_i < S_all.shape[1] else ""))
     fig.tight_layout()
+    fig.set_layout_engine("none")   # laid out once (savefig would lay it out again)
     fig.savefig(out, dpi=110)
     plt.close(fig)
     with open(out.with_suffix(".csv"), "w", newline="", encoding="utf-8") as f:
