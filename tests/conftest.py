@@ -36,15 +36,22 @@ def pytest_collection_modifyitems(config, items):
     items[:] = [it for _, it in sorted(((rank(it), i), it) for i, it in enumerate(items))]
 
 
+def proc_stat(pid: int | str) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state, ppid, ...); None if it is gone
+    or unreadable. The name is cut at its last ")", since it may hold spaces and parentheses."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def process_tree(pid: int) -> list[int]:
     """pid and its descendants, from /proc (Linux); just pid where /proc cannot be read."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(stat.parent.name))
+        fields = proc_stat(stat.parent.name)
+        if fields and len(fields) > 1 and fields[1].isdigit():
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
     tree, todo = [], [pid]
     while todo:
         tree.append(todo.pop())

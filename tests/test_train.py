@@ -440,9 +440,8 @@ def test_a_torchrun_launch_past_its_timeout_leaves_no_process(tmp_path):
     its ranks, which torchrun starts in sessions of their own: the test fails at the timeout, not when the
     ranks end, and no rank outlives it (killing the launcher's process group alone left them running)."""
     import time
-    from pathlib import Path
 
-    from conftest import torchrun
+    from conftest import proc_stat, torchrun
 
     started = tmp_path / "ranks"
     started.mkdir()
@@ -456,10 +455,8 @@ def test_a_torchrun_launch_past_its_timeout_leaves_no_process(tmp_path):
     assert len(pids) == 2, pids   # both ranks were running
 
     def alive(pid):   # a killed rank is gone, or a zombie until init reaps it
-        try:
-            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-        except OSError:
-            return False
+        fields = proc_stat(pid)
+        return bool(fields) and fields[0] != "Z"
 
     deadline = time.time() + 10
     while any(map(alive, pids)) and time.time() < deadline:
