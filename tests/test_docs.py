@@ -151,3 +151,23 @@ def test_the_documented_scripts_exist():
 def test_a_stale_command_is_caught(cmd, why):
     """The check itself: each of these is refused, and says why."""
     assert why in (problem(cmd) or ""), problem(cmd)
+
+
+def test_the_readmes_python_runs(tmp_path, trained_run, ru_tokenizer, monkeypatch):
+    """README's Python blocks run as written, from a folder holding what they name (tok/, demo/runs/clip
+    and a demo picture), and give the shapes their comments promise."""
+    import shutil
+
+    from conftest import make_image
+
+    ru_tokenizer.save(tmp_path / "tok")
+    shutil.copytree(trained_run, tmp_path / "demo" / "runs" / "clip")
+    (tmp_path / "demo" / "world" / "test").mkdir(parents=True)
+    make_image(tmp_path / "demo" / "world" / "test" / "00000.png", 5, size=(64, 64))
+    monkeypatch.chdir(tmp_path)
+    blocks = re.findall(r"^```python\n(.*?)^```", (ROOT / "README.md").read_text(encoding="utf-8"), re.S | re.M)
+    assert len(blocks) >= 2
+    names: dict = {}
+    for i, code in enumerate(blocks):
+        exec(compile(code, f"README.md, Python block {i + 1}", "exec"), names)
+    assert tuple(names["ids"].shape) == (2, 77) and tuple(names["probs"].shape) == (1, 2)
