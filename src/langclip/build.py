@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from .files import sha256_file
 from .model import LangCLIP, TextCLIP, hf_student_config, model_config, student_config
 from .tokenizer import CLIP_VOCAB, Tokenizer, clip_base_vocab, clip_merges
-from .weights import WeightsError, load_state_dict, split_towers, tower_digest
+from .weights import WeightsError, check_activation, load_state_dict, split_towers, tower_digest
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ def load_image_tower(model: LangCLIP, weights: str | Path, arch: str = "?") -> d
         raise ValueError("this model was loaded for texts only (image=False, without open_clip): it has no image "
                          "tower to fill; load the run with image=True")
     sd = load_state_dict(weights)
+    check_activation(weights, model.model_cfg, arch)
     vis, rest = split_towers(sd)
     if not vis:
         raise WeightsError(f"{weights}: has no image tower (no 'visual.*' weights) — a text-only checkpoint? "

@@ -111,7 +111,7 @@ class CacheConfig:
             raise ValueError("give either --weights FILE or --pretrained TAG, not both")
         if not self.weights and not self.pretrained:
             raise ValueError("the CLIP weights are required: --weights FILE or --pretrained TAG (e.g. openai)")
-        if self.weights and not Path(self.weights).is_file():
+        if self.weights and not Path(self.weights).exists():   # a file, or a folder holding one
             raise FileNotFoundError(f"CLIP weights file not found: {self.weights}")
         if self.decode not in DECODE_MODES:
             raise ValueError(f"decode must be one of {', '.join(DECODE_MODES)}, got {self.decode!r}")
@@ -155,7 +155,7 @@ class IndexConfig:
         if not cache and not self.model and not self.weights and not self.pretrained:
             raise ValueError("the image tower is required: --model RUN, --weights FILE or --pretrained TAG "
                              "(or index a langclip cache)")
-        if self.weights and not Path(self.weights).is_file():
+        if self.weights and not Path(self.weights).exists():   # a file, or a folder holding one
             raise FileNotFoundError(f"CLIP weights file not found: {self.weights}")
         if self.thumb_size < 16 or self.ann_threshold < 1 or self.ann_nprobe < 1 or self.batch_size < 1:
             raise ValueError("thumb_size >= 16, ann_threshold, ann_nprobe and batch_size >= 1")

@@ -14,43 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-# open_clip residual block -> transformers CLIPEncoderLayer
-_BLOCK = {"ln_1": "layer_norm1", "ln_2": "layer_norm2", "mlp.c_fc": "mlp.fc1", "mlp.c_proj": "mlp.fc2",
-          "attn.out_proj": "self_attn.out_proj"}
-
-
-def _blocks(sd: dict, src: str, dst: str, layers: int, out: dict) -> None:
-    for i in range(layers):
-        a, b = f"{src}.{i}.", f"{dst}.{i}."
-        w, bias = sd[a + "attn.in_proj_weight"], sd[a + "attn.in_proj_bias"]
-        for j, name in enumerate(("q_proj", "k_proj", "v_proj")):
-            n = w.shape[0] // 3
-            out[f"{b}self_attn.{name}.weight"] = w[j * n:(j + 1) * n]
-            out[f"{b}self_attn.{name}.bias"] = bias[j * n:(j + 1) * n]
-        for o, h in _BLOCK.items():
-            for p in ("weight", "bias"):
-                out[f"{b}{h}.{p}"] = sd[f"{a}{o}.{p}"]
-
-
-def hf_state_dict(sd: dict, text_layers: int, vision_layers: int) -> dict:
-    """open_clip CLIP state dict (OpenAI naming) -> transformers CLIPModel state dict."""
-    out = {"text_model.embeddings.token_embedding.weight": sd["token_embedding.weight"],
-           "text_model.embeddings.position_embedding.weight": sd["positional_embedding"],
-           "text_model.final_layer_norm.weight": sd["ln_final.weight"],
-           "text_model.final_layer_norm.bias": sd["ln_final.bias"],
-           "text_projection.weight": sd["text_projection"].T,
-           "vision_model.embeddings.class_embedding": sd["visual.class_embedding"],
-           "vision_model.embeddings.position_embedding.weight": sd["visual.positional_embedding"],
-           "vision_model.embeddings.patch_embedding.weight": sd["visual.conv1.weight"],
-           "vision_model.pre_layrnorm.weight": sd["visual.ln_pre.weight"],
-           "vision_model.pre_layrnorm.bias": sd["visual.ln_pre.bias"],
-           "vision_model.post_layernorm.weight": sd["visual.ln_post.weight"],
-           "vision_model.post_layernorm.bias": sd["visual.ln_post.bias"],
-           "visual_projection.weight": sd["visual.proj"].T,
-           "logit_scale": sd["logit_scale"]}
-    _blocks(sd, "transformer.resblocks", "text_model.encoder.layers", text_layers, out)
-    _blocks(sd, "visual.transformer.resblocks", "vision_model.encoder.layers", vision_layers, out)
-    return {k: v.detach().float().contiguous().cpu() for k, v in out.items()}
+from .hf_layout import hf_state_dict
 
 
 def check_exportable(model_cfg: dict) -> None:

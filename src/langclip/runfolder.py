@@ -89,6 +89,10 @@ def resolve_image_weights(run: Path, ref: dict, weights: str | Path | None, chec
 
         cands.append(resolve_pretrained(ref["arch"], ref["pretrained"]))
     for c in cands:
+        if c.is_dir():   # a folder holding the weights (a Hub snapshot, save_pretrained)
+            from .weights import weights_file
+
+            c = weights_file(c)
         if c.is_file():
             if check_sha and not ref.get("tower_sha256") and sha256_file(c) != ref["sha256"]:
                 raise WeightsError(f"{c}: SHA-256 differs from the image tower this model was trained with "

@@ -2,7 +2,9 @@
 
 Formats: OpenAI's TorchScript archive (`ViT-B-32.pt`), a plain state dict (`.pt/.bin/.pth`, with or
 without `state_dict` / `model` / `module.` wrappers), open_clip training checkpoints
-(`{'epoch', 'state_dict', 'optimizer', ...}`), and `.safetensors`. Pickles are read with
+(`{'epoch', 'state_dict', 'optimizer', ...}`), and `.safetensors` — in OpenAI's naming or in Hugging
+Face transformers' (`CLIPModel`, one file or shards, `hf_layout`); a folder stands for the weights
+file in it (a Hub snapshot, an open_clip export). Pickles are read with
 `weights_only=True`: nothing pickled is executed. TorchScript archives (OpenAI's files) are read as
 data by `read_torchscript`: its pickle is unpickled with a closed list of globals and no TorchScript
 code is compiled or run (torch.load refuses such archives with weights_only=True, and torch.jit.load,
@@ -11,6 +13,7 @@ which open_clip uses, is deprecated: torch 2.14 warns); torch.jit.load only wher
 from __future__ import annotations
 
 import hashlib
+import json
 import zipfile
 from pathlib import Path
 
@@ -139,9 +142,72 @@ def read_torchscript(path: str | Path) -> dict[str, torch.Tensor]:
     return sd
 
 
-def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read any supported CLIP weights file into a flat state dict (open_clip/OpenAI key names)."""
+# a folder's weights file: open_clip's own first (a Hub repo may hold both), then transformers' (one file or shards)
+WEIGHTS_IN_FOLDER = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin", "model.safetensors",
+                     "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def weights_file(path: str | Path) -> Path:
+    """`path`, or for a folder (a Hugging Face Hub snapshot, a `save_pretrained` folder, an open_clip
+    export) the CLIP weights file in it."""
     path = Path(path)
+    if path.is_dir():
+        for name in WEIGHTS_IN_FOLDER:
+            if (path / name).is_file():
+                return path / name
+        raise FileNotFoundError(f"{path}: a folder without CLIP weights (looked for {', '.join(WEIGHTS_IN_FOLDER)})")
+    if not path.is_file():
+        raise FileNotFoundError(f"CLIP weights file not found: {path}")
+    return path
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read CLIP weights in any supported layout into a flat state dict (open_clip/OpenAI key names):
+    a file, a folder holding one (`weights_file`), transformers' sharded index, transformers' naming."""
+    from .hf_layout import from_transformers, is_transformers_layout
+
+    path = weights_file(path)
+    if path.name.endswith(".index.json"):
+        try:
+            shards = sorted(set(json.loads(path.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise WeightsError(f"{path}: not a transformers shard index ({type(e).__name__}: {e})") from None
+        sd = {}
+        for shard in shards:
+            sd.update(_read(weights_file(path.parent / shard)))
+    else:
+        sd = _read(path)
+    if is_transformers_layout(sd):
+        try:
+            sd = from_transformers(sd, str(path))
+        except (ValueError, KeyError) as e:
+            raise WeightsError(str(e) if isinstance(e, ValueError) else f"{path}: transformers' CLIP layout "
+                               f"without {e} (an incomplete checkpoint?)") from None
+    return sd
+
+
+def check_activation(weights: str | Path, model_cfg: dict, arch: str = "?") -> None:
+    """A transformers CLIP folder says which activation its towers use (`config.json`, `hidden_act`);
+    the weights fit open_clip's arch of either, so a wrong --clip (ViT-B-32 for OpenAI's QuickGELU
+    weights) would load and embed wrongly. Refused here, naming the fix."""
+    from .hf_layout import activations, transformers_config
+
+    cfg = transformers_config(weights_file(weights))
+    if cfg is None:
+        return
+    want = "quick_gelu" if model_cfg.get("quick_gelu") else "gelu"
+    bad = {k: v for k, v in activations(cfg).items() if v != want}
+    if bad:
+        tower, act = next(iter(bad.items()))
+        fix = ("an architecture with QuickGELU (the -quickgelu names, e.g. ViT-B-32-quickgelu)" if act == "quick_gelu"
+               else "an architecture with GELU (e.g. ViT-B-32)" if act == "gelu"
+               else f"an activation open_clip's CLIP does not have ({act})")
+        raise WeightsError(f"{weights}: its config.json gives the {tower} tower hidden_act={act!r}, but {arch} uses "
+                           f"{want}; these weights need {fix}")
+
+
+def _read(path: Path) -> dict[str, torch.Tensor]:
+    """One weights file's tensors, as saved."""
     if not path.is_file():
         raise FileNotFoundError(f"CLIP weights file not found: {path}")
     if path.stat().st_size == 0:
@@ -285,13 +351,12 @@ def resolve_pretrained(arch: str, tag: str, cache_dir: str | None = None) -> Pat
 
 
 def clip_weights(arch: str, weights: str = "", pretrained: str = "") -> Path:
-    """The CLIP weights file a stage uses: `weights` (a file) or open_clip's `pretrained` tag."""
+    """The CLIP weights file a stage uses: `weights` (a file, or a folder holding one) or open_clip's
+    `pretrained` tag."""
     if weights and pretrained:
         raise WeightsError("give either --weights FILE or --pretrained TAG, not both")
     if pretrained:
         return resolve_pretrained(arch, pretrained)
     if not weights:
         raise WeightsError("the CLIP weights are required: --weights FILE or --pretrained TAG (e.g. openai)")
-    if not Path(weights).is_file():
-        raise FileNotFoundError(f"CLIP weights file not found: {weights}")
-    return Path(weights)
+    return weights_file(weights)

@@ -1,0 +1,144 @@
+"""CLIP weights saved by Hugging Face transformers (`CLIPModel.save_pretrained`, a Hub snapshot such as
+openai/clip-vit-base-patch32) serve as --weights: a folder or its file, safetensors or pickle, one file
+or shards. The reference is transformers' own forward pass on the same weights (its random init, not
+langclip's), and a cache built from the transformers folder equals one built from the same weights in
+OpenAI's layout, tower digest included."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import TINY_CFG
+
+IMG = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(7))
+SOT, EOT = 49406, 49407
+
+
+def hf_config(act: str = "quick_gelu"):
+    """transformers' CLIPConfig of TINY_CFG's shapes (end-of-text pooled at CLIP's id 49407)."""
+    from transformers import CLIPConfig
+
+    t, v = TINY_CFG["text_cfg"], TINY_CFG["vision_cfg"]
+    return CLIPConfig(
+        text_config=dict(vocab_size=t["vocab_size"], hidden_size=t["width"], intermediate_size=4 * t["width"],
+                         num_hidden_layers=t["layers"], num_attention_heads=t["heads"],
+                         max_position_embeddings=t["context_length"], hidden_act=act, bos_token_id=SOT,
+                         eos_token_id=EOT, pad_token_id=0, projection_dim=TINY_CFG["embed_dim"]),
+        vision_config=dict(hidden_size=v["width"], intermediate_size=4 * v["width"], num_hidden_layers=v["layers"],
+                           num_attention_heads=v["width"] // v["head_width"], image_size=v["image_size"],
+                           patch_size=v["patch_size"], hidden_act=act, projection_dim=TINY_CFG["embed_dim"]),
+        projection_dim=TINY_CFG["embed_dim"])
+
+
+@pytest.fixture(scope="module")
+def hf_clip(tmp_path_factory):
+    """(transformers CLIPModel with its own random weights, {layout: path}): a save_pretrained folder
+    (safetensors), the same as pytorch_model.bin with the old position_ids buffers, and in shards."""
+    from transformers import CLIPModel
+
+    torch.manual_seed(3)
+    m = CLIPModel(hf_config()).eval()
+    d = tmp_path_factory.mktemp("hf_clip")
+    m.save_pretrained(d / "folder")
+    sd = {k: v.clone() for k, v in m.state_dict().items()}
+    sd["text_model.embeddings.position_ids"] = torch.arange(77)[None]
+    sd["vision_model.embeddings.position_ids"] = torch.arange(17)[None]
+    (d / "bin").mkdir()
+    torch.save(sd, d / "bin" / "pytorch_model.bin")
+    (d / "bin" / "config.json").write_text((d / "folder" / "config.json").read_text())
+    m.save_pretrained(d / "shards", max_shard_size="1MB")
+    assert (d / "shards" / "model.safetensors.index.json").is_file()
+    return m, {"folder": d / "folder", "file": d / "folder" / "model.safetensors", "bin": d / "bin",
+               "shards": d / "shards"}
+
+
+def _tokens():
+    ids = torch.zeros(2, 77, dtype=torch.long)
+    ids[0, :5] = torch.tensor([SOT, 320, 1929, 539, EOT])
+    ids[1, :8] = torch.tensor([SOT, 49, 1000, 2000, 3000, 4000, 269, EOT])
+    return ids
+
+
+@pytest.mark.parametrize("layout", ["folder", "file", "bin", "shards"])
+def test_transformers_weights_give_transformers_embeddings(layout, hf_clip, tiny_arch):
+    """Both towers, loaded from transformers' layout as a stage loads them (load_image_tower for the
+    image tower, its remainder for the English text tower), embed as transformers does."""
+    import open_clip
+
+    from langclip.build import load_image_tower
+    from langclip.model import LangCLIP, model_config
+
+    hf, paths = hf_clip
+    model = LangCLIP.empty(model_config(tiny_arch))
+    rest = load_image_tower(model, paths[layout], tiny_arch)
+    full = open_clip.CLIP(**TINY_CFG).eval()
+    full.load_state_dict(dict(rest, **{f"visual.{k}": v for k, v in model.clip.visual.state_dict().items()}))
+    with torch.no_grad():
+        a, b = model.encode_image(IMG, normalize=False), hf.get_image_features(pixel_values=IMG)
+        c, d = full.encode_text(_tokens()), hf.get_text_features(input_ids=_tokens())
+    b = getattr(b, "pooler_output", b)   # transformers 5 returns an output object
+    d = getattr(d, "pooler_output", d)
+    assert (a - b).abs().max() <= 1e-5 and (c - d).abs().max() <= 1e-5
+    assert float(full.logit_scale.detach()) == pytest.approx(float(hf.logit_scale.detach()))
+
+
+def test_a_cache_from_the_transformers_folder_equals_one_from_openais_layout(tmp_path, hf_clip, tiny_arch, pair_data):
+    """`cache build --weights FOLDER`: the same embeddings and the same tower digest as the same weights
+    saved in OpenAI's layout (so either cache serves a run trained on the other); the English teacher
+    embeddings too."""
+    from langclip.cache import load_cache
+    from langclip.cli import main
+    from langclip.hf_layout import from_transformers
+
+    hf, paths = hf_clip
+    pt = tmp_path / "openai-layout.pt"
+    torch.save(from_transformers(hf.state_dict()), pt)
+    for name, w in (("hf", paths["folder"]), ("pt", pt)):
+        assert main(["cache", "build", "--data", str(pair_data / "pairs.csv"), "--clip", tiny_arch, "--weights", str(w),
+                     "--out", str(tmp_path / name), "--workers", "0"]) == 0
+    a, b = load_cache(tmp_path / "hf"), load_cache(tmp_path / "pt")
+    ma, mb = (json.loads((tmp_path / n / "manifest.json").read_text()) for n in ("hf", "pt"))
+    assert ma["tower_sha256"] == mb["tower_sha256"]
+    assert ma["weights"].endswith("model.safetensors")   # the folder's file, hashed and recorded
+    assert a.teacher is not None and torch.equal(a.image_emb, b.image_emb) and torch.equal(a.teacher, b.teacher)
+
+
+def test_the_two_layouts_convert_into_each_other(hf_clip):
+    """transformers -> OpenAI -> transformers gives back every tensor (export's writer and the reader are
+    inverses), and the OpenAI-layout dict fills open_clip's CLIP exactly (strict)."""
+    import open_clip
+
+    from langclip.hf_layout import from_transformers, hf_state_dict
+
+    hf_sd = hf_clip[0].state_dict()
+    oc = from_transformers(hf_sd)
+    open_clip.CLIP(**TINY_CFG).load_state_dict(oc)   # strict: nothing missing, nothing left over
+    back = hf_state_dict(oc, TINY_CFG["text_cfg"]["layers"], TINY_CFG["vision_cfg"]["layers"])
+    assert back.keys() == {k for k in hf_sd if not k.endswith("position_ids")}
+    assert all(torch.equal(back[k], hf_sd[k]) for k in back)
+
+
+def test_a_wrong_activation_or_an_unknown_tensor_is_refused(tmp_path, hf_clip, tiny_arch):
+    """The weights fit both activations' architectures; config.json tells which one they need."""
+    from safetensors.torch import save_file
+
+    from langclip.build import load_image_tower
+    from langclip.model import LangCLIP
+    from langclip.weights import WeightsError, load_state_dict
+
+    gelu = dict(TINY_CFG, quick_gelu=False)
+    with pytest.raises(WeightsError, match="hidden_act='quick_gelu'.*QuickGELU"):
+        load_image_tower(LangCLIP.empty(gelu), hf_clip[1]["folder"], "tiny-gelu")
+    hf_config("gelu").save_pretrained(tmp_path / "gelu")
+    (tmp_path / "gelu" / "model.safetensors").symlink_to(hf_clip[1]["file"])
+    with pytest.raises(WeightsError, match="hidden_act='gelu'.*GELU \\(e.g. ViT-B-32\\)"):
+        load_image_tower(LangCLIP.empty(TINY_CFG), tmp_path / "gelu", tiny_arch)
+    sd = dict(hf_clip[0].state_dict(), **{"vision_model.encoder.layers.0.extra.weight": torch.zeros(2)})
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp_path / "odd.safetensors"))
+    with pytest.raises(WeightsError, match="odd.safetensors.*1 tensors.*vision_model.encoder.layers.0.extra.weight"):
+        load_state_dict(tmp_path / "odd.safetensors")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="folder without CLIP weights"):
+        load_state_dict(tmp_path / "empty")
