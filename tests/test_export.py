@@ -102,7 +102,7 @@ def test_every_export_has_a_model_card_whose_snippets_run(tmp_path, trained_run,
     assert ("## Use in Immich" in card) == (fmt == "immich")
     from langclip.runfolder import model_language
 
-    assert model_language(trained_run) == "ru" and model_language(out) == {"open_clip": "ru", "onnx": "ru"}.get(fmt), fmt
+    assert model_language(trained_run) == "ru" and model_language(out) == {"open_clip": "ru", "onnx": "ru", "hf": "ru"}.get(fmt), fmt
     for code in snippets:
         exec(compile(code, f"README.md ({fmt})", "exec"), {})
     assert capsys.readouterr().out.count("\n") >= len(snippets)
@@ -167,23 +167,25 @@ def test_a_ukrainian_models_card_shows_ukrainian_labels_that_run(tmp_path, train
     assert capsys.readouterr().out.count("\n") >= len(snippets)
 
 
-def test_retrieval_on_a_cache_checks_an_exports_own_image_tower(tmp_path, trained_run, capsys):
+@pytest.mark.parametrize("fmt", ["open_clip", "hf"])
+def test_retrieval_on_a_cache_checks_an_exports_own_image_tower(tmp_path, trained_run, capsys, fmt):
     """An export holds both towers: eval-retrieval on a cache compares the export's loaded image tower
-    with the one the cache was built with (its digest), not only what the export records."""
+    with the one the cache was built with (its digest), not only what the export records. The
+    transformers folder is loaded by langclip too (its tensors renamed back, hf_layout)."""
     from safetensors.torch import load_file, save_file
 
     cache = json.loads((trained_run / "model.json").read_text())["cache"]
-    out = tmp_path / "oc"
-    assert main(["export", "--model", str(trained_run), "--format", "open_clip", "--out", str(out)]) == 0
+    out = tmp_path / fmt
+    assert main(["export", "--model", str(trained_run), "--format", fmt, "--out", str(out)]) == 0
     args = ["eval-retrieval", "--data", cache, "--split", "all", "--device", "cpu"]
     assert main(args + ["--model", str(trained_run)]) == 0
     from_run = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert main(args + ["--model", str(out)]) == 0
     from_export = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {k: v for k, v in from_export.items() if k != "data"} == {k: v for k, v in from_run.items() if k != "data"}
-    f = out / "open_clip_model.safetensors"
+    f = out / ("open_clip_model.safetensors" if fmt == "open_clip" else "model.safetensors")
     sd = load_file(str(f))
-    k = next(k for k in sd if k.startswith("visual.") and sd[k].is_floating_point() and sd[k].dim() == 2)
+    k = next(k for k in sd if k.startswith(("visual.", "vision_model.")) and sd[k].is_floating_point() and sd[k].dim() == 2)
     sd[k] = sd[k] + 0.01                 # another image tower under the same record
     save_file(sd, str(f))
     assert main(args + ["--model", str(out)]) == 2

@@ -142,3 +142,60 @@ def test_a_wrong_activation_or_an_unknown_tensor_is_refused(tmp_path, hf_clip, t
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="folder without CLIP weights"):
         load_state_dict(tmp_path / "empty")
+
+
+def test_langclip_loads_its_hf_export_as_the_run(tmp_path, trained_run, capsys):
+    """`langclip.load` (so predict, similarity, encode, eval) takes an `export --format hf` folder: the
+    run's embeddings, language and preprocessing."""
+    import langclip
+    from langclip.cli import main
+    from langclip.runfolder import model_language
+
+    assert main(["export", "--model", str(trained_run), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
+    run, hf = langclip.load(trained_run, device="cpu"), langclip.load(tmp_path / "hf", device="cpu")
+    texts = ["красный круг", "две синие звезды", "a photo of a cat"]
+    assert torch.equal(run.tokenizer(texts), hf.tokenizer(texts))
+    assert (run.encode_text(texts) - hf.encode_text(texts)).abs().max() <= 1e-5
+    with torch.no_grad():
+        assert (run.model.encode_image(IMG) - hf.model.encode_image(IMG)).abs().max() <= 1e-5
+    assert hf.model.tower_sha256 == run.model.tower_sha256
+    assert model_language(tmp_path / "hf") == model_language(trained_run) == "ru"
+    from PIL import Image
+    img = Image.new("RGB", (90, 60), (30, 200, 30))
+    assert torch.equal(hf.preprocess(img), run.preprocess(img))
+
+
+def test_a_transformers_folder_without_langclips_record_loads_from_its_config(tmp_path, hf_clip):
+    """A CLIPModel saved by transformers, with CLIP's tokenizer beside it and a CLIPImageProcessor: the
+    architecture from config.json, the preprocessing from preprocessor_config.json, transformers'
+    embeddings."""
+    import shutil
+
+    from transformers import CLIPImageProcessor
+
+    import langclip
+    from langclip.tokenizer import Tokenizer
+
+    hf, paths = hf_clip
+    d = tmp_path / "clip"
+    shutil.copytree(paths["folder"], d)
+    Tokenizer.clip().save(d)
+    CLIPImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64}, resample=2).save_pretrained(d)
+    m = langclip.load(d, device="cpu")
+    assert m.model.model_cfg["quick_gelu"] and m.model.context_length == 77
+    from langclip.hf_folder import preprocess_from_transformers
+    assert preprocess_from_transformers(d) == {"size": 64, "resize_mode": "shortest", "interpolation": "bilinear",
+                                               "mean": [0.48145466, 0.4578275, 0.40821073],
+                                               "std": [0.26862954, 0.26130258, 0.27577711]}
+    with torch.no_grad():
+        theirs = hf.get_image_features(pixel_values=IMG)
+        theirs = getattr(theirs, "pooler_output", theirs)
+        assert (m.model.encode_image(IMG, normalize=False) - theirs).abs().max() <= 1e-5
+        t = hf.get_text_features(input_ids=_tokens())
+        t = getattr(t, "pooler_output", t)
+        assert (m.model.encode_text(_tokens(), normalize=False) - t).abs().max() <= 1e-5
+    from PIL import Image
+    img = Image.new("RGB", (120, 80), (200, 30, 30))
+    px = CLIPImageProcessor.from_pretrained(str(d))(images=img, return_tensors="pt")["pixel_values"][0]
+    assert px.shape == (3, 64, 64) and (px - m.preprocess(img)).abs().max() < 0.05   # PIL vs torchvision resize
+    assert m.classify([img], ["кот", "собака"]).shape == (1, 2)

@@ -129,7 +129,9 @@ def evaluate_cli(model: str, dataset: str | list[str], lang: str | None, data_ro
 
         lang = model_language(model)
         if not lang:
-            if not (Path(model) / "open_clip_config.json").is_file():
+            from .hf_folder import is_transformers_folder
+
+            if not (Path(model) / "open_clip_config.json").is_file() and not is_transformers_folder(model):
                 read_run_meta(model)    # not a model folder at all: that is the error to report
             raise ValueError(f"{model}: the model records no language; pass --lang (e.g. --lang ru)")
     unknown = [d for d in datasets if not (d in ZERO_SHOT or d in RETRIEVAL or d.startswith("imagefolder:")
@@ -347,13 +349,14 @@ def evaluate_retrieval_cli(model: str, data: list[str], split: str = "val", val_
 def _retrieval_cache(m, path: str, split: str, model_path: Path, val_fraction, seed):
     """(texts, image embeddings, each text's image, description) from a cache's embeddings."""
     from .cache import check_cache_matches, load_cache
+    from .hf_folder import is_transformers_folder
     from .inference import export_tower_digest, image_tower_ref, is_export
 
     cache = load_cache(path)
     ref = image_tower_ref(m.meta or {})
-    if is_export(model_path):   # it holds its image tower: that is compared, not only its record
-        ref = {**ref, "arch": ref.get("arch", cache.manifest.get("arch")),   # a foreign export names none
-               "tower_sha256": export_tower_digest(model_path)}
+    if is_export(model_path) or is_transformers_folder(model_path):   # it holds its image tower: that is
+        ref = {**ref, "arch": ref.get("arch", cache.manifest.get("arch")),  # compared, not only its record
+               "tower_sha256": m.model.tower_sha256 or export_tower_digest(model_path)}
     if ref and (cache.manifest.get("tower_sha256") or ref.get("sha256")):   # else nothing to compare
         check_cache_matches(cache.manifest, ref, where=path)
     if split == "val":

@@ -44,6 +44,10 @@ def export(run: str | Path, out: str | Path, format: str = "open_clip", weights:
         out.mkdir(parents=True, exist_ok=True)
         export_transformers(model, tok, meta, out, lambda o, processor: _tokenizer_files(tok, o, model.context_length,
                                                                                           processor))
+        # langclip's own record and tokenizer, so that langclip loads the folder as it loads a run (hf_layout)
+        doc = {"model_cfg": copy.deepcopy(model.model_cfg), "preprocess_cfg": _preprocess(meta), "langclip": _record(tok, meta)}
+        (out / "langclip_config.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False), encoding="utf-8")
+        tok.save(out / "langclip_tokenizer")
     elif format in ("onnx", "immich"):
         from .export_onnx import export_immich, export_onnx
 
@@ -72,10 +76,7 @@ def _export_open_clip(model, tok, meta: dict, out: Path) -> Path:
     t = cfg["text_cfg"]
     t["hf_tokenizer_name"] = "langclip"  # any non-empty name: open_clip then reads the tokenizer from this folder
     t["tokenizer_kwargs"] = {"clean": "lower"}
-    doc = {"model_cfg": cfg, "preprocess_cfg": _preprocess(meta),
-           "langclip": {"image_tower": meta["image_tower"], "language": tok.meta.get("language"),
-                        "init": meta.get("init"), "pool_type": "argmax", "eot_token_id": tok.eot_token_id,
-                        "split": meta.get("split")}}
+    doc = {"model_cfg": cfg, "preprocess_cfg": _preprocess(meta), "langclip": _record(tok, meta)}
     (out / "open_clip_config.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False), encoding="utf-8")
     sd = {k: v.detach().contiguous().cpu() for k, v in model.clip.state_dict().items()}
     save_file(sd, str(out / "open_clip_model.safetensors"))
@@ -120,6 +121,12 @@ def _hf_tokenizer_files(tok, out: Path) -> None:
         raise ValueError("the encoder's tokenizer has no pad token, which Immich and ONNX callers pad with")
     conf["pad_token"] = str(getattr(pad, "content", pad))
     conf_path.write_text(json.dumps(conf, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+def _record(tok, meta: dict) -> dict:
+    """What an export keeps of its run: the image tower it was trained on, language, init, split."""
+    return {"image_tower": meta["image_tower"], "language": tok.meta.get("language"), "init": meta.get("init"),
+            "pool_type": "argmax", "eot_token_id": tok.eot_token_id, "split": meta.get("split")}
 
 
 def _preprocess(meta: dict) -> dict:

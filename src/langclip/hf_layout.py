@@ -109,3 +109,4 @@ def activations(cfg: dict) -> dict[str, str]:
     towers = {"clip_vision_model": {"vision": cfg}, "clip_text_model": {"text": cfg}}.get(
         kind, {"text": cfg.get("text_config") or {}, "vision": cfg.get("vision_config") or {}})
     return {k: str(c.get("hidden_act", "quick_gelu")) for k, c in towers.items()}
+

@@ -113,9 +113,13 @@ def model_meta(path: str | Path) -> dict:
     open_clip_config.json's (an export; langclip's own record under "langclip")."""
     from .runfolder import read_run_meta
 
+    from .hf_folder import RECORD, is_transformers_folder
+
     path = Path(path)
     if is_export(path):
         return json.loads((path / "open_clip_config.json").read_text(encoding="utf-8"))
+    if is_transformers_folder(path) and (path / RECORD).is_file():
+        return json.loads((path / RECORD).read_text(encoding="utf-8"))
     return read_run_meta(path)
 
 
@@ -142,6 +146,16 @@ def load(path: str | Path, device: str | None = None, weights: str | None = None
 
     path = Path(path)
     dev = pick_device(device)
+    from .hf_folder import is_transformers_folder
+
+    if is_transformers_folder(path):   # a transformers CLIPModel folder (export --format hf): both towers in it
+        import open_clip
+
+        from .hf_folder import load_transformers_folder
+
+        m, tok, pp, doc = load_transformers_folder(path)
+        pp = dict(open_clip.get_model_preprocess_cfg(m.clip), **pp)
+        return LoadedModel(m.to(dev).eval(), tok, pp, dev, dict(doc, _path=str(path)))
     if is_export(path):
         from .model import LangCLIP, text_only_clip
         from .tokenizer import Tokenizer

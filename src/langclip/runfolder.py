@@ -73,6 +73,7 @@ def model_language(path: str | Path) -> str | None:
     meta = read(MODEL_FILE)
     cands = [meta.get("language"), read(f"{meta.get('tokenizer', 'tokenizer')}/langclip_tokenizer.json").get("language"),
              (read("open_clip_config.json").get("langclip") or {}).get("language"),
+             (read("langclip_config.json").get("langclip") or {}).get("language"),
              (read("onnx_config.json").get("langclip") or {}).get("language"),
              read("langclip_tokenizer/langclip_tokenizer.json").get("language"),
              read("langclip_tokenizer.json").get("language")]
