@@ -199,3 +199,38 @@ def test_a_transformers_folder_without_langclips_record_loads_from_its_config(tm
     px = CLIPImageProcessor.from_pretrained(str(d))(images=img, return_tensors="pt")["pixel_values"][0]
     assert px.shape == (3, 64, 64) and (px - m.preprocess(img)).abs().max() < 0.05   # PIL vs torchvision resize
     assert m.classify([img], ["кот", "собака"]).shape == (1, 2)
+
+
+@pytest.mark.parametrize("fmt", ["hf", "open_clip"])
+def test_an_export_indexes_pictures_without_its_clip_file(tmp_path, trained_run, tiny_clip, fmt, capsys):
+    """`index build --model EXPORT` where the CLIP file and the architecture file the run recorded are
+    gone (a downloaded export): the export's own image tower, the same index as from the run; a run
+    folder still asks for its file."""
+    import shutil
+
+    import numpy as np
+
+    from conftest import make_image
+    from langclip.cli import main
+    from langclip.search import Index
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    meta = json.loads((run / "model.json").read_text())
+    meta["image_tower"].update(weights="/gone/tiny-clip.pt", arch="/gone/tiny-quickgelu.json")
+    (run / "model.json").write_text(json.dumps(meta))
+    assert main(["export", "--model", str(run), "--format", fmt, "--weights", tiny_clip[1], "--out", str(tmp_path / "exp")]) == 0
+    (tmp_path / "photos").mkdir()
+    for i in range(6):
+        make_image(tmp_path / "photos" / f"{i}.jpg", i, size=(48, 36))
+    build = ["index", "build", "--data", str(tmp_path / "photos"), "--workers", "0"]
+    assert main(build + ["--model", str(tmp_path / "exp"), "--out", str(tmp_path / "idx")]) == 0
+    assert main(build + ["--model", str(trained_run), "--out", str(tmp_path / "ref")]) == 0
+    a, b = Index(tmp_path / "idx"), Index(tmp_path / "ref")
+    assert a.tower_sha256 == b.tower_sha256 and a.items["source"] == b.items["source"]
+    assert np.abs(np.asarray(a.embeddings, np.float32) - np.asarray(b.embeddings, np.float32)).max() <= 1e-3
+    capsys.readouterr()
+    assert main(["search", "--index", str(tmp_path / "idx"), "--model", str(tmp_path / "exp"), "красный круг", "-k", "2"]) == 0
+    assert capsys.readouterr().out.count("photos") == 2
+    assert main(build + ["--model", str(run), "--out", str(tmp_path / "idx2")]) == 2
+    assert "/gone/tiny-clip.pt" in capsys.readouterr().err

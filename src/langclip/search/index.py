@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -29,6 +30,7 @@ import numpy as np
 from ..config import IndexConfig
 from ..files import atomic_write_text, check_out_dir, read_parquet
 
+log = logging.getLogger(__name__)
 INDEX_FORMAT = "langclip-index/1"
 CHANGE_DETECTION = "path + size + mtime_ns"
 SMALL = 512       # fewer pictures than this (an update's new ones) are decoded in the main process
@@ -44,9 +46,34 @@ def _tower(cfg: IndexConfig) -> tuple[str, str, str]:
         if not ref:
             raise ValueError(f"{cfg.model}: records no image tower (not made by langclip?); "
                              f"give --clip with --weights or --pretrained instead of --model")
-        path = resolve_image_weights(Path(cfg.model), ref, cfg.weights or None, check_sha=False)
+        try:
+            path = resolve_image_weights(Path(cfg.model), ref, cfg.weights or None, check_sha=False)
+        except FileNotFoundError:
+            own = None if cfg.weights else _export_tower(Path(cfg.model), ref["arch"])
+            if own is None:
+                raise
+            return own
         return ref["arch"], str(path), ""
     return cfg.clip, cfg.weights, cfg.pretrained
+
+
+def _export_tower(model: Path, arch: str) -> tuple[str, str, str] | None:
+    """An export holds its image tower: (arch, the export's weights file, "") when the CLIP file it was
+    trained with is not here. The arch is the recorded one where it still resolves, else the export's
+    own config (its model_cfg: the image tower's shape is CLIP's). None for a run folder."""
+    from ..hf_folder import RECORD, is_transformers_folder
+    from ..inference import is_export
+    from ..model import model_config
+    from ..weights import weights_file
+
+    if not (is_export(model) or is_transformers_folder(model)):
+        return None
+    try:
+        model_config(arch)
+    except (OSError, ValueError, RuntimeError):   # a JSON file that is gone, a name open_clip lacks
+        arch = str(model / ("open_clip_config.json" if is_export(model) else RECORD))
+    log.info("%s: the image tower from the export's own weights (its CLIP file is not here)", model)
+    return arch, str(weights_file(model)), ""
 
 
 def _rank() -> int:
