@@ -84,10 +84,16 @@ def test_transformers_weights_give_transformers_embeddings(layout, hf_clip, tiny
     assert float(full.logit_scale.detach()) == pytest.approx(float(hf.logit_scale.detach()))
 
 
-def test_a_cache_from_the_transformers_folder_equals_one_from_openais_layout(tmp_path, hf_clip, tiny_arch, pair_data):
+def test_a_cache_from_the_transformers_folder_equals_one_from_openais_layout(tmp_path, hf_clip, tiny_arch, pair_data,
+                                                                           ru_tokenizer):
     """`cache build --weights FOLDER`: the same embeddings and the same tower digest as the same weights
     saved in OpenAI's layout (so either cache serves a run trained on the other); the English teacher
-    embeddings too."""
+    embeddings too. Training with `model.weights: FOLDER` (`clip` init from its English text tower,
+    distillation) gives the text tower the OpenAI-layout file gives, on the other layout's cache."""
+    from safetensors.torch import load_file
+
+    from langclip.config import LossSection, ModelSection, OptimSection, TrainConfig
+    from langclip.train import train
     from langclip.cache import load_cache
     from langclip.cli import main
     from langclip.hf_layout import from_transformers
@@ -103,6 +109,16 @@ def test_a_cache_from_the_transformers_folder_equals_one_from_openais_layout(tmp
     assert ma["tower_sha256"] == mb["tower_sha256"]
     assert ma["weights"].endswith("model.safetensors")   # the folder's file, hashed and recorded
     assert a.teacher is not None and torch.equal(a.image_emb, b.image_emb) and torch.equal(a.teacher, b.teacher)
+    ru_tokenizer.save(tmp_path / "tok")
+    runs = {}
+    for name, w, cache in (("hf", paths["folder"], "pt"), ("pt", pt, "hf")):
+        cfg = TrainConfig(cache=str(tmp_path / cache), out=str(tmp_path / f"run-{name}"),
+                          model=ModelSection(clip=tiny_arch, weights=str(w), tokenizer=str(tmp_path / "tok"), init="clip",
+                                             context_length=16),
+                          optim=OptimSection(lr=3e-3, warmup_steps=1), loss=LossSection(distill=0.5), epochs=1,
+                          batch_size=8, val_fraction=0.25, tensorboard=False)
+        runs[name] = load_file(str(train(cfg, progress=False) / "text_tower.safetensors"))
+    assert runs["hf"].keys() == runs["pt"].keys() and all(torch.equal(runs["hf"][k], runs["pt"][k]) for k in runs["hf"])
 
 
 def test_the_two_layouts_convert_into_each_other(hf_clip):
