@@ -250,3 +250,33 @@ def test_an_export_indexes_pictures_without_its_clip_file(tmp_path, trained_run,
     assert capsys.readouterr().out.count("photos") == 2
     assert main(build + ["--model", str(run), "--out", str(tmp_path / "idx2")]) == 2
     assert "/gone/tiny-clip.pt" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_openais_vit_b32_in_transformers_layout_is_open_clips_vit_b32_quickgelu(tmp_path):
+    """At the real shape: transformers' default CLIPConfig is OpenAI's ViT-B/32 (what
+    openai/clip-vit-base-patch32 holds; its config.json leaves hidden_act at the default, quick_gelu).
+    Saved by transformers in half precision, as the Hub's file is, it loads as open_clip's
+    ViT-B-32-quickgelu from the folder and embeds as transformers does; ViT-B-32 (GELU) is refused."""
+    from transformers import CLIPConfig, CLIPModel
+
+    from langclip.build import load_image_tower
+    from langclip.model import LangCLIP, model_config
+    from langclip.weights import WeightsError
+
+    torch.manual_seed(0)
+    hf = CLIPModel(CLIPConfig()).eval().half()
+    hf.save_pretrained(tmp_path / "clip-vit-base-patch32")
+    hf = hf.float()
+    model = LangCLIP.empty(model_config("ViT-B-32-quickgelu"))
+    rest = load_image_tower(model, tmp_path / "clip-vit-base-patch32", "ViT-B-32-quickgelu")
+    model.clip.load_state_dict({k: v.float() for k, v in rest.items()}, strict=False)
+    x, ids = torch.randn(2, 3, 224, 224), torch.zeros(2, 77, dtype=torch.long)
+    ids[:, :4] = torch.tensor([SOT, 320, 1929, EOT])
+    with torch.no_grad():
+        a, b = model.encode_image(x, normalize=False), hf.get_image_features(pixel_values=x)
+        c, d = model.encode_text(ids, normalize=False), hf.get_text_features(input_ids=ids)
+    b, d = getattr(b, "pooler_output", b), getattr(d, "pooler_output", d)
+    assert a.shape == (2, 512) and (a - b).abs().max() <= 1e-4 and (c - d).abs().max() <= 1e-4
+    with pytest.raises(WeightsError, match="ViT-B-32-quickgelu"):
+        load_image_tower(LangCLIP.empty(model_config("ViT-B-32")), tmp_path / "clip-vit-base-patch32", "ViT-B-32")
