@@ -98,7 +98,7 @@ def test_every_export_has_a_model_card_whose_snippets_run(tmp_path, trained_run,
     assert "## Results" in card and "Held-out recall at the end of training" in card and "eval/retrieval.md" in card
     assert "## Limitations" in card and "tiny-quickgelu" in card and ".json" not in front["tags"][-1]
     snippets = re.findall(r"```python\n(.*?)```", card, re.S)
-    assert len(snippets) == (2 if fmt == "open_clip" else 1)   # open_clip + langclip; transformers; onnxruntime
+    assert len(snippets) == (2 if fmt in ("open_clip", "hf") else 1)   # open_clip or transformers + langclip; onnxruntime
     assert ("## Use in Immich" in card) == (fmt == "immich")
     from langclip.runfolder import model_language
 

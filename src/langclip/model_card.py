@@ -102,13 +102,11 @@ image = preprocess(Image.new("RGB", (320, 240), "orange")).unsqueeze(0)
 with torch.no_grad():
     probs = (100 * model.encode_image(image, normalize=True) @ model.encode_text(tokenizer({labels}), normalize=True).T).softmax(-1)
 print(probs)'''))
-    if fmt == "hf":
-        return _render(blocks)
     blocks.append(("langclip", f'''import langclip
 from PIL import Image
 
 m = langclip.load({folder})
-print(m.classify([Image.new("RGB", (320, 240), "orange")], {labels}{f', lang="{lang}"' if lang in EXAMPLE_LABELS else ''}))'''))
+print(m.classify([Image.new("RGB", (320, 240), "orange")], {labels}{f', lang="{lang}"' if lang in EXAMPLE_LABELS else f', ["{template}"]'}))'''))
     return _render(blocks)
 
 
