@@ -280,3 +280,35 @@ def test_openais_vit_b32_in_transformers_layout_is_open_clips_vit_b32_quickgelu(
     assert a.shape == (2, 512) and (a - b).abs().max() <= 1e-4 and (c - d).abs().max() <= 1e-4
     with pytest.raises(WeightsError, match="ViT-B-32-quickgelu"):
         load_image_tower(LangCLIP.empty(model_config("ViT-B-32")), tmp_path / "clip-vit-base-patch32", "ViT-B-32")
+
+
+def test_an_export_exports_again_as_its_run_does(tmp_path, trained_run):
+    """`export --model EXPORT --format onnx` (a downloaded model made into an Immich or ONNX folder), from a
+    transformers and an open_clip export: the same ids and embeddings in onnxruntime as the run's own ONNX
+    export, the same preprocessing file, language and image-tower record."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from langclip.cli import main
+
+    assert main(["export", "--model", str(trained_run), "--format", "onnx", "--out", str(tmp_path / "ref")]) == 0
+    for src in ("hf", "open_clip"):
+        assert main(["export", "--model", str(trained_run), "--format", src, "--out", str(tmp_path / src)]) == 0
+        assert main(["export", "--model", str(tmp_path / src), "--format", "onnx", "--out", str(tmp_path / f"again-{src}")]) == 0
+    names = ("again-hf", "again-open_clip", "ref")
+    conf = {n: json.loads((tmp_path / n / "onnx_config.json").read_text()) for n in names}
+    ids = np.random.default_rng(0).integers(1, conf["ref"]["vocab_size"] - 2, (3, 24)).astype(np.int32)
+    ids[:, -1] = conf["ref"]["vocab_size"] - 1
+    pics = np.random.default_rng(1).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    out = {}
+    for n in names:
+        for k in ("context_length", "vocab_size", "embed_dim", "textual", "visual"):
+            assert conf[n][k] == conf["ref"][k], (n, k)
+        assert conf[n]["langclip"]["image_tower"] == conf["ref"]["langclip"]["image_tower"]
+        assert conf[n]["langclip"]["language"] == "ru"
+        for f in ("tokenizer.json", "preprocess_cfg.json"):
+            assert (tmp_path / n / f).read_text() == (tmp_path / "ref" / f).read_text(), (n, f)
+        text = ort.InferenceSession(str(tmp_path / n / "textual.onnx"), providers=["CPUExecutionProvider"])
+        visual = ort.InferenceSession(str(tmp_path / n / "visual.onnx"), providers=["CPUExecutionProvider"])
+        out[n] = (text.run(["embedding"], {"text": ids})[0], visual.run(["embedding"], {"image": pics})[0])
+    assert all(np.abs(a - b).max() <= 1e-5 for n in names[:2] for a, b in zip(out[n], out["ref"]))

@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
 
     p = _p(sub, "export", "a folder stock open_clip, transformers, onnxruntime or Immich loads")
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True, help="a run folder, or an open_clip or transformers export of one")
     p.add_argument("--format", default="open_clip", choices=["open_clip", "hf", "onnx", "immich"],
                    help="open_clip: stock open_clip's local-dir: folder; hf: transformers' CLIPModel folder; "
                         "onnx: textual.onnx + visual.onnx + tokenizer.json; immich: Immich's model-folder layout, to replace "

@@ -35,6 +35,7 @@ EPILOGS = {
               "  langclip export --model runs/ru --format hf --out export-hf/     # transformers CLIPModel\n"
               "  langclip export --model runs/ru --format onnx --out export-onnx/ # onnxruntime, no torch\n"
               "  langclip export --model runs/ru --format immich --out immich/ViT-B-32__openai/   # Immich smart search\n"
+              "  langclip export --model downloaded-hf/ --format immich --out immich/ViT-B-32__openai/   # from an export\n"
               "  python -c \"import open_clip; open_clip.create_model_and_transforms('local-dir:export/')\"",
     "demo": "examples:\n  langclip demo --out demo/          # ~2 minutes on a 2-core CPU, no network\n"
             "  langclip demo --lang uk --out demo-uk/     # the same world in Ukrainian",

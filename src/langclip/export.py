@@ -27,15 +27,16 @@ FORMATS = ("open_clip", "hf", "onnx", "immich")
 
 def export(run: str | Path, out: str | Path, format: str = "open_clip", weights: str | Path | None = None,
            device: str = "cpu") -> Path:
-    """Export a run folder: `open_clip` (a folder stock open_clip loads with `local-dir:`) or `hf` (a
-    folder Hugging Face transformers loads as CLIPModel + AutoTokenizer + AutoProcessor). Both carry
-    a model card (README.md)."""
+    """Export a run folder — or an export (open_clip or transformers folder, e.g. a downloaded model) —
+    as `open_clip` (a folder stock open_clip loads with `local-dir:`), `hf` (a folder Hugging Face
+    transformers loads as CLIPModel + AutoTokenizer + AutoProcessor), `onnx` or `immich`. Each carries a
+    model card (README.md)."""
     from .model_card import write_model_card
 
     if format not in FORMATS:
         raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
     out = check_out_dir(out, "export", ("open_clip_config.json", "config.json", "onnx_config.json"))
-    model, tok, meta = load_model(run, weights=weights)
+    model, tok, meta = _source(Path(run), weights)
     model.to(device)   # the weights are read where the user says (a GPU-only host), saved from the CPU
     if format == "hf":
         from .export_hf import check_exportable, export_transformers
@@ -60,6 +61,25 @@ def export(run: str | Path, out: str | Path, format: str = "open_clip", weights:
         _export_open_clip(model, tok, meta, out)
     write_model_card(out, format, model, tok, meta, Path(run))
     return out
+
+
+def _source(run: Path, weights) -> tuple:
+    """(model, tokenizer, meta) of a run folder, or of an export, which holds both towers and langclip's
+    record of its run (image tower, language, init, split)."""
+    from .hf_folder import is_transformers_folder
+    from .inference import is_export, load
+
+    if not (is_export(run) or is_transformers_folder(run)):
+        return load_model(run, weights=weights)
+    import open_clip
+
+    m = load(run, device="cpu")
+    rec = m.meta.get("langclip") or {}
+    if not rec.get("image_tower") or m.model.is_hf:
+        raise ValueError(f"{run}: {'an hf: text tower' if rec.get('image_tower') else 'an export without langclip_config.json or open_clip_config.json (langclip's record of its run)'} "
+                         f"is exported from its run folder")
+    pp = dict(open_clip.get_model_preprocess_cfg(m.model.clip), **(m.meta.get("preprocess_cfg") or {}))
+    return m.model, m.tokenizer, {**rec, "model_cfg": m.model.model_cfg, "preprocess_cfg": pp}
 
 
 def export_open_clip(run: str | Path, out: str | Path, weights: str | Path | None = None,
