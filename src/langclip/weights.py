@@ -192,7 +192,8 @@ def check_activation(weights: str | Path, model_cfg: dict, arch: str = "?") -> N
     weights) would load and embed wrongly. Refused here, naming the fix."""
     from .hf_layout import activations, transformers_config
 
-    cfg = transformers_config(weights_file(weights))
+    f = weights_file(weights)
+    cfg = transformers_config(f) if f.name in WEIGHTS_IN_FOLDER else None   # the folder's own file only
     if cfg is None:
         return
     want = "quick_gelu" if model_cfg.get("quick_gelu") else "gelu"
