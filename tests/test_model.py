@@ -615,6 +615,24 @@ def test_pretrained_tag_from_open_clips_cache_is_the_same_tower_as_the_file(tmp_
     err = capsys.readouterr().err
     assert "has no pretrained 'laion9000'" in err and "openai" in err
     assert not (tmp_path / "c3").exists() and not (tmp_path / "c4").exists()   # a refused build leaves no folder
+    # transformers' copy of OpenAI's weights (openai/clip-vit-base-patch32) alone in the hub cache: the same tower
+    from transformers import CLIPConfig
+
+    from langclip.hf_layout import hf_state_dict
+
+    hub2 = tmp_path / "hub-transformers"
+    _fake_hub_cache(hub2, "openai/clip-vit-base-patch32", "model.safetensors",
+                    {k: v.half() for k, v in hf_state_dict(sd, 12, 12).items()})
+    CLIPConfig().save_pretrained(next((hub2 / "models--openai--clip-vit-base-patch32" / "snapshots").iterdir()))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub2))
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub2))
+    assert main([*common, "--pretrained", "openai", "--out", str(tmp_path / "c5")]) == 0, capsys.readouterr().err[-2000:]
+    m5 = json.loads((tmp_path / "c5" / "manifest.json").read_text())
+    assert m5["tower_sha256"] == m2["tower_sha256"] and m5["weights"].endswith("model.safetensors")
+    # OpenAI's weights under the GELU architecture: refused, naming the right one (open_clip only warns)
+    capsys.readouterr()
+    assert main([*common[:-4], "--clip", "ViT-B-32", "--workers", "0", "--pretrained", "openai", "--out", str(tmp_path / "c6")]) == 2
+    assert "use --clip ViT-B-32-quickgelu" in capsys.readouterr().err and not (tmp_path / "c6").exists()
 
 
 def test_pretrained_tags_bring_their_own_preprocessing():

@@ -25,8 +25,13 @@ def model_config(arch: str, pretrained: str = "") -> dict:
     pretrained tag, that tag's own preprocessing (mean/std, resize) in `preprocess_cfg`."""
     cfg = _arch_config(arch)
     if pretrained:
-        from .weights import pretrained_preprocess
+        from .weights import WeightsError, pretrained_cfg, pretrained_preprocess
 
+        tag_quick = bool(pretrained_cfg(arch, pretrained).get("quick_gelu", False))
+        if tag_quick != bool(cfg.get("quick_gelu")):   # open_clip only warns; the embeddings would be wrong
+            raise WeightsError(f"{arch}'s {pretrained!r} weights were trained with {'QuickGELU' if tag_quick else 'GELU'}, "
+                               f"but {arch} uses {'QuickGELU' if cfg.get('quick_gelu') else 'GELU'}: use "
+                               f"--clip {arch + '-quickgelu' if tag_quick else arch.removesuffix('-quickgelu')}")
         cfg["preprocess_cfg"] = {**(cfg.get("preprocess_cfg") or {}), **pretrained_preprocess(arch, pretrained)}
     return cfg
 

@@ -293,9 +293,9 @@ def pretrained_preprocess(arch: str, tag: str) -> dict:
             for k in ("mean", "std", "interpolation", "resize_mode") if cfg.get(k) is not None}
 
 
-def _cached_pretrained(cfg: dict, cache_dir: str | None) -> Path | None:
+def _cached_pretrained(cfg: dict, cache_dir: str | None, arch: str = "", tag: str = "") -> Path | None:
     """The tag's file if open_clip's download cache already holds it (Hugging Face hub cache, or the
-    URL cache ~/.cache/clip), looked up on disk only."""
+    URL cache ~/.cache/clip) — or, for `openai`, transformers' copy of OpenAI's repo — looked up on disk only."""
     import os
 
     hub = cfg.get("hf_hub", "")
@@ -317,6 +317,28 @@ def _cached_pretrained(cfg: dict, cache_dir: str | None) -> Path | None:
         p = Path(cache_dir or os.path.expanduser("~/.cache/clip")) / os.path.basename(url)
         if p.is_file():
             return p
+    return _cached_transformers_openai(arch, tag, cache_dir)
+
+
+# OpenAI's CLIPs as transformers publishes them (what `CLIPModel.from_pretrained` downloaded before)
+OPENAI_TRANSFORMERS = {"ViT-B-32": "openai/clip-vit-base-patch32", "ViT-B-16": "openai/clip-vit-base-patch16",
+                       "ViT-L-14": "openai/clip-vit-large-patch14", "ViT-L-14-336": "openai/clip-vit-large-patch14-336"}
+
+
+def _cached_transformers_openai(arch: str, tag: str, cache_dir: str | None) -> Path | None:
+    """An `openai` tag's weights in transformers' layout, when the Hugging Face cache holds OpenAI's own
+    repo (openai/clip-vit-base-patch32, ...) but not open_clip's copy: read as the same tower."""
+    repo = OPENAI_TRANSFORMERS.get(arch.removesuffix("-quickgelu")) if tag == "openai" else None
+    if repo is None:
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    for f in ("model.safetensors", "pytorch_model.bin"):
+        p = try_to_load_from_cache(repo, f, cache_dir=cache_dir)
+        if isinstance(p, str) and Path(p).is_file():
+            return Path(p)
     return None
 
 
@@ -327,7 +349,7 @@ def resolve_pretrained(arch: str, tag: str, cache_dir: str | None = None) -> Pat
     import os
 
     cfg = pretrained_cfg(arch, tag)
-    hit = _cached_pretrained(cfg, cache_dir)
+    hit = _cached_pretrained(cfg, cache_dir, arch, tag)
     if hit is not None:
         return hit
     where = []
@@ -338,6 +360,9 @@ def resolve_pretrained(arch: str, tag: str, cache_dir: str | None = None) -> Pat
                      f"({os.environ.get('HF_HUB_CACHE') or '~/.cache/huggingface/hub'})")
     if cfg.get("url"):
         where.append(f"{cfg['url']} into {cache_dir or '~/.cache/clip'}/")
+    repo = OPENAI_TRANSFORMERS.get(arch.removesuffix("-quickgelu")) if tag == "openai" else None
+    if repo:
+        where.append(f"transformers' copy, the Hugging Face repo {repo}, into the same hub cache")
     how = "; or ".join(where) + "; or pass --weights FILE with the file itself"
     if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("LANGCLIP_OFFLINE") == "1":
         raise WeightsError(f"pretrained {arch} {tag!r} is not in open_clip's download cache and this machine is "
