@@ -312,3 +312,24 @@ def test_an_export_exports_again_as_its_run_does(tmp_path, trained_run):
         visual = ort.InferenceSession(str(tmp_path / n / "visual.onnx"), providers=["CPUExecutionProvider"])
         out[n] = (text.run(["embedding"], {"text": ids})[0], visual.run(["embedding"], {"image": pics})[0])
     assert all(np.abs(a - b).max() <= 1e-5 for n in names[:2] for a, b in zip(out[n], out["ref"]))
+
+
+def test_a_torchscript_archive_names_its_activation(tmp_path, tiny_arch):
+    """OpenAI's files are TorchScript archives whose code declares their QuickGELU modules (as a traced
+    open_clip model's declares QuickGELU or torch's GELU): loading one into the other activation's
+    architecture is refused, naming the fix; the matching one loads."""
+    import open_clip
+
+    from langclip.build import load_image_tower
+    from langclip.model import LangCLIP
+    from langclip.weights import WeightsError, torchscript_activation
+
+    for quick in (True, False):
+        m = open_clip.CLIP(**dict(TINY_CFG, quick_gelu=quick)).eval()
+        f = tmp_path / f"traced-{quick}.pt"
+        torch.jit.trace(m, (IMG[:1], _tokens()[:1]), check_trace=False).save(str(f))
+        assert torchscript_activation(f) == ("quick_gelu" if quick else "gelu")
+        load_image_tower(LangCLIP.empty(dict(TINY_CFG, quick_gelu=quick)), f, "tiny")
+        with pytest.raises(WeightsError, match="TorchScript modules give the image and text towers .*"
+                           + ("ViT-B-32-quickgelu" if quick else r"GELU \(e.g. ViT-B-32\)")):
+            load_image_tower(LangCLIP.empty(dict(TINY_CFG, quick_gelu=not quick)), f, "tiny")

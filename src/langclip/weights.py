@@ -187,24 +187,41 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def check_activation(weights: str | Path, model_cfg: dict, arch: str = "?") -> None:
-    """A transformers CLIP folder says which activation its towers use (`config.json`, `hidden_act`);
-    the weights fit open_clip's arch of either, so a wrong --clip (ViT-B-32 for OpenAI's QuickGELU
-    weights) would load and embed wrongly. Refused here, naming the fix."""
+    """The weights fit open_clip's arch of either activation, so a wrong --clip (ViT-B-32 for OpenAI's
+    QuickGELU weights) would load and embed wrongly. Where the weights say which one they were trained
+    with — a transformers folder's `config.json` (`hidden_act`), or the module classes a TorchScript
+    archive declares (OpenAI's files: QuickGELU) — a mismatch is refused, naming the fix."""
     from .hf_layout import activations, transformers_config
 
     f = weights_file(weights)
     cfg = transformers_config(f) if f.name in WEIGHTS_IN_FOLDER else None   # the folder's own file only
-    if cfg is None:
-        return
+    if cfg is not None:
+        said, where = activations(cfg), "its config.json gives the {} tower hidden_act={!r}"
+    else:
+        act = torchscript_activation(f) if _is_torchscript(f) else None
+        said, where = ({"image and text": act} if act else {}), "its TorchScript modules give the {} towers {!r}"
     want = "quick_gelu" if model_cfg.get("quick_gelu") else "gelu"
-    bad = {k: v for k, v in activations(cfg).items() if v != want}
+    bad = {k: v for k, v in said.items() if v != want}
     if bad:
         tower, act = next(iter(bad.items()))
         fix = ("an architecture with QuickGELU (the -quickgelu names, e.g. ViT-B-32-quickgelu)" if act == "quick_gelu"
                else "an architecture with GELU (e.g. ViT-B-32)" if act == "gelu"
                else f"an activation open_clip's CLIP does not have ({act})")
-        raise WeightsError(f"{weights}: its config.json gives the {tower} tower hidden_act={act!r}, but {arch} uses "
-                           f"{want}; these weights need {fix}")
+        raise WeightsError(f"{weights}: {where.format(tower, act)}, but {arch} uses {want}; these weights need {fix}")
+
+
+def torchscript_activation(path: str | Path) -> str | None:
+    """"quick_gelu" or "gelu": the activation module class a TorchScript archive's code declares
+    (OpenAI's archives and traced open_clip models declare `QuickGELU` or torch's `GELU`); None if neither.
+    Read from the code files as text; nothing in them is run."""
+    import re
+
+    names: set[str] = set()
+    with zipfile.ZipFile(path) as z:
+        for n in z.namelist():
+            if "/code/" in n and n.endswith(".py"):
+                names.update(re.findall(r"^class (\w+)\(", z.read(n).decode("utf-8", "replace"), re.M))
+    return "quick_gelu" if "QuickGELU" in names else "gelu" if "GELU" in names else None
 
 
 def _read(path: Path) -> dict[str, torch.Tensor]:
