@@ -645,7 +645,7 @@ def test_pretrained_tags_bring_their_own_preprocessing():
     base = model_config("ViT-L-14")
     assert "preprocess_cfg" not in base or base["preprocess_cfg"].get("mean") != [0.5, 0.5, 0.5]
     for arch, tag, mean, squash in (("ViT-L-14", "laion2b_s32b_b82k", [0.5, 0.5, 0.5], False),
-                                    ("ViT-H-14", "dfn5b", [0.48145466, 0.4578275, 0.40821073], True)):
+                                    ("ViT-H-14-quickgelu", "dfn5b", [0.48145466, 0.4578275, 0.40821073], True)):
         pp = model_config(arch, tag)["preprocess_cfg"]
         assert pp["mean"] == mean and pp["resize_mode"] == ("squash" if squash else "shortest")
         tf = image_transform(dict(pp, size=224))
@@ -654,6 +654,10 @@ def test_pretrained_tags_bring_their_own_preprocessing():
         resize = [t for t in tf.transforms if isinstance(t, T.Resize)][0]
         size = resize.size if isinstance(resize.size, (tuple, list)) else (resize.size,)
         assert (tuple(size) == (224, 224)) == squash   # squash: both sides; shortest: one side + crop
+    # open_clip also lists ("ViT-H-14", "dfn5b"), whose weights were trained with QuickGELU: refused
+    from langclip.weights import WeightsError
+    with pytest.raises(WeightsError, match="use --clip ViT-H-14-quickgelu"):
+        model_config("ViT-H-14", "dfn5b")
 
 
 def test_image_preprocessing_equals_open_clips_own_transform(tmp_path):

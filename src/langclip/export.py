@@ -76,8 +76,9 @@ def _source(run: Path, weights) -> tuple:
     m = load(run, device="cpu")
     rec = m.meta.get("langclip") or {}
     if not rec.get("image_tower") or m.model.is_hf:
-        raise ValueError(f"{run}: {'an hf: text tower' if rec.get('image_tower') else 'an export without langclip_config.json or open_clip_config.json (langclip's record of its run)'} "
-                         f"is exported from its run folder")
+        what = ("an hf: text tower" if rec.get("image_tower") else
+                "an export without langclip's record of its run (langclip_config.json or open_clip_config.json)")
+        raise ValueError(f"{run}: {what} is exported from its run folder")
     pp = dict(open_clip.get_model_preprocess_cfg(m.model.clip), **(m.meta.get("preprocess_cfg") or {}))
     return m.model, m.tokenizer, {**rec, "model_cfg": m.model.model_cfg, "preprocess_cfg": pp}
 
