@@ -25,7 +25,8 @@ def model_config(arch: str, pretrained: str = "") -> dict:
     pretrained tag, that tag's own preprocessing (mean/std, resize) in `preprocess_cfg`."""
     cfg = _arch_config(arch)
     if pretrained:
-        from .weights import WeightsError, pretrained_cfg, pretrained_preprocess
+        from .pretrained import pretrained_cfg, pretrained_preprocess
+        from .weights import WeightsError
 
         tag_quick = bool(pretrained_cfg(arch, pretrained).get("quick_gelu", False))
         if tag_quick != bool(cfg.get("quick_gelu")):   # open_clip only warns; the embeddings would be wrong

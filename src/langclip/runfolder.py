@@ -86,7 +86,7 @@ def resolve_image_weights(run: Path, ref: dict, weights: str | Path | None, chec
     checked by it after loading (load_model); an older one by the file's SHA-256 here."""
     cands = [Path(weights)] if weights else [Path(ref["weights"]), run / Path(ref["weights"]).name]
     if not weights and ref.get("pretrained") and not any(c.is_file() for c in cands):
-        from .weights import resolve_pretrained
+        from .pretrained import resolve_pretrained
 
         cands.append(resolve_pretrained(ref["arch"], ref["pretrained"]))
     for c in cands:

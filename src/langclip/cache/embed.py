@@ -79,7 +79,7 @@ def build_cache(cfg: CacheConfig, progress: bool = True, pairs=None) -> Path:
     `pairs`: an already read list (a search index passes its images; `cfg.data` then only names them)."""
     from ..build import load_image_tower
     from ..model import LangCLIP, model_config
-    from ..weights import clip_weights
+    from ..pretrained import clip_weights
 
     cfg.validate()
     rank, world = init_from_env()

@@ -30,7 +30,7 @@ from ..dist import init_from_env
 from ..files import atomic_write_text, check_out_dir, pick_device, progress_bar
 from ..runfolder import save_model_files, split_by_image, split_record
 from ..tokenizer import HFTextTokenizer, Tokenizer
-from ..weights import clip_weights
+from ..pretrained import clip_weights
 from .batches import CaptionGroups, TokenTable, epoch_order, to_device
 from .checkpoint import (apply_optim_settings, check_resumable, checkpoint_path, diverged, divergence_error,
                          load_text_weights, resume_keys, rng_state, save_checkpoint, set_rng_state, truncate_metrics)
