@@ -86,7 +86,7 @@ def test_transformers_weights_give_transformers_embeddings(layout, hf_clip, tiny
 
 def test_a_cache_from_the_transformers_folder_equals_one_from_openais_layout(tmp_path, hf_clip, tiny_arch, pair_data,
                                                                            ru_tokenizer):
-    """`cache build --weights FOLDER`: the same embeddings and the same tower digest as the same weights
+    """`cache build --weights FOLDER` (and `--clip FOLDER`): the same embeddings and the same tower digest as the same weights
     saved in OpenAI's layout (so either cache serves a run trained on the other); the English teacher
     embeddings too. Training with `model.weights: FOLDER` (`clip` init from its English text tower,
     distillation) gives the text tower the OpenAI-layout file gives, on the other layout's cache."""
@@ -104,6 +104,10 @@ def test_a_cache_from_the_transformers_folder_equals_one_from_openais_layout(tmp
     for name, w in (("hf", paths["folder"]), ("pt", pt)):
         assert main(["cache", "build", "--data", str(pair_data / "pairs.csv"), "--clip", tiny_arch, "--weights", str(w),
                      "--out", str(tmp_path / name), "--workers", "0"]) == 0
+    # the folder as the architecture too (`--clip FOLDER`: its config.json)
+    assert main(["cache", "build", "--data", str(pair_data / "pairs.csv"), "--clip", str(paths["folder"]), "--weights",
+                 str(paths["folder"]), "--out", str(tmp_path / "arch"), "--workers", "0"]) == 0
+    assert torch.equal(load_cache(tmp_path / "arch").image_emb, load_cache(tmp_path / "hf").image_emb)
     a, b = load_cache(tmp_path / "hf"), load_cache(tmp_path / "pt")
     ma, mb = (json.loads((tmp_path / n / "manifest.json").read_text()) for n in ("hf", "pt"))
     assert ma["tower_sha256"] == mb["tower_sha256"]
@@ -199,7 +203,7 @@ def test_a_transformers_folder_without_langclips_record_loads_from_its_config(tm
     CLIPImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64}, resample=2).save_pretrained(d)
     m = langclip.load(d, device="cpu")
     assert m.model.model_cfg["quick_gelu"] and m.model.context_length == 77
-    from langclip.hf_folder import preprocess_from_transformers
+    from langclip.hf_layout import preprocess_from_transformers
     assert preprocess_from_transformers(d) == {"size": 64, "resize_mode": "shortest", "interpolation": "bilinear",
                                                "mean": [0.48145466, 0.4578275, 0.40821073],
                                                "std": [0.26862954, 0.26130258, 0.27577711]}

@@ -110,3 +110,37 @@ def activations(cfg: dict) -> dict[str, str]:
         kind, {"text": cfg.get("text_config") or {}, "vision": cfg.get("vision_config") or {}})
     return {k: str(c.get("hidden_act", "quick_gelu")) for k, c in towers.items()}
 
+
+def model_cfg_from_transformers(path: str | Path) -> dict:
+    """open_clip's model_cfg for a transformers CLIPModel folder (transformers reads config.json, so its
+    defaults fill what the file leaves out)."""
+    from transformers import CLIPConfig
+
+    c = CLIPConfig.from_pretrained(str(path))
+    t, v = c.text_config, c.vision_config
+    if t.hidden_act != v.hidden_act or t.hidden_act not in ("quick_gelu", "gelu"):
+        raise ValueError(f"{path}: hidden_act {t.hidden_act!r} (text) / {v.hidden_act!r} (vision): open_clip's CLIP "
+                         f"has one activation for both towers, quick_gelu or gelu")
+    return {"embed_dim": c.projection_dim, "quick_gelu": t.hidden_act == "quick_gelu",
+            "vision_cfg": {"image_size": v.image_size, "layers": v.num_hidden_layers, "width": v.hidden_size,
+                           "head_width": v.hidden_size // v.num_attention_heads, "patch_size": v.patch_size,
+                           "mlp_ratio": v.intermediate_size / v.hidden_size},
+            "text_cfg": {"context_length": t.max_position_embeddings, "vocab_size": t.vocab_size,
+                         "width": t.hidden_size, "heads": t.num_attention_heads, "layers": t.num_hidden_layers,
+                         "mlp_ratio": t.intermediate_size / t.hidden_size}}
+
+
+def preprocess_from_transformers(path: str | Path) -> dict:
+    """open_clip's preprocessing config from `preprocessor_config.json` (CLIPImageProcessor): the
+    inverse of export_hf.image_processor_config. {} where there is none (the architecture's default)."""
+    f = Path(path) / "preprocessor_config.json"
+    if not f.is_file():
+        return {}
+    p = json.loads(f.read_text(encoding="utf-8"))
+    crop, size = p.get("crop_size") or {}, p.get("size") or {}
+    squash = not p.get("do_center_crop", True) and "height" in size
+    side = (size.get("height") if squash else crop.get("height") or size.get("shortest_edge")) or 224
+    out = {"size": int(side), "resize_mode": "squash" if squash else "shortest",
+           "interpolation": {3: "bicubic", 2: "bilinear", 0: "nearest"}.get(p.get("resample", 3), "bicubic")}
+    out.update({k: list(p[h]) for k, h in (("mean", "image_mean"), ("std", "image_std")) if p.get(h)})
+    return out

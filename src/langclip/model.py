@@ -43,10 +43,17 @@ def _arch_config(arch: str) -> dict:
     if arch.endswith(".json") and Path(arch).is_file():
         cfg = json.loads(Path(arch).read_text(encoding="utf-8"))
         return copy.deepcopy(cfg.get("model_cfg", cfg))
+    if Path(arch).is_dir():   # a transformers CLIP folder (a Hub snapshot): its config.json
+        from .hf_layout import model_cfg_from_transformers, preprocess_from_transformers, transformers_config
+
+        if transformers_config(Path(arch) / "config.json") is not None:
+            cfg = model_cfg_from_transformers(arch)
+            pp = preprocess_from_transformers(arch)
+            return dict(cfg, preprocess_cfg=pp) if pp else cfg
     cfg = open_clip.get_model_config(arch)
     if cfg is None:
         raise ValueError(f"unknown open_clip architecture {arch!r}; e.g. ViT-B-32-quickgelu, ViT-L-14 "
-                         f"(see open_clip.list_models()), or a model-config JSON file")
+                         f"(see open_clip.list_models()), a model-config JSON file, or a transformers CLIP folder")
     if "hf_model_name" in cfg.get("text_cfg", {}) or "timm_model_name" in cfg.get("text_cfg", {}):
         raise ValueError(f"{arch}: only CLIP-style architectures with an open_clip text transformer are supported")
     return copy.deepcopy(cfg)
