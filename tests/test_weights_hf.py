@@ -186,20 +186,25 @@ def test_langclip_loads_its_hf_export_as_the_run(tmp_path, trained_run, capsys):
 
 
 def test_a_transformers_folder_without_langclips_record_loads_from_its_config(tmp_path, hf_clip):
-    """A CLIPModel saved by transformers, with CLIP's tokenizer beside it and a CLIPImageProcessor: the
-    architecture from config.json, the preprocessing from preprocessor_config.json, transformers'
-    embeddings."""
+    """A CLIPModel saved by transformers, with transformers' CLIPTokenizer (OpenAI's vocabulary and merges,
+    as openai/clip-vit-base-patch32 ships them) and a CLIPImageProcessor beside it: the architecture from
+    config.json, the preprocessing from preprocessor_config.json, transformers' embeddings, and
+    open_clip's SimpleTokenizer's ids from transformers' tokenizer.json."""
+    import gzip
     import shutil
 
-    from transformers import CLIPImageProcessor
+    from open_clip.tokenizer import SimpleTokenizer, default_bpe
+    from transformers import CLIPImageProcessor, CLIPTokenizer
 
     import langclip
-    from langclip.tokenizer import Tokenizer
 
     hf, paths = hf_clip
     d = tmp_path / "clip"
     shutil.copytree(paths["folder"], d)
-    Tokenizer.clip().save(d)
+    st = SimpleTokenizer()
+    vocab = {{"<start_of_text>": "<|startoftext|>", "<end_of_text>": "<|endoftext|>"}.get(k, k): i for k, i in st.encoder.items()}
+    merges = [tuple(m.split()) for m in gzip.open(default_bpe()).read().decode("utf-8").split("\n")[1:49152 - 256 - 2 + 1]]
+    CLIPTokenizer(vocab=vocab, merges=merges).save_pretrained(d)
     CLIPImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64}, resample=2).save_pretrained(d)
     m = langclip.load(d, device="cpu")
     assert m.model.model_cfg["quick_gelu"] and m.model.context_length == 77
@@ -219,6 +224,8 @@ def test_a_transformers_folder_without_langclips_record_loads_from_its_config(tm
     px = CLIPImageProcessor.from_pretrained(str(d))(images=img, return_tensors="pt")["pixel_values"][0]
     assert px.shape == (3, 64, 64) and (px - m.preprocess(img)).abs().max() < 0.05   # PIL vs torchvision resize
     assert m.classify([img], ["кот", "собака"]).shape == (1, 2)
+    texts = ["a photo of a cat", "Two RED stars!", "café déjà vu", "кот и собака", "emoji 🐈 cat", "  spaced\tout "]
+    assert m.tokenizer.encode_batch(texts) == [st.encode(x) for x in texts]
 
 
 @pytest.mark.parametrize("fmt", ["hf", "open_clip"])
