@@ -180,6 +180,10 @@ def test_langclip_loads_its_hf_export_as_the_run(tmp_path, trained_run, capsys):
         assert (run.model.encode_image(IMG) - hf.model.encode_image(IMG)).abs().max() <= 1e-5
     assert hf.model.tower_sha256 == run.model.tower_sha256
     assert model_language(tmp_path / "hf") == model_language(trained_run) == "ru"
+    # for texts alone (search by text, `encode --texts`): the text tower only, the same embeddings
+    txt = langclip.load(tmp_path / "hf", device="cpu", image=False)
+    assert type(txt.model.clip).__name__ == "TextCLIP" and not txt.model.image_ready
+    assert (txt.encode_text(texts) - hf.encode_text(texts)).abs().max() <= 1e-6
     from PIL import Image
     img = Image.new("RGB", (90, 60), (30, 200, 30))
     assert torch.equal(hf.preprocess(img), run.preprocess(img))

@@ -20,10 +20,12 @@ def is_transformers_folder(path: str | Path) -> bool:
             and not (path / "model.json").is_file() and not (path / "open_clip_config.json").is_file())
 
 
-def load_transformers_folder(path: str | Path):
-    """-> (LangCLIP with both towers, tokenizer, preprocessing config, record). The record is the
-    folder's langclip_config.json (what `export --format hf` writes), else one made from config.json."""
-    from .model import LangCLIP
+def load_transformers_folder(path: str | Path, image: bool = True):
+    """-> (LangCLIP, tokenizer, preprocessing config, record). The record is the folder's
+    langclip_config.json (what `export --format hf` writes), else one made from config.json. `image=False`:
+    the text tower alone where model.TextCLIP reproduces it (no open_clip import; from a single safetensors
+    file only the text tensors are read), its `tower_sha256` empty (the record's stands for it)."""
+    from .model import LangCLIP, text_only_clip
     from .tokenizer import Tokenizer
     from .weights import load_state_dict, split_towers, tower_digest
 
@@ -31,10 +33,14 @@ def load_transformers_folder(path: str | Path):
     rec = path / RECORD
     doc = (json.loads(rec.read_text(encoding="utf-8")) if rec.is_file() else
            {"model_cfg": model_cfg_from_transformers(path), "preprocess_cfg": preprocess_from_transformers(path)})
-    sd = load_state_dict(path)
-    m = LangCLIP.empty(doc["model_cfg"])
-    m.clip.load_state_dict(sd)   # strict: every weight
-    m.image_ready, m.tower_sha256 = True, tower_digest(split_towers(sd)[0])
+    m = None if image else text_only_clip(doc["model_cfg"])
+    if m is not None:
+        m.clip.load_state_dict(_tensors(path, vision=False))   # strict: every text weight
+    else:
+        sd = load_state_dict(path)
+        m = LangCLIP.empty(doc["model_cfg"])
+        m.clip.load_state_dict(sd)   # strict: every weight
+        m.image_ready, m.tower_sha256 = True, tower_digest(split_towers(sd)[0])
     if (path / "langclip_tokenizer").is_dir():
         tok = Tokenizer.load(path / "langclip_tokenizer")
     elif (path / "tokenizer.json").is_file():
@@ -42,3 +48,25 @@ def load_transformers_folder(path: str | Path):
     else:
         raise FileNotFoundError(f"{path}: the model folder has no tokenizer (tokenizer.json missing)")
     return m, tok, dict(doc.get("preprocess_cfg") or {}), doc
+
+
+def vision_tensors(path: str | Path) -> dict:
+    """The folder's image-tower tensors in OpenAI's naming (`visual.*`), without building a model."""
+    return _tensors(path, vision=True)
+
+
+def _tensors(path: str | Path, vision: bool) -> dict:
+    """One tower's tensors of a transformers CLIP folder, in OpenAI's naming; from a single safetensors
+    file only that tower's are read."""
+    from .hf_layout import from_transformers
+    from .weights import load_state_dict, weights_file
+
+    f = weights_file(path)
+    if f.suffix != ".safetensors":
+        return {k: v for k, v in load_state_dict(path).items() if k.startswith("visual.") == vision}
+    from safetensors import safe_open
+
+    with safe_open(str(f), "pt") as st:
+        sd = {k: st.get_tensor(k) for k in st.keys()
+              if k.startswith(("vision_model.", "visual_projection.")) == vision and not k.endswith("position_ids")}
+    return from_transformers(sd, str(f))

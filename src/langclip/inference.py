@@ -128,8 +128,11 @@ def export_tower_digest(path: str | Path) -> str:
     file alone (a text-only load has no image tower to ask)."""
     from safetensors import safe_open
 
-    from .weights import tower_digest
+    from .hf_folder import vision_tensors, is_transformers_folder
+    from .weights import split_towers, tower_digest
 
+    if is_transformers_folder(path):
+        return tower_digest(split_towers(vision_tensors(path))[0])
     with safe_open(str(Path(path) / "open_clip_model.safetensors"), "pt") as f:
         return tower_digest({k[len("visual."):]: f.get_tensor(k) for k in f.keys() if k.startswith("visual.")})
 
@@ -149,12 +152,13 @@ def load(path: str | Path, device: str | None = None, weights: str | None = None
     from .hf_folder import is_transformers_folder
 
     if is_transformers_folder(path):   # a transformers CLIPModel folder (export --format hf): both towers in it
-        import open_clip
-
         from .hf_folder import load_transformers_folder
 
-        m, tok, pp, doc = load_transformers_folder(path)
-        pp = dict(open_clip.get_model_preprocess_cfg(m.clip), **pp)
+        m, tok, pp, doc = load_transformers_folder(path, image=image)
+        if m.image_ready:
+            import open_clip
+
+            pp = dict(open_clip.get_model_preprocess_cfg(m.clip), **pp)
         return LoadedModel(m.to(dev).eval(), tok, pp, dev, dict(doc, _path=str(path)))
     if is_export(path):
         from .model import LangCLIP, text_only_clip
