@@ -36,6 +36,18 @@ def pytest_collection_modifyitems(config, items):
     items[:] = [it for _, it in sorted(((rank(it), i), it) for i, it in enumerate(items))]
 
 
+def cli_leaves(parser, path: list[str] | None = None):
+    """(name, parser) of every leaf subcommand of langclip's parser ("tokenizer train", "train", ...)."""
+    import argparse
+
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield " ".join(path or []), parser
+        return
+    for name, sp in subs[0].choices.items():
+        yield from cli_leaves(sp, (path or []) + [name])
+
+
 def proc_stat(pid: int | str) -> list[str] | None:
     """The fields of /proc/PID/stat after the command name (state, ppid, ...); None if it is gone
     or unreadable. The name is cut at its last ")", since it may hold spaces and parentheses."""

@@ -192,19 +192,10 @@ def test_predict_and_similarity_on_a_folder_of_phone_photos(tmp_path, run_dir, t
 
 def test_every_command_has_help_with_an_example():
     """Every leaf subcommand's --help ends with at least one `langclip ...` example."""
-    import argparse
-
+    from conftest import cli_leaves
     from langclip.cli import build_parser
 
-    def leaves(p, path):
-        subs = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
-        if not subs:
-            yield " ".join(path), p
-            return
-        for name, sp in subs[0].choices.items():
-            yield from leaves(sp, path + [name])
-
-    found = dict(leaves(build_parser(), []))
+    found = dict(cli_leaves(build_parser()))
     assert {"tokenizer train", "cache build", "train", "eval", "encode", "index build", "search", "demo"} <= set(found)
     missing = [name for name, p in found.items() if "langclip " + name.split()[0] not in (p.epilog or "")]
     assert not missing, missing

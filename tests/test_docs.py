@@ -4,7 +4,6 @@ its key=value overrides name fields of the stage's config with values that read,
 scripts it names exist. (Nothing runs: a renamed flag, field or file is what this catches.)"""
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import re
@@ -12,6 +11,8 @@ import shlex
 from pathlib import Path
 
 import pytest
+
+from conftest import cli_leaves
 
 ROOT = Path(__file__).resolve().parents[1]
 # the user's documents (docs/NOTES.md is the developers' log: it may name what was renamed since)
@@ -59,18 +60,9 @@ def documented() -> list[tuple[str, str]]:
         # inline `langclip ...` in the prose: often a fragment, so only its subcommand and flags count
         found += [(f"{f.relative_to(ROOT)} (inline)", c + " ...") for m in INLINE.finditer(text)
                   for c in commands(m.group(1))]
-    for name, p in leaves(build_parser(), []):
+    for name, p in cli_leaves(build_parser()):
         found += [(f"`langclip {name} --help`", c) for line in (p.epilog or "").splitlines() for c in commands(line)]
     return found
-
-
-def leaves(p: argparse.ArgumentParser, path: list[str]):
-    subs = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
-    if not subs:
-        yield " ".join(path), p
-        return
-    for name, sp in subs[0].choices.items():
-        yield from leaves(sp, path + [name])
 
 
 def config_class(leaf: str):
@@ -97,7 +89,7 @@ def problem(cmd: str) -> str | None:
         unknown = [a for a in argv if a.startswith("-") and a not in known]
         return f"unknown flags {unknown}" if unknown else None
     leaf = " ".join(argv[:2]) if argv[:1] in (["tokenizer"], ["cache"], ["data"], ["index"]) else argv[0]
-    sub = dict(leaves(parser, [])).get(leaf)
+    sub = dict(cli_leaves(parser)).get(leaf)
     if sub is None:
         return f"no subcommand {leaf!r}"
     if "..." in argv or "…" in argv:   # elided: the flags it shows must exist
