@@ -230,6 +230,18 @@ def test_a_transformers_folder_without_langclips_record_loads_from_its_config(tm
     assert m.classify([img], ["кот", "собака"]).shape == (1, 2)
     texts = ["a photo of a cat", "Two RED stars!", "café déjà vu", "кот и собака", "emoji 🐈 cat", "  spaced\tout "]
     assert m.tokenizer.encode_batch(texts) == [st.encode(x) for x in texts]
+    # the folder alone indexes a photo folder and answers English queries (its own image tower)
+    from conftest import make_image
+    from langclip.cli import main
+    from langclip.search import Index
+
+    (tmp_path / "photos").mkdir()
+    for i in range(4):
+        make_image(tmp_path / "photos" / f"{i}.jpg", i, size=(48, 36))
+    assert main(["index", "build", "--data", str(tmp_path / "photos"), "--model", str(d), "--out", str(tmp_path / "idx"),
+                 "--workers", "0"]) == 0
+    assert Index(tmp_path / "idx").tower_sha256 == m.model.tower_sha256
+    assert main(["search", "--index", str(tmp_path / "idx"), "--model", str(d), "a red picture", "-k", "2"]) == 0
 
 
 @pytest.mark.parametrize("fmt", ["hf", "open_clip"])

@@ -110,7 +110,8 @@ def is_export(path: str | Path) -> bool:
 
 def model_meta(path: str | Path) -> dict:
     """What a run or export folder records, without loading it: model.json's contents (a run) or
-    open_clip_config.json's (an export; langclip's own record under "langclip")."""
+    open_clip_config.json's (an export; langclip's own record under "langclip"). A transformers folder
+    without langclip's record holds its own image tower: the folder is its arch and its file the weights."""
     from .runfolder import read_run_meta
 
     from .hf_folder import RECORD, is_transformers_folder
@@ -118,8 +119,12 @@ def model_meta(path: str | Path) -> dict:
     path = Path(path)
     if is_export(path):
         return json.loads((path / "open_clip_config.json").read_text(encoding="utf-8"))
-    if is_transformers_folder(path) and (path / RECORD).is_file():
-        return json.loads((path / RECORD).read_text(encoding="utf-8"))
+    if is_transformers_folder(path):
+        if (path / RECORD).is_file():
+            return json.loads((path / RECORD).read_text(encoding="utf-8"))
+        from .weights import weights_file
+
+        return {"langclip": {"image_tower": {"arch": str(path), "weights": str(weights_file(path)), "sha256": ""}}}
     return read_run_meta(path)
 
 
