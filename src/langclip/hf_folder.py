@@ -26,7 +26,6 @@ def load_transformers_folder(path: str | Path, image: bool = True):
     the text tower alone where model.TextCLIP reproduces it (no open_clip import; from a single safetensors
     file only the text tensors are read), its `tower_sha256` empty (the record's stands for it)."""
     from .model import LangCLIP, text_only_clip
-    from .tokenizer import Tokenizer
     from .weights import load_state_dict, split_towers, tower_digest
 
     path = Path(path)
@@ -41,13 +40,17 @@ def load_transformers_folder(path: str | Path, image: bool = True):
         m = LangCLIP.empty(doc["model_cfg"])
         m.clip.load_state_dict(sd)   # strict: every weight
         m.image_ready, m.tower_sha256 = True, tower_digest(split_towers(sd)[0])
-    if (path / "langclip_tokenizer").is_dir():
-        tok = Tokenizer.load(path / "langclip_tokenizer")
-    elif (path / "tokenizer.json").is_file():
-        tok = Tokenizer.load(path)
-    else:
+    return m, export_tokenizer(path), dict(doc.get("preprocess_cfg") or {}), doc
+
+
+def export_tokenizer(path: Path):
+    """An export's langclip tokenizer: its `langclip_tokenizer/` (with langclip's record), else its
+    tokenizer.json."""
+    from .tokenizer import Tokenizer
+
+    if not (path / "tokenizer.json").is_file() and not (path / "langclip_tokenizer").is_dir():
         raise FileNotFoundError(f"{path}: the model folder has no tokenizer (tokenizer.json missing)")
-    return m, tok, dict(doc.get("preprocess_cfg") or {}), doc
+    return Tokenizer.load(path / "langclip_tokenizer") if (path / "langclip_tokenizer").is_dir() else Tokenizer.load(path)
 
 
 def vision_tensors(path: str | Path) -> dict:

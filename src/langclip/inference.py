@@ -167,7 +167,6 @@ def load(path: str | Path, device: str | None = None, weights: str | None = None
         return LoadedModel(m.to(dev).eval(), tok, pp, dev, dict(doc, _path=str(path)))
     if is_export(path):
         from .model import LangCLIP, text_only_clip
-        from .tokenizer import Tokenizer
 
         cfg = json.loads((path / "open_clip_config.json").read_text(encoding="utf-8"))
         text_cfg = cfg["model_cfg"].get("text_cfg", {})
@@ -201,7 +200,9 @@ def load(path: str | Path, device: str | None = None, weights: str | None = None
             if (cfg.get("langclip") or {}).get("language"):
                 tok.meta["language"] = cfg["langclip"]["language"]
         else:
-            tok = Tokenizer.load(path / "langclip_tokenizer") if (path / "langclip_tokenizer").is_dir() else Tokenizer.load(path)
+            from .hf_folder import export_tokenizer
+
+            tok = export_tokenizer(path)
         return LoadedModel(m.to(dev).eval(), tok, pp_cfg, dev, dict(cfg, _path=str(path)))
     model, tok, meta = load_model(path, weights=weights, image=image)
     meta = dict(meta, _path=str(path))
