@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     csub = c.add_subparsers(dest="ccmd", required=True)
     p = _p(csub, "cache build", "embed every distinct image once with the frozen image tower")
     p.add_argument("--data", required=True, nargs="+", help="table(s), tar shards (brace patterns) or an image folder")
-    p.add_argument("--clip", required=True, help="open_clip architecture, e.g. ViT-B-32-quickgelu (or its JSON file, or a transformers CLIP folder)")
+    p.add_argument("--clip", default="", help="open_clip architecture, e.g. ViT-B-32-quickgelu (or its JSON file, or a transformers "
+                   "CLIP folder); default: the one --weights holds (its shapes and declared activation)")
     p.add_argument("--weights", default="", help="CLIP weights: OpenAI .pt, state dict, open_clip, safetensors, transformers' CLIPModel; or a folder holding one (a Hub snapshot)")
     p.add_argument("--pretrained", default="",
                    help="or open_clip's pretrained tag (e.g. openai), read from open_clip's download cache "

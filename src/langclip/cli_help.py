@@ -8,7 +8,7 @@ EPILOGS = {
     "tokenizer stats": "example:\n  langclip tokenizer stats --tokenizer tok/ --lang ru [--corpus queries.txt]",
     "tokenizer encode": "example:\n  langclip tokenizer encode --tokenizer tok/ \"фото полосатого кота\"",
     "cache build": "example:\n  langclip cache build --data pairs.parquet --clip ViT-B-32-quickgelu --pretrained openai --out cache/\n"
-                   "  langclip cache build --data pairs.parquet --clip ViT-B-32-quickgelu --weights ViT-B-32.pt --out cache/\n"
+                   "  langclip cache build --data pairs.parquet --weights ViT-B-32.pt --out cache/   # --clip read from the file\n"
                    "  torchrun --nproc_per_node 8 -m langclip cache build --data 'shards/{00000..00999}.tar' ...\n"
                    "  langclip cache build --text-only --data parallel.tsv --clip ViT-B-32-quickgelu --weights ViT-B-32.pt --out cache-text/",
     "train": "example:\n  langclip train --config configs/ru-vitb32-clip-init.yaml\n"

@@ -73,7 +73,7 @@ def check_wordfreq_language(lang: str) -> None:
 @dataclass
 class CacheConfig:
     data: list[str] = field(default_factory=list)
-    clip: str = "ViT-B-32-quickgelu"
+    clip: str = ""                           # open_clip architecture; "": the one --weights holds (clip_arch.py)
     weights: str = ""                        # a CLIP weights file, or:
     pretrained: str = ""                     # open_clip's pretrained tag (e.g. openai), through its download cache
     out: str = "cache"
@@ -121,6 +121,9 @@ class CacheConfig:
             raise ValueError(f"max_failure_rate must be in (0, 1], got {self.max_failure_rate}")
         if self.batch_size < 1 or self.shard_size < 1 or self.teacher_shard_size < 1:
             raise ValueError("batch_size, shard_size and teacher_shard_size must be >= 1")
+        if self.pretrained and not self.clip:
+            raise ValueError("--clip is required with --pretrained (a tag names weights of several architectures), "
+                             "e.g. --clip ViT-B-32-quickgelu --pretrained openai")
 
 
 @dataclass
@@ -129,7 +132,8 @@ class IndexConfig:
     data: list[str] = field(default_factory=list)   # image folders, tables, tar shards, or one langclip cache
     out: str = "index"
     model: str = ""                          # a langclip run or export: its image tower
-    clip: str = "ViT-B-32-quickgelu"         # or the CLIP directly (as `cache build`)
+    clip: str = ""                           # or the CLIP directly (as `cache build`; "": the one --weights
+                                             # holds, ViT-B-32-quickgelu for a --pretrained tag)
     weights: str = ""
     pretrained: str = ""
     image_column: str | None = None
@@ -165,8 +169,9 @@ class IndexConfig:
 
 @dataclass
 class ModelSection:
-    clip: str = "ViT-B-32-quickgelu"        # open_clip architecture of the pretrained CLIP
-    weights: str = ""                        # its weights file (the image tower's, and `clip` init's), or:
+    clip: str = ""                           # open_clip architecture of the pretrained CLIP ("": the cache's)
+    weights: str = ""                        # its weights file (the image tower's, and `clip` init's; "" and no
+                                             # pretrained: the file the cache was built from), or:
     pretrained: str = ""                     # open_clip's pretrained tag (e.g. openai), through its download cache
     tokenizer: str = ""                      # tokenizer folder (`langclip tokenizer train`); hf: init: optional
     init: str = "clip"                       # clip | scratch | hf:<name-or-folder> (a pretrained HF encoder)
@@ -223,6 +228,7 @@ class TrainConfig:
     tensorboard: bool = True
 
     def validate(self) -> None:
+        self._clip_from_cache()
         m = self.model
         hf = m.init.startswith("hf:")
         if m.weights and m.pretrained:
@@ -254,6 +260,27 @@ class TrainConfig:
                               "model.lang")
         if hf and m.text_overrides:
             raise ConfigError("model.text_overrides apply to scratch init only (an hf: tower has its own shape)")
+
+    def _clip_from_cache(self) -> None:
+        """model.clip, and the weights where neither model.weights nor model.pretrained is given: the cache's
+        (its manifest records the architecture, the file and the tag it was built with)."""
+        m = self.model
+        f = Path(self.cache) / "manifest.json" if self.cache else None
+        if (m.clip and (m.weights or m.pretrained)) or f is None or not f.is_file():
+            return
+        import json
+
+        man = json.loads(f.read_text(encoding="utf-8"))
+        if not m.weights and not m.pretrained:
+            if man.get("pretrained"):
+                m.pretrained = man["pretrained"]
+            elif man.get("weights"):
+                if not Path(man["weights"]).exists():
+                    raise ConfigError(f"model.weights: not given, and the CLIP file the cache {self.cache} was built "
+                                      f"from is gone ({man['weights']}); give model.weights", "model.weights")
+                m.weights = man["weights"]
+        if not m.clip:
+            m.clip = man.get("arch") or ""
 
 
 @dataclass

@@ -42,7 +42,9 @@ def _arch_config(arch: str) -> dict:
 
     if arch.endswith(".json") and Path(arch).is_file():
         cfg = json.loads(Path(arch).read_text(encoding="utf-8"))
-        return copy.deepcopy(cfg.get("model_cfg", cfg))
+        out = copy.deepcopy(cfg.get("model_cfg", cfg))   # open_clip's file: its preprocessing beside model_cfg
+        pp = {**(cfg.get("preprocess_cfg") or {}), **(out.get("preprocess_cfg") or {})} if "model_cfg" in cfg else {}
+        return dict(out, preprocess_cfg=pp) if pp else out
     if Path(arch).is_dir():   # a transformers CLIP folder (a Hub snapshot): its config.json
         from .hf_layout import model_cfg_from_transformers, preprocess_from_transformers, transformers_config
 

@@ -186,28 +186,53 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return sd
 
 
-def check_activation(weights: str | Path, model_cfg: dict, arch: str = "?") -> None:
-    """The weights fit open_clip's arch of either activation, so a wrong --clip (ViT-B-32 for OpenAI's
-    QuickGELU weights) would load and embed wrongly. Where the weights say which one they were trained
-    with — a transformers folder's `config.json` (`hidden_act`), or the module classes a TorchScript
-    archive declares (OpenAI's files: QuickGELU) — a mismatch is refused, naming the fix."""
+def declared_activation(weights: str | Path) -> tuple[str | None, str]:
+    """("quick_gelu" | "gelu" | None, where it was read): what the files say the towers were trained with —
+    a transformers folder's `config.json` (`hidden_act`; "mixed" where its towers differ), an open_clip
+    folder's `open_clip_config.json` (`quick_gelu`), or the module classes a TorchScript archive declares
+    (OpenAI's files: QuickGELU). A plain state dict says nothing (None)."""
     from .hf_layout import activations, transformers_config
 
     f = weights_file(weights)
-    cfg = transformers_config(f) if f.name in WEIGHTS_IN_FOLDER else None   # the folder's own file only
-    if cfg is not None:
-        said, where = activations(cfg), "its config.json gives the {} tower hidden_act={!r}"
-    else:
-        act = torchscript_activation(f) if _is_torchscript(f) else None
-        said, where = ({"image and text": act} if act else {}), "its TorchScript modules give the {} towers {!r}"
+    if f.name in WEIGHTS_IN_FOLDER:   # the folder's own file: its config files speak for it
+        cfg = transformers_config(f)
+        if cfg is not None:
+            acts = activations(cfg)
+            if len(set(acts.values())) > 1:
+                return "mixed", f"its config.json gives the towers hidden_act {acts}"
+            act = next(iter(acts.values()))
+            return act, f"its config.json gives the {' and '.join(acts)} tower hidden_act={act!r}"
+        oc = open_clip_config(f.parent)
+        if oc is not None:
+            quick = bool(oc["model_cfg"].get("quick_gelu"))
+            return ("quick_gelu" if quick else "gelu"), f"its open_clip_config.json gives quick_gelu={quick}"
+    if _is_torchscript(f):
+        act = torchscript_activation(f)
+        return act, f"its TorchScript modules give the image and text towers {act!r}" if act else ""
+    return None, ""
+
+
+def open_clip_config(folder: Path) -> dict | None:
+    """An open_clip folder's `open_clip_config.json` ({"model_cfg": ..., "preprocess_cfg": ...}), or None."""
+    try:
+        cfg = json.loads((Path(folder) / "open_clip_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return cfg if isinstance(cfg, dict) and isinstance(cfg.get("model_cfg"), dict) else None
+
+
+def check_activation(weights: str | Path, model_cfg: dict, arch: str = "?") -> None:
+    """The weights fit open_clip's arch of either activation, so a wrong --clip (ViT-B-32 for OpenAI's
+    QuickGELU weights) would load and embed wrongly. Where the weights say which one they were trained
+    with (`declared_activation`), a mismatch is refused, naming the fix."""
+    act, where = declared_activation(weights)
     want = "quick_gelu" if model_cfg.get("quick_gelu") else "gelu"
-    bad = {k: v for k, v in said.items() if v != want}
-    if bad:
-        tower, act = next(iter(bad.items()))
+    if act is not None and act != want:
         fix = ("an architecture with QuickGELU (the -quickgelu names, e.g. ViT-B-32-quickgelu)" if act == "quick_gelu"
                else "an architecture with GELU (e.g. ViT-B-32)" if act == "gelu"
+               else "one activation for both towers (open_clip's CLIP has one)" if act == "mixed"
                else f"an activation open_clip's CLIP does not have ({act})")
-        raise WeightsError(f"{weights}: {where.format(tower, act)}, but {arch} uses {want}; these weights need {fix}")
+        raise WeightsError(f"{weights}: {where}, but {arch} uses {want}; these weights need {fix}")
 
 
 def torchscript_activation(path: str | Path) -> str | None:

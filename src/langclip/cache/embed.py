@@ -9,6 +9,7 @@ import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -79,6 +80,7 @@ def build_cache(cfg: CacheConfig, progress: bool = True, pairs=None) -> Path:
     `pairs`: an already read list (a search index passes its images; `cfg.data` then only names them)."""
     from ..build import load_image_tower
     from ..model import LangCLIP, model_config
+    from ..clip_arch import infer_arch
     from ..pretrained import clip_weights
 
     cfg.validate()
@@ -92,6 +94,10 @@ def build_cache(cfg: CacheConfig, progress: bool = True, pairs=None) -> Path:
         pairs = (read_parallel(cfg.data, cfg.caption_column, cfg.english_column) if cfg.text_only else
                  read_pairs(cfg.data, cfg.image_column, cfg.caption_column, cfg.english_column))
     weights = clip_weights(cfg.clip, cfg.weights, cfg.pretrained)
+    if not cfg.clip:   # the architecture the weights hold (recorded in the manifest)
+        cfg = replace(cfg, clip=infer_arch(weights))
+        if rank == 0:
+            print(f"--clip not given: {cfg.weights} holds {cfg.clip}")
     with ThreadPoolExecutor(1) as pool:    # the file is hashed while the model is built and filled
         sha = pool.submit(sha256_file, weights)
         model = LangCLIP.empty(model_config(cfg.clip, cfg.pretrained))   # a tag's own preprocessing

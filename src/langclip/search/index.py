@@ -54,7 +54,8 @@ def _tower(cfg: IndexConfig) -> tuple[str, str, str]:
                 raise
             return own
         return ref["arch"], str(path), ""
-    return cfg.clip, cfg.weights, cfg.pretrained
+    # no --clip: the architecture --weights holds (cache build reads it), ViT-B/32 for a --pretrained tag
+    return cfg.clip or ("" if cfg.weights else "ViT-B-32-quickgelu"), cfg.weights, cfg.pretrained
 
 
 def _export_tower(model: Path, arch: str) -> tuple[str, str, str] | None:

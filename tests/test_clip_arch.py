@@ -1,0 +1,167 @@
+"""`--clip` may be left out: the architecture is read from the weights (shapes from the tensors, the
+activation from what the files declare), and a training run takes the cache's. The references are
+open_clip's own registry (each architecture built on the meta device must be named back as itself) and
+the arguments the cache was built with."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from conftest import TINY_CFG
+
+
+def test_every_plain_vit_in_open_clips_registry_is_named_back_from_its_tensors():
+    """All of open_clip's plain CLIP ViTs (ViT-B-32 to ViT-bigG-14, either activation): built with empty
+    tensors, their shapes give their own name first — ViT-B-32 and ViT-B-32-quickgelu told apart by the
+    activation alone. ResNets are not read (their shapes need --clip)."""
+    import open_clip
+
+    from langclip.clip_arch import registered_names, shape_config
+    from langclip.weights import WeightsError
+
+    seen = []
+    for name in open_clip.list_models():
+        cfg = open_clip.get_model_config(name)
+        v, t = cfg.get("vision_cfg", {}), cfg.get("text_cfg", {})
+        plain = (set(cfg) <= {"embed_dim", "quick_gelu", "vision_cfg", "text_cfg"} and "patch_size" in v
+                 and "width" in v and not {"hf_model_name", "pool_type", "no_causal_mask", "act_kwargs",
+                                           "norm_kwargs", "proj_bias", "ls_init_value"} & (set(v) | set(t)))
+        if not plain and not name.startswith("RN"):
+            continue
+        with torch.device("meta"):
+            sd = open_clip.CLIP(**cfg).state_dict()
+        if name.startswith("RN"):
+            with pytest.raises(WeightsError, match="give its architecture with --clip"):
+                shape_config(sd)
+            continue
+        assert registered_names(shape_config(sd), bool(cfg.get("quick_gelu")))[:1] == [name], name
+        seen.append(name)
+    assert {"ViT-B-32", "ViT-B-32-quickgelu", "ViT-B-16", "ViT-L-14-336", "ViT-H-14", "ViT-g-14",
+            "ViT-bigG-14"} <= set(seen), seen
+
+
+def test_files_that_do_not_say_enough_are_refused_with_the_fix(tmp_path, tiny_clip):
+    """A plain state dict does not say its activation: --clip is asked for. A TorchScript archive says it,
+    but a shape no registered architecture has, with no config beside it, needs a JSON config."""
+    import open_clip
+
+    from langclip.clip_arch import infer_arch
+    from langclip.weights import WeightsError
+
+    with pytest.raises(WeightsError, match="does not say which activation.*give --clip"):
+        infer_arch(tiny_clip[1])
+    m = open_clip.CLIP(**TINY_CFG).eval()
+    img, ids = torch.randn(1, 3, 64, 64), torch.zeros(1, 77, dtype=torch.long)
+    torch.jit.trace(m, (img, ids), check_trace=False).save(str(tmp_path / "traced.pt"))
+    with pytest.raises(WeightsError, match="no open_clip architecture has these shapes.*quick_gelu.*JSON"):
+        infer_arch(tmp_path / "traced.pt")
+
+
+def test_an_open_clip_folder_is_its_own_config_with_its_preprocessing(tmp_path, tiny_clip):
+    """An open_clip folder (open_clip_model.safetensors + open_clip_config.json, as on the Hub) of a shape
+    without a registered name: its JSON is the architecture, and reading it keeps the folder's own
+    preprocessing (mean/std 0.5, as LAION's ViT-L-14 has) — which open_clip's config file holds beside
+    model_cfg. Its declared activation is checked against a --clip given by hand."""
+    from safetensors.torch import save_file
+
+    from langclip.build import load_image_tower
+    from langclip.clip_arch import infer_arch
+    from langclip.model import LangCLIP, model_config
+    from langclip.weights import WeightsError
+
+    d = tmp_path / "oc"
+    d.mkdir()
+    save_file({k: v.contiguous() for k, v in tiny_clip[0].state_dict().items()}, str(d / "open_clip_model.safetensors"))
+    pp = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
+    (d / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CFG, "preprocess_cfg": pp}))
+    arch = infer_arch(d)
+    assert arch == str(d / "open_clip_config.json")
+    cfg = model_config(arch)
+    assert cfg["preprocess_cfg"] == pp and cfg["vision_cfg"] == TINY_CFG["vision_cfg"]
+    load_image_tower(LangCLIP.empty(cfg), d, arch)
+    with pytest.raises(WeightsError, match="open_clip_config.json gives quick_gelu=True.*uses gelu"):
+        load_image_tower(LangCLIP.empty(dict(TINY_CFG, quick_gelu=False)), d, "tiny-gelu")
+
+
+def test_cache_build_without_clip_records_the_folders_arch_and_training_takes_the_caches(tmp_path, pair_data):
+    """`cache build --weights FOLDER` without --clip (a transformers folder of an unregistered shape): the
+    same embeddings as with `--clip FOLDER`, the arch recorded. A training config that leaves model.clip
+    and model.weights out gets the cache's; with the cache's file gone, it names the file."""
+    import numpy as np
+    from transformers import CLIPModel
+
+    from langclip.cli import main
+    from langclip.config import ConfigError, ModelSection, TrainConfig
+    from test_weights_hf import hf_config
+
+    torch.manual_seed(5)
+    folder = tmp_path / "hf"
+    CLIPModel(hf_config()).eval().save_pretrained(folder)
+    args = ["cache", "build", "--data", str(pair_data / "pairs.csv"), "--weights", str(folder), "--workers", "0"]
+    assert main(args + ["--out", str(tmp_path / "c1")]) == 0
+    assert main(args + ["--clip", str(folder), "--out", str(tmp_path / "c2")]) == 0
+    man = json.loads((tmp_path / "c1" / "manifest.json").read_text())
+    assert man["arch"] == str(folder)
+    for f in ("emb/normalized.npy", "teacher/dense.npy"):
+        a, b = np.load(tmp_path / "c1" / f), np.load(tmp_path / "c2" / f)
+        assert a.shape[0] > 0 and np.array_equal(a, b), f
+    (tmp_path / "tok").mkdir()
+    cfg = TrainConfig(cache=str(tmp_path / "c1"), model=ModelSection(tokenizer=str(tmp_path / "tok")))
+    cfg.validate()
+    assert (cfg.model.clip, cfg.model.weights, cfg.model.pretrained) == (str(folder), man["weights"], "")
+    shutil.move(folder, tmp_path / "moved")
+    cfg = TrainConfig(cache=str(tmp_path / "c1"), model=ModelSection(tokenizer=str(tmp_path / "tok")))
+    with pytest.raises(ConfigError, match="model.weights: not given.*is gone.*model.safetensors"):
+        cfg.validate()
+
+
+@pytest.mark.slow
+def test_openais_vit_b32_folder_is_named_vit_b32_quickgelu_and_gelu_is_vit_b32(tmp_path):
+    """At the real shape: transformers' default CLIPConfig is OpenAI's ViT-B/32; its folder is read as
+    ViT-B-32-quickgelu (config.json's hidden_act), and the same tensors declared GELU as ViT-B-32. A
+    preprocessor_config.json with other mean/std keeps the folder as the architecture (its preprocessing)."""
+    from transformers import CLIPConfig, CLIPModel
+
+    from langclip.clip_arch import infer_arch
+
+    d = tmp_path / "clip-vit-base-patch32"
+    CLIPModel(CLIPConfig()).half().save_pretrained(d)
+    assert infer_arch(d) == "ViT-B-32-quickgelu"
+    assert infer_arch(d / "model.safetensors") == "ViT-B-32-quickgelu"
+    cfg = json.loads((d / "config.json").read_text())
+    for tower in ("text_config", "vision_config"):
+        cfg[tower] = dict(cfg.get(tower) or {}, hidden_act="gelu")
+    (d / "config.json").write_text(json.dumps(cfg))
+    assert infer_arch(d) == "ViT-B-32"
+    (d / "preprocessor_config.json").write_text(json.dumps({
+        "crop_size": {"height": 224, "width": 224}, "size": {"shortest_edge": 224}, "do_center_crop": True,
+        "resample": 3, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}))
+    assert infer_arch(d) == str(d)
+
+
+def test_an_hf_tower_export_indexes_without_the_files_its_run_recorded(tmp_path, tiny_arch, tiny_clip, tiny_bert,
+                                                                       pair_data):
+    """`index build --model EXPORT` for an open_clip export of an hf: text tower (M-CLIP's kind), with the
+    CLIP file and the architecture file the run recorded both gone (a downloaded export): the export's own
+    config and weights give the image tower, the same tower (digest) as the run's."""
+    from langclip.build import build_student
+    from langclip.cli import main
+    from langclip.runfolder import save_model_files
+    from langclip.tokenizer import HFTextTokenizer
+
+    arch, clip = tmp_path / "arch.json", tmp_path / "clip.pt"
+    shutil.copy(tiny_arch, arch)
+    shutil.copy(tiny_clip[1], clip)
+    tok = HFTextTokenizer.load(tiny_bert, context_length=24)
+    model, ref, info = build_student(str(arch), str(clip), tok, init=f"hf:{tiny_bert}", context_length=24)
+    save_model_files(tmp_path / "run", model, tok, ref, {"init": info})
+    assert main(["export", "--model", str(tmp_path / "run"), "--format", "open_clip", "--out", str(tmp_path / "exp")]) == 0
+    arch.unlink()
+    clip.unlink()
+    assert main(["index", "build", "--model", str(tmp_path / "exp"), "--images", str(pair_data / "img"),
+                 "--out", str(tmp_path / "idx"), "--workers", "0"]) == 0
+    man = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    assert man["tower_sha256"] == ref.tower_sha256 and man["count"] == 16, man
