@@ -10,8 +10,8 @@ import warnings
 from .cli_help import EPILOGS, as_stored_option, templates_option, workers_option
 
 
-def _p(sub, name: str, help: str) -> argparse.ArgumentParser:
-    return sub.add_parser(name.split()[-1], help=help, epilog=EPILOGS.get(name),
+def _p(sub, name: str, help: str, epilogs: dict = EPILOGS) -> argparse.ArgumentParser:
+    return sub.add_parser(name.split()[-1], help=help, epilog=epilogs.get(name),
                           formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
@@ -187,10 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="the CLIP weights file, if it moved since training")
     p.add_argument("--device", default="cpu", help="where the model is built to be saved (default cpu)")
 
+    from .info import add_parser as add_info
     from .search.cli import add_parsers
 
-    add_parsers(sub, lambda sp, name, help, epilogs: sp.add_parser(
-        name.split()[-1], help=help, epilog=epilogs.get(name), formatter_class=argparse.RawDescriptionHelpFormatter))
+    add_parsers(sub, _p)
+    add_info(sub, _p)
 
     p = _p(sub, "demo", "the whole method on a built-in bilingual world")
     p.add_argument("--lang", default=DEMO.lang, choices=["ru", "uk"], help="the target language (default ru)")
@@ -253,8 +254,7 @@ def _cache(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .config import TrainConfig
+    from .config import TrainConfig, load_config
     from .train import train
 
     overrides = list(args.overrides) + ([f"resume={args.resume}"] if args.resume else [])
@@ -338,15 +338,17 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
+    """index/search/serve (search/cli.py) and info (info.py) are parsed and run in their own modules."""
+    from .info import run as run_info
     from .search.cli import run as run_search
 
-    return run_search(args, _config)
+    return run_info(args) if args.cmd == "info" else run_search(args, _config)
 
 
 COMMANDS = {"tokenizer": _tokenizer, "cache": _cache, "train": _train, "eval": _eval,
             "eval-retrieval": _eval_retrieval, "predict": _predict, "similarity": _similarity, "encode": _encode,
-            "export": _export,
-            "demo": _demo, "data": _data, "index": _search, "search": _search, "serve": _search}
+            "export": _export, "demo": _demo, "data": _data, "index": _search, "search": _search, "serve": _search,
+            "info": _search}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,0 +1,233 @@
+"""`langclip info`: what a langclip folder or a CLIP weights file is, from its small records alone — a
+tokenizer, a cache, a run, an export (open_clip, transformers, ONNX, Immich), a search index, or CLIP
+weights (their architecture read as `--clip` would be) — and, for several, whether they share one image
+tower: a cache, an index and the runs trained on it must, since the image tower is frozen.
+
+    >>> print(info(["runs/ru", "idx/"]))          # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _read(f: Path) -> dict:
+    try:
+        out = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return out if isinstance(out, dict) else {}
+
+
+def kind(path: str | Path) -> str:
+    """tokenizer | cache | index | run | export-open_clip | export-hf | export-onnx | export-immich |
+    transformers | weights; ValueError for anything else."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: not found")
+    fmt = str(_read(p / "manifest.json").get("format", ""))
+    checks = [(fmt.startswith("langclip-cache"), "cache"), (fmt.startswith("langclip-index"), "index"),
+              ((p / "model.json").is_file(), "run"), ((p / "langclip_tokenizer.json").is_file(), "tokenizer"),
+              ((p / "open_clip_config.json").is_file() and "langclip" in _read(p / "open_clip_config.json"),
+               "export-open_clip"),
+              ((p / "langclip_config.json").is_file() and (p / "config.json").is_file(), "export-hf"),
+              ((p / "onnx_config.json").is_file(), "export-onnx"),
+              ((p / "textual" / "model.onnx").is_file() and (p / "visual" / "model.onnx").is_file(), "export-immich")]
+    found = next((k for ok, k in checks if ok), None)
+    if found:
+        return found
+    from .hf_folder import is_transformers_folder
+    from .weights import weights_file
+
+    if p.is_dir() and is_transformers_folder(p):
+        return "transformers"
+    try:
+        weights_file(p)
+    except (OSError, ValueError):
+        raise ValueError(f"{p}: not a langclip tokenizer, cache, run, export or index, nor CLIP weights") from None
+    return "weights"
+
+
+def describe(path: str | Path, digest: bool = True) -> dict:
+    """{"path", "kind", "tower": {arch, tower_sha256, weights, weights_present}, ...}: what `path` records.
+    `digest`: for CLIP weights, hash the image tower's tensors (reads the file)."""
+    p = Path(path)
+    k = kind(p)
+    d = {"path": str(p), "kind": k}
+    if k == "tokenizer":
+        d.update(_tokenizer(p))
+    elif k in ("cache", "index"):
+        m = _read(p / "manifest.json")
+        d["tower"] = _tower(m)
+        d["dim"] = m.get("dim")
+        if k == "cache":
+            d.update({f: m.get(f) for f in ("num_images", "num_images_ok", "num_images_failed", "num_images_damaged",
+                                             "num_captions", "teacher", "text_only", "seconds")})
+        else:
+            d.update({f: m.get(f) for f in ("count", "num_failures", "built", "updated")})
+            d["search"] = f"faiss IVF, {m['ann'].get('nlist')} lists" if m.get("ann") else "exact"
+    elif k == "run":
+        d.update(_run(p))
+    elif k.startswith("export-"):
+        d.update(_export(p, k))
+    else:
+        d.update(_weights(p, digest))
+    return d
+
+
+def _tower(rec: dict) -> dict:
+    w = rec.get("weights") or ""
+    return {"arch": rec.get("arch"), "tower_sha256": rec.get("tower_sha256") or "", "weights": w,
+            "pretrained": rec.get("pretrained") or "", "weights_present": bool(w) and Path(w).exists()}
+
+
+def _tokenizer(p: Path, name: str = "langclip_tokenizer.json") -> dict:
+    m = _read(p / name)
+    return {"language": m.get("language"), "vocab_size": m.get("vocab_size"), "merges_added": m.get("merges_added"),
+            "clip_ids_kept": m.get("clip_ids_kept"), "english_words": m.get("english_words")}
+
+
+def _run(p: Path) -> dict:
+    from .runfolder import model_language
+
+    m = _read(p / "model.json")
+    t = (m.get("model_cfg") or {}).get("text_cfg") or {}
+    d = {"language": model_language(p), "init": (m.get("init") or {}).get("init"),
+         "text_tower": (f"{t['hf_model_name']} (hf)" if t.get("hf_model_name") else
+                        f"{t.get('layers')} layers x {t.get('width')}, {t.get('vocab_size'):,} ids, context "
+                        f"{t.get('context_length')}"),
+         "tower": _tower(m.get("image_tower") or {}), "steps": m.get("steps"),
+         "best_mean_recall": m.get("best_mean_recall")}
+    ck = _read(p / "checkpoints" / "latest.json")
+    d["checkpoint"] = ck.get("file")
+    last = {}
+    f = p / "metrics.jsonl"
+    if f.is_file():
+        for line in f.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:   # a line cut short by a crash
+                continue
+            if isinstance(row, dict) and "val/mean_recall" in row:
+                last = row
+    d["last_val"] = {k[4:]: last[k] for k in ("val/mean_recall", "val/t2i_r@1", "val/i2t_r@1", "val/en_t2i_r@1")
+                     if k in last}
+    cache = m.get("cache") or ""
+    man = _read(Path(cache) / "manifest.json") if cache else {}
+    d["cache"] = {"path": cache, "present": bool(man), "tower_sha256": man.get("tower_sha256", "")}
+    return d
+
+
+def _export(p: Path, k: str) -> dict:
+    from .runfolder import model_language
+
+    rec = {"export-open_clip": _read(p / "open_clip_config.json"), "export-hf": _read(p / "langclip_config.json"),
+           "export-onnx": _read(p / "onnx_config.json")}.get(k, {})
+    d = {"language": model_language(p), "tower": _tower((rec.get("langclip") or {}).get("image_tower") or {})}
+    if k == "export-immich":   # Immich's own layout carries no langclip record; its README does
+        d["embed_dim"] = _read(p / "config.json").get("embed_dim")
+    return d
+
+
+def _weights(p: Path, digest: bool) -> dict:
+    from .clip_arch import infer_arch
+    from .weights import declared_activation, load_state_dict, split_towers, tower_digest, weights_file
+
+    act, where = declared_activation(p)
+    d = {"file": str(weights_file(p)), "activation": act or "not recorded", "activation_from": where}
+    try:
+        d["arch"] = infer_arch(p)
+    except ValueError as e:
+        d["arch"] = None
+        d["arch_problem"] = str(e)
+    d["tower"] = {"arch": d["arch"], "tower_sha256": tower_digest(split_towers(load_state_dict(p))[0]) if digest else "",
+                  "weights": d["file"], "pretrained": "", "weights_present": True}
+    return d
+
+
+def towers(descs: list[dict]) -> str | None:
+    """One line on whether the described things share an image tower (compared by tensor digest)."""
+    by = {}
+    for d in descs:
+        sha = (d.get("tower") or {}).get("tower_sha256")
+        if sha:
+            by.setdefault(sha, []).append(d["path"])
+    if len(by) < 2 and sum(map(len, by.values())) < 2:
+        return None
+    if len(by) == 1:
+        return f"image tower: all {sum(map(len, by.values()))} share {next(iter(by))[:12]} (one cache or index serves them)"
+    groups = "; ".join(f"{sha[:12]}: {', '.join(paths)}" for sha, paths in by.items())
+    return f"image tower: DIFFERENT ({groups}) — a cache or index serves only runs of its own tower"
+
+
+def render(d: dict) -> str:
+    """A few lines for a person."""
+    k, lines = d["kind"], [f"{d['path']}: {_TITLES[d['kind']]}" + (f" ({d['language']})" if d.get("language") else "")]
+
+    def add(label: str, text) -> None:
+        if text not in (None, "", {}):
+            lines.append(f"  {label:<12} {text}")
+
+    t = d.get("tower") or {}
+    if k == "tokenizer":
+        add("vocabulary", f"{d['vocab_size']:,} ids, {d['merges_added']:,} merges added, CLIP's ids {d['clip_ids_kept']} kept")
+        add("english", f"{d['english_words']:,} English words protected" if d.get("english_words") else None)
+    if k == "run":
+        add("text tower", f"init {d['init']}: {d['text_tower']}")
+        add("trained", f"{d['steps']} steps" + (f", best held-out mean recall {d['best_mean_recall']:.3f}"
+                                                if d.get("best_mean_recall") is not None else ""))
+        add("last val", ", ".join(f"{n} {v:.3f}" for n, v in d["last_val"].items()))
+        add("checkpoint", d.get("checkpoint"))
+        c = d["cache"]
+        add("cache", c["path"] and (f"{c['path']} " + ("(present" + (", same image tower)" if c["tower_sha256"] ==
+                                                                       t.get("tower_sha256") else ", ANOTHER image tower)")
+                                                       if c["present"] else "(not here)")))
+    if k == "cache":
+        add("images", None if d["text_only"] else f"{d['num_images_ok']:,} embedded, {d['num_images_failed']:,} failed, "
+            f"{d['num_images_damaged'] or 0:,} damaged but read")
+        add("captions", f"{d['num_captions']:,}" + (", English teacher embeddings" if d["teacher"] else ""))
+    if k == "index":
+        add("pictures", f"{d['count']:,} ({d['num_failures']:,} failed), {d['search']} search; built {d['built']}, "
+            f"updated {d['updated']}")
+    if k == "weights" or k == "transformers":
+        add("clip", d["arch"] or f"not read ({d.get('arch_problem')})")
+        add("activation", d["activation"] + (f" ({d['activation_from']})" if d["activation_from"] else ""))
+    if k == "export-immich":
+        add("embedding", f"{d['embed_dim']} dims (Immich's layout records no image tower; see its README.md)")
+    if t.get("arch") or t.get("tower_sha256"):
+        parts = [t["arch"], t["tower_sha256"] and f"digest {t['tower_sha256'][:12]}",
+                 t.get("pretrained") and f"pretrained {t['pretrained']}",
+                 t["weights"] and f"file {t['weights']}" + ("" if t["weights_present"] else " (not here)")]
+        add("image tower", ", ".join(x for x in parts if x))
+    return "\n".join(lines)
+
+
+_TITLES = {"tokenizer": "langclip tokenizer", "cache": "langclip image-embedding cache", "index": "langclip search index",
+           "run": "langclip run", "export-open_clip": "open_clip export", "export-hf": "transformers export",
+           "export-onnx": "ONNX export", "export-immich": "Immich model folder",
+           "transformers": "transformers CLIP folder", "weights": "CLIP weights"}
+
+
+def info(paths: list[str], as_json: bool = False) -> str:
+    """The stage function behind `langclip info`: each path described, then whether they share a tower."""
+    descs = [describe(p) for p in paths]
+    if as_json:
+        return json.dumps({"items": descs, "same_image_tower": len({(d.get("tower") or {}).get("tower_sha256")
+                                                                    for d in descs} - {None, ""}) <= 1},
+                          indent=2, ensure_ascii=False)
+    line = towers(descs)
+    return "\n".join([render(d) for d in descs] + ([line] if line else []))
+
+
+def add_parser(sub, make) -> None:
+    p = make(sub, "info", "what a langclip folder or CLIP weights file is, and whether several share an image tower",
+             {"info": "examples:\n  langclip info runs/ru cache/ idx/     # one image tower? (a cache or index serves "
+                      "only runs of its own)\n  langclip info ViT-B-32.pt             # the --clip it is read as, "
+                      "its tower digest\n  langclip info export-hf/ --json"})
+    p.add_argument("paths", nargs="+", help="tokenizer, cache, run, export or index folders; CLIP weights files or folders")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def run(args) -> int:
+    print(info(args.paths, args.json))
+    return 0
