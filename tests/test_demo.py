@@ -3,7 +3,7 @@ import json
 import pytest
 
 from langclip.cli import main
-from langclip.demo.world import RU_ADJ, RU_NOUN, UK_ADJ, UK_NOUN, ru_phrase, uk_phrase
+from langclip.demo.world import RU_ADJ, RU_NOUN, UK_ADJ, UK_NOUN, de_phrase, ru_phrase, uk_phrase
 
 
 def test_russian_agreement_checked_with_pymorphy3():
@@ -47,18 +47,40 @@ def test_ukrainian_agreement_checked_with_pymorphy3():
         assert got == list(forms), (colour, got)
 
 
+def test_german_agreement_as_written_by_hand():
+    """No German morphology package ships on PyPI here, so the reference is typed: strong adjective endings
+    after "ein" and the numerals (-er masculine, -es neuter, -e plural), the nouns' plurals."""
+    want = {(1, "red", "circle"): "ein roter Kreis", (1, "green", "square"): "ein grünes Quadrat",
+            (1, "blue", "triangle"): "ein blaues Dreieck", (1, "yellow", "star"): "ein gelber Stern",
+            (1, "purple", "heart"): "ein violettes Herz", (1, "black", "circle"): "ein schwarzer Kreis",
+            (2, "red", "star"): "zwei rote Sterne", (3, "green", "heart"): "drei grüne Herzen",
+            (4, "blue", "square"): "vier blaue Quadrate", (5, "purple", "triangle"): "fünf violette Dreiecke",
+            (5, "black", "circle"): "fünf schwarze Kreise", (2, "yellow", "heart"): "zwei gelbe Herzen"}
+    for (n, colour, shape), text in want.items():
+        assert de_phrase(n, colour, shape) == text
+    assert de_phrase(1, "red", "heart", with_number=False) == "rotes Herz"
+    assert de_phrase(1, "black", "star", with_number=False) == "schwarzer Stern"
+
+
 @pytest.mark.slow
-def test_demo_in_ukrainian(tmp_path):
-    """`langclip demo --lang uk`: the same world with Ukrainian captions, tokenizer merges and students;
-    the report names them UK (the default size's figures: benchmarks/results/cpu_demo_uk.json)."""
-    out = tmp_path / "uk"
-    assert main(["demo", "--lang", "uk", "--size", "tiny", "--out", str(out)]) == 0
-    text = (out / "world" / "ukrainian.txt").read_text(encoding="utf-8")
-    assert "на картинці" in text and "ы" not in text and "ё" not in text
+@pytest.mark.parametrize("lang", ["uk", "de"])
+def test_demo_in_another_language(tmp_path, lang):
+    """`langclip demo --lang uk` (or de): the same world with Ukrainian (German) captions, tokenizer merges
+    and students; the report names them UK (DE) (the default size's figures: benchmarks/results/cpu_demo_uk.json,
+    cpu_demo_de.json)."""
+    out = tmp_path / lang
+    assert main(["demo", "--lang", lang, "--size", "tiny", "--out", str(out)]) == 0
+    text = (out / "world" / {"uk": "ukrainian.txt", "de": "german.txt"}[lang]).read_text(encoding="utf-8")
+    if lang == "uk":
+        assert "на картинці" in text and "ы" not in text and "ё" not in text
+    else:
+        assert "auf dem Bild: ein " in text and "zu sehen: " in text and "ein roter Kreis" in text
+        assert all(ord(c) < 0x250 for c in text)
     s = json.loads((out / "report" / "summary.json").read_text(encoding="utf-8"))
-    assert s["lang"] == "uk" and "student UK clip" in s["zero_shot"][0] and "student_clip_uk" in s["retrieval"]
+    LG = lang.upper()
+    assert s["lang"] == lang and f"student {LG} clip" in s["zero_shot"][0] and f"student_clip_{lang}" in s["retrieval"]
     meta = json.loads((out / "tokenizer" / "langclip_tokenizer.json").read_text(encoding="utf-8"))
-    assert meta["language"] == "uk"
+    assert meta["language"] == lang
 
 
 def test_reduced_demo_end_to_end(tmp_path, demo_small):

@@ -1,9 +1,9 @@
 """The demo pipeline. Everything lands in `--out`:
 
-    world/            generated pictures, train.csv (Russian — or with --lang uk Ukrainian — + English
-                      captions), russian.txt (ukrainian.txt)
+    world/            generated pictures, train.csv (Russian — or with --lang uk Ukrainian, --lang de German — + English
+                      captions), russian.txt (ukrainian.txt, german.txt)
     teacher/          arch.json + clip-teacher.pt: the stand-in for OpenAI's CLIP (English only)
-    tokenizer/        CLIP BPE + Russian (Ukrainian) merges
+    tokenizer/        CLIP BPE + Russian (Ukrainian, German) merges
     cache/            image-embedding cache of the training pictures
     runs/clip, runs/scratch   one run folder per text-tower initialisation
     report/           report.md, summary.json, confusion_*.png, similarity.png, curves.png
@@ -136,8 +136,8 @@ def _display(lang: str, task: str, value) -> str:
     ph = LANGS[lang][0]
     if task == "shape":
         return ph(1, "black", value, False).split()[-1]
-    if task == "colour":   # the masculine form: Russian's circle, Ukrainian's square
-        return ph(1, value, "circle" if lang == "ru" else "square", False).split()[0]
+    if task == "colour":   # the masculine form: Russian's and German's circle, Ukrainian's square
+        return ph(1, value, "square" if lang == "uk" else "circle", False).split()[0]
     return str(value)
 
 

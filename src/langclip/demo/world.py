@@ -1,11 +1,13 @@
 """A procedurally generated bilingual image world: 64×64 pictures of 1–5 equal objects (shape,
 colour, count, position) on noisy backgrounds, with English captions and grammatical ones in the
-target language: Russian (the default) or Ukrainian.
+target language: Russian (the default), Ukrainian, or German (a Latin-script language, whose ASCII words
+keep CLIP's cut).
 
 Agreement is spelled out in tables (checked against pymorphy3's dictionaries in the tests):
 один красный круг · одна красная звезда · одно красное сердце · две красные звезды ·
 два красных круга · пять красных кругов · красное сердце слева;
-одне червоне коло · дві червоні зірки · два червоні квадрати · п'ять червоних кіл · червоне серце зліва.
+одне червоне коло · дві червоні зірки · два червоні квадрати · п'ять червоних кіл · червоне серце зліва;
+ein roter Kreis · ein rotes Herz · zwei rote Sterne · fünf violette Dreiecke · rotes Herz links.
 """
 from __future__ import annotations
 
@@ -51,6 +53,13 @@ UK_NUM = {1: {"m": "один", "f": "одна", "n": "одне"}, 2: {"m": "дв
           3: {"m": "три", "f": "три", "n": "три"}, 4: {"m": "чотири", "f": "чотири", "n": "чотири"},
           5: {"m": "п'ять", "f": "п'ять", "n": "п'ять"}}
 UK_POS = {"left": "зліва", "right": "справа", "top": "зверху", "bottom": "знизу", "centre": "у центрі"}
+# German: noun gender, singular, plural; adjective stem (strong endings: -er m, -es n, -e plural, as after
+# "ein" and the numerals: "ein roter Kreis", "ein rotes Herz", "zwei rote Sterne")
+DE_NOUN = {"circle": ("m", "Kreis", "Kreise"), "square": ("n", "Quadrat", "Quadrate"),
+           "triangle": ("n", "Dreieck", "Dreiecke"), "star": ("m", "Stern", "Sterne"), "heart": ("n", "Herz", "Herzen")}
+DE_ADJ = {"red": "rot", "green": "grün", "blue": "blau", "yellow": "gelb", "purple": "violett", "black": "schwarz"}
+DE_NUM = {1: "ein", 2: "zwei", 3: "drei", 4: "vier", 5: "fünf"}
+DE_POS = {"left": "links", "right": "rechts", "top": "oben", "bottom": "unten", "centre": "in der Mitte"}
 EN_NUM = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}
 EN_PLURAL = {"circle": "circles", "square": "squares", "triangle": "triangles", "star": "stars", "heart": "hearts"}
 EN_POS = {"left": "on the left", "right": "on the right", "top": "at the top", "bottom": "at the bottom", "centre": "in the centre"}
@@ -84,6 +93,16 @@ def uk_phrase(count: int, colour: str, shape: str, with_number: bool = True) -> 
     return _slavic_phrase(UK_NOUN, UK_ADJ, UK_NUM, few, count, colour, shape, with_number)
 
 
+def de_phrase(count: int, colour: str, shape: str, with_number: bool = True) -> str:
+    """'zwei rote Sterne', 'ein rotes Herz', 'roter Kreis' (count 1, no number: the same strong ending)."""
+    g, sg, pl = DE_NOUN[shape]
+    stem = DE_ADJ[colour]
+    if count == 1:
+        a = f"{stem}{'er' if g == 'm' else 'es'} {sg}"
+        return f"ein {a}" if with_number else a
+    return f"{DE_NUM[count]} {stem}e {pl}"
+
+
 def en_phrase(count: int, colour: str, shape: str, with_number: bool = True) -> str:
     if count == 1:
         return f"{'one' if with_number else 'a'} {colour} {shape}"
@@ -92,7 +111,8 @@ def en_phrase(count: int, colour: str, shape: str, with_number: bool = True) -> 
 
 # the target languages: phrase, positions, "a picture of ...", "an image with ...", the language's name
 LANGS = {"ru": (ru_phrase, RU_POS, "на картинке", "изображение:", "Russian"),
-         "uk": (uk_phrase, UK_POS, "на картинці", "зображення:", "Ukrainian")}
+         "uk": (uk_phrase, UK_POS, "на картинці", "зображення:", "Ukrainian"),
+         "de": (de_phrase, DE_POS, "auf dem Bild:", "zu sehen:", "German")}
 
 
 def captions(count: int, colour: str, shape: str, position: str | None, rng: random.Random,
