@@ -122,15 +122,29 @@ def test_cache_build_without_clip_records_the_folders_arch_and_training_takes_th
 def test_openais_vit_b32_folder_is_named_vit_b32_quickgelu_and_gelu_is_vit_b32(tmp_path):
     """At the real shape: transformers' default CLIPConfig is OpenAI's ViT-B/32; its folder is read as
     ViT-B-32-quickgelu (config.json's hidden_act), and the same tensors declared GELU as ViT-B-32. A
-    preprocessor_config.json with other mean/std keeps the folder as the architecture (its preprocessing)."""
+    preprocessor_config.json with other mean/std keeps the folder as the architecture (its preprocessing).
+    The weights file alone loads (`langclip.load`) as the English original, embedding as transformers does."""
     from transformers import CLIPConfig, CLIPModel
 
+    import langclip
     from langclip.clip_arch import infer_arch
 
     d = tmp_path / "clip-vit-base-patch32"
-    CLIPModel(CLIPConfig()).half().save_pretrained(d)
+    hf = CLIPModel(CLIPConfig()).half()
+    hf.save_pretrained(d)
     assert infer_arch(d) == "ViT-B-32-quickgelu"
     assert infer_arch(d / "model.safetensors") == "ViT-B-32-quickgelu"
+    # a CLIP weights file is a model too: the English original, as transformers embeds with it
+    lm = langclip.load(d / "model.safetensors", device="cpu")
+    assert lm.meta["image_tower"]["arch"] == "ViT-B-32-quickgelu" and lm.tokenizer.meta["language"] == "en"
+    ids = lm.tokenizer(["a photo of a cat", "two red stars"])
+    x = torch.randn(2, 3, 224, 224)
+    hf = hf.float().eval()
+    with torch.no_grad():
+        t, i = hf.get_text_features(input_ids=ids), hf.get_image_features(pixel_values=x)
+        t, i = getattr(t, "pooler_output", t), getattr(i, "pooler_output", i)
+        assert (lm.model.encode_text(ids, normalize=False) - t).abs().max() <= 1e-4
+        assert (lm.model.encode_image(x, normalize=False) - i).abs().max() <= 1e-4
     cfg = json.loads((d / "config.json").read_text())
     for tower in ("text_config", "vision_config"):
         cfg[tower] = dict(cfg.get(tower) or {}, hidden_act="gelu")

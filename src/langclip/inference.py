@@ -148,14 +148,17 @@ def image_tower_ref(meta: dict) -> dict:
 
 
 def load(path: str | Path, device: str | None = None, weights: str | None = None, image: bool = True) -> LoadedModel:
-    """A run folder (or an export folder) -> LoadedModel. `image=False`: loaded for texts only (see
-    runfolder.load_model; from an export's one file, its text tensors alone)."""
+    """A run folder (or an export folder; or CLIP's own weights file: the English original) -> LoadedModel.
+    `image=False`: loaded for texts only (see runfolder.load_model; from an export's one file, its text
+    tensors alone)."""
     from .runfolder import load_model
 
     path = Path(path)
     dev = pick_device(device)
     from .hf_folder import is_transformers_folder
 
+    if path.is_file():   # CLIP's own weights file: the original, English CLIP (a baseline beside the runs)
+        return _english_clip(path, dev)
     if is_transformers_folder(path):   # a transformers CLIPModel folder (export --format hf): both towers in it
         from .hf_folder import load_transformers_folder
 
@@ -207,6 +210,18 @@ def load(path: str | Path, device: str | None = None, weights: str | None = None
     model, tok, meta = load_model(path, weights=weights, image=image)
     meta = dict(meta, _path=str(path))
     return LoadedModel(model.to(dev).eval(), tok, dict(meta["preprocess_cfg"]), dev, meta)
+
+
+def _english_clip(path: Path, dev) -> LoadedModel:
+    from .clip_arch import infer_arch
+    from .evaluate import load_reference_clip
+    from .model import preprocess_cfg
+
+    arch = infer_arch(path)
+    m, tok = load_reference_clip(arch, path)
+    tok.meta["language"] = "en"
+    ref = {"arch": arch, "weights": str(path), "sha256": "", "tower_sha256": m.tower_sha256, "pretrained": ""}
+    return LoadedModel(m.to(dev).eval(), tok, preprocess_cfg(m), dev, {"image_tower": ref, "_path": str(path)})
 
 
 def parse_texts(values: list[str]) -> list[str]:

@@ -63,8 +63,11 @@ def read_run_meta(run: str | Path) -> dict:
 
 def model_language(path: str | Path) -> str | None:
     """The language a run or export folder was trained for, from its small JSON files alone (no model
-    loads): model.json, the tokenizer's record, or an export's config; None if none records one."""
+    loads): model.json, the tokenizer's record, or an export's config; None if none records one. A CLIP
+    weights file: English."""
     path = Path(path)
+    if path.is_file():   # CLIP's own weights file (langclip.load: the English original)
+        return "en"
 
     def read(name: str) -> dict:
         f = path / name
