@@ -63,7 +63,7 @@ def add_parsers(sub, make) -> None:
                  "the index over HTTP: an API and a search page", EPILOGS)
         p.add_argument("--index", required=True)
         p.add_argument("--model", required=True, help="a langclip run or export, or a CLIP weights file (English)")
-        p.add_argument("--arch", default="ViT-B-32-quickgelu", help="the architecture of a CLIP weights file")
+        p.add_argument("--arch", default="", help="the architecture of a CLIP weights file (default: read from it)")
         p.add_argument("--device", default=None)
         p.add_argument("--weights", help="the CLIP weights file, if it moved since training")
         if name == "search":
@@ -113,7 +113,7 @@ def run(args, config) -> int:
 
 
 def search(index: str, model: str, query: str | None = None, image: str | None = None, k: int = 10,
-           arch: str = "ViT-B-32-quickgelu", device: str | None = None, weights: str | None = None,
+           arch: str = "", device: str | None = None, weights: str | None = None,
            as_json: bool = False) -> list[str]:
     """Lines to print: rank, score, path (or one JSON object a line)."""
     from ..pairs import ImageRef, open_image

@@ -38,6 +38,8 @@ SMALL = 512       # fewer pictures than this (an update's new ones) are decoded 
 
 def _tower(cfg: IndexConfig) -> tuple[str, str, str]:
     """(arch, weights file, pretrained tag) of the image tower: a run/export's, or given directly."""
+    if cfg.model and Path(cfg.model).is_file():   # CLIP's own weights file (as `search --model FILE`)
+        return cfg.clip, cfg.model, ""
     if cfg.model:
         from ..inference import image_tower_ref, model_meta
         from ..runfolder import resolve_image_weights

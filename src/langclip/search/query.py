@@ -15,7 +15,7 @@ class QueryModel:
     the run recorded): a ViT-B/32 `langclip search` by text takes 2.3 s and 1.2 GB on 2 CPU cores, against
     5.5 s through open_clip's classes and 6.3 s / 2.0 GB with both towers (cpu_search_cold_start.jsonl)."""
 
-    def __init__(self, model: str | Path, arch: str = "ViT-B-32-quickgelu", device: str | None = None,
+    def __init__(self, model: str | Path, arch: str = "", device: str | None = None,
                  weights: str | None = None, image: bool = True):
         model = Path(model)
         if model.is_dir():
@@ -33,6 +33,10 @@ class QueryModel:
             from ..files import pick_device
             from ..model import image_transform, preprocess_cfg
 
+            if not arch:   # read from the file, as `cache build` does without --clip
+                from ..clip_arch import infer_arch
+
+                arch = infer_arch(model)
             m, tok = load_reference_clip(arch, model)
             self.device = pick_device(device)
             self.model, self.tokenizer = m.to(self.device), tok

@@ -157,7 +157,7 @@ def _mime(data: bytes) -> str:
 
 
 def serve(index_path: str, model_path: str, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
-          arch: str = "ViT-B-32-quickgelu", device: str | None = None, weights: str | None = None) -> None:
+          arch: str = "", device: str | None = None, weights: str | None = None) -> None:
     import logging
 
     try:
