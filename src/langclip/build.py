@@ -188,3 +188,17 @@ def _build_hf_student(arch: str, weights: str | Path, tokenizer, name: str, cont
     model.model_cfg["text_cfg"]["hf_model_pretrained"] = False
     n_text = sum(p.numel() for p in model.text_parameters().values())
     return model, ImageTowerRef.of(arch, weights, model.tower_sha256, pretrained), {"init": f"hf:{name}", "hf_model": name, "text_parameters": n_text}
+
+
+def load_reference_clip(arch: str, weights: str | Path):
+    """The original English CLIP (both towers from its weights file) and CLIP's own tokenizer."""
+    model = LangCLIP.empty(model_config(arch))   # both towers filled below, or refused
+    rest = load_image_tower(model, weights, arch)
+    own = model.text_state_dict()
+    text = {k: v.float() for k, v in rest.items() if k in own}
+    missing = [k for k in own if k not in text]
+    if missing:
+        raise WeightsError(f"{weights}: no English text tower ({missing[0]} missing); the reference row needs "
+                           f"the full CLIP weights file")
+    model.clip.load_state_dict(text, strict=False)
+    return model.eval(), Tokenizer.clip()

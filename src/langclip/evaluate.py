@@ -63,25 +63,6 @@ def plot_confusion(conf, names: list[str], path: str | Path, title: str = "") ->
     return Path(path)
 
 
-def load_reference_clip(arch: str, weights: str | Path):
-    """The original English CLIP (both towers from its weights file) and CLIP's own tokenizer."""
-    from .build import load_image_tower
-    from .model import LangCLIP, model_config
-    from .tokenizer import Tokenizer
-    from .weights import WeightsError
-
-    model = LangCLIP.empty(model_config(arch))   # both towers filled below, or refused
-    rest = load_image_tower(model, weights, arch)
-    own = model.text_state_dict()
-    text = {k: v.float() for k, v in rest.items() if k in own}
-    missing = [k for k in own if k not in text]
-    if missing:
-        raise WeightsError(f"{weights}: no English text tower ({missing[0]} missing); the reference row needs "
-                           f"the full CLIP weights file")
-    model.clip.load_state_dict(text, strict=False)
-    return model.eval(), Tokenizer.clip()
-
-
 def _reference(m, weights: str | None, device):
     """(model, tokenizer) of the English CLIP a langclip model was built from."""
     from .inference import image_tower_ref
@@ -90,6 +71,7 @@ def _reference(m, weights: str | None, device):
     ref = image_tower_ref(meta)  # run folder / export
     if not ref:
         raise ValueError("--reference needs the CLIP the model was built from, and this folder records none")
+    from .build import load_reference_clip
     from .runfolder import resolve_image_weights
 
     run = Path(m.meta.get("_path", "."))

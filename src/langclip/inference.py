@@ -214,7 +214,7 @@ def load(path: str | Path, device: str | None = None, weights: str | None = None
 
 def _english_clip(path: Path, dev) -> LoadedModel:
     from .clip_arch import infer_arch
-    from .evaluate import load_reference_clip
+    from .build import load_reference_clip
     from .model import preprocess_cfg
 
     arch = infer_arch(path)

@@ -29,7 +29,7 @@ class QueryModel:
             lang = (getattr(lm.tokenizer, "meta", {}) or {}).get("language")
             self.name, self.lang = f"{model.name} (langclip{', ' + lang if lang else ''})", lang
         elif model.is_file():
-            from ..evaluate import load_reference_clip
+            from ..build import load_reference_clip
             from ..files import pick_device
             from ..model import image_transform, preprocess_cfg
 
