@@ -80,7 +80,7 @@ def test_demo_in_another_language(tmp_path, lang):
     LG = lang.upper()
     assert s["lang"] == lang and f"student {LG} clip" in s["zero_shot"][0] and f"student_clip_{lang}" in s["retrieval"]
     meta = json.loads((out / "tokenizer" / "langclip_tokenizer.json").read_text(encoding="utf-8"))
-    assert meta["language"] == lang
+    assert meta["language"] == lang and meta["english_words"] == (100_000 if lang == "de" else None)
 
 
 def test_reduced_demo_end_to_end(tmp_path, demo_small):

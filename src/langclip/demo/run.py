@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import CacheConfig, DemoConfig, LossSection, ModelSection, OptimSection, TokenizerTrainConfig, TrainConfig
-from .world import COLOURS, COUNTS, LANGS, SHAPES, captions, en_phrase, render, sample_scenes
+from .world import COLOURS, COUNTS, LANGS, SHAPES, TOKENIZER_OPTIONS, captions, en_phrase, render, sample_scenes
 
 HELD_OUT = {("red", "star"), ("blue", "heart"), ("green", "triangle"), ("yellow", "square"), ("purple", "circle")}
 SIZES = {  # train images, test images, teacher epochs, student epochs, merges
@@ -208,7 +208,8 @@ def _train_students(cfg: DemoConfig, out: Path, arch: str, weights: Path, merges
     name = LANGS[cfg.lang][4]
     _stage(f"stage 1: bilingual tokenizer (CLIP BPE + {name} merges)", t0)
     train_tokenizer(TokenizerTrainConfig(lang=cfg.lang, merges=merges, corpus=[str(out / "world" / f"{name.lower()}.txt")],
-                                     wordfreq=True, wordfreq_top=20000, out=str(out / "tokenizer")))
+                                     wordfreq=True, wordfreq_top=20000, out=str(out / "tokenizer"),
+                                     **TOKENIZER_OPTIONS.get(cfg.lang, {})))
     _stage("stage 1: image-embedding cache", t0)
     cache = build_cache(CacheConfig(data=[str(out / "world" / "train.csv")], clip=arch, weights=str(weights),
                                     out=str(out / "cache"), batch_size=256, workers=0, shard_size=4096))

@@ -113,6 +113,9 @@ def en_phrase(count: int, colour: str, shape: str, with_number: bool = True) -> 
 LANGS = {"ru": (ru_phrase, RU_POS, "на картинке", "изображение:", "Russian"),
          "uk": (uk_phrase, UK_POS, "на картинці", "зображення:", "Ukrainian"),
          "de": (de_phrase, DE_POS, "auf dem Bild:", "zu sehen:", "German")}
+# the tokenizer recipe per language where it differs (docs/recipe.md): German's ASCII words merge too
+# (`--english-words`: wordfreq's 100k most frequent English words keep CLIP's ids)
+TOKENIZER_OPTIONS = {"de": {"english_words": 100_000}}
 
 
 def captions(count: int, colour: str, shape: str, position: str | None, rng: random.Random,
