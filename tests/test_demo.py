@@ -3,7 +3,7 @@ import json
 import pytest
 
 from langclip.cli import main
-from langclip.demo.world import RU_ADJ, RU_NOUN, UK_ADJ, UK_NOUN, de_phrase, ru_phrase, uk_phrase
+from langclip.demo.world import RU_ADJ, RU_NOUN, UK_ADJ, UK_NOUN, de_phrase, el_phrase, ru_phrase, uk_phrase
 
 
 def test_russian_agreement_checked_with_pymorphy3():
@@ -62,17 +62,35 @@ def test_german_agreement_as_written_by_hand():
     assert de_phrase(1, "black", "star", with_number=False) == "schwarzer Stern"
 
 
+def test_greek_agreement_as_written_by_hand():
+    """Greek, typed as a reference: adjective and numeral agree with the noun's gender (ένας/μία/ένα,
+    τρεις/τρία, τέσσερις/τέσσερα), μπλε and μωβ do not decline, plurals by gender (-οι, -ες, -α)."""
+    want = {(1, "red", "circle"): "ένας κόκκινος κύκλος", (1, "red", "heart"): "μία κόκκινη καρδιά",
+            (1, "green", "square"): "ένα πράσινο τετράγωνο", (1, "blue", "star"): "ένα μπλε αστέρι",
+            (2, "red", "star"): "δύο κόκκινα αστέρια", (3, "blue", "circle"): "τρεις μπλε κύκλοι",
+            (3, "yellow", "triangle"): "τρία κίτρινα τρίγωνα", (4, "black", "heart"): "τέσσερις μαύρες καρδιές",
+            (4, "purple", "square"): "τέσσερα μωβ τετράγωνα", (5, "green", "circle"): "πέντε πράσινοι κύκλοι",
+            (2, "yellow", "heart"): "δύο κίτρινες καρδιές", (5, "black", "star"): "πέντε μαύρα αστέρια"}
+    for (n, colour, shape), text in want.items():
+        assert el_phrase(n, colour, shape) == text
+    assert el_phrase(1, "red", "heart", with_number=False) == "κόκκινη καρδιά"
+    assert el_phrase(1, "black", "circle", with_number=False) == "μαύρος κύκλος"
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("lang", ["uk", "de"])
+@pytest.mark.parametrize("lang", ["uk", "de", "el"])
 def test_demo_in_another_language(tmp_path, lang):
     """`langclip demo --lang uk` (or de): the same world with Ukrainian (German) captions, tokenizer merges
     and students; the report names them UK (DE) (the default size's figures: benchmarks/results/cpu_demo_uk.json,
     cpu_demo_de.json)."""
     out = tmp_path / lang
     assert main(["demo", "--lang", lang, "--size", "tiny", "--out", str(out)]) == 0
-    text = (out / "world" / {"uk": "ukrainian.txt", "de": "german.txt"}[lang]).read_text(encoding="utf-8")
+    text = (out / "world" / {"uk": "ukrainian.txt", "de": "german.txt", "el": "greek.txt"}[lang]).read_text(encoding="utf-8")
     if lang == "uk":
         assert "на картинці" in text and "ы" not in text and "ё" not in text
+    elif lang == "el":
+        assert "στην εικόνα ένας " in text and "εικόνα: " in text and all(c in " :'" or "\u0370" <= c <= "\u03ff"
+                                                                           for c in text.replace("\n", " "))
     else:
         assert "auf dem Bild: ein " in text and "zu sehen: " in text and "ein roter Kreis" in text
         assert all(ord(c) < 0x250 for c in text)

@@ -120,11 +120,14 @@ def test_search_page_in_chromium(server, browser, tmp_path):
     assert page.get_attribute("#q", "placeholder") == "e.g. две красные звезды" and page.inner_text("#lang") == "DE"
     page.click("#lang")
     assert page.inner_text("button[type=submit]") == "Suchen" and "Bilder" in page.inner_text("[data-testid=status]")
-    assert page.get_attribute("#q", "placeholder") == "z. B. две красные звезды" and page.inner_text("#lang") == "RU"
+    assert page.get_attribute("#q", "placeholder") == "z. B. две красные звезды" and page.inner_text("#lang") == "EL"
+    page.click("#lang")
+    assert page.inner_text("button[type=submit]") == "Αναζήτηση" and "εικόνες" in page.inner_text("[data-testid=status]")
+    assert page.get_attribute("#q", "placeholder") == "π.χ. две красные звезды" and page.inner_text("#lang") == "RU"
     page.close()
-    # a browser in a language the page does not speak (French): the model's language (a Ukrainian or German
-    # one here, its health answer rewritten), not a fixed one; a model in a language it does not speak: English
-    for model_lang, button in (("uk", "Знайти"), ("de", "Suchen"), ("fr", "Search")):
+    # a browser in a language the page does not speak (French): the model's language (a Ukrainian, German
+    # or Greek one here, its health answer rewritten), not a fixed one; a model in a language it does not speak: English
+    for model_lang, button in (("uk", "Знайти"), ("de", "Suchen"), ("el", "Αναζήτηση"), ("fr", "Search")):
         page = browser.new_page(locale="fr-FR")
         page.route("**/api/health*", (lambda lg: lambda route: route.fulfill(json={**route.fetch().json(), "lang": lg}))(model_lang))
         page.goto(f"{url}/#token=t0k")

@@ -1,9 +1,9 @@
 """The demo pipeline. Everything lands in `--out`:
 
-    world/            generated pictures, train.csv (Russian — or with --lang uk Ukrainian, --lang de German — + English
-                      captions), russian.txt (ukrainian.txt, german.txt)
+    world/            generated pictures, train.csv (captions in Russian — Ukrainian with --lang uk, German
+                      with de, Greek with el — and English), russian.txt (ukrainian.txt, german.txt, greek.txt)
     teacher/          arch.json + clip-teacher.pt: the stand-in for OpenAI's CLIP (English only)
-    tokenizer/        CLIP BPE + Russian (Ukrainian, German) merges
+    tokenizer/        CLIP BPE + Russian (Ukrainian, German, Greek) merges
     cache/            image-embedding cache of the training pictures
     runs/clip, runs/scratch   one run folder per text-tower initialisation
     report/           report.md, summary.json, confusion_*.png, similarity.png, curves.png

@@ -1,13 +1,13 @@
 """A procedurally generated bilingual image world: 64×64 pictures of 1–5 equal objects (shape,
 colour, count, position) on noisy backgrounds, with English captions and grammatical ones in the
-target language: Russian (the default), Ukrainian, or German (a Latin-script language, whose ASCII words
-keep CLIP's cut).
+target language: Russian (the default), Ukrainian, German (a Latin-script language) or Greek.
 
 Agreement is spelled out in tables (checked against pymorphy3's dictionaries in the tests):
 один красный круг · одна красная звезда · одно красное сердце · две красные звезды ·
 два красных круга · пять красных кругов · красное сердце слева;
 одне червоне коло · дві червоні зірки · два червоні квадрати · п'ять червоних кіл · червоне серце зліва;
-ein roter Kreis · ein rotes Herz · zwei rote Sterne · fünf violette Dreiecke · rotes Herz links.
+ein roter Kreis · ein rotes Herz · zwei rote Sterne · fünf violette Dreiecke · rotes Herz links;
+ένας κόκκινος κύκλος · μία κόκκινη καρδιά · δύο κόκκινα αστέρια · τρεις μπλε κύκλοι · κόκκινη καρδιά αριστερά.
 """
 from __future__ import annotations
 
@@ -60,6 +60,18 @@ DE_NOUN = {"circle": ("m", "Kreis", "Kreise"), "square": ("n", "Quadrat", "Quadr
 DE_ADJ = {"red": "rot", "green": "grün", "blue": "blau", "yellow": "gelb", "purple": "violett", "black": "schwarz"}
 DE_NUM = {1: "ein", 2: "zwei", 3: "drei", 4: "vier", 5: "fünf"}
 DE_POS = {"left": "links", "right": "rechts", "top": "oben", "bottom": "unten", "centre": "in der Mitte"}
+# Greek: noun gender, singular, plural; adjective forms (sg m, f, n; pl m, f, n; μπλε and μωβ do not
+# decline); numerals by gender where they have one (ένας/μία/ένα, τρεις/τρία, τέσσερις/τέσσερα)
+EL_NOUN = {"circle": ("m", "κύκλος", "κύκλοι"), "square": ("n", "τετράγωνο", "τετράγωνα"),
+           "triangle": ("n", "τρίγωνο", "τρίγωνα"), "star": ("n", "αστέρι", "αστέρια"), "heart": ("f", "καρδιά", "καρδιές")}
+_EL_FORMS = "{0}ος {0}η {0}ο {0}οι {0}ες {0}α"
+EL_ADJ = {"red": _EL_FORMS.format("κόκκιν").split(), "green": _EL_FORMS.format("πράσιν").split(),
+          "blue": ["μπλε"] * 6, "yellow": _EL_FORMS.format("κίτριν").split(), "purple": ["μωβ"] * 6,
+          "black": _EL_FORMS.format("μαύρ").split()}
+EL_NUM = {1: {"m": "ένας", "f": "μία", "n": "ένα"}, 2: {"m": "δύο", "f": "δύο", "n": "δύο"},
+          3: {"m": "τρεις", "f": "τρεις", "n": "τρία"}, 4: {"m": "τέσσερις", "f": "τέσσερις", "n": "τέσσερα"},
+          5: {"m": "πέντε", "f": "πέντε", "n": "πέντε"}}
+EL_POS = {"left": "αριστερά", "right": "δεξιά", "top": "πάνω", "bottom": "κάτω", "centre": "στο κέντρο"}
 EN_NUM = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}
 EN_PLURAL = {"circle": "circles", "square": "squares", "triangle": "triangles", "star": "stars", "heart": "hearts"}
 EN_POS = {"left": "on the left", "right": "on the right", "top": "at the top", "bottom": "at the bottom", "centre": "in the centre"}
@@ -103,6 +115,16 @@ def de_phrase(count: int, colour: str, shape: str, with_number: bool = True) -> 
     return f"{DE_NUM[count]} {stem}e {pl}"
 
 
+def el_phrase(count: int, colour: str, shape: str, with_number: bool = True) -> str:
+    """'δύο κόκκινα αστέρια', 'μία κόκκινη καρδιά', 'τρεις μπλε κύκλοι', 'κόκκινη καρδιά' (no number)."""
+    g, sg, pl = EL_NOUN[shape]
+    i = "mfn".index(g)
+    if count == 1:
+        a = f"{EL_ADJ[colour][i]} {sg}"
+        return f"{EL_NUM[1][g]} {a}" if with_number else a
+    return f"{EL_NUM[count][g]} {EL_ADJ[colour][3 + i]} {pl}"
+
+
 def en_phrase(count: int, colour: str, shape: str, with_number: bool = True) -> str:
     if count == 1:
         return f"{'one' if with_number else 'a'} {colour} {shape}"
@@ -112,7 +134,8 @@ def en_phrase(count: int, colour: str, shape: str, with_number: bool = True) -> 
 # the target languages: phrase, positions, "a picture of ...", "an image with ...", the language's name
 LANGS = {"ru": (ru_phrase, RU_POS, "на картинке", "изображение:", "Russian"),
          "uk": (uk_phrase, UK_POS, "на картинці", "зображення:", "Ukrainian"),
-         "de": (de_phrase, DE_POS, "auf dem Bild:", "zu sehen:", "German")}
+         "de": (de_phrase, DE_POS, "auf dem Bild:", "zu sehen:", "German"),
+         "el": (el_phrase, EL_POS, "στην εικόνα", "εικόνα:", "Greek")}
 # the tokenizer recipe per language where it differs (docs/recipe.md): German's ASCII words merge too
 # (`--english-words`: wordfreq's 100k most frequent English words keep CLIP's ids)
 TOKENIZER_OPTIONS = {"de": {"english_words": 100_000}}
