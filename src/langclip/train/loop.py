@@ -252,7 +252,8 @@ def _start_summary(run: Run) -> None:
     print(f"train: {len(run.groups):,} {what} / {len(run.groups.caps):,} captions -> {run.steps_per_epoch:,} steps "
           f"an epoch x {cfg.epochs} = {run.total:,} steps (batch {cfg.batch_size:,}, {run.world} "
           f"process{'es' * (run.world > 1)}); held out: {n_val:,} {what} / {len(run.val_idx):,} captions; text tower "
-          f"{n_par / 1e6:.1f}M parameters ({cfg.model.init} init); {run.device.type}, "
+          f"{n_par / 1e6:.1f}M parameters ({cfg.model.init} init); image tower {Path(run.ref.arch).name} "
+          f"({run.ref.tower_sha256[:12]}); {run.device.type}, "
           f"{'bf16 weights' if run.twin else 'bf16' if run.bf16 else 'fp32'}{', compiled' if run.compiled else ''}",
           flush=True)
     if 0 < n_val < 20:
