@@ -13,6 +13,7 @@ EPILOGS = {
                    "  langclip cache build --text-only --data parallel.tsv --clip ViT-B-32-quickgelu --weights ViT-B-32.pt --out cache-text/",
     "train": "example:\n  langclip train --config configs/ru-vitb32-clip-init.yaml\n"
              "  langclip train --config configs/ru-vitb32-clip-init.yaml epochs=3 optim.lr=1e-4 --resume latest\n"
+             "  langclip train cache=cache/ model.tokenizer=tok/ out=runs/ru   # no config: defaults, the cache's CLIP\n"
              "  langclip train --config configs/ru-vitb32-clip-init.yaml precision=bf16-weights   # GPU: bf16 copy, fp32 masters\n"
              "  torchrun --nproc_per_node 8 -m langclip train --config configs/ru-vitb32-clip-init.yaml",
     "eval": "example:\n  langclip eval --model runs/ru --dataset cifar10 cifar100 caltech101 --lang ru --data-root ~/data --reference --out eval/\n"
