@@ -203,3 +203,20 @@ def test_clips_own_file_indexes_and_answers_as_the_english_model(tmp_path, pair_
     capsys.readouterr()
     assert main(["search", "--index", str(tmp_path / "idx"), "--model", str(f), "a picture", "-k", "3", "--json"]) == 0
     assert len([ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("{")]) == 3
+
+
+def test_train_without_a_config_takes_the_caches_clip(tmp_path, world_cache, tiny_arch, tiny_clip, ru_tokenizer):
+    """`langclip train cache=… model.tokenizer=… out=…` with no YAML and no model.clip/weights: the run is
+    built on the cache's image tower (its model.json records the cache's arch and digest)."""
+    import yaml
+
+    from langclip.cli import main
+
+    ru_tokenizer.save(tmp_path / "tok")
+    assert main(["train", f"cache={world_cache}", f"model.tokenizer={tmp_path / 'tok'}", f"out={tmp_path / 'run'}",
+                 "epochs=1", "batch_size=64", "model.context_length=16", "tensorboard=false"]) == 0
+    cfg = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    man = json.loads((world_cache / "manifest.json").read_text())
+    meta = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert cfg["model"]["clip"] == tiny_arch and cfg["model"]["weights"] == man["weights"]
+    assert meta["image_tower"]["tower_sha256"] == man["tower_sha256"]
