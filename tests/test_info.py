@@ -73,5 +73,12 @@ def test_another_tower_is_named_and_weights_are_read_as_clip_would(tmp_path, tra
     assert len(d["tower"]["tower_sha256"]) == 64
     rc, out, _ = _info(capsys, tmp_path / "other.pt")
     assert rc == 0 and "not read (" in out and "give --clip" in out and "activation   not recorded" in out
-    rc, _, err = _info(capsys, pair_data / "img")
-    assert rc == 2 and "not a langclip tokenizer, cache, run, export or index, nor CLIP weights" in err
+    # a path that is not recognised is named, the others are still described, and the exit code says so
+    ck = json.loads((trained_run / "checkpoints" / "latest.json").read_text())
+    rc, out, _ = _info(capsys, pair_data / "img", trained_run / "checkpoints" / ck["file"],
+                       trained_run / "text_tower.safetensors", trained_run)
+    assert rc == 2
+    assert f"{pair_data / 'img'}: not recognised — not a langclip tokenizer, cache, run, export or index, nor CLIP weights" in out
+    assert f"langclip training checkpoint\n  resumes      {trained_run} at step {ck['step']}" in out
+    assert "text_tower.safetensors: not recognised — CLIP-like weights without an image tower" in out
+    assert f"{trained_run}: langclip run (ru)" in out

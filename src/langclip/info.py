@@ -41,6 +41,8 @@ def kind(path: str | Path) -> str:
 
     if p.is_dir() and is_transformers_folder(p):
         return "transformers"
+    if p.is_file() and p.name.startswith("step_") and p.suffix == ".pt" and (p.parent.parent / "model.json").is_file():
+        return "checkpoint"
     try:
         weights_file(p)
     except (OSError, ValueError):
@@ -70,6 +72,8 @@ def describe(path: str | Path, digest: bool = True) -> dict:
         d.update(_run(p))
     elif k.startswith("export-"):
         d.update(_export(p, k))
+    elif k == "checkpoint":
+        d.update(_checkpoint(p))
     else:
         d.update(_weights(p, digest))
     return d
@@ -129,10 +133,23 @@ def _export(p: Path, k: str) -> dict:
     return d
 
 
+def _checkpoint(p: Path) -> dict:
+    import torch
+
+    ck = torch.load(str(p), map_location="cpu", weights_only=True)
+    return {"run": str(p.parent.parent), "step": ck.get("step"), "epoch": ck.get("epoch"), "best": ck.get("best"),
+            "resume_keys": ck.get("run") or {}}
+
+
 def _weights(p: Path, digest: bool) -> dict:
     from .clip_arch import infer_arch
     from .weights import declared_activation, load_state_dict, split_towers, tower_digest, weights_file
 
+    sd = load_state_dict(p)
+    vis = split_towers(sd)[0]
+    if not vis:
+        raise ValueError("CLIP-like weights without an image tower (a run's text_tower*.safetensors holds its text "
+                         "tower only: describe the run folder)")
     act, where = declared_activation(p)
     d = {"file": str(weights_file(p)), "activation": act or "not recorded", "activation_from": where}
     try:
@@ -140,7 +157,7 @@ def _weights(p: Path, digest: bool) -> dict:
     except ValueError as e:
         d["arch"] = None
         d["arch_problem"] = str(e)
-    d["tower"] = {"arch": d["arch"], "tower_sha256": tower_digest(split_towers(load_state_dict(p))[0]) if digest else "",
+    d["tower"] = {"arch": d["arch"], "tower_sha256": tower_digest(vis) if digest else "",
                   "weights": d["file"], "pretrained": "", "weights_present": True}
     return d
 
@@ -192,6 +209,12 @@ def render(d: dict) -> str:
     if k == "weights" or k == "transformers":
         add("clip", d["arch"] or f"not read ({d.get('arch_problem')})")
         add("activation", d["activation"] + (f" ({d['activation_from']})" if d["activation_from"] else ""))
+    if k == "checkpoint":
+        add("resumes", f"{d['run']} at step {d['step']} (epoch {d['epoch']}), best held-out mean recall "
+            f"{d['best'] if d['best'] is None else round(d['best'], 3)}")
+        add("same run if", ", ".join(f"{k}={v}" for k, v in d["resume_keys"].items()))
+    if k == "error":
+        lines[0] = f"{d['path']}: not recognised — {d['error']}"
     if k == "export-immich":
         add("embedding", f"{d['embed_dim']} dims (Immich's layout records no image tower; see its README.md)")
     if t.get("arch") or t.get("tower_sha256"):
@@ -205,18 +228,33 @@ def render(d: dict) -> str:
 _TITLES = {"tokenizer": "langclip tokenizer", "cache": "langclip image-embedding cache", "index": "langclip search index",
            "run": "langclip run", "export-open_clip": "open_clip export", "export-hf": "transformers export",
            "export-onnx": "ONNX export", "export-immich": "Immich model folder",
-           "transformers": "transformers CLIP folder", "weights": "CLIP weights"}
+           "transformers": "transformers CLIP folder", "weights": "CLIP weights",
+           "checkpoint": "langclip training checkpoint", "error": ""}
+
+
+def describe_all(paths: list[str]) -> list[dict]:
+    """Each path described; one that is not recognised is an item of kind "error" (it does not hide the others)."""
+    descs = []
+    for p in paths:
+        try:
+            descs.append(describe(p))
+        except (OSError, ValueError) as e:
+            msg = str(e)
+            descs.append({"path": str(p), "kind": "error", "error": msg.removeprefix(f"{p}: ")})
+    return descs
+
+
+def format_all(descs: list[dict], as_json: bool = False) -> str:
+    if as_json:
+        shas = {(d.get("tower") or {}).get("tower_sha256") for d in descs} - {None, ""}
+        return json.dumps({"items": descs, "same_image_tower": len(shas) <= 1}, indent=2, ensure_ascii=False)
+    line = towers(descs)
+    return "\n".join([render(d) for d in descs] + ([line] if line else []))
 
 
 def info(paths: list[str], as_json: bool = False) -> str:
     """The stage function behind `langclip info`: each path described, then whether they share a tower."""
-    descs = [describe(p) for p in paths]
-    if as_json:
-        return json.dumps({"items": descs, "same_image_tower": len({(d.get("tower") or {}).get("tower_sha256")
-                                                                    for d in descs} - {None, ""}) <= 1},
-                          indent=2, ensure_ascii=False)
-    line = towers(descs)
-    return "\n".join([render(d) for d in descs] + ([line] if line else []))
+    return format_all(describe_all(paths), as_json)
 
 
 def add_parser(sub, make) -> None:
@@ -229,5 +267,7 @@ def add_parser(sub, make) -> None:
 
 
 def run(args) -> int:
-    print(info(args.paths, args.json))
-    return 0
+    """Exit code 2 where a path was not recognised (the others are still described)."""
+    descs = describe_all(args.paths)
+    print(format_all(descs, args.json))
+    return 2 if any(d["kind"] == "error" for d in descs) else 0
