@@ -220,3 +220,29 @@ def test_train_without_a_config_takes_the_caches_clip(tmp_path, world_cache, tin
     meta = json.loads((tmp_path / "run" / "model.json").read_text())
     assert cfg["model"]["clip"] == tiny_arch and cfg["model"]["weights"] == man["weights"]
     assert meta["image_tower"]["tower_sha256"] == man["tower_sha256"]
+
+
+def test_a_relative_arch_file_is_recorded_absolute_and_matches_either_way(tmp_path, tiny_arch, tiny_clip, pair_data,
+                                                                          monkeypatch):
+    """`cache build --clip arch.json` (relative): the manifest records the absolute path, so a run started from
+    another folder finds it; a run given the same file relatively still matches the cache."""
+    from langclip.cache import build_cache
+    from langclip.cache.store import check_cache_matches
+    from langclip.config import CacheConfig, ModelSection, TrainConfig
+    from langclip.model import model_config
+
+    shutil.copy(tiny_arch, tmp_path / "arch.json")
+    monkeypatch.chdir(tmp_path)
+    build_cache(CacheConfig(data=[str(pair_data / "pairs.csv")], clip="arch.json", weights=tiny_clip[1],
+                            out=str(tmp_path / "c"), workers=0), progress=False)
+    man = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    assert man["arch"] == str((tmp_path / "arch.json").resolve())
+    check_cache_matches(man, {"arch": "arch.json", "tower_sha256": man["tower_sha256"]})
+    with pytest.raises(ValueError, match="built with image tower"):
+        check_cache_matches(man, {"arch": tiny_arch, "tower_sha256": man["tower_sha256"]})   # another file
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    (tmp_path / "tok").mkdir()
+    cfg = TrainConfig(cache=str(tmp_path / "c"), model=ModelSection(tokenizer=str(tmp_path / "tok")))
+    cfg.validate()
+    assert cfg.model.clip == man["arch"] and model_config(cfg.model.clip)["embed_dim"] == TINY_CFG["embed_dim"]

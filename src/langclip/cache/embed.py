@@ -21,7 +21,7 @@ from ..files import (atomic_write, atomic_write_text, check_out_dir, compile_pro
 from ..pairs import ImageDataset, collate_images, read_pairs, read_parallel
 from .decode import (WARNED, DecodedImages, DevicePreprocess, EncodedImages, Normalize255, collate_encoded,
                      decode_ahead, uint8_transform)
-from .store import CACHE_FORMAT, write_manifest, write_normalized, write_tables, write_teacher_dense
+from .store import CACHE_FORMAT, same_arch, write_manifest, write_normalized, write_tables, write_teacher_dense
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def _check_build_state(out: Path, cfg: CacheConfig, pairs, sha: str, rank: int, 
     if f.is_file():
         old = {"decode": "pil", "exif_orientation": False,                     # builds from before these
                **json.loads(f.read_text(encoding="utf-8"))}
-        diff = [k for k in state if old.get(k) != state[k]]
+        diff = [k for k in state if old.get(k) != state[k] and not (k == "arch" and same_arch(old.get(k), state[k]))]
         if diff:
             what = {"images": "the list of images", "images_sha1": "the list of images",
                     "english_sha1": "the English captions", "weights_sha256": "the weights file"}
@@ -98,6 +98,9 @@ def build_cache(cfg: CacheConfig, progress: bool = True, pairs=None) -> Path:
         cfg = replace(cfg, clip=infer_arch(weights))
         if rank == 0:
             print(f"--clip not given: {cfg.weights} holds {cfg.clip}")
+    if (cfg.clip.endswith(".json") and Path(cfg.clip).is_file()) or Path(cfg.clip).is_dir():
+        # a model-config JSON or a transformers folder: recorded absolute, so runs find it from anywhere
+        cfg = replace(cfg, clip=str(Path(cfg.clip).resolve()))
     with ThreadPoolExecutor(1) as pool:    # the file is hashed while the model is built and filled
         sha = pool.submit(sha256_file, weights)
         model = LangCLIP.empty(model_config(cfg.clip, cfg.pretrained))   # a tag's own preprocessing

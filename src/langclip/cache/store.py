@@ -196,6 +196,17 @@ def read_manifest(path: str | Path) -> dict:
     return json.loads(f.read_text(encoding="utf-8"))
 
 
+def same_arch(a, b) -> bool:
+    """Two --clip values name the same architecture: equal, or the same file or folder (a relative and an
+    absolute path to one model-config JSON)."""
+    if a == b:
+        return True
+    try:
+        return bool(a and b) and Path(a).exists() and Path(b).exists() and Path(a).resolve() == Path(b).resolve()
+    except (OSError, ValueError):
+        return False
+
+
 def check_cache_matches(manifest: dict, ref: dict, where: str = "cache") -> None:
     """Refuse a cache made with another image tower. `ref`: the model's tower (arch, tower_sha256 — the
     digest of its tensors — and sha256, its file's bytes). Caches and runs from before tensor digests
@@ -203,7 +214,7 @@ def check_cache_matches(manifest: dict, ref: dict, where: str = "cache") -> None
     both = manifest.get("tower_sha256") and ref.get("tower_sha256")
     key, label = ("tower_sha256", "image-tower digest") if both else ("weights_sha256", "weights SHA-256")
     theirs, ours = str(manifest.get(key)), str(ref.get("tower_sha256" if both else "sha256"))
-    if manifest.get("arch") != ref.get("arch") or theirs != ours:
+    if not same_arch(manifest.get("arch"), ref.get("arch")) or theirs != ours:
         raise ValueError(f"{where} was built with image tower {manifest.get('arch')} ({label} {theirs[:12]}…), but "
                          f"the model uses {ref.get('arch')} ({ours[:12]}…); rebuild the cache with the same "
                          f"--clip and weights")
