@@ -1,6 +1,6 @@
 """`langclip info`: what a langclip folder or a CLIP weights file is, from its small records alone — a
-tokenizer, a cache, a run, an export (open_clip, transformers, ONNX, Immich), a search index, or CLIP
-weights (their architecture read as `--clip` would be) — and, for several, whether they share one image
+tokenizer, a cache, a run, a training checkpoint, an export (open_clip, transformers, ONNX, Immich), a search
+index, or CLIP weights (their architecture read as `--clip` would be) — and, for several, whether they share one image
 tower: a cache, an index and the runs trained on it must, since the image tower is frozen.
 
     >>> print(info(["runs/ru", "idx/"]))          # doctest: +SKIP
@@ -21,7 +21,7 @@ def _read(f: Path) -> dict:
 
 def kind(path: str | Path) -> str:
     """tokenizer | cache | index | run | export-open_clip | export-hf | export-onnx | export-immich |
-    transformers | weights; ValueError for anything else."""
+    transformers | checkpoint | weights; ValueError for anything else."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p}: not found")
