@@ -41,6 +41,11 @@ def test_every_plain_vit_in_open_clips_registry_is_named_back_from_its_tensors()
         seen.append(name)
     assert {"ViT-B-32", "ViT-B-32-quickgelu", "ViT-B-16", "ViT-L-14-336", "ViT-H-14", "ViT-g-14",
             "ViT-bigG-14"} <= set(seen), seen
+    # the same image tower under open_clip's custom text tower: no plain name stands for it (the folder's
+    # own config must), though its image tower alone would fit ViT-B-32
+    with torch.device("meta"):
+        sd = open_clip.CustomTextCLIP(**open_clip.get_model_config("ViT-B-32")).state_dict()
+    assert registered_names(shape_config(sd), False) == []
 
 
 def test_files_that_do_not_say_enough_are_refused_with_the_fix(tmp_path, tiny_clip):

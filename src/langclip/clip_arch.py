@@ -24,7 +24,8 @@ OPENAI_PREPROCESS = {"mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.2686
 
 def shape_config(sd: dict) -> dict:
     """open_clip's model_cfg fields that a ViT CLIP's tensors (OpenAI/open_clip naming) determine. The
-    heads are not among them (q, k and v are packed); a one-tower file has only its tower's fields."""
+    heads are not among them (q, k and v are packed); a one-tower file has only its tower's fields, and a
+    custom text tower (open_clip's `text.` naming) is flagged `custom_text` (no plain name fits it)."""
     if "visual.conv1.weight" not in sd or "visual.positional_embedding" not in sd:
         raise WeightsError("not a ViT CLIP in OpenAI's or open_clip's naming (a ResNet image tower, or a "
                            "custom text tower?): give its architecture with --clip")
@@ -39,7 +40,9 @@ def shape_config(sd: dict) -> dict:
     cfg = {"embed_dim": int(sd["visual.proj"].shape[1]),
            "vision_cfg": {"image_size": patch * grid, "layers": vl, "width": width, "patch_size": patch,
                           "mlp_width": int(sd["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0])}}
-    if "token_embedding.weight" in sd:
+    if any(k.startswith("text.") for k in sd):   # open_clip's CustomTextCLIP: no plain CLIP has this text tower
+        cfg["custom_text"] = True
+    elif "token_embedding.weight" in sd:
         tw = int(sd["ln_final.weight"].shape[0])
         cfg["text_cfg"] = {"context_length": int(sd["positional_embedding"].shape[0]),
                            "vocab_size": int(sd["token_embedding.weight"].shape[0]), "width": tw,
@@ -64,6 +67,8 @@ def registered_names(shape: dict, quick_gelu: bool) -> list[str]:
     """open_clip's plain CLIP ViT architectures with these shapes and this activation, shortest name first."""
     import open_clip
 
+    if shape.get("custom_text"):
+        return []
     out = []
     for name in open_clip.list_models():
         cfg = open_clip.get_model_config(name) or {}
