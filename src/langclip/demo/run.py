@@ -180,7 +180,8 @@ def run_demo(cfg: DemoConfig) -> dict:
                       ev["feats"], t0, cfg)
     print(f"search the test pictures in {LANGS[cfg.lang][4]} or English:\n  langclip serve --index {out / 'index'} "
           f"--model {out / 'runs' / 'clip'}\n  langclip search --index {out / 'index'} --model {out / 'runs' / 'clip'} "
-          f"\"{LANGS[cfg.lang][0](2, 'red', 'star')}\"")
+          f"\"{LANGS[cfg.lang][0](2, 'red', 'star')}\"\nwhat each folder is, and that they share one image tower:\n"
+          f"  langclip info {out / 'runs' / 'clip'} {out / 'cache'} {out / 'index'}")
     return summary
 
 
