@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 
 from langclip.cli import main
-from langclip.demo.world import RU_ADJ, RU_NOUN, UK_ADJ, UK_NOUN, de_phrase, el_phrase, ru_phrase, uk_phrase
+from langclip.demo.world import (RU_ADJ, RU_NOUN, UK_ADJ, UK_NOUN, de_phrase, el_phrase, es_phrase, ru_phrase,
+                                 uk_phrase)
 
 
 def test_russian_agreement_checked_with_pymorphy3():
@@ -78,8 +79,22 @@ def test_greek_agreement_as_written_by_hand():
     assert el_phrase(1, "black", "circle", with_number=False) == "μαύρος κύκλος"
 
 
+def test_spanish_agreement_as_written_by_hand():
+    """Spanish, typed as a reference: the adjective follows the noun and agrees in gender and number (verde
+    and azul have one form per number), un/una, plurals in -s and -es."""
+    want = {(1, "red", "circle"): "un círculo rojo", (1, "red", "star"): "una estrella roja",
+            (1, "green", "heart"): "un corazón verde", (1, "blue", "star"): "una estrella azul",
+            (1, "yellow", "star"): "una estrella amarilla", (1, "purple", "square"): "un cuadrado morado",
+            (2, "red", "star"): "dos estrellas rojas", (3, "blue", "heart"): "tres corazones azules",
+            (4, "black", "triangle"): "cuatro triángulos negros", (5, "yellow", "star"): "cinco estrellas amarillas",
+            (2, "green", "circle"): "dos círculos verdes", (3, "purple", "star"): "tres estrellas moradas"}
+    for (n, colour, shape), text in want.items():
+        assert es_phrase(n, colour, shape) == text
+    assert es_phrase(1, "red", "heart", with_number=False) == "corazón rojo"
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("lang", ["uk", "de", "el"])
+@pytest.mark.parametrize("lang", ["uk", "de", "el", "es"])
 def test_demo_in_another_language(tmp_path, lang):
     """`langclip demo --lang uk` (de, el): the same world with Ukrainian (German, Greek) captions, tokenizer merges
     and students; the report names them UK (DE, EL) (the default size's figures: benchmarks/results/cpu_demo_uk.json,
@@ -97,12 +112,16 @@ def test_demo_in_another_language(tmp_path, lang):
         assert len(done["search"]["top5"]) == 5 and all(h["shows"] for h in done["search"]["top5"])
     else:
         assert main(["demo", "--lang", lang, "--size", "tiny", "--out", str(out)]) == 0
-    text = (out / "world" / {"uk": "ukrainian.txt", "de": "german.txt", "el": "greek.txt"}[lang]).read_text(encoding="utf-8")
+    text = (out / "world" / {"uk": "ukrainian.txt", "de": "german.txt", "el": "greek.txt", "es": "spanish.txt"}[lang]
+            ).read_text(encoding="utf-8")
     if lang == "uk":
         assert "на картинці" in text and "ы" not in text and "ё" not in text
     elif lang == "el":
         assert "στην εικόνα ένας " in text and "εικόνα: " in text and all(c in " :'" or "\u0370" <= c <= "\u03ff"
                                                                            for c in text.replace("\n", " "))
+    elif lang == "es":
+        assert "en la imagen: un " in text and "imagen: " in text and " a la izquierda" in text
+        assert all(ord(c) < 0x250 for c in text)
     else:
         assert "auf dem Bild: ein " in text and "zu sehen: " in text and "ein roter Kreis" in text
         assert all(ord(c) < 0x250 for c in text)
@@ -110,7 +129,7 @@ def test_demo_in_another_language(tmp_path, lang):
     LG = lang.upper()
     assert s["lang"] == lang and f"student {LG} clip" in s["zero_shot"][0] and f"student_clip_{lang}" in s["retrieval"]
     meta = json.loads((out / "tokenizer" / "langclip_tokenizer.json").read_text(encoding="utf-8"))
-    assert meta["language"] == lang and meta["english_words"] == (100_000 if lang == "de" else None)
+    assert meta["language"] == lang and meta["english_words"] == (100_000 if lang in ("de", "es") else None)
 
 
 def test_reduced_demo_end_to_end(tmp_path, demo_small):

@@ -123,11 +123,14 @@ def test_search_page_in_chromium(server, browser, tmp_path):
     assert page.get_attribute("#q", "placeholder") == "z. B. две красные звезды" and page.inner_text("#lang") == "EL"
     page.click("#lang")
     assert page.inner_text("button[type=submit]") == "Αναζήτηση" and "εικόνες" in page.inner_text("[data-testid=status]")
-    assert page.get_attribute("#q", "placeholder") == "π.χ. две красные звезды" and page.inner_text("#lang") == "RU"
+    assert page.get_attribute("#q", "placeholder") == "π.χ. две красные звезды" and page.inner_text("#lang") == "ES"
+    page.click("#lang")
+    assert page.inner_text("button[type=submit]") == "Buscar" and "imágenes" in page.inner_text("[data-testid=status]")
+    assert page.get_attribute("#q", "placeholder") == "p. ej.: две красные звезды" and page.inner_text("#lang") == "RU"
     page.close()
     # a browser in a language the page does not speak (French): the model's language (a Ukrainian, German
-    # or Greek one here, its health answer rewritten), not a fixed one; a model in a language it does not speak: English
-    for model_lang, button in (("uk", "Знайти"), ("de", "Suchen"), ("el", "Αναζήτηση"), ("fr", "Search")):
+    # Greek or Spanish one here, its health answer rewritten), not a fixed one; a model in a language it does not speak: English
+    for model_lang, button in (("uk", "Знайти"), ("de", "Suchen"), ("el", "Αναζήτηση"), ("es", "Buscar"), ("fr", "Search")):
         page = browser.new_page(locale="fr-FR")
         page.route("**/api/health*", (lambda lg: lambda route: route.fulfill(json={**route.fetch().json(), "lang": lg}))(model_lang))
         page.goto(f"{url}/#token=t0k")

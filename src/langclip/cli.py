@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_info(sub, _p)
 
     p = _p(sub, "demo", "the whole method on a built-in bilingual world")
-    p.add_argument("--lang", default=DEMO.lang, choices=["ru", "uk", "de", "el"], help="the target language (default ru)")
+    p.add_argument("--lang", default=DEMO.lang, choices=["ru", "uk", "de", "el", "es"], help="the target language (default ru)")
     p.add_argument("--out", default=DEMO.out)
     p.add_argument("--seed", type=int, default=DEMO.seed)
     p.add_argument("--size", default=DEMO.size, choices=["default", "small", "tiny"],

@@ -39,7 +39,7 @@ EPILOGS = {
               "  langclip export --model downloaded-hf/ --format immich --out immich/ViT-B-32__openai/   # from an export\n"
               "  python -c \"import open_clip; open_clip.create_model_and_transforms('local-dir:export/')\"",
     "demo": "examples:\n  langclip demo --out demo/          # ~2 minutes on a 2-core CPU, no network\n"
-            "  langclip demo --lang uk --out demo-uk/     # the same world in Ukrainian (de: German, el: Greek)",
+            "  langclip demo --lang uk --out demo-uk/     # the same world in Ukrainian (de: German, el: Greek, es: Spanish)",
     "data cc3m-tsv": "example:\n  langclip data cc3m-tsv --tsv Train_GCC-training.tsv --out cc3m_train.tsv",
     "data translations": "example:\n  langclip data translations --lang ru --translations cc3m_mt_train_ru.jsonl cc3m_mt_dev_ru.jsonl "
                          "--shards 'cc3m/{00000..00331}.tar' --out cc3m_ru.parquet",

@@ -1,9 +1,9 @@
 """The demo pipeline. Everything lands in `--out`:
 
     world/            generated pictures, train.csv (captions in Russian — Ukrainian with --lang uk, German
-                      with de, Greek with el — and English), russian.txt (ukrainian.txt, german.txt, greek.txt)
+                      with de, Greek with el, Spanish with es — and English), russian.txt (ukrainian.txt, ...)
     teacher/          arch.json + clip-teacher.pt: the stand-in for OpenAI's CLIP (English only)
-    tokenizer/        CLIP BPE + Russian (Ukrainian, German, Greek) merges
+    tokenizer/        CLIP BPE + Russian (Ukrainian, German, Greek, Spanish) merges
     cache/            image-embedding cache of the training pictures
     runs/clip, runs/scratch   one run folder per text-tower initialisation
     report/           report.md, summary.json, confusion_*.png, similarity.png, curves.png
@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from ..config import CacheConfig, DemoConfig, LossSection, ModelSection, OptimSection, TokenizerTrainConfig, TrainConfig
-from .world import COLOURS, COUNTS, LANGS, SHAPES, TOKENIZER_OPTIONS, captions, en_phrase, render, sample_scenes
+from .world import (COLOURS, COUNTS, LANGS, NOUN_FIRST, SHAPES, TOKENIZER_OPTIONS, captions, en_phrase, render,
+                    sample_scenes)
 
 HELD_OUT = {("red", "star"), ("blue", "heart"), ("green", "triangle"), ("yellow", "square"), ("purple", "circle")}
 SIZES = {  # train images, test images, teacher epochs, student epochs, merges
@@ -134,10 +135,11 @@ def _display(lang: str, task: str, value) -> str:
     if lang not in LANGS:
         return str(value)
     ph = LANGS[lang][0]
+    first = lang in NOUN_FIRST   # Spanish: "círculo rojo"
     if task == "shape":
-        return ph(1, "black", value, False).split()[-1]
-    if task == "colour":   # the masculine form: Russian's and German's circle, Ukrainian's square
-        return ph(1, value, "square" if lang == "uk" else "circle", False).split()[0]
+        return ph(1, "black", value, False).split()[0 if first else -1]
+    if task == "colour":   # the masculine form: the circle's (Ukrainian: the square's, коло is neuter)
+        return ph(1, value, "square" if lang == "uk" else "circle", False).split()[-1 if first else 0]
     return str(value)
 
 

@@ -1,13 +1,14 @@
 """A procedurally generated bilingual image world: 64×64 pictures of 1–5 equal objects (shape,
 colour, count, position) on noisy backgrounds, with English captions and grammatical ones in the
-target language: Russian (the default), Ukrainian, German (a Latin-script language) or Greek.
+target language: Russian (the default), Ukrainian, German, Spanish (Latin-script languages) or Greek.
 
 Agreement is spelled out in tables (checked against pymorphy3's dictionaries in the tests):
 один красный круг · одна красная звезда · одно красное сердце · две красные звезды ·
 два красных круга · пять красных кругов · красное сердце слева;
 одне червоне коло · дві червоні зірки · два червоні квадрати · п'ять червоних кіл · червоне серце зліва;
 ein roter Kreis · ein rotes Herz · zwei rote Sterne · fünf violette Dreiecke · rotes Herz links;
-ένας κόκκινος κύκλος · μία κόκκινη καρδιά · δύο κόκκινα αστέρια · τρεις μπλε κύκλοι · κόκκινη καρδιά αριστερά.
+ένας κόκκινος κύκλος · μία κόκκινη καρδιά · δύο κόκκινα αστέρια · τρεις μπλε κύκλοι · κόκκινη καρδιά αριστερά;
+un círculo rojo · una estrella roja · dos estrellas rojas · tres corazones azules · corazón rojo a la izquierda.
 """
 from __future__ import annotations
 
@@ -72,6 +73,17 @@ EL_NUM = {1: {"m": "ένας", "f": "μία", "n": "ένα"}, 2: {"m": "δύο",
           3: {"m": "τρεις", "f": "τρεις", "n": "τρία"}, 4: {"m": "τέσσερις", "f": "τέσσερις", "n": "τέσσερα"},
           5: {"m": "πέντε", "f": "πέντε", "n": "πέντε"}}
 EL_POS = {"left": "αριστερά", "right": "δεξιά", "top": "πάνω", "bottom": "κάτω", "centre": "στο κέντρο"}
+# Spanish: noun gender, singular, plural; the adjective follows the noun and agrees (verde, azul: one form per
+# number); "un círculo rojo", "una estrella roja", "dos estrellas rojas", "tres corazones azules"
+ES_NOUN = {"circle": ("m", "círculo", "círculos"), "square": ("m", "cuadrado", "cuadrados"),
+           "triangle": ("m", "triángulo", "triángulos"), "star": ("f", "estrella", "estrellas"),
+           "heart": ("m", "corazón", "corazones")}
+_ES_FORMS = "{0}o {0}a {0}os {0}as"
+ES_ADJ = {"red": _ES_FORMS.format("roj").split(), "green": ["verde", "verde", "verdes", "verdes"],
+          "blue": ["azul", "azul", "azules", "azules"], "yellow": _ES_FORMS.format("amarill").split(),
+          "purple": _ES_FORMS.format("morad").split(), "black": _ES_FORMS.format("negr").split()}
+ES_NUM = {1: {"m": "un", "f": "una"}, 2: "dos", 3: "tres", 4: "cuatro", 5: "cinco"}
+ES_POS = {"left": "a la izquierda", "right": "a la derecha", "top": "arriba", "bottom": "abajo", "centre": "en el centro"}
 EN_NUM = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}
 EN_PLURAL = {"circle": "circles", "square": "squares", "triangle": "triangles", "star": "stars", "heart": "hearts"}
 EN_POS = {"left": "on the left", "right": "on the right", "top": "at the top", "bottom": "at the bottom", "centre": "in the centre"}
@@ -125,6 +137,16 @@ def el_phrase(count: int, colour: str, shape: str, with_number: bool = True) -> 
     return f"{EL_NUM[count][g]} {EL_ADJ[colour][3 + i]} {pl}"
 
 
+def es_phrase(count: int, colour: str, shape: str, with_number: bool = True) -> str:
+    """'dos estrellas rojas', 'un corazón rojo', 'estrella roja' (count 1, no number)."""
+    g, sg, pl = ES_NOUN[shape]
+    f = g == "f"
+    if count == 1:
+        a = f"{sg} {ES_ADJ[colour][int(f)]}"
+        return f"{ES_NUM[1][g]} {a}" if with_number else a
+    return f"{ES_NUM[count]} {pl} {ES_ADJ[colour][2 + int(f)]}"
+
+
 def en_phrase(count: int, colour: str, shape: str, with_number: bool = True) -> str:
     if count == 1:
         return f"{'one' if with_number else 'a'} {colour} {shape}"
@@ -135,10 +157,12 @@ def en_phrase(count: int, colour: str, shape: str, with_number: bool = True) -> 
 LANGS = {"ru": (ru_phrase, RU_POS, "на картинке", "изображение:", "Russian"),
          "uk": (uk_phrase, UK_POS, "на картинці", "зображення:", "Ukrainian"),
          "de": (de_phrase, DE_POS, "auf dem Bild:", "zu sehen:", "German"),
-         "el": (el_phrase, EL_POS, "στην εικόνα", "εικόνα:", "Greek")}
-# the tokenizer recipe per language where it differs (docs/recipe.md): German's ASCII words merge too
+         "el": (el_phrase, EL_POS, "στην εικόνα", "εικόνα:", "Greek"),
+         "es": (es_phrase, ES_POS, "en la imagen:", "imagen:", "Spanish")}
+NOUN_FIRST = {"es"}   # languages whose adjective follows the noun (the report's class names pick the words)
+# the tokenizer recipe per language where it differs (docs/recipe.md): German's and Spanish's ASCII words merge too
 # (`--english-words`: wordfreq's 100k most frequent English words keep CLIP's ids)
-TOKENIZER_OPTIONS = {"de": {"english_words": 100_000}}
+TOKENIZER_OPTIONS = {"de": {"english_words": 100_000}, "es": {"english_words": 100_000}}
 
 
 def captions(count: int, colour: str, shape: str, position: str | None, rng: random.Random,
