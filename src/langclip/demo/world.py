@@ -117,34 +117,32 @@ def uk_phrase(count: int, colour: str, shape: str, with_number: bool = True) -> 
     return _slavic_phrase(UK_NOUN, UK_ADJ, UK_NUM, few, count, colour, shape, with_number)
 
 
+def _agreed(count: int, with_number: bool, number: str, adjective: str, noun: str, noun_first: bool = False) -> str:
+    """Numeral + adjective + noun already agreeing; count 1 without its number: adjective and noun alone."""
+    body = f"{noun} {adjective}" if noun_first else f"{adjective} {noun}"
+    return f"{number} {body}" if count > 1 or with_number else body
+
+
 def de_phrase(count: int, colour: str, shape: str, with_number: bool = True) -> str:
     """'zwei rote Sterne', 'ein rotes Herz', 'roter Kreis' (count 1, no number: the same strong ending)."""
     g, sg, pl = DE_NOUN[shape]
-    stem = DE_ADJ[colour]
-    if count == 1:
-        a = f"{stem}{'er' if g == 'm' else 'es'} {sg}"
-        return f"ein {a}" if with_number else a
-    return f"{DE_NUM[count]} {stem}e {pl}"
+    ending = ("er" if g == "m" else "es") if count == 1 else "e"
+    return _agreed(count, with_number, DE_NUM[count], DE_ADJ[colour] + ending, sg if count == 1 else pl)
 
 
 def el_phrase(count: int, colour: str, shape: str, with_number: bool = True) -> str:
     """'δύο κόκκινα αστέρια', 'μία κόκκινη καρδιά', 'τρεις μπλε κύκλοι', 'κόκκινη καρδιά' (no number)."""
     g, sg, pl = EL_NOUN[shape]
-    i = "mfn".index(g)
-    if count == 1:
-        a = f"{EL_ADJ[colour][i]} {sg}"
-        return f"{EL_NUM[1][g]} {a}" if with_number else a
-    return f"{EL_NUM[count][g]} {EL_ADJ[colour][3 + i]} {pl}"
+    i = "mfn".index(g) + (3 if count > 1 else 0)
+    return _agreed(count, with_number, EL_NUM[count][g], EL_ADJ[colour][i], sg if count == 1 else pl)
 
 
 def es_phrase(count: int, colour: str, shape: str, with_number: bool = True) -> str:
     """'dos estrellas rojas', 'un corazón rojo', 'estrella roja' (count 1, no number)."""
     g, sg, pl = ES_NOUN[shape]
-    f = g == "f"
-    if count == 1:
-        a = f"{sg} {ES_ADJ[colour][int(f)]}"
-        return f"{ES_NUM[1][g]} {a}" if with_number else a
-    return f"{ES_NUM[count]} {pl} {ES_ADJ[colour][2 + int(f)]}"
+    i = int(g == "f") + (2 if count > 1 else 0)
+    number = ES_NUM[1][g] if count == 1 else ES_NUM[count]
+    return _agreed(count, with_number, number, ES_ADJ[colour][i], sg if count == 1 else pl, noun_first=True)
 
 
 def en_phrase(count: int, colour: str, shape: str, with_number: bool = True) -> str:
