@@ -81,11 +81,12 @@ def registered_names(shape: dict, quick_gelu: bool) -> list[str]:
     return sorted(out, key=lambda n: (len(n), n))
 
 
-def infer_arch(weights: str | Path) -> str:
+def infer_arch(weights: str | Path, sd: dict | None = None) -> str:
     """The `--clip` value for `weights` (a file or a folder): a registered architecture name where one fits
-    the tensors, the declared activation and the folder's preprocessing; else the folder's own config."""
+    the tensors, the declared activation and the folder's preprocessing; else the folder's own config.
+    `sd`: its tensors where the caller has read them already (load_state_dict)."""
     act, where = declared_activation(weights)
-    shape = shape_config(load_state_dict(weights))
+    shape = shape_config(load_state_dict(weights) if sd is None else sd)
     own = _own_config(weights_file(weights), shape["vision_cfg"]["image_size"])
     if act == "mixed":
         raise WeightsError(f"{weights}: {where}: the two towers have different activations; open_clip's CLIP has one")

@@ -153,7 +153,7 @@ def _weights(p: Path, digest: bool) -> dict:
     act, where = declared_activation(p)
     d = {"file": str(weights_file(p)), "activation": act or "not recorded", "activation_from": where}
     try:
-        d["arch"] = infer_arch(p)
+        d["arch"] = infer_arch(p, sd)   # the tensors read once, above
     except ValueError as e:
         d["arch"] = None
         d["arch_problem"] = str(e)
