@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -186,28 +187,36 @@ def test_an_hf_tower_export_indexes_without_the_files_its_run_recorded(tmp_path,
     assert man["tower_sha256"] == ref.tower_sha256 and man["count"] == 16, man
 
 
-def test_clips_own_file_indexes_and_answers_as_the_english_model(tmp_path, pair_data, capsys):
+def test_clips_own_file_indexes_and_answers_as_the_english_model(tmp_path, pair_data, capsys, monkeypatch):
     """`index build --model FILE` and `search --model FILE` with CLIP's own weights file (here a transformers
     model.safetensors of a tiny shape, its arch read from the config.json beside it): the index records the
-    file's tower, and `langclip.load(FILE)` is English with that tower."""
+    file's tower, and `langclip.load(FILE)` is English with that tower. Each reads the file's tensors once
+    (for the architecture and the towers alike)."""
     from transformers import CLIPModel
 
     import langclip
+    import langclip.build
+    import langclip.clip_arch
+    import langclip.weights
     from langclip.cli import main
     from test_weights_hf import hf_config
 
     torch.manual_seed(2)
     CLIPModel(hf_config()).save_pretrained(tmp_path / "hf")
     f = tmp_path / "hf" / "model.safetensors"
+    reads, read = [], langclip.weights.load_state_dict
+    for mod in (langclip.weights, langclip.build, langclip.clip_arch):
+        monkeypatch.setattr(mod, "load_state_dict", lambda p: reads.append(Path(p)) or read(p))
     assert main(["index", "build", "--images", str(pair_data / "img"), "--model", str(f), "--out", str(tmp_path / "idx"),
                  "--workers", "0"]) == 0
+    assert reads == [f]
     man = json.loads((tmp_path / "idx" / "manifest.json").read_text())
     lm = langclip.load(f, device="cpu")
-    assert lm.tokenizer.meta["language"] == "en" and man["count"] == 16
+    assert lm.tokenizer.meta["language"] == "en" and man["count"] == 16 and reads == [f, f]
     assert man["tower_sha256"] == lm.meta["image_tower"]["tower_sha256"] == lm.model.tower_sha256 != ""
     capsys.readouterr()
     assert main(["search", "--index", str(tmp_path / "idx"), "--model", str(f), "a picture", "-k", "3", "--json"]) == 0
-    assert len([ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("{")]) == 3
+    assert len([ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("{")]) == 3 and reads == [f, f, f]
 
 
 def test_train_without_a_config_takes_the_caches_clip(tmp_path, world_cache, tiny_arch, tiny_clip, ru_tokenizer):

@@ -497,3 +497,17 @@ def test_imagefolder_class_names_in_each_form(tiny_run, tmp_path):
     r = evaluate_cli(str(tiny_run), pets, "ru", str(tmp_path), classnames=str(tmp_path / "by_lang.json"),
                      device="cpu", workers=0, reference=True)
     assert r[f"{pets}/reference_en"]["classnames"] == ["a cat", "a dog"]
+    assert "untrained_words" not in r[pets]   # the run records no token counts: nothing to say
+    # a run whose training captions held every token but those of "собака" (coverage.py): the class is named
+    import shutil
+
+    from langclip.coverage import save_counts
+    from langclip.tokenizer import Tokenizer
+
+    run = shutil.copytree(tiny_run, tmp_path / "run")
+    tok = Tokenizer.load(run / "tokenizer")
+    counts = np.ones(tok.vocab_size, dtype=np.int64)
+    counts[tok.encode("собака")] = 0
+    save_counts(run, counts, tok.digest(), ["caption"])
+    r = evaluate_cli(str(run), pets, "ru", str(tmp_path), classnames="кошка,собака", device="cpu", workers=0)[pets]
+    assert list(r["untrained_words"]) == ["собака"]

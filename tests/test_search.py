@@ -370,6 +370,8 @@ def test_api_answers(client):
     assert "/api/search" in c.get("/openapi.json").json()["paths"]
     r = c.get("/api/search", params={"q": "две красные звезды", "k": 5}, headers=h).json()
     assert len(r["results"]) == 5 and r["results"][0]["thumb"].startswith("/thumb/")
+    odd = c.get("/api/search", params={"q": "ꙮꙮ круг", "k": 1}, headers=h).json()["unseen"]   # coverage.py
+    assert list(odd) == ["ꙮꙮ"] and c.get("/api/search", params={"q": "круг", "k": 1}, headers=h).json()["unseen"] == {}
     first = r["results"][0]["id"]
     sim = c.get(f"/api/similar/{first}", params={"k": 4}, headers=h).json()["results"]
     assert len(sim) == 4 and first not in [x["id"] for x in sim]

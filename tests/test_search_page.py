@@ -89,6 +89,7 @@ def test_search_page_in_chromium(server, browser, tmp_path):
     assert all(c == "yellow" for c, _ in facts), facts            # every one shows the colour
     assert sum(s == "square" for _, s in facts) >= 3, facts        # and (3 of 4 at least) the shape
     _shots(tmp_path, page, "search")
+    assert not page.is_visible("[data-testid=unseen]")   # both words occur in the student's captions
     # keyboard: Tab to the first result, Enter opens it, "similar" searches by it
     page.focus("[data-testid=result] >> nth=0")
     page.keyboard.press("Enter")
@@ -120,6 +121,11 @@ def test_search_page_in_chromium(server, browser, tmp_path):
         assert page.inner_text("button[type=submit]") == button and status in page.inner_text("[data-testid=status]")
         assert page.get_attribute("#q", "placeholder") == eg + "две красные звезды"
         assert nxt is None or page.inner_text("#lang") == nxt
+    page.fill("#q", "ꙮꙮ квадрат")   # a word no caption of the run held: the page says its answer is a guess
+    page.keyboard.press("Enter")
+    page.wait_for_selector("[data-testid=unseen]", state="visible")
+    assert page.inner_text("[data-testid=unseen]") == ("no aparecen en los textos de entrenamiento del modelo, la "
+                                                       "respuesta es una conjetura: ꙮꙮ")   # Spanish, the last one chosen
     page.close()
     # a browser in a language the page does not speak (French): the model's language (a Ukrainian, German
     # Greek or Spanish one here, its health answer rewritten), not a fixed one; a model in a language it does not speak: English

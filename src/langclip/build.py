@@ -31,12 +31,14 @@ def check_clip_init(clip_cfg: dict, arch: str) -> None:
 
 
 # -- building from a pretrained CLIP ------------------------------------------------------------
-def load_image_tower(model: LangCLIP, weights: str | Path, arch: str = "?") -> dict[str, torch.Tensor]:
-    """Load the image tower from a CLIP weights file into `model`; returns the file's non-visual part."""
+def load_image_tower(model: LangCLIP, weights: str | Path, arch: str = "?",
+                     sd: dict | None = None) -> dict[str, torch.Tensor]:
+    """Load the image tower from a CLIP weights file into `model`; returns the file's non-visual part.
+    `sd`: the file's tensors where the caller has read them already (clip_arch.infer_arch did)."""
     if isinstance(model.clip, TextCLIP):
         raise ValueError("this model was loaded for texts only (image=False, without open_clip): it has no image "
                          "tower to fill; load the run with image=True")
-    sd = load_state_dict(weights)
+    sd = load_state_dict(weights) if sd is None else sd
     check_activation(weights, model.model_cfg, arch)
     vis, rest = split_towers(sd)
     if not vis:
@@ -190,10 +192,11 @@ def _build_hf_student(arch: str, weights: str | Path, tokenizer, name: str, cont
     return model, ImageTowerRef.of(arch, weights, model.tower_sha256, pretrained), {"init": f"hf:{name}", "hf_model": name, "text_parameters": n_text}
 
 
-def load_reference_clip(arch: str, weights: str | Path):
-    """The original English CLIP (both towers from its weights file) and CLIP's own tokenizer."""
+def load_reference_clip(arch: str, weights: str | Path, sd: dict | None = None):
+    """The original English CLIP (both towers from its weights file; `sd`: its tensors, if read) and CLIP's
+    own tokenizer."""
     model = LangCLIP.empty(model_config(arch))   # both towers filled below, or refused
-    rest = load_image_tower(model, weights, arch)
+    rest = load_image_tower(model, weights, arch, sd)
     own = model.text_state_dict()
     text = {k: v.float() for k, v in rest.items() if k in own}
     missing = [k for k in own if k not in text]

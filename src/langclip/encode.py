@@ -36,6 +36,7 @@ def encode_cli(model: str, out: str, texts: list[str] | None = None, images: lis
     """Embed `texts` (the texts, or files with one a line: see inference.parse_texts) or `images` (files and
     folders) with the model at `model` and write them to `out` (.npy or .parquet); pictures are decoded and
     preprocessed in `workers` processes (0: in this one). Returns `out`."""
+    from .coverage import warn as note_unseen
     from .files import check_out_file, progress_bar
     from .inference import image_tower_ref, load, parse_texts
     from .pictures import check_workers, expand_images, iter_images
@@ -57,6 +58,7 @@ def encode_cli(model: str, out: str, texts: list[str] | None = None, images: lis
     bar = progress_bar(total=len(items), desc="encode", unit=kind, disable=not progress or len(items) <= TEXT_BATCH)
     rows, done = [], []
     if kind == "text":
+        note_unseen(m.meta.get("_path"), m.tokenizer, items)   # words whose tokens the run never trained on
         for s in range(0, len(items), TEXT_BATCH):
             rows.append(m.encode_text(items[s: s + TEXT_BATCH]).numpy())
             bar.update(len(rows[-1]))

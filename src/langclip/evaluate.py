@@ -6,11 +6,13 @@ evaluation time).
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from .coverage import describe, unseen_words
 from .files import check_out_dir, json_text
 from .datasets import (dataset_classnames, english_classnames, load_dataset, read_classnames, read_templates,
                        shipped_classnames, shipped_templates)
@@ -236,6 +238,10 @@ def _zero_shot(job: _Job, ds_name: str):
         raise ValueError(f"{ds_name}: {len(names)} class names for {n_classes} classes{order}; give one name a class")
     loader = torch.utils.data.DataLoader(ds, batch_size=job.batch_size, num_workers=job.workers)
     res = evaluate(m.model, loader, m.tokenizer, names, templates, m.device)
+    bad = unseen_words(m.meta.get("_path"), m.tokenizer, [display_name(c) for c in names])   # coverage.py
+    if bad:   # class names with tokens the run never trained on: their recall is a guess's
+        res["untrained_words"] = bad
+        print(f"{ds_name}: {describe(m.meta['_path'], bad)}", file=sys.stderr, flush=True)
     key = CB_NAMES.get(ds_name, ds_name)
     job.cb_classnames[key], job.cb_templates[key] = clip_benchmark_inputs(names, templates)
     r = None

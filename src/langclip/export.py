@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 from pathlib import Path
 
+from .coverage import COUNTS_FILE
 from .files import check_out_dir
 from .runfolder import load_model
 from .tokenizer import EOT, SOT, clip_normalizer
@@ -59,6 +61,9 @@ def export(run: str | Path, out: str | Path, format: str = "open_clip", weights:
     else:
         out.mkdir(parents=True, exist_ok=True)
         _export_open_clip(model, tok, meta, out)
+    counts = Path(run) / COUNTS_FILE   # langclip loads these two: its notes on untrained words travel (coverage.py)
+    if format in ("open_clip", "hf") and counts.is_file():
+        shutil.copyfile(counts, out / COUNTS_FILE)
     write_model_card(out, format, model, tok, meta, Path(run))
     return out
 

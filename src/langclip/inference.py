@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from .coverage import warn as note_unseen
 from .files import pick_device
 from .pictures import check_workers, expand_images, iter_images
 
@@ -113,7 +114,6 @@ def model_meta(path: str | Path) -> dict:
     open_clip_config.json's (an export; langclip's own record under "langclip"). A transformers folder
     without langclip's record holds its own image tower: the folder is its arch and its file the weights."""
     from .runfolder import read_run_meta
-
     from .hf_folder import RECORD, is_transformers_folder
 
     path = Path(path)
@@ -216,9 +216,11 @@ def _english_clip(path: Path, dev) -> LoadedModel:
     from .clip_arch import infer_arch
     from .build import load_reference_clip
     from .model import preprocess_cfg
+    from .weights import load_state_dict
 
-    arch = infer_arch(path)
-    m, tok = load_reference_clip(arch, path)
+    sd = load_state_dict(path)   # read once: for the architecture, then the towers
+    arch = infer_arch(path, sd)
+    m, tok = load_reference_clip(arch, path, sd)
     tok.meta["language"] = "en"
     ref = {"arch": arch, "weights": str(path), "sha256": "", "tower_sha256": m.tower_sha256, "pretrained": ""}
     return LoadedModel(m.to(dev).eval(), tok, preprocess_cfg(m), dev, {"image_tower": ref, "_path": str(path)})
@@ -250,7 +252,7 @@ def predict_cli(model: str, images: list[str], labels: str, top: int = 5, lang: 
     (then, beyond QUIET_OVER pictures, a progress bar instead of a printed block per picture);
     `templates`: a file of prompt templates (datasets.read_templates), else `lang`'s shipped ones."""
     from .datasets import read_templates, shipped_templates
-    from .files import check_out_file
+    from .files import check_out_file, progress_bar
 
     check_workers(workers)
     tpl = read_templates(templates, lang) if templates else shipped_templates(lang) if lang else None
@@ -260,9 +262,8 @@ def predict_cli(model: str, images: list[str], labels: str, top: int = 5, lang: 
         if Path(out).suffix.lower() not in (".csv", ".jsonl", ".json"):
             raise ValueError(f"{out}: predictions are written as .csv or .jsonl (give --out NAME.csv)")
         check_out_file(out, "predictions", lambda p: _read_or_empty(p).startswith(('{"image"', "image,rank,label,prob")))
-    from .files import progress_bar
-
     m = load(model, device=device, weights=weights)
+    note_unseen(m.meta.get("_path"), m.tokenizer, [_label_text(x) for x in labs])   # words the run never trained on
     w = m.label_weights(labs, tpl, lang=lang)
     res, skipped = [], []
     quiet = bool(out) and len(paths) > QUIET_OVER     # a folder's predictions go to the file, with a progress bar
@@ -326,6 +327,7 @@ def similarity_cli(model: str, images: list[str], texts: str | list[str], out: s
     texts = parse_texts([texts] if isinstance(texts, str) else texts)
     paths, _ = expand_images(images)
     m = load(model, device=device, weights=weights)
+    note_unseen(m.meta.get("_path"), m.tokenizer, texts)
     t = m.encode_text(texts)
     names, sims, skipped = [], [], []
     for batch, ims in iter_images(paths, skipped, upright, preprocess=m.preprocess, workers=workers):
@@ -340,8 +342,7 @@ def similarity_cli(model: str, images: list[str], texts: str | list[str], out: s
 
 
 def _thumb(im, side: int = 160):
-    im = im.convert("RGB")
-    im.thumbnail((side, side))
+    (im := im.convert("RGB")).thumbnail((side, side))
     return im
 
 

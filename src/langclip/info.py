@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .coverage import load_counts, summary, summary_text
+
 
 def _read(f: Path) -> dict:
     try:
@@ -104,6 +106,8 @@ def _run(p: Path) -> dict:
          "best_mean_recall": m.get("best_mean_recall")}
     ck = _read(p / "checkpoints" / "latest.json")
     d["checkpoint"] = ck.get("file")
+    counts = load_counts(p)   # which tokens the training captions used (coverage.py)
+    d["tokens"] = counts is not None and summary(counts, _tokenizer(p / "tokenizer").get("merges_added")) or None
     last = {}
     f = p / "metrics.jsonl"
     if f.is_file():
@@ -195,6 +199,7 @@ def render(d: dict) -> str:
                                                 if d.get("best_mean_recall") is not None else ""))
         add("last val", ", ".join(f"{n} {v:.3f}" for n, v in d["last_val"].items()))
         add("checkpoint", d.get("checkpoint"))
+        add("tokens", d.get("tokens") and summary_text(d["tokens"]))
         c = d["cache"]
         add("cache", c["path"] and (f"{c['path']} " + ("(present" + (", same image tower)" if c["tower_sha256"] ==
                                                                        t.get("tower_sha256") else ", ANOTHER image tower)")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from .coverage import COUNTS_FILE, load_counts, summary, summary_text
 
 def _results(run: Path) -> list[str]:
     """The run's own figures: held-out recall at the last validation (the exported weights are the
@@ -252,6 +253,11 @@ def write_model_card(out: Path, fmt: str, model, tok, meta: dict, run: Path) -> 
               "- The image tower is the original CLIP's: its English-centric training and biases are unchanged.",
               f"- Texts longer than {model.context_length} tokens are cut (end-of-text kept).",
               "- Quality depends on the training captions; check their licence before publishing the weights."]
+    counts = load_counts(run)   # which tokens the training captions used (coverage.py)
+    if counts is not None:
+        limits.append(f"- T{summary_text(summary(counts, getattr(tok, 'num_added_merges', None)))[1:]}: a word "
+                      f"that needs another one is read from an embedding training never changed (langclip's commands "
+                      f"name such words, from `{COUNTS_FILE}`).")
     text = ["---", yaml.safe_dump(front, allow_unicode=True, sort_keys=False).strip(), "---", "",
             f"# A {lang} text tower for CLIP {arch} (langclip)", "",
             "Made with langclip: CLIP's image tower stays frozen and a new text "

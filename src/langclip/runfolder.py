@@ -6,6 +6,7 @@ A run folder holds:
     text_tower.safetensors     the text tower (+ temperature): the final (or best) weights
     config.yaml                the training configuration (written by `train`)
     checkpoints/, metrics.jsonl, tb/   (written by `train`)
+    token_counts.safetensors   how often each token occurs in the training split's captions (coverage.py)
 The image tower is referenced, not copied: architecture, tensor digest, file SHA-256 and path of the
 CLIP weights file (or its open_clip pretrained tag); model.json also records the held-out split.
 `load_model(run)` needs only the path (or `weights=` when the CLIP file has moved).

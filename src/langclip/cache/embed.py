@@ -82,6 +82,7 @@ def build_cache(cfg: CacheConfig, progress: bool = True, pairs=None) -> Path:
     from ..model import LangCLIP, model_config
     from ..clip_arch import infer_arch
     from ..pretrained import clip_weights
+    from ..weights import load_state_dict
 
     cfg.validate()
     rank, world = init_from_env()
@@ -94,8 +95,10 @@ def build_cache(cfg: CacheConfig, progress: bool = True, pairs=None) -> Path:
         pairs = (read_parallel(cfg.data, cfg.caption_column, cfg.english_column) if cfg.text_only else
                  read_pairs(cfg.data, cfg.image_column, cfg.caption_column, cfg.english_column))
     weights = clip_weights(cfg.clip, cfg.weights, cfg.pretrained)
-    if not cfg.clip:   # the architecture the weights hold (recorded in the manifest)
-        cfg = replace(cfg, clip=infer_arch(weights))
+    sd = None
+    if not cfg.clip:   # the architecture the weights hold (recorded in the manifest); the tensors read once
+        sd = load_state_dict(weights)
+        cfg = replace(cfg, clip=infer_arch(weights, sd))
         if rank == 0:
             print(f"--clip not given: {cfg.weights} holds {cfg.clip}")
     if (cfg.clip.endswith(".json") and Path(cfg.clip).is_file()) or Path(cfg.clip).is_dir():
@@ -104,8 +107,9 @@ def build_cache(cfg: CacheConfig, progress: bool = True, pairs=None) -> Path:
     with ThreadPoolExecutor(1) as pool:    # the file is hashed while the model is built and filled
         sha = pool.submit(sha256_file, weights)
         model = LangCLIP.empty(model_config(cfg.clip, cfg.pretrained))   # a tag's own preprocessing
-        rest = load_image_tower(model, weights, cfg.clip)
+        rest = load_image_tower(model, weights, cfg.clip, sd)
         sha = sha.result()
+    del sd
     (out / "emb").mkdir(parents=True, exist_ok=True)   # only now: a refused table, tag or file leaves no folder
     _check_build_state(out, cfg, pairs, sha, rank, world)
     model.to(device).eval()

@@ -136,6 +136,10 @@ def search(index: str, model: str, query: str | None = None, image: str | None =
     idx = Index(index)
     m = QueryModel(model, arch=arch, device=device, weights=weights, image=bool(image))
     m.check(idx)
+    if query:
+        from ..coverage import warn
+
+        warn(m.folder, m.tokenizer, [query])
     vec = m.encode_text([query]) if query else m.encode_image([picture])
     hits = idx.search(vec[0], k)[0]
     if as_json:

@@ -18,6 +18,7 @@ class QueryModel:
     def __init__(self, model: str | Path, arch: str = "", device: str | None = None,
                  weights: str | None = None, image: bool = True):
         model = Path(model)
+        self.folder = model if model.is_dir() else None   # a run records the tokens it trained on (coverage.py)
         if model.is_dir():
             from ..inference import image_tower_ref, load
 
@@ -33,11 +34,14 @@ class QueryModel:
             from ..files import pick_device
             from ..model import image_transform, preprocess_cfg
 
-            if not arch:   # read from the file, as `cache build` does without --clip
+            sd = None
+            if not arch:   # read from the file, as `cache build` does without --clip (the tensors read once)
                 from ..clip_arch import infer_arch
+                from ..weights import load_state_dict
 
-                arch = infer_arch(model)
-            m, tok = load_reference_clip(arch, model)
+                sd = load_state_dict(model)
+                arch = infer_arch(model, sd)
+            m, tok = load_reference_clip(arch, model, sd)
             self.device = pick_device(device)
             self.model, self.tokenizer = m.to(self.device), tok
             tf = image_transform(preprocess_cfg(m))
@@ -56,6 +60,12 @@ class QueryModel:
             raise ValueError(f"the index {index.path} was made by another image tower (digest "
                              f"{index.tower_sha256[:12]}…) than this model's ({self.tower_sha256[:12]}…): "
                              f"its scores would mean nothing. Use a model trained on that tower, or rebuild the index")
+
+    def unseen(self, texts: list[str]) -> dict[str, list[str]]:
+        """{word: its tokens the run's training captions never held} (coverage.py); {} for CLIP's own file."""
+        from ..coverage import unseen_words
+
+        return unseen_words(self.folder, self.tokenizer, texts)
 
     @torch.no_grad()
     def encode_text(self, texts: list[str]) -> np.ndarray:

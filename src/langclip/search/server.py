@@ -84,7 +84,8 @@ def create_app(index, model, token: str | None = None, limits: Limits | None = N
         if len(q) > lim.max_query:
             raise HTTPException(413, f"the query is longer than {lim.max_query} characters")
         check_k(k)
-        return {"query": q, **results(index.search(model.encode_text([q])[0], k)[0])}
+        unseen = model.unseen([q]) if hasattr(model, "unseen") else {}   # words the run never trained on
+        return {"query": q, "unseen": unseen, **results(index.search(model.encode_text([q])[0], k)[0])}
 
     @app.post("/api/search/image", dependencies=[Depends(auth)])
     async def search_image(file: UploadFile = File(...), k: int = Query(24)):

@@ -26,6 +26,7 @@ import torch
 from ..build import build_student
 from ..cache import check_cache_matches, load_cache, read_captions, read_manifest
 from ..config import ConfigError, TrainConfig
+from ..coverage import count_tokens, save_counts, summary as coverage_summary, summary_text
 from ..dist import init_from_env
 from ..files import atomic_write_text, check_out_dir, pick_device, progress_bar
 from ..runfolder import save_model_files, split_by_image, split_record
@@ -80,6 +81,7 @@ class Run:
     logger: MetricsLog | None = None
     bar: object = None
     clock: tuple = (0.0, 0)      # (time, step) of the last log line, for pairs/s
+    coverage: dict | None = None  # which tokens the training captions use (coverage.summary; rank 0)
 
     @property
     def done(self) -> bool:
@@ -175,6 +177,10 @@ def _tokenize(run: Run, progress: bool) -> None:
     tabs = caption_tables(cfg.cache, run.out, data, tok, ctx, run.pad_id, names, run.rank, run.world,
                           progress and run.rank == 0)
     run.tokens, run.tokens_en = tabs["caption"], tabs.get("caption_en")
+    if run.rank == 0:   # the tokens training sees, kept in the run (coverage.py: predict/search name words it never did)
+        counts = count_tokens(list(tabs.values()), run.val_idx, tok.vocab_size)
+        save_counts(run.out, counts, tok.digest(), names)
+        run.coverage = coverage_summary(counts, getattr(tok, "num_added_merges", None))
     if data.has_en is not None:
         ev = run.val_idx[data.has_en[run.val_idx]]   # is English kept? the held-out images' English captions
         if len(ev):
@@ -256,6 +262,7 @@ def _start_summary(run: Run) -> None:
           f"({run.ref.tower_sha256[:12]}); {run.device.type}, "
           f"{'bf16 weights' if run.twin else 'bf16' if run.bf16 else 'fp32'}{', compiled' if run.compiled else ''}",
           flush=True)
+    print(f"tokens: {summary_text(run.coverage)}", flush=True)
     if 0 < n_val < 20:
         print(f"note: held-out recall over {n_val} {what} says little (recall@10 of {n_val} is "
               f"{'always 1' if n_val <= 10 else 'near 1'}); raise val_fraction for a measure", flush=True)

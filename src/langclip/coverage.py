@@ -1,0 +1,119 @@
+"""Which of the tokenizer's tokens a run's training captions contained, and which words of a query use
+tokens they never did.
+
+A 32k-merge tokenizer learned from wordfreq's list knows far more word forms than a caption corpus
+holds. A token that never occurs in the training captions keeps the embedding it started with (random
+under `scratch`, the mean of its pieces under `clip`), so a query that needs it is answered from an
+untrained guess. `train` counts every token of the training split's captions (the target-language
+captions, and the English ones when replayed; the held-out split is not counted) into the run folder's
+`token_counts.safetensors`; `predict`, `similarity`, `encode`, `eval`, `search` and `serve` name the words
+whose tokens were never counted, e.g. for a Spanish run whose captions never held "rojas":
+
+    note: never in the training captions of runs/es: «rojas» (token 'jas')
+
+A folder without the file (an export, a run from before it, CLIP's own weights) gives no note.
+"""
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .tokenizer.vocab import CLIP_VOCAB
+
+COUNTS_FILE = "token_counts.safetensors"
+CLIP_IDS = CLIP_VOCAB - 2   # CLIP's ids a langclip tokenizer keeps (all but start/end-of-text); its added ones follow
+
+
+def count_tokens(tables, val_idx, vocab_size: int) -> np.ndarray:
+    """How often each token id occurs in the training split's captions: every row of each TokenTable
+    (train/batches.py) less the rows `val_idx` (the held-out split: train and val partition the rows)."""
+    total = np.zeros(vocab_size, dtype=np.int64)
+    for t in tables:
+        flat = t.flat.numpy()
+        for s in range(0, len(flat), 1 << 24):   # bincount copies to int64: 128 MiB a chunk, not 2 GB at 18.5M captions
+            total += np.bincount(flat[s: s + (1 << 24)], minlength=vocab_size)[:vocab_size]
+        if len(val_idx):
+            total -= np.bincount(t.subset(val_idx).flat.numpy(), minlength=vocab_size)[:vocab_size]
+    return total
+
+
+def save_counts(folder: str | Path, counts: np.ndarray, tokenizer_digest: str, tables: list[str]) -> Path:
+    import torch
+    from safetensors.torch import save_file
+
+    from .files import atomic_write
+
+    meta = {"tokenizer": tokenizer_digest, "tables": ",".join(tables), "split": "train"}
+    t = {"counts": torch.from_numpy(np.ascontiguousarray(counts, dtype=np.int64))}
+    return atomic_write(Path(folder) / COUNTS_FILE, lambda tmp: save_file(t, str(tmp), metadata=meta))
+
+
+def load_counts(folder: str | Path | None) -> np.ndarray | None:
+    """The counts a run folder holds, or None (no folder, no file)."""
+    if not folder or not (Path(folder) / COUNTS_FILE).is_file():
+        return None
+    f = Path(folder) / COUNTS_FILE
+    return _read(str(f), f.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _read(path: str, _mtime: int) -> np.ndarray:
+    from safetensors.numpy import load_file
+
+    return load_file(path)["counts"]
+
+
+def unseen_words(folder: str | Path | None, tokenizer, texts: list[str]) -> dict[str, list[str]]:
+    """{word: its tokens never in the run's training captions} over the words of `texts` (split at white
+    space, each word tokenized alone); {} when the folder records no counts."""
+    counts = load_counts(folder)
+    if counts is None:
+        return {}
+    out: dict[str, list[str]] = {}
+    words = dict.fromkeys(w for t in texts for w in str(t).split())
+    for w, ids in zip(words, tokenizer.encode_batch(list(words))):
+        bad = [i for i in ids if i >= len(counts) or counts[i] == 0]
+        if bad:
+            out[w] = [tokenizer.decode([i]) or str(i) for i in bad]
+    return out
+
+
+def note(folder: str | Path | None, tokenizer, texts: list[str]) -> str | None:
+    """One line naming the words of `texts` with tokens the run never trained on (None: there are none)."""
+    bad = unseen_words(folder, tokenizer, texts)
+    return describe(folder, bad) if bad else None
+
+
+def describe(folder: str | Path, bad: dict[str, list[str]], limit: int = 8) -> str:
+    """`unseen_words`' answer as one line."""
+    shown = [f"«{w}» (token{'s' * (len(p) > 1)} {', '.join(repr(x) for x in p)})" for w, p in list(bad.items())[:limit]]
+    more = f" and {len(bad) - limit} more words" if len(bad) > limit else ""
+    return (f"note: never in the training captions of {folder}: {'; '.join(shown)}{more} "
+            f"— their embeddings are untrained, so results for them are a guess")
+
+
+def warn(folder, tokenizer, texts: list[str]) -> None:
+    """`note` on standard error, where there is one."""
+    line = note(folder, tokenizer, texts)
+    if line:
+        print(line, file=sys.stderr, flush=True)
+
+
+def summary(counts: np.ndarray, added: int | None = None) -> dict:
+    """Distinct tokens the captions used, of the vocabulary; of the `added` tokens of a langclip tokenizer
+    too (ids 49,406 on, after CLIP's own and before start/end-of-text)."""
+    s = {"tokens_seen": int((counts > 0).sum()), "vocab_size": int(len(counts)), "token_occurrences": int(counts.sum())}
+    if added:
+        new = counts[CLIP_IDS: CLIP_IDS + added]
+        s.update(new_tokens_seen=int((new > 0).sum()), new_tokens=int(added))
+    return s
+
+
+def summary_text(s: dict) -> str:
+    line = f"the training captions use {s['tokens_seen']:,} of the tokenizer's {s['vocab_size']:,} tokens"
+    if "new_tokens" in s:
+        line += f", {s['new_tokens_seen']:,} of its {s['new_tokens']:,} added ones"
+    return line
