@@ -151,6 +151,8 @@ def en_phrase(count: int, colour: str, shape: str, with_number: bool = True) -> 
     return f"{EN_NUM[count]} {colour} {EN_PLURAL[shape]}"
 
 
+# colour-shape combinations the students never read (the teacher does): a student's zero-shot accuracy on them
+HELD_OUT = {("red", "star"), ("blue", "heart"), ("green", "triangle"), ("yellow", "square"), ("purple", "circle")}
 # the target languages: phrase, positions, "a picture of ...", "an image with ...", the language's name
 LANGS = {"ru": (ru_phrase, RU_POS, "на картинке", "изображение:", "Russian"),
          "uk": (uk_phrase, UK_POS, "на картинці", "зображення:", "Ukrainian"),
