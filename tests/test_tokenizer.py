@@ -494,6 +494,18 @@ def test_cli_train_stats_encode(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "ru tokens/word running" in out and "ASCII English words cut otherwise than by CLIP: 0 of " in out
     assert stats["english_changed"]["words"] == 0 and stats["english_changed"]["of"] > 1900
+    # which of the 30 added tokens a corpus uses (a run trained on it leaves the others untrained)
+    from langclip.tokenizer import Tokenizer
+
+    tok = Tokenizer.load(tmp_path / "t")
+    one = tmp_path / "one.txt"
+    one.write_text("один синий круг\n", encoding="utf-8")
+    for f, lines in ((corpus, corpus.read_text(encoding="utf-8").split("\n")[:3]), (one, ["один синий круг"])):
+        used = {i for ln in lines for i in tok.encode(ln) if 49406 <= i < 49406 + 30}
+        assert main(["tokenizer", "stats", "--tokenizer", str(tmp_path / "t"), "--lang", "ru", "--top", "2000",
+                     "--corpus", str(f)]) == 0
+        assert f"the corpus uses {len(used)} of the 30 added tokens" in capsys.readouterr().out
+    assert 0 < len(used) < 30
     assert main(["tokenizer", "encode", "--tokenizer", str(tmp_path / "t"), "красные звезды"]) == 0
 
 

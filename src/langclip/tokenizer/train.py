@@ -274,7 +274,8 @@ def tokenizer_stats(tok: Tokenizer, lang: str, top: int = 100_000, corpus: list[
         out[name][lang]["running"] = sum(map(len, t.encode_batch(texts))) / n_words
     if corpus:
         texts = [t for f in corpus for t in read_texts(f, column)]
-        lens = sorted(len(ids) + 2 for ids in tok.encode_batch(texts))
+        enc = tok.encode_batch(texts)
+        lens = sorted(len(ids) + 2 for ids in enc)
         base_lens = sorted(len(ids) + 2 for ids in base.encode_batch(texts))
         med, p95 = lens[len(lens) // 2], lens[int(len(lens) * 0.95)]
         out["queries"] = {"texts": len(texts), "median_tokens": med, "p95_tokens": p95,
@@ -282,6 +283,13 @@ def tokenizer_stats(tok: Tokenizer, lang: str, top: int = 100_000, corpus: list[
                           "context_share_median": med / context_length,
                           "truncated_share": sum(x > context_length for x in lens) / len(lens),
                           "clip_truncated_share": sum(x > context_length for x in base_lens) / len(lens)}
+        if tok.num_added_merges:   # added tokens a training run on these texts would never see (coverage.py)
+            import numpy as np
+
+            from ..coverage import summary
+
+            flat = np.fromiter((i for ids in enc for i in ids), dtype=np.int64)
+            out["queries"]["coverage"] = summary(np.bincount(flat, minlength=tok.vocab_size), tok.num_added_merges)
     else:  # the origin's data were search queries of ~6 words
         tpw = out["langclip"][lang]["running"]
         out["queries"] = {"assumed_words": 6, "median_tokens": round(6 * tpw + 2, 1),
@@ -309,4 +317,9 @@ def format_stats(s: dict) -> str:
     q = s["queries"]
     rows.append(f"typical query: {q['median_tokens']} tokens (CLIP {q['clip_median_tokens']}), "
                 f"{q['context_share_median']:.0%} of a 77-token context")
+    if "coverage" in q:
+        c = q["coverage"]
+        rows.append(f"the corpus uses {c['new_tokens_seen']:,} of the {c['new_tokens']:,} added tokens ("
+                    f"{c['new_tokens_seen'] / c['new_tokens']:.0%}); trained on these texts alone, the others would "
+                    f"keep their initial embeddings")
     return "\n".join(rows)
