@@ -108,3 +108,54 @@ def test_the_commands_name_words_the_run_never_trained_on(trained_run, tmp_path,
     tokens = json.loads(capsys.readouterr().out)["items"][0]["tokens"]
     counts = load_counts(run)
     assert tokens["tokens_seen"] == int((counts > 0).sum()) and tokens["new_tokens"] == 1500
+
+
+def test_a_word_never_trained_on_is_searched_as_a_form_the_captions_held(trained_run, tmp_path, capsys, tiny_arch,
+                                                                         tiny_clip):
+    """Russian: a query word whose tokens no training caption held is searched as a form of the same word
+    (pymorphy3's lexeme) whose tokens all occurred, sharing its number or case; `--as-typed` and the API's
+    `as_typed` keep the query; a language without a morphology here (Spanish) is never rewritten."""
+    import shutil
+
+    import pymorphy3
+
+    from langclip.config import IndexConfig
+    from langclip.coverage import rewrite
+    from langclip.search import build_index
+    from langclip.tokenizer import Tokenizer
+
+    run = shutil.copytree(trained_run, tmp_path / "run")
+    tok = Tokenizer.load(run / "tokenizer")
+    zero = set(tok.encode("красные")) - set(tok.encode("красный"))   # «красные» untrained, «красный» not
+    assert zero
+    counts = np.ones(tok.vocab_size, dtype=np.int64)
+    counts[sorted(zero)] = 0
+    save_counts(run, counts, tok.digest(), ["caption"])
+    text, subs = rewrite(run, tok, "две красные звезды", "ru")
+    lexeme = {f.word: f.tag for f in pymorphy3.MorphAnalyzer(lang="ru").parse("красные")[0].lexeme}
+    form = subs["красные"]
+    assert form in lexeme and not set(tok.encode(form)) & zero and text == f"две {form} звезды"
+    assert {"plur", "nomn"} & {lexeme[form].number, lexeme[form].case}
+    assert rewrite(run, tok, "dos estrellas rojas", "es") == ("dos estrellas rojas", {})
+    assert rewrite(run, tok, "две красные звезды", None) == ("две красные звезды", {})
+    img = tmp_path / "pics" / "a.png"
+    img.parent.mkdir()
+    make_image(img, 1)
+    build_index(IndexConfig(data=[str(img.parent)], out=str(tmp_path / "idx"), clip=tiny_arch, weights=tiny_clip[1],
+                            workers=0), progress=False)
+    args = ["search", "--index", str(tmp_path / "idx"), "--model", str(run), "Две красные звезды", "-k", "1"]
+    assert main(args) == 0
+    assert f"note: searched as «Две {form} звезды»: «красные» → «{form}»" in capsys.readouterr().err
+    assert main(args + ["--as-typed"]) == 0
+    err = capsys.readouterr().err
+    assert "searched as" not in err and "«красные» (token" in err
+    from fastapi.testclient import TestClient
+
+    from langclip.search import Index, QueryModel
+    from langclip.search.server import create_app
+
+    c = TestClient(create_app(Index(tmp_path / "idx"), QueryModel(run)))
+    r = c.get("/api/search", params={"q": "две красные звезды", "k": 1}).json()
+    assert r["searched"] == f"две {form} звезды" and r["rewritten"] == {"красные": form} and "красные" in r["unseen"]
+    r = c.get("/api/search", params={"q": "две красные звезды", "k": 1, "as_typed": True}).json()
+    assert r["searched"] == "две красные звезды" and r["rewritten"] == {}

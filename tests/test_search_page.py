@@ -126,6 +126,21 @@ def test_search_page_in_chromium(server, browser, tmp_path):
     page.wait_for_selector("[data-testid=unseen]", state="visible")
     assert page.inner_text("[data-testid=unseen]") == ("no aparecen en los textos de entrenamiento del modelo, la "
                                                        "respuesta es una conjetura: ꙮꙮ")   # Spanish, the last one chosen
+    # the demo's «красные» never occurred in its captions ('крас' + 'ные'): searched as a trained form of it
+    page.click("#lang")   # back to Russian
+    page.fill("#q", "две красные звезды")
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.querySelector('[data-testid=unseen]').textContent.includes('→')")
+    api = page.evaluate("async () => (await (await fetch('/api/search?k=4&q=' + encodeURIComponent('две красные звезды'),"
+                        " {headers: {Authorization: 'Bearer t0k'}})).json())")
+    form = api["rewritten"]["красные"]
+    assert page.inner_text("[data-testid=unseen]") == f"искали с формами, которые были в обучающих подписях: красные → {form}"
+    typed = page.evaluate("async () => (await (await fetch('/api/search?k=4&as_typed=true&q=' + encodeURIComponent("
+                          "'две красные звезды'), {headers: {Authorization: 'Bearer t0k'}})).json())")
+    red_stars = [sum((truth[n]["colour"], truth[n]["shape"]) == ("red", "star") for n in names)
+                 for names in (_names(page)[:4], [r["name"] for r in typed["results"]])]
+    assert red_stars[0] >= 2 and red_stars[0] > red_stars[1], red_stars   # the rewritten query finds more of them
+    assert all(truth[n]["colour"] == "red" for n in _names(page)[:4])
     page.close()
     # a browser in a language the page does not speak (French): the model's language (a Ukrainian, German
     # Greek or Spanish one here, its health answer rewritten), not a fixed one; a model in a language it does not speak: English

@@ -24,6 +24,7 @@ import numpy as np
 from .tokenizer.vocab import CLIP_VOCAB
 
 COUNTS_FILE = "token_counts.safetensors"
+PUNCTUATION = "\"'«»„“”‘’.,;:!?()[]{}…—–-"
 CLIP_IDS = CLIP_VOCAB - 2   # CLIP's ids a langclip tokenizer keeps (all but start/end-of-text); its added ones follow
 
 
@@ -100,6 +101,39 @@ def warn(folder, tokenizer, texts: list[str]) -> None:
     line = note(folder, tokenizer, texts)
     if line:
         print(line, file=sys.stderr, flush=True)
+
+
+def trained_form(folder: str | Path | None, tokenizer, word: str, lang: str | None) -> str | None:
+    """A form of `word` whose tokens all occurred in the run's training captions: of the lexemes of its
+    readings (pymorphy3: Russian, Ukrainian), the form sharing most of its number, case and gender, then the
+    one whose rarest token was counted most. None without counts, a morphology, or such a form."""
+    from .morph import MORPH_LANGS, analyzer
+
+    counts = load_counts(folder)
+    core = word.strip(PUNCTUATION)
+    if counts is None or lang not in MORPH_LANGS or not core:
+        return None
+    best, best_key = None, None
+    for reading in analyzer(lang).parse(core.lower())[:3]:
+        want = {reading.tag.number, reading.tag.case, reading.tag.gender} - {None}
+        for form in reading.lexeme:
+            ids = tokenizer.encode(form.word)
+            rarest = min((int(counts[i]) if i < len(counts) else 0 for i in ids), default=0)
+            key = (len(want & {form.tag.number, form.tag.case, form.tag.gender}), rarest)
+            if rarest > 0 and (best_key is None or key > best_key):
+                best, best_key = form.word, key
+    return None if best is None else word.replace(core, best)
+
+
+def rewrite(folder: str | Path | None, tokenizer, text: str, lang: str | None) -> tuple[str, dict[str, str]]:
+    """`text` with each word whose tokens no training caption held replaced by its `trained_form`, where
+    there is one (a query's "красные", never in the captions, answered as "красных"). -> (text, {word: form})"""
+    subs = {}
+    for w in unseen_words(folder, tokenizer, [text]):
+        form = trained_form(folder, tokenizer, w, lang)
+        if form:
+            subs[w] = form
+    return (" ".join(subs.get(w, w) for w in text.split()) if subs else text), subs
 
 
 def summary(counts: np.ndarray, added: int | None = None) -> dict:

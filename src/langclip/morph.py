@@ -27,6 +27,11 @@ def _morph(lang: str = "ru"):
     return pymorphy3.MorphAnalyzer(lang=lang)
 
 
+def analyzer(lang: str):
+    """pymorphy3's analyser for `lang` (one of MORPH_LANGS), made once."""
+    return _morph(lang)
+
+
 def _nominative_parse(word: str, lang: str = "ru", modifier: bool = False, gender: str | None = None):
     """The most likely nominative reading of `word` (nouns first, then adjectives/participles), or None.
     modifier: the word stands before the phrase's last agreeing word, where an adjective or participle

@@ -71,6 +71,8 @@ def add_parsers(sub, make) -> None:
             p.add_argument("--image", help="find pictures like this one instead")
             p.add_argument("-k", type=int, default=10)
             p.add_argument("--json", action="store_true")
+            p.add_argument("--as-typed", action="store_true", help="search with the query as typed: no word whose "
+                           "tokens the run never trained on is replaced by a trained form of it (ru, uk)")
         else:
             p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
             p.add_argument("--port", type=int, default=8000)
@@ -103,7 +105,7 @@ def run(args, config) -> int:
         return 0
     if args.cmd == "search":
         for r in search(args.index, args.model, args.query, args.image, args.k, args.arch, args.device, args.weights,
-                        as_json=args.json):
+                        as_json=args.json, as_typed=args.as_typed):
             print(r)
         return 0
     from .server import serve
@@ -114,8 +116,10 @@ def run(args, config) -> int:
 
 def search(index: str, model: str, query: str | None = None, image: str | None = None, k: int = 10,
            arch: str = "", device: str | None = None, weights: str | None = None,
-           as_json: bool = False) -> list[str]:
-    """Lines to print: rank, score, path (or one JSON object a line)."""
+           as_json: bool = False, as_typed: bool = False) -> list[str]:
+    """Lines to print: rank, score, path (or one JSON object a line). A query word whose tokens no training
+    caption held is replaced by a trained form of it where the language has a morphology (coverage.rewrite;
+    `as_typed`: not), and either is said on standard error."""
     from ..pairs import ImageRef, open_image
 
     from .index import Index
@@ -137,12 +141,27 @@ def search(index: str, model: str, query: str | None = None, image: str | None =
     m = QueryModel(model, arch=arch, device=device, weights=weights, image=bool(image))
     m.check(idx)
     if query:
-        from ..coverage import warn
-
-        warn(m.folder, m.tokenizer, [query])
+        q = m.prepare(query, as_typed)
+        _say(m.folder, q)
+        query = q["text"]
     vec = m.encode_text([query]) if query else m.encode_image([picture])
     hits = idx.search(vec[0], k)[0]
     if as_json:
         return [json.dumps({"rank": n, "id": i, "score": round(s, 5), "path": idx.source(i)}, ensure_ascii=False)
                 for n, (i, s) in enumerate(hits, 1)]
     return [f"{n:>3}  {s:.4f}  {idx.source(i)}" for n, (i, s) in enumerate(hits, 1)]
+
+
+def _say(folder, q: dict) -> None:
+    """The notes on a query's untrained words: those answered by another form, and the others."""
+    import sys
+
+    from ..coverage import describe
+
+    if q["rewritten"]:
+        print(f"note: searched as «{q['text']}»: " + ", ".join(f"«{w}» → «{f}»" for w, f in q["rewritten"].items())
+              + f" (a form of the same word that the training captions of {folder} held; --as-typed: the query as typed)",
+              file=sys.stderr, flush=True)
+    left = {w: p for w, p in q["unseen"].items() if w not in q["rewritten"]}
+    if left:
+        print(describe(folder, left), file=sys.stderr, flush=True)

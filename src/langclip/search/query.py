@@ -67,6 +67,15 @@ class QueryModel:
 
         return unseen_words(self.folder, self.tokenizer, texts)
 
+    def prepare(self, text: str, as_typed: bool = False) -> dict:
+        """What a text query searches with: each word whose tokens no training caption held replaced by a form
+        of the same word they held (coverage.rewrite: Russian, Ukrainian), unless `as_typed`.
+        -> {"text": searched with, "unseen": {word: tokens}, "rewritten": {word: form}}"""
+        from ..coverage import rewrite
+
+        used, subs = (text, {}) if as_typed else rewrite(self.folder, self.tokenizer, text, self.lang)
+        return {"text": used, "unseen": self.unseen([text]), "rewritten": subs}
+
     @torch.no_grad()
     def encode_text(self, texts: list[str]) -> np.ndarray:
         from ..metrics import encode_texts

@@ -78,14 +78,17 @@ def create_app(index, model, token: str | None = None, limits: Limits | None = N
 
     @app.get("/api/search", dependencies=[Depends(auth)])
     def search(q: str = Query(..., description="what to look for, in any language the model reads"),
-               k: int = Query(24, description=f"how many results (1..{MAX_K})")):
+               k: int = Query(24, description=f"how many results (1..{MAX_K})"),
+               as_typed: bool = Query(False, description="no untrained word replaced by a trained form of it")):
         if not q.strip():
             raise HTTPException(422, "the query is empty")
         if len(q) > lim.max_query:
             raise HTTPException(413, f"the query is longer than {lim.max_query} characters")
         check_k(k)
-        unseen = model.unseen([q]) if hasattr(model, "unseen") else {}   # words the run never trained on
-        return {"query": q, "unseen": unseen, **results(index.search(model.encode_text([q])[0], k)[0])}
+        # words the run never trained on, and those searched as a trained form of them (coverage.py)
+        p = model.prepare(q, as_typed) if hasattr(model, "prepare") else {"text": q, "unseen": {}, "rewritten": {}}
+        return {"query": q, "searched": p["text"], "unseen": p["unseen"], "rewritten": p["rewritten"],
+                **results(index.search(model.encode_text([p["text"]])[0], k)[0])}
 
     @app.post("/api/search/image", dependencies=[Depends(auth)])
     async def search_image(file: UploadFile = File(...), k: int = Query(24)):
