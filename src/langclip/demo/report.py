@@ -74,10 +74,14 @@ def report(out, results, retr, held, students, test_imgs, first, feats, t0, cfg,
 def _search_md(search: dict) -> list[str]:
     md = ["## Search (a held-out combination, over the test pictures)", ""]
     for q, r in search["skipped"].items():
-        md += [f"«{q}»: no training caption held the tokens of " + ", ".join(f"«{w}»" for w in r["unseen"])
+        left = [w for w in r["unseen"] if w not in r["rewritten"]]
+        md += [f"«{q}»: no training caption held the tokens of " + ", ".join(f"«{w}»" for w in left)
                + " — an untrained embedding, so the next combination is searched too.", "",
                markdown_table(r["top5"], ["rank", "score", "picture", "shows"]), ""]
-    return md + [f"«{search['query']}»:", "", markdown_table(search["top5"], ["rank", "score", "picture", "shows"]), ""]
+    swapped = ", ".join(f"«{w}» → «{f}»" for w, f in search["rewritten"].items())
+    return md + [f"«{search['query']}»" + (f", searched as «{search['searched']}» ({swapped}: forms of the same "
+                                          f"words that the training captions held)" if swapped else "") + ":", "",
+                 markdown_table(search["top5"], ["rank", "score", "picture", "shows"]), ""]
 
 
 def _curves(out: Path, rep: Path) -> None:

@@ -294,11 +294,13 @@ def _index_test_pictures(out: Path, arch: str, weights: Path, first: dict, test_
 
 def _held_out_search(out: Path, lang: str, first: dict) -> dict:
     """Stage 3: the test pictures searched for two objects of a colour-shape combination the students never
-    read (two red stars first). A phrase with a word whose tokens no training caption of the clip student
-    held (coverage.py; Spanish "rojas": the star is the world's only feminine shape) tests an untrained
-    embedding, not combining: it is searched and shown too, and the next combination tried, until one has
-    every token trained. -> {"query", "top5", "skipped": {phrase: {"unseen", "top5"}}}"""
-    from ..coverage import unseen_words
+    read (two red stars first), as `langclip search` does. A word whose tokens no training caption of the clip
+    student held (coverage.py) is searched as a form of it the captions held, where the language has a
+    morphology (Russian «красные» as «красных»); where none stands in (Spanish «rojas»: the star is the
+    world's only feminine shape) the phrase tests an untrained embedding, not combining: it is shown too and
+    the next combination searched, until one is answered from trained tokens alone.
+    -> {"query", "searched", "rewritten", "top5", "skipped": {phrase: {"unseen", "rewritten", "top5"}}}"""
+    from ..coverage import rewrite, unseen_words
     from ..search.cli import search
     from ..tokenizer import Tokenizer
 
@@ -306,15 +308,19 @@ def _held_out_search(out: Path, lang: str, first: dict) -> dict:
     tok, tried = Tokenizer.load(run / "tokenizer"), {}
     for colour, shape in sorted(HELD_OUT, key=lambda c: (c != ("red", "star"), c)):
         query = LANGS[lang][0](2, colour, shape)
+        searched, subs = rewrite(run, tok, query, lang)
         hits = [json.loads(line) for line in search(str(out / "index"), str(run), query, k=5, as_json=True)]
         top = [{"rank": h["rank"], "score": h["score"], "picture": Path(h["path"]).name,
                 "shows": "{count} {colour} {shape}".format(**first[Path(h["path"]).name])} for h in hits]
-        tried[query] = {"unseen": unseen_words(run, tok, [query]), "top5": top}
-        bad = "; ".join(f"«{w}»: {', '.join(map(repr, p))}" for w, p in tried[query]["unseen"].items())
-        print(f"search «{query}» (a combination the students never read): its top 5 show "
-              + ", ".join(h["shows"] for h in top) + (f"\n  but no training caption held its tokens {bad}" if bad else ""))
-        if not bad:
+        unseen = unseen_words(run, tok, [query])
+        tried[query] = {"unseen": unseen, "searched": searched, "rewritten": subs, "top5": top}
+        left = "; ".join(f"«{w}»: {', '.join(map(repr, p))}" for w, p in unseen.items() if w not in subs)
+        print(f"search «{query}» (a combination the students never read"
+              + (f"; searched as «{searched}», forms the captions held" if subs else "") + "): its top 5 show "
+              + ", ".join(h["shows"] for h in top) + (f"\n  but no training caption held the tokens of {left}" if left else ""))
+        if not left:
             break
-    else:   # no phrase with every token trained: the first one stands
+    else:   # no phrase answered from trained tokens: the first one stands
         query = next(iter(tried))
-    return {"query": query, "top5": tried[query]["top5"], "skipped": {q: v for q, v in tried.items() if q != query}}
+    return {"query": query, **{k: v for k, v in tried[query].items() if k != "unseen"},
+            "skipped": {q: v for q, v in tried.items() if q != query}}
