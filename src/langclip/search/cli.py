@@ -15,7 +15,9 @@ EPILOGS = {
                   "  langclip index tune idx/ --dry-run                # picture-to-picture queries, nothing stored",
     "search": "examples:\n  langclip search --index idx/ --model runs/ru \"две красные звезды\" -k 12\n"
               "  langclip search --index idx/ --model runs/ru --image q.jpg --json\n"
-              "  langclip search --index idx/ --model ViT-B-32.pt \"two red stars\"    # the original CLIP",
+              "  langclip search --index idx/ --model ViT-B-32.pt \"two red stars\"    # the original CLIP\n"
+              "  langclip search --index idx/ --model runs/ru \"красные звёзды\" --as-typed   # no word swapped for a "
+              "trained form",
     "serve": "example:\n  langclip serve --index idx/ --model runs/ru      # http://127.0.0.1:8000/",
 }
 
