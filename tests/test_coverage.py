@@ -103,6 +103,8 @@ def test_the_commands_name_words_the_run_never_trained_on(trained_run, tmp_path,
         assert main(["predict", "--model", str(tmp_path / fmt), "--image", str(img), "--labels", f"круг,{odd}"]) == 0
         assert f"«{odd}»" in capsys.readouterr().err
         card = (tmp_path / fmt / "README.md").read_text(encoding="utf-8")   # the model card says it too
+        assert main(["info", str(tmp_path / fmt)]) == 0                       # and info
+        assert "tokens       the training captions use" in capsys.readouterr().out
         assert f"- The training captions use {int((load_counts(run) > 0).sum()):,} of the tokenizer's 50,908 tokens" in card
     assert main(["info", run, "--json"]) == 0
     tokens = json.loads(capsys.readouterr().out)["items"][0]["tokens"]

@@ -134,6 +134,8 @@ def _export(p: Path, k: str) -> dict:
     d = {"language": model_language(p), "tower": _tower((rec.get("langclip") or {}).get("image_tower") or {})}
     if k == "export-immich":   # Immich's own layout carries no langclip record; its README does
         d["embed_dim"] = _read(p / "config.json").get("embed_dim")
+    counts = load_counts(p)   # the run's, copied by open_clip and transformers exports (coverage.py)
+    d["tokens"] = summary(counts) if counts is not None else None
     return d
 
 
@@ -199,7 +201,6 @@ def render(d: dict) -> str:
                                                 if d.get("best_mean_recall") is not None else ""))
         add("last val", ", ".join(f"{n} {v:.3f}" for n, v in d["last_val"].items()))
         add("checkpoint", d.get("checkpoint"))
-        add("tokens", d.get("tokens") and summary_text(d["tokens"]))
         c = d["cache"]
         add("cache", c["path"] and (f"{c['path']} " + ("(present" + (", same image tower)" if c["tower_sha256"] ==
                                                                        t.get("tower_sha256") else ", ANOTHER image tower)")
@@ -220,6 +221,7 @@ def render(d: dict) -> str:
         add("same run if", ", ".join(f"{k}={v}" for k, v in d["resume_keys"].items()))
     if k == "error":
         lines[0] = f"{d['path']}: not recognised — {d['error']}"
+    add("tokens", d.get("tokens") and summary_text(d["tokens"]))
     if k == "export-immich":
         add("embedding", f"{d['embed_dim']} dims (Immich's layout records no image tower; see its README.md)")
     if t.get("arch") or t.get("tower_sha256"):
