@@ -546,6 +546,9 @@ def test_torchrun_training_run_matches_one_process(tmp_path, train_cfg, name, re
         torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=1e-4, msg=k)
     assert far <= 0.01 * n, (far, n)
     assert langclip.load(two, device="cpu").encode_text(["кот"]).shape[0] == 1
+    from langclip.coverage import load_counts   # rank 0 counted the same tokens as one process (coverage.py)
+
+    assert (load_counts(two) == load_counts(tmp_path / "one")).all() and load_counts(two).sum() > 0
 
 
 def test_diverged_training_stops_with_a_clear_error(tmp_path, train_cfg, capsys):
