@@ -151,6 +151,8 @@ def test_a_word_never_trained_on_is_searched_as_a_form_the_captions_held(trained
     assert main(args + ["--as-typed"]) == 0
     err = capsys.readouterr().err
     assert "searched as" not in err and "«красные» (token" in err
+    assert main(["predict", "--model", str(run), "--image", str(img), "--labels", "красные звезды,круг"]) == 0
+    assert f"; trained form «{form}»)" in capsys.readouterr().err   # named where the labels are the user's to fix
     from fastapi.testclient import TestClient
 
     from langclip.search import Index, QueryModel

@@ -467,7 +467,7 @@ def test_zero_shot_weights_of_several_classes_a_call_equal_one_class_a_call(tiny
             torch.testing.assert_close(got, want, rtol=0, atol=2e-6, msg=str(batch_texts))
 
 
-def test_imagefolder_class_names_in_each_form(tiny_run, tmp_path):
+def test_imagefolder_class_names_in_each_form(tiny_run, tmp_path, capsys):
     """`--dataset imagefolder:PATH`: class names from a JSON list, a {lang: list} JSON file, a text file
     (one a line) or typed inline ("кошка,собака") give the same evaluation, in the folders' sorted order."""
     from langclip.evaluate import evaluate_cli
@@ -507,7 +507,15 @@ def test_imagefolder_class_names_in_each_form(tiny_run, tmp_path):
     run = shutil.copytree(tiny_run, tmp_path / "run")
     tok = Tokenizer.load(run / "tokenizer")
     counts = np.ones(tok.vocab_size, dtype=np.int64)
-    counts[tok.encode("собака")] = 0
+    zero = sorted(set(tok.encode("собака")) - set(tok.encode("собаки")))   # «собаки» keeps its tokens
+    assert zero
+    counts[zero] = 0
     save_counts(run, counts, tok.digest(), ["caption"])
     r = evaluate_cli(str(run), pets, "ru", str(tmp_path), classnames="кошка,собака", device="cpu", workers=0)[pets]
     assert list(r["untrained_words"]) == ["собака"]
+    import pymorphy3
+
+    err = capsys.readouterr().err   # a form of the word whose tokens were all trained is named beside it
+    forms = [f.word for p in pymorphy3.MorphAnalyzer(lang="ru").parse("собака")[:3] for f in p.lexeme]
+    trained = [f for f in forms if not set(tok.encode(f)) & set(zero)]
+    assert "«собака» (token" in err and trained and any(f"trained form «{f}»" in err for f in trained), (err, trained)

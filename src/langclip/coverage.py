@@ -82,23 +82,29 @@ def unseen_words(folder: str | Path | None, tokenizer, texts: list[str]) -> dict
     return out
 
 
-def note(folder: str | Path | None, tokenizer, texts: list[str]) -> str | None:
-    """One line naming the words of `texts` with tokens the run never trained on (None: there are none)."""
+def note(folder: str | Path | None, tokenizer, texts: list[str], lang: str | None = None) -> str | None:
+    """One line naming the words of `texts` with tokens the run never trained on, each with a form of it
+    whose tokens were all trained where `lang` has a morphology (None: there are no such words)."""
     bad = unseen_words(folder, tokenizer, texts)
-    return describe(folder, bad) if bad else None
+    if not bad:
+        return None
+    forms = {w: trained_form(folder, tokenizer, w, lang) for w in list(bad)[:8]} if lang else {}
+    return describe(folder, bad, forms={w: f for w, f in forms.items() if f})
 
 
-def describe(folder: str | Path, bad: dict[str, list[str]], limit: int = 8) -> str:
-    """`unseen_words`' answer as one line."""
-    shown = [f"«{w}» (token{'s' * (len(p) > 1)} {', '.join(repr(x) for x in p)})" for w, p in list(bad.items())[:limit]]
+def describe(folder: str | Path, bad: dict[str, list[str]], limit: int = 8, forms: dict | None = None) -> str:
+    """`unseen_words`' answer as one line (`forms`: {word: a trained form of it}, named beside it)."""
+    forms = forms or {}
+    shown = [f"«{w}» (token{'s' * (len(p) > 1)} {', '.join(repr(x) for x in p)}"
+             + (f"; trained form «{forms[w]}»" if w in forms else "") + ")" for w, p in list(bad.items())[:limit]]
     more = f" and {len(bad) - limit} more words" if len(bad) > limit else ""
     return (f"note: never in the training captions of {folder}: {'; '.join(shown)}{more} "
             f"— their embeddings are untrained, so results for them are a guess")
 
 
-def warn(folder, tokenizer, texts: list[str]) -> None:
+def warn(folder, tokenizer, texts: list[str], lang: str | None = None) -> None:
     """`note` on standard error, where there is one."""
-    line = note(folder, tokenizer, texts)
+    line = note(folder, tokenizer, texts, lang)
     if line:
         print(line, file=sys.stderr, flush=True)
 

@@ -58,7 +58,7 @@ def encode_cli(model: str, out: str, texts: list[str] | None = None, images: lis
     bar = progress_bar(total=len(items), desc="encode", unit=kind, disable=not progress or len(items) <= TEXT_BATCH)
     rows, done = [], []
     if kind == "text":
-        note_unseen(m.meta.get("_path"), m.tokenizer, items)   # words whose tokens the run never trained on
+        note_unseen(m.meta.get("_path"), m.tokenizer, items, m.tokenizer.meta.get("language"))   # untrained words
         for s in range(0, len(items), TEXT_BATCH):
             rows.append(m.encode_text(items[s: s + TEXT_BATCH]).numpy())
             bar.update(len(rows[-1]))

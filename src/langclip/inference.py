@@ -263,7 +263,7 @@ def predict_cli(model: str, images: list[str], labels: str, top: int = 5, lang: 
             raise ValueError(f"{out}: predictions are written as .csv or .jsonl (give --out NAME.csv)")
         check_out_file(out, "predictions", lambda p: _read_or_empty(p).startswith(('{"image"', "image,rank,label,prob")))
     m = load(model, device=device, weights=weights)
-    note_unseen(m.meta.get("_path"), m.tokenizer, [_label_text(x) for x in labs])   # words the run never trained on
+    note_unseen(m.meta.get("_path"), m.tokenizer, [_label_text(x) for x in labs], m.tokenizer.meta.get("language"))
     w = m.label_weights(labs, tpl, lang=lang)
     res, skipped = [], []
     quiet = bool(out) and len(paths) > QUIET_OVER     # a folder's predictions go to the file, with a progress bar
@@ -327,7 +327,7 @@ def similarity_cli(model: str, images: list[str], texts: str | list[str], out: s
     texts = parse_texts([texts] if isinstance(texts, str) else texts)
     paths, _ = expand_images(images)
     m = load(model, device=device, weights=weights)
-    note_unseen(m.meta.get("_path"), m.tokenizer, texts)
+    note_unseen(m.meta.get("_path"), m.tokenizer, texts, m.tokenizer.meta.get("language"))   # untrained words
     t = m.encode_text(texts)
     names, sims, skipped = [], [], []
     for batch, ims in iter_images(paths, skipped, upright, preprocess=m.preprocess, workers=workers):
