@@ -11,7 +11,10 @@ whose tokens were never counted, e.g. for a Spanish run whose captions never hel
 
     note: never in the training captions of runs/es: «rojas» (token 'jas')
 
-A folder without the file (an export, a run from before it, CLIP's own weights) gives no note.
+In Russian and Ukrainian the note names a form of the word whose tokens were trained (pymorphy3), and
+`search`/`serve` search with it (`rewrite`; `--as-typed`: not). The open_clip and transformers exports
+carry the file; a folder without it (an ONNX or Immich export, a run from before it, CLIP's own weights)
+gives no note.
 """
 from __future__ import annotations
 
