@@ -91,8 +91,7 @@ def note(folder: str | Path | None, tokenizer, texts: list[str], lang: str | Non
     bad = unseen_words(folder, tokenizer, texts)
     if not bad:
         return None
-    forms = {w: trained_form(folder, tokenizer, w, lang) for w in list(bad)[:8]} if lang else {}
-    return describe(folder, bad, forms={w: f for w, f in forms.items() if f})
+    return describe(folder, bad, forms=trained_forms(folder, tokenizer, list(bad)[:8], lang))
 
 
 def describe(folder: str | Path, bad: dict[str, list[str]], limit: int = 8, forms: dict | None = None) -> str:
@@ -134,14 +133,16 @@ def trained_form(folder: str | Path | None, tokenizer, word: str, lang: str | No
     return None if best is None else word.replace(core, best)
 
 
+def trained_forms(folder: str | Path | None, tokenizer, words: list[str], lang: str | None) -> dict[str, str]:
+    """{word: its `trained_form`} for the words of `words` that have one."""
+    forms = {w: trained_form(folder, tokenizer, w, lang) for w in words} if lang else {}
+    return {w: f for w, f in forms.items() if f}
+
+
 def rewrite(folder: str | Path | None, tokenizer, text: str, lang: str | None) -> tuple[str, dict[str, str]]:
     """`text` with each word whose tokens no training caption held replaced by its `trained_form`, where
     there is one (a query's "красные", never in the captions, answered as "красных"). -> (text, {word: form})"""
-    subs = {}
-    for w in unseen_words(folder, tokenizer, [text]):
-        form = trained_form(folder, tokenizer, w, lang)
-        if form:
-            subs[w] = form
+    subs = trained_forms(folder, tokenizer, list(unseen_words(folder, tokenizer, [text])), lang)
     return (" ".join(subs.get(w, w) for w in text.split()) if subs else text), subs
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .coverage import describe, trained_form, unseen_words
+from .coverage import describe, trained_forms, unseen_words
 from .files import check_out_dir, json_text
 from .datasets import (dataset_classnames, english_classnames, load_dataset, read_classnames, read_templates,
                        shipped_classnames, shipped_templates)
@@ -241,9 +241,8 @@ def _zero_shot(job: _Job, ds_name: str):
     bad = unseen_words(m.meta.get("_path"), m.tokenizer, [display_name(c) for c in names])   # coverage.py
     if bad:   # class names with tokens the run never trained on: their recall is a guess's
         res["untrained_words"] = bad
-        forms = {w: trained_form(m.meta["_path"], m.tokenizer, w, lang) for w in list(bad)[:8]}
-        print(f"{ds_name}: {describe(m.meta['_path'], bad, forms={w: f for w, f in forms.items() if f})}",
-              file=sys.stderr, flush=True)
+        forms = trained_forms(m.meta["_path"], m.tokenizer, list(bad)[:8], lang)
+        print(f"{ds_name}: {describe(m.meta['_path'], bad, forms=forms)}", file=sys.stderr, flush=True)
     key = CB_NAMES.get(ds_name, ds_name)
     job.cb_classnames[key], job.cb_templates[key] = clip_benchmark_inputs(names, templates)
     r = None
