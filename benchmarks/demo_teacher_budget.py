@@ -28,7 +28,7 @@ test_rows = r._write_world(d / "test", sample_scenes(400, 1), 1)
 t0 = time.perf_counter()
 w = r._train_teacher(rows, d / "train", d / "teacher", epochs, 0, 0.0)
 dt = time.perf_counter() - t0
-teacher = LangCLIP.empty(model_config(str(d / "teacher" / "arch.json")))
+teacher = LangCLIP.empty(model_config(str(d / "teacher" / "demo-clip.json")))
 teacher.clip.load_state_dict(load_state_dict(w)); teacher.image_ready = True; teacher.eval()
 tf = image_transform({"size": 64})
 imgs = sorted({x["image"] for x in test_rows}); first = {}

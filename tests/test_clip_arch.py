@@ -260,3 +260,8 @@ def test_a_relative_arch_file_is_recorded_absolute_and_matches_either_way(tmp_pa
     cfg = TrainConfig(cache=str(tmp_path / "c"), model=ModelSection(tokenizer=str(tmp_path / "tok")))
     cfg.validate()
     assert cfg.model.clip == man["arch"] and model_config(cfg.model.clip)["embed_dim"] == TINY_CFG["embed_dim"]
+    # given relatively to the run itself (as the demo does), the run records it absolute too
+    monkeypatch.chdir(tmp_path)
+    cfg = TrainConfig(cache=str(tmp_path / "c"), model=ModelSection(clip="arch.json", tokenizer=str(tmp_path / "tok")))
+    cfg.validate()
+    assert cfg.model.clip == man["arch"]

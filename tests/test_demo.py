@@ -95,7 +95,7 @@ def test_spanish_agreement_as_written_by_hand():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("lang", ["uk", "de", "el", "es"])
-def test_demo_in_another_language(tmp_path, lang):
+def test_demo_in_another_language(tmp_path, lang, monkeypatch):
     """`langclip demo --lang uk` (de, el): the same world with Ukrainian (German, Greek) captions, tokenizer merges
     and students; the report names them UK (DE, EL) (the default size's figures: benchmarks/results/cpu_demo_uk.json,
     cpu_demo_de.json, cpu_demo_el.json — the Greek one here through the script that made it)."""
@@ -110,8 +110,9 @@ def test_demo_in_another_language(tmp_path, lang):
         done = json.loads(res.read_text(encoding="utf-8"))
         assert done["lang"] == "el" and done["machine"]["cpus"] and done["search"] == json.loads(
             (out / "report" / "summary.json").read_text(encoding="utf-8"))["search"]
-    else:
-        assert main(["demo", "--lang", lang, "--size", "tiny", "--out", str(out)]) == 0
+    else:   # given relatively, as a user types it (Ukrainian's run is then used from another folder, below)
+        monkeypatch.chdir(tmp_path)
+        assert main(["demo", "--lang", lang, "--size", "tiny", "--out", lang]) == 0
     text = (out / "world" / {"uk": "ukrainian.txt", "de": "german.txt", "el": "greek.txt", "es": "spanish.txt"}[lang]
             ).read_text(encoding="utf-8")
     if lang == "uk":
@@ -141,6 +142,13 @@ def test_demo_in_another_language(tmp_path, lang):
         assert "rojas" not in words and list(found["skipped"]) == ["dos estrellas rojas"]
         assert list(found["skipped"]["dos estrellas rojas"]["unseen"]) == ["rojas"]
         assert found["query"] == "dos corazones azules"
+    if lang == "uk":   # the runs record the teacher's architecture file absolute: indexed from another folder
+        arch = json.loads((out / "runs" / "clip" / "model.json").read_text())["image_tower"]["arch"]
+        assert arch == str((out / "teacher" / "demo-clip.json").resolve())
+        (tmp_path / "elsewhere").mkdir()
+        monkeypatch.chdir(tmp_path / "elsewhere")
+        assert main(["index", "build", "--images", f"../{lang}/world/test", "--model", f"../{lang}/runs/clip",
+                     "--out", "idx", "--workers", "0"]) == 0
     LG = lang.upper()
     assert s["lang"] == lang and f"student {LG} clip" in s["zero_shot"][0] and f"student_clip_{lang}" in s["retrieval"]
     meta = json.loads((out / "tokenizer" / "langclip_tokenizer.json").read_text(encoding="utf-8"))

@@ -342,6 +342,29 @@ def test_search_by_text_needs_no_clip_file(tmp_path, photos, tiny_clip, trained_
     assert "clip.pt" in capsys.readouterr().err
 
 
+def test_index_build_from_a_run_whose_architecture_file_is_not_found_here(tmp_path, photos, tiny_clip, trained_run,
+                                                                           capsys):
+    """A run that records its image tower's model-config JSON by a path not found from here (recorded relative
+    by runs before session 27, or moved) indexes with the run's own model.json as the architecture: the same
+    search results as the run that finds its file."""
+    from conftest import run_with_own_clip_file
+
+    run, _ = run_with_own_clip_file(trained_run, tiny_clip[1], tmp_path)
+    meta = json.loads((run / "model.json").read_text())
+    meta["image_tower"]["arch"] = "demo/teacher/arch.json"   # as the demo recorded it, relative to its folder
+    (run / "model.json").write_text(json.dumps(meta))
+    answers = []
+    for model in (trained_run, run):
+        out = tmp_path / f"idx_{model.name}"
+        assert main(["index", "build", "--images", str(photos), "--model", str(model), "--out", str(out),
+                     "--workers", "0"]) == 0
+        capsys.readouterr()
+        assert main(["search", "--index", str(out), "--model", str(model), "красный круг", "-k", "5", "--json"]) == 0
+        answers.append(capsys.readouterr().out)
+    assert answers[0] == answers[1] and len(answers[0].splitlines()) == 5
+    assert json.loads((out / "manifest.json").read_text())["arch"] == str((run / "model.json").resolve())
+
+
 # -- the HTTP API ------------------------------------------------------------------------------------
 @pytest.fixture()
 def client(tmp_path, photos, tiny_arch, tiny_clip, trained_run):

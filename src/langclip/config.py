@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from .files import pin_arch
 from .yamlconfig import ConfigError, from_dict, load_config  # noqa: F401  (the loader, re-exported)
 
 DECODE_MODES = ("pil", "torchvision", "nvjpeg")   # cache build / index build: who decodes the pictures
@@ -155,6 +156,7 @@ class IndexConfig:
     def validate(self) -> None:
         if not self.data:
             raise ValueError("no --data given")
+        self.clip = pin_arch(self.clip)
         cache = len(self.data) == 1 and (Path(self.data[0]) / "manifest.json").is_file()
         if not cache and not self.model and not self.weights and not self.pretrained:
             raise ValueError("the image tower is required: --model RUN, --weights FILE or --pretrained TAG "
@@ -230,6 +232,7 @@ class TrainConfig:
     def validate(self) -> None:
         self._clip_from_cache()
         m = self.model
+        m.clip = pin_arch(m.clip)   # recorded in the run: a JSON file or folder is found from any folder later
         hf = m.init.startswith("hf:")
         if m.weights and m.pretrained:
             raise ConfigError("give model.weights (a file) or model.pretrained (a tag), not both")

@@ -292,6 +292,14 @@ def _csv_rows(path: Path, text: str, tsv: bool, problems: list | None) -> tuple[
 URL_PROBLEM = "a URL: langclip reads local pictures (download them first, e.g. with img2dataset)"
 
 
+def pin_arch(arch: str) -> str:
+    """A --clip value as a run, cache or index records it: a model-config JSON file or a transformers folder as
+    its absolute path, so that later commands find it from any folder; a registered name unchanged."""
+    if arch and ((arch.endswith(".json") and Path(arch).is_file()) or Path(arch).is_dir()):
+        return str(Path(arch).resolve())
+    return arch
+
+
 def local_path(value: str, parent: Path) -> str | None:
     """A table's image value as a path (relative ones to the table's folder); None for a URL
     (file:// URLs are paths)."""

@@ -79,6 +79,7 @@ def build_cache(cfg: CacheConfig, progress: bool = True, pairs=None) -> Path:
     """Embed every distinct image of `cfg.data` once; write the cache folder; return its path.
     `pairs`: an already read list (a search index passes its images; `cfg.data` then only names them)."""
     from ..build import load_image_tower
+    from ..files import pin_arch
     from ..model import LangCLIP, model_config
     from ..clip_arch import infer_arch
     from ..pretrained import clip_weights
@@ -101,9 +102,7 @@ def build_cache(cfg: CacheConfig, progress: bool = True, pairs=None) -> Path:
         cfg = replace(cfg, clip=infer_arch(weights, sd))
         if rank == 0:
             print(f"--clip not given: {cfg.weights} holds {cfg.clip}")
-    if (cfg.clip.endswith(".json") and Path(cfg.clip).is_file()) or Path(cfg.clip).is_dir():
-        # a model-config JSON or a transformers folder: recorded absolute, so runs find it from anywhere
-        cfg = replace(cfg, clip=str(Path(cfg.clip).resolve()))
+    cfg = replace(cfg, clip=pin_arch(cfg.clip))   # a JSON file or folder: absolute, found from anywhere
     with ThreadPoolExecutor(1) as pool:    # the file is hashed while the model is built and filled
         sha = pool.submit(sha256_file, weights)
         model = LangCLIP.empty(model_config(cfg.clip, cfg.pretrained))   # a tag's own preprocessing

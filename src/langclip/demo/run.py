@@ -2,7 +2,7 @@
 
     world/            generated pictures, train.csv (captions in Russian — Ukrainian with --lang uk, German
                       with de, Greek with el, Spanish with es — and English), russian.txt (ukrainian.txt, ...)
-    teacher/          arch.json + clip-teacher.pt: the stand-in for OpenAI's CLIP (English only)
+    teacher/          demo-clip.json + clip-teacher.pt: the stand-in for OpenAI's CLIP (English only)
     tokenizer/        CLIP BPE + Russian (Ukrainian, German, Greek, Spanish) merges
     cache/            image-embedding cache of the training pictures
     runs/clip, runs/scratch   one run folder per text-tower initialisation
@@ -68,7 +68,7 @@ def _train_teacher(rows: list[dict], img_dir: Path, out: Path, epochs: int, seed
 
     torch.manual_seed(seed)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "arch.json").write_text(json.dumps({"model_cfg": TEACHER}, indent=1))
+    (out / "demo-clip.json").write_text(json.dumps({"model_cfg": TEACHER}, indent=1))
     model = open_clip.CLIP(**TEACHER)
     tf = image_transform({"size": 64})
     names = sorted({r["image"] for r in rows})
@@ -172,7 +172,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     rows, test_rows = _make_world(out, n_train, n_test, cfg.seed, t0, cfg.lang)
     _stage("stage 0: training the English teacher CLIP (stand-in for OpenAI's)", t0)
     weights = _train_teacher(rows, out / "world" / "train", out / "teacher", t_epochs, cfg.seed, t0)
-    arch = str(out / "teacher" / "arch.json")
+    arch = str(out / "teacher" / "demo-clip.json")   # the model card calls the tower by its name
     runs = _train_students(cfg, out, arch, weights, merges, s_epochs, t0)
     _stage("stage 2: evaluation on held-out pictures", t0)
     ev = _evaluate(out, arch, weights, test_rows, runs, cfg.lang)

@@ -55,7 +55,7 @@ def _tower(cfg: IndexConfig) -> tuple[str, str, str]:
             if own is None:
                 raise
             return own
-        return ref["arch"], str(path), ""
+        return cfg.clip or _run_arch(Path(cfg.model), ref["arch"]), str(path), ""
     # no --clip: the architecture --weights holds (cache build reads it), ViT-B/32 for a --pretrained tag
     return cfg.clip or ("" if cfg.weights else "ViT-B-32-quickgelu"), cfg.weights, cfg.pretrained
 
@@ -77,6 +77,24 @@ def _export_tower(model: Path, arch: str) -> tuple[str, str, str] | None:
         arch = str(model / ("open_clip_config.json" if is_export(model) else RECORD))
     log.info("%s: the image tower from the export's own weights (its CLIP file is not here)", model)
     return arch, str(weights_file(model)), ""
+
+
+def _run_arch(run: Path, arch: str) -> str:
+    """A run's recorded architecture where it still resolves; else the run's own model.json (its model_cfg: the
+    image tower's shape is CLIP's) — for a model-config JSON recorded by a relative path (runs trained before
+    round 2's session 27) or moved since."""
+    from ..model import model_config
+    from ..runfolder import MODEL_FILE, read_run_meta
+
+    try:
+        model_config(arch)
+        return arch
+    except (OSError, ValueError, RuntimeError):
+        if "hf_model_name" in read_run_meta(run).get("model_cfg", {}).get("text_cfg", {}):
+            raise ValueError(f"{run}: its image tower's architecture {arch!r} is not found from here (a relative "
+                             f"path?); give it with --clip") from None
+        log.info("%s: the image tower's architecture from the run's %s (%r is not found)", run, MODEL_FILE, arch)
+        return str((run / MODEL_FILE).resolve())
 
 
 def _rank() -> int:
