@@ -487,6 +487,19 @@ def test_imagefolder_class_names_in_each_form(tiny_run, tmp_path, capsys):
         assert r["n"] == 6 and r["classnames"] == ["кошка", "собака"], spec
         got.append({k: r[k] for k in ("acc1", "acc5", "mean_per_class_recall")})
     assert all(g == got[0] for g in got)
+    # templates from a file or typed as a JSON list give the same; a folder given with its "/" names its picture
+    (tmp_path / "t.txt").write_text("{}\nфото: {}\n", encoding="utf-8")
+    by = [evaluate_cli(str(tiny_run), f"imagefolder:{tmp_path / 'pets'}/", "ru", str(tmp_path), classnames="кошка,собака",
+                       device="cpu", workers=0, templates=t, out=str(tmp_path / f"ev{i}"))
+          for i, t in enumerate((str(tmp_path / "t.txt"), '["{}", "фото: {}"]'))]
+    assert len(by[0]) == 1 and [{k: r[k] for k in ("acc1", "acc5", "confusion")} for b in by for r in b.values()] == \
+        [{k: r[k] for k in ("acc1", "acc5", "confusion")} for r in by[0].values()] * 2
+    assert sorted(p.name for p in (tmp_path / "ev1").glob("confusion_*")) == ["confusion_imagefolder_pets.png"]
+    for bad, msg in (('["фото"]', "--templates: template 1 'фото': no place for the class name"),
+                     ('["{}", ', "--templates: not a JSON list")):
+        with pytest.raises(ValueError, match=msg):
+            evaluate_cli(str(tiny_run), f"imagefolder:{tmp_path / 'pets'}", "ru", str(tmp_path), classnames="кошка,собака",
+                         device="cpu", workers=0, templates=bad)
     # the English reference row: the file's English names, else the folders' own names
     pets = f"imagefolder:{tmp_path / 'pets'}"
     for spec, en in ((str(tmp_path / "by_lang.json"), ["cat", "dog"]), ("кошка,собака", ["cat", "dog"])):

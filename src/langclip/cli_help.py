@@ -60,5 +60,6 @@ def workers_option(p) -> None:
 
 def templates_option(p) -> None:
     p.add_argument("--templates", help="prompt templates, for a language langclip ships none for (or to replace "
-                                       "them): a JSON file (a list, or {lang: list}) or a text file (one a line); "
-                                       "{} marks the class name: [\"ein Foto von {}\", \"ein Bild von {}\"]")
+                                       "them): a JSON file (a list, or {lang: list}), a text file (one a line), or "
+                                       "the JSON list itself; {} marks the class name: "
+                                       "'[\"ein Foto von {}\", \"ein Bild von {}\"]'")

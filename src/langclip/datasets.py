@@ -29,7 +29,8 @@ def shipped_templates(lang: str) -> list[str]:
 
 def read_templates(spec: str, lang: str | None) -> list[str]:
     """--templates: prompt templates for a language langclip ships none for (or to replace them): a JSON
-    file (a list, or {lang: list}, as resources/templates.json) or a text file (one a line). '{}' (or
+    file (a list, or {lang: list}, as resources/templates.json), a text file (one a line), or a JSON list
+    itself ('["{}", "ein Foto von {}"]'). '{}' (or
     '{c}') is the class name as written; '{gen}', '{acc}', ... a case of it (Russian and Ukrainian; in
     other languages every case is the name itself). Checked, naming the file and item, before any model
     loads."""
@@ -37,6 +38,16 @@ def read_templates(spec: str, lang: str | None) -> list[str]:
 
     f = Path(spec[1:] if spec.startswith("@") else spec).expanduser()
     example = 'a JSON list such as ["ein Foto von {}", "ein Bild von {}"], {"de": [...]}, or one a line'
+    if not f.is_file() and spec.lstrip().startswith("["):   # the list itself, on the command line
+        try:
+            items = json.loads(spec)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--templates: not a JSON list ({e}): give {example}") from None
+        if not isinstance(items, list) or not items:
+            raise ValueError(f"--templates: expected a non-empty JSON list, such as {example}")
+        for i, t in enumerate(items, 1):
+            check_template(t, f"--templates: template {i}")
+        return items
     if not f.is_file():
         raise FileNotFoundError(f"prompt templates file not found: {f} (give {example})")
     items = read_names(str(f), "prompt templates", example, commas=False, lang=lang)

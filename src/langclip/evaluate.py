@@ -92,6 +92,14 @@ SUMMARY = ("acc1", "acc5", "mean_per_class_recall", "n")
 RECALL = ("t2i_r@1", "t2i_r@5", "t2i_r@10", "i2t_r@1", "i2t_r@5", "i2t_r@10")
 
 
+def _picture_names(datasets: list[str]) -> dict[str, str]:
+    """confusion_<this>.png per dataset: its name; an image folder's own name (its whole path where two
+    folders of this call share a name)."""
+    short = {d: "imagefolder_" + Path(d.split(":", 1)[1]).name if d.startswith("imagefolder:") else d for d in datasets}
+    return {d: n if list(short.values()).count(n) == 1 else d.rstrip("/").replace(":", "_").replace("/", "_")
+            for d, n in short.items()}
+
+
 def evaluate_cli(model: str, dataset: str | list[str], lang: str | None, data_root: str, download: bool = False,
                  classnames: str | None = None, batch_size: int = 256, device: str | None = None,
                  out: str | None = None, workers: int = 2, reference: bool = False,
@@ -184,7 +192,7 @@ def _check_language(datasets: list[str], lang: str, given: dict, templates: list
 def _run_all(job, datasets: list[str], results: dict, rows: list, o: Path | None) -> None:
     from .benchsets import RETRIEVAL
 
-    lang = job.lang
+    lang, names = job.lang, _picture_names(datasets)
     for ds_name in datasets:
         res, r = (_retrieval if ds_name in RETRIEVAL else _zero_shot)(job, ds_name)
         keys = RECALL if ds_name in RETRIEVAL else SUMMARY
@@ -196,8 +204,7 @@ def _run_all(job, datasets: list[str], results: dict, rows: list, o: Path | None
             rows.append({"model": "CLIP (en, reference)", "dataset": ds_name, **{k: r[k] for k in keys}})
             print(json.dumps({"dataset": ds_name, "lang": "en", "model": "reference", **{k: r[k] for k in keys}}))
         if o and "confusion" in res and len(res["classnames"]) <= 200:
-            safe = ds_name.replace(":", "_").replace("/", "_")
-            plot_confusion(res["confusion"], res["classnames"], o / f"confusion_{safe}.png", f"{ds_name} ({lang})")
+            plot_confusion(res["confusion"], res["classnames"], o / f"confusion_{names[ds_name]}.png", f"{ds_name} ({lang})")
 
 
 @dataclass
