@@ -91,7 +91,8 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path, train_cfg, capsys)
     assert "batch_size: checkpoint 32, now 16" in capsys.readouterr().err
     # the schedule's length (the cosine follows it) and the tokenizer are part of the run too
     assert main(["train", "--config", str(cfg_path), f"out={tmp_path / 'k'}", "epochs=4", "--resume", "latest"]) == 2
-    assert "epochs: checkpoint 3, now 4" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "epochs: checkpoint 3, now 4" in err and f"model.init=run:{tmp_path / 'k'} and a new out" in err
     assert main(["train", "--config", str(cfg_path), f"out={tmp_path / 'k'}", "max_steps=9", "--resume", "latest"]) == 2
     assert "max_steps: checkpoint 0, now 9" in capsys.readouterr().err
     from langclip.config import TokenizerTrainConfig
@@ -155,6 +156,54 @@ def test_bad_configuration_is_caught_before_work(tmp_path, train_cfg, capsys):
     assert main(["train", "--config", str(p), f"model.weights={other}"]) == 2
     assert "rebuild the cache" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_trains_further_from_another_run(tmp_path, trained_run, world_cache, tiny_clip, capsys, caplog):
+    """model.init=run:<folder>: the text tower starts from that run's last weights, shape and tokenizer (at lr 0 the
+    new run's weights are the old file's, bit for bit), its token counts add the old run's, and what does not fit
+    is named before any work."""
+    import numpy as np
+    from safetensors.torch import load_file
+
+    from langclip.coverage import load_counts
+    from langclip.tokenizer import Tokenizer
+
+    same = dict(cache=str(world_cache), loss=LossSection(distill=0.5), batch_size=32, val_fraction=0.25,
+                tensorboard=False, epochs=1, max_steps=1)
+    cfg = TrainConfig(out=str(tmp_path / "r0"), model=ModelSection(init=f"run:{trained_run}", context_length=24),
+                      optim=OptimSection(lr=0.0, warmup_steps=1, weight_decay=0.0), **same)
+    out = train(cfg, progress=False)
+    new, old = load_file(str(out / "text_tower.safetensors")), load_file(str(trained_run / "text_tower.safetensors"))
+    assert new.keys() == old.keys() and all(torch.equal(new[k], old[k]) for k in old)
+    meta, parent = (json.loads((d / "model.json").read_text()) for d in (out, trained_run))
+    assert meta["init"] == {"init": f"run:{trained_run.resolve()}", "from_run": str(trained_run.resolve()),
+                            "from_init": "clip", "from_steps": parent["steps"]}
+    assert parent["steps"] > 0 and meta["model_cfg"] == parent["model_cfg"]
+    # the same cache and split: this run's captions are the old run's, so every count doubles
+    assert np.array_equal(load_counts(out), 2 * load_counts(trained_run)) and load_counts(trained_run).sum() > 0
+    # another held-out split of the same cache is said to overstate
+    caplog.clear()
+    train(dataclasses.replace(cfg, out=str(tmp_path / "r1"), seed=1), progress=False)
+    assert "held-out split: not the one" in caplog.text
+    # what does not fit, named before anything is written
+    other = tmp_path / "other.pt"
+    sd = torch.load(tiny_clip[1], weights_only=True)
+    sd["visual.proj"] = sd["visual.proj"] * 2
+    torch.save(sd, other)
+    Tokenizer.clip().save(tmp_path / "cliptok")
+    run_arg = f"model.init=run:{trained_run}"
+    cases = [([run_arg], "the text tower of run:"),   # context 77, the run's 24
+             ([f"model.init=run:{tmp_path}", "model.context_length=24"], "is not a langclip run folder"),
+             ([run_arg, "model.context_length=24", f"out={trained_run}"], "is the run model.init starts from"),
+             ([run_arg, "model.context_length=24", f"model.tokenizer={tmp_path / 'cliptok'}"], "is not the tokenizer of run:"),
+             ([run_arg, "model.context_length=24", f"model.weights={other}"], "was trained with another image tower")]
+    for ov, msg in cases:
+        assert main(["train", f"cache={world_cache}", f"out={tmp_path / 'bad'}", "batch_size=32", *ov]) == 2, ov
+        err = capsys.readouterr().err
+        assert msg in err, (ov, err)
+        assert not (tmp_path / "bad").exists()
+    assert main(["train", f"cache={world_cache}", "model.context_length=24", run_arg, "epochs=1", "batch_size=32",
+                 f"out={tmp_path / 'cli'}", "tensorboard=false", "max_steps=2"]) == 0
 
 
 @pytest.mark.slow

@@ -176,7 +176,8 @@ class ModelSection:
                                              # pretrained: the file the cache was built from), or:
     pretrained: str = ""                     # open_clip's pretrained tag (e.g. openai), through its download cache
     tokenizer: str = ""                      # tokenizer folder (`langclip tokenizer train`); hf: init: optional
-    init: str = "clip"                       # clip | scratch | hf:<name-or-folder> (a pretrained HF encoder)
+    init: str = "clip"                       # clip | scratch | hf:<name-or-folder> (a pretrained HF encoder) |
+                                             # run:<folder> (a langclip run's text tower, trained further)
     context_length: int = 77
     text_overrides: dict = field(default_factory=dict)  # scratch only: width/heads/layers of the text tower
     lang: str = ""                           # hf: init: the language it is trained for (model card, search page);
@@ -234,11 +235,13 @@ class TrainConfig:
         m = self.model
         m.clip = pin_arch(m.clip)   # recorded in the run: a JSON file or folder is found from any folder later
         hf = m.init.startswith("hf:")
+        if m.init.startswith("run:"):
+            self._check_run_init()
         if m.weights and m.pretrained:
             raise ConfigError("give model.weights (a file) or model.pretrained (a tag), not both")
         for what, p in (("cache", self.cache), ("model.weights", m.weights), ("model.tokenizer", m.tokenizer)):
-            if hf and what == "model.tokenizer" and not p:
-                continue  # an hf: text tower brings its own tokenizer
+            if (hf or m.init.startswith("run:")) and what == "model.tokenizer" and not p:
+                continue  # an hf: text tower brings its own tokenizer; a run: its run's
             if what == "model.weights" and m.pretrained:
                 continue  # resolved through open_clip's download cache
             if not p:
@@ -256,13 +259,35 @@ class TrainConfig:
             raise ConfigError("batch_size must be >= 2 and epochs >= 1")
         if not 0 <= self.val_fraction < 1:
             raise ConfigError("val_fraction must be in [0, 1)", "val_fraction")
-        if m.init not in ("clip", "scratch") and not (hf and len(m.init) > 3):
-            raise ConfigError(f"model.init must be clip, scratch or hf:<name-or-folder>, got {m.init!r}", "model.init")
+        if m.init not in ("clip", "scratch") and not (hf and len(m.init) > 3) and not m.init.startswith("run:"):
+            raise ConfigError(f"model.init must be clip, scratch, hf:<name-or-folder> or run:<folder>, got {m.init!r}",
+                              "model.init")
         if m.lang and not hf:
             raise ConfigError("model.lang is for an hf: init (a langclip tokenizer records its own language)",
                               "model.lang")
         if hf and m.text_overrides:
             raise ConfigError("model.text_overrides apply to scratch init only (an hf: tower has its own shape)")
+
+    def _check_run_init(self) -> None:
+        """model.init=run:<folder>: a langclip run (recorded absolute, so a resume matches from any folder), whose
+        text tower has model.context_length positions; its tokenizer and shape are its own."""
+        import json
+
+        m = self.model
+        f = Path(m.init[4:]).expanduser() / "model.json"
+        if not m.init[4:] or not f.is_file():
+            raise ConfigError(f"model.init: {m.init[4:] or '(empty)'} is not a langclip run folder (no model.json); "
+                              f"give run:<folder> of a run `langclip train` wrote", "model.init")
+        m.init = f"run:{f.parent.resolve()}"
+        if Path(self.out).resolve() == f.parent.resolve():
+            raise ConfigError(f"out: {self.out} is the run model.init starts from; give a new out folder", "out")
+        text = json.loads(f.read_text(encoding="utf-8")).get("model_cfg", {}).get("text_cfg", {})
+        if text.get("context_length") and text["context_length"] != m.context_length:
+            raise ConfigError(f"model.context_length: the text tower of {m.init} has {text['context_length']} "
+                              f"positions; set model.context_length={text['context_length']}", "model.context_length")
+        if m.text_overrides or m.lang:
+            raise ConfigError("model.text_overrides and model.lang do not apply to a run: init (the run's shape and "
+                              "language are its own)", "model.init")
 
     def _clip_from_cache(self) -> None:
         """model.clip, and the weights where neither model.weights nor model.pretrained is given: the cache's

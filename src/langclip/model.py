@@ -53,6 +53,8 @@ def _arch_config(arch: str) -> dict:
             pp = preprocess_from_transformers(arch)
             return dict(cfg, preprocess_cfg=pp) if pp else cfg
     cfg = open_clip.get_model_config(arch)
+    if cfg is None and arch.endswith(".json"):
+        raise FileNotFoundError(f"model-config file not found: {arch} (the CLIP architecture, --clip / model.clip)")
     if cfg is None:
         raise ValueError(f"unknown open_clip architecture {arch!r}; e.g. ViT-B-32-quickgelu, ViT-L-14 "
                          f"(see open_clip.list_models()), a model-config JSON file, or a transformers CLIP folder")

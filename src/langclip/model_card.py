@@ -213,6 +213,15 @@ def _render(blocks: list[tuple[str, str]]) -> list[str]:
     return out_lines
 
 
+def _init_text(init: dict) -> str:
+    """How the text tower began: `clip` init, or trained further from a run (named, not its local path)."""
+    if str(init.get("init")).startswith("run:"):
+        steps = f", {init['from_steps']:,} steps" if isinstance(init.get("from_steps"), int) else ""
+        return (f"trained further from the langclip run `{Path(str(init.get('from_run'))).name}` "
+                f"(`{init.get('from_init')}` init{steps})")
+    return f"`{init.get('init')}` init"
+
+
 def write_model_card(out: Path, fmt: str, model, tok, meta: dict, run: Path) -> Path:
     tower = meta.get("image_tower", {})
     arch = str(tower.get("arch", ""))
@@ -238,7 +247,7 @@ def write_model_card(out: Path, fmt: str, model, tok, meta: dict, run: Path) -> 
     what = [f"- **Image tower**: {arch} — frozen, unchanged ("
             + (f"open_clip pretrained `{tower['pretrained']}`" if tower.get("pretrained") else f"`{Path(str(tower.get('weights'))).name}`")
             + f", tensor digest `{str(tower.get('tower_sha256', ''))[:12]}`): image embeddings made with it before stay valid.",
-            f"- **Text tower**: `{init.get('init')}` init, context {model.context_length} tokens.",
+            f"- **Text tower**: {_init_text(init)}, context {model.context_length} tokens.",
             (f"- **Tokenizer**: the encoder's own (`{init.get('hf_model') or tm.get('base', '?')}`, vocabulary "
              f"{tok.vocab_size:,})." if hf else
              f"- **Tokenizer**: CLIP's byte-level BPE + {tm.get('merges_added', '?')} merges for `{lang}` "

@@ -148,6 +148,62 @@ def load_model(run: str | Path, weights: str | Path | None = None, text_weights:
     return model.eval(), tokenizer, meta
 
 
+def student_from_run(folder: str | Path, arch: str, weights: str | Path, tokenizer, pretrained: str = "",
+                     ) -> tuple[LangCLIP, ImageTowerRef, dict]:
+    """`init: run:<folder>`: the text tower of a langclip run, trained further (on more or other captions, or
+    for longer with a new schedule): its last weights, its shape and its tokenizer (`tokenizer` must be the
+    same, by digest); the image tower is `weights`' and must be the one the run was trained with."""
+    run = Path(folder)
+    meta = read_run_meta(run)
+    try:
+        model, own_tok, _ = load_model(run, weights=weights)
+    except WeightsError as e:
+        raise WeightsError(f"model.init: run:{run} was trained with another image tower than {weights} "
+                           f"({e})") from None
+    if own_tok.digest() != tokenizer.digest():
+        raise ValueError(f"model.tokenizer: not the tokenizer of run:{run} (another vocabulary or merges); "
+                         f"leave model.tokenizer empty, the run's own is used")
+    if model.is_hf:
+        model.model_cfg["text_cfg"]["hf_model_pretrained"] = False
+    parent = meta.get("init") if isinstance(meta.get("init"), dict) else {"init": meta.get("init")}
+    info = {"init": f"run:{run.resolve()}", "from_run": str(run.resolve()), "from_init": parent.get("init"),
+            "from_steps": meta.get("steps"), **({"hf_model": parent["hf_model"]} if parent.get("hf_model") else {})}
+    model.train()
+    return model, ImageTowerRef.of(arch, weights, model.tower_sha256, pretrained), info
+
+
+def tokenizer_for(m):
+    """The tokenizer a text tower to train reads (`m`: config.ModelSection): an hf: encoder's own, a run:
+    init's run's (model.tokenizer, if given, must be the same), else model.tokenizer's."""
+    from .tokenizer import HFTextTokenizer
+    from .yamlconfig import ConfigError
+
+    if m.init.startswith("hf:"):
+        return HFTextTokenizer.load(m.tokenizer or m.init[3:], m.context_length)
+    if m.init.startswith("run:"):
+        tok = load_tokenizer(m.init[4:], m.context_length)
+        if m.tokenizer and load_tokenizer(m.tokenizer).digest() != tok.digest():
+            raise ConfigError(f"model.tokenizer: {m.tokenizer} is not the tokenizer of {m.init} (another vocabulary "
+                              f"or merges); leave model.tokenizer empty, the run's own is used", "model.tokenizer")
+        return tok
+    return Tokenizer.load(m.tokenizer)
+
+
+def parent_split_note(meta: dict) -> str | None:
+    """A run: init on its run's cache with another held-out split (`meta`: the new run's model.json extras):
+    a warning that validation scores pictures the run it starts from trained on; else None."""
+    parent = meta["init"].get("from_run")
+    if not parent:
+        return None
+    p = read_run_meta(parent)
+    theirs = (p.get("split") or {}).get("val_images_sha256")
+    if p.get("cache") != meta["cache"] or not theirs or theirs == meta["split"]["val_images_sha256"]:
+        return None
+    return (f"held-out split: not the one {parent} held out (val_fraction {p['split'].get('val_fraction')}, seed "
+            f"{p['split'].get('seed')} there): some held-out pictures were trained on there, so held-out recall "
+            f"overstates; use the same val_fraction and seed")
+
+
 def load_run_image_tower(model: LangCLIP, run: Path, ref: dict, weights: str | Path | None = None,
                          check_sha: bool = True) -> None:
     """Fill `model`'s image tower from the CLIP file of the run's record `ref` (see resolve_image_weights)."""

@@ -39,8 +39,11 @@ def check_resumable(saved: dict, now: dict, ck: Path) -> None:
     """Refuse a checkpoint whose `resume_keys` differ from this run's (`now`), naming each field."""
     diff = [f"{k}: checkpoint {saved[k]!r}, now {now[k]!r}" for k in now if k in saved and saved[k] != now[k]]
     if diff:
+        longer = any(k in ("epochs", "max_steps") and saved[k] != now[k] for k in now if k in saved)
         raise ConfigError(f"resume: {ck} was written by a different run ({'; '.join(diff)}); resuming would not "
-                          f"continue it. Use the same settings, or a new `out` folder to start afresh")
+                          f"continue it. Use the same settings, or a new `out` folder to start afresh"
+                          + (f" (to train on from its weights with a schedule of its own: model.init=run:"
+                             f"{ck.parent.parent} and a new out)" if longer else ""))
 
 
 def apply_optim_settings(opt, sched, o: OptimSection) -> list[str]:

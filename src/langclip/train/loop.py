@@ -26,11 +26,11 @@ import torch
 from ..build import build_student
 from ..cache import check_cache_matches, load_cache, read_captions, read_manifest
 from ..config import ConfigError, TrainConfig
-from ..coverage import count_tokens, save_counts, summary as coverage_summary, summary_text
+from ..coverage import count_tokens, load_counts, save_counts, summary as coverage_summary, summary_text
 from ..dist import init_from_env
 from ..files import atomic_write_text, check_out_dir, pick_device, progress_bar
-from ..runfolder import save_model_files, split_by_image, split_record
-from ..tokenizer import HFTextTokenizer, Tokenizer
+from ..runfolder import (parent_split_note, save_model_files, split_by_image, split_record, student_from_run,
+                         tokenizer_for)
 from ..pretrained import clip_weights
 from .batches import CaptionGroups, TokenTable, epoch_order, to_device
 from .checkpoint import (apply_optim_settings, check_resumable, checkpoint_path, diverged, divergence_error,
@@ -135,8 +135,7 @@ def setup(cfg: TrainConfig, progress: bool = True) -> tuple[Run, Path | None, di
     out = check_out_dir(cfg.out, "run", ("model.json", "checkpoints", "config.yaml"))
     manifest = read_manifest(cfg.cache)
     m = cfg.model
-    tok = (HFTextTokenizer.load(m.tokenizer or m.init[3:], m.context_length) if m.init.startswith("hf:")
-           else Tokenizer.load(m.tokenizer))   # an hf: encoder brings its own tokenizer
+    tok = tokenizer_for(m)
     if m.lang and tok.kind == "hf":
         tok.meta["language"] = m.lang   # recorded in model.json (the encoder's tokenizer has no place for it)
     keys = resume_keys(cfg, manifest, tok)
@@ -149,11 +148,14 @@ def setup(cfg: TrainConfig, progress: bool = True) -> tuple[Run, Path | None, di
     if spe < 1:
         raise ConfigError(f"batch_size {cfg.batch_size} is larger than the {len(groups)} training images in {cfg.cache}")
     total = spe * cfg.epochs if not cfg.max_steps else min(cfg.max_steps, spe * cfg.epochs)
-    model, ref, info = build_student(m.clip, weights, tok, m.init, m.context_length, m.text_overrides or None,
-                                     seed=cfg.seed, pretrained=m.pretrained)
+    model, ref, info = (student_from_run(m.init[4:], m.clip, weights, tok, m.pretrained) if m.init.startswith("run:")
+                        else build_student(m.clip, weights, tok, m.init, m.context_length, m.text_overrides or None,
+                                           seed=cfg.seed, pretrained=m.pretrained))
     check_cache_matches(manifest, ref.__dict__, where=f"cache {cfg.cache}")   # before anything is written
     meta = {"init": info, "cache": str(Path(cfg.cache).resolve()),
             "split": split_record(data, val_idx, cfg.val_fraction, cfg.seed)}   # travels with the run
+    if rank == 0 and (warning := parent_split_note(meta)):
+        log.warning("%s", warning)
     run = Run(cfg, rank, world, device, bf16, out, tok, data, model.to(device), ref, meta, val_idx, groups, spe,
               total, keys)
     if rank == 0:
@@ -179,6 +181,9 @@ def _tokenize(run: Run, progress: bool) -> None:
     run.tokens, run.tokens_en = tabs["caption"], tabs.get("caption_en")
     if run.rank == 0:   # the tokens training sees, kept in the run (coverage.py: predict/search name words it never did)
         counts = count_tokens(list(tabs.values()), run.val_idx, tok.vocab_size)
+        parent = load_counts(run.meta["init"].get("from_run"))   # run: init: what its run trained counts too
+        if parent is not None and len(parent) == len(counts):
+            counts = counts + parent
         save_counts(run.out, counts, tok.digest(), names)
         run.coverage = coverage_summary(counts, getattr(tok, "num_added_merges", None))
     if data.has_en is not None:
