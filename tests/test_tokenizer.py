@@ -369,6 +369,31 @@ def mixed_texts(n=4000, seed=1):
     return out
 
 
+def test_a_large_corpus_is_cut_in_forked_processes_to_the_same_counts_and_tokenizer(tmp_path, monkeypatch):
+    """From PARALLEL_FROM distinct texts on, `tokenizer train --corpus` cleans and cuts them in `workers` forked
+    processes (benchmarks/tokenizer_corpus.py): the same pre-token counts as one process, on texts that take
+    every cleaning branch, and the same tokenizer file."""
+    import langclip.tokenizer.train as tt
+
+    texts = mixed_texts(3000, seed=7) * 2   # repeated texts count once each time they occur
+    one = tt.corpus_pretokens(texts, workers=1)
+    monkeypatch.setattr(tt, "PARALLEL_FROM", 500)
+    calls, fork = [], tt._count_forked
+    monkeypatch.setattr(tt, "_count_forked", lambda *a: calls.append(a[2]) or fork(*a))
+    forked = tt.corpus_pretokens(texts, workers=3)
+    assert forked == one and sum(one.values()) > 10_000 and calls == [3]
+    assert tt._FORKED is None
+    (tmp_path / "c.txt").write_text("\n".join(texts), encoding="utf-8")
+    files = []
+    for w in (1, 2):
+        train_tokenizer(TokenizerTrainConfig(lang="ru", corpus=[str(tmp_path / "c.txt")], merges=300, workers=w,
+                                             out=str(tmp_path / f"tok{w}")), progress=False)
+        files.append((tmp_path / f"tok{w}" / "tokenizer.json").read_bytes())
+    assert files[0] == files[1]
+    with pytest.raises(ValueError, match="workers must be >= 0"):
+        TokenizerTrainConfig(lang="ru", corpus=[str(tmp_path / "c.txt")], workers=-2).validate()
+
+
 def test_fast_cleaning_path_equals_ftfy_path(monkeypatch):
     """The encoder skips ftfy where it provably changes nothing: on texts built to hit every case,
     CLIP's vocabulary gives exactly SimpleTokenizer's ids (which always runs ftfy)."""

@@ -45,9 +45,12 @@ class TokenizerTrainConfig:
                                            # (its words in ASCII keep CLIP's pieces); N lets ASCII letters
                                            # merge too, except in wordfreq's N most frequent English words,
                                            # which keep CLIP's ids (rarer English words may not)
+    workers: int = -1                      # processes that cut a large corpus into words (-1: the cores)
     out: str = "tokenizer"
 
     def validate(self) -> None:
+        if self.workers < -1:
+            raise ValueError(f"workers must be >= 0 (or -1: the cores), got {self.workers}")
         if self.merges < 1:
             raise ValueError(f"--merges must be at least 1 (got {self.merges}): with 0 the tokenizer is "
                              "CLIP's own, use Tokenizer.clip() for that")
