@@ -120,6 +120,45 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path, train_cfg, capsys)
     assert records(tmp_path / "k") == records(tmp_path / "ref")
 
 
+def test_a_signal_stops_training_after_a_step_with_a_checkpoint_there(tmp_path, train_cfg):
+    """SIGTERM (a cluster preempting the job) or Ctrl-C mid-epoch: the run stops after the step it was in, with a
+    checkpoint at that step and the shell's status for the signal; --resume latest from it ends with the
+    uninterrupted run's weights, bit for bit (train/stop.py)."""
+    from safetensors.torch import load_file
+
+    train_cfg.epochs, train_cfg.val_fraction = 3, 0.25   # 4 steps an epoch
+    cfg_path = _write_cfg(train_cfg, tmp_path / "k.yaml")
+    assert main(["train", "--config", str(cfg_path), f"out={tmp_path / 'ref'}"]) == 0
+    for sig, code in (("TERM", 143), ("INT", 130)):
+        r = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "fault_train.py"), f"5:{sig}",
+                            "train", "--config", str(cfg_path), f"out={tmp_path / sig}"],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == code, r.stderr[-2000:]
+        assert f"training stopped by SIG{sig} after step 6: checkpoint saved in {tmp_path / sig / 'checkpoints'}; " \
+               f"continue it with --resume latest" in r.stderr
+        assert json.loads((tmp_path / sig / "checkpoints" / "latest.json").read_text())["step"] == 6
+    assert main(["train", "--config", str(cfg_path), f"out={tmp_path / 'TERM'}", "--resume", "latest"]) == 0
+    a = load_file(str(tmp_path / "ref" / "text_tower.safetensors"))
+    b = load_file(str(tmp_path / "TERM" / "text_tower.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_a_signal_stops_every_torchrun_rank_after_the_same_step(tmp_path, train_cfg):
+    """Under torchrun the ranks agree at a log step (every 5 here): each rank signalled after step 5 stops after
+    step 10, rank 0's checkpoint is there, and one process resumes it to the end."""
+    from conftest import torchrun
+
+    train_cfg.epochs, train_cfg.val_fraction = 3, 0.25   # 12 steps
+    cfg_path = _write_cfg(train_cfg, tmp_path / "k.yaml")
+    r = torchrun(29571, [os.path.join(os.path.dirname(__file__), "fault_train.py"), "5:TERM", "train", "--config",
+                         str(cfg_path), f"out={tmp_path / 'k'}"], timeout=300)
+    assert r.returncode != 0 and r.stderr.count("training stopped by SIGTERM after step 10") == 2, r.stderr[-3000:]
+    assert json.loads((tmp_path / "k" / "checkpoints" / "latest.json").read_text())["step"] == 10
+    assert main(["train", "--config", str(cfg_path), f"out={tmp_path / 'k'}", "--resume", "latest"]) == 0
+    assert json.loads((tmp_path / "k" / "model.json").read_text())["steps"] == 12
+
+
 def test_resume_refuses_a_checkpoint_that_does_not_fit(tmp_path, train_cfg):
     """Text weights load strictly: a checkpoint missing a weight (or holding another) is an error."""
     from langclip.config import ConfigError

@@ -380,9 +380,9 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():   # a warning is one line, as the log's are (not Python's two)
             warnings.showwarning = _one_line_warning
             return run(args)
-    except KeyboardInterrupt:
-        print("langclip: interrupted; finished work is kept (rerun to resume)", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:   # train's Stopped (train/stop.py) says where it stopped and saved
+        print(f"langclip: {str(e) or 'interrupted; finished work is kept (rerun to resume)'}", file=sys.stderr)
+        return getattr(e, "code", 130)
     except Exception as e:  # noqa: BLE001 - the one place every error becomes a message
         if args.verbose:
             raise

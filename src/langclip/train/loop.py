@@ -39,6 +39,7 @@ from .losses import compile_tower, compute_loss, global_values, make_tower
 from .precision import optimizer_step
 from .tokens import caption_tables
 from .report import MetricsLog, finish, validate_epoch
+from .stop import StopRequest, Stopped, exit_code
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ class Run:
     bar: object = None
     clock: tuple = (0.0, 0)      # (time, step) of the last log line, for pairs/s
     coverage: dict | None = None  # which tokens the training captions use (coverage.summary; rank 0)
+    stop: StopRequest | None = None  # Ctrl-C / SIGTERM: stop after a step, with a checkpoint (stop.py)
 
     @property
     def done(self) -> bool:
@@ -294,8 +296,9 @@ def _train(cfg: TrainConfig, progress: bool) -> Path:
         run.bar = progress_bar(total=run.total, initial=run.step, unit="step", desc="train",
                                disable=not progress or run.rank != 0)
         run.clock = (time.perf_counter(), run.step)
-        while not run.done and run.epoch < cfg.epochs:
-            run_epoch(run)
+        with StopRequest() as run.stop:
+            while not run.done and run.epoch < cfg.epochs:
+                run_epoch(run)
         run.bar.close()
         finish(run, time.perf_counter() - t0, step0)
     finally:
@@ -368,6 +371,15 @@ def after_step(run: Run, loss: torch.Tensor, parts: dict) -> None:
         run.bar.set_postfix(loss=f"{vals[0]:.3f}", pairs_s=f"{rate:,.0f}", refresh=False)
     if ck_now:
         checkpoint(run, run.epoch)
+    if run.stop is not None and (sig := run.stop.agreed(run.world, run.device, log_now)):
+        if diverged(run.bad_steps, run.model, run.world, weights=True):
+            raise divergence_error(run.out, run.step, run.sched.get_last_lr()[0])
+        checkpoint(run, run.epoch)   # resumes mid-epoch, as a checkpoint_every one does
+        if run.world > 1:
+            torch.distributed.barrier()   # rank 0 has written it before any rank ends
+        run.bar.close()
+        raise Stopped(f"training stopped by {StopRequest.name(sig)} after step {run.step}: checkpoint saved in "
+                      f"{run.out / 'checkpoints'}; continue it with --resume latest", exit_code(sig))
 
 
 def checkpoint(run: Run, epoch_done: int) -> None:
