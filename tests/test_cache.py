@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -148,6 +149,19 @@ def test_resume_after_interruption_gives_same_cache(tmp_path, pair_data, tiny_ar
         os.remove(part / "emb" / f"shard_{k:05d}.safetensors")
     (part / "emb" / "shard_00002.safetensors.tmp").write_bytes(b"partial")
     before = (part / "emb" / "shard_00000.safetensors").stat().st_mtime_ns
+    # what reads a cache names this one unfinished and how to finish it (train, info, index, eval-retrieval)
+    from langclip.config import ModelSection, TrainConfig
+    from langclip.info import describe_all
+
+    want = f"{part} is an unfinished cache build (2 of 4 embedding shards written; no manifest.json yet): rerun " \
+           f"the same `langclip cache build` with --out {part} to finish it (it resumes)"
+    with pytest.raises(ValueError, match=re.escape(want)):
+        TrainConfig(cache=str(part), model=ModelSection(weights=tiny_clip[1], tokenizer=str(pair_data))).validate()
+    with pytest.raises(ValueError, match=re.escape(want)):
+        read_pairs([str(part)])
+    with pytest.raises(FileNotFoundError, match=re.escape(want)):
+        load_cache(part)
+    assert describe_all([str(part)])[0]["error"] == want.removeprefix(f"{part} is ")
     resumed = load_cache(build_cache(CacheConfig(out=str(part), **cfg), progress=False))
     assert (part / "emb" / "shard_00000.safetensors").stat().st_mtime_ns == before  # not recomputed
     assert full.manifest["num_images"] == 16 == full.manifest["timing"]["images_embedded"]   # each build's own

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from .files import pin_arch
+from .files import pin_arch, unfinished_cache
 from .yamlconfig import ConfigError, from_dict, load_config  # noqa: F401  (the loader, re-exported)
 
 DECODE_MODES = ("pil", "torchvision", "nvjpeg")   # cache build / index build: who decodes the pictures
@@ -160,6 +160,8 @@ class IndexConfig:
         if not self.data:
             raise ValueError("no --data given")
         self.clip = pin_arch(self.clip)
+        if len(self.data) == 1 and (why := unfinished_cache(self.data[0])):
+            raise ValueError(f"{self.data[0]} is {why}")
         cache = len(self.data) == 1 and (Path(self.data[0]) / "manifest.json").is_file()
         if not cache and not self.model and not self.weights and not self.pretrained:
             raise ValueError("the image tower is required: --model RUN, --weights FILE or --pretrained TAG "
@@ -234,6 +236,8 @@ class TrainConfig:
     tensorboard: bool = True
 
     def validate(self) -> None:
+        if self.cache and (why := unfinished_cache(self.cache)):
+            raise ConfigError(f"cache: {self.cache} is {why}", "cache")
         self._clip_from_cache()
         m = self.model
         m.clip = pin_arch(m.clip)   # recorded in the run: a JSON file or folder is found from any folder later

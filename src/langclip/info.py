@@ -48,7 +48,10 @@ def kind(path: str | Path) -> str:
     try:
         weights_file(p)
     except (OSError, ValueError):
-        raise ValueError(f"{p}: not a langclip tokenizer, cache, run, export or index, nor CLIP weights") from None
+        from .files import unfinished_cache
+
+        why = unfinished_cache(p) or "not a langclip tokenizer, cache, run, export or index, nor CLIP weights"
+        raise ValueError(f"{p}: {why}") from None
     return "weights"
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .files import URL_PROBLEM, local_path, pick_column, table_rows, url_hint
+from .files import URL_PROBLEM, local_path, pick_column, table_rows, unfinished_cache, url_hint
 from .pixels import eight_bit
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif", ".avif")
@@ -218,6 +218,8 @@ def read_pairs(specs: list[str], image_column=None, caption_column=None, english
     for spec in specs:
         for s in expand(spec):
             p = Path(s).expanduser()
+            if p.is_dir() and (why := unfinished_cache(p)):   # a cache to finish, not a folder of pictures
+                raise ValueError(f"{p} is {why}")
             if p.is_dir():
                 read_folder(p, pairs)
             elif not p.exists():

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from ..config import CacheConfig
-from ..files import atomic_write_text, read_parquet
+from ..files import atomic_write_text, read_parquet, unfinished_cache
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = "langclip-cache/1"
@@ -191,8 +191,9 @@ class CacheData:
 def read_manifest(path: str | Path) -> dict:
     f = Path(path) / "manifest.json"
     if not f.is_file():
-        raise FileNotFoundError(f"{path} is not a complete langclip cache (no manifest.json); "
-                                f"build or resume it with `langclip cache build`")
+        why = unfinished_cache(path)
+        raise FileNotFoundError(f"{path} is {why}" if why else f"{path} is not a complete langclip cache (no "
+                                f"manifest.json); build or resume it with `langclip cache build`")
     return json.loads(f.read_text(encoding="utf-8"))
 
 
