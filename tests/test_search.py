@@ -292,7 +292,7 @@ def test_index_tune_measures_recall_and_stores_the_smallest_nprobe(tmp_path, wor
         assert msg in capsys.readouterr().err
 
 
-def test_search_command(tmp_path, photos, tiny_arch, tiny_clip, trained_run, capsys):
+def test_search_command(tmp_path, photos, tiny_arch, tiny_clip, trained_run, world_cache, capsys):
     out = tmp_path / "idx"
     assert main(["index", "build", "--data", str(photos), "--model", str(trained_run), "--out", str(out),
                  "--workers", "0"]) == 0
@@ -305,6 +305,13 @@ def test_search_command(tmp_path, photos, tiny_arch, tiny_clip, trained_run, cap
     assert capsys.readouterr().out.split()[2] == str(photos / "04.jpg")
     assert main(["search", "--index", str(out), "--model", str(trained_run)]) == 2          # neither text nor image
     assert "one of them" in capsys.readouterr().err
+    # an index build that was interrupted (its cache in work/, no manifest yet) is named, with how to finish it
+    import shutil
+
+    shutil.copytree(Path(world_cache) / "emb", tmp_path / "cut" / "work" / "emb")
+    assert main(["search", "--index", str(tmp_path / "cut"), "--model", str(trained_run), "кот"]) == 2
+    assert f"{tmp_path / 'cut'} is an unfinished index build (" in (err := capsys.readouterr().err), err
+    assert f"rerun the same `langclip index build` with --out {tmp_path / 'cut'} to finish it (it resumes)" in err
     # a query picture that is missing or unreadable is named before any model loads
     (photos.parent / "bad.jpg").write_bytes(b"not a picture")
     for pic, msg in ((photos / "nope.jpg", "--image: not found: "), (photos.parent / "bad.jpg", "not a readable picture")):

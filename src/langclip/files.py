@@ -293,12 +293,15 @@ URL_PROBLEM = "a URL: langclip reads local pictures (download them first, e.g. w
 
 
 def unfinished_cache(path: str | Path) -> str | None:
-    """What an interrupted `cache build` left in `path` (its emb/build.json, no manifest yet), in words for an
-    error; None for anything else."""
+    """What an interrupted `cache build` left in `path` (its emb/build.json, no manifest yet), or an interrupted
+    `index build` (the cache in its work/), in words for an error; None for anything else."""
     import json
     import math
 
     p = Path(path)
+    if not (p / "manifest.json").is_file() and (p / "work" / "emb" / "build.json").is_file():   # an index's
+        why = unfinished_cache(p / "work")
+        return why and why.replace("cache build", "index build").replace(f"--out {p / 'work'}", f"--out {p}")
     f = p / "emb" / "build.json"
     if (p / "manifest.json").is_file() or not f.is_file():
         return None

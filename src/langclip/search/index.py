@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import IndexConfig
-from ..files import atomic_write_text, check_out_dir, read_parquet
+from ..files import atomic_write_text, check_out_dir, read_parquet, unfinished_cache
 
 log = logging.getLogger(__name__)
 INDEX_FORMAT = "langclip-index/1"
@@ -305,8 +305,9 @@ class Index:
         self.path = Path(path)
         f = self.path / "manifest.json"
         if not f.is_file():
-            raise FileNotFoundError(f"{self.path}: not a langclip index (no manifest.json); build one with "
-                                    f"`langclip index build`")
+            why = unfinished_cache(self.path)
+            raise FileNotFoundError(f"{self.path} is {why}" if why else f"{self.path}: not a langclip index (no "
+                                    f"manifest.json); build one with `langclip index build`")
         self.manifest = json.loads(f.read_text(encoding="utf-8"))
         if self.manifest.get("format") != INDEX_FORMAT:
             raise ValueError(f"{f}: format {self.manifest.get('format')!r}, expected {INDEX_FORMAT}")
