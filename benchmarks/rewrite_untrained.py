@@ -1,11 +1,13 @@
 """Searching a word whose tokens no training caption held as a form of it the captions held (coverage.rewrite,
-`langclip search`'s default in Russian and Ukrainian) vs the query as typed (`--as-typed`), on a demo's
+`langclip search`'s default: a pymorphy3 form in Russian and Ukrainian, the dictionary form in Spanish and
+about 50 other languages) vs the query as typed (`--as-typed`), on a demo's
 clip student: every phrase of a held-out colour-shape combination the demo world says (counts 1-5, with and
 without the number, and the bare plural) that has such a word; precision@5 is the share of the top 5 test
 pictures that show the phrase's colour and shape (world/test.csv). One JSON line a phrase, then the means.
 
     DEMO_OUT=/tmp/demo-ru bash benchmarks/demo_lang.sh ru
     python benchmarks/rewrite_untrained.py /tmp/demo-ru > benchmarks/results/cpu_rewrite_untrained_ru.jsonl
+    (es: DEMO_OUT=/tmp/demo-es bash benchmarks/demo_lang.sh es, then cpu_rewrite_untrained_es.jsonl)
 """
 import csv
 import json

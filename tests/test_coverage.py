@@ -115,8 +115,9 @@ def test_the_commands_name_words_the_run_never_trained_on(trained_run, tmp_path,
 def test_a_word_never_trained_on_is_searched_as_a_form_the_captions_held(trained_run, tmp_path, capsys, tiny_arch,
                                                                          tiny_clip):
     """Russian: a query word whose tokens no training caption held is searched as a form of the same word
-    (pymorphy3's lexeme) whose tokens all occurred, sharing its number or case; `--as-typed` and the API's
-    `as_typed` keep the query; a language without a morphology here (Spanish) is never rewritten."""
+    (pymorphy3's lexeme) whose tokens all occurred, sharing its number or case; Spanish (simplemma): as its
+    dictionary form where that was trained; a language with neither (Japanese) is never rewritten; `--as-typed`
+    and the API's `as_typed` keep the query."""
     import shutil
 
     import pymorphy3
@@ -138,7 +139,18 @@ def test_a_word_never_trained_on_is_searched_as_a_form_the_captions_held(trained
     form = subs["красные"]
     assert form in lexeme and not set(tok.encode(form)) & zero and text == f"две {form} звезды"
     assert {"plur", "nomn"} & {lexeme[form].number, lexeme[form].case}
+    assert rewrite(run, tok, "dos estrellas rojas", "es") == ("dos estrellas rojas", {})   # every token trained
+    rojas = set(tok.encode("rojas")) - set(tok.encode("rojo"))
+    assert rojas
+    es = counts.copy()
+    es[sorted(rojas)] = 0
+    save_counts(run, es, tok.digest(), ["caption"])
+    assert rewrite(run, tok, "dos estrellas rojas", "es") == ("dos estrellas rojo", {"rojas": "rojo"})
+    assert rewrite(run, tok, "dos estrellas rojas", "ja") == ("dos estrellas rojas", {})   # no lemmas for ja
+    es[sorted(set(tok.encode("rojo")))] = 0   # the dictionary form untrained too: nothing to search instead
+    save_counts(run, es, tok.digest(), ["caption"])
     assert rewrite(run, tok, "dos estrellas rojas", "es") == ("dos estrellas rojas", {})
+    save_counts(run, counts, tok.digest(), ["caption"])
     assert rewrite(run, tok, "две красные звезды", None) == ("две красные звезды", {})
     img = tmp_path / "pics" / "a.png"
     img.parent.mkdir()

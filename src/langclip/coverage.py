@@ -11,8 +11,9 @@ whose tokens were never counted, e.g. for a Spanish run whose captions never hel
 
     note: never in the training captions of runs/es: «rojas» (token 'jas')
 
-In Russian and Ukrainian the note names a form of the word whose tokens were trained (pymorphy3), and
-`search`/`serve` search with it (`rewrite`; `--as-typed`: not). The open_clip and transformers exports
+The note names a form of the word whose tokens were trained — in Russian and Ukrainian the closest trained
+form (pymorphy3), in about 50 other languages its dictionary form (simplemma) — and `search`/`serve` search
+with it (`rewrite`; `--as-typed`: not). The open_clip and transformers exports
 carry the file; a folder without it (an ONNX or Immich export, a run from before it, CLIP's own weights)
 gives no note.
 """
@@ -112,15 +113,21 @@ def warn(folder, tokenizer, texts: list[str], lang: str | None = None) -> None:
 
 
 def trained_form(folder: str | Path | None, tokenizer, word: str, lang: str | None) -> str | None:
-    """A form of `word` whose tokens all occurred in the run's training captions: of the lexemes of its
-    readings (pymorphy3: Russian, Ukrainian), the form sharing most of its number, case and gender, then the
-    one whose rarest token was counted most. None without counts, a morphology, or such a form."""
-    from .morph import MORPH_LANGS, analyzer
+    """A form of `word` whose tokens all occurred in the run's training captions: in Russian and Ukrainian, of
+    the lexemes of its readings (pymorphy3), the form sharing most of its number, case and gender, then the one
+    whose rarest token was counted most; in the other languages simplemma lemmatises (about 50), its
+    dictionary form, where that was trained ("rojas" -> "rojo": the colour, not the agreement). None without
+    counts, a morphology, or such a form."""
+    from .morph import MORPH_LANGS, analyzer, lemma
 
     counts = load_counts(folder)
     core = word.strip(PUNCTUATION)
-    if counts is None or lang not in MORPH_LANGS or not core:
+    if counts is None or not core:
         return None
+    if lang not in MORPH_LANGS:
+        base = lemma(core, lang)
+        ids = tokenizer.encode(base) if base else []
+        return word.replace(core, base) if ids and all(i < len(counts) and counts[i] > 0 for i in ids) else None
     best, best_key = None, None
     for reading in analyzer(lang).parse(core.lower())[:3]:
         want = {reading.tag.number, reading.tag.case, reading.tag.gender} - {None}

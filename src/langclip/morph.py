@@ -32,6 +32,21 @@ def analyzer(lang: str):
     return _morph(lang)
 
 
+def lemma(word: str, lang: str | None) -> str | None:
+    """The dictionary form of `word` from simplemma's lists (about 50 languages, shipped with the package:
+    Spanish "rojas" -> "rojo", German "roten" -> "rot", Greek "κόκκινες" -> "κόκκινος"); None where it is
+    the word itself, unknown, or the language is not among them."""
+    if not lang or not word:
+        return None
+    from simplemma import lemmatize
+    from simplemma.strategies.dictionaries.dictionary_factory import SUPPORTED_LANGUAGES
+
+    if lang not in SUPPORTED_LANGUAGES:
+        return None
+    out = lemmatize(word, lang=lang)
+    return out if out.lower() != word.lower() else None
+
+
 def _nominative_parse(word: str, lang: str = "ru", modifier: bool = False, gender: str | None = None):
     """The most likely nominative reading of `word` (nouns first, then adjectives/participles), or None.
     modifier: the word stands before the phrase's last agreeing word, where an adjective or participle

@@ -295,10 +295,10 @@ def _index_test_pictures(out: Path, arch: str, weights: Path, first: dict, test_
 def _held_out_search(out: Path, lang: str, first: dict) -> dict:
     """Stage 3: the test pictures searched for two objects of a colour-shape combination the students never
     read (two red stars first), as `langclip search` does. A word whose tokens no training caption of the clip
-    student held (coverage.py) is searched as a form of it the captions held, where the language has a
-    morphology (Russian «красные» as «красных»); where none stands in (Spanish «rojas»: the star is the
-    world's only feminine shape) the phrase tests an untrained embedding, not combining: it is shown too and
-    the next combination searched, until one is answered from trained tokens alone.
+    student held (coverage.py) is searched as a form of it the captions held (Russian «красные» as «красных»;
+    Spanish «rojas», never said since the star is the world's only feminine shape, as its dictionary form
+    «rojo»); where none stands in, the phrase tests an untrained embedding, not combining: it is shown too
+    and the next combination searched, until one is answered from trained tokens alone.
     -> {"query", "searched", "rewritten", "top5", "skipped": {phrase: {"unseen", "rewritten", "top5"}}}"""
     from ..coverage import rewrite, unseen_words
     from ..search.cli import search

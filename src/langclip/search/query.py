@@ -69,7 +69,8 @@ class QueryModel:
 
     def prepare(self, text: str, as_typed: bool = False) -> dict:
         """What a text query searches with: each word whose tokens no training caption held replaced by a form
-        of the same word they held (coverage.rewrite: Russian, Ukrainian), unless `as_typed`.
+        of the same word they held (coverage.rewrite: a pymorphy3 form in Russian and Ukrainian, the
+        dictionary form elsewhere), unless `as_typed`.
         -> {"text": searched with, "unseen": {word: tokens}, "rewritten": {word: form}}"""
         from ..coverage import rewrite
 
