@@ -1,6 +1,6 @@
 """`langclip serve`: the index over HTTP (FastAPI, served by uvicorn) and one static page.
 
-    GET  /                     the page (no CDN, no build step; Russian and English strings)
+    GET  /                     the page (no CDN, no build step; its strings in six languages)
     GET  /api/health           status, the model and the index that answer
     GET  /api/search?q=&k=     text query
     POST /api/search/image     an uploaded picture (multipart field "file")
