@@ -498,13 +498,17 @@ def test_a_killed_writers_temporary_token_files_are_removed(tmp_path, ru_tokeniz
 TORCHRUN_JOBS = {"contrastive": {"contrastive": 1.0}, "distill-replay": {"contrastive": 0.0, "distill": 1.0, "english": 0.5},
                  "bf16-weights": {"contrastive": 1.0, "distill": 0.5, "precision": "bf16-weights"},
                  "compiled": {"contrastive": 1.0, "distill": 0.5, "compile": True},
-                 "hf-encoder": {"contrastive": 1.0, "distill": 1.0, "hf": True}}
+                 "hf-encoder": {"contrastive": 1.0, "distill": 1.0, "hf": True},
+                 "run-init": {"contrastive": 1.0, "distill": 0.5, "run": True}}
 
 
-def _torchrun_job(cfg: TrainConfig, loss: dict, d, tiny_bert) -> tuple[TrainConfig, object]:
-    """One of TORCHRUN_JOBS as a config file in d (2 epochs, a loss logged every step)."""
+def _torchrun_job(cfg: TrainConfig, loss: dict, d, tiny_bert, parent=None) -> tuple[TrainConfig, object]:
+    """One of TORCHRUN_JOBS as a config file in d (2 epochs, a loss logged every step; `parent`: the run a
+    run: init starts from)."""
     cfg.epochs, cfg.val_fraction, cfg.log_every = 2, 0.25, 1
     loss = dict(loss)
+    if loss.pop("run", False):   # trained further from a run (its tokenizer, its context of 24)
+        cfg.model.init, cfg.model.tokenizer, cfg.model.context_length = f"run:{parent}", "", 24
     cfg.precision = loss.pop("precision", "fp32")
     cfg.compile = loss.pop("compile", False)   # the real recipe compiles: DDP + torch.compile
     if loss.pop("hf", False):   # the encoder without dropout, so that one process and two draw nothing differently
@@ -561,7 +565,7 @@ def _torchrun(jobs: list[list[str]], port: int, d):
 
 
 @pytest.fixture(scope="session")
-def torchrun_runs(tmp_path_factory, world_cache, tiny_arch, tiny_clip, ru_tokenizer, tiny_bert):
+def torchrun_runs(tmp_path_factory, world_cache, tiny_arch, tiny_clip, ru_tokenizer, tiny_bert, trained_run):
     """The uncompiled TORCHRUN_JOBS, each trained to <its folder>/two in one shared torchrun launch."""
     from conftest import make_train_cfg
 
@@ -569,7 +573,8 @@ def torchrun_runs(tmp_path_factory, world_cache, tiny_arch, tiny_clip, ru_tokeni
     for name, loss in TORCHRUN_JOBS.items():
         if not loss.get("compile"):
             d = tmp_path_factory.mktemp(f"torchrun-{name}")
-            jobs[name] = _torchrun_job(make_train_cfg(d, world_cache, tiny_arch, tiny_clip, ru_tokenizer), loss, d, tiny_bert)
+            jobs[name] = _torchrun_job(make_train_cfg(d, world_cache, tiny_arch, tiny_clip, ru_tokenizer), loss, d, tiny_bert,
+                                       trained_run)
     r = _torchrun([["train", "--config", str(c), f"out={c.parent / 'two'}"] for _, c in jobs.values()], 29564,
                   tmp_path_factory.mktemp("torchrun-jobs"))
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
@@ -585,8 +590,8 @@ def test_torchrun_training_run_matches_one_process(tmp_path, train_cfg, name, re
     same losses and ends with the same weights as one process, and its run folder loads — with the
     contrastive loss, without it (distillation + English replay, which used to crash at step 2), with
     bf16 weights (gradients averaged in float32 by a DDP hook; compared at bf16's tolerance), compiled
-    (against one eager process), and with a pretrained encoder as the text tower (the shipped hf
-    config's losses). The uncompiled jobs share one torchrun launch (torchrun_runs, one worker: xdist
+    (against one eager process), with a pretrained encoder as the text tower (the shipped hf
+    config's losses), and trained further from a run (`run:` init: each rank loads it). The uncompiled jobs share one torchrun launch (torchrun_runs, one worker: xdist
     group "torchrun"); the compiled one runs after test_compiled_training_matches_eager, whose kernels
     it reads from inductor's cache (group "compile")."""
     from safetensors.torch import load_file
