@@ -13,6 +13,7 @@ Stages use only langclip's public functions; continue with `langclip eval|predic
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import random
@@ -221,15 +222,28 @@ def _train_students(cfg: DemoConfig, out: Path, arch: str, weights: Path, merges
     for init in ("clip", "scratch"):
         _stage(f"stage 1: {name} text tower, init={init}", t0)
         shutil.rmtree(out / "runs" / init, ignore_errors=True)  # the demo regenerates everything it made
-        runs[init] = train(TrainConfig(
-            cache=str(cache), out=str(out / "runs" / init),
-            model=ModelSection(clip=arch, weights=str(weights), tokenizer=str(out / "tokenizer"), init=init,
-                               context_length=24),
-            optim=OptimSection(lr=2e-3 if init == "clip" else 3e-3, warmup_steps=20, weight_decay=0.05),
-            loss=LossSection(contrastive=1.0, distill=1.0, english=1.0 if cfg.english_replay else 0.0,
-                             english_fraction=cfg.english_fraction), epochs=epochs,
-            batch_size=128, val_fraction=0.1, seed=cfg.seed, log_every=10, tensorboard=True, precision=cfg.precision))
+        with _restarts():
+            runs[init] = train(TrainConfig(
+                cache=str(cache), out=str(out / "runs" / init),
+                model=ModelSection(clip=arch, weights=str(weights), tokenizer=str(out / "tokenizer"), init=init,
+                                   context_length=24),
+                optim=OptimSection(lr=2e-3 if init == "clip" else 3e-3, warmup_steps=20, weight_decay=0.05),
+                loss=LossSection(contrastive=1.0, distill=1.0, english=1.0 if cfg.english_replay else 0.0,
+                                 english_fraction=cfg.english_fraction), epochs=epochs, batch_size=128,
+                val_fraction=0.1, seed=cfg.seed, log_every=10, tensorboard=True, precision=cfg.precision))
     return runs
+
+
+@contextlib.contextmanager
+def _restarts():
+    """A student stopped by Ctrl-C or SIGTERM (train/stop.py) ends the demo: it starts afresh when rerun, so
+    train's "continue it with --resume latest" is not the demo's to say."""
+    from ..train.stop import Stopped
+
+    try:
+        yield
+    except Stopped as e:
+        raise Stopped("demo stopped; `langclip demo` starts afresh when rerun", e.code) from None
 
 
 def _evaluate(out: Path, arch: str, weights: Path, test_rows: list[dict], runs: dict, lang: str = "ru") -> dict:
