@@ -712,10 +712,12 @@ def test_distillation_averages_over_captions_with_english(kind):
 
 
 @pytest.mark.parametrize("init", ["scratch", "hf"])
-def test_text_only_parallel_corpus_distillation(tmp_path, tiny_arch, tiny_clip, ru_tokenizer, capsys, init, request):
+def test_text_only_parallel_corpus_distillation(tmp_path, tiny_arch, tiny_clip, ru_tokenizer, capsys, init, request,
+                                                world_cache):
     """No images: a cache of (Russian, English) pairs holds the English CLIP text embeddings, and
     distillation alone teaches the student to land each Russian text on its English embedding — a
-    text tower of langclip's (scratch) or a pretrained encoder (hf: Multilingual-CLIP's own recipe)."""
+    text tower of langclip's (scratch) or a pretrained encoder (hf: Multilingual-CLIP's own recipe); then a
+    second stage on pictures starts from it (`run:` init: at lr 0 its weights are the first stage's)."""
     import csv
     import random
 
@@ -759,6 +761,15 @@ def test_text_only_parallel_corpus_distillation(tmp_path, tiny_arch, tiny_clip, 
 
     res = evaluate_retrieval_cli(str(tmp_path / "run"), [str(tmp_path / "cache")], device="cpu")
     assert res["texts"] == 80 and abs(res["t2i_r@1"] - vals[-1]["val/to_en_r@1"]) < 1e-6
+    # the second stage: contrastive on the image cache, from the distilled tower
+    from safetensors.torch import load_file
+
+    assert main(["train", f"cache={world_cache}", f"model.init=run:{tmp_path / 'run'}", "model.context_length=24",
+                 f"out={tmp_path / 'stage2'}", "batch_size=32", "max_steps=1", "optim.lr=0", "optim.weight_decay=0",
+                 "optim.warmup_steps=1", "tensorboard=false"]) == 0
+    a, b = (load_file(str(tmp_path / d / "text_tower.safetensors")) for d in ("run", "stage2"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert langclip.load(tmp_path / "stage2", device="cpu").encode_text(["два красных круга"]).shape == (1, 32)
 
 
 def test_english_replay_trains_and_validates_english(tmp_path, train_cfg):
