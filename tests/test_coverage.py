@@ -39,7 +39,7 @@ def test_a_runs_token_counts_are_its_training_captions_counted_by_hand(trained_r
     from safetensors import safe_open
 
     with safe_open(str(run / COUNTS_FILE), "np") as f:   # what was counted, and with which tokenizer
-        assert f.metadata() == {"tokenizer": tok.digest(), "tables": "caption", "split": "train"}
+        assert f.metadata() == {"tokenizer": tok.digest(), "tables": "caption", "split": "train", "pretrained": "clip"}
     # a held-out caption's word that no training caption holds is named (its tokens were not counted)
     held = read_captions(cfg["cache"], data.caption_rows[val_idx], "caption")
     seen = {w for c in read_captions(cfg["cache"], data.caption_rows[train_idx], "caption") for w in c.split()}
@@ -71,6 +71,19 @@ def test_unseen_words_with_the_real_32k_tokenizer(tmp_path, ru_tokenizer_32k):
     new = {i for i in by_hand if 49406 <= i < 49406 + tok.num_added_merges}
     assert s["tokens_seen"] == len(by_hand) and s["new_tokens_seen"] == len(new) > 5 and s["new_tokens"] == 32000
     assert unseen_words(tmp_path / "nowhere", tok, ["бурундук"]) == {}   # a folder without counts: no note
+    # what the tower knew before its captions: English words in CLIP's own pieces under `clip` init, every id of
+    # an `hf:` encoder, nothing under `scratch`; CLIP's pieces of another script's bytes are no language's, and
+    # those spelling the run's own language's words (a Spanish run's "rojas") were never trained for it
+    import copy
+
+    es = copy.copy(tok)
+    es.meta = dict(tok.meta, language="es")
+    words = ["giraffe", "жираф", "ꙮ", "кот", "rojas"]
+    for kind, want, want_es in (("", {"giraffe", "жираф", "ꙮ", "rojas"}, {"giraffe", "жираф", "ꙮ", "rojas"}),
+                                ("clip", {"жираф", "ꙮ"}, {"жираф", "ꙮ", "rojas"}), ("all", set(), set())):
+        save_counts(tmp_path, counts, tok.digest(), ["caption"], kind)
+        assert set(unseen_words(tmp_path, tok, words)) == want, kind
+        assert set(unseen_words(tmp_path, es, words)) == want_es, kind
 
 
 def test_the_commands_name_words_the_run_never_trained_on(trained_run, tmp_path, capsys, tiny_arch, tiny_clip):
@@ -83,9 +96,10 @@ def test_the_commands_name_words_the_run_never_trained_on(trained_run, tmp_path,
     img = tmp_path / "a.png"
     make_image(img, 1)
     odd = "ꙮꙮ"   # U+A66E, in no caption of the world
-    assert main(["predict", "--model", run, "--image", str(img), "--labels", f"красный круг,{odd} круг"]) == 0
+    assert main(["predict", "--model", run, "--image", str(img), "--labels", f"красный круг,{odd} круг,giraffe"]) == 0
     err = capsys.readouterr().err
     assert f"«{odd}»" in err and "«красный»" not in err and "«круг»" not in err and run in err
+    assert "giraffe" not in err   # no caption said it, but a `clip` init's English ids are CLIP's own
     assert main(["similarity", "--model", run, "--images", str(img), "--texts", odd, "--out",
                  str(tmp_path / "s.png")]) == 0
     assert f"«{odd}»" in capsys.readouterr().err

@@ -204,7 +204,7 @@ def test_a_run_trains_further_from_another_run(tmp_path, trained_run, world_cach
     import numpy as np
     from safetensors.torch import load_file
 
-    from langclip.coverage import load_counts
+    from langclip.coverage import load_counts, pretrained_of
     from langclip.tokenizer import Tokenizer
 
     same = dict(cache=str(world_cache), loss=LossSection(distill=0.5), batch_size=32, val_fraction=0.25,
@@ -220,6 +220,7 @@ def test_a_run_trains_further_from_another_run(tmp_path, trained_run, world_cach
     assert parent["steps"] > 0 and meta["model_cfg"] == parent["model_cfg"]
     # the same cache and split: this run's captions are the old run's, so every count doubles
     assert np.array_equal(load_counts(out), 2 * load_counts(trained_run)) and load_counts(trained_run).sum() > 0
+    assert pretrained_of(out) == pretrained_of(trained_run) == "clip"   # it knows CLIP's English as its run did
     # another held-out split of the same cache is said to overstate
     caplog.clear()
     train(dataclasses.replace(cfg, out=str(tmp_path / "r1"), seed=1), progress=False)

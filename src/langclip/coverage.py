@@ -45,13 +45,15 @@ def count_tokens(tables, val_idx, vocab_size: int) -> np.ndarray:
     return total
 
 
-def save_counts(folder: str | Path, counts: np.ndarray, tokenizer_digest: str, tables: list[str]) -> Path:
+def save_counts(folder: str | Path, counts: np.ndarray, tokenizer_digest: str, tables: list[str],
+                pretrained: str = "") -> Path:
+    """`pretrained`: which ids the text tower knew before its captions (`pretrained_kind`), kept beside them."""
     import torch
     from safetensors.torch import save_file
 
     from .files import atomic_write
 
-    meta = {"tokenizer": tokenizer_digest, "tables": ",".join(tables), "split": "train"}
+    meta = {"tokenizer": tokenizer_digest, "tables": ",".join(tables), "split": "train", "pretrained": pretrained}
     t = {"counts": torch.from_numpy(np.ascontiguousarray(counts, dtype=np.int64))}
     return atomic_write(Path(folder) / COUNTS_FILE, lambda tmp: save_file(t, str(tmp), metadata=meta))
 
@@ -61,26 +63,77 @@ def load_counts(folder: str | Path | None) -> np.ndarray | None:
     if not folder or not (Path(folder) / COUNTS_FILE).is_file():
         return None
     f = Path(folder) / COUNTS_FILE
-    return _read(str(f), f.stat().st_mtime_ns)
+    return _read(str(f), f.stat().st_mtime_ns)[0]
 
 
 @functools.lru_cache(maxsize=8)
-def _read(path: str, _mtime: int) -> np.ndarray:
-    from safetensors.numpy import load_file
+def _read(path: str, _mtime: int) -> tuple[np.ndarray, dict]:
+    from safetensors import safe_open
 
-    return load_file(path)["counts"]
+    with safe_open(path, "np") as f:
+        return f.get_tensor("counts"), f.metadata() or {}
+
+
+def pretrained_kind(init) -> str:
+    """What a text tower knew before its captions, from a run's `init` record: "clip" (`clip` init: CLIP's
+    English — a word that wordfreq rates English rather than the run's language, in CLIP's own pieces, is not
+    named; CLIP's pieces spelling another language's words, or bytes of another script, carry next to none of
+    it), "all" (an `hf:` encoder's ids are all pretrained: nothing is named), "" (`scratch`: none); a `run:`
+    init knows what its run knew."""
+    info = init if isinstance(init, dict) else {"init": init}
+    name = str(info.get("init") or "")
+    if name.startswith("run:"):
+        return pretrained_of(info.get("from_run") or name[4:])
+    return "clip" if name == "clip" else "all" if name.startswith("hf:") else ""
+
+
+def pretrained_of(folder: str | Path | None) -> str:
+    """`pretrained_kind` of the run or export in `folder`: as its counts file records it, else (counts from
+    before it was recorded) as its model.json's init says; "" when neither does."""
+    if not folder:
+        return ""
+    f = Path(folder) / COUNTS_FILE
+    if f.is_file():
+        meta = _read(str(f), f.stat().st_mtime_ns)[1]
+        if "pretrained" in meta:
+            return meta["pretrained"]
+    m = Path(folder) / "model.json"
+    if m.is_file():
+        import json
+
+        return pretrained_kind(json.loads(m.read_text(encoding="utf-8")).get("init"))
+    return ""
+
+
+@functools.lru_cache(maxsize=4096)
+def _english(word: str, lang: str | None) -> bool:
+    """`word` is English rather than `lang` by wordfreq's lists (more frequent in English, and English at all):
+    "giraffe", "red" but not Spanish "rojas" nor German "rote", which CLIP's pieces spell too."""
+    from wordfreq import zipf_frequency
+
+    w = word.strip(PUNCTUATION).lower()
+    en = zipf_frequency(w, "en")
+    try:
+        theirs = zipf_frequency(w, lang) if lang and lang != "en" else 0.0
+    except LookupError:   # a language wordfreq lacks
+        theirs = 0.0
+    return en > 0 and en >= theirs
 
 
 def unseen_words(folder: str | Path | None, tokenizer, texts: list[str]) -> dict[str, list[str]]:
-    """{word: its tokens never in the run's training captions} over the words of `texts` (split at white
-    space, each word tokenized alone); {} when the folder records no counts."""
+    """{word: its tokens never in the run's training captions} over the words of `texts` (split at white space,
+    each word tokenized alone), less what the tower knew before (`pretrained_kind`); {} without counts."""
     counts = load_counts(folder)
-    if counts is None:
+    kind = pretrained_of(folder) if counts is not None else ""
+    if counts is None or kind == "all":
         return {}
+    lang = (getattr(tokenizer, "meta", {}) or {}).get("language")
     out: dict[str, list[str]] = {}
     words = dict.fromkeys(w for t in texts for w in str(t).split())
     for w, ids in zip(words, tokenizer.encode_batch(list(words))):
         bad = [i for i in ids if i >= len(counts) or counts[i] == 0]
+        if bad and kind == "clip" and max(ids) < CLIP_IDS and _english(w, lang):
+            continue   # an English word in CLIP's own pieces: what a `clip` init's tower began knowing
         if bad:
             out[w] = [tokenizer.decode([i]) or str(i) for i in bad]
     return out

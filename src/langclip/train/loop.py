@@ -26,7 +26,7 @@ import torch
 from ..build import build_student
 from ..cache import check_cache_matches, load_cache, read_captions, read_manifest
 from ..config import ConfigError, TrainConfig
-from ..coverage import count_tokens, load_counts, save_counts, summary as coverage_summary, summary_text
+from ..coverage import count_tokens, load_counts, pretrained_kind, save_counts, summary as coverage_summary, summary_text
 from ..dist import init_from_env
 from ..files import atomic_write_text, check_out_dir, pick_device, progress_bar
 from ..runfolder import (parent_split_note, save_model_files, split_by_image, split_record, student_from_run,
@@ -186,7 +186,7 @@ def _tokenize(run: Run, progress: bool) -> None:
         parent = load_counts(run.meta["init"].get("from_run"))   # run: init: what its run trained counts too
         if parent is not None and len(parent) == len(counts):
             counts = counts + parent
-        save_counts(run.out, counts, tok.digest(), names)
+        save_counts(run.out, counts, tok.digest(), names, pretrained_kind(run.meta["init"]))
         run.coverage = coverage_summary(counts, getattr(tok, "num_added_merges", None))
     if data.has_en is not None:
         ev = run.val_idx[data.has_en[run.val_idx]]   # is English kept? the held-out images' English captions
