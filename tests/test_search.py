@@ -417,12 +417,25 @@ def test_api_answers(client):
     assert gone.status_code == 410 and "langclip index update" in gone.json()["detail"]
 
 
+def test_model_keys_name_each_text_tower():
+    """`serve --model A B`: the API's model= key is each model's language where they differ, else its folder's."""
+    from types import SimpleNamespace as M
+
+    from langclip.search.server import model_keys
+
+    ru, uk = M(lang="ru", folder=Path("runs/ru"), name="ru"), M(lang="uk", folder=Path("runs/uk"), name="uk")
+    assert list(model_keys([ru, uk])) == ["ru", "uk"]
+    a, b = M(lang="ru", folder=Path("runs/clip"), name="a"), M(lang="ru", folder=Path("x/clip"), name="b")
+    assert list(model_keys([a, b, M(lang="en", folder=None, name="ViT-B-32.pt")])) == ["clip", "clip-2", "ViT-B-32.pt"]
+
+
 @pytest.mark.parametrize("method,url,kw,status", [
     ("get", "/api/search?q=кот", {}, 401),                                     # no token
     ("get", "/api/search?q=%20", {"auth": True}, 422),                         # empty query
     ("get", "/api/search?q=" + "я" * 51, {"auth": True}, 413),                 # too long
     ("get", "/api/search?q=кот&k=0", {"auth": True}, 422),
     ("get", "/api/search?q=кот&k=31", {"auth": True}, 422),
+    ("get", "/api/search?q=кот&model=nope", {"auth": True}, 422),              # a model this server lacks
     ("get", "/api/similar/99999", {"auth": True}, 404),
     ("get", "/thumb/99999", {"auth": True}, 404),
     ("get", "/image/..%2F..%2Fetc%2Fpasswd", {"auth": True}, 404),            # never by path

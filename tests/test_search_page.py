@@ -26,7 +26,9 @@ def server(demo_small):
     from langclip.search import Index, QueryModel
     from langclip.search.server import create_app
 
-    app = create_app(Index(demo_small / "index"), QueryModel(demo_small / "runs" / "clip"), token="t0k")
+    # both of the demo's students over its one index: the clip one answers by default
+    app = create_app(Index(demo_small / "index"), [QueryModel(demo_small / "runs" / "clip"),
+                                                   QueryModel(demo_small / "runs" / "scratch", image=False)], token="t0k")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -141,6 +143,24 @@ def test_search_page_in_chromium(server, browser, tmp_path):
                  for names in (_names(page)[:4], [r["name"] for r in typed["results"]])]
     assert red_stars[0] >= 2 and red_stars[0] > red_stars[1], red_stars   # the rewritten query finds more of them
     assert all(truth[n]["colour"] == "red" for n in _names(page)[:4])
+    page.close()
+    # several text towers over one index (the demo's two students): the page offers them, and a query goes to the
+    # one chosen (the API's model=), answered as the API answers it
+    page = browser.new_page(locale="ru-RU")
+    page.goto(f"{url}/#token=t0k")
+    page.wait_for_selector("[data-testid=model]", state="visible")
+    health = page.evaluate("async () => (await (await fetch('/api/health')).json())")
+    assert [m["key"] for m in health["models"]] == ["clip", "scratch"]
+    assert page.locator("[data-testid=model] option").all_inner_texts() == [
+        f"{m['lang'].upper()} · {m['name']}" for m in health["models"]]
+    page.select_option("[data-testid=model]", "scratch")
+    page.fill("#q", "жёлтый квадрат")
+    with page.expect_request(lambda r: "/api/search" in r.url and "model=scratch" in r.url):
+        page.keyboard.press("Enter")
+    page.wait_for_selector("[data-testid=result]")
+    api = page.evaluate("async () => (await (await fetch('/api/search?k=24&model=scratch&q=' + encodeURIComponent("
+                        "'жёлтый квадрат'), {headers: {Authorization: 'Bearer t0k'}})).json())")
+    assert _names(page) == [r["name"] for r in api["results"]]
     page.close()
     # a browser in a language the page does not speak (French): the model's language (a Ukrainian, German
     # Greek or Spanish one here, its health answer rewritten), not a fixed one; a model in a language it does not speak: English

@@ -18,7 +18,8 @@ EPILOGS = {
               "  langclip search --index idx/ --model ViT-B-32.pt \"two red stars\"    # the original CLIP\n"
               "  langclip search --index idx/ --model runs/ru \"красные звёзды\" --as-typed   # no word swapped for a "
               "trained form",
-    "serve": "example:\n  langclip serve --index idx/ --model runs/ru      # http://127.0.0.1:8000/",
+    "serve": "examples:\n  langclip serve --index idx/ --model runs/ru      # http://127.0.0.1:8000/\n"
+             "  langclip serve --index idx/ --model runs/ru runs/uk ViT-B-32.pt   # Russian, Ukrainian, English: one index",
 }
 
 
@@ -64,7 +65,12 @@ def add_parsers(sub, make) -> None:
         p = make(sub, name, "find pictures by words or by a picture" if name == "search" else
                  "the index over HTTP: an API and a search page", EPILOGS)
         p.add_argument("--index", required=True)
-        p.add_argument("--model", required=True, help="a langclip run or export, or a CLIP weights file (English)")
+        if name == "search":
+            p.add_argument("--model", required=True, help="a langclip run or export, or a CLIP weights file (English)")
+        else:
+            p.add_argument("--model", required=True, nargs="+", help="a langclip run or export, or a CLIP weights file "
+                           "(English); several: their languages over one index, chosen on the page (the first by "
+                           "default, and for pictures)")
         p.add_argument("--arch", default="", help="the architecture of a CLIP weights file (default: read from it)")
         p.add_argument("--device", default=None)
         p.add_argument("--weights", help="the CLIP weights file, if it moved since training")

@@ -1,8 +1,8 @@
 """`langclip serve`: the index over HTTP (FastAPI, served by uvicorn) and one static page.
 
     GET  /                     the page (no CDN, no build step; its strings in six languages)
-    GET  /api/health           status, the model and the index that answer
-    GET  /api/search?q=&k=     text query
+    GET  /api/health           status, the models (a language each) and the index that answer
+    GET  /api/search?q=&k=     text query (&model=KEY: one of /api/health's models; default the first)
     POST /api/search/image     an uploaded picture (multipart field "file")
     GET  /api/similar/{id}?k=  pictures like an indexed one
     GET  /thumb/{id}           its thumbnail;  GET /image/{id}: the picture itself
@@ -32,15 +32,37 @@ class Limits:
     max_pixels: int = MAX_PIXELS
 
 
+def model_keys(models) -> dict:
+    """{key: QueryModel}: a model's language where each has its own ("ru", "uk"), else its folder's name."""
+    from pathlib import Path
+
+    langs = [getattr(m, "lang", None) for m in models]
+    if all(langs) and len(set(langs)) == len(langs):
+        return dict(zip(langs, models))
+    keys: dict = {}
+    for m in models:
+        base = Path(str(getattr(m, "folder", None) or m.name)).name or "model"
+        key, n = base, 2
+        while key in keys:
+            key, n = f"{base}-{n}", n + 1
+        keys[key] = m
+    return keys
+
+
 def create_app(index, model, token: str | None = None, limits: Limits | None = None):
-    """The app for an `Index` and a `QueryModel` (checked to share the image tower)."""
+    """The app for an `Index` and a `QueryModel`, or several (each checked to share the index's image tower:
+    text towers of several languages over one index); the first answers by default, and for pictures."""
     from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
     from fastapi.responses import HTMLResponse, Response
 
-    model.check(index)
+    models = list(model) if isinstance(model, (list, tuple)) else [model]
+    for m in models:
+        m.check(index)
+    keys, model = model_keys(models), models[0]
     lim = limits or Limits()
     app = FastAPI(title="langclip search", version="1",
-                  description=f"{len(index):,} pictures; model {model.name}; read-only")
+                  description=f"{len(index):,} pictures; model{'s' * (len(models) > 1)} "
+                              f"{', '.join(m.name for m in models)}; read-only")
     page = (resources.files("langclip") / "resources" / "search" / "index.html").read_text(encoding="utf-8")
 
     def auth(request: Request):
@@ -72,23 +94,30 @@ def create_app(index, model, token: str | None = None, limits: Limits | None = N
 
     @app.get("/api/health")
     def health():
-        return {"status": "ok", "model": model.name, "lang": getattr(model, "lang", None), "index": {"pictures": len(index), "dim": index.dim,
+        return {"status": "ok", "model": model.name, "lang": getattr(model, "lang", None),
+                "models": [{"key": k, "name": m.name, "lang": getattr(m, "lang", None)} for k, m in keys.items()],
+                "index": {"pictures": len(index), "dim": index.dim,
                 "path": index.path.name, "tower": index.tower_sha256[:12], "updated": index.manifest.get("updated"),
                 "search": "approximate (faiss IVF)" if index.manifest.get("ann") else "exact"}, "auth": bool(token)}
 
     @app.get("/api/search", dependencies=[Depends(auth)])
     def search(q: str = Query(..., description="what to look for, in any language the model reads"),
                k: int = Query(24, description=f"how many results (1..{MAX_K})"),
-               as_typed: bool = Query(False, description="no untrained word replaced by a trained form of it")):
+               as_typed: bool = Query(False, description="no untrained word replaced by a trained form of it"),
+               model_key: str | None = Query(None, alias="model", description="which text tower reads the query "
+                                             "(/api/health's models; default: the first)")):
+        if model_key is not None and model_key not in keys:
+            raise HTTPException(422, f"no model {model_key[:40]!r} here; this server has {', '.join(keys)}")
+        m = keys[model_key] if model_key is not None else model
         if not q.strip():
             raise HTTPException(422, "the query is empty")
         if len(q) > lim.max_query:
             raise HTTPException(413, f"the query is longer than {lim.max_query} characters")
         check_k(k)
         # words the run never trained on, and those searched as a trained form of them (coverage.py)
-        p = model.prepare(q, as_typed) if hasattr(model, "prepare") else {"text": q, "unseen": {}, "rewritten": {}}
+        p = m.prepare(q, as_typed) if hasattr(m, "prepare") else {"text": q, "unseen": {}, "rewritten": {}}
         return {"query": q, "searched": p["text"], "unseen": p["unseen"], "rewritten": p["rewritten"],
-                **results(index.search(model.encode_text([p["text"]])[0], k)[0])}
+                **results(index.search(m.encode_text([p["text"]])[0], k)[0])}
 
     @app.post("/api/search/image", dependencies=[Depends(auth)])
     async def search_image(file: UploadFile = File(...), k: int = Query(24)):
@@ -160,8 +189,9 @@ def _mime(data: bytes) -> str:
     return "application/octet-stream"
 
 
-def serve(index_path: str, model_path: str, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
-          arch: str = "", device: str | None = None, weights: str | None = None) -> None:
+def serve(index_path: str, model_path: str | list[str], host: str = "127.0.0.1", port: int = 8000,
+          token: str | None = None, arch: str = "", device: str | None = None, weights: str | None = None) -> None:
+    """`model_path`: one model, or several (their languages offered side by side; the first for pictures)."""
     import logging
 
     try:
@@ -177,6 +207,8 @@ def serve(index_path: str, model_path: str, host: str = "127.0.0.1", port: int =
         logging.getLogger("langclip").warning(
             "serving on %s: anyone who reaches this machine can search and view the pictures%s", host,
             "" if token else " (no --token given)")
-    app = create_app(Index(index_path), QueryModel(model_path, arch=arch, device=device, weights=weights), token)
+    paths = [model_path] if isinstance(model_path, str) else list(model_path)
+    app = create_app(Index(index_path), [QueryModel(p, arch=arch, device=device, weights=weights, image=i == 0)
+                                         for i, p in enumerate(paths)], token)
     print(f"langclip search: http://{host if ':' not in host else f'[{host}]'}:{port}/  (API docs: /docs)")
     uvicorn.run(app, host=host, port=port, log_level="warning")
