@@ -151,6 +151,7 @@ def test_search_page_in_chromium(server, browser, tmp_path):
     page.wait_for_selector("[data-testid=model]", state="visible")
     health = page.evaluate("async () => (await (await fetch('/api/health')).json())")
     assert [m["key"] for m in health["models"]] == ["clip", "scratch"]
+    assert page.get_attribute("[data-testid=model]", "aria-label") == "Модель"   # in the page's language
     assert page.locator("[data-testid=model] option").all_inner_texts() == [
         f"{m['lang'].upper()} · {m['name']}" for m in health["models"]]
     page.select_option("[data-testid=model]", "scratch")

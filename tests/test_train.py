@@ -221,6 +221,21 @@ def test_a_run_trains_further_from_another_run(tmp_path, trained_run, world_cach
     # the same cache and split: this run's captions are the old run's, so every count doubles
     assert np.array_equal(load_counts(out), 2 * load_counts(trained_run)) and load_counts(trained_run).sum() > 0
     assert pretrained_of(out) == pretrained_of(trained_run) == "clip"   # it knows CLIP's English as its run did
+    # run:<folder>/<weights>: those weights (the run's best, made to differ from its last here), not its last
+    import shutil
+
+    from safetensors.torch import save_file
+
+    parent = shutil.copytree(trained_run, tmp_path / "parent")
+    save_file({k: v * 2 if k == "token_embedding.weight" else v for k, v in old.items()},
+              str(parent / "text_tower_best.safetensors"))
+    best = train(dataclasses.replace(cfg, out=str(tmp_path / "rb"),
+                                     model=ModelSection(init=f"run:{parent / 'text_tower_best.safetensors'}",
+                                                        context_length=24)), progress=False)
+    new, want = (load_file(str(f)) for f in (best / "text_tower.safetensors", parent / "text_tower_best.safetensors"))
+    assert new.keys() == want.keys() and all(torch.equal(new[k], want[k]) for k in want)
+    assert not torch.equal(new["token_embedding.weight"], old["token_embedding.weight"])
+    assert json.loads((best / "model.json").read_text())["init"]["from_weights"] == "text_tower_best.safetensors"
     # another held-out split of the same cache is said to overstate
     caplog.clear()
     train(dataclasses.replace(cfg, out=str(tmp_path / "r1"), seed=1), progress=False)

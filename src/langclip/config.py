@@ -182,7 +182,8 @@ class ModelSection:
     pretrained: str = ""                     # open_clip's pretrained tag (e.g. openai), through its download cache
     tokenizer: str = ""                      # tokenizer folder (`langclip tokenizer train`); hf: init: optional
     init: str = "clip"                       # clip | scratch | hf:<name-or-folder> (a pretrained HF encoder) |
-                                             # run:<folder> (a langclip run's text tower, trained further)
+                                             # run:<folder> (a langclip run's text tower, trained further;
+                                             # run:<folder>/text_tower_best.safetensors: those weights)
     context_length: int = 77
     text_overrides: dict = field(default_factory=dict)  # scratch only: width/heads/layers of the text tower
     lang: str = ""                           # hf: init: the language it is trained for (model card, search page);
@@ -281,11 +282,14 @@ class TrainConfig:
         import json
 
         m = self.model
-        f = Path(m.init[4:]).expanduser() / "model.json"
+        spec = Path(m.init[4:]).expanduser()
+        named = spec.is_file() and spec.suffix == ".safetensors"   # run:<folder>/text_tower_best.safetensors
+        f = (spec.parent if named else spec) / "model.json"
         if not m.init[4:] or not f.is_file():
             raise ConfigError(f"model.init: {m.init[4:] or '(empty)'} is not a langclip run folder (no model.json); "
-                              f"give run:<folder> of a run `langclip train` wrote", "model.init")
-        m.init = f"run:{f.parent.resolve()}"
+                              f"give run:<folder> of a run `langclip train` wrote (or one of its .safetensors "
+                              f"text weights)", "model.init")
+        m.init = f"run:{spec.resolve()}"
         if Path(self.out).resolve() == f.parent.resolve():
             raise ConfigError(f"out: {self.out} is the run model.init starts from; give a new out folder", "out")
         text = json.loads(f.read_text(encoding="utf-8")).get("model_cfg", {}).get("text_cfg", {})

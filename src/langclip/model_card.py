@@ -217,8 +217,9 @@ def _init_text(init: dict) -> str:
     """How the text tower began: `clip` init, or trained further from a run (named, not its local path)."""
     if str(init.get("init")).startswith("run:"):
         steps = f", {init['from_steps']:,} steps" if isinstance(init.get("from_steps"), int) else ""
+        named = f", its `{init['from_weights']}`" if init.get("from_weights") else ""
         return (f"trained further from the langclip run `{Path(str(init.get('from_run'))).name}` "
-                f"(`{init.get('from_init')}` init{steps})")
+                f"(`{init.get('from_init')}` init{steps}{named})")
     return f"`{init.get('init')}` init"
 
 

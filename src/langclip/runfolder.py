@@ -148,15 +148,25 @@ def load_model(run: str | Path, weights: str | Path | None = None, text_weights:
     return model.eval(), tokenizer, meta
 
 
+def run_init_parts(spec: str | Path) -> tuple[Path, str | None]:
+    """`run:<folder>` -> (the run folder, None: its last text weights); `run:<folder>/<weights>.safetensors`
+    (text_tower_best.safetensors, say) -> (the folder, that file's name)."""
+    p = Path(spec).expanduser()
+    if p.is_file() and p.suffix == ".safetensors":
+        return p.parent, p.name
+    return p, None
+
+
 def student_from_run(folder: str | Path, arch: str, weights: str | Path, tokenizer, pretrained: str = "",
                      ) -> tuple[LangCLIP, ImageTowerRef, dict]:
     """`init: run:<folder>`: the text tower of a langclip run, trained further (on more or other captions, or
-    for longer with a new schedule): its last weights, its shape and its tokenizer (`tokenizer` must be the
-    same, by digest); the image tower is `weights`' and must be the one the run was trained with."""
-    run = Path(folder)
+    for longer with a new schedule): its last weights (or the weights file named: `run:<folder>/
+    text_tower_best.safetensors`), its shape and its tokenizer (`tokenizer` must be the same, by digest); the
+    image tower is `weights`' and must be the one the run was trained with."""
+    run, text_weights = run_init_parts(folder)
     meta = read_run_meta(run)
     try:
-        model, own_tok, _ = load_model(run, weights=weights)
+        model, own_tok, _ = load_model(run, weights=weights, text_weights=text_weights)
     except WeightsError as e:
         raise WeightsError(f"model.init: run:{run} was trained with another image tower than {weights} "
                            f"({e})") from None
@@ -166,8 +176,9 @@ def student_from_run(folder: str | Path, arch: str, weights: str | Path, tokeniz
     if model.is_hf:
         model.model_cfg["text_cfg"]["hf_model_pretrained"] = False
     parent = meta.get("init") if isinstance(meta.get("init"), dict) else {"init": meta.get("init")}
-    info = {"init": f"run:{run.resolve()}", "from_run": str(run.resolve()), "from_init": parent.get("init"),
-            "from_steps": meta.get("steps"), **({"hf_model": parent["hf_model"]} if parent.get("hf_model") else {})}
+    info = {"init": f"run:{Path(folder).resolve()}", "from_run": str(run.resolve()), "from_init": parent.get("init"),
+            "from_steps": meta.get("steps"), **({"hf_model": parent["hf_model"]} if parent.get("hf_model") else {}),
+            **({"from_weights": text_weights} if text_weights else {})}
     model.train()
     return model, ImageTowerRef.of(arch, weights, model.tower_sha256, pretrained), info
 
@@ -181,7 +192,7 @@ def tokenizer_for(m):
     if m.init.startswith("hf:"):
         return HFTextTokenizer.load(m.tokenizer or m.init[3:], m.context_length)
     if m.init.startswith("run:"):
-        tok = load_tokenizer(m.init[4:], m.context_length)
+        tok = load_tokenizer(run_init_parts(m.init[4:])[0], m.context_length)
         if m.tokenizer and load_tokenizer(m.tokenizer).digest() != tok.digest():
             raise ConfigError(f"model.tokenizer: {m.tokenizer} is not the tokenizer of {m.init} (another vocabulary "
                               f"or merges); leave model.tokenizer empty, the run's own is used", "model.tokenizer")
