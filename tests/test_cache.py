@@ -162,6 +162,11 @@ def test_resume_after_interruption_gives_same_cache(tmp_path, pair_data, tiny_ar
     with pytest.raises(FileNotFoundError, match=re.escape(want)):
         load_cache(part)
     assert describe_all([str(part)])[0]["error"] == want.removeprefix(f"{part} is ")
+    from langclip.folders import unfinished_cache
+
+    (tmp_path / "cut" / "emb").mkdir(parents=True)   # killed while writing its build.json: still named
+    (tmp_path / "cut" / "emb" / "build.json").write_text('{"form', encoding="utf-8")
+    assert unfinished_cache(tmp_path / "cut").startswith("an unfinished cache build (0 of ? embedding shards")
     resumed = load_cache(build_cache(CacheConfig(out=str(part), **cfg), progress=False))
     assert (part / "emb" / "shard_00000.safetensors").stat().st_mtime_ns == before  # not recomputed
     assert full.manifest["num_images"] == 16 == full.manifest["timing"]["images_embedded"]   # each build's own

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from .files import pin_arch, unfinished_cache
+from .folders import pin_arch, unfinished_cache
 from .yamlconfig import ConfigError, from_dict, load_config  # noqa: F401  (the loader, re-exported)
 
 DECODE_MODES = ("pil", "torchvision", "nvjpeg")   # cache build / index build: who decodes the pictures

@@ -292,36 +292,14 @@ def _csv_rows(path: Path, text: str, tsv: bool, problems: list | None) -> tuple[
 URL_PROBLEM = "a URL: langclip reads local pictures (download them first, e.g. with img2dataset)"
 
 
-def unfinished_cache(path: str | Path) -> str | None:
-    """What an interrupted `cache build` left in `path` (its emb/build.json, no manifest yet), or an interrupted
-    `index build` (the cache in its work/), in words for an error; None for anything else."""
-    import json
-    import math
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity; else the machine's)."""
+    import os
 
-    p = Path(path)
-    if not (p / "manifest.json").is_file() and (p / "work" / "emb" / "build.json").is_file():   # an index's
-        why = unfinished_cache(p / "work")
-        return why and why.replace("cache build", "index build").replace(f"--out {p / 'work'}", f"--out {p}")
-    f = p / "emb" / "build.json"
-    if (p / "manifest.json").is_file() or not f.is_file():
-        return None
     try:
-        b = json.loads(f.read_text(encoding="utf-8"))
-        total = math.ceil(int(b["images"]) / int(b["shard_size"]))
-    except (ValueError, KeyError, TypeError, ZeroDivisionError):
-        total = "?"
-    done = len(list((p / "emb").glob("shard_*.safetensors")))
-    what = "text-only build" if isinstance(b, dict) and b.get("text_only") else "cache build"
-    return (f"an unfinished {what} ({done} of {total} embedding shards written; no manifest.json yet): rerun the "
-            f"same `langclip cache build` with --out {p} to finish it (it resumes)")
-
-
-def pin_arch(arch: str) -> str:
-    """A --clip value as a run, cache or index records it: a model-config JSON file or a transformers folder as
-    its absolute path, so that later commands find it from any folder; a registered name unchanged."""
-    if arch and ((arch.endswith(".json") and Path(arch).is_file()) or Path(arch).is_dir()):
-        return str(Path(arch).resolve())
-    return arch
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 def local_path(value: str, parent: Path) -> str | None:

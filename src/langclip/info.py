@@ -48,7 +48,7 @@ def kind(path: str | Path) -> str:
     try:
         weights_file(p)
     except (OSError, ValueError):
-        from .files import unfinished_cache
+        from .folders import unfinished_cache
 
         why = unfinished_cache(p) or "not a langclip tokenizer, cache, run, export or index, nor CLIP weights"
         raise ValueError(f"{p}: {why}") from None

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from .files import URL_PROBLEM, local_path, pick_column, table_rows, unfinished_cache, url_hint
+from .files import URL_PROBLEM, local_path, pick_column, table_rows, url_hint
+from .folders import unfinished_cache
 from .pixels import eight_bit
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif", ".avif")

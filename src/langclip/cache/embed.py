@@ -17,7 +17,7 @@ import torch
 from ..config import CacheConfig
 from ..dist import init_from_env
 from ..files import (atomic_write, atomic_write_text, check_out_dir, compile_problem, pick_device, progress_bar,
-                     sha256_file)
+                     sha256_file, usable_cores)
 from ..pairs import ImageDataset, collate_images, read_pairs, read_parallel
 from .decode import (WARNED, DecodedImages, DevicePreprocess, EncodedImages, Normalize255, collate_encoded,
                      decode_ahead, uint8_transform)
@@ -35,10 +35,7 @@ def save_tensors(tensors: dict, path: Path) -> None:
 def auto_workers() -> int:
     """Image-decoding processes for this rank: the cores it may use (its share of the node under
     torchrun) minus one for the main process; 0 on a single core."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
+    cores = usable_cores()
     local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     return max(0, cores // max(local, 1) - 1)
 
@@ -79,7 +76,7 @@ def build_cache(cfg: CacheConfig, progress: bool = True, pairs=None) -> Path:
     """Embed every distinct image of `cfg.data` once; write the cache folder; return its path.
     `pairs`: an already read list (a search index passes its images; `cfg.data` then only names them)."""
     from ..build import load_image_tower
-    from ..files import pin_arch
+    from ..folders import pin_arch
     from ..model import LangCLIP, model_config
     from ..clip_arch import infer_arch
     from ..pretrained import clip_weights

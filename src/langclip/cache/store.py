@@ -35,7 +35,8 @@ from pathlib import Path
 import torch
 
 from ..config import CacheConfig
-from ..files import atomic_write_text, read_parquet, unfinished_cache
+from ..files import atomic_write_text, read_parquet
+from ..folders import unfinished_cache
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = "langclip-cache/1"

@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from ..config import IndexConfig
-from ..files import atomic_write_text, check_out_dir, read_parquet, unfinished_cache
+from ..files import atomic_write_text, check_out_dir, read_parquet
+from ..folders import unfinished_cache
 
 log = logging.getLogger(__name__)
 INDEX_FORMAT = "langclip-index/1"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 import logging
 import multiprocessing as mp
-import os
 import time
 import warnings
 from collections import Counter
@@ -20,7 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..config import TokenizerTrainConfig, check_wordfreq_language
-from ..files import check_out_dir, pick_column, read_utf8, table_rows
+from ..files import check_out_dir, pick_column, read_utf8, table_rows, usable_cores
 from .bpe import PreTokens, learn_merges
 from .clean import WS, clean, pretokenize
 from .encode import Tokenizer
@@ -99,12 +98,7 @@ def _count_forked(items, pattern: str, workers: int) -> Counter:
 
 def count_workers(workers: int) -> int:
     """-1: the cores this process may use."""
-    if workers >= 0:
-        return max(1, workers)
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+    return max(1, workers) if workers >= 0 else usable_cores()
 
 
 def wordfreq_pretokens(lang: str, top: int | None = None, pattern: str = PRETOKENIZE_PATTERN) -> Counter:
