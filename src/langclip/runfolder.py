@@ -157,22 +157,19 @@ def run_init_parts(spec: str | Path) -> tuple[Path, str | None]:
     return p, None
 
 
-def student_from_run(folder: str | Path, arch: str, weights: str | Path, tokenizer, pretrained: str = "",
+def student_from_run(folder: str | Path, arch: str, weights: str | Path, pretrained: str = "",
                      ) -> tuple[LangCLIP, ImageTowerRef, dict]:
     """`init: run:<folder>`: the text tower of a langclip run, trained further (on more or other captions, or
     for longer with a new schedule): its last weights (or the weights file named: `run:<folder>/
-    text_tower_best.safetensors`), its shape and its tokenizer (`tokenizer` must be the same, by digest); the
+    text_tower_best.safetensors`) and its shape (its tokenizer: `tokenizer_for`, which checks a given one); the
     image tower is `weights`' and must be the one the run was trained with."""
     run, text_weights = run_init_parts(folder)
     meta = read_run_meta(run)
     try:
-        model, own_tok, _ = load_model(run, weights=weights, text_weights=text_weights)
+        model, _, _ = load_model(run, weights=weights, text_weights=text_weights)
     except WeightsError as e:
         raise WeightsError(f"model.init: run:{run} was trained with another image tower than {weights} "
                            f"({e})") from None
-    if own_tok.digest() != tokenizer.digest():
-        raise ValueError(f"model.tokenizer: not the tokenizer of run:{run} (another vocabulary or merges); "
-                         f"leave model.tokenizer empty, the run's own is used")
     if model.is_hf:
         model.model_cfg["text_cfg"]["hf_model_pretrained"] = False
     parent = meta.get("init") if isinstance(meta.get("init"), dict) else {"init": meta.get("init")}

@@ -150,7 +150,7 @@ def setup(cfg: TrainConfig, progress: bool = True) -> tuple[Run, Path | None, di
     if spe < 1:
         raise ConfigError(f"batch_size {cfg.batch_size} is larger than the {len(groups)} training images in {cfg.cache}")
     total = spe * cfg.epochs if not cfg.max_steps else min(cfg.max_steps, spe * cfg.epochs)
-    model, ref, info = (student_from_run(m.init[4:], m.clip, weights, tok, m.pretrained) if m.init.startswith("run:")
+    model, ref, info = (student_from_run(m.init[4:], m.clip, weights, m.pretrained) if m.init.startswith("run:")
                         else build_student(m.clip, weights, tok, m.init, m.context_length, m.text_overrides or None,
                                            seed=cfg.seed, pretrained=m.pretrained))
     check_cache_matches(manifest, ref.__dict__, where=f"cache {cfg.cache}")   # before anything is written
