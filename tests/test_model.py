@@ -178,6 +178,21 @@ def test_clip_init_preserves_english_exactly(tiny_arch, tiny_clip, ru_tokenizer)
     with torch.no_grad():
         ours32 = model32.encode_text(ru_tokenizer(texts, context_length=32), normalize=False)
     assert (ours32 - theirs).abs().max() <= 1e-5
+
+
+def test_clip_init_from_a_traced_open_clip_archive(tiny_arch, tiny_clip, ru_tokenizer, tmp_path):
+    """A CLIP traced with torch.jit.trace keeps open_clip's causal mask (`attn_mask`) among its tensors,
+    which no state dict has: `clip` init leaves it out (it refused it before) and keeps English exactly."""
+    orig, _ = tiny_clip
+    traced = tmp_path / "traced.pt"
+    torch.jit.trace(orig, (IMG, torch.randint(0, 49408, (2, 77))), check_trace=False).save(str(traced))
+    assert "attn_mask" in torch.jit.load(str(traced)).state_dict()
+    texts = ["a photo of a cat", "two red stars on a blue background"]
+    model, _, _ = build_student(tiny_arch, traced, ru_tokenizer, init="clip")
+    with torch.no_grad():
+        ours = model.encode_text(ru_tokenizer(texts), normalize=False)
+        theirs = orig.encode_text(Tokenizer.clip()(texts))
+    assert (ours - theirs).abs().max() <= 1e-5
     # a new Russian token starts from the mean of CLIP's embeddings of its pieces: "дом" is one new
     # whole-word token here, and CLIP's tokenizer cuts the same word into several pieces
     new_id, = ru_tokenizer.encode("дом")

@@ -277,7 +277,9 @@ def _read(path: Path) -> dict[str, torch.Tensor]:
                 sd = torch.jit.load(str(path), map_location="cpu").state_dict()
             except Exception as e2:
                 raise WeightsError(f"{path}: a TorchScript archive that cannot be read ({e2})") from None
-        for k in ("input_resolution", "context_length", "vocab_size"):
+        # OpenAI's scalars; `attn_mask` is the causal mask a traced open_clip model keeps (a buffer open_clip
+        # does not save in a state dict and rebuilds), not a weight
+        for k in ("input_resolution", "context_length", "vocab_size", "attn_mask"):
             sd.pop(k, None)
         return _unwrap(dict(sd), path)
     try:
