@@ -15,9 +15,10 @@ from conftest import TINY_CFG
 
 
 def test_every_plain_vit_in_open_clips_registry_is_named_back_from_its_tensors():
-    """All of open_clip's plain CLIP ViTs (ViT-B-32 to ViT-bigG-14, either activation): built with empty
-    tensors, their shapes give their own name first — ViT-B-32 and ViT-B-32-quickgelu told apart by the
-    activation alone. ResNets are not read (their shapes need --clip)."""
+    """All of open_clip's plain CLIP ViTs (ViT-B-32 to ViT-bigG-14) and OpenAI's ResNets (RN50 to RN50x64),
+    either activation: built with empty tensors, their shapes give their own name first — ViT-B-32 and
+    ViT-B-32-quickgelu told apart by the activation alone. An image tower of neither kind (timm's) needs
+    --clip."""
     import open_clip
 
     from langclip.clip_arch import registered_names, shape_config
@@ -34,14 +35,14 @@ def test_every_plain_vit_in_open_clips_registry_is_named_back_from_its_tensors()
             continue
         with torch.device("meta"):
             sd = open_clip.CLIP(**cfg).state_dict()
-        if name.startswith("RN"):
-            with pytest.raises(WeightsError, match="give its architecture with --clip"):
-                shape_config(sd)
-            continue
         assert registered_names(shape_config(sd), bool(cfg.get("quick_gelu")))[:1] == [name], name
         seen.append(name)
     assert {"ViT-B-32", "ViT-B-32-quickgelu", "ViT-B-16", "ViT-L-14-336", "ViT-H-14", "ViT-g-14",
-            "ViT-bigG-14"} <= set(seen), seen
+            "ViT-bigG-14", "RN50", "RN50-quickgelu", "RN101", "RN50x4", "RN50x16", "RN50x64"} <= set(seen), seen
+    with torch.device("meta"):   # a timm image tower: neither a ViT nor a ResNet in OpenAI's naming
+        sd = open_clip.CLIP(**open_clip.get_model_config("convnext_base")).state_dict()
+    with pytest.raises(WeightsError, match="no ViT or ResNet image tower.*give its architecture with --clip"):
+        shape_config(sd)
     # the same image tower under open_clip's custom text tower: no plain name stands for it (the folder's
     # own config must), though its image tower alone would fit ViT-B-32
     with torch.device("meta"):
@@ -90,6 +91,35 @@ def test_an_open_clip_folder_is_its_own_config_with_its_preprocessing(tmp_path, 
     load_image_tower(LangCLIP.empty(cfg), d, arch)
     with pytest.raises(WeightsError, match="open_clip_config.json gives quick_gelu=True.*uses gelu"):
         load_image_tower(LangCLIP.empty(dict(TINY_CFG, quick_gelu=False)), d, "tiny-gelu")
+
+
+def test_a_resnet_clip_is_read_and_embeds_as_open_clip_does(tmp_path):
+    """OpenAI's ResNet image tower (open_clip's ModifiedResNet) at a tiny shape: its tensors give the four
+    stages' block counts and widths; with no registered name for them, an open_clip folder is its own
+    config, and the student's image tower embeds as open_clip's model of that config."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    from langclip.build import load_image_tower
+    from langclip.clip_arch import infer_arch, shape_config
+    from langclip.model import LangCLIP, model_config
+
+    cfg = dict(TINY_CFG, vision_cfg={"image_size": 64, "layers": [1, 2, 1, 1], "width": 8, "patch_size": None})
+    torch.manual_seed(3)
+    ref = open_clip.CLIP(**cfg).eval()
+    sd = ref.state_dict()
+    assert shape_config(sd)["vision_cfg"] == cfg["vision_cfg"] and shape_config(sd)["embed_dim"] == 32
+    d = tmp_path / "rn"
+    d.mkdir()
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(d / "open_clip_model.safetensors"))
+    (d / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg}))
+    arch = infer_arch(d)
+    assert arch == str(d / "open_clip_config.json")
+    model = LangCLIP.empty(model_config(arch))
+    load_image_tower(model, d, arch)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert (model.encode_image(x, normalize=False) - ref.encode_image(x)).abs().max() <= 1e-5
 
 
 def test_cache_build_without_clip_records_the_folders_arch_and_training_takes_the_caches(tmp_path, pair_data):

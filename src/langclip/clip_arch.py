@@ -3,8 +3,9 @@
 The shapes come from the tensors (as open_clip's `build_model_from_openai_state_dict` reads them); the
 activation, which the tensors cannot tell, from what the files declare (a transformers `config.json`, an
 open_clip `open_clip_config.json`, the module classes of OpenAI's TorchScript archive); the name from
-open_clip's registry of plain CLIP ViTs. Where a folder's preprocessing is not the architecture's default,
-or no registered name fits, the folder's own config is the architecture (`model._arch_config` reads it).
+open_clip's registry of plain CLIP ViTs and OpenAI's ResNets (RN50 to RN50x64). Where a folder's
+preprocessing is not the architecture's default, or no registered name fits, the folder's own config is the
+architecture (`model._arch_config` reads it).
 """
 from __future__ import annotations
 
@@ -17,29 +18,38 @@ from .weights import (WEIGHTS_IN_FOLDER, WeightsError, declared_activation, load
 
 PLAIN_TOP = {"embed_dim", "quick_gelu", "vision_cfg", "text_cfg"}
 PLAIN_VISION = {"image_size", "layers", "width", "patch_size", "head_width", "mlp_ratio"}
+RESNET_STAGES = 4   # open_clip's ModifiedResNet: visual.layer1 .. visual.layer4
 PLAIN_TEXT = {"context_length", "vocab_size", "width", "heads", "layers", "mlp_ratio"}
 OPENAI_PREPROCESS = {"mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711],
                       "interpolation": "bicubic", "resize_mode": "shortest"}
 
 
 def shape_config(sd: dict) -> dict:
-    """open_clip's model_cfg fields that a ViT CLIP's tensors (OpenAI/open_clip naming) determine. The
-    heads are not among them (q, k and v are packed); a one-tower file has only its tower's fields, and a
-    custom text tower (open_clip's `text.` naming) is flagged `custom_text` (no plain name fits it)."""
-    if "visual.conv1.weight" not in sd or "visual.positional_embedding" not in sd:
-        raise WeightsError("not a ViT CLIP in OpenAI's or open_clip's naming (a ResNet image tower, or a "
-                           "custom text tower?): give its architecture with --clip")
-
+    """open_clip's model_cfg fields that a CLIP's tensors (OpenAI/open_clip naming) determine: a ViT's or
+    an OpenAI ResNet's (`layers` a list of four block counts, `patch_size` None). The heads are not among
+    them (q, k and v are packed); a one-tower file has only its tower's fields, and a custom text tower
+    (open_clip's `text.` naming) is flagged `custom_text` (no plain name fits it)."""
     def layers(prefix: str) -> int:
         return len({m.group(1) for k in sd if (m := re.match(re.escape(prefix) + r"(\d+)\.", k))})
 
-    conv = sd["visual.conv1.weight"]
-    width, patch = int(conv.shape[0]), int(conv.shape[-1])
-    grid = round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5)
-    vl = layers("visual.transformer.resblocks.")
-    cfg = {"embed_dim": int(sd["visual.proj"].shape[1]),
-           "vision_cfg": {"image_size": patch * grid, "layers": vl, "width": width, "patch_size": patch,
-                          "mlp_width": int(sd["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0])}}
+    if "visual.layer1.0.conv1.weight" in sd and "visual.attnpool.positional_embedding" in sd:
+        # as build_model_from_openai_state_dict: the stem's width, blocks per stage, 32x down-sampling
+        grid = round((sd["visual.attnpool.positional_embedding"].shape[0] - 1) ** 0.5)
+        cfg = {"embed_dim": int(sd["visual.attnpool.c_proj.weight"].shape[0]),
+               "vision_cfg": {"image_size": grid * 32,
+                              "layers": [layers(f"visual.layer{b}.") for b in range(1, RESNET_STAGES + 1)],
+                              "width": int(sd["visual.layer1.0.conv1.weight"].shape[0]), "patch_size": None}}
+    elif "visual.conv1.weight" in sd and "visual.positional_embedding" in sd:
+        conv = sd["visual.conv1.weight"]
+        width, patch = int(conv.shape[0]), int(conv.shape[-1])
+        grid = round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+        cfg = {"embed_dim": int(sd["visual.proj"].shape[1]),
+               "vision_cfg": {"image_size": patch * grid, "layers": layers("visual.transformer.resblocks."),
+                              "width": width, "patch_size": patch,
+                              "mlp_width": int(sd["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0])}}
+    else:
+        raise WeightsError("not a CLIP in OpenAI's or open_clip's naming (no ViT or ResNet image tower; a "
+                           "timm or custom image tower?): give its architecture with --clip")
     if any(k.startswith("text.") for k in sd):   # open_clip's CustomTextCLIP: no plain CLIP has this text tower
         cfg["custom_text"] = True
     elif "token_embedding.weight" in sd:
@@ -52,19 +62,27 @@ def shape_config(sd: dict) -> dict:
 
 
 def _comparable(cfg: dict) -> dict | None:
-    """A registered config's fields as `shape_config` gives them, or None for one that is not a plain CLIP ViT."""
+    """A registered config's fields as `shape_config` gives them, or None for one that is not a plain CLIP
+    ViT or ResNet."""
     v, t = cfg.get("vision_cfg", {}), cfg.get("text_cfg", {})
-    if set(cfg) - PLAIN_TOP or set(v) - PLAIN_VISION or set(t) - PLAIN_TEXT or not isinstance(v.get("layers"), int):
+    if set(cfg) - PLAIN_TOP or set(v) - PLAIN_VISION or set(t) - PLAIN_TEXT:
         return None
-    return {"embed_dim": cfg["embed_dim"],
-            "vision_cfg": {"image_size": v["image_size"], "layers": v["layers"], "width": v["width"],
-                           "patch_size": v["patch_size"], "mlp_width": int(v["width"] * v.get("mlp_ratio", 4.0))},
+    if isinstance(v.get("layers"), int):
+        vision = {"image_size": v["image_size"], "layers": v["layers"], "width": v["width"],
+                  "patch_size": v["patch_size"], "mlp_width": int(v["width"] * v.get("mlp_ratio", 4.0))}
+    elif isinstance(v.get("layers"), (list, tuple)) and len(v["layers"]) == RESNET_STAGES:
+        vision = {"image_size": v["image_size"], "layers": list(v["layers"]), "width": v["width"],
+                  "patch_size": None}
+    else:
+        return None
+    return {"embed_dim": cfg["embed_dim"], "vision_cfg": vision,
             "text_cfg": {"context_length": t["context_length"], "vocab_size": t["vocab_size"], "width": t["width"],
                          "layers": t["layers"], "mlp_width": int(t["width"] * t.get("mlp_ratio", 4.0))}}
 
 
 def registered_names(shape: dict, quick_gelu: bool) -> list[str]:
-    """open_clip's plain CLIP ViT architectures with these shapes and this activation, shortest name first."""
+    """open_clip's plain CLIP ViT and ResNet architectures with these shapes and this activation, shortest
+    name first."""
     import open_clip
 
     if shape.get("custom_text"):
