@@ -236,3 +236,23 @@ def test_teacher_trains_the_captions_rows_to_the_weights_of_the_whole_table(tmp_
     unused = torch.ones(49408, dtype=torch.bool)
     unused[ids.unique()] = False   # the rows no caption uses: decayed, as the reference decayed them
     assert unused.sum() > 49000 and not torch.equal(got["token_embedding.weight"][unused], init[unused])
+
+
+@pytest.mark.parametrize("raised, code", [("ctrl-c", 130), ("sigterm-in-train", 143)])
+def test_a_stopped_demo_says_it_starts_afresh(tmp_path, monkeypatch, capsys, raised, code):
+    """Ctrl-C in any stage, or a student stopped by SIGTERM (train's Stopped, which would say "--resume
+    latest"), ends the demo with the demo's own message — it regenerates everything when rerun — and the
+    shell's status for the signal."""
+    import langclip.demo.run as demo_run
+    from langclip.train.stop import Stopped
+
+    def stop(*a, **k):
+        if raised == "ctrl-c":
+            raise KeyboardInterrupt
+        raise Stopped("run X stopped at step 3; continue it with --resume latest", 143)
+
+    monkeypatch.setattr(demo_run, "_make_world", stop)
+    assert main(["demo", "--out", str(tmp_path / "d")]) == code
+    err = capsys.readouterr().err
+    assert "demo stopped; `langclip demo` starts afresh when rerun" in err
+    assert "--resume" not in err and "rerun to resume" not in err

@@ -170,16 +170,17 @@ def run_demo(cfg: DemoConfig) -> dict:
     torch.manual_seed(cfg.seed)
     out = check_out_dir(cfg.out, "demo", ("summary.json", "world"))
     out.mkdir(parents=True, exist_ok=True)
-    rows, test_rows = _make_world(out, n_train, n_test, cfg.seed, t0, cfg.lang)
-    _stage("stage 0: training the English teacher CLIP (stand-in for OpenAI's)", t0)
-    weights = _train_teacher(rows, out / "world" / "train", out / "teacher", t_epochs, cfg.seed, t0)
-    arch = str(out / "teacher" / "demo-clip.json")   # the model card calls the tower by its name
-    runs = _train_students(cfg, out, arch, weights, merges, s_epochs, t0)
-    _stage("stage 2: evaluation on held-out pictures", t0)
-    ev = _evaluate(out, arch, weights, test_rows, runs, cfg.lang)
-    _stage("stage 3: a search index of the test pictures", t0)
-    _index_test_pictures(out, arch, weights, ev["first"], ev["test_imgs"])
-    found = _held_out_search(out, cfg.lang, ev["first"])
+    with _restarts():
+        rows, test_rows = _make_world(out, n_train, n_test, cfg.seed, t0, cfg.lang)
+        _stage("stage 0: training the English teacher CLIP (stand-in for OpenAI's)", t0)
+        weights = _train_teacher(rows, out / "world" / "train", out / "teacher", t_epochs, cfg.seed, t0)
+        arch = str(out / "teacher" / "demo-clip.json")   # the model card calls the tower by its name
+        runs = _train_students(cfg, out, arch, weights, merges, s_epochs, t0)
+        _stage("stage 2: evaluation on held-out pictures", t0)
+        ev = _evaluate(out, arch, weights, test_rows, runs, cfg.lang)
+        _stage("stage 3: a search index of the test pictures", t0)
+        _index_test_pictures(out, arch, weights, ev["first"], ev["test_imgs"])
+        found = _held_out_search(out, cfg.lang, ev["first"])
     summary = report(out, ev["results"], ev["retr"], ev["held"], ev["students"], ev["test_imgs"], ev["first"],
                      ev["feats"], t0, cfg, found)
     print(f"search the test pictures in {LANGS[cfg.lang][4]} or English:\n  langclip serve --index {out / 'index'} "
@@ -222,28 +223,28 @@ def _train_students(cfg: DemoConfig, out: Path, arch: str, weights: Path, merges
     for init in ("clip", "scratch"):
         _stage(f"stage 1: {name} text tower, init={init}", t0)
         shutil.rmtree(out / "runs" / init, ignore_errors=True)  # the demo regenerates everything it made
-        with _restarts():
-            runs[init] = train(TrainConfig(
-                cache=str(cache), out=str(out / "runs" / init),
-                model=ModelSection(clip=arch, weights=str(weights), tokenizer=str(out / "tokenizer"), init=init,
-                                   context_length=24),
-                optim=OptimSection(lr=2e-3 if init == "clip" else 3e-3, warmup_steps=20, weight_decay=0.05),
-                loss=LossSection(contrastive=1.0, distill=1.0, english=1.0 if cfg.english_replay else 0.0,
-                                 english_fraction=cfg.english_fraction), epochs=epochs, batch_size=128,
-                val_fraction=0.1, seed=cfg.seed, log_every=10, tensorboard=True, precision=cfg.precision))
+        runs[init] = train(TrainConfig(
+            cache=str(cache), out=str(out / "runs" / init),
+            model=ModelSection(clip=arch, weights=str(weights), tokenizer=str(out / "tokenizer"), init=init,
+                               context_length=24),
+            optim=OptimSection(lr=2e-3 if init == "clip" else 3e-3, warmup_steps=20, weight_decay=0.05),
+            loss=LossSection(contrastive=1.0, distill=1.0, english=1.0 if cfg.english_replay else 0.0,
+                             english_fraction=cfg.english_fraction), epochs=epochs, batch_size=128,
+            val_fraction=0.1, seed=cfg.seed, log_every=10, tensorboard=True, precision=cfg.precision))
     return runs
 
 
 @contextlib.contextmanager
 def _restarts():
-    """A student stopped by Ctrl-C or SIGTERM (train/stop.py) ends the demo: it starts afresh when rerun, so
-    train's "continue it with --resume latest" is not the demo's to say."""
+    """Ctrl-C (or SIGTERM while a student trains, train/stop.py) in any stage ends the demo: it starts afresh
+    when rerun, so train's "continue it with --resume latest" and the CLI's "rerun to resume" are not the
+    demo's to say."""
     from ..train.stop import Stopped
 
     try:
         yield
-    except Stopped as e:
-        raise Stopped("demo stopped; `langclip demo` starts afresh when rerun", e.code) from None
+    except KeyboardInterrupt as e:
+        raise Stopped("demo stopped; `langclip demo` starts afresh when rerun", getattr(e, "code", 130)) from None
 
 
 def _evaluate(out: Path, arch: str, weights: Path, test_rows: list[dict], runs: dict, lang: str = "ru") -> dict:
