@@ -417,6 +417,46 @@ def test_api_answers(client):
     assert gone.status_code == 410 and "langclip index update" in gone.json()["detail"]
 
 
+def test_a_running_server_answers_from_the_updated_index(tmp_path, photos, tiny_arch, tiny_clip, trained_run, caplog):
+    """`langclip serve` runs for weeks while `index update` runs nightly: the server answers from the new
+    version (new pictures found, deleted ones gone, every thumbnail the new version's bytes) — before, it
+    answered from the version it started with until restarted. A version whose files disagree (an update
+    half written) is refused with what to do, and the server keeps the one it has."""
+    import logging
+
+    from fastapi.testclient import TestClient
+
+    from langclip.files import atomic_write_text
+    from langclip.search.server import create_app
+
+    out = _build(photos, tiny_arch, tiny_clip, tmp_path / "idx")
+    first = Index(out)
+    c = TestClient(create_app(first, QueryModel(trained_run), reload_every=0))
+    assert c.get("/api/health").json()["index"]["pictures"] == 25
+    gone = first.items["id"][first.items["source"].index(str(photos / "01.jpg"))]
+    (photos / "01.jpg").unlink()
+    for i in range(3):
+        make_image(photos / f"new{i}.jpg", 600 + i, size=(48, 36))
+    update_index(out, progress=False, workers=0)
+    fresh = Index(out)
+    assert c.get("/api/health").json()["index"]["pictures"] == len(fresh) == 27
+    new = fresh.items["id"][fresh.items["source"].index(str(photos / "new1.jpg"))]
+    up = c.post("/api/search/image", files={"file": ("q.jpg", (photos / "new1.jpg").read_bytes())},
+                params={"k": 1}).json()["results"]
+    assert up[0]["id"] == new and up[0]["name"] == "new1.jpg"
+    assert all(c.get(f"/thumb/{i}").content == fresh.thumbnail(i) for i in fresh.ids)
+    assert c.get(f"/thumb/{gone}").status_code == 404
+    # a manifest that disagrees with the other files: Index names it; the server keeps answering
+    man = json.loads((out / "manifest.json").read_text())
+    atomic_write_text(out / "manifest.json", json.dumps(dict(man, count=man["count"] + 5)))
+    with pytest.raises(ValueError, match="files disagree.*27 embeddings.*manifest.json: 32.*langclip index update"):
+        Index(out)
+    with caplog.at_level(logging.WARNING, logger="langclip"):
+        assert c.get("/api/health").json()["index"]["pictures"] == 27
+    assert "changed but was not reloaded" in caplog.text
+    assert c.get(f"/thumb/{new}").content == fresh.thumbnail(new)
+
+
 def test_model_keys_name_each_text_tower():
     """`serve --model A B`: the API's model= key is each model's language where they differ, else its folder's."""
     from types import SimpleNamespace as M

@@ -30,72 +30,12 @@ import numpy as np
 from ..config import IndexConfig
 from ..files import atomic_write_text, check_out_dir, read_parquet
 from ..folders import unfinished_cache
+from .tower import index_tower
 
 log = logging.getLogger(__name__)
 INDEX_FORMAT = "langclip-index/1"
 CHANGE_DETECTION = "path + size + mtime_ns"
 SMALL = 512       # fewer pictures than this (an update's new ones) are decoded in the main process
-
-
-def _tower(cfg: IndexConfig) -> tuple[str, str, str]:
-    """(arch, weights file, pretrained tag) of the image tower: a run/export's, or given directly."""
-    if cfg.model and Path(cfg.model).is_file():   # CLIP's own weights file (as `search --model FILE`)
-        return cfg.clip, cfg.model, ""
-    if cfg.model:
-        from ..inference import image_tower_ref, model_meta
-        from ..runfolder import resolve_image_weights
-
-        ref = image_tower_ref(model_meta(cfg.model))
-        if not ref:
-            raise ValueError(f"{cfg.model}: records no image tower (not made by langclip?); "
-                             f"give --clip with --weights or --pretrained instead of --model")
-        try:
-            path = resolve_image_weights(Path(cfg.model), ref, cfg.weights or None, check_sha=False)
-        except FileNotFoundError:
-            own = None if cfg.weights else _export_tower(Path(cfg.model), ref["arch"])
-            if own is None:
-                raise
-            return own
-        return cfg.clip or _run_arch(Path(cfg.model), ref["arch"]), str(path), ""
-    # no --clip: the architecture --weights holds (cache build reads it), ViT-B/32 for a --pretrained tag
-    return cfg.clip or ("" if cfg.weights else "ViT-B-32-quickgelu"), cfg.weights, cfg.pretrained
-
-
-def _export_tower(model: Path, arch: str) -> tuple[str, str, str] | None:
-    """An export holds its image tower: (arch, the export's weights file, "") when the CLIP file it was
-    trained with is not here. The arch is the recorded one where it still resolves, else the export's
-    own config (its model_cfg: the image tower's shape is CLIP's). None for a run folder."""
-    from ..hf_folder import RECORD, is_transformers_folder
-    from ..inference import is_export
-    from ..model import model_config
-    from ..weights import weights_file
-
-    if not (is_export(model) or is_transformers_folder(model)):
-        return None
-    try:
-        model_config(arch)
-    except (OSError, ValueError, RuntimeError):   # a JSON file that is gone, a name open_clip lacks
-        arch = str(model / ("open_clip_config.json" if is_export(model) else RECORD))
-    log.info("%s: the image tower from the export's own weights (its CLIP file is not here)", model)
-    return arch, str(weights_file(model)), ""
-
-
-def _run_arch(run: Path, arch: str) -> str:
-    """A run's recorded architecture where it still resolves; else the run's own model.json (its model_cfg: the
-    image tower's shape is CLIP's) — for a model-config JSON recorded by a relative path (runs trained before
-    round 2's session 27) or moved since."""
-    from ..model import model_config
-    from ..runfolder import MODEL_FILE, read_run_meta
-
-    try:
-        model_config(arch)
-        return arch
-    except (OSError, ValueError, RuntimeError):
-        if "hf_model_name" in read_run_meta(run).get("model_cfg", {}).get("text_cfg", {}):
-            raise ValueError(f"{run}: its image tower's architecture {arch!r} is not found from here (a relative "
-                             f"path?); give it with --clip") from None
-        log.info("%s: the image tower's architecture from the run's %s (%r is not found)", run, MODEL_FILE, arch)
-        return str((run / MODEL_FILE).resolve())
 
 
 def _rank() -> int:
@@ -115,7 +55,7 @@ def _embed(refs, cfg: IndexConfig, work: Path, progress: bool):
     from ..config import CacheConfig
     from ..pairs import Pairs
 
-    arch, weights, pretrained = _tower(cfg)
+    arch, weights, pretrained = index_tower(cfg)
     pairs = Pairs()
     for r in refs:
         pairs.image_row(r)
@@ -314,6 +254,11 @@ class Index:
             raise ValueError(f"{f}: format {self.manifest.get('format')!r}, expected {INDEX_FORMAT}")
         self.embeddings = np.load(self.path / "embeddings.npy", mmap_mode="r")
         self.items = read_parquet(self.path / "items.parquet").to_pydict()
+        count = self.manifest.get("count", len(self.embeddings))
+        if not len(self.embeddings) == len(self.items["id"]) == count:
+            raise ValueError(f"{self.path}: its files disagree ({len(self.embeddings):,} embeddings, "
+                             f"{len(self.items['id']):,} items, manifest.json: {count:,}): an `index update` is "
+                             f"writing it now, or one was interrupted — rerun `langclip index update {self.path}`")
         self.ids = np.asarray(self.items["id"], dtype=np.int64)
         self.row_of = {int(i): r for r, i in enumerate(self.items["id"])}
         self._f32 = None
@@ -368,6 +313,18 @@ class Index:
     def vector(self, id_: int) -> np.ndarray:
         return np.asarray(self.embeddings[self._row(id_)], dtype=np.float32)
 
+    def pinned(self) -> "Index":
+        """Open now what `search` and `thumbnail` would open on first use (the thumbnail file, the approximate
+        index), so this object answers from one version of the index even when `index update` replaces its
+        files later (a long-lived server; search/server.py's LiveIndex loads the new version)."""
+        if self._thumbs is None:
+            self._thumbs = os.open(self.path / "thumbs.bin", os.O_RDONLY)
+        if self.manifest.get("ann") and self._ann is None:
+            from .ann import load_ann
+
+            self._ann = load_ann(self.path / "ann.faiss", self.manifest["ann"])
+        return self
+
     # -- files ------------------------------------------------------------------------------------
     def thumbnail(self, id_: int) -> bytes:
         r = self._row(id_)
@@ -386,3 +343,9 @@ class Index:
         if self._thumbs is not None:
             os.close(self._thumbs)
             self._thumbs = None
+
+    def __del__(self):   # a server's replaced version closes its file once no request holds it
+        try:
+            self.close()
+        except Exception:   # noqa: BLE001 - interpreter shutdown
+            pass

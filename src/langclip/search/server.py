@@ -8,13 +8,18 @@
     GET  /thumb/{id}           its thumbnail;  GET /image/{id}: the picture itself
     GET  /docs                 OpenAPI
 
-Read-only. Files are served by index id only, never by path. Query length, k, upload size and pixel
-count are capped (4xx with a message). With a token, every route but / and /api/health needs
-`Authorization: Bearer TOKEN` (or `?token=`, for <img> tags).
+The index is reloaded when `index update` (or `index tune`) has rewritten it: each request answers from
+one version of it (`LiveIndex`). Read-only. Files are served by index id only, never by path. Query
+length, k, upload size and pixel count are capped (4xx with a message). With a token, every route but /
+and /api/health needs `Authorization: Bearer TOKEN` (or `?token=`, for <img> tags).
 """
 
 import io
+import logging
+import os
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 from importlib import resources
 
@@ -49,15 +54,70 @@ def model_keys(models) -> dict:
     return keys
 
 
-def create_app(index, model, token: str | None = None, limits: Limits | None = None):
+class LiveIndex:
+    """The version of an index a long-lived server answers from, reloaded when its manifest.json — the file
+    `index update` writes last — is a new file (looked at no more than every `every` seconds). Each version
+    has its files open (`Index.pinned`), so a request that holds it reads one version to the end; a version
+    that cannot be read (an update half written) or whose image tower fails `check` keeps the one before."""
+
+    def __init__(self, index, check=None, every: float = 2.0):
+        self.index, self._check, self._every = index.pinned(), check, every
+        self._stamp = self._seen = _stamp(index.path)
+        self._next = time.monotonic() + every
+        self._lock = threading.Lock()
+
+    def current(self):
+        now = time.monotonic()
+        if now >= self._next and self._lock.acquire(blocking=False):
+            try:
+                self._next = now + self._every
+                stamp = _stamp(self.index.path)
+                if stamp != self._stamp and stamp != self._seen:
+                    self._seen = stamp
+                    self._reload(stamp)
+            finally:
+                self._lock.release()
+        return self.index
+
+    def _reload(self, stamp) -> None:
+        from .index import Index
+
+        log = logging.getLogger("langclip")
+        try:
+            new = Index(self.index.path).pinned()
+            if self._check is not None:
+                self._check(new)
+        except Exception as e:  # noqa: BLE001 - the server keeps answering from the version it has
+            log.warning("%s changed but was not reloaded (%s); still answering from %s pictures", self.index.path,
+                        e, f"{len(self.index):,}")
+            return
+        self.index, self._stamp = new, stamp
+        log.warning("%s reloaded: %s pictures (updated %s)", new.path, f"{len(new):,}", new.manifest.get("updated"))
+
+
+def _stamp(path) -> tuple:
+    try:
+        st = os.stat(os.path.join(path, "manifest.json"))
+    except OSError:
+        return ()
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def create_app(index, model, token: str | None = None, limits: Limits | None = None, reload_every: float = 2.0):
     """The app for an `Index` and a `QueryModel`, or several (each checked to share the index's image tower:
-    text towers of several languages over one index); the first answers by default, and for pictures."""
+    text towers of several languages over one index); the first answers by default, and for pictures.
+    The index is looked at for a new version at most every `reload_every` seconds (`LiveIndex`)."""
     from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
     from fastapi.responses import HTMLResponse, Response
 
     models = list(model) if isinstance(model, (list, tuple)) else [model]
-    for m in models:
-        m.check(index)
+
+    def check(ix):
+        for m in models:
+            m.check(ix)
+
+    check(index)
+    live = LiveIndex(index, check, reload_every)
     keys, model = model_keys(models), models[0]
     lim = limits or Limits()
     app = FastAPI(title="langclip search", version="1",
@@ -74,17 +134,17 @@ def create_app(index, model, token: str | None = None, limits: Limits | None = N
             raise HTTPException(401, "a bearer token is required (Authorization: Bearer TOKEN)",
                                 headers={"WWW-Authenticate": "Bearer"})
 
-    def results(hits):
-        return {"results": [{"id": i, "score": round(s, 5), "name": index.source(i).rsplit("/", 1)[-1],
+    def results(ix, hits):
+        return {"results": [{"id": i, "score": round(s, 5), "name": ix.source(i).rsplit("/", 1)[-1],
                              "thumb": f"/thumb/{i}", "image": f"/image/{i}"} for i, s in hits]}
 
     def check_k(k: int):
         if not 1 <= k <= lim.max_k:
             raise HTTPException(422, f"k must be between 1 and {lim.max_k}")
 
-    def known(id_: str) -> int:
+    def known(ix, id_: str) -> int:
         """Files are reached by index id only: anything else in the path (a file name, ../) is a 404."""
-        if not id_.isascii() or not id_.isdigit() or int(id_) not in index.row_of:
+        if not id_.isascii() or not id_.isdigit() or int(id_) not in ix.row_of:
             raise HTTPException(404, f"no picture with id {id_[:40]!r} in this index")
         return int(id_)
 
@@ -94,6 +154,7 @@ def create_app(index, model, token: str | None = None, limits: Limits | None = N
 
     @app.get("/api/health")
     def health():
+        index = live.current()
         return {"status": "ok", "model": model.name, "lang": getattr(model, "lang", None),
                 "models": [{"key": k, "name": m.name, "lang": getattr(m, "lang", None)} for k, m in keys.items()],
                 "index": {"pictures": len(index), "dim": index.dim,
@@ -116,8 +177,9 @@ def create_app(index, model, token: str | None = None, limits: Limits | None = N
         check_k(k)
         # words the run never trained on, and those searched as a trained form of them (coverage.py)
         p = m.prepare(q, as_typed) if hasattr(m, "prepare") else {"text": q, "unseen": {}, "rewritten": {}}
+        ix = live.current()
         return {"query": q, "searched": p["text"], "unseen": p["unseen"], "rewritten": p["rewritten"],
-                **results(index.search(m.encode_text([p["text"]])[0], k)[0])}
+                **results(ix, ix.search(m.encode_text([p["text"]])[0], k)[0])}
 
     @app.post("/api/search/image", dependencies=[Depends(auth)])
     async def search_image(file: UploadFile = File(...), k: int = Query(24)):
@@ -126,26 +188,30 @@ def create_app(index, model, token: str | None = None, limits: Limits | None = N
         if len(data) > lim.max_upload:
             raise HTTPException(413, f"the upload is larger than {lim.max_upload >> 20} MiB")
         im = _open_upload(data, lim.max_pixels, HTTPException)
-        return results(index.search(model.encode_image([im])[0], k)[0])
+        ix = live.current()
+        return results(ix, ix.search(model.encode_image([im])[0], k)[0])
 
     @app.get("/api/similar/{id_}", dependencies=[Depends(auth)])
     def similar(id_: str, k: int = Query(24)):
         check_k(k)
-        id_ = known(id_)
-        hits = index.search(index.vector(id_), min(k + 1, len(index)))[0]
-        return results([h for h in hits if h[0] != id_][:k])
+        ix = live.current()
+        id_ = known(ix, id_)
+        hits = ix.search(ix.vector(id_), min(k + 1, len(ix)))[0]
+        return results(ix, [h for h in hits if h[0] != id_][:k])
 
     @app.get("/thumb/{id_:path}", dependencies=[Depends(auth)])
     def thumb(id_: str):
-        id_ = known(id_)
-        return Response(index.thumbnail(id_), media_type="image/jpeg",
+        ix = live.current()
+        id_ = known(ix, id_)
+        return Response(ix.thumbnail(id_), media_type="image/jpeg",   # an id's picture never changes: cacheable
                         headers={"Cache-Control": "max-age=3600"})
 
     @app.get("/image/{id_:path}", dependencies=[Depends(auth)])
     def image(id_: str):
-        id_ = known(id_)
+        ix = live.current()
+        id_ = known(ix, id_)
         try:
-            data = index.image_bytes(id_)
+            data = ix.image_bytes(id_)
         except OSError:
             raise HTTPException(410, f"picture {id_} is gone from disk; run `langclip index update`") from None
         return Response(data, media_type=_mime(data))
