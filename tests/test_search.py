@@ -304,7 +304,7 @@ def test_search_command(tmp_path, photos, tiny_arch, tiny_clip, trained_run, wor
                  "-k", "1"]) == 0
     assert capsys.readouterr().out.split()[2] == str(photos / "04.jpg")
     assert main(["search", "--index", str(out), "--model", str(trained_run)]) == 2          # neither text nor image
-    assert "one of them" in capsys.readouterr().err
+    assert "give a query text, --image or --add" in capsys.readouterr().err
     # an index build that was interrupted (its cache in work/, no manifest yet) is named, with how to finish it
     import shutil
 
@@ -314,9 +314,51 @@ def test_search_command(tmp_path, photos, tiny_arch, tiny_clip, trained_run, wor
     assert f"rerun the same `langclip index build` with --out {tmp_path / 'cut'} to finish it (it resumes)" in err
     # a query picture that is missing or unreadable is named before any model loads
     (photos.parent / "bad.jpg").write_bytes(b"not a picture")
-    for pic, msg in ((photos / "nope.jpg", "--image: not found: "), (photos.parent / "bad.jpg", "not a readable picture")):
+    for pic, msg in ((photos / "nope.jpg", "--image: picture not found: "), (photos.parent / "bad.jpg", "not a readable picture")):
         assert main(["search", "--index", str(out), "--model", "/no/such/run", "--image", str(pic)]) == 2
         assert msg in capsys.readouterr().err
+
+
+def test_query_terms_read_weights_and_pictures_as_rclip_does(tmp_path):
+    from langclip.search.query import combine, query_terms
+
+    make_image(tmp_path / "pool.jpg", 1)
+    pool = str(tmp_path / "pool.jpg")
+    t = query_terms("собака", None, ["2:" + pool, "бассейн"], ["0.5:ночь", "10:30 утра"])
+    assert [(x.value, x.weight, x.picture) for x in t] == [
+        ("собака", 1.0, False), (pool, 2.0, True), ("бассейн", 1.0, False), ("ночь", -0.5, False),
+        ("10:30 утра", -1.0, False)]                      # a time of day is not a weight
+    with pytest.raises(FileNotFoundError, match="--add: picture not found: .*nope.jpg"):
+        query_terms("кот", add=[str(tmp_path / "nope.jpg")])
+    with pytest.raises(ValueError, match="something to look for"):
+        query_terms(subtract=["кот"])
+    with pytest.raises(ValueError, match="an empty term"):
+        query_terms("кот", add=[" "])
+    e = np.eye(3, dtype=np.float32)
+    assert np.allclose(combine(e[:2], [1, 1]), [2 ** -0.5, 2 ** -0.5, 0])
+    with pytest.raises(ValueError, match="cancel out"):
+        combine([e[0], e[0]], [1, -1])
+
+
+def test_search_combines_texts_and_pictures(tmp_path, photos, trained_run, capsys):
+    """`search "…" --add TERM --subtract TERM`: the ranking is the index's embeddings scored against the
+    normalised weighted sum of the terms' embeddings (computed here with numpy from each term searched
+    alone); a heavily weighted picture brings itself first; `--paths` prints the paths alone."""
+    out = tmp_path / "idx"
+    assert main(["index", "build", "--data", str(photos), "--model", str(trained_run), "--out", str(out),
+                 "--workers", "0"]) == 0
+    idx, m = Index(out), QueryModel(trained_run)
+    red, circle = m.encode_text(["красный"])[0], m.encode_text(["круг"])[0]
+    want = (red - 0.5 * circle) / np.linalg.norm(red - 0.5 * circle)
+    scores = np.asarray(idx.embeddings, np.float32) @ want
+    order = [idx.items["source"][r] for r in np.argsort(-scores)[:5]]
+    capsys.readouterr()
+    args = ["search", "--index", str(out), "--model", str(trained_run), "-k", "5"]
+    assert main(args + ["красный", "--subtract", "0.5:круг", "--paths"]) == 0
+    assert capsys.readouterr().out.splitlines() == order
+    pic = str(photos / "04.jpg")
+    assert main(args + ["--json", "красный", "--add", "20:" + pic]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[0])["path"] == pic
 
 
 def test_search_by_text_needs_no_clip_file(tmp_path, photos, tiny_clip, trained_run, capsys):

@@ -3,7 +3,6 @@ the stage functions of this package; `langclip.cli` adds them to its parser."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 EPILOGS = {
     "index build": "examples:\n  langclip index build --data photos/ --model runs/ru --out idx/\n"
@@ -17,7 +16,10 @@ EPILOGS = {
               "  langclip search --index idx/ --model runs/ru --image q.jpg --json\n"
               "  langclip search --index idx/ --model ViT-B-32.pt \"two red stars\"    # the original CLIP\n"
               "  langclip search --index idx/ --model runs/ru \"красные звёзды\" --as-typed   # no word swapped for a "
-              "trained form",
+              "trained form\n"
+              "  langclip search --index idx/ --model runs/ru \"собака\" --add ./pool.jpg --subtract \"2:ночь\"   # "
+              "combined, as rclip does\n"
+              "  langclip search --index idx/ --model runs/ru \"кот\" -k 5 --paths | xargs -d '\\n' cp -t picked/",
     "serve": "examples:\n  langclip serve --index idx/ --model runs/ru      # http://127.0.0.1:8000/\n"
              "  langclip serve --index idx/ --model runs/ru runs/uk ViT-B-32.pt   # Russian, Ukrainian, English: one index",
 }
@@ -76,9 +78,15 @@ def add_parsers(sub, make) -> None:
         p.add_argument("--weights", help="the CLIP weights file, if it moved since training")
         if name == "search":
             p.add_argument("query", nargs="?", help="what to look for")
-            p.add_argument("--image", help="find pictures like this one instead")
+            p.add_argument("--image", help="find pictures like this one (with a query: both at once)")
+            p.add_argument("--add", "-a", action="append", default=[], metavar="TERM",
+                           help="a text or a picture (a file) to look for as well; a weight may lead: 2:собака "
+                                "(repeatable)")
+            p.add_argument("--subtract", "-s", action="append", default=[], metavar="TERM",
+                           help="a text or a picture to look away from, e.g. ночь or 0.5:./night.jpg (repeatable)")
             p.add_argument("-k", type=int, default=10)
             p.add_argument("--json", action="store_true")
+            p.add_argument("--paths", action="store_true", help="print the paths alone, one a line (for xargs)")
             p.add_argument("--as-typed", action="store_true", help="search with the query as typed: no word whose "
                            "tokens the run never trained on is replaced by a trained form of it (ru, uk: pymorphy3; ~50 "
                            "more languages: its dictionary form)")
@@ -114,7 +122,8 @@ def run(args, config) -> int:
         return 0
     if args.cmd == "search":
         for r in search(args.index, args.model, args.query, args.image, args.k, args.arch, args.device, args.weights,
-                        as_json=args.json, as_typed=args.as_typed):
+                        as_json=args.json, as_typed=args.as_typed, add=args.add, subtract=args.subtract,
+                        paths_only=args.paths):
             print(r)
         return 0
     from .server import serve
@@ -125,36 +134,42 @@ def run(args, config) -> int:
 
 def search(index: str, model: str, query: str | None = None, image: str | None = None, k: int = 10,
            arch: str = "", device: str | None = None, weights: str | None = None,
-           as_json: bool = False, as_typed: bool = False) -> list[str]:
-    """Lines to print: rank, score, path (or one JSON object a line). A query word whose tokens no training
-    caption held is replaced by a trained form of it where the language has a morphology (coverage.rewrite;
-    `as_typed`: not), and either is said on standard error."""
+           as_json: bool = False, as_typed: bool = False, add=(), subtract=(), paths_only: bool = False) -> list[str]:
+    """Lines to print: rank, score, path (one JSON object a line; the path alone). The query, --image and
+    each --add / --subtract term (a text or a picture, optionally weighted "2:…") are combined as rclip does:
+    their weighted sum of embeddings (query.combine). A query word whose tokens no training caption held is
+    replaced by a trained form of it where the language has a morphology (coverage.rewrite; `as_typed`:
+    not), and either is said on standard error."""
     from ..pairs import ImageRef, open_image
 
     from .index import Index
-    from .query import QueryModel
+    from .query import QueryModel, combine, query_terms
 
-    if bool(query) == bool(image):
-        raise ValueError("give a query text or --image, one of them")
     if k < 1:
         raise ValueError(f"-k must be >= 1, got {k}")
-    picture = None
-    if image:   # before any model loads
-        if not Path(image).is_file():
-            raise FileNotFoundError(f"--image: not found: {image}")
-        try:
-            picture = open_image(ImageRef(str(image)), orient=True)
-        except (OSError, ValueError, SyntaxError) as e:
-            raise ValueError(f"--image {image}: not a readable picture ({e})") from None
+    terms = query_terms(query, image, add, subtract)
+    pictures = {}
+    for t in terms:   # before any model loads
+        if t.picture:
+            try:
+                pictures[t.value] = open_image(ImageRef(t.value), orient=True)
+            except (OSError, ValueError, SyntaxError) as e:
+                raise ValueError(f"{t.value}: not a readable picture ({e})") from None
     idx = Index(index)
-    m = QueryModel(model, arch=arch, device=device, weights=weights, image=bool(image))
+    m = QueryModel(model, arch=arch, device=device, weights=weights, image=bool(pictures))
     m.check(idx)
-    if query:
-        q = m.prepare(query, as_typed)
+    vecs = []
+    for t in terms:
+        if t.picture:
+            vecs.append(m.encode_image([pictures[t.value]])[0])
+            continue
+        q = m.prepare(t.value, as_typed)
         _say(m.folder, q)
-        query = q["text"]
-    vec = m.encode_text([query]) if query else m.encode_image([picture])
-    hits = idx.search(vec[0], k)[0]
+        vecs.append(m.encode_text([q["text"]])[0])
+    vec = vecs[0] if len(terms) == 1 else combine(vecs, [t.weight for t in terms])
+    hits = idx.search(vec, k)[0]
+    if paths_only:
+        return [idx.source(i) for i, _ in hits]
     if as_json:
         return [json.dumps({"rank": n, "id": i, "score": round(s, 5), "path": idx.source(i)}, ensure_ascii=False)
                 for n, (i, s) in enumerate(hits, 1)]

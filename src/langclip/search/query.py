@@ -3,6 +3,8 @@ export (any language it was trained on), or an original CLIP weights file (Engli
 model must share the image tower's tensor digest, or the scores mean nothing: a mismatch is refused."""
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -88,3 +90,48 @@ class QueryModel:
     def encode_image(self, images) -> np.ndarray:
         x = torch.stack([self.preprocess(im.convert("RGB")) for im in images]).to(self.device)
         return torch.nn.functional.normalize(self.model.encode_image(x).float(), dim=-1).cpu().numpy()
+
+
+@dataclass
+class Term:
+    """One part of a combined query: a text or a picture (a path), its weight signed (subtracted: < 0)."""
+    value: str
+    weight: float = 1.0
+    picture: bool = False
+
+
+WEIGHT = re.compile(r"^(\d+(?:\.\d+)?):(?=[^\d\s])")   # "2:собака", "0.5:./cat.jpg"; not "10:30 утра"
+
+
+def query_terms(query: str | None = None, image: str | None = None, add=(), subtract=()) -> list[Term]:
+    """The terms of `search "…" --image … --add … --subtract …`, as rclip combines them: each may start with a
+    weight ("2:собака"); an --add or --subtract term is a picture when it names a file or ends like one
+    (".jpg"), else a text. Pictures must exist (named when not), and something must be added."""
+    from ..pairs import IMAGE_EXTS
+
+    def term(raw: str, sign: float, picture: bool | None, where: str) -> Term:
+        m = WEIGHT.match(raw)
+        w, value = (float(m.group(1)), raw[m.end():]) if m else (1.0, raw)
+        if not value.strip():
+            raise ValueError(f"{where}: an empty term ({raw!r})")
+        if picture is None:
+            picture = Path(value).is_file() or Path(value).suffix.lower() in IMAGE_EXTS
+        if picture and not Path(value).is_file():
+            raise FileNotFoundError(f"{where}: picture not found: {value}")
+        return Term(value, sign * w, picture)
+
+    terms = ([term(query, 1.0, False, "the query")] if query else []) + \
+            ([term(image, 1.0, True, "--image")] if image else []) + \
+            [term(t, 1.0, None, "--add") for t in add] + [term(t, -1.0, None, "--subtract") for t in subtract]
+    if not any(t.weight > 0 for t in terms):
+        raise ValueError("give a query text, --image or --add: something to look for (--subtract only takes away)")
+    return terms
+
+
+def combine(vectors: np.ndarray, weights) -> np.ndarray:
+    """The weighted sum of L2-normalised embeddings, normalised again: one query vector (D,)."""
+    v = (np.asarray(weights, dtype=np.float32)[:, None] * np.asarray(vectors, dtype=np.float32)).sum(0)
+    n = float(np.linalg.norm(v))
+    if n < 1e-6:
+        raise ValueError("the terms cancel out: their weighted sum is zero")
+    return v / n
