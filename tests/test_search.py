@@ -537,6 +537,30 @@ def test_api_refuses_bad_requests(client, method, url, kw, status):
         assert r.json()["detail"]
 
 
+def test_serve_reads_its_token_from_a_file_or_the_environment(tmp_path, monkeypatch):
+    """A token on the command line is visible to every user in `ps`: --token-file and $LANGCLIP_TOKEN keep
+    it out of it. `langclip serve` hands the token it read to the server (serve itself replaced here)."""
+    import langclip.search.server as server
+    from langclip.search.cli import serve_token
+
+    f = tmp_path / "token"
+    f.write_text("s3cret\n# a comment line is not the token\n")
+    monkeypatch.delenv("LANGCLIP_TOKEN", raising=False)
+    assert serve_token(None, None) is None and serve_token("a", None) == "a" and serve_token(None, str(f)) == "s3cret"
+    monkeypatch.setenv("LANGCLIP_TOKEN", "from-env")
+    assert serve_token(None, None) == "from-env" and serve_token("a", None) == "a"
+    with pytest.raises(ValueError, match="not both"):
+        serve_token("a", str(f))
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ValueError, match="first line is empty"):
+        serve_token(None, str(tmp_path / "empty"))
+    got = {}
+    monkeypatch.setattr(server, "serve", lambda *a, **k: got.update(token=a[4]))
+    assert main(["serve", "--index", "idx", "--model", "run", "--token-file", str(f)]) == 0
+    assert got["token"] == "s3cret"
+    assert main(["serve", "--index", "idx", "--model", "run", "--token-file", str(tmp_path / "none")]) == 2
+
+
 def test_serve_binds_to_this_machine_by_default():
     import inspect
 

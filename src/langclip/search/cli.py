@@ -3,6 +3,7 @@ the stage functions of this package; `langclip.cli` adds them to its parser."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 EPILOGS = {
     "index build": "examples:\n  langclip index build --data photos/ --model runs/ru --out idx/\n"
@@ -21,7 +22,8 @@ EPILOGS = {
               "combined, as rclip does\n"
               "  langclip search --index idx/ --model runs/ru \"кот\" -k 5 --paths | xargs -d '\\n' cp -t picked/",
     "serve": "examples:\n  langclip serve --index idx/ --model runs/ru      # http://127.0.0.1:8000/\n"
-             "  langclip serve --index idx/ --model runs/ru runs/uk ViT-B-32.pt   # Russian, Ukrainian, English: one index",
+             "  langclip serve --index idx/ --model runs/ru runs/uk ViT-B-32.pt   # Russian, Ukrainian, English: one index\n"
+             "  langclip serve --index idx/ --model runs/ru --host 0.0.0.0 --token-file ~/.langclip-token   # or $LANGCLIP_TOKEN",
 }
 
 
@@ -93,7 +95,9 @@ def add_parsers(sub, make) -> None:
         else:
             p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
             p.add_argument("--port", type=int, default=8000)
-            p.add_argument("--token", help="require Authorization: Bearer TOKEN")
+            p.add_argument("--token", help="require Authorization: Bearer TOKEN (visible to other users in `ps`: "
+                           "prefer --token-file or $LANGCLIP_TOKEN)")
+            p.add_argument("--token-file", help="read the token from this file (its first line)")
 
 
 def run(args, config) -> int:
@@ -128,8 +132,26 @@ def run(args, config) -> int:
         return 0
     from .server import serve
 
-    serve(args.index, args.model, args.host, args.port, args.token, args.arch, args.device, args.weights)
+    serve(args.index, args.model, args.host, args.port, serve_token(args.token, args.token_file), args.arch,
+          args.device, args.weights)
     return 0
+
+
+def serve_token(token: str | None, token_file: str | None) -> str | None:
+    """The bearer token: --token, else --token-file's first line, else $LANGCLIP_TOKEN, else none."""
+    import os
+
+    if token and token_file:
+        raise ValueError("give --token or --token-file, not both")
+    if token_file:
+        try:
+            line = Path(token_file).read_text(encoding="utf-8").splitlines()[:1]
+        except OSError as e:
+            raise ValueError(f"--token-file {token_file}: cannot be read ({e.strerror or e})") from None
+        if not line or not line[0].strip():
+            raise ValueError(f"--token-file {token_file}: its first line is empty; expected the token")
+        return line[0].strip()
+    return token or os.environ.get("LANGCLIP_TOKEN") or None
 
 
 def search(index: str, model: str, query: str | None = None, image: str | None = None, k: int = 10,

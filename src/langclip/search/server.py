@@ -272,7 +272,7 @@ def serve(index_path: str, model_path: str | list[str], host: str = "127.0.0.1",
     if host not in ("127.0.0.1", "localhost", "::1"):
         logging.getLogger("langclip").warning(
             "serving on %s: anyone who reaches this machine can search and view the pictures%s", host,
-            "" if token else " (no --token given)")
+            "" if token else " (no token: give --token-file or $LANGCLIP_TOKEN)")
     paths = [model_path] if isinstance(model_path, str) else list(model_path)
     app = create_app(Index(index_path), [QueryModel(p, arch=arch, device=device, weights=weights, image=i == 0)
                                          for i, p in enumerate(paths)], token)
