@@ -193,3 +193,57 @@ def test_search_page_at_phone_width(server, browser, tmp_path):
     bare.wait_for_function("document.querySelector('[data-testid=message]').textContent.includes('token')")
     bare.close()
     page.close()
+
+
+def test_a_search_is_a_link_and_shows_more(server, browser):
+    """A search is kept in the address (#q=…&model=… or #similar=ID, beside the token): opening the link,
+    reloading and going back repeat it. "Show more" adds results up to the server's cap (100), the first
+    ones unchanged, and hands the focus to the first new one."""
+    from urllib.parse import quote
+
+    url, _ = server
+    page = browser.new_page(locale="ru-RU")
+    with page.expect_request(lambda r: "/api/search" in r.url and "model=scratch" in r.url):
+        page.goto(f"{url}/#token=t0k&model=scratch&q={quote('жёлтый квадрат')}")
+    page.wait_for_selector("[data-testid=result]")
+    assert page.input_value("#q") == "жёлтый квадрат" and page.input_value("[data-testid=model]") == "scratch"
+    first = _names(page)
+    assert len(first) == 24 and page.is_visible("[data-testid=more]")
+    assert page.inner_text("[data-testid=more]") == "Показать ещё"
+    for n in (48, 72, 96, 100):
+        page.click("[data-testid=more]")
+        page.wait_for_function(f"document.querySelectorAll('[data-testid=result]').length === {n}")
+        assert _names(page)[:24] == first
+    assert page.evaluate("document.activeElement.dataset.id") == page.get_attribute(
+        "[data-testid=result] >> nth=96", "data-id")                 # the first of the last ones added
+    assert not page.is_visible("[data-testid=more]")              # 100: the server's cap
+    # a new search is a new link; back repeats the one before
+    page.fill("#q", "красный круг")
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.querySelector('[data-testid=message]').textContent.includes('красный круг')")
+    assert "q=" + quote("красный круг").replace("%20", "+") in page.url and "token=t0k" in page.url
+    red = _names(page)
+    page.go_back()
+    page.wait_for_function("document.querySelector('[data-testid=message]').textContent.includes('жёлтый квадрат')")
+    assert _names(page) == first and page.input_value("#q") == "жёлтый квадрат"
+    # "similar" is a link too: reloaded, it answers the same
+    page.go_forward()
+    page.wait_for_function("document.querySelector('[data-testid=message]').textContent.includes('красный круг')")
+    assert _names(page) == red
+    page.click("[data-testid=result] >> nth=0")
+    page.click("#similar")
+    page.wait_for_function("document.querySelector('[data-testid=message]').textContent.includes('Похожие')")
+    assert "similar=" in page.url and "q=" not in page.url
+    sim = _names(page)
+    page.reload()
+    page.wait_for_selector("[data-testid=result]")
+    assert _names(page) == sim
+    page.goto(f"{url}/#token=t0k")          # the page as first opened: no search, nothing shown
+    page.wait_for_function("document.querySelector('[data-testid=status]').textContent.includes('индекс')")
+    page.fill("#q", "кот")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("[data-testid=result]")
+    page.go_back()
+    page.wait_for_function("document.querySelectorAll('[data-testid=result]').length === 0")
+    assert page.input_value("#q") == "" and not page.is_visible("[data-testid=more]")
+    page.close()
