@@ -361,6 +361,33 @@ def test_search_combines_texts_and_pictures(tmp_path, photos, trained_run, capsy
     assert json.loads(capsys.readouterr().out.splitlines()[0])["path"] == pic
 
 
+def test_search_images_keeps_an_index_for_the_folder(tmp_path, photos, trained_run, capsys, monkeypatch):
+    """`search --images FOLDER`, as rclip: the first search builds the folder's index in $LANGCLIP_INDEX_HOME
+    and answers as `index build` + `search --index` do; a later one embeds only what is new (found at once);
+    --no-update searches the index as it is; standard output holds the results alone."""
+    monkeypatch.setenv("LANGCLIP_INDEX_HOME", str(tmp_path / "home"))
+    out = tmp_path / "idx"
+    assert main(["index", "build", "--data", str(photos), "--model", str(trained_run), "--out", str(out),
+                 "--workers", "0"]) == 0
+    capsys.readouterr()
+    q = ["--model", str(trained_run), "-k", "5", "--paths"]
+    assert main(["search", "--index", str(out), "красный круг"] + q) == 0
+    want = capsys.readouterr().out.splitlines()
+    assert main(["search", "--images", str(photos), "красный круг"] + q) == 0
+    got = capsys.readouterr()
+    assert got.out.splitlines() == want and "indexing" in got.err
+    assert len(list((tmp_path / "home").iterdir())) == 1
+    make_image(photos / "new.jpg", 4242, size=(48, 36))
+    assert main(["search", "--images", str(photos), "--image", str(photos / "new.jpg")] + q) == 0
+    got = capsys.readouterr()
+    assert got.out.splitlines()[0] == str(photos / "new.jpg") and "1 new, 0 changed, 0 removed" in got.err
+    make_image(photos / "newer.jpg", 4343, size=(48, 36))
+    assert main(["search", "--images", str(photos), "--image", str(photos / "newer.jpg"), "--no-update"] + q) == 0
+    assert str(photos / "newer.jpg") not in capsys.readouterr().out
+    assert main(["search", "--images", str(photos), "--index", str(out), "кот"] + q) == 2
+    assert "give --index" in capsys.readouterr().err
+
+
 def test_search_by_text_needs_no_clip_file(tmp_path, photos, tiny_clip, trained_run, capsys):
     """A text query loads the run's text tower alone: with the CLIP weights file gone it answers as with
     it (the digest compared is the run's record); a query by picture needs the file and names it. The

@@ -20,7 +20,9 @@ EPILOGS = {
               "trained form\n"
               "  langclip search --index idx/ --model runs/ru \"собака\" --add ./pool.jpg --subtract \"2:ночь\"   # "
               "combined, as rclip does\n"
-              "  langclip search --index idx/ --model runs/ru \"кот\" -k 5 --paths | xargs -d '\\n' cp -t picked/",
+              "  langclip search --index idx/ --model runs/ru \"кот\" -k 5 --paths | xargs -d '\\n' cp -t picked/\n"
+              "  langclip search --images ~/Pictures --model runs/ru \"кот на диване\"   # no index build first: kept "
+              "and updated for you",
     "serve": "examples:\n  langclip serve --index idx/ --model runs/ru      # http://127.0.0.1:8000/\n"
              "  langclip serve --index idx/ --model runs/ru runs/uk ViT-B-32.pt   # Russian, Ukrainian, English: one index\n"
              "  langclip serve --index idx/ --model runs/ru --host 0.0.0.0 --token-file ~/.langclip-token   # or $LANGCLIP_TOKEN",
@@ -68,7 +70,15 @@ def add_parsers(sub, make) -> None:
     for name in ("search", "serve"):
         p = make(sub, name, "find pictures by words or by a picture" if name == "search" else
                  "the index over HTTP: an API and a search page", EPILOGS)
-        p.add_argument("--index", required=True)
+        if name == "search":
+            p.add_argument("--index", help="an index (`langclip index build`); or --images")
+            p.add_argument("--images", action="append", metavar="FOLDER", help="search these pictures (repeatable) "
+                           "as rclip does: their index is built on the first search and updated on each later one, "
+                           "kept in $LANGCLIP_INDEX_HOME (default ~/.cache/langclip/indexes)")
+            p.add_argument("--no-update", action="store_true", help="with --images: search the index as it is "
+                           "(nothing added or dropped since the last search)")
+        else:
+            p.add_argument("--index", required=True)
         if name == "search":
             p.add_argument("--model", required=True, help="a langclip run or export, or a CLIP weights file (English)")
         else:
@@ -127,7 +137,7 @@ def run(args, config) -> int:
     if args.cmd == "search":
         for r in search(args.index, args.model, args.query, args.image, args.k, args.arch, args.device, args.weights,
                         as_json=args.json, as_typed=args.as_typed, add=args.add, subtract=args.subtract,
-                        paths_only=args.paths):
+                        paths_only=args.paths, images=args.images, update=not args.no_update):
             print(r)
         return 0
     from .server import serve
@@ -154,14 +164,16 @@ def serve_token(token: str | None, token_file: str | None) -> str | None:
     return token or os.environ.get("LANGCLIP_TOKEN") or None
 
 
-def search(index: str, model: str, query: str | None = None, image: str | None = None, k: int = 10,
+def search(index: str | None, model: str, query: str | None = None, image: str | None = None, k: int = 10,
            arch: str = "", device: str | None = None, weights: str | None = None,
-           as_json: bool = False, as_typed: bool = False, add=(), subtract=(), paths_only: bool = False) -> list[str]:
+           as_json: bool = False, as_typed: bool = False, add=(), subtract=(), paths_only: bool = False,
+           images: list[str] | None = None, update: bool = True) -> list[str]:
     """Lines to print: rank, score, path (one JSON object a line; the path alone). The query, --image and
     each --add / --subtract term (a text or a picture, optionally weighted "2:…") are combined as rclip does:
     their weighted sum of embeddings (query.combine). A query word whose tokens no training caption held is
     replaced by a trained form of it where the language has a morphology (coverage.rewrite; `as_typed`:
-    not), and either is said on standard error."""
+    not), and either is said on standard error. `images` instead of `index`: the pictures' own index,
+    built or updated first (folder.folder_index)."""
     from ..pairs import ImageRef, open_image
 
     from .index import Index
@@ -169,6 +181,9 @@ def search(index: str, model: str, query: str | None = None, image: str | None =
 
     if k < 1:
         raise ValueError(f"-k must be >= 1, got {k}")
+    if bool(index) == bool(images):
+        raise ValueError("give --index (an index built with `langclip index build`) or --images (pictures to "
+                         "search: their index is kept for you), one of them")
     terms = query_terms(query, image, add, subtract)
     pictures = {}
     for t in terms:   # before any model loads
@@ -177,6 +192,10 @@ def search(index: str, model: str, query: str | None = None, image: str | None =
                 pictures[t.value] = open_image(ImageRef(t.value), orient=True)
             except (OSError, ValueError, SyntaxError) as e:
                 raise ValueError(f"{t.value}: not a readable picture ({e})") from None
+    if images:
+        from .folder import folder_index
+
+        index = folder_index(images, model, arch, weights, device, update)
     idx = Index(index)
     m = QueryModel(model, arch=arch, device=device, weights=weights, image=bool(pictures))
     m.check(idx)

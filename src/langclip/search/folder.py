@@ -1,0 +1,76 @@
+"""`langclip search --images photos/ --model runs/ru "…"`: search a folder as rclip does, without building an
+index first. The index lives in one place for these pictures and this image tower
+($LANGCLIP_INDEX_HOME, default ~/.cache/langclip/indexes/<key>; nothing is written beside the photos), is
+built on the first search and brought up to date (`index update`: new and changed pictures embedded,
+deleted ones dropped) on each later one unless told not to. Any run trained on the same image tower finds
+the same index: the key is the pictures' folders and the tower's digest as the model records it.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+HOME_ENV = "LANGCLIP_INDEX_HOME"
+
+
+def index_home() -> Path:
+    return Path(os.environ.get(HOME_ENV) or Path.home() / ".cache" / "langclip" / "indexes").expanduser()
+
+
+def tower_key(model: str | Path) -> str:
+    """What identifies the image tower `model` embeds pictures with, read without loading it: a run's or
+    export's recorded tensor digest (the file's SHA-256 for runs from before it), or for CLIP's own weights
+    file its path, size and modification time."""
+    from ..inference import image_tower_ref, model_meta
+
+    p = Path(model).expanduser()
+    if p.is_dir():
+        ref = image_tower_ref(model_meta(p))
+        key = ref.get("tower_sha256") or ref.get("sha256")
+        if not key:
+            raise ValueError(f"{model}: records no image tower (not made by langclip?); build an index with "
+                             f"`langclip index build` and search it with --index")
+        return key
+    if p.is_file():
+        st = p.stat()
+        return f"file:{p.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    raise FileNotFoundError(f"model not found: {model} (a langclip run or export folder, or a CLIP weights file)")
+
+
+def folder_index(data: list[str], model: str | Path, arch: str = "", weights: str | None = None,
+                 device: str | None = None, update: bool = True, home: str | Path | None = None) -> Path:
+    """The index of the pictures under `data` (folders, tables or shards) for `model`'s image tower: built
+    the first time (with progress on stderr), updated later (`update`), its folder returned. What the build
+    and the update print goes to stderr, so a search's standard output holds its results alone."""
+    from ..config import IndexConfig
+    from .index import build_index, update_index
+
+    for d in data:
+        if not Path(d).expanduser().exists():
+            raise FileNotFoundError(f"--images: not found: {d}")
+    paths = sorted(str(Path(d).expanduser().resolve()) for d in data)
+    key = hashlib.sha256(json.dumps({"data": paths, "tower": tower_key(model)}).encode()).hexdigest()[:16]
+    out = Path(home or index_home()) / key
+    if (out / "manifest.json").is_file():
+        if update:
+            import io
+
+            with contextlib.redirect_stdout(io.StringIO()):   # its JSON line: said below in words, if at all
+                r = update_index(out, progress=True, **({"device": device} if device else {}))
+            if r.get("embedded") or r.get("removed") or r.get("changed") or r.get("failed"):
+                print(f"langclip: {out}: {r['added']} new, {r['changed']} changed, {r['removed']} removed, "
+                      f"{r['failed']} unreadable; {r['count']:,} pictures", file=sys.stderr, flush=True)
+        return out
+    with contextlib.redirect_stdout(sys.stderr):
+        print(f"langclip: indexing {', '.join(paths)} once into {out} (later searches add only new and "
+              f"changed pictures)", flush=True)
+        p = Path(model).expanduser()
+        cfg = IndexConfig(data=paths, out=str(out), device=device,
+                          **({"model": str(p.resolve()), "weights": weights or ""} if p.is_dir() else
+                             {"clip": arch, "weights": str(p.resolve())}))
+        build_index(cfg)
+    return out
