@@ -46,15 +46,36 @@ def folder_index(data: list[str], model: str | Path, arch: str = "", weights: st
     """The index of the pictures under `data` (folders, tables or shards) for `model`'s image tower: built
     the first time (with progress on stderr), updated later (`update`), its folder returned. What the build
     and the update print goes to stderr, so a search's standard output holds its results alone."""
-    from ..config import IndexConfig
-    from .index import build_index, update_index
-
     for d in data:
         if not Path(d).expanduser().exists():
             raise FileNotFoundError(f"--images: not found: {d}")
     paths = sorted(str(Path(d).expanduser().resolve()) for d in data)
     key = hashlib.sha256(json.dumps({"data": paths, "tower": tower_key(model)}).encode()).hexdigest()[:16]
     out = Path(home or index_home()) / key
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(out.parent / f"{key}.lock"):   # two searches at once: the second waits, then finds it built
+        return _build_or_update(out, paths, model, arch, weights, device, update)
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    try:
+        import fcntl
+    except ImportError:      # not POSIX: no lock
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _build_or_update(out: Path, paths: list[str], model, arch: str, weights, device, update: bool) -> Path:
+    from ..config import IndexConfig
+    from .index import build_index, update_index
+
     if (out / "manifest.json").is_file():
         if update:
             import io
