@@ -328,3 +328,39 @@ def tiny_xlmr(tmp_path_factory):
                                      num_attention_heads=2, intermediate_size=64, max_position_embeddings=40,
                                      pad_token_id=1), add_pooling_layer=False).save_pretrained(str(d))
     return d
+
+
+@pytest.fixture()
+def cifar_root(tmp_path, monkeypatch):
+    """20 test images written in CIFAR-10's own python format, read by torchvision.datasets.CIFAR10.
+    torchvision checks the files' MD5 against the real dataset's; the checksums are pointed at ours."""
+    import hashlib
+    import pickle
+
+    import numpy as np
+
+    import torchvision.datasets as tvd
+
+    d = tmp_path / "cifar" / "cifar-10-batches-py"
+    d.mkdir(parents=True)
+    def batch(n, seed):
+        r = np.random.default_rng(seed)
+        labels = [int(i % 10) for i in range(n)]
+        imgs = r.integers(0, 255, (n, 3, 32, 32), dtype=np.uint8)
+        for i, y in enumerate(labels):  # a class-dependent tint, so predictions are not all alike
+            imgs[i, y % 3] = np.clip(imgs[i, y % 3].astype(int) + 40 * (y // 3), 0, 255)
+        # str keys: the real files were pickled by Python 2, whose str torchvision reads back as str
+        return {"batch_label": "x", "labels": labels, "data": imgs.reshape(n, -1), "filenames": ["f"] * n}
+
+    files = {f"data_batch_{i}": batch(2, i) for i in range(1, 6)}
+    files["test_batch"] = batch(20, 99)
+    for name, obj in files.items():
+        (d / name).write_bytes(pickle.dumps(obj, protocol=2))
+    (d / "batches.meta").write_bytes(pickle.dumps({"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog",
+                                                                   "frog", "horse", "ship", "truck"], "num_vis": 3072},
+                                                  protocol=2))
+    md5 = lambda f: hashlib.md5((d / f).read_bytes()).hexdigest()
+    monkeypatch.setattr(tvd.CIFAR10, "train_list", [[f"data_batch_{i}", md5(f"data_batch_{i}")] for i in range(1, 6)])
+    monkeypatch.setattr(tvd.CIFAR10, "test_list", [["test_batch", md5("test_batch")]])
+    monkeypatch.setattr(tvd.CIFAR10, "meta", {"filename": "batches.meta", "key": "label_names", "md5": md5("batches.meta")})
+    return tmp_path / "cifar"

@@ -968,3 +968,29 @@ def test_bf16_weights_training_follows_float32_and_saves_masters(tmp_path, train
             train(cfg, progress=False)
     b = load_file(str(train(dataclasses.replace(cfg, resume="latest"), progress=False) / "text_tower.safetensors"))
     assert all(torch.equal(b[k], w[k]) for k in w)
+
+
+def test_zero_shot_each_epoch_is_what_langclip_eval_measures(tmp_path, train_cfg, cifar_root):
+    """`zeroshot.datasets: [cifar10]`: after each epoch the run logs CIFAR-10's zero-shot acc@1, acc@5 and
+    mean per-class recall (Russian class names, as the tokenizer's language), and the last epoch's equal
+    `langclip eval` of the finished run exactly (the reference: the eval stage, run afterwards on the saved
+    weights). An unknown dataset and a missing data root are named before any work."""
+    from dataclasses import replace
+
+    from langclip.config import ConfigError, ZeroShotSection
+    from langclip.evaluate import evaluate_cli
+
+    cfg = replace(train_cfg, epochs=2, zeroshot=ZeroShotSection(datasets=["cifar10"], data_root=str(cifar_root)))
+    run = train(cfg, progress=False)
+    recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    zs = [r for r in recs if "zeroshot/cifar10/acc1" in r]
+    assert [r["epoch"] for r in zs] == [1, 2] and all("val/mean_recall" in r for r in zs)
+    ev = evaluate_cli(str(run), "cifar10", "ru", str(cifar_root), batch_size=7, device="cpu", workers=0,
+                      out=str(tmp_path / "ev"))["cifar10"]
+    for k in ("acc1", "acc5", "mean_per_class_recall"):
+        assert zs[-1][f"zeroshot/cifar10/{k}"] == pytest.approx(ev[k], abs=1e-12), k
+    for z, msg in ((ZeroShotSection(datasets=["cifar11"], data_root=str(cifar_root)), "unknown dataset 'cifar11'"),
+                   (ZeroShotSection(datasets=["cifar10"]), "zeroshot.data_root: \\(not given\\) is not a folder")):
+        with pytest.raises(ConfigError, match=msg):
+            replace(train_cfg, out=str(tmp_path / "x"), zeroshot=z).validate()
+    assert not (tmp_path / "x").exists()

@@ -213,12 +213,26 @@ class LossSection:
 
 
 @dataclass
+class ZeroShotSection:
+    """Zero-shot accuracy after each epoch, as `langclip eval` measures it (train/zeroshot.py): the pictures
+    embedded once by the frozen image tower, the class prompts by the text tower as it is then."""
+    datasets: list[str] = field(default_factory=list)   # cifar10, cifar100, caltech101, food101, flowers102,
+                                                        # imagenet1k, babel_imagenet, imagefolder:PATH
+    data_root: str = ""                      # where they are, as `langclip eval --data-root`
+    lang: str = ""                           # the class names' language ("": the tokenizer's)
+    max_images: int = 0                      # 0: the whole test split; else this many, spread over it
+    templates: str | list[str] = ""          # "": langclip's for the language; else the templates (a list), or
+                                             # as `eval --templates` (a file)
+
+
+@dataclass
 class TrainConfig:
     cache: str = ""
     out: str = "runs/run"
     model: ModelSection = field(default_factory=ModelSection)
     optim: OptimSection = field(default_factory=OptimSection)
     loss: LossSection = field(default_factory=LossSection)
+    zeroshot: ZeroShotSection = field(default_factory=ZeroShotSection)
     epochs: int = 10
     batch_size: int = 1024                   # global batch (all ranks together)
     val_fraction: float = 0.02               # of images, held out for recall@k
@@ -275,6 +289,23 @@ class TrainConfig:
                               "model.lang")
         if hf and m.text_overrides:
             raise ConfigError("model.text_overrides apply to scratch init only (an hf: tower has its own shape)")
+        self._check_zeroshot()
+
+    def _check_zeroshot(self) -> None:
+        from .benchsets import ZERO_SHOT
+
+        z = self.zeroshot
+        known = ("cifar10", "cifar100", "caltech101") + ZERO_SHOT
+        for d in z.datasets:
+            if d not in known and not (d.startswith("imagefolder:") and len(d) > 12):
+                raise ConfigError(f"zeroshot.datasets: unknown dataset {d!r}; one of {', '.join(known)} or "
+                                  f"imagefolder:PATH", "zeroshot.datasets")
+        if any(not d.startswith("imagefolder:") for d in z.datasets) and not (
+                z.data_root and Path(z.data_root).expanduser().is_dir()):
+            raise ConfigError(f"zeroshot.data_root: {z.data_root or '(not given)'} is not a folder; give where "
+                              f"{', '.join(z.datasets)} are (as `langclip eval --data-root`)", "zeroshot.data_root")
+        if z.max_images < 0:
+            raise ConfigError("zeroshot.max_images must be >= 0 (0: all)", "zeroshot.max_images")
 
     def _check_run_init(self) -> None:
         """model.init=run:<folder>: a langclip run (recorded absolute, so a resume matches from any folder), whose

@@ -18,7 +18,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -40,6 +40,7 @@ from .precision import optimizer_step
 from .tokens import caption_tables
 from .report import MetricsLog, finish, validate_epoch
 from .stop import StopRequest, Stopped, exit_code
+from .zeroshot import zero_shot_sets
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ class Run:
     clock: tuple = (0.0, 0)      # (time, step) of the last log line, for pairs/s
     coverage: dict | None = None  # which tokens the training captions use (coverage.summary; rank 0)
     stop: StopRequest | None = None  # Ctrl-C / SIGTERM: stop after a step, with a checkpoint (stop.py)
+    zeroshot: list = field(default_factory=list)   # benchmarks measured each epoch (zeroshot.py; rank 0)
 
     @property
     def done(self) -> bool:
@@ -160,6 +162,7 @@ def setup(cfg: TrainConfig, progress: bool = True) -> tuple[Run, Path | None, di
         log.warning("%s", warning)
     run = Run(cfg, rank, world, device, bf16, out, tok, data, model.to(device), ref, meta, val_idx, groups, spe,
               total, keys)
+    run.zeroshot = zero_shot_sets(run, progress)   # its datasets read before anything is written
     if rank == 0:
         import yaml
 
@@ -321,8 +324,8 @@ def run_epoch(run: Run) -> None:
     epoch_done = run.epoch + 1 if run.step % run.steps_per_epoch == 0 else run.epoch
     if diverged(run.bad_steps, run.model, run.world, weights=True):   # nothing non-finite is validated or saved
         raise divergence_error(run.out, run.step, run.sched.get_last_lr()[0])
-    if run.rank == 0 and len(run.val_idx) > 0:
-        validate_epoch(run)
+    if run.rank == 0:
+        validate_epoch(run)   # held-out recall, zero-shot benchmarks: what there is of them
     checkpoint(run, epoch_done)
     run.epoch += 1
 

@@ -47,7 +47,25 @@ class MetricsLog:
 
 # -- validation -----------------------------------------------------------------------------------
 def validate_epoch(run) -> None:
-    """Held-out recall (and the English captions' recall) of a `loop.Run`, logged; the best weights kept."""
+    """Held-out recall (and the English captions' recall) of a `loop.Run`, and zero-shot accuracy on the
+    benchmarks the config names (zeroshot.py), logged; the best weights kept (by held-out recall)."""
+    from .zeroshot import zero_shot_epoch
+
+    val = _held_out(run) if len(run.val_idx) > 0 else {}
+    zs = zero_shot_epoch(run) if run.zeroshot else {}
+    if not val and not zs:
+        return
+    run.logger({"step": run.step, "epoch": run.epoch + 1, **val, **zs})
+    run.bar.write(f"epoch {run.epoch + 1}: " + "  ".join(
+        [f"{k[4:]} {v:.3f}" for k, v in val.items() if not k.startswith("val/en_") or k.endswith("@1")] +
+        [f"{k[9:-5]} acc@1 {v:.3f}" for k, v in zs.items() if k.endswith("/acc1")]))
+    if val and val["val/mean_recall"] > run.best:
+        run.best = val["val/mean_recall"]
+        save_model_files(run.out, run.model, run.tok, run.ref, {**run.meta, "best": {"step": run.step, **val}},
+                         weights_name="text_tower_best.safetensors")
+
+
+def _held_out(run) -> dict:
     data = run.data
     val = validate(run.model, run.tokens, run.images, data.caption_image, run.val_idx, run.device, run.bf16,
                    data.text_only)
@@ -57,14 +75,7 @@ def validate_epoch(run) -> None:
         val.update({f"en_{k}": v for k, v in en.items() if k != "mean_recall"})
     if data.text_only:  # text -> its English teacher embedding, and back
         val = {k.replace("t2i", "to_en").replace("i2t", "from_en"): v for k, v in val.items()}
-    val = {f"val/{k}": v for k, v in val.items()}
-    run.logger({"step": run.step, "epoch": run.epoch + 1, **val})
-    run.bar.write(f"epoch {run.epoch + 1}: " + "  ".join(f"{k[4:]} {v:.3f}" for k, v in val.items()
-                                                         if not k.startswith("val/en_") or k.endswith("@1")))
-    if val["val/mean_recall"] > run.best:
-        run.best = val["val/mean_recall"]
-        save_model_files(run.out, run.model, run.tok, run.ref, {**run.meta, "best": {"step": run.step, **val}},
-                         weights_name="text_tower_best.safetensors")
+    return {f"val/{k}": v for k, v in val.items()}
 
 
 @torch.no_grad()

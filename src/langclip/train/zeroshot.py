@@ -1,0 +1,88 @@
+"""Zero-shot accuracy after each epoch (config `zeroshot:`), as open_clip reports ImageNet while it trains.
+The benchmark's pictures go through the frozen image tower once, when training starts; after each epoch
+the class prompts go through the text tower as it is then. The numbers are `langclip eval`'s for the
+weights of that epoch: the same datasets, class names, templates and metrics (evaluate.py), in float32.
+Rank 0 alone measures them."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..metrics import classification_metrics, display_name, zero_shot_weights
+
+
+@dataclass
+class ZeroShotSet:
+    name: str
+    features: torch.Tensor       # (N, D) normalised image embeddings, on the training device
+    labels: torch.Tensor         # (N,)
+    classnames: list
+    templates: list[str]
+
+
+def _dataset(name: str, root: str, transform, lang: str, given: list[str] | None):
+    """(dataset, class names, templates) as `langclip eval` takes them (evaluate._zero_shot); `given`: the
+    config's templates."""
+    from ..benchsets import ZERO_SHOT, load_zero_shot
+    from ..datasets import dataset_classnames, load_dataset, shipped_templates
+
+    if name in ZERO_SHOT:
+        ds, names, own = load_zero_shot(name, root, transform, lang, None)
+        return ds, names, given or own or shipped_templates(lang)
+    ds, folder_classes = load_dataset(name, root, transform, False)
+    names = dataset_classnames(name, lang, None, folder_classes)
+    n_classes = len(folder_classes) if folder_classes is not None else len(getattr(ds, "classes", names))
+    if len(names) != n_classes:
+        raise ValueError(f"zeroshot.datasets: {name}: {len(names)} class names for {n_classes} classes")
+    return ds, names, given or shipped_templates(lang)
+
+
+@torch.no_grad()
+def zero_shot_sets(run, progress: bool = True) -> list[ZeroShotSet]:
+    """Each `zeroshot.datasets` benchmark's pictures embedded by the run's frozen image tower (rank 0)."""
+    from ..files import progress_bar, usable_cores
+    from ..model import image_transform, preprocess_cfg
+
+    z = run.cfg.zeroshot
+    if run.rank != 0 or not z.datasets:
+        return []
+    lang = z.lang or (getattr(run.tok, "meta", {}) or {}).get("language")
+    if not lang:
+        raise ValueError("zeroshot.lang: the tokenizer records no language; give the class names' language")
+    from ..datasets import read_templates
+
+    t = z.templates
+    given = (read_templates(json.dumps(t, ensure_ascii=False) if isinstance(t, list) else t, lang) if t else None)
+    transform = image_transform(preprocess_cfg(run.model))
+    out = []
+    run.model.eval()
+    for name in z.datasets:
+        ds, names, templates = _dataset(name, z.data_root, transform, lang, given)
+        if z.max_images and z.max_images < len(ds):   # spread over the split: a class-sorted folder keeps its classes
+            ds = torch.utils.data.Subset(ds, torch.linspace(0, len(ds) - 1, z.max_images).round().long().tolist())
+        loader = torch.utils.data.DataLoader(ds, batch_size=256, num_workers=min(8, usable_cores() - 1))
+        feats, labels = [], []
+        for x, y in progress_bar(loader, desc=f"zero-shot {name} pictures", unit="batch", disable=not progress):
+            feats.append(F.normalize(run.model.encode_image(x.to(run.device)).float(), dim=-1))
+            labels.append(torch.as_tensor(y))
+        short = Path(name.split(":", 1)[1]).name if name.startswith("imagefolder:") else name   # a metric's name
+        out.append(ZeroShotSet(short, torch.cat(feats), torch.cat(labels), names, templates))
+    run.model.train()
+    return out
+
+
+@torch.no_grad()
+def zero_shot_epoch(run) -> dict:
+    """{"zeroshot/NAME/acc1", …/acc5, …/mean_per_class_recall} for the text tower as it is now."""
+    res = {}
+    run.model.eval()
+    for s in run.zeroshot:
+        w = zero_shot_weights(run.model, run.tok, s.classnames, s.templates, run.device)
+        m = classification_metrics((s.features @ w.T).cpu(), s.labels, [display_name(c) for c in s.classnames])
+        res.update({f"zeroshot/{s.name}/{k}": m[k] for k in ("acc1", "acc5", "mean_per_class_recall")})
+    run.model.train()
+    return res
