@@ -11,11 +11,11 @@ import yaml
 from .coverage import COUNTS_FILE, load_counts, summary, summary_text
 
 def _results(run: Path) -> list[str]:
-    """The run's own figures: held-out recall at the last validation (the exported weights are the
-    final ones), and any evaluation saved under the run folder (`langclip eval ... --out <run>/eval`,
+    """The run's own figures: zero-shot accuracy and held-out recall at the last validation (the exported
+    weights are the final ones), and any evaluation saved under the run folder (`langclip eval ... --out <run>/eval`,
     `eval-retrieval ... --out <run>/eval`)."""
     lines = []
-    vals = []
+    vals, zs = [], None
     if (run / "metrics.jsonl").is_file():
         for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
             try:
@@ -24,6 +24,16 @@ def _results(run: Path) -> list[str]:
                 continue
             if "val/mean_recall" in rec:
                 vals.append(rec)
+            if any(k.startswith("zeroshot/") for k in rec):
+                zs = rec
+    if zs:   # measured after each epoch (config `zeroshot:`), the last epoch's: the exported weights'
+        names = sorted(k[9:-5] for k in zs if k.startswith("zeroshot/") and k.endswith("/acc1"))
+        cap = (_run_config(run).get("zeroshot") or {}).get("max_images") or 0
+        lines += [f"Zero-shot classification at the end of training (step {zs.get('step')}"
+                  + (f", {cap:,} test pictures of each" if cap else "") + "; as `langclip eval` measures it):", "",
+                  "| dataset | acc@1 | acc@5 | mean per-class recall |", "|---|---|---|---|"]
+        lines += [f"| {n} | {zs[f'zeroshot/{n}/acc1']:.3f} | {zs[f'zeroshot/{n}/acc5']:.3f} | "
+                  f"{zs[f'zeroshot/{n}/mean_per_class_recall']:.3f} |" for n in names] + [""]
     if vals:
         last = vals[-1]
         keys = [k for k in last if k.startswith("val/") and "@" in k]
@@ -34,6 +44,13 @@ def _results(run: Path) -> list[str]:
         lines += [f"From `{f.relative_to(run)}`:", "", f.read_text(encoding="utf-8").strip(), ""]
     return lines or ["No evaluation was saved with this run: run `langclip eval --model RUN --out RUN/eval` "
                      "before exporting to have it here.", ""]
+
+
+def _run_config(run: Path) -> dict:
+    try:
+        return yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
 
 
 EXAMPLE_LABELS = {"ru": ('["кот", "собака", "лошадь"]', "фото {}"), "uk": ('["кіт", "собака", "кінь"]', "фото {}")}
