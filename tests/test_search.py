@@ -526,6 +526,27 @@ def test_a_running_server_answers_from_the_updated_index(tmp_path, photos, tiny_
     assert c.get(f"/thumb/{new}").content == fresh.thumbnail(new)
 
 
+def test_api_combines_texts_and_never_reads_a_path(client, trained_run):
+    """/api/search?q=…&add=…&subtract=…: the weighted sum of the texts' embeddings (a numpy reference from
+    each text alone), as `search --add`; a term that looks like a file is a text here (the API never reads
+    a file by its path)."""
+    c, idx = client
+    h = {"Authorization": "Bearer s3cret"}
+    m = QueryModel(trained_run, image=False)
+    red, circle = m.encode_text(["красный"])[0], m.encode_text(["круг"])[0]
+    want = (red - 0.5 * circle) / np.linalg.norm(red - 0.5 * circle)
+    order = [int(idx.ids[r]) for r in np.argsort(-(np.asarray(idx.embeddings, np.float32) @ want))[:5]]
+    r = c.get("/api/search", params={"q": "красный", "subtract": "0.5:круг", "k": 5}, headers=h).json()
+    assert [x["id"] for x in r["results"]] == order
+    assert r["terms"] == [{"text": "красный", "weight": 1.0, "searched": "красный"},
+                          {"text": "круг", "weight": -0.5, "searched": "круг"}]
+    pic = "../../etc/passwd.jpg"
+    r = c.get("/api/search", params={"q": "кот", "add": pic, "k": 1}, headers=h)
+    assert r.status_code == 200 and r.json()["terms"][1]["text"] == pic
+    many = c.get("/api/search", params=[("q", "кот")] + [("add", "кот")] * 9, headers=h)
+    assert many.status_code == 422 and "terms" in many.json()["detail"]
+
+
 def test_model_keys_name_each_text_tower():
     """`serve --model A B`: the API's model= key is each model's language where they differ, else its folder's."""
     from types import SimpleNamespace as M

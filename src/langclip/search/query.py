@@ -103,10 +103,12 @@ class Term:
 WEIGHT = re.compile(r"^(\d+(?:\.\d+)?):(?=[^\d\s])")   # "2:собака", "0.5:./cat.jpg"; not "10:30 утра"
 
 
-def query_terms(query: str | None = None, image: str | None = None, add=(), subtract=()) -> list[Term]:
+def query_terms(query: str | None = None, image: str | None = None, add=(), subtract=(),
+                pictures: bool = True) -> list[Term]:
     """The terms of `search "…" --image … --add … --subtract …`, as rclip combines them: each may start with a
     weight ("2:собака"); an --add or --subtract term is a picture when it names a file or ends like one
-    (".jpg"), else a text. Pictures must exist (named when not), and something must be added."""
+    (".jpg"), else a text. Pictures must exist (named when not), and something must be added.
+    `pictures=False` (the HTTP API, which never reads a file by its path): every term is a text."""
     from ..pairs import IMAGE_EXTS
 
     def term(raw: str, sign: float, picture: bool | None, where: str) -> Term:
@@ -115,7 +117,7 @@ def query_terms(query: str | None = None, image: str | None = None, add=(), subt
         if not value.strip():
             raise ValueError(f"{where}: an empty term ({raw!r})")
         if picture is None:
-            picture = Path(value).is_file() or Path(value).suffix.lower() in IMAGE_EXTS
+            picture = pictures and (Path(value).is_file() or Path(value).suffix.lower() in IMAGE_EXTS)
         if picture and not Path(value).is_file():
             raise FileNotFoundError(f"{where}: picture not found: {value}")
         return Term(value, sign * w, picture)

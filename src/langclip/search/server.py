@@ -2,7 +2,8 @@
 
     GET  /                     the page (no CDN, no build step; its strings in six languages)
     GET  /api/health           status, the models (a language each) and the index that answer
-    GET  /api/search?q=&k=     text query (&model=KEY: one of /api/health's models; default the first)
+    GET  /api/search?q=&k=     text query (&model=KEY: one of /api/health's models; default the first;
+                               &add=, &subtract=: more texts, "2:…" weighted, combined as `search --add`)
     POST /api/search/image     an uploaded picture (multipart field "file")
     GET  /api/similar/{id}?k=  pictures like an indexed one
     GET  /thumb/{id}           its thumbnail;  GET /image/{id}: the picture itself
@@ -27,6 +28,7 @@ MAX_QUERY = 300          # characters
 MAX_K = 100
 MAX_UPLOAD = 10 << 20    # bytes
 MAX_PIXELS = 40_000_000
+MAX_TERMS = 8            # texts a search may add or subtract
 
 
 @dataclass
@@ -110,6 +112,8 @@ def create_app(index, model, token: str | None = None, limits: Limits | None = N
     from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
     from fastapi.responses import HTMLResponse, Response
 
+    from .query import combine, query_terms
+
     models = list(model) if isinstance(model, (list, tuple)) else [model]
 
     def check(ix):
@@ -166,20 +170,34 @@ def create_app(index, model, token: str | None = None, limits: Limits | None = N
                k: int = Query(24, description=f"how many results (1..{MAX_K})"),
                as_typed: bool = Query(False, description="no untrained word replaced by a trained form of it"),
                model_key: str | None = Query(None, alias="model", description="which text tower reads the query "
-                                             "(/api/health's models; default: the first)")):
+                                             "(/api/health's models; default: the first)"),
+               add: list[str] = Query([], description="texts to look for as well (repeatable; \"2:…\" weighs one)"),
+               subtract: list[str] = Query([], description="texts to look away from (repeatable)")):
         if model_key is not None and model_key not in keys:
             raise HTTPException(422, f"no model {model_key[:40]!r} here; this server has {', '.join(keys)}")
         m = keys[model_key] if model_key is not None else model
         if not q.strip():
             raise HTTPException(422, "the query is empty")
-        if len(q) > lim.max_query:
+        if any(len(x) > lim.max_query for x in [q, *add, *subtract]):
             raise HTTPException(413, f"the query is longer than {lim.max_query} characters")
+        if len(add) + len(subtract) > MAX_TERMS:
+            raise HTTPException(422, f"more than {MAX_TERMS} terms to add or subtract")
         check_k(k)
+        try:
+            terms = query_terms(q, None, add, subtract, pictures=False)
+        except ValueError as e:
+            raise HTTPException(422, str(e)) from None
         # words the run never trained on, and those searched as a trained form of them (coverage.py)
-        p = m.prepare(q, as_typed) if hasattr(m, "prepare") else {"text": q, "unseen": {}, "rewritten": {}}
+        ps = [m.prepare(t.value, as_typed) if hasattr(m, "prepare") else {"text": t.value, "unseen": {}, "rewritten": {}}
+              for t in terms]
+        vecs = m.encode_text([p["text"] for p in ps])
+        vec = vecs[0] if len(terms) == 1 else combine(vecs, [t.weight for t in terms])
         ix = live.current()
-        return {"query": q, "searched": p["text"], "unseen": p["unseen"], "rewritten": p["rewritten"],
-                **results(ix, ix.search(m.encode_text([p["text"]])[0], k)[0])}
+        return {"query": q, "searched": ps[0]["text"], "unseen": {w: v for p in ps for w, v in p["unseen"].items()},
+                "rewritten": {w: v for p in ps for w, v in p["rewritten"].items()},
+                **({"terms": [{"text": t.value, "weight": t.weight, "searched": p["text"]} for t, p in zip(terms, ps)]}
+                   if len(terms) > 1 else {}),
+                **results(ix, ix.search(vec, k)[0])}
 
     @app.post("/api/search/image", dependencies=[Depends(auth)])
     async def search_image(file: UploadFile = File(...), k: int = Query(24)):
