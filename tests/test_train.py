@@ -970,9 +970,11 @@ def test_bf16_weights_training_follows_float32_and_saves_masters(tmp_path, train
     assert all(torch.equal(b[k], w[k]) for k in w)
 
 
-def test_zero_shot_each_epoch_is_what_langclip_eval_measures(tmp_path, train_cfg, cifar_root):
+@pytest.mark.parametrize("init", ["clip", "hf"])
+def test_zero_shot_each_epoch_is_what_langclip_eval_measures(tmp_path, train_cfg, cifar_root, init, request):
     """`zeroshot.datasets: [cifar10]`: after each epoch the run logs CIFAR-10's zero-shot acc@1, acc@5 and
-    mean per-class recall (Russian class names, as the tokenizer's language), and the last epoch's equal
+    mean per-class recall (Russian class names, as the tokenizer's language; an hf: encoder's run too), and
+    the last epoch's equal
     `langclip eval` of the finished run exactly (the reference: the eval stage, run afterwards on the saved
     weights). An unknown dataset and a missing data root are named before any work."""
     from dataclasses import replace
@@ -981,6 +983,8 @@ def test_zero_shot_each_epoch_is_what_langclip_eval_measures(tmp_path, train_cfg
     from langclip.evaluate import evaluate_cli
 
     cfg = replace(train_cfg, epochs=2, zeroshot=ZeroShotSection(datasets=["cifar10"], data_root=str(cifar_root)))
+    if init == "hf":   # a pretrained encoder's own tokenizer (M-CLIP's kind): the language from the config
+        cfg.model = replace(cfg.model, init=f"hf:{request.getfixturevalue('tiny_bert')}", tokenizer="", lang="ru")
     run = train(cfg, progress=False)
     recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     zs = [r for r in recs if "zeroshot/cifar10/acc1" in r]
