@@ -363,8 +363,9 @@ def test_search_combines_texts_and_pictures(tmp_path, photos, trained_run, capsy
 
 def test_search_images_keeps_an_index_for_the_folder(tmp_path, photos, trained_run, capsys, monkeypatch):
     """`search --images FOLDER`, as rclip: the first search builds the folder's index in $LANGCLIP_INDEX_HOME
-    and answers as `index build` + `search --index` do; a later one embeds only what is new (found at once);
-    --no-update searches the index as it is; standard output holds the results alone."""
+    and answers as `index build` + `search --index` do; a later one embeds only what is new (found at once),
+    with any run on the same image tower; --no-update searches the index as it is; standard output holds
+    the results alone."""
     monkeypatch.setenv("LANGCLIP_INDEX_HOME", str(tmp_path / "home"))
     out = tmp_path / "idx"
     assert main(["index", "build", "--data", str(photos), "--model", str(trained_run), "--out", str(out),
@@ -378,9 +379,14 @@ def test_search_images_keeps_an_index_for_the_folder(tmp_path, photos, trained_r
     assert got.out.splitlines() == want and "indexing" in got.err
     assert len([p for p in (tmp_path / "home").iterdir() if p.is_dir()]) == 1   # one index (and its lock file)
     make_image(photos / "new.jpg", 4242, size=(48, 36))
-    assert main(["search", "--images", str(photos), "--image", str(photos / "new.jpg")] + q) == 0
+    import shutil   # another run on the same image tower (a copy here): the same index, its tower embeds the new picture
+
+    other = shutil.copytree(trained_run, tmp_path / "other-run")
+    assert main(["search", "--images", str(photos), "--image", str(photos / "new.jpg"), "--model", str(other),
+                 "-k", "5", "--paths"]) == 0
     got = capsys.readouterr()
     assert got.out.splitlines()[0] == str(photos / "new.jpg") and "1 new, 0 changed, 0 removed" in got.err
+    assert len([p for p in (tmp_path / "home").iterdir() if p.is_dir()]) == 1
     make_image(photos / "newer.jpg", 4343, size=(48, 36))
     assert main(["search", "--images", str(photos), "--image", str(photos / "newer.jpg"), "--no-update"] + q) == 0
     assert str(photos / "newer.jpg") not in capsys.readouterr().out

@@ -76,12 +76,15 @@ def _build_or_update(out: Path, paths: list[str], model, arch: str, weights, dev
     from ..config import IndexConfig
     from .index import build_index, update_index
 
+    p = Path(model).expanduser()   # this search's model embeds (its tower is the index's: the key says so)
+    tower = ({"model": str(p.resolve()), "weights": weights or "", "clip": ""} if p.is_dir() else
+             {"model": "", "clip": arch, "weights": str(p.resolve())})
     if (out / "manifest.json").is_file():
         if update:
             import io
 
             with contextlib.redirect_stdout(io.StringIO()):   # its JSON line: said below in words, if at all
-                r = update_index(out, progress=True, **({"device": device} if device else {}))
+                r = update_index(out, progress=True, **tower, **({"device": device} if device else {}))
             if r.get("embedded") or r.get("removed") or r.get("changed") or r.get("failed"):
                 print(f"langclip: {out}: {r['added']} new, {r['changed']} changed, {r['removed']} removed, "
                       f"{r['failed']} unreadable; {r['count']:,} pictures", file=sys.stderr, flush=True)
@@ -89,9 +92,5 @@ def _build_or_update(out: Path, paths: list[str], model, arch: str, weights, dev
     with contextlib.redirect_stdout(sys.stderr):
         print(f"langclip: indexing {', '.join(paths)} once into {out} (later searches add only new and "
               f"changed pictures)", flush=True)
-        p = Path(model).expanduser()
-        cfg = IndexConfig(data=paths, out=str(out), device=device,
-                          **({"model": str(p.resolve()), "weights": weights or ""} if p.is_dir() else
-                             {"clip": arch, "weights": str(p.resolve())}))
-        build_index(cfg)
+        build_index(IndexConfig(data=paths, out=str(out), device=device, **tower))
     return out
