@@ -1001,3 +1001,32 @@ def test_zero_shot_each_epoch_is_what_langclip_eval_measures(tmp_path, train_cfg
         with pytest.raises(ConfigError, match=msg):
             replace(train_cfg, out=str(tmp_path / "x"), zeroshot=z).validate()
     assert not (tmp_path / "x").exists()
+
+
+def test_zero_shot_pictures_are_embedded_once_per_run(tmp_path, tiny_arch, tiny_clip, ru_tokenizer):
+    """The benchmark's picture embeddings are kept in the run folder: a resumed run reads them back (the
+    dataset is not read again) unless what they depend on changed (here the picture count)."""
+    from types import SimpleNamespace
+
+    from langclip.build import build_student
+    from langclip.train.zeroshot import _embedded
+
+    model, _, _ = build_student(tiny_arch, tiny_clip[1], ru_tokenizer, init="clip")
+    run = SimpleNamespace(model=model, device=torch.device("cpu"))
+    ds = torch.utils.data.TensorDataset(torch.randn(6, 3, 64, 64), torch.arange(6) % 3)
+    f = tmp_path / "run" / "zeroshot" / "x.safetensors"
+    key = {"dataset": "x", "pictures": 6, "tower": "abc"}
+    feats, labels = _embedded(run, f, ds, key, progress=False)
+    assert f.is_file() and feats.shape == (6, 32) and labels.tolist() == [0, 1, 2, 0, 1, 2]
+
+    class Unreadable(torch.utils.data.Dataset):
+        def __len__(self):
+            return 6
+
+        def __getitem__(self, i):
+            raise AssertionError("read again")
+
+    again, _ = _embedded(run, f, Unreadable(), key, progress=False)
+    assert torch.equal(again, feats)
+    with pytest.raises(AssertionError, match="read again"):
+        _embedded(run, f, Unreadable(), {**key, "pictures": 5}, progress=False)

@@ -136,7 +136,7 @@ def setup(cfg: TrainConfig, progress: bool = True) -> tuple[Run, Path | None, di
     """Everything before the first step; nothing is written before every check has passed."""
     cfg.validate()
     rank, world, device, bf16 = _environment(cfg)
-    out = check_out_dir(cfg.out, "run", ("model.json", "checkpoints", "config.yaml"))
+    out = check_out_dir(cfg.out, "run", ("model.json", "checkpoints", "config.yaml", "zeroshot"))
     manifest = read_manifest(cfg.cache)
     m = cfg.model
     tok = tokenizer_for(m)

@@ -2,7 +2,7 @@
 The benchmark's pictures go through the frozen image tower once, when training starts; after each epoch
 the class prompts go through the text tower as it is then. The numbers are `langclip eval`'s for the
 weights of that epoch: the same datasets, class names, templates and metrics (evaluate.py), in float32.
-Rank 0 alone measures them."""
+Rank 0 alone measures them; the pictures' embeddings are kept in the run folder for a resumed run."""
 from __future__ import annotations
 
 import json
@@ -43,8 +43,8 @@ def _dataset(name: str, root: str, transform, lang: str, given: list[str] | None
 
 @torch.no_grad()
 def zero_shot_sets(run, progress: bool = True) -> list[ZeroShotSet]:
-    """Each `zeroshot.datasets` benchmark's pictures embedded by the run's frozen image tower (rank 0)."""
-    from ..files import progress_bar, usable_cores
+    """Each `zeroshot.datasets` benchmark's pictures embedded by the run's frozen image tower (rank 0), kept
+    in the run folder (zeroshot/NAME.safetensors) for a resumed run; every dataset's names are read first."""
     from ..model import image_transform, preprocess_cfg
 
     z = run.cfg.zeroshot
@@ -57,22 +57,54 @@ def zero_shot_sets(run, progress: bool = True) -> list[ZeroShotSet]:
 
     t = z.templates
     given = (read_templates(json.dumps(t, ensure_ascii=False) if isinstance(t, list) else t, lang) if t else None)
-    transform = image_transform(preprocess_cfg(run.model))
-    out = []
-    run.model.eval()
-    for name in z.datasets:
+    pp = preprocess_cfg(run.model)
+    transform = image_transform(pp)
+    todo = []
+    for name in z.datasets:   # all read (and their class names checked) before any picture is embedded
         ds, names, templates = _dataset(name, z.data_root, transform, lang, given)
         if z.max_images and z.max_images < len(ds):   # spread over the split: a class-sorted folder keeps its classes
             ds = torch.utils.data.Subset(ds, torch.linspace(0, len(ds) - 1, z.max_images).round().long().tolist())
-        loader = torch.utils.data.DataLoader(ds, batch_size=256, num_workers=min(8, usable_cores() - 1))
-        feats, labels = [], []
-        for x, y in progress_bar(loader, desc=f"zero-shot {name} pictures", unit="batch", disable=not progress):
-            feats.append(F.normalize(run.model.encode_image(x.to(run.device)).float(), dim=-1))
-            labels.append(torch.as_tensor(y))
         short = Path(name.split(":", 1)[1]).name if name.startswith("imagefolder:") else name   # a metric's name
-        out.append(ZeroShotSet(short, torch.cat(feats), torch.cat(labels), names, templates))
-    run.model.train()
+        key = {"dataset": name, "root": str(Path(z.data_root).expanduser().resolve()) if z.data_root else "",
+               "pictures": len(ds), "max_images": z.max_images, "tower": run.ref.tower_sha256 or run.ref.sha256,
+               "preprocess": json.dumps(pp, sort_keys=True, default=str)}
+        todo.append((short, ds, names, templates, key))
+    out = []
+    for short, ds, names, templates, key in todo:
+        feats, labels = _embedded(run, run.out / "zeroshot" / f"{short}.safetensors", ds, key, progress)
+        out.append(ZeroShotSet(short, feats, labels, names, templates))
     return out
+
+
+def _embedded(run, f: Path, ds, key: dict, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(normalised image embeddings on the device, labels): from `f` where it holds this `key`'s, else
+    computed with the frozen image tower and written there."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from ..files import progress_bar, usable_cores
+
+    meta = {k: str(v) for k, v in key.items()}
+    if f.is_file():
+        try:
+            with safe_open(str(f), "pt") as sf:
+                if sf.metadata() == meta:
+                    return sf.get_tensor("features").to(run.device), sf.get_tensor("labels")
+        except Exception:  # noqa: BLE001 - a damaged file is computed again
+            pass
+    loader = torch.utils.data.DataLoader(ds, batch_size=256, num_workers=min(8, usable_cores() - 1))
+    feats, labels = [], []
+    run.model.eval()
+    for x, y in progress_bar(loader, desc=f"zero-shot {key['dataset']} pictures", unit="batch", disable=not progress):
+        feats.append(F.normalize(run.model.encode_image(x.to(run.device)).float(), dim=-1))
+        labels.append(torch.as_tensor(y))
+    run.model.train()
+    feats, labels = torch.cat(feats), torch.cat(labels)
+    f.parent.mkdir(parents=True, exist_ok=True)
+    tmp = f.with_suffix(".tmp")
+    save_file({"features": feats.cpu().contiguous(), "labels": labels.contiguous()}, str(tmp), metadata=meta)
+    tmp.replace(f)
+    return feats, labels
 
 
 @torch.no_grad()
