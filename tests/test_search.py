@@ -392,6 +392,14 @@ def test_search_images_keeps_an_index_for_the_folder(tmp_path, photos, trained_r
     assert str(photos / "newer.jpg") not in capsys.readouterr().out
     assert main(["search", "--images", str(photos), "--index", str(out), "кот"] + q) == 2
     assert "give --index" in capsys.readouterr().err
+    # `index list` names what is kept; with the pictures' folder gone, --prune deletes it
+    assert main(["index", "list"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert "pictures  " in line and line.endswith(str(photos)) and "gone" not in line
+    photos.rename(tmp_path / "moved")
+    assert main(["index", "list"]) == 0 and f"(gone: {photos})" in capsys.readouterr().out
+    assert main(["index", "list", "--prune"]) == 0 and capsys.readouterr().out.startswith("deleted ")
+    assert not [p for p in (tmp_path / "home").iterdir()]
 
 
 def test_search_by_text_needs_no_clip_file(tmp_path, photos, tiny_clip, trained_run, capsys):

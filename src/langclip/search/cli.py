@@ -10,6 +10,8 @@ EPILOGS = {
                    "  langclip index build --data photos/ --clip ViT-B-32-quickgelu --pretrained openai --out idx/\n"
                    "  langclip index build --data cache/ --out idx/      # a langclip cache: nothing embedded again",
     "index update": "example:\n  langclip index update idx/        # new and changed pictures embedded, deleted ones dropped",
+    "index list": "examples:\n  langclip index list            # the indexes `search --images` keeps, newest first\n"
+                  "  langclip index list --prune    # and delete those whose pictures' folders are gone",
     "index tune": "examples:\n  langclip index tune idx/ --model runs/ru        # ~400 shipped class names as queries\n"
                   "  langclip index tune idx/ --model runs/ru --queries queries.txt --target 0.98 -k 20\n"
                   "  langclip index tune idx/ --dry-run                # picture-to-picture queries, nothing stored",
@@ -55,6 +57,8 @@ def add_parsers(sub, make) -> None:
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--device", default=None)
 
+    p = make(isub, "index list", "the indexes `search --images` keeps ($LANGCLIP_INDEX_HOME)", EPILOGS)
+    p.add_argument("--prune", action="store_true", help="delete those whose pictures' folders no longer exist")
     p = make(isub, "index tune", "measure the approximate search's recall@k on this collection and store the "
                                  "smallest nprobe that reaches a target", EPILOGS)
     p.add_argument("index")
@@ -120,6 +124,16 @@ def run(args, config) -> int:
                                              image_column=args.image_column, batch_size=args.batch_size,
                                              workers=args.workers, device=args.device))
         build_index(cfg)
+        return 0
+    if args.cmd == "index" and args.icmd == "list":
+        from .folder import index_home, list_indexes, prune_indexes
+
+        for r in prune_indexes() if args.prune else list_indexes():
+            gone = f"  (gone: {', '.join(r['gone'])})" if r["gone"] else ""
+            print(f"{'deleted ' if args.prune else ''}{r['path']}  {r['pictures']:,} pictures  {r['mib']} MiB  "
+                  f"{r['updated']}  {', '.join(r['data'])}{gone}")
+        if not args.prune and not list_indexes():
+            print(f"no kept indexes in {index_home()} (`langclip search --images FOLDER` makes them)")
         return 0
     if args.cmd == "index" and args.icmd == "tune":
         from ..files import read_names

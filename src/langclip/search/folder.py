@@ -94,3 +94,35 @@ def _build_or_update(out: Path, paths: list[str], model, arch: str, weights, dev
               f"changed pictures)", flush=True)
         build_index(IndexConfig(data=paths, out=str(out), device=device, **tower))
     return out
+
+
+def list_indexes(home: str | Path | None = None) -> list[dict]:
+    """The indexes `search --images` keeps: {path, data, gone (those of its folders that no longer exist),
+    pictures, mib, updated}, most recently updated first."""
+    root = Path(home or index_home())
+    out = []
+    for d in sorted(root.iterdir()) if root.is_dir() else []:
+        f = d / "manifest.json"
+        if not f.is_file():
+            continue
+        try:
+            man = json.loads(f.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        data = list(man.get("data") or [])
+        size = sum(p.stat().st_size for p in d.rglob("*") if p.is_file())
+        out.append({"path": str(d), "data": data, "gone": [x for x in data if not Path(x).exists()],
+                    "pictures": man.get("count", 0), "mib": round(size / 2**20, 1),
+                    "updated": man.get("updated") or man.get("built") or ""})
+    return sorted(out, key=lambda r: r["updated"], reverse=True)
+
+
+def prune_indexes(home: str | Path | None = None) -> list[dict]:
+    """Delete the kept indexes none of whose pictures' folders exist any more; -> those deleted."""
+    import shutil
+
+    gone = [r for r in list_indexes(home) if r["data"] and len(r["gone"]) == len(r["data"])]
+    for r in gone:
+        shutil.rmtree(r["path"])
+        Path(r["path"] + ".lock").unlink(missing_ok=True)
+    return gone
