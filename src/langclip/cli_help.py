@@ -15,6 +15,8 @@ EPILOGS = {
              "  langclip train --config configs/ru-vitb32-clip-init.yaml epochs=3 optim.lr=1e-4 --resume latest\n"
              "  langclip train cache=cache/ model.tokenizer=tok/ out=runs/ru   # no config: defaults, the cache's CLIP\n"
              "  langclip train --config configs/ru-vitb32-clip-init.yaml precision=bf16-weights   # GPU: bf16 copy, fp32 masters\n"
+             "  langclip train --config configs/ru-vitb32-clip-init.yaml 'zeroshot.datasets=[cifar10,cifar100]' "
+             "zeroshot.data_root=~/data   # zero-shot accuracy each epoch\n"
              "  torchrun --nproc_per_node 8 -m langclip train --config configs/ru-vitb32-clip-init.yaml",
     "eval": "example:\n  langclip eval --model runs/ru --dataset cifar10 cifar100 caltech101 --lang ru --data-root ~/data --reference --out eval/\n"
             "  langclip eval --model runs/ru --dataset babel_imagenet xm3600 xtd10 food101 flowers102 --lang ru --data-root ~/data --reference --out eval/\n"

@@ -61,7 +61,7 @@ def zero_shot_sets(run, progress: bool = True) -> list[ZeroShotSet]:
     transform = image_transform(pp)
     todo = []
     for name in z.datasets:   # all read (and their class names checked) before any picture is embedded
-        ds, names, templates = _dataset(name, z.data_root, transform, lang, given)
+        ds, names, templates = _dataset(name, str(Path(z.data_root).expanduser()), transform, lang, given)
         if z.max_images and z.max_images < len(ds):   # spread over the split: a class-sorted folder keeps its classes
             ds = torch.utils.data.Subset(ds, torch.linspace(0, len(ds) - 1, z.max_images).round().long().tolist())
         short = Path(name.split(":", 1)[1]).name if name.startswith("imagefolder:") else name   # a metric's name
