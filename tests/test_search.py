@@ -527,6 +527,7 @@ def test_a_running_server_answers_from_the_updated_index(tmp_path, photos, tiny_
     up = c.post("/api/search/image", files={"file": ("q.jpg", (photos / "new1.jpg").read_bytes())},
                 params={"k": 1}).json()["results"]
     assert up[0]["id"] == new and up[0]["name"] == "new1.jpg"
+    assert c.get("/api/search", params={"q": "кот", "k": 1}).json()["pictures"] == 27   # the page's count follows
     assert all(c.get(f"/thumb/{i}").content == fresh.thumbnail(i) for i in fresh.ids)
     assert c.get(f"/thumb/{gone}").status_code == 404
     # a manifest that disagrees with the other files: Index names it; the server keeps answering

@@ -138,9 +138,9 @@ def create_app(index, model, token: str | None = None, limits: Limits | None = N
             raise HTTPException(401, "a bearer token is required (Authorization: Bearer TOKEN)",
                                 headers={"WWW-Authenticate": "Bearer"})
 
-    def results(ix, hits):
+    def results(ix, hits):   # with the count of the index version that answered (the page's status line)
         return {"results": [{"id": i, "score": round(s, 5), "name": ix.source(i).rsplit("/", 1)[-1],
-                             "thumb": f"/thumb/{i}", "image": f"/image/{i}"} for i, s in hits]}
+                             "thumb": f"/thumb/{i}", "image": f"/image/{i}"} for i, s in hits], "pictures": len(ix)}
 
     def check_k(k: int):
         if not 1 <= k <= lim.max_k:
