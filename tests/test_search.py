@@ -392,6 +392,12 @@ def test_search_images_keeps_an_index_for_the_folder(tmp_path, photos, trained_r
     assert str(photos / "newer.jpg") not in capsys.readouterr().out
     assert main(["search", "--images", str(photos), "--index", str(out), "кот"] + q) == 2
     assert "give --index" in capsys.readouterr().err
+    import langclip.search.server as server   # `serve --images`: the same kept index, served (serve replaced)
+
+    got = {}
+    monkeypatch.setattr(server, "serve", lambda *a, **k: got.update(index=a[0]))
+    assert main(["serve", "--images", str(photos), "--model", str(trained_run)]) == 0
+    assert [Path(got["index"])] == [p for p in (tmp_path / "home").iterdir() if p.is_dir()]
     # `index list` names what is kept; with the pictures' folder gone, --prune deletes it
     assert main(["index", "list"]) == 0
     line = capsys.readouterr().out.strip()

@@ -27,7 +27,8 @@ EPILOGS = {
               "and updated for you",
     "serve": "examples:\n  langclip serve --index idx/ --model runs/ru      # http://127.0.0.1:8000/\n"
              "  langclip serve --index idx/ --model runs/ru runs/uk ViT-B-32.pt   # Russian, Ukrainian, English: one index\n"
-             "  langclip serve --index idx/ --model runs/ru --host 0.0.0.0 --token-file ~/.langclip-token   # or $LANGCLIP_TOKEN",
+             "  langclip serve --index idx/ --model runs/ru --host 0.0.0.0 --token-file ~/.langclip-token   # or $LANGCLIP_TOKEN\n"
+             "  langclip serve --images ~/Pictures --model runs/ru   # no index build first: kept and updated for you",
 }
 
 
@@ -74,15 +75,12 @@ def add_parsers(sub, make) -> None:
     for name in ("search", "serve"):
         p = make(sub, name, "find pictures by words or by a picture" if name == "search" else
                  "the index over HTTP: an API and a search page", EPILOGS)
-        if name == "search":
-            p.add_argument("--index", help="an index (`langclip index build`); or --images")
-            p.add_argument("--images", action="append", metavar="FOLDER", help="search these pictures (repeatable) "
-                           "as rclip does: their index is built on the first search and updated on each later one, "
-                           "kept in $LANGCLIP_INDEX_HOME (default ~/.cache/langclip/indexes)")
-            p.add_argument("--no-update", action="store_true", help="with --images: search the index as it is "
-                           "(nothing added or dropped since the last search)")
-        else:
-            p.add_argument("--index", required=True)
+        p.add_argument("--index", help="an index (`langclip index build`); or --images")
+        p.add_argument("--images", action="append", metavar="FOLDER", help="these pictures (repeatable), as rclip "
+                       "searches: their index is built the first time and updated each later time, kept in "
+                       "$LANGCLIP_INDEX_HOME (default ~/.cache/langclip/indexes)")
+        p.add_argument("--no-update", action="store_true", help="with --images: the index as it is (nothing "
+                       "added or dropped since the last time)")
         if name == "search":
             p.add_argument("--model", required=True, help="a langclip run or export, or a CLIP weights file (English)")
         else:
@@ -156,7 +154,16 @@ def run(args, config) -> int:
         return 0
     from .server import serve
 
-    serve(args.index, args.model, args.host, args.port, serve_token(args.token, args.token_file), args.arch,
+    index = args.index
+    if bool(args.index) == bool(args.images):
+        raise ValueError("give --index (an index built with `langclip index build`) or --images (pictures to "
+                         "serve: their index is kept for you), one of them")
+    if args.images:   # the first model's image tower (each model is checked against it)
+        from .folder import folder_index
+
+        index = str(folder_index(args.images, args.model[0], args.arch, args.weights, args.device,
+                                 not args.no_update))
+    serve(index, args.model, args.host, args.port, serve_token(args.token, args.token_file), args.arch,
           args.device, args.weights)
     return 0
 
