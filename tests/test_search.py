@@ -398,6 +398,10 @@ def test_search_images_keeps_an_index_for_the_folder(tmp_path, photos, trained_r
     monkeypatch.setattr(server, "serve", lambda *a, **k: got.update(index=a[0]))
     assert main(["serve", "--images", str(photos), "--model", str(trained_run)]) == 0
     assert [Path(got["index"])] == [p for p in (tmp_path / "home").iterdir() if p.is_dir()]
+    from fastapi.testclient import TestClient   # its page names the pictures' folder, not the index's digest
+
+    health = TestClient(server.create_app(Index(got["index"]), QueryModel(trained_run, image=False))).get("/api/health")
+    assert health.json()["index"]["path"] == photos.name
     # `index list` names what is kept; with the pictures' folder gone, --prune deletes it
     assert main(["index", "list"]) == 0
     line = capsys.readouterr().out.strip()

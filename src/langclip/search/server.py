@@ -97,6 +97,16 @@ class LiveIndex:
         log.warning("%s reloaded: %s pictures (updated %s)", new.path, f"{len(new):,}", new.manifest.get("updated"))
 
 
+def _shown(index) -> str:
+    """The index's name on the page: its folder's, or for one `search --images` keeps (named by a digest) the
+    pictures' folders'."""
+    from .folder import index_home
+
+    if index.path.resolve().parent == index_home().resolve() and index.manifest.get("data"):
+        return ", ".join(os.path.basename(str(d).rstrip("/")) for d in index.manifest["data"])
+    return index.path.name
+
+
 def _stamp(path) -> tuple:
     try:
         st = os.stat(os.path.join(path, "manifest.json"))
@@ -162,7 +172,7 @@ def create_app(index, model, token: str | None = None, limits: Limits | None = N
         return {"status": "ok", "model": model.name, "lang": getattr(model, "lang", None),
                 "models": [{"key": k, "name": m.name, "lang": getattr(m, "lang", None)} for k, m in keys.items()],
                 "index": {"pictures": len(index), "dim": index.dim,
-                "path": index.path.name, "tower": index.tower_sha256[:12], "updated": index.manifest.get("updated"),
+                "path": _shown(index), "tower": index.tower_sha256[:12], "updated": index.manifest.get("updated"),
                 "search": "approximate (faiss IVF)" if index.manifest.get("ann") else "exact"}, "auth": bool(token)}
 
     @app.get("/api/search", dependencies=[Depends(auth)])
