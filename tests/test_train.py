@@ -515,7 +515,7 @@ TORCHRUN_JOBS = {"contrastive": {"contrastive": 1.0}, "distill-replay": {"contra
                  "bf16-weights": {"contrastive": 1.0, "distill": 0.5, "precision": "bf16-weights"},
                  "compiled": {"contrastive": 1.0, "distill": 0.5, "compile": True},
                  "hf-encoder": {"contrastive": 1.0, "distill": 1.0, "hf": True},
-                 "run-init": {"contrastive": 1.0, "distill": 0.5, "run": True}}
+                 "run-init": {"contrastive": 1.0, "distill": 0.5, "run": True, "zeroshot": True}}
 
 
 def _torchrun_job(cfg: TrainConfig, loss: dict, d, tiny_bert, parent=None) -> tuple[TrainConfig, object]:
@@ -525,6 +525,13 @@ def _torchrun_job(cfg: TrainConfig, loss: dict, d, tiny_bert, parent=None) -> tu
     loss = dict(loss)
     if loss.pop("run", False):   # trained further from a run (its tokenizer, its context of 24)
         cfg.model.init, cfg.model.tokenizer, cfg.model.context_length = f"run:{parent}", "", 24
+    if loss.pop("zeroshot", False):   # rank 0 alone measures it after each epoch while the others wait
+        from conftest import make_image
+
+        for i in range(12):
+            (d / "zs" / ("кот", "собака", "круг")[i % 3]).mkdir(parents=True, exist_ok=True)
+            make_image(d / "zs" / ("кот", "собака", "круг")[i % 3] / f"{i}.jpg", i)
+        cfg.zeroshot.datasets = [f"imagefolder:{d / 'zs'}"]
     cfg.precision = loss.pop("precision", "fp32")
     cfg.compile = loss.pop("compile", False)   # the real recipe compiles: DDP + torch.compile
     if loss.pop("hf", False):   # the encoder without dropout, so that one process and two draw nothing differently
@@ -607,7 +614,8 @@ def test_torchrun_training_run_matches_one_process(tmp_path, train_cfg, name, re
     contrastive loss, without it (distillation + English replay, which used to crash at step 2), with
     bf16 weights (gradients averaged in float32 by a DDP hook; compared at bf16's tolerance), compiled
     (against one eager process), with a pretrained encoder as the text tower (the shipped hf
-    config's losses), and trained further from a run (`run:` init: each rank loads it). The uncompiled jobs share one torchrun launch (torchrun_runs, one worker: xdist
+    config's losses), and trained further from a run (`run:` init: each rank loads it; there rank 0 also
+    measures zero-shot accuracy after each epoch, equal to one process's). The uncompiled jobs share one torchrun launch (torchrun_runs, one worker: xdist
     group "torchrun"); the compiled one runs after test_compiled_training_matches_eager, whose kernels
     it reads from inductor's cache (group "compile")."""
     from safetensors.torch import load_file
@@ -658,6 +666,10 @@ def test_torchrun_training_run_matches_one_process(tmp_path, train_cfg, name, re
     from langclip.coverage import load_counts   # rank 0 counted the same tokens as one process (coverage.py)
 
     assert (load_counts(two) == load_counts(tmp_path / "one")).all() and load_counts(two).sum() > 0
+    if train_cfg.zeroshot.datasets:   # measured on rank 0 as in one process (weights equal to rounding)
+        zs = [[r_["zeroshot/zs/mean_per_class_recall"] for r_ in map(json.loads, open(d / "metrics.jsonl"))
+               if "zeroshot/zs/acc1" in r_] for d in (tmp_path / "one", two)]
+        assert len(zs[0]) == 2 and zs[0] == zs[1], zs
 
 
 def test_diverged_training_stops_with_a_clear_error(tmp_path, train_cfg, capsys):
