@@ -126,11 +126,12 @@ def run(args, config) -> int:
     if args.cmd == "index" and args.icmd == "list":
         from .folder import index_home, list_indexes, prune_indexes
 
-        for r in prune_indexes() if args.prune else list_indexes():
+        rows = prune_indexes() if args.prune else list_indexes()
+        for r in rows:
             gone = f"  (gone: {', '.join(r['gone'])})" if r["gone"] else ""
             print(f"{'deleted ' if args.prune else ''}{r['path']}  {r['pictures']:,} pictures  {r['mib']} MiB  "
                   f"{r['updated']}  {', '.join(r['data'])}{gone}")
-        if not args.prune and not list_indexes():
+        if not args.prune and not rows:
             print(f"no kept indexes in {index_home()} (`langclip search --images FOLDER` makes them)")
         return 0
     if args.cmd == "index" and args.icmd == "tune":
@@ -154,15 +155,10 @@ def run(args, config) -> int:
         return 0
     from .server import serve
 
-    index = args.index
-    if bool(args.index) == bool(args.images):
-        raise ValueError("give --index (an index built with `langclip index build`) or --images (pictures to "
-                         "serve: their index is kept for you), one of them")
-    if args.images:   # the first model's image tower (each model is checked against it)
-        from .folder import folder_index
+    from .folder import index_for
 
-        index = str(folder_index(args.images, args.model[0], args.arch, args.weights, args.device,
-                                 not args.no_update))
+    # --images: indexed with the first model's image tower (each model is checked against the index)
+    index = index_for(args.index, args.images, args.model[0], args.arch, args.weights, args.device, not args.no_update)
     serve(index, args.model, args.host, args.port, serve_token(args.token, args.token_file), args.arch,
           args.device, args.weights)
     return 0
@@ -197,14 +193,13 @@ def search(index: str | None, model: str, query: str | None = None, image: str |
     built or updated first (folder.folder_index)."""
     from ..pairs import ImageRef, open_image
 
+    from .folder import index_for, one_source
     from .index import Index
     from .query import QueryModel, combine, query_terms
 
     if k < 1:
         raise ValueError(f"-k must be >= 1, got {k}")
-    if bool(index) == bool(images):
-        raise ValueError("give --index (an index built with `langclip index build`) or --images (pictures to "
-                         "search: their index is kept for you), one of them")
+    one_source(index, images)   # before anything is read
     terms = query_terms(query, image, add, subtract)
     pictures = {}
     for t in terms:   # before any model loads
@@ -213,11 +208,7 @@ def search(index: str | None, model: str, query: str | None = None, image: str |
                 pictures[t.value] = open_image(ImageRef(t.value), orient=True)
             except (OSError, ValueError, SyntaxError) as e:
                 raise ValueError(f"{t.value}: not a readable picture ({e})") from None
-    if images:
-        from .folder import folder_index
-
-        index = folder_index(images, model, arch, weights, device, update)
-    idx = Index(index)
+    idx = Index(index_for(index, images, model, arch, weights, device, update))
     m = QueryModel(model, arch=arch, device=device, weights=weights, image=bool(pictures))
     m.check(idx)
     vecs = []

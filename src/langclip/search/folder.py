@@ -41,6 +41,20 @@ def tower_key(model: str | Path) -> str:
     raise FileNotFoundError(f"model not found: {model} (a langclip run or export folder, or a CLIP weights file)")
 
 
+def index_for(index: str | None, images: list[str] | None, model, arch: str = "", weights: str | None = None,
+              device: str | None = None, update: bool = True) -> str:
+    """What `search` and `serve` answer from: `--index` as given, or the kept index of `--images` (built or
+    updated first, with `model`'s image tower); exactly one of the two."""
+    one_source(index, images)
+    return index or str(folder_index(images, model, arch, weights, device, update))
+
+
+def one_source(index: str | None, images: list[str] | None) -> None:
+    if bool(index) == bool(images):
+        raise ValueError("give --index (an index built with `langclip index build`) or --images (pictures: "
+                         "their index is kept for you), one of them")
+
+
 def folder_index(data: list[str], model: str | Path, arch: str = "", weights: str | None = None,
                  device: str | None = None, update: bool = True, home: str | Path | None = None) -> Path:
     """The index of the pictures under `data` (folders, tables or shards) for `model`'s image tower: built
