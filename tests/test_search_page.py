@@ -246,4 +246,18 @@ def test_a_search_is_a_link_and_shows_more(server, browser):
     page.go_back()
     page.wait_for_function("document.querySelectorAll('[data-testid=result]').length === 0")
     assert page.input_value("#q") == "" and not page.is_visible("[data-testid=more]")
+    # "without": words to look away from (the API's subtract=), kept in the link too
+    assert page.get_attribute("[data-testid=not]", "placeholder") == "без: …"
+    page.fill("#q", "звёзды")
+    page.fill("[data-testid=not]", "красные")
+    with page.expect_request(lambda r: "/api/search" in r.url and "subtract=" in r.url):
+        page.keyboard.press("Enter")
+    page.wait_for_function("document.querySelector('[data-testid=message]').textContent.includes('−')")
+    api = page.evaluate("async () => (await (await fetch('/api/search?k=24&q=' + encodeURIComponent('звёзды') + "
+                        "'&subtract=' + encodeURIComponent('красные'), {headers: {Authorization: 'Bearer t0k'}})).json())")
+    assert _names(page) == [r["name"] for r in api["results"]] and "not=" in page.url
+    without = _names(page)
+    page.reload()
+    page.wait_for_selector("[data-testid=result]")
+    assert page.input_value("[data-testid=not]") == "красные" and _names(page) == without
     page.close()
