@@ -1042,3 +1042,35 @@ def test_zero_shot_pictures_are_embedded_once_per_run(tmp_path, tiny_arch, tiny_
     assert torch.equal(again, feats)
     with pytest.raises(AssertionError, match="read again"):
         _embedded(run, f, Unreadable(), {**key, "pictures": 5}, progress=False)
+
+
+@pytest.mark.slow
+def test_zero_shot_while_training_at_vit_b32_shape(tmp_path, pair_data, cifar_root, ru_tokenizer):
+    """The real settings: OpenAI's ViT-B/32 shape (random fp16 weights in OpenAI's naming, --clip
+    ViT-B-32-quickgelu), CLIP text-tower init at context 32, a cache with English captions,
+    distillation and English replay, and CIFAR-10 zero-shot after the epoch — equal to `langclip eval` of the
+    finished run."""
+    import open_clip
+
+    from langclip.cli import main
+    from langclip.evaluate import evaluate_cli
+
+    torch.manual_seed(0)
+    m = open_clip.create_model("ViT-B-32-quickgelu")
+    clip = tmp_path / "ViT-B-32.pt"
+    torch.save({k: v.half() for k, v in m.state_dict().items()}, clip)
+    del m
+    assert main(["cache", "build", "--data", str(pair_data / "pairs.csv"), "--clip", "ViT-B-32-quickgelu",
+                 "--weights", str(clip), "--out", str(tmp_path / "cache"), "--workers", "0"]) == 0
+    ru_tokenizer.save(tmp_path / "tok")
+    assert main(["train", f"cache={tmp_path / 'cache'}", f"model.tokenizer={tmp_path / 'tok'}", "model.init=clip",
+                 "model.context_length=32", f"out={tmp_path / 'run'}", "epochs=1", "batch_size=8", "val_fraction=0.25",
+                 "loss.distill=1.0", "loss.english=1.0", "tensorboard=false", "zeroshot.datasets=[cifar10]",
+                 f"zeroshot.data_root={cifar_root}"]) == 0
+    rec = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    zs = [r for r in rec if "zeroshot/cifar10/acc1" in r]
+    assert len(zs) == 1
+    ev = evaluate_cli(str(tmp_path / "run"), "cifar10", "ru", str(cifar_root), batch_size=10, device="cpu", workers=0,
+                      out=str(tmp_path / "ev"))["cifar10"]
+    for k in ("acc1", "acc5", "mean_per_class_recall"):
+        assert zs[0][f"zeroshot/cifar10/{k}"] == pytest.approx(ev[k], abs=1e-12), k
