@@ -1008,6 +1008,9 @@ def test_zero_shot_each_epoch_is_what_langclip_eval_measures(tmp_path, train_cfg
     from langclip.model_card import _results   # an export's model card shows the last epoch's
 
     assert f"| cifar10 | {ev['acc1']:.3f} | {ev['acc5']:.3f} | {ev['mean_per_class_recall']:.3f} |" in _results(run)
+    from langclip.info import describe, render   # and `langclip info RUN`
+
+    assert f"zero-shot    cifar10 acc@1 {ev['acc1']:.3f}" in render(describe(run))
     for z, msg in ((ZeroShotSection(datasets=["cifar11"], data_root=str(cifar_root)), "unknown dataset 'cifar11'"),
                    (ZeroShotSection(datasets=["cifar10"]), "zeroshot.data_root: \\(not given\\) is not a folder")):
         with pytest.raises(ConfigError, match=msg):

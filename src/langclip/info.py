@@ -111,7 +111,7 @@ def _run(p: Path) -> dict:
     d["checkpoint"] = ck.get("file")
     counts = load_counts(p)   # which tokens the training captions used (coverage.py)
     d["tokens"] = counts is not None and summary(counts, _tokenizer(p / "tokenizer").get("merges_added")) or None
-    last = {}
+    last, zs = {}, {}
     f = p / "metrics.jsonl"
     if f.is_file():
         for line in f.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -121,6 +121,9 @@ def _run(p: Path) -> dict:
                 continue
             if isinstance(row, dict) and "val/mean_recall" in row:
                 last = row
+            if isinstance(row, dict) and any(k.startswith("zeroshot/") for k in row):
+                zs = row
+    d["zero_shot"] = {k[9:-5]: v for k, v in zs.items() if k.startswith("zeroshot/") and k.endswith("/acc1")}
     d["last_val"] = {k[4:]: last[k] for k in ("val/mean_recall", "val/t2i_r@1", "val/i2t_r@1", "val/en_t2i_r@1")
                      if k in last}
     cache = m.get("cache") or ""
@@ -203,6 +206,7 @@ def render(d: dict) -> str:
         add("trained", f"{d['steps']} steps" + (f", best held-out mean recall {d['best_mean_recall']:.3f}"
                                                 if d.get("best_mean_recall") is not None else ""))
         add("last val", ", ".join(f"{n} {v:.3f}" for n, v in d["last_val"].items()))
+        add("zero-shot", ", ".join(f"{n} acc@1 {v:.3f}" for n, v in d["zero_shot"].items()))   # the last epoch's
         add("checkpoint", d.get("checkpoint"))
         c = d["cache"]
         add("cache", c["path"] and (f"{c['path']} " + ("(present" + (", same image tower)" if c["tower_sha256"] ==
