@@ -215,6 +215,41 @@ def test_index_from_a_cache_tar_shards_and_table(tmp_path, world_cache, tiny_arc
     assert Image.open(io.BytesIO(t.image_bytes(2))).size == (30, 30)
 
 
+def test_update_of_an_index_of_a_cache_follows_the_cache(tmp_path, pair_data, tiny_arch, tiny_clip):
+    """An index made from a langclip cache, updated (as `search --images CACHE` does on each search): an
+    unchanged cache rewrites nothing; a cache of more pictures keeps the known ones' ids, embeddings and
+    thumbnails and adds the rest with new ids — nothing embedded either time (before: "no images found")."""
+    import csv
+
+    from langclip.cli import main
+
+    rows = list(csv.DictReader(open(pair_data / "pairs.csv", encoding="utf-8")))
+    with open(pair_data / "first8.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(r for r in rows if int(r["image"][4:6]) < 8)
+    for name, table in (("a", "first8.csv"), ("b", "pairs.csv")):
+        assert main(["cache", "build", "--data", str(pair_data / table), "--clip", tiny_arch, "--weights", tiny_clip[1],
+                     "--out", str(tmp_path / f"cache-{name}"), "--workers", "0"]) == 0
+    out = build_index(IndexConfig(data=[str(tmp_path / "cache-a")], out=str(tmp_path / "idx")), progress=False)
+    before = Index(out)
+    ids = dict(zip(before.items["source"], before.items["id"]))
+    thumbs = {s: before.thumbnail(i) for s, i in ids.items()}
+    vecs = {s: before.vector(i) for s, i in ids.items()}
+    before.close()
+    stamp = (out / "items.parquet").stat().st_mtime_ns
+    r = update_index(out, progress=False)
+    assert (r["kept"], r["added"], r["removed"], r["embedded"]) == (8, 0, 0, 0)
+    assert (out / "items.parquet").stat().st_mtime_ns == stamp          # nothing rewritten
+    r = update_index(out, data=[str(tmp_path / "cache-b")], progress=False)
+    assert (r["kept"], r["added"], r["removed"], r["embedded"], r["count"]) == (8, 8, 0, 0, 16)
+    after = Index(out)
+    now = dict(zip(after.items["source"], after.items["id"]))
+    assert all(now[s] == i and after.thumbnail(i) == thumbs[s] and np.array_equal(after.vector(i), vecs[s])
+               for s, i in ids.items())
+    assert sorted(set(now.values()) - set(ids.values())) == list(range(8, 16))
+
+
 def test_approximate_search_agrees_with_exact(tmp_path, world_cache):
     idx = Index(build_index(IndexConfig(data=[str(world_cache)], out=str(tmp_path / "a"), ann_threshold=100,
                                         ann_nprobe=64), progress=False))

@@ -192,6 +192,8 @@ def update_index(path: str | Path, data: list[str] | None = None, progress: bool
     if data:
         cfg.data = list(data)
     items = read_parquet(out / "items.parquet").to_pydict()
+    if len(cfg.data) == 1 and (Path(cfg.data[0]) / "manifest.json").is_file():
+        return _update_from_cache(out, idx, cfg, items, t0)
     known = {s: (i, sz, mt) for i, (s, sz, mt) in enumerate(zip(items["source"], items["stat_size"], items["stat_mtime_ns"]))}
     pairs = read_images(cfg.data, cfg.image_column)
     bad = {f["source"]: f for f in idx.manifest.get("failures", []) if "stat" in f}
@@ -236,6 +238,31 @@ def update_index(path: str | Path, data: list[str] | None = None, progress: bool
            "embedded": len(new_refs), "failed": len(todo) - len(new_refs), "count": len(ids),
            "seconds": round(time.perf_counter() - t0, 2)}
     print(json.dumps(res))
+    return res
+
+
+def _update_from_cache(out: Path, idx, cfg: IndexConfig, items: dict, t0: float) -> dict:
+    """An index of a langclip cache follows the cache's pictures as they are now (nothing is embedded: the
+    cache holds the embeddings); a picture it had keeps its id and thumbnail, and an unchanged cache
+    rewrites nothing."""
+    refs, emb, man = _from_cache(Path(cfg.data[0]))
+    row_of = {s: r for r, s in enumerate(items["source"])}
+    order = sorted(range(len(refs)), key=lambda n: refs[n].key not in row_of)   # kept ones first, as update_index
+    refs, emb = [refs[n] for n in order], emb[order]
+    kept = [row_of[r.key] for r in refs if r.key in row_of]
+    res = {"kept": len(kept), "added": len(refs) - len(kept), "changed": 0, "removed": len(row_of) - len(kept),
+           "embedded": 0, "failed": 0, "count": len(refs)}
+    same = (kept == list(range(len(row_of))) and len(refs) == len(row_of)
+            and np.array_equal(np.asarray(idx.embeddings), emb))
+    nid, built = idx.manifest["next_id"], idx.manifest.get("built")
+    idx.close()
+    if not same:
+        ids = [items["id"][r] for r in kept] + list(range(nid, nid + len(refs) - len(kept)))
+        thumbs = {"file": out / "thumbs.bin",
+                  "rows": [(items["thumb_offset"][r], items["thumb_length"][r]) for r in kept]}
+        _write(out, cfg, refs, emb, ids, man, man.get("failures", []), time.perf_counter() - t0, False,
+               old={"thumbs": thumbs, "built": built})
+    print(json.dumps(res := {**res, "seconds": round(time.perf_counter() - t0, 2)}))
     return res
 
 
