@@ -66,6 +66,14 @@ def _names(page) -> list[str]:
     return page.locator("[data-testid=result] .meta span:first-child").all_inner_texts()
 
 
+def _api(page, **params) -> dict:
+    """/api/search's answer to `params`, fetched from inside the page (its origin, the test's token)."""
+    from urllib.parse import urlencode
+
+    return page.evaluate("async q => (await (await fetch('/api/search?' + q, {headers: {Authorization: "
+                         "'Bearer t0k'}})).json())", urlencode(params))
+
+
 def _shots(tmp_path: Path, page, name: str) -> None:
     page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=False)
     if os.environ.get("LANGCLIP_SCREENSHOTS"):
@@ -133,12 +141,10 @@ def test_search_page_in_chromium(server, browser, tmp_path):
     page.fill("#q", "две красные звезды")
     page.keyboard.press("Enter")
     page.wait_for_function("document.querySelector('[data-testid=unseen]').textContent.includes('→')")
-    api = page.evaluate("async () => (await (await fetch('/api/search?k=4&q=' + encodeURIComponent('две красные звезды'),"
-                        " {headers: {Authorization: 'Bearer t0k'}})).json())")
+    api = _api(page, k=4, q="две красные звезды")
     form = api["rewritten"]["красные"]
     assert page.inner_text("[data-testid=unseen]") == f"искали с формами, которые были в обучающих подписях: красные → {form}"
-    typed = page.evaluate("async () => (await (await fetch('/api/search?k=4&as_typed=true&q=' + encodeURIComponent("
-                          "'две красные звезды'), {headers: {Authorization: 'Bearer t0k'}})).json())")
+    typed = _api(page, k=4, as_typed="true", q="две красные звезды")
     red_stars = [sum((truth[n]["colour"], truth[n]["shape"]) == ("red", "star") for n in names)
                  for names in (_names(page)[:4], [r["name"] for r in typed["results"]])]
     assert red_stars[0] >= 2 and red_stars[0] > red_stars[1], red_stars   # the rewritten query finds more of them
@@ -159,8 +165,7 @@ def test_search_page_in_chromium(server, browser, tmp_path):
     with page.expect_request(lambda r: "/api/search" in r.url and "model=scratch" in r.url):
         page.keyboard.press("Enter")
     page.wait_for_selector("[data-testid=result]")
-    api = page.evaluate("async () => (await (await fetch('/api/search?k=24&model=scratch&q=' + encodeURIComponent("
-                        "'жёлтый квадрат'), {headers: {Authorization: 'Bearer t0k'}})).json())")
+    api = _api(page, k=24, model="scratch", q="жёлтый квадрат")
     assert _names(page) == [r["name"] for r in api["results"]]
     page.close()
     # a browser in a language the page does not speak (French): the model's language (a Ukrainian, German
@@ -253,8 +258,7 @@ def test_a_search_is_a_link_and_shows_more(server, browser):
     with page.expect_request(lambda r: "/api/search" in r.url and "subtract=" in r.url):
         page.keyboard.press("Enter")
     page.wait_for_function("document.querySelector('[data-testid=message]').textContent.includes('−')")
-    api = page.evaluate("async () => (await (await fetch('/api/search?k=24&q=' + encodeURIComponent('звёзды') + "
-                        "'&subtract=' + encodeURIComponent('красные'), {headers: {Authorization: 'Bearer t0k'}})).json())")
+    api = _api(page, k=24, q="звёзды", subtract="красные")
     assert _names(page) == [r["name"] for r in api["results"]] and "not=" in page.url
     without = _names(page)
     page.reload()
