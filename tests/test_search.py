@@ -215,7 +215,7 @@ def test_index_from_a_cache_tar_shards_and_table(tmp_path, world_cache, tiny_arc
     assert Image.open(io.BytesIO(t.image_bytes(2))).size == (30, 30)
 
 
-def test_update_of_an_index_of_a_cache_follows_the_cache(tmp_path, pair_data, tiny_arch, tiny_clip):
+def test_update_of_an_index_of_a_cache_follows_the_cache(tmp_path, pair_data, tiny_arch, tiny_clip, monkeypatch):
     """An index made from a langclip cache, updated (as `search --images CACHE` does on each search): an
     unchanged cache rewrites nothing; a cache of more pictures keeps the known ones' ids, embeddings and
     thumbnails and adds the rest with new ids — nothing embedded either time (before: "no images found")."""
@@ -238,7 +238,11 @@ def test_update_of_an_index_of_a_cache_follows_the_cache(tmp_path, pair_data, ti
     vecs = {s: before.vector(i) for s, i in ids.items()}
     before.close()
     stamp = (out / "items.parquet").stat().st_mtime_ns
-    r = update_index(out, progress=False)
+    import langclip.search.index as index_module   # an unchanged cache is known by its manifest: not read
+
+    with monkeypatch.context() as m:
+        m.setattr(index_module, "_from_cache", lambda p: pytest.fail("an unchanged cache was read again"))
+        r = update_index(out, progress=False)
     assert (r["kept"], r["added"], r["removed"], r["embedded"]) == (8, 0, 0, 0)
     assert (out / "items.parquet").stat().st_mtime_ns == stamp          # nothing rewritten
     r = update_index(out, data=[str(tmp_path / "cache-b")], progress=False)

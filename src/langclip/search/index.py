@@ -173,7 +173,7 @@ def _write(out: Path, cfg: IndexConfig, refs, emb, ids, man: dict, failures, sec
            "change_detection": CHANGE_DETECTION, "thumb_size": cfg.thumb_size, "ann": ann,
            "failures": failures, "num_failures": len(failures), "seconds": round(secs, 2),
            "built": (old or {}).get("built") or time.strftime("%Y-%m-%dT%H:%M:%S"),
-           "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), "config": asdict(cfg)}
+           "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), "config": asdict(cfg), "cache_stamp": _cache_stamp(cfg)}
     atomic_write_text(out / "manifest.json", json.dumps(doc, indent=1, ensure_ascii=False))
     print(f"index {out}: {len(ids):,} pictures, {len(failures)} skipped, dim {emb.shape[1]}"
           + (f", approximate search (IVF, {ann['nlist']} lists)" if ann else ", exact search") + f", in {secs:.1f} s")
@@ -244,7 +244,13 @@ def update_index(path: str | Path, data: list[str] | None = None, progress: bool
 def _update_from_cache(out: Path, idx, cfg: IndexConfig, items: dict, t0: float) -> dict:
     """An index of a langclip cache follows the cache's pictures as they are now (nothing is embedded: the
     cache holds the embeddings); a picture it had keeps its id and thumbnail, and an unchanged cache
-    rewrites nothing."""
+    rewrites nothing (known by its manifest's digest, without reading the cache)."""
+    if idx.manifest.get("cache_stamp") and idx.manifest["cache_stamp"] == _cache_stamp(cfg):
+        idx.close()
+        res = {"kept": len(items["id"]), "added": 0, "changed": 0, "removed": 0, "embedded": 0, "failed": 0,
+               "count": len(items["id"]), "seconds": round(time.perf_counter() - t0, 2)}
+        print(json.dumps(res))
+        return res
     refs, emb, man = _from_cache(Path(cfg.data[0]))
     row_of = {s: r for r, s in enumerate(items["source"])}
     order = sorted(range(len(refs)), key=lambda n: refs[n].key not in row_of)   # kept ones first, as update_index
@@ -264,6 +270,13 @@ def _update_from_cache(out: Path, idx, cfg: IndexConfig, items: dict, t0: float)
                old={"thumbs": thumbs, "built": built})
     print(json.dumps(res := {**res, "seconds": round(time.perf_counter() - t0, 2)}))
     return res
+
+
+def _cache_stamp(cfg: IndexConfig) -> str | None:
+    """A digest of the manifest of the one langclip cache an index is made from (None for other data): a
+    cache build rewrites its manifest last, so an equal digest is an unchanged cache."""
+    f = Path(cfg.data[0]) / "manifest.json" if len(cfg.data) == 1 else None
+    return hashlib.sha256(f.read_bytes()).hexdigest()[:16] if f is not None and f.is_file() else None
 
 
 class Index:
