@@ -74,6 +74,19 @@ def _api(page, **params) -> dict:
                          "'Bearer t0k'}})).json())", urlencode(params))
 
 
+def _search_as_api(page, fields: dict, in_url: str, shown: str, **params) -> list[str]:
+    """Fill the page's fields, send with Enter (the request's URL holding `in_url`), wait for the message to
+    show `shown`: the results are the API's for `params`; -> their names."""
+    for sel, value in fields.items():
+        page.fill(sel, value)
+    with page.expect_request(lambda r: "/api/search" in r.url and in_url in r.url):
+        page.keyboard.press("Enter")
+    page.wait_for_function(f"document.querySelector('[data-testid=message]').textContent.includes({shown!r})")
+    page.wait_for_selector("[data-testid=result]")
+    assert _names(page) == [r["name"] for r in _api(page, **params)["results"]]
+    return _names(page)
+
+
 def _shots(tmp_path: Path, page, name: str) -> None:
     page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=False)
     if os.environ.get("LANGCLIP_SCREENSHOTS"):
@@ -161,12 +174,8 @@ def test_search_page_in_chromium(server, browser, tmp_path):
     assert page.locator("[data-testid=model] option").all_inner_texts() == [
         f"{m['lang'].upper()} · {m['name']}" for m in health["models"]]
     page.select_option("[data-testid=model]", "scratch")
-    page.fill("#q", "жёлтый квадрат")
-    with page.expect_request(lambda r: "/api/search" in r.url and "model=scratch" in r.url):
-        page.keyboard.press("Enter")
-    page.wait_for_selector("[data-testid=result]")
-    api = _api(page, k=24, model="scratch", q="жёлтый квадрат")
-    assert _names(page) == [r["name"] for r in api["results"]]
+    _search_as_api(page, {"#q": "жёлтый квадрат"}, "model=scratch", "жёлтый квадрат", k=24, model="scratch",
+                   q="жёлтый квадрат")
     page.close()
     # a browser in a language the page does not speak (French): the model's language (a Ukrainian, German
     # Greek or Spanish one here, its health answer rewritten), not a fixed one; a model in a language it does not speak: English
@@ -253,14 +262,9 @@ def test_a_search_is_a_link_and_shows_more(server, browser):
     assert page.input_value("#q") == "" and not page.is_visible("[data-testid=more]")
     # "without": words to look away from (the API's subtract=), kept in the link too
     assert page.get_attribute("[data-testid=not]", "placeholder") == "без: …"
-    page.fill("#q", "звёзды")
-    page.fill("[data-testid=not]", "красные")
-    with page.expect_request(lambda r: "/api/search" in r.url and "subtract=" in r.url):
-        page.keyboard.press("Enter")
-    page.wait_for_function("document.querySelector('[data-testid=message]').textContent.includes('−')")
-    api = _api(page, k=24, q="звёзды", subtract="красные")
-    assert _names(page) == [r["name"] for r in api["results"]] and "not=" in page.url
-    without = _names(page)
+    without = _search_as_api(page, {"#q": "звёзды", "[data-testid=not]": "красные"}, "subtract=", "−", k=24,
+                             q="звёзды", subtract="красные")
+    assert "not=" in page.url
     page.reload()
     page.wait_for_selector("[data-testid=result]")
     assert page.input_value("[data-testid=not]") == "красные" and _names(page) == without

@@ -36,3 +36,22 @@ def unfinished_cache(path: str | Path) -> str | None:
     what = "text-only build" if isinstance(b, dict) and b.get("text_only") else "cache build"
     return (f"an unfinished {what} ({done} of {total} embedding shards written; no manifest.json yet): rerun the "
             f"same `langclip cache build` with --out {p} to finish it (it resumes)")
+
+
+def last_metrics(run: str | Path) -> tuple[dict, dict]:
+    """(the last held-out validation row, the last zero-shot row) of a run's metrics.jsonl; {} where none (a
+    line cut short by a crash is passed over)."""
+    import json
+
+    val, zs = {}, {}
+    f = Path(run) / "metrics.jsonl"
+    for line in f.read_text(encoding="utf-8", errors="replace").splitlines() if f.is_file() else ():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and "val/mean_recall" in row:
+            val = row
+        if isinstance(row, dict) and any(k.startswith("zeroshot/") for k in row):
+            zs = row
+    return val, zs

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from .coverage import load_counts, summary, summary_text
+from .folders import last_metrics
 
 
 def _read(f: Path) -> dict:
@@ -111,18 +112,7 @@ def _run(p: Path) -> dict:
     d["checkpoint"] = ck.get("file")
     counts = load_counts(p)   # which tokens the training captions used (coverage.py)
     d["tokens"] = counts is not None and summary(counts, _tokenizer(p / "tokenizer").get("merges_added")) or None
-    last, zs = {}, {}
-    f = p / "metrics.jsonl"
-    if f.is_file():
-        for line in f.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:   # a line cut short by a crash
-                continue
-            if isinstance(row, dict) and "val/mean_recall" in row:
-                last = row
-            if isinstance(row, dict) and any(k.startswith("zeroshot/") for k in row):
-                zs = row
+    last, zs = last_metrics(p)
     d["zero_shot"] = {k[9:-5]: v for k, v in zs.items() if k.startswith("zeroshot/") and k.endswith("/acc1")}
     d["last_val"] = {k[4:]: last[k] for k in ("val/mean_recall", "val/t2i_r@1", "val/i2t_r@1", "val/en_t2i_r@1")
                      if k in last}

@@ -9,23 +9,14 @@ from pathlib import Path
 import yaml
 
 from .coverage import COUNTS_FILE, load_counts, summary, summary_text
+from .folders import last_metrics
 
 def _results(run: Path) -> list[str]:
     """The run's own figures: zero-shot accuracy and held-out recall at the last validation (the exported
     weights are the final ones), and any evaluation saved under the run folder (`langclip eval ... --out <run>/eval`,
     `eval-retrieval ... --out <run>/eval`)."""
     lines = []
-    vals, zs = [], None
-    if (run / "metrics.jsonl").is_file():
-        for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if "val/mean_recall" in rec:
-                vals.append(rec)
-            if any(k.startswith("zeroshot/") for k in rec):
-                zs = rec
+    last, zs = last_metrics(run)
     if zs:   # measured after each epoch (config `zeroshot:`), the last epoch's: the exported weights'
         names = sorted(k[9:-5] for k in zs if k.startswith("zeroshot/") and k.endswith("/acc1"))
         cap = (_run_config(run).get("zeroshot") or {}).get("max_images") or 0
@@ -34,8 +25,7 @@ def _results(run: Path) -> list[str]:
                   "| dataset | acc@1 | acc@5 | mean per-class recall |", "|---|---|---|---|"]
         lines += [f"| {n} | {zs[f'zeroshot/{n}/acc1']:.3f} | {zs[f'zeroshot/{n}/acc5']:.3f} | "
                   f"{zs[f'zeroshot/{n}/mean_per_class_recall']:.3f} |" for n in names] + [""]
-    if vals:
-        last = vals[-1]
+    if last:
         keys = [k for k in last if k.startswith("val/") and "@" in k]
         lines += ["Held-out recall at the end of training (images the run never trained on, step "
                   f"{last.get('step')}):", "", "| " + " | ".join(k[4:] for k in keys) + " |",
