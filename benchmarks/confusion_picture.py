@@ -1,6 +1,6 @@
 """The confusion-matrix picture `langclip eval` draws for each dataset: the code before session 23
 (laid out at the figure's 100 dpi, then laid out again by savefig before drawing at 110 dpi) vs
-`evaluate.plot_confusion` (laid out once, at the dpi it is drawn at). Russian class names shipped with
+`pictures.plot_confusion` (laid out once, at the dpi it is drawn at). Russian class names shipped with
 langclip (CIFAR-10, CIFAR-100, Caltech101), a random confusion matrix, same process, alternating,
 median of 3; the installed matplotlib is named in each line.
 
@@ -20,7 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from langclip.datasets import shipped_classnames  # noqa: E402
-from langclip.evaluate import plot_confusion  # noqa: E402
+from langclip.pictures import plot_confusion  # noqa: E402
 
 
 def before(conf, names, path, title=""):

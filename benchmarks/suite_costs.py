@@ -2,7 +2,7 @@
 
 - a fresh process importing torch, torchvision, open_clip and langclip's CLI (what every subprocess
   and torchrun rank of the suite pays), median of 3;
-- `evaluate.plot_confusion` at 10 and 100 classes (CIFAR-10/100's Russian names), median of 3;
+- `pictures.plot_confusion` at 10 and 100 classes (CIFAR-10/100's Russian names), median of 3;
 - results.json of a 1,000-class evaluation: `json.dumps(indent=1)` (before session 20) vs
   `files.json_text`, bytes and seconds, median of 3;
 - a step of the demo's English teacher: AdamW over the whole 49,408-row token table (before session
@@ -40,7 +40,7 @@ def confusion():
     import numpy as np
 
     from langclip.datasets import shipped_classnames
-    from langclip.evaluate import plot_confusion
+    from langclip.pictures import plot_confusion
 
     for ds in ("cifar10", "cifar100"):
         names = shipped_classnames(ds, "ru")

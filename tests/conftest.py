@@ -364,3 +364,49 @@ def cifar_root(tmp_path, monkeypatch):
     monkeypatch.setattr(tvd.CIFAR10, "test_list", [["test_batch", md5("test_batch")]])
     monkeypatch.setattr(tvd.CIFAR10, "meta", {"filename": "batches.meta", "key": "label_names", "md5": md5("batches.meta")})
     return tmp_path / "cifar"
+
+
+def write_wds(out: Path, samples: list[tuple[bytes, str, bytes]], shard_size: int = 8, split: str = "test") -> Path:
+    """A split in CLIP_benchmark's webdataset layout, as `clip_benchmark_export_wds` writes it:
+    out/<split>/0.tar ... with nshards.txt; `samples` are (picture bytes, its extension, the label's or the
+    captions' bytes, "cls" or "txt")."""
+    import io
+    import tarfile
+
+    d = out / split
+    d.mkdir(parents=True, exist_ok=True)
+    n = 0
+    for n, s in enumerate(range(0, len(samples), shard_size)):
+        with tarfile.open(d / f"{n}.tar", "w") as tf:
+            for i, (img, ext, target, target_ext) in enumerate(samples[s: s + shard_size], start=s):
+                for suffix, data in ((ext, img), (target_ext, target)):
+                    info = tarfile.TarInfo(f"s{i:07d}.{suffix}")
+                    info.size = len(data)
+                    tf.addfile(info, io.BytesIO(data))
+    (d / "nshards.txt").write_text(str(n + 1))
+    return out
+
+
+def cifar_as_wds(cifar_root: Path, out: Path, templates: list[str] | None = None) -> Path:
+    """`cifar_root`'s test split as CLIP_benchmark's wds_cifar10 holds it: every picture a PNG (lossless,
+    so its pixels are the CIFAR file's) with its .cls label, classnames.txt from the CIFAR file's own
+    label names (what torchvision, and so CLIP_benchmark's export, calls the classes)."""
+    import io
+    import pickle
+
+    import numpy as np
+    from PIL import Image
+
+    d = cifar_root / "cifar-10-batches-py"
+    batch = pickle.loads((d / "test_batch").read_bytes())
+    samples = []
+    for row, y in zip(batch["data"], batch["labels"]):
+        buf = io.BytesIO()
+        Image.fromarray(np.asarray(row, dtype=np.uint8).reshape(3, 32, 32).transpose(1, 2, 0)).save(buf, "PNG")
+        samples.append((buf.getvalue(), "png", str(y).encode(), "cls"))
+    write_wds(out, samples)
+    names = pickle.loads((d / "batches.meta").read_bytes())["label_names"]
+    (out / "classnames.txt").write_text("\n".join(names) + "\n")
+    if templates:
+        (out / "zeroshot_classification_templates.txt").write_text("\n".join(templates) + "\n")
+    return out

@@ -204,3 +204,46 @@ def test_clip_benchmark_on_the_export_equals_langclip_eval(root, export_dir, tmp
     assert babel["CLIP (en, reference)"] is None and babel["langclip (ru)"] == ours["babel_imagenet"]["acc1"]
     assert next(r for r in rows if r["dataset"] == "XTD10 text→image R@1")["CLIP (en, reference)"] is not None
 
+
+
+@pytest.mark.slow
+def test_clip_benchmark_reads_a_wds_copy_as_langclip_eval_does(export_dir, cifar_root, tmp_path, monkeypatch):
+    """CLIP_benchmark's webdataset layout (`wds:DIR`, its `wds/NAME` datasets): a classification copy (CIFAR-10's
+    pictures and English names; Russian names and prompts through CLIP_benchmark's custom files that
+    `langclip eval --out` writes) and a retrieval copy with two captions a picture over three shards;
+    CLIP_benchmark's own reader and metrics on the export give langclip's numbers."""
+    from conftest import cifar_as_wds, write_wds
+
+    cls = cifar_as_wds(cifar_root, tmp_path / "wds_cifar10", ["a photo of a {c}."])
+    rng = np.random.default_rng(3)
+    samples = []
+    for i in range(18):
+        _jpeg(tmp_path / "pics" / f"{i}.jpg", rng)
+        caps = f"кошка номер {i} на диване\nфото {i} собак в парке"   # no two pictures share a caption (a tie)
+        samples.append(((tmp_path / "pics" / f"{i}.jpg").read_bytes(), "jpg", caps.encode(), "txt"))
+    ret = write_wds(tmp_path / "wds_captions", samples, shard_size=7)
+    (ret / "dataset_type.txt").write_text("retrieval\n")
+    out = tmp_path / "langclip"
+    assert main(["eval", "--model", str(export_dir), "--dataset", f"wds:{cls}", f"wds:{ret}", "--lang", "ru",
+                 "--device", "cpu", "--workers", "0", "--out", str(out)]) == 0
+    ours = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert ours[f"wds:{ret}"]["texts"] == 36 and ours[f"wds:{ret}"]["images"] == 18
+    cb = tmp_path / "cb"
+    cb.mkdir()
+    common = ["--model", f"local-dir:{export_dir}", "--pretrained", "", "--no_amp", "--num_workers", "0",
+              "--batch_size", "64", "--output", str(cb / "{dataset}.json")]
+    _clip_benchmark(["--dataset", "wds/cifar10", "--dataset_root", str(cls), "--language", "en",
+                     "--custom_classname_file", str(out / "clip_benchmark_classnames.json"),
+                     "--custom_template_file", str(out / "clip_benchmark_templates.json"), *common], monkeypatch)
+    _clip_benchmark(["--dataset", "wds/captions", "--dataset_root", str(ret), "--task", "zeroshot_retrieval",
+                     "--language", "ru", "--recall_k", "1", "5", "10", *common], monkeypatch)
+    theirs = {p.stem: json.loads(p.read_text())["metrics"] for p in cb.glob("*.json")}
+    a, b = ours[f"wds:{cls}"], theirs["cifar10"]
+    assert a["n"] == 20 and 0 < b["acc5"] < 1
+    assert (a["acc1"], a["acc5"], a["mean_per_class_recall"]) == pytest.approx(
+        (b["acc1"], b["acc5"], b["mean_per_class_recall"]), abs=1e-9)
+    a, b = ours[f"wds:{ret}"], theirs["captions"]
+    assert 0 < b["image_retrieval_recall@5"] < 1
+    for k in (1, 5, 10):
+        assert a[f"t2i_r@{k}"] == pytest.approx(b[f"image_retrieval_recall@{k}"], abs=1e-9), k
+        assert a[f"i2t_r@{k}"] == pytest.approx(b[f"text_retrieval_recall@{k}"], abs=1e-9), k

@@ -247,7 +247,7 @@ def test_pictures_render_cyrillic(tiny_run, tmp_path):
 
     import langclip
     from langclip.datasets import shipped_classnames
-    from langclip.evaluate import plot_confusion
+    from langclip.pictures import plot_confusion
     from langclip.inference import save_similarity
 
     m = langclip.load(tiny_run, device="cpu")

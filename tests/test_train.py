@@ -995,6 +995,10 @@ def test_zero_shot_each_epoch_is_what_langclip_eval_measures(tmp_path, train_cfg
     from langclip.evaluate import evaluate_cli
 
     cfg = replace(train_cfg, epochs=2, zeroshot=ZeroShotSection(datasets=["cifar10"], data_root=str(cifar_root)))
+    if init == "clip":   # and the same pictures as CLIP_benchmark's webdataset copy holds them: the same numbers
+        from conftest import cifar_as_wds
+
+        cfg.zeroshot.datasets.append(f"wds:{cifar_as_wds(cifar_root, tmp_path / 'wds_cifar10')}")
     if init == "hf":   # a pretrained encoder's own tokenizer (M-CLIP's kind): the language from the config
         cfg.model = replace(cfg.model, init=f"hf:{request.getfixturevalue('tiny_bert')}", tokenizer="", lang="ru")
     run = train(cfg, progress=False)
@@ -1005,6 +1009,8 @@ def test_zero_shot_each_epoch_is_what_langclip_eval_measures(tmp_path, train_cfg
                       out=str(tmp_path / "ev"))["cifar10"]
     for k in ("acc1", "acc5", "mean_per_class_recall"):
         assert zs[-1][f"zeroshot/cifar10/{k}"] == pytest.approx(ev[k], abs=1e-12), k
+        if init == "clip":
+            assert zs[-1][f"zeroshot/wds_cifar10/{k}"] == zs[-1][f"zeroshot/cifar10/{k}"], k
     from langclip.model_card import _results   # an export's model card shows the last epoch's
 
     assert f"| cifar10 | {ev['acc1']:.3f} | {ev['acc5']:.3f} | {ev['mean_per_class_recall']:.3f} |" in _results(run)

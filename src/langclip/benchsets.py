@@ -22,7 +22,9 @@ retrieval (text <-> image recall@k; one caption per image, as CLIP_benchmark sco
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -89,6 +91,46 @@ def load_zero_shot(name: str, root: Path, transform, lang: str, classnames: list
         return Relabeled(base, [i for i, _ in keep], [y for _, y in keep]), names, [p.replace("{}", "{c}") for p in prompts]
     names = classnames or shipped_classnames(name, lang)
     return (food101_test(root, transform) if name == "food101" else flowers102_test(root, transform)), names, None
+
+
+@dataclass
+class ZeroShotInputs:
+    dataset: object
+    names: list
+    templates: list[str]
+    english: Callable[[], tuple[list, list[str]] | None]   # the reference row's names and templates; None: no row
+
+
+def zero_shot_inputs(name: str, root: Path, transform, lang: str, given: list | None = None,
+                     templates: list | None = None, download: bool = False, given_en: list | None = None):
+    """One zero-shot dataset's pictures, class names and templates in `lang`, as `langclip eval` and a
+    training run's `zeroshot:` take them: given names (--classnames) first, then the dataset's own (an
+    image folder's, Babel-ImageNet's), then langclip's shipped ones; given templates first, then the
+    dataset's own (Babel-ImageNet's prompts, an English CLIP_benchmark copy's), then langclip's for `lang`.
+    The names are counted against the dataset's classes."""
+    from .benchwds import is_wds, zero_shot
+    from .datasets import dataset_classnames, load_dataset, shipped_templates
+
+    if is_wds(name):
+        ds, names, tpl, en = zero_shot(name, transform, lang, given, templates)
+        return ZeroShotInputs(ds, names, tpl, lambda: en)
+    en_templates = shipped_templates("en")
+    if name in ZERO_SHOT:
+        ds, names, own = load_zero_shot(name, root, transform, lang, given)
+        folder_classes, n_classes = None, len(names)
+        english = (lambda: None) if name == "babel_imagenet" else (   # in English: ImageNet's 1000 classes, another task
+            lambda: (load_zero_shot(name, root, transform, "en", None)[1], en_templates))
+    else:
+        ds, folder_classes = load_dataset(name, root, transform, download)
+        names, own = given or dataset_classnames(name, lang, None, folder_classes), None
+        n_classes = len(folder_classes) if folder_classes is not None else len(getattr(ds, "classes", names))
+        english = ((lambda: (given_en or list(folder_classes), en_templates)) if name.startswith("imagefolder:") else
+                   (lambda: (dataset_classnames(name, "en"), en_templates)))   # a folder's own names: usually English
+    if len(names) != n_classes:
+        order = (f" (its folders, in label order: {', '.join(folder_classes[:12])}"
+                 f"{', …' if len(folder_classes) > 12 else ''})" if folder_classes is not None else "")
+        raise ValueError(f"{name}: {len(names)} class names for {n_classes} classes{order}; give one name a class")
+    return ZeroShotInputs(ds, names, templates or own or shipped_templates(lang), english)
 
 
 def food101_test(root: Path, transform):
@@ -198,6 +240,16 @@ RETRIEVAL_ROWS = (("t2i_r@1", "text→image R@1"), ("t2i_r@10", "text→image R@
                   ("i2t_r@1", "image→text R@1"), ("i2t_r@10", "image→text R@10"))
 
 
+def short_name(dataset: str) -> str:
+    """A dataset's name in tables and a run's metrics: an image folder's own name, a CLIP_benchmark
+    copy's as wds_NAME, a named benchmark's own."""
+    if dataset.startswith("wds:"):
+        from .benchwds import open_wds
+
+        return "wds_" + open_wds(dataset).name
+    return Path(dataset.split(":", 1)[1]).name if dataset.startswith("imagefolder:") else dataset
+
+
 def benchmark_table(results: dict, lang: str) -> tuple[str, list[dict]]:
     """One row per dataset and metric, one column per model (this one, the English reference), in the
     layout of ruCLIP's published table, so other models' columns can be pasted beside it."""
@@ -207,7 +259,7 @@ def benchmark_table(results: dict, lang: str) -> tuple[str, list[dict]]:
         if name.endswith("/reference_en"):
             continue
         other = results.get(f"{name}/reference_en")
-        title = TITLES.get(name, name)
+        title = TITLES.get(name) or short_name(name)
         if "t2i_r@1" in res:
             metrics = [(k, f"{title} {label}") for k, label in RETRIEVAL_ROWS]
         else:

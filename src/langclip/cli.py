@@ -105,8 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _p(sub, "eval", "zero-shot classification and retrieval benchmarks")
     p.add_argument("--model", required=True, help="run folder or export folder")
     p.add_argument("--dataset", required=True, nargs="+",
-                   help="zero-shot: cifar10 cifar100 caltech101 babel_imagenet imagenet1k food101 flowers102 "
-                        "imagefolder:PATH; retrieval: xm3600 xtd10 (several allowed; layouts in docs/benchmarks.md)")
+                   help="zero-shot: cifar10 cifar100 caltech101 babel_imagenet imagenet1k food101 flowers102 imagefolder:PATH; "
+                        "retrieval: xm3600 xtd10; either: wds:DIR, CLIP_benchmark's webdataset copy (layouts: docs/benchmarks.md)")
     p.add_argument("--lang", help="the language of class names, templates and captions (default: the model's own)")
     p.add_argument("--data-root", default="~/data")
     p.add_argument("--download", action="store_true")

@@ -217,7 +217,7 @@ class ZeroShotSection:
     """Zero-shot accuracy after each epoch, as `langclip eval` measures it (train/zeroshot.py): the pictures
     embedded once by the frozen image tower, the class prompts by the text tower as it is then."""
     datasets: list[str] = field(default_factory=list)   # cifar10, cifar100, caltech101, food101, flowers102,
-                                                        # imagenet1k, babel_imagenet, imagefolder:PATH
+                                                        # imagenet1k, babel_imagenet, imagefolder:PATH, wds:DIR
     data_root: str = ""                      # where they are, as `langclip eval --data-root`
     lang: str = ""                           # the class names' language ("": the tokenizer's)
     max_images: int = 0                      # 0: the whole test split; else this many, spread over it
@@ -297,10 +297,10 @@ class TrainConfig:
         z = self.zeroshot
         known = ("cifar10", "cifar100", "caltech101") + ZERO_SHOT
         for d in z.datasets:
-            if d not in known and not (d.startswith("imagefolder:") and len(d) > 12):
-                raise ConfigError(f"zeroshot.datasets: unknown dataset {d!r}; one of {', '.join(known)} or "
-                                  f"imagefolder:PATH", "zeroshot.datasets")
-        if any(not d.startswith("imagefolder:") for d in z.datasets) and not (
+            if d not in known and not (d.startswith(("imagefolder:", "wds:")) and len(d.split(":", 1)[1]) > 0):
+                raise ConfigError(f"zeroshot.datasets: unknown dataset {d!r}; one of {', '.join(known)}, "
+                                  f"imagefolder:PATH or wds:DIR (CLIP_benchmark's webdataset layout)", "zeroshot.datasets")
+        if any(not d.startswith(("imagefolder:", "wds:")) for d in z.datasets) and not (
                 z.data_root and Path(z.data_root).expanduser().is_dir()):
             raise ConfigError(f"zeroshot.data_root: {z.data_root or '(not given)'} is not a folder; give where "
                               f"{', '.join(z.datasets)} are (as `langclip eval --data-root`)", "zeroshot.data_root")

@@ -1,5 +1,5 @@
-"""Stage 4: zero-shot classification and retrieval evaluation, the English reference row, the
-confusion-matrix picture. Metrics live in `metrics.py`, class names, templates and datasets in
+"""Stage 4: zero-shot classification and retrieval evaluation, the English reference row (the
+confusion-matrix picture: pictures.py). Metrics live in `metrics.py`, class names, templates and datasets in
 `datasets.py` (data files: a template names the grammatical form it needs, so no morphology runs at
 evaluation time).
 """
@@ -12,11 +12,12 @@ from pathlib import Path
 
 import torch
 
+from .benchwds import class_names as wds_class_names, is_wds, open_wds
 from .coverage import describe, trained_forms, unseen_words
 from .files import check_out_dir, json_text
-from .datasets import (dataset_classnames, english_classnames, load_dataset, read_classnames, read_templates,
-                       shipped_classnames, shipped_templates)
+from .datasets import english_classnames, read_classnames, read_templates, shipped_classnames, shipped_templates
 from .metrics import classification_metrics, display_name, encode_texts, markdown_table, recall_at_k, zero_shot_weights
+from .pictures import plot_confusion
 from .runfolder import held_out, run_split
 
 
@@ -30,39 +31,6 @@ def evaluate(model, dataloader, tokenizer, classnames: list, templates: list[str
         logits.append((f @ w.T).cpu())
         labels.append(y)
     return classification_metrics(torch.cat(logits), torch.cat(labels), [display_name(c) for c in classnames])
-
-
-def plot_confusion(conf, names: list[str], path: str | Path, title: str = "") -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    conf = np.asarray(conf, dtype=float)
-    norm = conf / np.maximum(conf.sum(1, keepdims=True), 1)
-    n = len(names)
-    size = max(4.0, 0.45 * n + 2) if n <= 30 else 0.17 * n + 3  # inches; 100 classes: 20 in
-    # laid out at the dpi it is saved at, so the layout's text measurements are the drawing's (cached)
-    fig, ax = plt.subplots(figsize=(size, size * 0.9), dpi=110)
-    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(n), names, rotation=60, ha="right", fontsize=8 if n < 30 else 5)
-    ax.set_yticks(range(n), names, fontsize=8 if n < 30 else 5)
-    ax.set_xlabel("предсказано / predicted")
-    ax.set_ylabel("верно / true")
-    if n <= 20:
-        for i in range(n):
-            for j in range(n):
-                if conf[i, j]:
-                    ax.text(j, i, int(conf[i, j]), ha="center", va="center", fontsize=7,
-                            color="white" if norm[i, j] > 0.5 else "black")
-    ax.set_title(title)
-    fig.colorbar(im, fraction=0.046)
-    fig.tight_layout()
-    fig.set_layout_engine("none")   # laid out once: savefig would otherwise lay out again before drawing
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
 
 
 def _reference(m, weights: str | None, device):
@@ -95,7 +63,8 @@ RECALL = ("t2i_r@1", "t2i_r@5", "t2i_r@10", "i2t_r@1", "i2t_r@5", "i2t_r@10")
 def _picture_names(datasets: list[str]) -> dict[str, str]:
     """confusion_<this>.png per dataset: its name; an image folder's own name (its whole path where two
     folders of this call share a name)."""
-    short = {d: "imagefolder_" + Path(d.split(":", 1)[1]).name if d.startswith("imagefolder:") else d for d in datasets}
+    short = {d: f"{d.split(':')[0]}_" + (open_wds(d).name if is_wds(d) else Path(d.split(":", 1)[1]).name)
+             if ":" in d else d for d in datasets}
     return {d: n if list(short.values()).count(n) == 1 else d.rstrip("/").replace(":", "_").replace("/", "_")
             for d, n in short.items()}
 
@@ -105,7 +74,8 @@ def evaluate_cli(model: str, dataset: str | list[str], lang: str | None, data_ro
                  out: str | None = None, workers: int = 2, reference: bool = False,
                  weights: str | None = None, templates: str | None = None) -> dict:
     """Zero-shot classification (cifar10/100, caltech101, imagenet1k, babel_imagenet, food101,
-    flowers102, imagefolder:PATH) and retrieval (xm3600, xtd10) in `lang`; with `reference`, the
+    flowers102, imagefolder:PATH) and retrieval (xm3600, xtd10), and either from CLIP_benchmark's
+    webdataset copies (wds:DIR, benchwds.py), in `lang`; with `reference`, the
     original English CLIP in the same harness (English names, templates and captions) as a second row;
     `lang` None: the language the model records. `out` gets results.json/.md, the benchmark table
     (table.md/.json, ruCLIP's layout), confusion matrices and the class names and prompts used, as
@@ -126,11 +96,11 @@ def evaluate_cli(model: str, dataset: str | list[str], lang: str | None, data_ro
             if not (Path(model) / "open_clip_config.json").is_file() and not is_transformers_folder(model):
                 read_run_meta(model)    # not a model folder at all: that is the error to report
             raise ValueError(f"{model}: the model records no language; pass --lang (e.g. --lang ru)")
-    unknown = [d for d in datasets if not (d in ZERO_SHOT or d in RETRIEVAL or d.startswith("imagefolder:")
+    unknown = [d for d in datasets if not (d in ZERO_SHOT or d in RETRIEVAL or d.startswith(("imagefolder:", "wds:"))
                                            or d in ("cifar10", "cifar100", "caltech101"))]
     if unknown:
         raise ValueError(f"unknown dataset {unknown[0]!r}: cifar10 cifar100 caltech101 {' '.join(ZERO_SHOT)} "
-                         f"{' '.join(RETRIEVAL)} or imagefolder:PATH")
+                         f"{' '.join(RETRIEVAL)}, imagefolder:PATH or wds:DIR (CLIP_benchmark's webdataset layout)")
     given, given_en = _given_names(classnames, datasets, lang)   # cheap input checks first
     tpl = read_templates(templates, lang) if templates else None
     _check_language(datasets, lang, given, tpl)
@@ -159,7 +129,8 @@ def _given_names(spec: str | None, datasets: list[str], lang: str) -> tuple[dict
     if not folder.is_dir():
         names, en = read_classnames(spec, lang), english_classnames(spec)
         return {d: names for d in datasets}, ({d: en for d in datasets} if en else {})
-    files = {d: folder / f"{d}.json" for d in datasets if not d.startswith("imagefolder:")}
+    files = {d: folder / f"{open_wds(d).name if is_wds(d) else d}.json" for d in datasets
+             if not d.startswith("imagefolder:")}
     files = {d: f for d, f in files.items() if f.is_file()}
     if not files:
         raise FileNotFoundError(f"{folder}: no class-name file for {', '.join(datasets)} (<dataset>.json, e.g. "
@@ -170,32 +141,39 @@ def _given_names(spec: str | None, datasets: list[str], lang: str) -> tuple[dict
 
 def _check_language(datasets: list[str], lang: str, given: dict, templates: list | None = None) -> None:
     """Before any model loads: every dataset has class names and templates in `lang` (Babel-ImageNet
-    and the retrieval sets bring their own; their languages are checked when they are read)."""
-    from .benchsets import RETRIEVAL
-
+    and the retrieval sets bring their own; their languages are checked when they are read; a
+    CLIP_benchmark webdataset copy brings English ones)."""
     problems = []
-    if templates is None and any(d not in RETRIEVAL and d != "babel_imagenet" for d in datasets):
+    own = lambda d: d == "babel_imagenet" or (lang == "en" and is_wds(d) and open_wds(d).templates)   # noqa: E731
+    if templates is None and any(not _is_retrieval(d) and not own(d) for d in datasets):
         try:
             shipped_templates(lang)
         except ValueError as e:
             problems.append(str(e))
     for d in datasets:
-        if d not in given and d in ("cifar10", "cifar100", "caltech101", "food101", "flowers102"):
-            try:
+        try:
+            if d not in given and d in ("cifar10", "cifar100", "caltech101", "food101", "flowers102"):
                 shipped_classnames(d, lang)
-            except ValueError as e:
-                problems.append(str(e))
+            elif d not in given and is_wds(d) and not _is_retrieval(d):
+                wds_class_names(open_wds(d), lang)
+        except ValueError as e:
+            problems.append(str(e))
     if problems:
         raise ValueError("; ".join(problems))
 
 
-def _run_all(job, datasets: list[str], results: dict, rows: list, o: Path | None) -> None:
+def _is_retrieval(d: str) -> bool:
     from .benchsets import RETRIEVAL
 
+    return d in RETRIEVAL or (is_wds(d) and open_wds(d).kind == "retrieval")
+
+
+def _run_all(job, datasets: list[str], results: dict, rows: list, o: Path | None) -> None:
     lang, names = job.lang, _picture_names(datasets)
     for ds_name in datasets:
-        res, r = (_retrieval if ds_name in RETRIEVAL else _zero_shot)(job, ds_name)
-        keys = RECALL if ds_name in RETRIEVAL else SUMMARY
+        retrieval = _is_retrieval(ds_name)
+        res, r = (_retrieval if retrieval else _zero_shot)(job, ds_name)
+        keys = RECALL if retrieval else SUMMARY
         results[ds_name] = res
         rows.append({"model": f"langclip ({lang})", "dataset": ds_name, **{k: res[k] for k in keys}})
         print(json.dumps({"dataset": ds_name, "lang": lang, **{k: res[k] for k in keys}}, ensure_ascii=False))
@@ -227,65 +205,59 @@ class _Job:
 
 
 def _zero_shot(job: _Job, ds_name: str):
-    from .benchsets import ZERO_SHOT, clip_benchmark_inputs, load_zero_shot
+    from .benchsets import clip_benchmark_inputs, zero_shot_inputs
 
-    m, ref, lang, root, given = job.m, job.ref, job.lang, job.root, job.given.get(ds_name)
-    if ds_name in ZERO_SHOT:
-        ds, names, own = load_zero_shot(ds_name, root, m.preprocess, lang, given)
-        templates = job.templates or own or shipped_templates(lang)
-        n_classes = len(names)
-    else:
-        ds, folder_classes = load_dataset(ds_name, root, m.preprocess, job.download)
-        names = given or dataset_classnames(ds_name, lang, None, folder_classes)
-        templates = job.templates or shipped_templates(lang)
-        n_classes = len(folder_classes) if folder_classes is not None else len(getattr(ds, "classes", names))
-    if len(names) != n_classes:
-        order = (f" (its folders, in label order: {', '.join(folder_classes[:12])}"
-                 f"{', …' if len(folder_classes) > 12 else ''})" if folder_classes is not None else "")
-        raise ValueError(f"{ds_name}: {len(names)} class names for {n_classes} classes{order}; give one name a class")
-    loader = torch.utils.data.DataLoader(ds, batch_size=job.batch_size, num_workers=job.workers)
-    res = evaluate(m.model, loader, m.tokenizer, names, templates, m.device)
-    bad = unseen_words(m.meta.get("_path"), m.tokenizer, [display_name(c) for c in names])   # coverage.py
+    m, ref, lang = job.m, job.ref, job.lang
+    z = zero_shot_inputs(ds_name, job.root, m.preprocess, lang, job.given.get(ds_name), job.templates, job.download,
+                         job.given_en.get(ds_name))
+    loader = torch.utils.data.DataLoader(z.dataset, batch_size=job.batch_size, num_workers=job.workers)
+    res = evaluate(m.model, loader, m.tokenizer, z.names, z.templates, m.device)
+    bad = unseen_words(m.meta.get("_path"), m.tokenizer, [display_name(c) for c in z.names])   # coverage.py
     if bad:   # class names with tokens the run never trained on: their recall is a guess's
         res["untrained_words"] = bad
         forms = trained_forms(m.meta["_path"], m.tokenizer, list(bad)[:8], lang)
         print(f"{ds_name}: {describe(m.meta['_path'], bad, forms=forms)}", file=sys.stderr, flush=True)
-    key = CB_NAMES.get(ds_name, ds_name)
-    job.cb_classnames[key], job.cb_templates[key] = clip_benchmark_inputs(names, templates)
-    r = None
-    if ref is not None:
-        if ds_name.startswith("imagefolder:"):   # the file's English names, else the folders' own (usually English)
-            en = job.given_en.get(ds_name) or (list(folder_classes) if folder_classes is not None else names)
-        elif ds_name in ZERO_SHOT:
-            en = load_zero_shot(ds_name, root, m.preprocess, "en", None)[1] if ds_name != "babel_imagenet" else None
-        else:
-            en = dataset_classnames(ds_name, "en")
-        if en is not None:   # Babel-ImageNet in English is ImageNet's 1000 classes: another task, no row
-            r = evaluate(ref[0], loader, ref[1], en, shipped_templates("en"), m.device)
-    return res, r
+    key = _cb_name(ds_name)
+    job.cb_classnames[key], job.cb_templates[key] = clip_benchmark_inputs(z.names, z.templates)
+    en = z.english() if ref is not None else None   # None: no English row (Babel-ImageNet)
+    return res, (evaluate(ref[0], loader, ref[1], en[0], en[1], m.device) if en is not None else None)
 
 
 def _retrieval(job: _Job, ds_name: str):
     from .benchsets import Labeled, retrieval_pairs
+    from .benchwds import WdsPictures, retrieval
 
     m, ref, root = job.m, job.ref, job.root
-    pairs = retrieval_pairs(ds_name, root, job.lang)
-    paths = [p for p, _ in pairs]
-    loader = torch.utils.data.DataLoader(Labeled(paths, None, m.preprocess), batch_size=job.batch_size,
-                                         num_workers=job.workers)
+    if is_wds(ds_name):   # every caption of every picture, as CLIP_benchmark scores them
+        refs, caps = retrieval(ds_name)
+        pictures = WdsPictures(refs, list(range(len(refs))), m.preprocess)
+        texts = [c for cs in caps for c in cs]
+        inv = torch.tensor([i for i, cs in enumerate(caps) for _ in cs], dtype=torch.long)
+    else:
+        pairs = retrieval_pairs(ds_name, root, job.lang)
+        paths = [p for p, _ in pairs]
+        pictures, texts, inv = Labeled(paths, None, m.preprocess), [c for _, c in pairs], torch.arange(len(paths))
+    loader = torch.utils.data.DataLoader(pictures, batch_size=job.batch_size, num_workers=job.workers)
     with torch.no_grad():
         image = torch.cat([m.model.encode_image(x.to(m.device)).float().cpu() for x, _ in loader])
-    inv = torch.arange(len(paths))
-    text = encode_texts(m.model, m.tokenizer, [c for _, c in pairs], m.device)
-    res = {**recall_at_k(text, image, inv), "texts": len(pairs), "images": len(paths)}
+    text = encode_texts(m.model, m.tokenizer, texts, m.device)
+    res = {**recall_at_k(text, image, inv), "texts": len(texts), "images": len(pictures)}
     r = None
-    if ref is not None:   # the same frozen image tower: the same image embeddings, English captions
+    if ref is not None and is_wds(ds_name):   # the same captions, read by the English CLIP
+        t = encode_texts(ref[0], ref[1], texts, m.device)
+        r = {**recall_at_k(t, image, inv), "texts": len(texts), "images": len(pictures)}
+    elif ref is not None:   # the same frozen image tower: the same image embeddings, English captions
         en = dict(retrieval_pairs(ds_name, root, "en"))
         keep = [i for i, p in enumerate(paths) if p in en]
         if keep:
             t = encode_texts(ref[0], ref[1], [en[paths[i]] for i in keep], m.device)
             r = {**recall_at_k(t, image[keep], torch.arange(len(keep))), "texts": len(keep), "images": len(keep)}
     return res, r
+
+
+def _cb_name(ds_name: str) -> str:
+    """The dataset's name in CLIP_benchmark's custom class-name and template files."""
+    return open_wds(ds_name).name if is_wds(ds_name) else CB_NAMES.get(ds_name, ds_name)
 
 
 CB_NAMES = {"flowers102": "flowers", "xm3600": "crossmodal3600"}   # CLIP_benchmark's dataset names

@@ -1,6 +1,7 @@
 """Pictures for the inference commands (`predict`, `similarity`, `encode`): the files and folders a
 user names, listed before any model loads, and decoded (PIL, upright by EXIF) `batch` at a time —
-in this process, or, beyond one batch, in worker processes that also preprocess them."""
+in this process, or, beyond one batch, in worker processes that also preprocess them. And the
+confusion-matrix picture `langclip eval` and the demo's report draw (`plot_confusion`)."""
 from __future__ import annotations
 
 import logging
@@ -127,3 +128,36 @@ def _iter_in_workers(paths, skipped, upright, batch, preprocess, workers):
         if xs:
             x = torch.stack(xs)
             yield names, finish(x) if finish is not None else x
+
+
+def plot_confusion(conf, names: list[str], path: str | Path, title: str = "") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    conf = np.asarray(conf, dtype=float)
+    norm = conf / np.maximum(conf.sum(1, keepdims=True), 1)
+    n = len(names)
+    size = max(4.0, 0.45 * n + 2) if n <= 30 else 0.17 * n + 3  # inches; 100 classes: 20 in
+    # laid out at the dpi it is saved at, so the layout's text measurements are the drawing's (cached)
+    fig, ax = plt.subplots(figsize=(size, size * 0.9), dpi=110)
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), names, rotation=60, ha="right", fontsize=8 if n < 30 else 5)
+    ax.set_yticks(range(n), names, fontsize=8 if n < 30 else 5)
+    ax.set_xlabel("предсказано / predicted")
+    ax.set_ylabel("верно / true")
+    if n <= 20:
+        for i in range(n):
+            for j in range(n):
+                if conf[i, j]:
+                    ax.text(j, i, int(conf[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_title(title)
+    fig.colorbar(im, fraction=0.046)
+    fig.tight_layout()
+    fig.set_layout_engine("none")   # laid out once: savefig would otherwise lay out again before drawing
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

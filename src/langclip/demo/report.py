@@ -15,7 +15,7 @@ from .world import HELD_OUT
 def report(out, results, retr, held, students, test_imgs, first, feats, t0, cfg, search: dict | None = None) -> dict:
     from PIL import Image
 
-    from ..evaluate import plot_confusion
+    from ..pictures import plot_confusion
     from ..inference import save_similarity
 
     rep = out / "report"

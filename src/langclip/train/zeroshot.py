@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..benchsets import short_name
 from ..metrics import classification_metrics, display_name, zero_shot_weights
 
 
@@ -25,20 +26,15 @@ class ZeroShotSet:
 
 
 def _dataset(name: str, root: str, transform, lang: str, given: list[str] | None):
-    """(dataset, class names, templates) as `langclip eval` takes them (evaluate._zero_shot); `given`: the
-    config's templates."""
-    from ..benchsets import ZERO_SHOT, load_zero_shot
-    from ..datasets import dataset_classnames, load_dataset, shipped_templates
+    """(dataset, class names, templates) as `langclip eval` takes them (benchsets.zero_shot_inputs); `given`:
+    the config's templates."""
+    from ..benchsets import zero_shot_inputs
 
-    if name in ZERO_SHOT:
-        ds, names, own = load_zero_shot(name, root, transform, lang, None)
-        return ds, names, given or own or shipped_templates(lang)
-    ds, folder_classes = load_dataset(name, root, transform, False)
-    names = dataset_classnames(name, lang, None, folder_classes)
-    n_classes = len(folder_classes) if folder_classes is not None else len(getattr(ds, "classes", names))
-    if len(names) != n_classes:
-        raise ValueError(f"zeroshot.datasets: {name}: {len(names)} class names for {n_classes} classes")
-    return ds, names, given or shipped_templates(lang)
+    try:
+        z = zero_shot_inputs(name, Path(root), transform, lang, None, given)
+    except ValueError as e:
+        raise ValueError(f"zeroshot.datasets: {e}") from None
+    return z.dataset, z.names, z.templates
 
 
 @torch.no_grad()
@@ -64,7 +60,7 @@ def zero_shot_sets(run, progress: bool = True) -> list[ZeroShotSet]:
         ds, names, templates = _dataset(name, str(Path(z.data_root).expanduser()), transform, lang, given)
         if z.max_images and z.max_images < len(ds):   # spread over the split: a class-sorted folder keeps its classes
             ds = torch.utils.data.Subset(ds, torch.linspace(0, len(ds) - 1, z.max_images).round().long().tolist())
-        short = Path(name.split(":", 1)[1]).name if name.startswith("imagefolder:") else name   # a metric's name
+        short = short_name(name)
         key = {"dataset": name, "root": str(Path(z.data_root).expanduser().resolve()) if z.data_root else "",
                "pictures": len(ds), "max_images": z.max_images, "tower": run.ref.tower_sha256 or run.ref.sha256,
                "preprocess": json.dumps(pp, sort_keys=True, default=str)}
