@@ -611,6 +611,35 @@ def test_api_combines_texts_and_never_reads_a_path(client, trained_run):
     assert many.status_code == 422 and "terms" in many.json()["detail"]
 
 
+def test_api_adds_and_subtracts_pictures_of_the_index(client, trained_run):
+    """/api/search?add_id=…&subtract_id=…: pictures of the index by id (weighted "2:ID"), summed with the texts
+    as `search --add picture.jpg` sums them (a numpy reference from the stored embeddings); a picture alone
+    may be the thing looked for; an id the index lacks, or a malformed one, is refused."""
+    c, idx = client
+    h = {"Authorization": "Bearer s3cret"}
+    m = QueryModel(trained_run, image=False)
+    emb = np.asarray(idx.embeddings, np.float32)
+    a, b = int(idx.ids[3]), int(idx.ids[7])
+    red = m.encode_text(["красный"])[0]
+    want = red + 2 * emb[3] - emb[7]
+    want /= np.linalg.norm(want)
+    order = [int(idx.ids[r]) for r in np.argsort(-(emb @ want))[:5]]
+    r = c.get("/api/search", params={"q": "красный", "add_id": f"2:{a}", "subtract_id": str(b), "k": 5}, headers=h).json()
+    assert [x["id"] for x in r["results"]] == order
+    assert r["terms"][1:] == [{"picture": a, "weight": 2.0}, {"picture": b, "weight": -1.0}]
+    only = emb[3] - m.encode_text(["круг"])[0]        # "like this picture, but not a circle": no query text
+    order = [int(idx.ids[r]) for r in np.argsort(-(emb @ (only / np.linalg.norm(only))))[:5]]
+    r = c.get("/api/search", params={"add_id": str(a), "subtract": "круг", "k": 5}, headers=h).json()
+    assert [x["id"] for x in r["results"]] == order and r["searched"] == ""
+    alone = c.get("/api/search", params={"add_id": str(a), "k": 2}, headers=h).json()["results"]
+    assert alone[0]["id"] == a                         # a picture's nearest is itself
+    for params, status, says in (({"subtract_id": str(a)}, 422, "empty"), ({"q": "кот", "add_id": "99999"}, 404, "99999"),
+                                 ({"q": "кот", "add_id": "x:1"}, 422, "weight:id"),
+                                 ({"add_id": str(a), "subtract_id": str(a)}, 422, "cancel out")):
+        r = c.get("/api/search", params={**params, "k": 1}, headers=h)
+        assert r.status_code == status and says in r.json()["detail"], (params, r.json())
+
+
 def test_model_keys_name_each_text_tower():
     """`serve --model A B`: the API's model= key is each model's language where they differ, else its folder's."""
     from types import SimpleNamespace as M

@@ -269,3 +269,51 @@ def test_a_search_is_a_link_and_shows_more(server, browser):
     page.wait_for_selector("[data-testid=result]")
     assert page.input_value("[data-testid=not]") == "красные" and _names(page) == without
     page.close()
+
+
+def test_pictures_join_the_query(server, browser, tmp_path):
+    """From the viewer, "+ к запросу" and "− из запроса" put a picture of the index into the query beside the
+    words (the API's add_id= / subtract_id=): the page shows the API's answer to the same terms, each picture
+    as a chip whose × takes it out; the link keeps them; a picture alone is something to look for."""
+    url, _ = server
+    page = browser.new_page(viewport={"width": 1100, "height": 800}, locale="ru-RU")
+    page.goto(f"{url}/#token=t0k")
+    page.wait_for_function("document.querySelector('[data-testid=status]').textContent.includes('индекс')")
+    page.fill("#q", "звёзды")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("[data-testid=result]")
+
+    def take(nth: int, button: str, in_url: str) -> int:
+        page.click(f"[data-testid=result] >> nth={nth}")
+        id_ = int(page.get_attribute(f"[data-testid=result] >> nth={nth}", "data-id"))
+        with page.expect_response(lambda r: "/api/search" in r.url and in_url in r.url):
+            page.click(f"[data-testid={button}]")
+        page.wait_for_function(f"document.querySelectorAll('[data-testid=terms] li[data-id=\"{id_}\"]').length === 1")
+        return id_
+
+    def shown(**params) -> list[str]:   # the page comes to show the API's answer to these terms
+        want = [r["name"] for r in _api(page, k=24, **params)["results"]]
+        page.wait_for_function("want => JSON.stringify([...document.querySelectorAll('[data-testid=result] .meta "
+                               "span:first-child')].map(e => e.textContent)) === JSON.stringify(want)", arg=want)
+        return want
+
+    assert page.inner_text("[data-testid=addpic]") == "+ к запросу" and not page.is_visible("[data-testid=terms]")
+    a = take(2, "addpic", "add_id=")
+    shown(q="звёзды", add_id=a)
+    b = take(5, "subpic", "subtract_id=")
+    both = shown(q="звёзды", add_id=a, subtract_id=b)
+    assert f"pic={a}" in page.url and f"notpic={b}" in page.url
+    assert page.inner_text("[data-testid=message]").startswith("«звёзды» + ")
+    _shots(tmp_path, page, "search_pictures")
+    page.reload()                                          # the link restores the pictures
+    page.wait_for_selector("[data-testid=terms] li >> nth=1")
+    assert shown(q="звёзды", add_id=a, subtract_id=b) == both
+    page.click(f"[data-testid=terms] li[data-id='{b}'] button")   # × takes one out
+    shown(q="звёзды", add_id=a)
+    assert page.locator("[data-testid=terms] li").count() == 1 and "notpic" not in page.url
+    page.fill("#q", "")                                    # a picture alone
+    page.keyboard.press("Enter")
+    page.wait_for_function("!document.querySelector('[data-testid=message]').textContent.includes('звёзды')")
+    alone = shown(add_id=a)
+    assert alone[0] == _api(page, add_id=a, k=1)["results"][0]["name"]
+    page.close()

@@ -104,11 +104,12 @@ WEIGHT = re.compile(r"^(\d+(?:\.\d+)?):(?=[^\d\s])")   # "2:собака", "0.5:
 
 
 def query_terms(query: str | None = None, image: str | None = None, add=(), subtract=(),
-                pictures: bool = True) -> list[Term]:
+                pictures: bool = True, looking_for: bool = False) -> list[Term]:
     """The terms of `search "…" --image … --add … --subtract …`, as rclip combines them: each may start with a
     weight ("2:собака"); an --add or --subtract term is a picture when it names a file or ends like one
     (".jpg"), else a text. Pictures must exist (named when not), and something must be added.
-    `pictures=False` (the HTTP API, which never reads a file by its path): every term is a text."""
+    `pictures=False` (the HTTP API, which never reads a file by its path): every term is a text;
+    `looking_for`: something else is added (the API's pictures of the index), so texts may only subtract."""
     from ..pairs import IMAGE_EXTS
 
     def term(raw: str, sign: float, picture: bool | None, where: str) -> Term:
@@ -125,7 +126,7 @@ def query_terms(query: str | None = None, image: str | None = None, add=(), subt
     terms = ([term(query, 1.0, False, "the query")] if query else []) + \
             ([term(image, 1.0, True, "--image")] if image else []) + \
             [term(t, 1.0, None, "--add") for t in add] + [term(t, -1.0, None, "--subtract") for t in subtract]
-    if not any(t.weight > 0 for t in terms):
+    if not looking_for and not any(t.weight > 0 for t in terms):
         raise ValueError("give a query text, --image or --add: something to look for (--subtract only takes away)")
     return terms
 

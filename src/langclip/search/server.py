@@ -119,6 +119,7 @@ def create_app(index, model, token: str | None = None, limits: Limits | None = N
     """The app for an `Index` and a `QueryModel`, or several (each checked to share the index's image tower:
     text towers of several languages over one index); the first answers by default, and for pictures.
     The index is looked at for a new version at most every `reload_every` seconds (`LiveIndex`)."""
+    import numpy as np
     from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
     from fastapi.responses import HTMLResponse, Response
 
@@ -175,38 +176,60 @@ def create_app(index, model, token: str | None = None, limits: Limits | None = N
                 "path": _shown(index), "tower": index.tower_sha256[:12], "updated": index.manifest.get("updated"),
                 "search": "approximate (faiss IVF)" if index.manifest.get("ann") else "exact"}, "auth": bool(token)}
 
+    def picture_terms(ix, add_id: list[str], subtract_id: list[str]) -> list[tuple[int, float]]:
+        """add_id=/subtract_id=: pictures of this index by id, each optionally weighted ("2:17")."""
+        out = []
+        for raw, sign in [(x, 1.0) for x in add_id] + [(x, -1.0) for x in subtract_id]:
+            w, _, id_ = raw.rpartition(":")
+            try:
+                weight = float(w) if w else 1.0
+            except ValueError:
+                raise HTTPException(422, f"{raw[:40]!r}: a picture term is an id, or weight:id (\"2:17\")") from None
+            out.append((known(ix, id_), sign * weight))
+        return out
+
     @app.get("/api/search", dependencies=[Depends(auth)])
-    def search(q: str = Query(..., description="what to look for, in any language the model reads"),
+    def search(q: str = Query("", description="what to look for, in any language the model reads"),
                k: int = Query(24, description=f"how many results (1..{MAX_K})"),
                as_typed: bool = Query(False, description="no untrained word replaced by a trained form of it"),
                model_key: str | None = Query(None, alias="model", description="which text tower reads the query "
                                              "(/api/health's models; default: the first)"),
                add: list[str] = Query([], description="texts to look for as well (repeatable; \"2:…\" weighs one)"),
-               subtract: list[str] = Query([], description="texts to look away from (repeatable)")):
+               subtract: list[str] = Query([], description="texts to look away from (repeatable)"),
+               add_id: list[str] = Query([], description="pictures of this index to look for as well, by id "
+                                         "(repeatable; \"2:17\" weighs one)"),
+               subtract_id: list[str] = Query([], description="pictures of this index to look away from, by id")):
         if model_key is not None and model_key not in keys:
             raise HTTPException(422, f"no model {model_key[:40]!r} here; this server has {', '.join(keys)}")
         m = keys[model_key] if model_key is not None else model
-        if not q.strip():
+        if not q.strip() and not add and not add_id:
             raise HTTPException(422, "the query is empty")
         if any(len(x) > lim.max_query for x in [q, *add, *subtract]):
             raise HTTPException(413, f"the query is longer than {lim.max_query} characters")
-        if len(add) + len(subtract) > MAX_TERMS:
+        if len(add) + len(subtract) + len(add_id) + len(subtract_id) > MAX_TERMS:
             raise HTTPException(422, f"more than {MAX_TERMS} terms to add or subtract")
         check_k(k)
+        ix = live.current()
+        pics = picture_terms(ix, add_id, subtract_id)
         try:
-            terms = query_terms(q, None, add, subtract, pictures=False)
+            terms = query_terms(q.strip() or None, None, add, subtract, pictures=False,
+                                looking_for=any(w > 0 for _, w in pics))
         except ValueError as e:
             raise HTTPException(422, str(e)) from None
         # words the run never trained on, and those searched as a trained form of them (coverage.py)
         ps = [m.prepare(t.value, as_typed) if hasattr(m, "prepare") else {"text": t.value, "unseen": {}, "rewritten": {}}
               for t in terms]
-        vecs = m.encode_text([p["text"] for p in ps])
-        vec = vecs[0] if len(terms) == 1 else combine(vecs, [t.weight for t in terms])
-        ix = live.current()
-        return {"query": q, "searched": ps[0]["text"], "unseen": {w: v for p in ps for w, v in p["unseen"].items()},
+        vecs = [*(m.encode_text([p["text"] for p in ps]) if ps else []), *(ix.vector(i) for i, _ in pics)]
+        weights = [t.weight for t in terms] + [w for _, w in pics]
+        try:
+            vec = vecs[0] if len(vecs) == 1 and weights[0] > 0 else combine(np.stack(vecs), weights)
+        except ValueError as e:
+            raise HTTPException(422, str(e)) from None
+        return {"query": q, "searched": ps[0]["text"] if q.strip() else "",
+                "unseen": {w: v for p in ps for w, v in p["unseen"].items()},
                 "rewritten": {w: v for p in ps for w, v in p["rewritten"].items()},
-                **({"terms": [{"text": t.value, "weight": t.weight, "searched": p["text"]} for t, p in zip(terms, ps)]}
-                   if len(terms) > 1 else {}),
+                **({"terms": [{"text": t.value, "weight": t.weight, "searched": p["text"]} for t, p in zip(terms, ps)]
+                    + [{"picture": i, "weight": w} for i, w in pics]} if len(vecs) > 1 else {}),
                 **results(ix, ix.search(vec, k)[0])}
 
     @app.post("/api/search/image", dependencies=[Depends(auth)])
