@@ -247,3 +247,46 @@ def test_clip_benchmark_reads_a_wds_copy_as_langclip_eval_does(export_dir, cifar
     for k in (1, 5, 10):
         assert a[f"t2i_r@{k}"] == pytest.approx(b[f"image_retrieval_recall@{k}"], abs=1e-9), k
         assert a[f"i2t_r@{k}"] == pytest.approx(b[f"text_retrieval_recall@{k}"], abs=1e-9), k
+
+
+@pytest.mark.slow
+def test_imagenet_from_clip_benchmark_copy_and_in_its_languages(root, export_dir, tmp_path, monkeypatch):
+    """ImageNet as CLIP_benchmark's webdataset copy holds it (wds_imagenet1k: the sorted-wnid labels) serves
+    imagenet1k and babel_imagenet as the torchvision layout does, with the same numbers; imagenet1k in Italian
+    (and Arabic, Chinese, Japanese) takes CLIP_benchmark's names and prompts, as CLIP_benchmark's own command
+    line does (equal numbers); a copy in a language without ImageNet names points to Babel-ImageNet."""
+    from conftest import write_wds
+
+    cb_en = json.loads((_cb_datasets() / "en_classnames.json").read_text())["imagenet1k"]
+    wnids = sorted(p.name for p in (root / "val").iterdir())
+    samples = [((root / "val" / w / f"ILSVRC2012_val_{w}.JPEG").read_bytes(), "jpg", str(i).encode(), "cls")
+               for i, w in enumerate(wnids)]
+    copy = write_wds(tmp_path / "data" / "wds_imagenet1k", samples[::-1], shard_size=400)   # another order
+    (copy / "classnames.txt").write_text("\n".join(cb_en) + "\n", encoding="utf-8")
+    run = lambda *a: main(["eval", "--model", str(export_dir), "--device", "cpu", "--workers", "0", *a]) == 0   # noqa: E731
+    assert run("--dataset", "babel_imagenet", "imagenet1k", "--lang", "it", "--data-root", str(root), "--out", str(tmp_path / "tv"))
+    assert run("--dataset", "babel_imagenet", "imagenet1k", "--lang", "it", "--data-root", str(tmp_path / "data"),
+               "--out", str(tmp_path / "wds"))
+    assert run("--dataset", f"wds:{copy}", "--lang", "it", "--out", str(tmp_path / "spec"))
+    tv, wd = (json.loads((tmp_path / d / "results.json").read_text(encoding="utf-8")) for d in ("tv", "wds"))
+    spec = json.loads((tmp_path / "spec" / "results.json").read_text(encoding="utf-8"))[f"wds:{copy}"]
+    it = json.loads((_cb_datasets() / "it_classnames.json").read_text())["imagenet1k"]
+    assert tv["imagenet1k"]["classnames"] == it and tv["babel_imagenet"]["n"] > 0
+    for name in ("babel_imagenet", "imagenet1k"):
+        assert [tv[name][k] for k in ("acc1", "acc5", "mean_per_class_recall", "n")] == \
+            [wd[name][k] for k in ("acc1", "acc5", "mean_per_class_recall", "n")], name
+    assert [spec[k] for k in ("acc1", "acc5", "n")] == [tv["imagenet1k"][k] for k in ("acc1", "acc5", "n")]
+    from langclip.evaluate import evaluate_cli
+
+    with pytest.raises(ValueError, match=r"ImageNet-1k in 'ru'.*--dataset babel_imagenet --data-root"):
+        evaluate_cli(str(export_dir), f"wds:{copy}", "ru", "", device="cpu", workers=0)
+    cb = tmp_path / "cb"
+    cb.mkdir()
+    _clip_benchmark(["--model", f"local-dir:{export_dir}", "--pretrained", "", "--dataset_root", str(root),
+                     "--no_amp", "--num_workers", "0", "--batch_size", "64", "--language", "it",
+                     "--dataset", "imagenet1k", "--output", str(cb / "{dataset}_{language}.json")], monkeypatch)
+    theirs = json.loads((cb / "imagenet1k_it.json").read_text())["metrics"]
+    a = tv["imagenet1k"]
+    assert 0 < theirs["acc5"] < 1
+    assert (a["acc1"], a["acc5"], a["mean_per_class_recall"]) == pytest.approx(
+        (theirs["acc1"], theirs["acc5"], theirs["mean_per_class_recall"]), abs=1e-9)

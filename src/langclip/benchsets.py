@@ -58,14 +58,45 @@ class Relabeled(torch.utils.data.Dataset):
 
 
 def imagenet_val(root: Path, transform):
+    """ILSVRC2012 validation: torchvision's layout (root/val/<wnid>/), or CLIP_benchmark's webdataset copy
+    (`clip-benchmark/wds_imagenet1k`, at root or root/wds_imagenet1k), whose labels are the same sorted-wnid
+    indices. Either has `.targets`."""
     import torchvision.datasets as tvd
 
     val = root / "val"
+    if not val.is_dir():
+        for d in (root, root / "wds_imagenet1k"):
+            if (d / "classnames.txt").is_file() and (d / "test").is_dir():
+                from .benchwds import open_wds, samples, WdsPictures
+
+                b = open_wds(f"wds:{d}")
+                if len(b.classnames or []) != 1000:
+                    raise ValueError(f"{d / 'classnames.txt'}: {len(b.classnames or [])} classes, not ImageNet's 1000")
+                return WdsPictures(*samples(b), transform)
     n = sum(1 for p in val.iterdir() if p.is_dir()) if val.is_dir() else 0
     if n != 1000:
         raise FileNotFoundError(f"{val}: expected ILSVRC2012 validation as torchvision lays it out (1000 wnid "
-                                f"folders of images), found {n} folders")
+                                f"folders of images), found {n} folders; or CLIP_benchmark's webdataset copy "
+                                f"(wds_imagenet1k) at {root / 'wds_imagenet1k'}")
     return tvd.ImageFolder(str(val), transform=transform)
+
+
+CB_LANGS = {"ar": "ar", "zh": "cn", "it": "it", "ja": "jp"}   # CLIP_benchmark's ImageNet names: language -> its code
+
+
+def imagenet_names(lang: str) -> tuple[list[str], list[str] | None]:
+    """ImageNet-1k's class names and prompts as CLIP_benchmark ships them (installed clip-benchmark): English
+    (its names; prompts: None, langclip's), Arabic, Chinese, Italian, Japanese; else an error naming the ways."""
+    if lang != "en" and lang not in CB_LANGS:
+        raise ValueError(f"imagenet1k in {lang!r}: pass --classnames FILE (1000 names in the order of the sorted "
+                         f"wnids), or use babel_imagenet (CLIP_benchmark ships ImageNet names for en, "
+                         f"{', '.join(CB_LANGS)})")
+    code = CB_LANGS.get(lang, "en")
+    names = json.loads(clip_benchmark_file(f"{code}_classnames.json").read_text(encoding="utf-8"))["imagenet1k"]
+    if lang == "en":
+        return names, None
+    prompts = json.loads(clip_benchmark_file(f"{code}_zeroshot_classification_templates.json").read_text(encoding="utf-8"))
+    return names, prompts["imagenet1k"]
 
 
 def load_zero_shot(name: str, root: Path, transform, lang: str, classnames: list | None):
@@ -75,12 +106,9 @@ def load_zero_shot(name: str, root: Path, transform, lang: str, classnames: list
     if name in ("imagenet1k", "babel_imagenet"):
         base = imagenet_val(root, transform)
         if name == "imagenet1k":
-            if classnames is None:
-                if lang != "en":
-                    raise ValueError(f"imagenet1k in {lang!r}: pass --classnames FILE (1000 names in the order of "
-                                     f"the sorted wnids), or use babel_imagenet")
-                classnames = json.loads(clip_benchmark_file("en_classnames.json").read_text(encoding="utf-8"))["imagenet1k"]
-            return base, classnames, None
+            if classnames is not None:
+                return base, classnames, None
+            return (base, *imagenet_names(lang))
         labels = json.loads(clip_benchmark_file("babel_imagenet.json").read_text(encoding="utf-8"))
         if lang.upper() not in labels:
             raise ValueError(f"Babel-ImageNet has no {lang!r} class names")

@@ -151,10 +151,11 @@ def samples(b: WdsBench) -> tuple[list[ImageRef], list]:
 
 
 class WdsPictures(torch.utils.data.Dataset):
-    """Pictures inside shards -> (transformed picture, label)."""
+    """Pictures inside shards -> (transformed picture, label); `.targets`: the labels, as torchvision's."""
 
     def __init__(self, refs: list[ImageRef], labels: list[int], transform):
         self.refs, self.labels, self.transform = refs, labels, transform
+        self.targets = labels
 
     def __len__(self):
         return len(self.refs)
@@ -175,7 +176,7 @@ def zero_shot(spec: str, transform, lang: str, classnames: list | None, template
     b = open_wds(spec)
     if b.kind != "classification":
         raise ValueError(f"{spec}: a retrieval set ({b.meta / 'dataset_type.txt'}), not a classification one")
-    names = classnames or class_names(b, lang)
+    names, theirs = (classnames, None) if classnames else class_names(b, lang)
     refs, labels = samples(b)
     n = len(b.classnames or names)
     bad = next((y for y in labels if not 0 <= y < n), None)
@@ -186,25 +187,35 @@ def zero_shot(spec: str, transform, lang: str, classnames: list | None, template
                          f"give one name a class, in its order")
     from .datasets import shipped_templates
 
-    own = b.templates if lang == "en" else None
+    own = b.templates if lang == "en" else theirs
     en = (b.classnames, b.templates or shipped_templates("en")) if b.classnames else None
     return WdsPictures(refs, labels, transform), names, templates or own or shipped_templates(lang), en
 
 
-def class_names(b: WdsBench, lang: str) -> list:
-    """The class names in `lang`: the files' own for English; for another language, langclip's shipped
-    names of the dataset whose English names the files hold; else an error saying what to pass."""
+def class_names(b: WdsBench, lang: str) -> tuple[list, list[str] | None]:
+    """(class names in `lang`, their prompts or None): the files' own for English; for another language,
+    langclip's shipped names of the dataset whose English names the files hold, or for ImageNet's
+    CLIP_benchmark's (ar, zh, it, ja, with its prompts); else an error saying what to pass."""
     from .datasets import shipped_classnames
 
     f = b.meta / "classnames.txt"
     if not b.classnames:
         raise FileNotFoundError(f"{b.spec}: no {f}; pass --classnames (one name a class, in label order)")
     if lang == "en":
-        return b.classnames
+        return b.classnames, None
     norm = lambda names: [" ".join(str(n).lower().replace("_", " ").split()) for n in names]   # noqa: E731
     for d in ("cifar10", "cifar100", "caltech101", "food101", "flowers102"):
         if norm(shipped_classnames(d, "en")) == norm(b.classnames):
-            return shipped_classnames(d, lang)   # an error says which languages it has
+            return shipped_classnames(d, lang), None   # an error says which languages it has
+    if len(b.classnames) == 1000:
+        from .benchsets import imagenet_names
+
+        if norm(imagenet_names("en")[0]) == norm(b.classnames):
+            try:
+                return imagenet_names(lang)
+            except ValueError:
+                raise ValueError(f"{b.spec}: ImageNet-1k in {lang!r}: pass --classnames (1000 names), or evaluate "
+                                 f"Babel-ImageNet on this copy: --dataset babel_imagenet --data-root {b.meta}") from None
     raise ValueError(f"{b.spec}: {f} holds {len(b.classnames)} English names langclip ships no {lang!r} names "
                      f"for; pass --classnames with the {lang!r} names (one a class, in its order)")
 

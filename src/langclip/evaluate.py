@@ -143,8 +143,21 @@ def _check_language(datasets: list[str], lang: str, given: dict, templates: list
     """Before any model loads: every dataset has class names and templates in `lang` (Babel-ImageNet
     and the retrieval sets bring their own; their languages are checked when they are read; a
     CLIP_benchmark webdataset copy brings English ones)."""
+    from .benchsets import CB_LANGS, imagenet_names
+
+    def own(d: str) -> bool:   # the dataset brings its prompts in `lang`
+        if d in ("babel_imagenet", "imagenet1k"):
+            return d == "babel_imagenet" or (d not in given and lang in CB_LANGS)
+        if not is_wds(d) or _is_retrieval(d):
+            return False
+        if lang == "en":
+            return bool(open_wds(d).templates)
+        try:
+            return d not in given and wds_class_names(open_wds(d), lang)[1] is not None
+        except ValueError:    # named by the class-name check below
+            return False
+
     problems = []
-    own = lambda d: d == "babel_imagenet" or (lang == "en" and is_wds(d) and open_wds(d).templates)   # noqa: E731
     if templates is None and any(not _is_retrieval(d) and not own(d) for d in datasets):
         try:
             shipped_templates(lang)
@@ -154,6 +167,8 @@ def _check_language(datasets: list[str], lang: str, given: dict, templates: list
         try:
             if d not in given and d in ("cifar10", "cifar100", "caltech101", "food101", "flowers102"):
                 shipped_classnames(d, lang)
+            elif d not in given and d == "imagenet1k":
+                imagenet_names(lang)
             elif d not in given and is_wds(d) and not _is_retrieval(d):
                 wds_class_names(open_wds(d), lang)
         except ValueError as e:
