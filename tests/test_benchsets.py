@@ -247,6 +247,24 @@ def test_clip_benchmark_reads_a_wds_copy_as_langclip_eval_does(export_dir, cifar
     for k in (1, 5, 10):
         assert a[f"t2i_r@{k}"] == pytest.approx(b[f"image_retrieval_recall@{k}"], abs=1e-9), k
         assert a[f"i2t_r@{k}"] == pytest.approx(b[f"text_retrieval_recall@{k}"], abs=1e-9), k
+    # `langclip eval --out` wrote its numbers as CLIP_benchmark's result files: `clip_benchmark build` puts them
+    # in one table with CLIP_benchmark's own, each dataset's two rows alike
+    import csv
+
+    import clip_benchmark.cli as CB
+
+    monkeypatch.setattr(sys, "argv", ["clip_benchmark", "build", str(out / "clip_benchmark"), str(cb),
+                                      "--output", str(tmp_path / "all.csv")])
+    CB.main()
+    rows = list(csv.DictReader(open(tmp_path / "all.csv", encoding="utf-8")))
+    by = {(r["dataset"], r["model"]): r for r in rows}
+    assert len(rows) == 4 and {r["dataset"] for r in rows} == {"wds/cifar10", "wds/captions"}
+    for ds, keys in (("wds/cifar10", ("acc1", "acc5", "mean_per_class_recall")),
+                     ("wds/captions", [f"{w}_retrieval_recall@{k}" for w in ("image", "text") for k in (1, 5, 10)])):
+        mine, cbs = by[(ds, "langclip")], by[(ds, f"local-dir:{export_dir}")]
+        assert mine["task"] == cbs["task"] and mine["language"] == "ru"
+        for k in keys:
+            assert float(mine[k]) == pytest.approx(float(cbs[k]), abs=1e-9), (ds, k)
 
 
 @pytest.mark.slow

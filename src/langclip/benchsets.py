@@ -32,18 +32,6 @@ ZERO_SHOT = ("babel_imagenet", "imagenet1k", "food101", "flowers102")
 RETRIEVAL = ("xm3600", "xtd10")
 
 
-def clip_benchmark_file(name: str) -> Path:
-    """A data file shipped inside the installed clip-benchmark package."""
-    try:
-        import clip_benchmark.datasets as cbd
-    except ImportError:
-        raise ImportError(f"this needs the clip-benchmark package (its {name}): pip install clip-benchmark") from None
-    f = Path(cbd.__file__).parent / name
-    if not f.is_file():
-        raise FileNotFoundError(f"{f}: not in the installed clip-benchmark; upgrade it (pip install -U clip-benchmark)")
-    return f
-
-
 class Relabeled(torch.utils.data.Dataset):
     """Some samples of a dataset, with new labels."""
 
@@ -81,27 +69,9 @@ def imagenet_val(root: Path, transform):
     return tvd.ImageFolder(str(val), transform=transform)
 
 
-CB_LANGS = {"ar": "ar", "zh": "cn", "it": "it", "ja": "jp"}   # CLIP_benchmark's ImageNet names: language -> its code
-
-
-def imagenet_names(lang: str) -> tuple[list[str], list[str] | None]:
-    """ImageNet-1k's class names and prompts as CLIP_benchmark ships them (installed clip-benchmark): English
-    (its names; prompts: None, langclip's), Arabic, Chinese, Italian, Japanese; else an error naming the ways."""
-    if lang != "en" and lang not in CB_LANGS:
-        raise ValueError(f"imagenet1k in {lang!r}: pass --classnames FILE (1000 names in the order of the sorted "
-                         f"wnids), or use babel_imagenet (CLIP_benchmark ships ImageNet names for en, "
-                         f"{', '.join(CB_LANGS)})")
-    code = CB_LANGS.get(lang, "en")
-    names = json.loads(clip_benchmark_file(f"{code}_classnames.json").read_text(encoding="utf-8"))["imagenet1k"]
-    if lang == "en":
-        return names, None
-    prompts = json.loads(clip_benchmark_file(f"{code}_zeroshot_classification_templates.json").read_text(encoding="utf-8"))
-    return names, prompts["imagenet1k"]
-
-
 def load_zero_shot(name: str, root: Path, transform, lang: str, classnames: list | None):
     """-> (dataset, class names, templates or None: langclip's shipped ones for `lang`)."""
-    from .datasets import shipped_classnames
+    from .datasets import clip_benchmark_file, imagenet_names, shipped_classnames
 
     if name in ("imagenet1k", "babel_imagenet"):
         base = imagenet_val(root, transform)
@@ -257,6 +227,39 @@ def clip_benchmark_inputs(classnames: list, templates: list[str]) -> tuple[list[
     for n, c in zip(names, classnames):
         prompts.setdefault(n, [fill(t, c) for t in templates])
     return names, prompts
+
+
+CB_NAMES = {"flowers102": "flowers", "xm3600": "crossmodal3600"}   # CLIP_benchmark's dataset names
+
+
+def cb_name(dataset: str) -> str:
+    """The dataset's name in CLIP_benchmark's custom class-name and template files."""
+    if dataset.startswith("wds:"):
+        from .benchwds import open_wds
+
+        return open_wds(dataset).name
+    return CB_NAMES.get(dataset, dataset)
+
+
+def clip_benchmark_results(results: dict, lang: str, model: str) -> dict[str, dict]:
+    """langclip's numbers as CLIP_benchmark's result files ({dataset}_{language}.json: dataset, model,
+    pretrained, task, metrics, language), so `clip_benchmark build` tabulates them beside its own runs
+    (the model "langclip", "pretrained" the model's path). An image folder has no CLIP_benchmark name and
+    the English reference rows are another model's: both left out."""
+    out = {}
+    for name, res in results.items():
+        if name.endswith("/reference_en") or name.startswith("imagefolder:"):
+            continue
+        ds = "wds/" + cb_name(name) if name.startswith("wds:") else cb_name(name)
+        if "t2i_r@1" in res:
+            task = "zeroshot_retrieval"
+            metrics = {f"{'image' if k.startswith('t2i') else 'text'}_retrieval_recall@{k.split('@')[1]}": v
+                       for k, v in res.items() if k.startswith(("t2i_r@", "i2t_r@"))}
+        else:
+            task, metrics = "zeroshot_classification", {k: res[k] for k in ("acc1", "acc5", "mean_per_class_recall")}
+        out[f"{ds.replace('/', '_')}_{lang}.json"] = {"dataset": ds, "model": "langclip", "pretrained": str(model),
+                                                      "task": task, "metrics": metrics, "language": lang}
+    return out
 
 
 TITLES = {"food101": "Food101", "cifar10": "CIFAR10", "cifar100": "CIFAR100", "caltech101": "Caltech101",

@@ -208,7 +208,7 @@ def class_names(b: WdsBench, lang: str) -> tuple[list, list[str] | None]:
         if norm(shipped_classnames(d, "en")) == norm(b.classnames):
             return shipped_classnames(d, lang), None   # an error says which languages it has
     if len(b.classnames) == 1000:
-        from .benchsets import imagenet_names
+        from .datasets import imagenet_names
 
         if norm(imagenet_names("en")[0]) == norm(b.classnames):
             try:

@@ -1,7 +1,8 @@
 """Evaluation data: the shipped class names and prompt templates per language (data files under
 `langclip/resources/`: classnames/<dataset>.json = {"ru": [{"nom": "самолёт", "gen": ...}, ...], "en":
 [...]}, templates.json = {"ru": ["фото {gen}", ...]}), user class-name files, and the datasets read in
-their public on-disk formats (CIFAR-10/100, Caltech101 as torchvision lays them out, ImageFolder)."""
+their public on-disk formats (CIFAR-10/100, Caltech101 as torchvision lays them out, ImageFolder); and
+the data files of the installed clip-benchmark package (ImageNet's names in its languages)."""
 from __future__ import annotations
 
 import json
@@ -74,6 +75,37 @@ def check_template(template, where: str) -> None:
         raise ValueError(f"{where} {template!r}: " + (f"unknown field {{{bad}}}" if bad is not None else
                          "no place for the class name") + "; write {} where the name goes (or a case: "
                          + ", ".join("{" + c + "}" for c in CASES) + ")")
+
+
+# -- CLIP_benchmark's data files --------------------------------------------------------------
+def clip_benchmark_file(name: str) -> Path:
+    """A data file shipped inside the installed clip-benchmark package."""
+    try:
+        import clip_benchmark.datasets as cbd
+    except ImportError:
+        raise ImportError(f"this needs the clip-benchmark package (its {name}): pip install clip-benchmark") from None
+    f = Path(cbd.__file__).parent / name
+    if not f.is_file():
+        raise FileNotFoundError(f"{f}: not in the installed clip-benchmark; upgrade it (pip install -U clip-benchmark)")
+    return f
+
+
+CB_LANGS = {"ar": "ar", "zh": "cn", "it": "it", "ja": "jp"}   # CLIP_benchmark's ImageNet names: language -> its code
+
+
+def imagenet_names(lang: str) -> tuple[list[str], list[str] | None]:
+    """ImageNet-1k's class names and prompts as CLIP_benchmark ships them (installed clip-benchmark): English
+    (its names; prompts: None, langclip's), Arabic, Chinese, Italian, Japanese; else an error naming the ways."""
+    if lang != "en" and lang not in CB_LANGS:
+        raise ValueError(f"imagenet1k in {lang!r}: pass --classnames FILE (1000 names in the order of the sorted "
+                         f"wnids), or use babel_imagenet (CLIP_benchmark ships ImageNet names for en, "
+                         f"{', '.join(CB_LANGS)})")
+    code = CB_LANGS.get(lang, "en")
+    names = json.loads(clip_benchmark_file(f"{code}_classnames.json").read_text(encoding="utf-8"))["imagenet1k"]
+    if lang == "en":
+        return names, None
+    prompts = json.loads(clip_benchmark_file(f"{code}_zeroshot_classification_templates.json").read_text(encoding="utf-8"))
+    return names, prompts["imagenet1k"]
 
 
 # -- datasets on disk ---------------------------------------------------------------------------

@@ -115,7 +115,7 @@ def evaluate_cli(model: str, dataset: str | list[str], lang: str | None, data_ro
         _run_all(job, datasets, results, rows, o)
     finally:            # a dataset that fails keeps what the ones before it measured
         if o and results:
-            _save(o, results, rows, lang, (job.cb_classnames, job.cb_templates))
+            _save(o, results, rows, lang, (job.cb_classnames, job.cb_templates), model)
     return results
 
 
@@ -143,7 +143,7 @@ def _check_language(datasets: list[str], lang: str, given: dict, templates: list
     """Before any model loads: every dataset has class names and templates in `lang` (Babel-ImageNet
     and the retrieval sets bring their own; their languages are checked when they are read; a
     CLIP_benchmark webdataset copy brings English ones)."""
-    from .benchsets import CB_LANGS, imagenet_names
+    from .datasets import CB_LANGS, imagenet_names
 
     def own(d: str) -> bool:   # the dataset brings its prompts in `lang`
         if d in ("babel_imagenet", "imagenet1k"):
@@ -220,7 +220,7 @@ class _Job:
 
 
 def _zero_shot(job: _Job, ds_name: str):
-    from .benchsets import clip_benchmark_inputs, zero_shot_inputs
+    from .benchsets import cb_name, clip_benchmark_inputs, zero_shot_inputs
 
     m, ref, lang = job.m, job.ref, job.lang
     z = zero_shot_inputs(ds_name, job.root, m.preprocess, lang, job.given.get(ds_name), job.templates, job.download,
@@ -232,7 +232,7 @@ def _zero_shot(job: _Job, ds_name: str):
         res["untrained_words"] = bad
         forms = trained_forms(m.meta["_path"], m.tokenizer, list(bad)[:8], lang)
         print(f"{ds_name}: {describe(m.meta['_path'], bad, forms=forms)}", file=sys.stderr, flush=True)
-    key = _cb_name(ds_name)
+    key = cb_name(ds_name)
     job.cb_classnames[key], job.cb_templates[key] = clip_benchmark_inputs(z.names, z.templates)
     en = z.english() if ref is not None else None   # None: no English row (Babel-ImageNet)
     return res, (evaluate(ref[0], loader, ref[1], en[0], en[1], m.device) if en is not None else None)
@@ -270,16 +270,8 @@ def _retrieval(job: _Job, ds_name: str):
     return res, r
 
 
-def _cb_name(ds_name: str) -> str:
-    """The dataset's name in CLIP_benchmark's custom class-name and template files."""
-    return open_wds(ds_name).name if is_wds(ds_name) else CB_NAMES.get(ds_name, ds_name)
-
-
-CB_NAMES = {"flowers102": "flowers", "xm3600": "crossmodal3600"}   # CLIP_benchmark's dataset names
-
-
-def _save(o: Path, results: dict, rows: list, lang: str, cb) -> None:
-    from .benchsets import benchmark_table
+def _save(o: Path, results: dict, rows: list, lang: str, cb, model: str) -> None:
+    from .benchsets import benchmark_table, clip_benchmark_results
 
     (o / "results.json").write_text(json_text(results), encoding="utf-8")
     cols = ["model", "dataset", *SUMMARY] if not any(k in RECALL for r in rows for k in r) else \
@@ -291,7 +283,10 @@ def _save(o: Path, results: dict, rows: list, lang: str, cb) -> None:
     if cb[0]:
         (o / "clip_benchmark_classnames.json").write_text(json_text(cb[0]), encoding="utf-8")
         (o / "clip_benchmark_templates.json").write_text(json_text(cb[1]), encoding="utf-8")
-    print(f"saved {o}/results.json, results.md, table.md, confusion_*.png")
+    for f, dump in clip_benchmark_results(results, lang, model).items():   # for `clip_benchmark build`
+        (o / "clip_benchmark").mkdir(exist_ok=True)
+        (o / "clip_benchmark" / f).write_text(json.dumps(dump, ensure_ascii=False), encoding="utf-8")
+    print(f"saved {o}/results.json, results.md, table.md, confusion_*.png, clip_benchmark/")
 
 
 def evaluate_retrieval_cli(model: str, data: list[str], split: str = "val", val_fraction: float | None = None,
