@@ -308,3 +308,46 @@ def test_imagenet_from_clip_benchmark_copy_and_in_its_languages(root, export_dir
     assert 0 < theirs["acc5"] < 1
     assert (a["acc1"], a["acc5"], a["mean_per_class_recall"]) == pytest.approx(
         (theirs["acc1"], theirs["acc5"], theirs["mean_per_class_recall"]), abs=1e-9)
+
+
+def test_nllb_retrieval_sets_as_clip_benchmark_scores_them(export_dir, tmp_path, monkeypatch):
+    """XTD200 and Flickr30k-200 (NLLB-CLIP's translated test captions, languages by FLORES code): read from
+    nllb-clip's raw files, the English reference from their eng_Latn captions; CLIP_benchmark's own command
+    line, on the annotation files it would write from the same files, gives the same recalls."""
+    from langclip.benchsets import flores_code
+
+    assert [flores_code(x) for x in ("ru", "uk", "zh", "ar", "rus_Cyrl")] == \
+        ["rus_Cyrl", "ukr_Cyrl", "zho_Hans", "arb_Arab", "rus_Cyrl"]
+    with pytest.raises(ValueError, match="no FLORES-200 code for 'qq'"):
+        flores_code("qq")
+    r, rng = tmp_path / "data", np.random.default_rng(5)
+    for folder, index in (("xtd200", "test_image_names.txt"), ("flickr30k-200", "filenames.txt")):
+        names = [f"{folder}_{i}.jpg" for i in range(11)]
+        for n in names:
+            _jpeg(r / folder / "images" / n, rng)
+        (r / folder / index).write_text("\n".join(names) + "\n")
+        (r / folder / "rus_Cyrl.txt").write_text("\n".join(f"собака {i} бежит по {folder}" for i in range(11)) + "\n",
+                                                 encoding="utf-8")
+        (r / folder / "eng_Latn.txt").write_text("\n".join(f"a dog {i} runs" for i in range(11)) + "\n")
+    out = tmp_path / "ev"
+    assert main(["eval", "--model", str(export_dir), "--dataset", "xtd200", "flickr30k_200", "--lang", "ru",
+                 "--data-root", str(r), "--device", "cpu", "--workers", "0", "--reference", "--out", str(out)]) == 0
+    ours = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert ours["xtd200"]["texts"] == ours["flickr30k_200/reference_en"]["texts"] == 11
+    assert (out / "clip_benchmark" / "flickr30k-200_rus_Cyrl.json").is_file()
+    for stem, folder, index in (("xtd200", "xtd200", "test_image_names.txt"), ("flickr30k_200", "flickr30k-200", "filenames.txt")):
+        imgs = [str(r / folder / "images" / n) for n in (r / folder / index).read_text().split()]
+        caps = (r / folder / "rus_Cyrl.txt").read_text(encoding="utf-8").splitlines()
+        (r / f"{stem}-rus_Cyrl.json").write_text(json.dumps({"image_paths": imgs, "annotations": caps,
+                                                             "indicies": list(range(11))}, ensure_ascii=False), encoding="utf-8")
+    cb = tmp_path / "cb"
+    cb.mkdir()
+    _clip_benchmark(["--model", f"local-dir:{export_dir}", "--pretrained", "", "--dataset_root", str(r), "--no_amp",
+                     "--num_workers", "0", "--batch_size", "64", "--recall_k", "1", "5", "10", "--language", "rus_Cyrl",
+                     "--dataset", "xtd200", "flickr30k-200", "--output", str(cb / "{dataset}.json")], monkeypatch)
+    for ours_name, cb_name in (("xtd200", "xtd200"), ("flickr30k_200", "flickr30k-200")):
+        a, b = ours[ours_name], json.loads((cb / f"{cb_name}.json").read_text())["metrics"]
+        assert 0 < b["image_retrieval_recall@5"] < 1, cb_name
+        for k in (1, 5, 10):
+            assert a[f"t2i_r@{k}"] == pytest.approx(b[f"image_retrieval_recall@{k}"], abs=1e-9), (ours_name, k)
+            assert a[f"i2t_r@{k}"] == pytest.approx(b[f"text_retrieval_recall@{k}"], abs=1e-9), (ours_name, k)

@@ -18,6 +18,11 @@ retrieval (text <-> image recall@k; one caption per image, as CLIP_benchmark sco
   caption of each image in the language.
 - `xtd10`: XTD10, ROOT/xtd10-<lang>.json (the annotation file CLIP_benchmark writes) or the dataset's
   own files ROOT/xtd10/test_image_names.txt + test_1kcaptions_<lang>.txt with ROOT/xtd10/images/.
+- `xtd200`, `flickr30k_200` (NLLB-CLIP's machine-translated XTD10 and Flickr30k test captions, 200
+  languages named by FLORES codes, rus_Cyrl): ROOT/xtd200-<code>.json, ROOT/flickr30k_200-<code>.json (the
+  annotation files CLIP_benchmark writes) or the nllb-clip repository's files ROOT/xtd200/{test_image_names,
+  <code>}.txt, ROOT/flickr30k-200/{filenames,<code>}.txt, with the images in ROOT/xtd200/images/ and
+  ROOT/flickr30k-200/images/.
 """
 from __future__ import annotations
 
@@ -29,7 +34,7 @@ from typing import Callable
 import torch
 
 ZERO_SHOT = ("babel_imagenet", "imagenet1k", "food101", "flowers102")
-RETRIEVAL = ("xm3600", "xtd10")
+RETRIEVAL = ("xm3600", "xtd10", "xtd200", "flickr30k_200")
 
 
 class Relabeled(torch.utils.data.Dataset):
@@ -208,12 +213,56 @@ def retrieval_pairs(name: str, root: Path, lang: str) -> list[tuple[str, str]]:
                 raise FileNotFoundError(f"XTD10 ({lang}) not found: {ann}, or {names} + {caps} with {d / 'images'}/")
             pairs = [(str(d / "images" / i), c) for i, c in zip(names.read_text(encoding="utf-8").splitlines(),
                                                                   caps.read_text(encoding="utf-8").splitlines())]
+    elif name in ("xtd200", "flickr30k_200"):
+        pairs = _nllb_pairs(name, root, flores_code(lang))
     else:
         raise ValueError(f"unknown retrieval dataset {name!r}: {', '.join(RETRIEVAL)}")
     found = [(p, c) for p, c in pairs if Path(p).is_file()]
     if not found:
         raise FileNotFoundError(f"{name}: none of the {len(pairs)} images found (first: {pairs[0][0] if pairs else '-'})")
     return found
+
+
+def flores_code(lang: str) -> str:
+    """The FLORES-200 code NLLB's datasets name a language by ("ru" -> "rus_Cyrl"); a code given as such
+    is kept. Macrolanguages take the variety FLORES holds (Arabic: arb_Arab, Chinese: zho_Hans, ...)."""
+    try:
+        from clip_benchmark.datasets.flores_langs import flores_languages
+    except ImportError:
+        raise ImportError("XTD200 and Flickr30k-200 name languages by the FLORES codes the clip-benchmark package "
+                          "lists: pip install clip-benchmark") from None
+    if lang in flores_languages:
+        return lang
+    import langcodes
+
+    macro = {"ar": "arb_Arab", "zh": "zho_Hans", "fa": "pes_Arab", "ms": "zsm_Latn", "no": "nob_Latn", "lv": "lvs_Latn",
+             "sw": "swh_Latn", "uz": "uzn_Latn", "az": "azj_Latn", "et": "est_Latn", "mn": "khk_Cyrl", "ps": "pbt_Arab"}
+    try:
+        a3 = langcodes.Language.get(lang).to_alpha3()
+    except (LookupError, ValueError):
+        a3 = ""
+    found = [c for c in flores_languages if c.split("_")[0] == a3]
+    code = macro.get(lang) or (found[0] if len(found) == 1 else "")
+    if not code:
+        raise ValueError(f"no FLORES-200 code for {lang!r}" + (f" (one of {', '.join(found)}: pass it as --lang)" if found else ""))
+    return code
+
+
+def _nllb_pairs(name: str, root: Path, code: str) -> list[tuple[str, str]]:
+    """XTD200 / Flickr30k-200 in one language: CLIP_benchmark's annotation file, else the raw files."""
+    stem, folder, index = (("xtd200", "xtd200", "test_image_names.txt") if name == "xtd200" else
+                           ("flickr30k_200", "flickr30k-200", "filenames.txt"))
+    ann = root / f"{stem}-{code}.json"
+    if ann.is_file():
+        a = json.loads(ann.read_text(encoding="utf-8"))
+        return list(zip(a["image_paths"], a["annotations"]))
+    d = root / folder
+    names, caps = d / index, d / f"{code}.txt"
+    if not (names.is_file() and caps.is_file()):
+        raise FileNotFoundError(f"{name} ({code}) not found: {ann}, or {names} + {caps} with {d / 'images'}/ "
+                                f"(nllb-clip's data/{folder}/ files)")
+    return [(str(d / "images" / i), c) for i, c in zip(names.read_text(encoding="utf-8").splitlines(),
+                                                       caps.read_text(encoding="utf-8").splitlines())]
 
 
 def clip_benchmark_inputs(classnames: list, templates: list[str]) -> tuple[list[str], dict]:
@@ -229,7 +278,7 @@ def clip_benchmark_inputs(classnames: list, templates: list[str]) -> tuple[list[
     return names, prompts
 
 
-CB_NAMES = {"flowers102": "flowers", "xm3600": "crossmodal3600"}   # CLIP_benchmark's dataset names
+CB_NAMES = {"flowers102": "flowers", "xm3600": "crossmodal3600", "flickr30k_200": "flickr30k-200"}   # CLIP_benchmark's dataset names
 
 
 def cb_name(dataset: str) -> str:
@@ -257,14 +306,15 @@ def clip_benchmark_results(results: dict, lang: str, model: str) -> dict[str, di
                        for k, v in res.items() if k.startswith(("t2i_r@", "i2t_r@"))}
         else:
             task, metrics = "zeroshot_classification", {k: res[k] for k in ("acc1", "acc5", "mean_per_class_recall")}
-        out[f"{ds.replace('/', '_')}_{lang}.json"] = {"dataset": ds, "model": "langclip", "pretrained": str(model),
-                                                      "task": task, "metrics": metrics, "language": lang}
+        code = flores_code(lang) if name in ("xtd200", "flickr30k_200") else lang   # as CLIP_benchmark names it there
+        out[f"{ds.replace('/', '_')}_{code}.json"] = {"dataset": ds, "model": "langclip", "pretrained": str(model),
+                                                      "task": task, "metrics": metrics, "language": code}
     return out
 
 
 TITLES = {"food101": "Food101", "cifar10": "CIFAR10", "cifar100": "CIFAR100", "caltech101": "Caltech101",
           "flowers102": "Flowers102", "imagenet1k": "ImageNet", "babel_imagenet": "Babel-ImageNet",
-          "xm3600": "XM3600", "xtd10": "XTD10"}
+          "xm3600": "XM3600", "xtd10": "XTD10", "xtd200": "XTD200", "flickr30k_200": "Flickr30k-200"}
 # ruCLIP's table reports mean per-class recall where classes are unbalanced (Flowers102), accuracy elsewhere
 METRIC = {"flowers102": ("mean_per_class_recall", "mean-per-class")}
 RETRIEVAL_ROWS = (("t2i_r@1", "text→image R@1"), ("t2i_r@10", "text→image R@10"),

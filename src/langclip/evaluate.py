@@ -74,7 +74,7 @@ def evaluate_cli(model: str, dataset: str | list[str], lang: str | None, data_ro
                  out: str | None = None, workers: int = 2, reference: bool = False,
                  weights: str | None = None, templates: str | None = None) -> dict:
     """Zero-shot classification (cifar10/100, caltech101, imagenet1k, babel_imagenet, food101,
-    flowers102, imagefolder:PATH) and retrieval (xm3600, xtd10), and either from CLIP_benchmark's
+    flowers102, imagefolder:PATH) and retrieval (xm3600, xtd10, xtd200, flickr30k_200), and either from CLIP_benchmark's
     webdataset copies (wds:DIR, benchwds.py), in `lang`; with `reference`, the
     original English CLIP in the same harness (English names, templates and captions) as a second row;
     `lang` None: the language the model records. `out` gets results.json/.md, the benchmark table
