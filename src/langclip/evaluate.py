@@ -14,7 +14,7 @@ import torch
 
 from .benchwds import class_names as wds_class_names, is_wds, open_wds
 from .coverage import describe, trained_forms, unseen_words
-from .files import check_out_dir, json_text
+from .files import check_out_dir, json_text, progress_bar
 from .datasets import english_classnames, read_classnames, read_templates, shipped_classnames, shipped_templates
 from .metrics import classification_metrics, display_name, encode_texts, markdown_table, recall_at_k, zero_shot_weights
 from .pictures import plot_confusion
@@ -22,15 +22,34 @@ from .runfolder import held_out, run_split
 
 
 @torch.no_grad()
-def evaluate(model, dataloader, tokenizer, classnames: list, templates: list[str], device="cpu") -> dict:
-    """Zero-shot classification: acc@1, acc@5, mean per-class recall, per-class accuracy, confusion."""
+def evaluate(model, dataloader, tokenizer, classnames: list, templates: list[str], device="cpu",
+             features: list | None = None) -> dict:
+    """Zero-shot classification: acc@1, acc@5, mean per-class recall, per-class accuracy, confusion.
+    `features`: the pictures' embeddings by this image tower (`image_features`), when already computed."""
     w = zero_shot_weights(model, tokenizer, classnames, templates, device)
-    logits, labels = [], []
-    for x, y in dataloader:
-        f = model.encode_image(x.to(device)).float()
-        logits.append((f @ w.T).cpu())
-        labels.append(y)
-    return classification_metrics(torch.cat(logits), torch.cat(labels), [display_name(c) for c in classnames])
+    batches = features if features is not None else image_features(model, dataloader, device)
+    logits = [(f @ w.T).cpu() for f, _ in batches]
+    return classification_metrics(torch.cat(logits), torch.cat([y for _, y in batches]),
+                                  [display_name(c) for c in classnames])
+
+
+@torch.no_grad()
+def image_features(model, loader, device, desc: str = "") -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """[(embeddings, labels)] a batch, on the device; `desc` names a progress bar. The English reference row
+    takes the student's: one frozen image tower (its digest checked by `_reference`), so one pass."""
+    return [(model.encode_image(x.to(device)).float(), y) for x, y in _pictures(loader, desc)]
+
+
+def _pictures(loader, desc: str):
+    """The loader's batches, counted on a progress bar (pictures/s, ETA) where `desc` names it."""
+    if not desc:
+        yield from loader
+        return
+    bar = progress_bar(total=len(loader.dataset), desc=desc, unit="img")
+    for x, y in loader:
+        yield x, y
+        bar.update(len(x))
+    bar.close()
 
 
 def _reference(m, weights: str | None, device):
@@ -226,7 +245,8 @@ def _zero_shot(job: _Job, ds_name: str):
     z = zero_shot_inputs(ds_name, job.root, m.preprocess, lang, job.given.get(ds_name), job.templates, job.download,
                          job.given_en.get(ds_name))
     loader = torch.utils.data.DataLoader(z.dataset, batch_size=job.batch_size, num_workers=job.workers)
-    res = evaluate(m.model, loader, m.tokenizer, z.names, z.templates, m.device)
+    feats = image_features(m.model, loader, m.device, f"{ds_name} ({lang})")
+    res = evaluate(m.model, loader, m.tokenizer, z.names, z.templates, m.device, feats)
     bad = unseen_words(m.meta.get("_path"), m.tokenizer, [display_name(c) for c in z.names])   # coverage.py
     if bad:   # class names with tokens the run never trained on: their recall is a guess's
         res["untrained_words"] = bad
@@ -235,7 +255,7 @@ def _zero_shot(job: _Job, ds_name: str):
     key = cb_name(ds_name)
     job.cb_classnames[key], job.cb_templates[key] = clip_benchmark_inputs(z.names, z.templates)
     en = z.english() if ref is not None else None   # None: no English row (Babel-ImageNet)
-    return res, (evaluate(ref[0], loader, ref[1], en[0], en[1], m.device) if en is not None else None)
+    return res, (evaluate(ref[0], loader, ref[1], en[0], en[1], m.device, feats) if en is not None else None)
 
 
 def _retrieval(job: _Job, ds_name: str):
@@ -254,7 +274,7 @@ def _retrieval(job: _Job, ds_name: str):
         pictures, texts, inv = Labeled(paths, None, m.preprocess), [c for _, c in pairs], torch.arange(len(paths))
     loader = torch.utils.data.DataLoader(pictures, batch_size=job.batch_size, num_workers=job.workers)
     with torch.no_grad():
-        image = torch.cat([m.model.encode_image(x.to(m.device)).float().cpu() for x, _ in loader])
+        image = torch.cat([m.model.encode_image(x.to(m.device)).float().cpu() for x, _ in _pictures(loader, ds_name)])
     text = encode_texts(m.model, m.tokenizer, texts, m.device)
     res = {**recall_at_k(text, image, inv), "texts": len(texts), "images": len(pictures)}
     r = None
