@@ -81,3 +81,50 @@ def test_broken_copies_are_named_before_the_model_loads(trained_run, cifar_root,
     write_wds(bad, [((d / "classnames.txt").read_bytes(), "png", b"10", "cls")], split="test")
     with pytest.raises(ValueError, match="label 10 for 10 classes"):
         ev(f"wds:{bad}")
+
+
+def test_an_unreadable_picture_is_left_out_and_counted(trained_run, cifar_root, tmp_path, capsys):
+    """A corrupt picture in a benchmark is skipped, counted in the results and named, not fatal: a copy with
+    one scores exactly what the copy without it scores — a classification set, and a retrieval set, whose
+    broken picture's captions go with it; a set none of whose pictures reads is an error."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    def png(seed):
+        buf = io.BytesIO()
+        Image.fromarray(np.random.default_rng(seed).integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(buf, "PNG")
+        return buf.getvalue()
+
+    d = cifar_as_wds(cifar_root, tmp_path / "wds_cifar10")
+    with_bad = tmp_path / "bad" / "wds_cifar10"
+    shutil.copytree(d, with_bad)
+    samples = []   # the copy's samples, read back in order, plus a broken one in the middle
+    import tarfile
+
+    for i in range(3):
+        with tarfile.open(d / "test" / f"{i}.tar") as tf:
+            ms = [m for m in tf if m.isfile()]
+            for a, b in zip(ms[::2], ms[1::2]):
+                samples.append((tf.extractfile(a).read(), "png", tf.extractfile(b).read(), "cls"))
+    write_wds(with_bad, samples[:9] + [(b"\x89PNG\r\n\x1a\n not really", "png", b"3", "cls")] + samples[9:])
+    ev = lambda *specs, **k: evaluate_cli(str(trained_run), list(specs), "ru", "", device="cpu", workers=0, **k)   # noqa: E731
+    capsys.readouterr()
+    good, bad = ev(f"wds:{d}")[f"wds:{d}"], ev(f"wds:{with_bad}")[f"wds:{with_bad}"]
+    assert bad["skipped"] == 1 and "skipped" not in good and "1 of 21 pictures could not be read" in capsys.readouterr().err
+    assert [good[k] for k in KEYS] == [bad[k] for k in KEYS] and good["confusion"] == bad["confusion"]
+    # retrieval: two captions a picture; the broken picture's two leave with it
+    caps = [(png(i), "png", f"собака {i}\nкошка {i}".encode(), "txt") for i in range(12)]
+    ret, ret_bad = tmp_path / "r" / "wds_caps", tmp_path / "rb" / "wds_caps"
+    for out, s in ((ret, caps), (ret_bad, caps[:5] + [(b"GIF89a broken", "png", "волк\nлиса".encode(), "txt")] + caps[5:])):
+        write_wds(out, s, shard_size=5)
+        (out / "dataset_type.txt").write_text("retrieval\n")
+    a, b = ev(f"wds:{ret}")[f"wds:{ret}"], ev(f"wds:{ret_bad}")[f"wds:{ret_bad}"]
+    assert (a["texts"], a["images"], b["texts"], b["images"], b["skipped"]) == (24, 12, 24, 12, 1)
+    assert all(a[k] == b[k] for k in a if "_r@" in k)
+    none = tmp_path / "n" / "wds_caps"
+    write_wds(none, [(b"broken", "png", b"x", "txt")])
+    (none / "dataset_type.txt").write_text("retrieval\n")
+    with pytest.raises(ValueError, match="none of its 1 pictures could be read"):
+        ev(f"wds:{none}")

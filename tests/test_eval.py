@@ -136,7 +136,7 @@ def test_retrieval_eval_on_pairs_and_cache(tiny_run, pair_data, world_cache, tmp
     import langclip
     from langclip.cache import load_cache
     from langclip.runfolder import split_by_image
-    from langclip.evaluate import evaluate_retrieval_cli
+    from langclip.retrieval import evaluate_retrieval_cli
     from langclip.metrics import recall_at_k
 
     # pairs: one image is corrupt -> skipped and counted; the rest equals a direct computation

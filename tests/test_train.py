@@ -785,7 +785,7 @@ def test_text_only_parallel_corpus_distillation(tmp_path, tiny_arch, tiny_clip, 
 
     assert langclip.load(tmp_path / "run", device="cpu").encode_text(["два красных круга"]).shape == (1, 32)
     # eval-retrieval on the text-only cache: the same held-out pairs, the same recall as the last epoch
-    from langclip.evaluate import evaluate_retrieval_cli
+    from langclip.retrieval import evaluate_retrieval_cli
 
     res = evaluate_retrieval_cli(str(tmp_path / "run"), [str(tmp_path / "cache")], device="cpu")
     assert res["texts"] == 80 and abs(res["t2i_r@1"] - vals[-1]["val/to_en_r@1"]) < 1e-6

@@ -190,6 +190,31 @@ class Labeled(torch.utils.data.Dataset):
             return self.transform(eight_bit(im).convert("RGB")), self.labels[i]
 
 
+class Skipping(torch.utils.data.Dataset):
+    """A dataset whose unreadable samples (a corrupt, truncated or missing picture) come back empty, to be
+    skipped and counted (`collate_skipping`) rather than end an evaluation an hour in."""
+
+    def __init__(self, ds):
+        self.ds = ds
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        try:
+            x, y = self.ds[i]
+            return x, y, i, ""
+        except (OSError, ValueError, SyntaxError) as e:   # PIL's: unidentified, truncated, broken
+            return None, None, i, f"{type(e).__name__}: {str(e)[:200]}"
+
+
+def collate_skipping(batch):
+    """-> (pictures or None, their labels, [(index, why)] of the samples skipped)."""
+    ok = [b for b in batch if b[0] is not None]
+    return ((torch.stack([b[0] for b in ok]), torch.as_tensor([int(b[1]) for b in ok])) if ok else (None, None)) + \
+        ([(b[2], b[3]) for b in batch if b[0] is None],)
+
+
 def retrieval_pairs(name: str, root: Path, lang: str) -> list[tuple[str, str]]:
     """(image path, caption) of each image that exists, in the dataset's order; raises if there is none."""
     if name == "xm3600":

@@ -273,7 +273,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _eval_retrieval(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_retrieval_cli
+    from .retrieval import evaluate_retrieval_cli
 
     evaluate_retrieval_cli(model=args.model, data=args.data, split=args.split, val_fraction=args.val_fraction,
                            seed=args.seed, batch_size=args.batch_size, device=args.device, weights=args.weights,

@@ -18,7 +18,6 @@ from .files import check_out_dir, json_text, progress_bar
 from .datasets import english_classnames, read_classnames, read_templates, shipped_classnames, shipped_templates
 from .metrics import classification_metrics, display_name, encode_texts, markdown_table, recall_at_k, zero_shot_weights
 from .pictures import plot_confusion
-from .runfolder import held_out, run_split
 
 
 @torch.no_grad()
@@ -34,22 +33,38 @@ def evaluate(model, dataloader, tokenizer, classnames: list, templates: list[str
 
 
 @torch.no_grad()
-def image_features(model, loader, device, desc: str = "") -> list[tuple[torch.Tensor, torch.Tensor]]:
+def image_features(model, loader, device, desc: str = "", skipped: list | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """[(embeddings, labels)] a batch, on the device; `desc` names a progress bar. The English reference row
-    takes the student's: one frozen image tower (its digest checked by `_reference`), so one pass."""
-    return [(model.encode_image(x.to(device)).float(), y) for x, y in _pictures(loader, desc)]
+    takes the student's: one frozen image tower (its digest checked by `_reference`), so one pass. A loader
+    of `benchsets.Skipping` leaves unreadable pictures out, their (index, why) added to `skipped`."""
+    return [(model.encode_image(x.to(device)).float(), y) for x, y in _pictures(loader, desc, skipped)]
 
 
-def _pictures(loader, desc: str):
-    """The loader's batches, counted on a progress bar (pictures/s, ETA) where `desc` names it."""
-    if not desc:
-        yield from loader
-        return
-    bar = progress_bar(total=len(loader.dataset), desc=desc, unit="img")
-    for x, y in loader:
-        yield x, y
-        bar.update(len(x))
-    bar.close()
+def _pictures(loader, desc: str, skipped: list | None = None):
+    """The loader's batches of readable pictures, counted on a progress bar (pictures/s, ETA) where `desc`
+    names it."""
+    bar = progress_bar(total=len(loader.dataset), desc=desc, unit="img") if desc else None
+    for batch in loader:
+        x, y, bad = batch if len(batch) == 3 else (*batch, [])
+        if skipped is not None:
+            skipped += bad
+        if bar:
+            bar.update((len(x) if x is not None else 0) + len(bad))
+        if x is not None:
+            yield x, y
+    if bar:
+        bar.close()
+
+
+def _skipped(ds_name: str, skipped: list, n: int) -> dict:
+    """Unreadable pictures: counted for the results and named (the first) on stderr; none readable: an error."""
+    if not skipped:
+        return {}
+    if len(skipped) == n:
+        raise ValueError(f"{ds_name}: none of its {n} pictures could be read (first: {skipped[0][1]})")
+    print(f"{ds_name}: {len(skipped)} of {n} pictures could not be read and were left out (first, #{skipped[0][0]}: "
+          f"{skipped[0][1]})", file=sys.stderr, flush=True)
+    return {"skipped": len(skipped)}
 
 
 def _reference(m, weights: str | None, device):
@@ -239,14 +254,17 @@ class _Job:
 
 
 def _zero_shot(job: _Job, ds_name: str):
-    from .benchsets import cb_name, clip_benchmark_inputs, zero_shot_inputs
+    from .benchsets import Skipping, cb_name, clip_benchmark_inputs, collate_skipping, zero_shot_inputs
 
     m, ref, lang = job.m, job.ref, job.lang
     z = zero_shot_inputs(ds_name, job.root, m.preprocess, lang, job.given.get(ds_name), job.templates, job.download,
                          job.given_en.get(ds_name))
-    loader = torch.utils.data.DataLoader(z.dataset, batch_size=job.batch_size, num_workers=job.workers)
-    feats = image_features(m.model, loader, m.device, f"{ds_name} ({lang})")
-    res = evaluate(m.model, loader, m.tokenizer, z.names, z.templates, m.device, feats)
+    loader = torch.utils.data.DataLoader(Skipping(z.dataset), batch_size=job.batch_size, num_workers=job.workers,
+                                         collate_fn=collate_skipping)
+    skipped: list = []
+    feats = image_features(m.model, loader, m.device, f"{ds_name} ({lang})", skipped)
+    note = _skipped(ds_name, skipped, len(z.dataset))
+    res = {**evaluate(m.model, loader, m.tokenizer, z.names, z.templates, m.device, feats), **note}
     bad = unseen_words(m.meta.get("_path"), m.tokenizer, [display_name(c) for c in z.names])   # coverage.py
     if bad:   # class names with tokens the run never trained on: their recall is a guess's
         res["untrained_words"] = bad
@@ -259,7 +277,7 @@ def _zero_shot(job: _Job, ds_name: str):
 
 
 def _retrieval(job: _Job, ds_name: str):
-    from .benchsets import Labeled, retrieval_pairs
+    from .benchsets import Labeled, Skipping, collate_skipping, retrieval_pairs
     from .benchwds import WdsPictures, retrieval
 
     m, ref, root = job.m, job.ref, job.root
@@ -272,20 +290,27 @@ def _retrieval(job: _Job, ds_name: str):
         pairs = retrieval_pairs(ds_name, root, job.lang)
         paths = [p for p, _ in pairs]
         pictures, texts, inv = Labeled(paths, None, m.preprocess), [c for _, c in pairs], torch.arange(len(paths))
-    loader = torch.utils.data.DataLoader(pictures, batch_size=job.batch_size, num_workers=job.workers)
-    with torch.no_grad():
-        image = torch.cat([m.model.encode_image(x.to(m.device)).float().cpu() for x, _ in _pictures(loader, ds_name)])
+    loader = torch.utils.data.DataLoader(Skipping(pictures), batch_size=job.batch_size, num_workers=job.workers,
+                                         collate_fn=collate_skipping)
+    skipped: list = []
+    batches = image_features(m.model, loader, m.device, ds_name, skipped)
+    note = _skipped(ds_name, skipped, len(pictures))
+    image, kept = torch.cat([f.cpu() for f, _ in batches]), torch.cat([y for _, y in batches])   # y: each one's position
+    if skipped:   # the texts of an unreadable picture go with it; the others point at the pictures kept
+        row = torch.full((len(pictures),), -1, dtype=torch.long)
+        row[kept] = torch.arange(len(kept))
+        texts, inv = [t for t, r in zip(texts, row[inv].tolist()) if r >= 0], row[inv][row[inv] >= 0]
     text = encode_texts(m.model, m.tokenizer, texts, m.device)
-    res = {**recall_at_k(text, image, inv), "texts": len(texts), "images": len(pictures)}
+    res = {**recall_at_k(text, image, inv), "texts": len(texts), "images": len(kept), **note}
     r = None
     if ref is not None and is_wds(ds_name):   # the same captions, read by the English CLIP
         t = encode_texts(ref[0], ref[1], texts, m.device)
-        r = {**recall_at_k(t, image, inv), "texts": len(texts), "images": len(pictures)}
+        r = {**recall_at_k(t, image, inv), "texts": len(texts), "images": len(kept)}
     elif ref is not None:   # the same frozen image tower: the same image embeddings, English captions
         en = dict(retrieval_pairs(ds_name, root, "en"))
-        keep = [i for i, p in enumerate(paths) if p in en]
+        keep = [i for i, p in enumerate(paths[j] for j in kept.tolist()) if p in en]
         if keep:
-            t = encode_texts(ref[0], ref[1], [en[paths[i]] for i in keep], m.device)
+            t = encode_texts(ref[0], ref[1], [en[paths[int(kept[i])]] for i in keep], m.device)
             r = {**recall_at_k(t, image[keep], torch.arange(len(keep))), "texts": len(keep), "images": len(keep)}
     return res, r
 
@@ -307,87 +332,3 @@ def _save(o: Path, results: dict, rows: list, lang: str, cb, model: str) -> None
         (o / "clip_benchmark").mkdir(exist_ok=True)
         (o / "clip_benchmark" / f).write_text(json.dumps(dump, ensure_ascii=False), encoding="utf-8")
     print(f"saved {o}/results.json, results.md, table.md, confusion_*.png, clip_benchmark/")
-
-
-def evaluate_retrieval_cli(model: str, data: list[str], split: str = "val", val_fraction: float | None = None,
-                           seed: int | None = None, batch_size: int = 256, device: str | None = None,
-                           weights: str | None = None, out: str | None = None, workers: int = 2,
-                           image_column=None, caption_column=None) -> dict:
-    """Text->image and image->text recall@1/5/10 on held-out pairs.
-
-    `data` is a langclip cache (its image embeddings are used; `split='val'` takes the images the run
-    held out in training, `all` takes every pair; the model's image tower is not needed) or pairs
-    (table, tar shards, folder), whose images are embedded here (unreadable images are skipped and counted)."""
-    from .inference import load
-
-    if split not in ("val", "all"):
-        raise ValueError(f"--split must be val or all, got {split!r}")
-    from_cache = len(data) == 1 and (Path(data[0]) / "manifest.json").is_file()
-    m = load(model, device=device, weights=weights, image=not from_cache)
-    if from_cache:
-        texts, image, inv, source = _retrieval_cache(m, data[0], split, Path(model), val_fraction, seed)
-        skipped = 0
-    else:
-        texts, image, inv, source, skipped = _retrieval_pairs(m, data, batch_size, workers, image_column, caption_column)
-    if not texts:
-        raise ValueError(f"no pairs to evaluate in {source}")
-    text = encode_texts(m.model, m.tokenizer, texts, m.device)
-    res = recall_at_k(text, image, inv)
-    res.update(texts=len(texts), images=int(image.shape[0]), images_skipped=skipped, data=source)
-    print(json.dumps(res, ensure_ascii=False))
-    if out:
-        o = check_out_dir(out, "evaluation", ("results.json", "retrieval.json"))
-        o.mkdir(parents=True, exist_ok=True)
-        (o / "retrieval.json").write_text(json.dumps(res, ensure_ascii=False, indent=1), encoding="utf-8")
-        cols = ["t2i_r@1", "t2i_r@5", "t2i_r@10", "i2t_r@1", "i2t_r@5", "i2t_r@10", "texts", "images"]
-        (o / "retrieval.md").write_text(markdown_table([res], cols), encoding="utf-8")
-    return res
-
-
-def _retrieval_cache(m, path: str, split: str, model_path: Path, val_fraction, seed):
-    """(texts, image embeddings, each text's image, description) from a cache's embeddings."""
-    from .cache import check_cache_matches, load_cache
-    from .hf_folder import is_transformers_folder
-    from .inference import export_tower_digest, image_tower_ref, is_export
-
-    cache = load_cache(path)
-    ref = image_tower_ref(m.meta or {})
-    if is_export(model_path) or is_transformers_folder(model_path):   # it holds its image tower: that is
-        ref = {**ref, "arch": ref.get("arch", cache.manifest.get("arch")),  # compared, not only its record
-               "tower_sha256": m.model.tower_sha256 or export_tower_digest(model_path)}
-    if ref and (cache.manifest.get("tower_sha256") or ref.get("sha256")):   # else nothing to compare
-        check_cache_matches(cache.manifest, ref, where=path)
-    if split == "val":
-        idx = held_out(cache, run_split(m.meta or {}, model_path), path, val_fraction, seed)
-    else:
-        idx = torch.arange(len(cache.captions))
-    imgs_u, inv = cache.caption_image[idx].unique(return_inverse=True)
-    if cache.text_only:  # a parallel corpus: each text against the English CLIP embeddings instead
-        image = torch.nn.functional.normalize(cache.teacher[idx].float(), dim=-1)
-    else:
-        image = cache.image_emb[imgs_u].float()
-    texts = [cache.captions[i] for i in idx.tolist()]
-    return texts, image, inv, f"cache {path} ({split}{', text-only: English CLIP text embeddings as targets' if cache.text_only else ''})"
-
-
-def _retrieval_pairs(m, data: list[str], batch_size: int, workers: int, image_column, caption_column):
-    """(texts, image embeddings, each text's image, description, pictures skipped), embedding the pictures."""
-    from .pairs import ImageDataset, collate_images, read_pairs
-
-    pairs = read_pairs(data, image_column, caption_column)
-    ds = ImageDataset(pairs.images, list(range(len(pairs.images))), m.preprocess)
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate_images)
-    feats: dict[int, torch.Tensor] = {}
-    with torch.no_grad():
-        for rows, oks, x, _errs in loader:
-            if x is not None:
-                f = m.model.encode_image(x.to(m.device)).float().cpu()
-                feats.update(zip([r for r, k in zip(rows, oks) if k], f))
-    if not feats:
-        raise ValueError(f"none of the {len(pairs.images)} images in {', '.join(data)} could be read")
-    kept = [(row, c) for row, c, _ in pairs.captions if row in feats]
-    if not kept:
-        raise ValueError(f"no pairs to evaluate in {', '.join(data)}: no caption belongs to a readable image")
-    imgs_u, inv = torch.tensor([row for row, _ in kept], dtype=torch.long).unique(return_inverse=True)
-    image = torch.stack([feats[int(r)] for r in imgs_u])
-    return [c for _, c in kept], image, inv, ", ".join(data), len(pairs.images) - len(feats)
