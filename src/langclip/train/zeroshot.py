@@ -6,6 +6,7 @@ Rank 0 alone measures them; the pictures' embeddings are kept in the run folder 
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,13 +89,23 @@ def _embedded(run, f: Path, ds, key: dict, progress: bool) -> tuple[torch.Tensor
                     return sf.get_tensor("features").to(run.device), sf.get_tensor("labels")
         except Exception:  # noqa: BLE001 - a damaged file is computed again
             pass
-    loader = torch.utils.data.DataLoader(ds, batch_size=256, num_workers=min(8, usable_cores() - 1))
-    feats, labels = [], []
+    from ..benchsets import Skipping, collate_skipping
+
+    loader = torch.utils.data.DataLoader(Skipping(ds), batch_size=256, num_workers=min(8, usable_cores() - 1),
+                                         collate_fn=collate_skipping)
+    feats, labels, skipped = [], [], []
     run.model.eval()
-    for x, y in progress_bar(loader, desc=f"zero-shot {key['dataset']} pictures", unit="batch", disable=not progress):
-        feats.append(F.normalize(run.model.encode_image(x.to(run.device)).float(), dim=-1))
-        labels.append(torch.as_tensor(y))
+    for x, y, bad in progress_bar(loader, desc=f"zero-shot {key['dataset']} pictures", unit="batch", disable=not progress):
+        skipped += bad   # an unreadable picture is left out and counted, as `langclip eval` does
+        if x is not None:
+            feats.append(F.normalize(run.model.encode_image(x.to(run.device)).float(), dim=-1))
+            labels.append(y)
     run.model.train()
+    if skipped:
+        print(f"zero-shot {key['dataset']}: {len(skipped)} of {len(ds)} pictures could not be read and were left out "
+              f"(first, #{skipped[0][0]}: {skipped[0][1]})", file=sys.stderr, flush=True)
+    if not feats:
+        raise ValueError(f"zeroshot.datasets: {key['dataset']}: none of its {len(ds)} pictures could be read")
     feats, labels = torch.cat(feats), torch.cat(labels)
     f.parent.mkdir(parents=True, exist_ok=True)
     tmp = f.with_suffix(".tmp")
