@@ -281,6 +281,7 @@ def test_ddp_two_processes_equal_one_for_every_loss_combination(tmp_path):
     out = tmp_path / "g.pt"
     r = torchrun(29544, [os.path.join(os.path.dirname(__file__), "ddp_worker.py"), str(out)], timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert "is deprecated" not in r.stderr, r.stderr[-2000:]   # torch.distributed.nn's all_gather (torch >= 2.9)
     got = torch.load(out, weights_only=True)
     # English replay of a fraction under torchrun: each rank replays the first pairs of its share, and
     # the replay loss averages over all replayed pairs; the reference is one process on the batch

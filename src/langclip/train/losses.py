@@ -27,13 +27,36 @@ class TextTower(torch.nn.Module):
         return self.model.encode_text(tokens, normalize=True)
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """Every rank's (b, D) rows, concatenated in rank order; the gradient of this rank's rows is the sum of
+    all ranks' gradients of them (what torch.distributed.nn's all_gather did; it is deprecated since torch
+    2.9). One path for every backend — gloo has no reduce-scatter — so the path tested on gloo is the one
+    NCCL runs; the all-reduced tensor is the (B, D) text features' gradient, small beside a step."""
+
+    @staticmethod
+    def forward(ctx, x):
+        import torch.distributed as dist
+
+        ctx.rank, ctx.n = dist.get_rank(), x.shape[0]
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, g):
+        import torch.distributed as dist
+
+        g = g.contiguous().clone()
+        dist.all_reduce(g)
+        return g[ctx.rank * ctx.n:(ctx.rank + 1) * ctx.n]
+
+
 def clip_loss(text: torch.Tensor, image: torch.Tensor, logit_scale: torch.Tensor, world: int = 1) -> torch.Tensor:
     """Symmetric InfoNCE. text (b, D) local with grad, image (b, D) local, both normalised."""
     if world > 1:
         import torch.distributed as dist
-        import torch.distributed.nn.functional as dnnf
 
-        text = torch.cat(dnnf.all_gather(text))
+        text = _GatherWithGrad.apply(text)
         imgs = [torch.empty_like(image) for _ in range(world)]
         dist.all_gather(imgs, image)
         image = torch.cat(imgs)
