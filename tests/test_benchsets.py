@@ -351,3 +351,29 @@ def test_nllb_retrieval_sets_as_clip_benchmark_scores_them(export_dir, tmp_path,
         for k in (1, 5, 10):
             assert a[f"t2i_r@{k}"] == pytest.approx(b[f"image_retrieval_recall@{k}"], abs=1e-9), (ours_name, k)
             assert a[f"i2t_r@{k}"] == pytest.approx(b[f"text_retrieval_recall@{k}"], abs=1e-9), (ours_name, k)
+
+
+def test_several_languages_in_one_call(root, export_dir, tmp_path):
+    """`--lang ru uk`: each language's evaluation as a call of its own gives it (files in out/<lang>/), one
+    table with a column a language, and the English reference measured once (its row in the first
+    language's results, and in the table)."""
+    from langclip.evaluate import evaluate_cli
+
+    args = dict(data_root=str(root), device="cpu", workers=0)
+    both = evaluate_cli(str(export_dir), ["xm3600", "food101"], ["ru", "uk"], out=str(tmp_path / "ev"),
+                        reference=True, **args)
+    assert set(both) == {"ru", "uk"} and "xm3600/reference_en" in both["ru"] and "xm3600/reference_en" not in both["uk"]
+    for lg in ("ru", "uk"):
+        alone = evaluate_cli(str(export_dir), ["xm3600", "food101"], lg, **args)
+        assert json.loads((tmp_path / "ev" / lg / "results.json").read_text(encoding="utf-8"))["food101"]["acc1"] == \
+            alone["food101"]["acc1"] == both[lg]["food101"]["acc1"]
+        assert all(both[lg]["xm3600"][k] == alone["xm3600"][k] for k in alone["xm3600"] if "_r@" in k)
+    table = (tmp_path / "ev" / "table.md").read_text(encoding="utf-8")
+    assert table.startswith("| dataset | langclip (ru) | langclip (uk) | CLIP (en, reference) |")
+    row = next(r for r in json.loads((tmp_path / "ev" / "table.json").read_text(encoding="utf-8"))
+               if r["dataset"] == "Food101 acc")
+    assert (row["langclip (ru)"], row["langclip (uk)"], row["CLIP (en, reference)"]) == (
+        both["ru"]["food101"]["acc1"], both["uk"]["food101"]["acc1"], both["ru"]["food101/reference_en"]["acc1"])
+    assert main(["eval", "--model", str(export_dir), "--dataset", "xm3600", "--lang", "ru", "uk", "--data-root",
+                 str(root), "--device", "cpu", "--workers", "0", "--out", str(tmp_path / "cli")]) == 0
+    assert (tmp_path / "cli" / "uk" / "results.json").is_file() and (tmp_path / "cli" / "table.md").is_file()

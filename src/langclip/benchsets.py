@@ -377,3 +377,23 @@ def benchmark_table(results: dict, lang: str) -> tuple[str, list[dict]]:
     fmt = lambda v: "–" if v is None else f"{v:.3f}"   # noqa: E731
     md = head + "".join(f"| {r['dataset']} | {fmt(r[me])} | {fmt(r[ref])} |\n" for r in rows)
     return md, rows
+
+
+def languages_table(every: dict[str, dict]) -> tuple[str, list[dict]]:
+    """benchmark_table's rows with a column a language ({lang: results}), the English reference last."""
+    ref = "CLIP (en, reference)"
+    cols, rows = [], {}
+    for lg, results in every.items():
+        _, part = benchmark_table(results, lg)
+        me = f"langclip ({lg})"
+        cols.append(me)
+        for r in part:
+            row = rows.setdefault(r["dataset"], {"dataset": r["dataset"]})
+            row[me] = r[me]
+            if r[ref] is not None:
+                row[ref] = r[ref]
+    cols.append(ref)
+    fmt = lambda v: "–" if v is None else f"{v:.3f}"   # noqa: E731
+    md = "| dataset | " + " | ".join(cols) + " |\n|---|" + "---|" * len(cols) + "\n" + "".join(
+        "| " + r["dataset"] + " | " + " | ".join(fmt(r.get(c)) for c in cols) + " |\n" for r in rows.values())
+    return md, [{c: r.get(c) for c in ["dataset", *cols]} for r in rows.values()]

@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, nargs="+",
                    help="zero-shot: cifar10 cifar100 caltech101 babel_imagenet imagenet1k food101 flowers102 imagefolder:PATH; "
                         "retrieval: xm3600 xtd10 xtd200 flickr30k_200; either: wds:DIR, CLIP_benchmark's webdataset copy (layouts: docs/benchmarks.md)")
-    p.add_argument("--lang", help="the language of class names, templates and captions (default: the model's own)")
+    p.add_argument("--lang", nargs="+", help="the language of class names, templates and captions (default: the model's own; several: a column each)")
     p.add_argument("--data-root", default="~/data")
     p.add_argument("--download", action="store_true")
     p.add_argument("--classnames", help="class names: a JSON file (a list, or {lang: list}), a text file (one a line), "

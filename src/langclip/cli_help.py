@@ -24,6 +24,7 @@ EPILOGS = {
             "  langclip eval --model runs/ru --dataset imagefolder:pets/ --lang ru --classnames \"кошка,собака\"\n"
             "  langclip eval --model runs/ru --dataset wds:~/data/wds_cifar10 wds:~/data/wds_flickr30k --lang ru --reference   "
             "# CLIP_benchmark's webdataset copies\n"
+            "  langclip eval --model runs/ru-xlmr --dataset xm3600 --lang ru uk de --data-root ~/data --out eval/   # a column a language\n"
             "  langclip eval --model runs/de --dataset cifar10 cifar100 --lang de --classnames names-de/ --templates de.json   # names-de/cifar10.json ...",
     "eval-retrieval": "example:\n  langclip eval-retrieval --model runs/ru --data cache/            # the run's held-out images\n"
                       "  langclip eval-retrieval --model runs/ru --data test_pairs.parquet --out eval/",

@@ -103,9 +103,9 @@ def _picture_names(datasets: list[str]) -> dict[str, str]:
             for d, n in short.items()}
 
 
-def evaluate_cli(model: str, dataset: str | list[str], lang: str | None, data_root: str, download: bool = False,
-                 classnames: str | None = None, batch_size: int = 256, device: str | None = None,
-                 out: str | None = None, workers: int = 2, reference: bool = False,
+def evaluate_cli(model: str, dataset: str | list[str], lang: str | list[str] | None, data_root: str,
+                 download: bool = False, classnames: str | None = None, batch_size: int = 256,
+                 device: str | None = None, out: str | None = None, workers: int = 2, reference: bool = False,
                  weights: str | None = None, templates: str | None = None) -> dict:
     """Zero-shot classification (cifar10/100, caltech101, imagenet1k, babel_imagenet, food101,
     flowers102, imagefolder:PATH) and retrieval (xm3600, xtd10, xtd200, flickr30k_200), and either from CLIP_benchmark's
@@ -115,16 +115,19 @@ def evaluate_cli(model: str, dataset: str | list[str], lang: str | None, data_ro
     (table.md/.json, ruCLIP's layout), confusion matrices and the class names and prompts used, as
     CLIP_benchmark's custom files. A language langclip ships no names or templates for brings its own:
     `classnames` (a file for one dataset, or a folder of <dataset>.json files in the shipped layout)
-    and `templates` (datasets.read_templates)."""
+    and `templates` (datasets.read_templates). Several languages (an XLM-R student reads more than the one
+    it was trained for): -> {lang: results}, each language's files in out/<lang>/ and out/table.md with a
+    column a language; the reference row, the same for all, is measured once."""
     from .benchsets import RETRIEVAL, ZERO_SHOT
     from .inference import load
 
     datasets = [dataset] if isinstance(dataset, str) else list(dataset)
-    if not lang:   # the language the model was trained for
+    langs = list(dict.fromkeys([lang] if isinstance(lang, str) or not lang else lang))
+    if not langs[0]:   # the language the model was trained for
         from .runfolder import model_language, read_run_meta
 
-        lang = model_language(model)
-        if not lang:
+        langs = [model_language(model)]
+        if not langs[0]:
             from .hf_folder import is_transformers_folder
 
             if not (Path(model) / "open_clip_config.json").is_file() and not is_transformers_folder(model):
@@ -135,22 +138,37 @@ def evaluate_cli(model: str, dataset: str | list[str], lang: str | None, data_ro
     if unknown:
         raise ValueError(f"unknown dataset {unknown[0]!r}: cifar10 cifar100 caltech101 {' '.join(ZERO_SHOT)} "
                          f"{' '.join(RETRIEVAL)}, imagefolder:PATH or wds:DIR (CLIP_benchmark's webdataset layout)")
-    given, given_en = _given_names(classnames, datasets, lang)   # cheap input checks first
-    tpl = read_templates(templates, lang) if templates else None
-    _check_language(datasets, lang, given, tpl)
+    inputs = {}
+    for lg in langs:   # cheap input checks first, every language's
+        given, given_en = _given_names(classnames, datasets, lg)
+        tpl = read_templates(templates, lg) if templates else None
+        _check_language(datasets, lg, given, tpl)
+        inputs[lg] = (given, given_en, tpl)
     m = load(model, device=device, weights=weights)
     ref = _reference(m, weights, m.device) if reference else None
     o = check_out_dir(out, "evaluation", ("results.json", "retrieval.json")) if out else None
+    every = {}
+    for i, lg in enumerate(langs):
+        ol = (o / lg if len(langs) > 1 else o) if o else None
+        if ol:
+            ol.mkdir(parents=True, exist_ok=True)
+        job = _Job(m, ref if i == 0 else None, lg, Path(data_root).expanduser(), *inputs[lg], batch_size, workers, download)
+        rows, every[lg] = [], {}
+        try:
+            _run_all(job, datasets, every[lg], rows, ol)
+        finally:            # a dataset that fails keeps what the ones before it measured
+            if ol and every[lg]:
+                _save(ol, every[lg], rows, lg, (job.cb_classnames, job.cb_templates), model)
+    if len(langs) == 1:
+        return every[langs[0]]
     if o:
-        o.mkdir(parents=True, exist_ok=True)
-    rows, results = [], {}
-    job = _Job(m, ref, lang, Path(data_root).expanduser(), given, given_en, tpl, batch_size, workers, download)
-    try:
-        _run_all(job, datasets, results, rows, o)
-    finally:            # a dataset that fails keeps what the ones before it measured
-        if o and results:
-            _save(o, results, rows, lang, (job.cb_classnames, job.cb_templates), model)
-    return results
+        from .benchsets import languages_table
+
+        md, table = languages_table(every)
+        (o / "table.md").write_text(md, encoding="utf-8")
+        (o / "table.json").write_text(json.dumps(table, ensure_ascii=False, indent=1), encoding="utf-8")
+        print(f"saved {o}/table.md (a column a language) and {', '.join(f'{o}/{lg}/' for lg in langs)}")
+    return every
 
 
 def _given_names(spec: str | None, datasets: list[str], lang: str) -> tuple[dict, dict]:
