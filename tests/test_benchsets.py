@@ -353,16 +353,21 @@ def test_nllb_retrieval_sets_as_clip_benchmark_scores_them(export_dir, tmp_path,
             assert a[f"i2t_r@{k}"] == pytest.approx(b[f"text_retrieval_recall@{k}"], abs=1e-9), (ours_name, k)
 
 
-def test_several_languages_in_one_call(root, export_dir, tmp_path):
+def test_several_languages_in_one_call(root, export_dir, tmp_path, monkeypatch):
     """`--lang ru uk`: each language's evaluation as a call of its own gives it (files in out/<lang>/), one
     table with a column a language, and the English reference measured once (its row in the first
-    language's results, and in the table)."""
+    language's results, and in the table); each dataset's pictures go through the image tower once."""
+    import langclip.evaluate as E
     from langclip.evaluate import evaluate_cli
 
+    passes = []
+    real = E.image_features
+    monkeypatch.setattr(E, "image_features", lambda *a, **k: passes.append(a[3]) or real(*a, **k))
     args = dict(data_root=str(root), device="cpu", workers=0)
     both = evaluate_cli(str(export_dir), ["xm3600", "food101"], ["ru", "uk"], out=str(tmp_path / "ev"),
                         reference=True, **args)
     assert set(both) == {"ru", "uk"} and "xm3600/reference_en" in both["ru"] and "xm3600/reference_en" not in both["uk"]
+    assert passes == ["xm3600", "food101 (ru)"]   # Ukrainian took the Russian pass's embeddings
     for lg in ("ru", "uk"):
         alone = evaluate_cli(str(export_dir), ["xm3600", "food101"], lg, **args)
         assert json.loads((tmp_path / "ev" / lg / "results.json").read_text(encoding="utf-8"))["food101"]["acc1"] == \

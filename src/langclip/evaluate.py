@@ -147,12 +147,13 @@ def evaluate_cli(model: str, dataset: str | list[str], lang: str | list[str] | N
     m = load(model, device=device, weights=weights)
     ref = _reference(m, weights, m.device) if reference else None
     o = check_out_dir(out, "evaluation", ("results.json", "retrieval.json")) if out else None
-    every = {}
+    every, seen = {}, {}
     for i, lg in enumerate(langs):
         ol = (o / lg if len(langs) > 1 else o) if o else None
         if ol:
             ol.mkdir(parents=True, exist_ok=True)
-        job = _Job(m, ref if i == 0 else None, lg, Path(data_root).expanduser(), *inputs[lg], batch_size, workers, download)
+        job = _Job(m, ref if i == 0 else None, lg, Path(data_root).expanduser(), *inputs[lg], batch_size, workers,
+                   download, seen=seen)
         rows, every[lg] = [], {}
         try:
             _run_all(job, datasets, every[lg], rows, ol)
@@ -269,6 +270,20 @@ class _Job:
     download: bool
     cb_classnames: dict = field(default_factory=dict)
     cb_templates: dict = field(default_factory=dict)
+    seen: dict = field(default_factory=dict)   # pictures embedded, by dataset: shared by a call's languages
+
+
+def _features(job: _Job, key, loader, name: str, desc: str, n: int) -> tuple[list, dict]:
+    """(the pictures' embeddings by batch, what the results say of unreadable ones): once a call for all its
+    languages where `key` names the pictures (None: they differ a language, as Babel-ImageNet's classes do)."""
+    if key is not None and key in job.seen:
+        return job.seen[key]
+    skipped: list = []
+    feats = image_features(job.m.model, loader, job.m.device, desc, skipped)
+    out = (feats, _skipped(name, skipped, n))
+    if key is not None:
+        job.seen[key] = out
+    return out
 
 
 def _zero_shot(job: _Job, ds_name: str):
@@ -279,9 +294,8 @@ def _zero_shot(job: _Job, ds_name: str):
                          job.given_en.get(ds_name))
     loader = torch.utils.data.DataLoader(Skipping(z.dataset), batch_size=job.batch_size, num_workers=job.workers,
                                          collate_fn=collate_skipping)
-    skipped: list = []
-    feats = image_features(m.model, loader, m.device, f"{ds_name} ({lang})", skipped)
-    note = _skipped(ds_name, skipped, len(z.dataset))
+    feats, note = _features(job, None if ds_name == "babel_imagenet" else ds_name, loader, ds_name,
+                            f"{ds_name} ({lang})", len(z.dataset))
     res = {**evaluate(m.model, loader, m.tokenizer, z.names, z.templates, m.device, feats), **note}
     bad = unseen_words(m.meta.get("_path"), m.tokenizer, [display_name(c) for c in z.names])   # coverage.py
     if bad:   # class names with tokens the run never trained on: their recall is a guess's
@@ -310,11 +324,10 @@ def _retrieval(job: _Job, ds_name: str):
         pictures, texts, inv = Labeled(paths, None, m.preprocess), [c for _, c in pairs], torch.arange(len(paths))
     loader = torch.utils.data.DataLoader(Skipping(pictures), batch_size=job.batch_size, num_workers=job.workers,
                                          collate_fn=collate_skipping)
-    skipped: list = []
-    batches = image_features(m.model, loader, m.device, ds_name, skipped)
-    note = _skipped(ds_name, skipped, len(pictures))
+    key = (ds_name, None if is_wds(ds_name) else tuple(paths))   # the pictures with captions in the language
+    batches, note = _features(job, key, loader, ds_name, ds_name, len(pictures))
     image, kept = torch.cat([f.cpu() for f, _ in batches]), torch.cat([y for _, y in batches])   # y: each one's position
-    if skipped:   # the texts of an unreadable picture go with it; the others point at the pictures kept
+    if note:   # the texts of an unreadable picture go with it; the others point at the pictures kept
         row = torch.full((len(pictures),), -1, dtype=torch.long)
         row[kept] = torch.arange(len(kept))
         texts, inv = [t for t, r in zip(texts, row[inv].tolist()) if r >= 0], row[inv][row[inv] >= 0]
