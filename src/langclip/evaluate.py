@@ -22,10 +22,11 @@ from .pictures import plot_confusion
 
 @torch.no_grad()
 def evaluate(model, dataloader, tokenizer, classnames: list, templates: list[str], device="cpu",
-             features: list | None = None) -> dict:
+             features: list | None = None, desc: str = "") -> dict:
     """Zero-shot classification: acc@1, acc@5, mean per-class recall, per-class accuracy, confusion.
-    `features`: the pictures' embeddings by this image tower (`image_features`), when already computed."""
-    w = zero_shot_weights(model, tokenizer, classnames, templates, device)
+    `features`: the pictures' embeddings by this image tower (`image_features`), when already computed;
+    `desc`: a progress bar of the class prompts, where they are many."""
+    w = zero_shot_weights(model, tokenizer, classnames, templates, device, desc=desc)
     batches = features if features is not None else image_features(model, dataloader, device)
     logits = [(f @ w.T).cpu() for f, _ in batches]
     return classification_metrics(torch.cat(logits), torch.cat([y for _, y in batches]),
@@ -296,7 +297,8 @@ def _zero_shot(job: _Job, ds_name: str):
                                          collate_fn=collate_skipping)
     feats, note = _features(job, None if ds_name == "babel_imagenet" else ds_name, loader, ds_name,
                             f"{ds_name} ({lang})", len(z.dataset))
-    res = {**evaluate(m.model, loader, m.tokenizer, z.names, z.templates, m.device, feats), **note}
+    res = {**evaluate(m.model, loader, m.tokenizer, z.names, z.templates, m.device, feats,
+                      desc=f"{ds_name} prompts ({lang})"), **note}
     bad = unseen_words(m.meta.get("_path"), m.tokenizer, [display_name(c) for c in z.names])   # coverage.py
     if bad:   # class names with tokens the run never trained on: their recall is a guess's
         res["untrained_words"] = bad

@@ -39,11 +39,12 @@ def display_name(c) -> str:
 
 @torch.no_grad()
 def zero_shot_weights(model, tokenizer, classnames: list, templates: list[str], device="cpu",
-                      context_length: int | None = None, batch_texts: int = 256) -> torch.Tensor:
+                      context_length: int | None = None, batch_texts: int = 256, desc: str = "") -> torch.Tensor:
     """(C, D): per class, the mean of the normalised template embeddings, normalised. All classes'
     texts go through the tower sorted by length, up to `batch_texts` of one length a call (no padding):
     far fewer calls than one a class (CLIP_benchmark's way: ImageNet's 1,000 classes are 1,000 calls of a
-    few texts each) and no more tokens (benchmarks/zero_shot_weights.py). An HF tower's texts go as they come."""
+    few texts each) and no more tokens (benchmarks/zero_shot_weights.py). An HF tower's texts go as they come.
+    `desc`: a progress bar of the prompts, so named, where they are many (Babel-ImageNet: 748 x 80)."""
     T = len(templates)
     texts = [fill(tp, c) for c in classnames for tp in templates]
     tokens = tokenizer(texts, context_length=context_length or model.context_length)
@@ -52,6 +53,11 @@ def zero_shot_weights(model, tokenizer, classnames: list, templates: list[str], 
     order = length.argsort(stable=True)
     length = length[order]
     sums, i = None, 0
+    bar = None
+    if desc and len(texts) >= 4 * batch_texts:
+        from .files import progress_bar
+
+        bar = progress_bar(total=len(texts), desc=desc, unit="text")
     while i < len(texts):
         j = min(i + batch_texts, len(texts))
         j = i + int((length[i:j] == length[i]).sum())        # sorted: the texts of this length come first
@@ -60,7 +66,11 @@ def zero_shot_weights(model, tokenizer, classnames: list, templates: list[str], 
         e = F.normalize(model.encode_text(t.to(device)).float(), dim=-1)
         sums = torch.zeros(len(classnames), e.shape[1], device=e.device) if sums is None else sums
         sums.index_add_(0, (idx // T).to(e.device), e)
+        if bar:
+            bar.update(j - i)
         i = j
+    if bar:
+        bar.close()
     return F.normalize(sums / T, dim=-1)
 
 
