@@ -387,10 +387,11 @@ def write_wds(out: Path, samples: list[tuple[bytes, str, bytes]], shard_size: in
     return out
 
 
-def cifar_as_wds(cifar_root: Path, out: Path, templates: list[str] | None = None) -> Path:
-    """`cifar_root`'s test split as CLIP_benchmark's wds_cifar10 holds it: every picture a PNG (lossless,
-    so its pixels are the CIFAR file's) with its .cls label, classnames.txt from the CIFAR file's own
-    label names (what torchvision, and so CLIP_benchmark's export, calls the classes)."""
+def cifar_as_wds(cifar_root: Path, out: Path, templates: list[str] | None = None, fmt: str = "png") -> Path:
+    """`cifar_root`'s test split as CLIP_benchmark's wds_cifar10 holds it: every picture a PNG or a lossless
+    WebP (`fmt` "webp", clip_benchmark_export_wds's default; either way its pixels are the CIFAR file's) with its
+    .cls label, classnames.txt from the CIFAR file's own label names (what torchvision, and so
+    CLIP_benchmark's export, calls the classes)."""
     import io
     import pickle
 
@@ -402,8 +403,9 @@ def cifar_as_wds(cifar_root: Path, out: Path, templates: list[str] | None = None
     samples = []
     for row, y in zip(batch["data"], batch["labels"]):
         buf = io.BytesIO()
-        Image.fromarray(np.asarray(row, dtype=np.uint8).reshape(3, 32, 32).transpose(1, 2, 0)).save(buf, "PNG")
-        samples.append((buf.getvalue(), "png", str(y).encode(), "cls"))
+        Image.fromarray(np.asarray(row, dtype=np.uint8).reshape(3, 32, 32).transpose(1, 2, 0)).save(
+            buf, fmt.upper(), **({"lossless": True} if fmt == "webp" else {}))
+        samples.append((buf.getvalue(), fmt, str(y).encode(), "cls"))
     write_wds(out, samples)
     names = pickle.loads((d / "batches.meta").read_bytes())["label_names"]
     (out / "classnames.txt").write_text("\n".join(names) + "\n")
