@@ -19,13 +19,22 @@ def test_a_wds_copy_scores_what_the_cifar_files_score(trained_run, cifar_root, t
     evaluated with those templates given; `wds:DIR/test` names the split itself."""
     d = cifar_as_wds(cifar_root, tmp_path / "wds_cifar10", ["a photo of a {c}.", "a blurry picture of the {c}."])
     webp = cifar_as_wds(cifar_root, tmp_path / "wds_cifar10_webp", fmt="webp")   # clip_benchmark_export_wds's default format
+    # and as CLIP_benchmark's own exporter writes it (its layout, names and shards: the reference for the reader)
+    import torchvision.datasets as tvd
+    from clip_benchmark.webdataset_builder import PIL_to_bytes, convert_dataset
+
+    theirs = tmp_path / "wds_cifar10_cb"
+    convert_dataset(tvd.CIFAR10(str(cifar_root), train=False), "test", str(theirs), transform=PIL_to_bytes("webp"),
+                    max_count=8, verbose=False)
+    assert (theirs / "test" / "nshards.txt").read_text().strip() == "3"
     out = tmp_path / "ev"
-    assert main(["eval", "--model", str(trained_run), "--dataset", "cifar10", f"wds:{d}", f"wds:{webp}", "--lang", "ru",
+    assert main(["eval", "--model", str(trained_run), "--dataset", "cifar10", f"wds:{d}", f"wds:{webp}", f"wds:{theirs}", "--lang", "ru",
                  "--data-root", str(cifar_root), "--device", "cpu", "--workers", "0", "--batch-size", "7",
                  "--out", str(out)]) == 0
     res = json.loads((out / "results.json").read_text(encoding="utf-8"))
     a, b = res["cifar10"], res[f"wds:{d}"]
-    assert [a[k] for k in KEYS] == [b[k] for k in KEYS] == [res[f"wds:{webp}"][k] for k in KEYS] and a["n"] == 20
+    assert [a[k] for k in KEYS] == [b[k] for k in KEYS] == [res[f"wds:{webp}"][k] for k in KEYS] == \
+        [res[f"wds:{theirs}"][k] for k in KEYS] and a["n"] == 20 and res[f"wds:{theirs}"]["confusion"] == a["confusion"]
     assert a["confusion"] == b["confusion"] and b["classnames"][0] == "самолёт" and 0 < a["acc5"] < 1
     assert (out / "confusion_wds_cifar10.png").stat().st_size > 10_000
     assert f"| wds_cifar10 acc | {b['acc1']:.3f} |" in (out / "table.md").read_text(encoding="utf-8")
