@@ -27,6 +27,12 @@ def test_a_wds_copy_scores_what_the_cifar_files_score(trained_run, cifar_root, t
     convert_dataset(tvd.CIFAR10(str(cifar_root), train=False), "test", str(theirs), transform=PIL_to_bytes("webp"),
                     max_count=8, verbose=False)
     assert (theirs / "test" / "nshards.txt").read_text().strip() == "3"
+    from langclip.info import info   # `langclip info DIR` says what the copy is and which names langclip would use
+
+    text = info([str(theirs)])
+    assert text.startswith(f"{theirs}: CLIP_benchmark webdataset copy (classification)") and "3 shards" in text
+    assert "10: airplane, automobile, bird, cat, deer, …; in other languages langclip's cifar10 names (en, ru, uk)" in text
+    assert "prompts" not in text and "2 of its own (English)" in info([str(d)])   # CLIP_benchmark's writes none here
     out = tmp_path / "ev"
     assert main(["eval", "--model", str(trained_run), "--dataset", "cifar10", f"wds:{d}", f"wds:{webp}", f"wds:{theirs}", "--lang", "ru",
                  "--data-root", str(cifar_root), "--device", "cpu", "--workers", "0", "--batch-size", "7",

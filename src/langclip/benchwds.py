@@ -192,30 +192,46 @@ def zero_shot(spec: str, transform, lang: str, classnames: list | None, template
     return WdsPictures(refs, labels, transform), names, templates or own or shipped_templates(lang), en
 
 
+def names_source(b: WdsBench) -> tuple[str, list[str]] | None:
+    """(the dataset whose names langclip uses for this copy's classes in other languages, those languages),
+    or None: the copy's English names are a shipped dataset's, or ImageNet's (CLIP_benchmark's languages)."""
+    import json
+    from importlib import resources
+
+    from .datasets import CB_LANGS, imagenet_names, shipped_classnames
+
+    if not b.classnames:
+        return None
+    norm = lambda names: [" ".join(str(n).lower().replace("_", " ").split()) for n in names]   # noqa: E731
+    for d in ("cifar10", "cifar100", "caltech101", "food101", "flowers102"):
+        if norm(shipped_classnames(d, "en")) == norm(b.classnames):
+            f = resources.files("langclip") / "resources" / "classnames" / f"{d}.json"
+            return d, sorted(json.loads(f.read_text(encoding="utf-8")))
+    if len(b.classnames) == 1000 and norm(imagenet_names("en")[0]) == norm(b.classnames):
+        return "imagenet1k", sorted(["en", *CB_LANGS])
+    return None
+
+
 def class_names(b: WdsBench, lang: str) -> tuple[list, list[str] | None]:
     """(class names in `lang`, their prompts or None): the files' own for English; for another language,
     langclip's shipped names of the dataset whose English names the files hold, or for ImageNet's
     CLIP_benchmark's (ar, zh, it, ja, with its prompts); else an error saying what to pass."""
-    from .datasets import shipped_classnames
+    from .datasets import imagenet_names, shipped_classnames
 
     f = b.meta / "classnames.txt"
     if not b.classnames:
         raise FileNotFoundError(f"{b.spec}: no {f}; pass --classnames (one name a class, in label order)")
     if lang == "en":
         return b.classnames, None
-    norm = lambda names: [" ".join(str(n).lower().replace("_", " ").split()) for n in names]   # noqa: E731
-    for d in ("cifar10", "cifar100", "caltech101", "food101", "flowers102"):
-        if norm(shipped_classnames(d, "en")) == norm(b.classnames):
-            return shipped_classnames(d, lang), None   # an error says which languages it has
-    if len(b.classnames) == 1000:
-        from .datasets import imagenet_names
-
-        if norm(imagenet_names("en")[0]) == norm(b.classnames):
-            try:
-                return imagenet_names(lang)
-            except ValueError:
-                raise ValueError(f"{b.spec}: ImageNet-1k in {lang!r}: pass --classnames (1000 names), or evaluate "
-                                 f"Babel-ImageNet on this copy: --dataset babel_imagenet --data-root {b.meta}") from None
+    src = names_source(b)
+    if src and src[0] != "imagenet1k":
+        return shipped_classnames(src[0], lang), None   # an error says which languages it has
+    if src:
+        try:
+            return imagenet_names(lang)
+        except ValueError:
+            raise ValueError(f"{b.spec}: ImageNet-1k in {lang!r}: pass --classnames (1000 names), or evaluate "
+                             f"Babel-ImageNet on this copy: --dataset babel_imagenet --data-root {b.meta}") from None
     raise ValueError(f"{b.spec}: {f} holds {len(b.classnames)} English names langclip ships no {lang!r} names "
                      f"for; pass --classnames with the {lang!r} names (one a class, in its order)")
 

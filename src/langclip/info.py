@@ -24,7 +24,8 @@ def _read(f: Path) -> dict:
 
 def kind(path: str | Path) -> str:
     """tokenizer | cache | index | run | export-open_clip | export-hf | export-onnx | export-immich |
-    transformers | checkpoint | weights; ValueError for anything else."""
+    transformers | checkpoint | weights | benchmark-wds (CLIP_benchmark's webdataset copy); ValueError for
+    anything else."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p}: not found")
@@ -35,7 +36,9 @@ def kind(path: str | Path) -> str:
                "export-open_clip"),
               ((p / "langclip_config.json").is_file() and (p / "config.json").is_file(), "export-hf"),
               ((p / "onnx_config.json").is_file(), "export-onnx"),
-              ((p / "textual" / "model.onnx").is_file() and (p / "visual" / "model.onnx").is_file(), "export-immich")]
+              ((p / "textual" / "model.onnx").is_file() and (p / "visual" / "model.onnx").is_file(), "export-immich"),
+              (((p / "classnames.txt").is_file() or (p / "dataset_type.txt").is_file())
+               and ((p / "test" / "nshards.txt").is_file() or (p / "nshards.txt").is_file()), "benchmark-wds")]
     found = next((k for ok, k in checks if ok), None)
     if found:
         return found
@@ -80,9 +83,20 @@ def describe(path: str | Path, digest: bool = True) -> dict:
         d.update(_export(p, k))
     elif k == "checkpoint":
         d.update(_checkpoint(p))
+    elif k == "benchmark-wds":
+        d.update(_wds(p))
     else:
         d.update(_weights(p, digest))
     return d
+
+
+def _wds(p: Path) -> dict:
+    from .benchwds import names_source, open_wds, shards
+
+    b = open_wds(f"wds:{p}")
+    src = names_source(b)
+    return {"type": b.kind, "split": str(b.split), "shards": len(shards(b)), "classes": b.classnames,
+            "templates": len(b.templates or []), "names_from": src and {"dataset": src[0], "languages": src[1]}}
 
 
 def _tower(rec: dict) -> dict:
@@ -216,6 +230,15 @@ def render(d: dict) -> str:
         add("resumes", f"{d['run']} at step {d['step']} (epoch {d['epoch']}), best held-out mean recall "
             f"{d['best'] if d['best'] is None else round(d['best'], 3)}")
         add("same run if", ", ".join(f"{k}={v}" for k, v in d["resume_keys"].items()))
+    if k == "benchmark-wds":
+        lines[0] += f" ({d['type']})"
+        add("split", f"{d['split']}: {d['shards']} shards")
+        c, src = d["classes"] or [], d["names_from"]
+        add("classes", c and f"{len(c)}: {', '.join(c[:5])}{', …' if len(c) > 5 else ''}" + (
+            f"; in other languages langclip's {src['dataset']} names ({', '.join(src['languages'])})" if src else
+            "; other languages: --classnames"))
+        add("prompts", f"{d['templates']} of its own (English)" if d["templates"] else None)
+        add("evaluate", f"langclip eval --model RUN --dataset wds:{d['path']}")
     if k == "error":
         lines[0] = f"{d['path']}: not recognised — {d['error']}"
     add("tokens", d.get("tokens") and summary_text(d["tokens"]))
@@ -233,7 +256,8 @@ _TITLES = {"tokenizer": "langclip tokenizer", "cache": "langclip image-embedding
            "run": "langclip run", "export-open_clip": "open_clip export", "export-hf": "transformers export",
            "export-onnx": "ONNX export", "export-immich": "Immich model folder",
            "transformers": "transformers CLIP folder", "weights": "CLIP weights",
-           "checkpoint": "langclip training checkpoint", "error": ""}
+           "checkpoint": "langclip training checkpoint", "benchmark-wds": "CLIP_benchmark webdataset copy",
+           "error": ""}
 
 
 def describe_all(paths: list[str]) -> list[dict]:
@@ -265,8 +289,10 @@ def add_parser(sub, make) -> None:
     p = make(sub, "info", "what a langclip folder or CLIP weights file is, and whether several share an image tower",
              {"info": "examples:\n  langclip info runs/ru cache/ idx/     # one image tower? (a cache or index serves "
                       "only runs of its own)\n  langclip info ViT-B-32.pt             # the --clip it is read as, "
-                      "its tower digest\n  langclip info export-hf/ --json"})
-    p.add_argument("paths", nargs="+", help="tokenizer, cache, run, export or index folders; CLIP weights files or folders")
+                      "its tower digest\n  langclip info export-hf/ --json\n  langclip info ~/data/wds_cifar10      # a CLIP_benchmark "
+                      "copy: the names `eval` would use"})
+    p.add_argument("paths", nargs="+", help="tokenizer, cache, run, export or index folders; CLIP weights files or folders; "
+                                            "CLIP_benchmark webdataset copies")
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
