@@ -112,7 +112,7 @@ def zero_shot_inputs(name: str, root: Path, transform, lang: str, given: list | 
     dataset's own (Babel-ImageNet's prompts, an English CLIP_benchmark copy's), then langclip's for `lang`.
     The names are counted against the dataset's classes."""
     from .benchwds import is_wds, zero_shot
-    from .datasets import dataset_classnames, load_dataset, shipped_templates
+    from .datasets import dataset_classnames, imagenet_names, load_dataset, shipped_classnames, shipped_templates
 
     if is_wds(name):
         ds, names, tpl, en = zero_shot(name, transform, lang, given, templates)
@@ -122,7 +122,7 @@ def zero_shot_inputs(name: str, root: Path, transform, lang: str, given: list | 
         ds, names, own = load_zero_shot(name, root, transform, lang, given)
         folder_classes, n_classes = None, len(names)
         english = (lambda: None) if name == "babel_imagenet" else (   # in English: ImageNet's 1000 classes, another task
-            lambda: (load_zero_shot(name, root, transform, "en", None)[1], en_templates))
+            lambda: (imagenet_names("en")[0] if name == "imagenet1k" else shipped_classnames(name, "en"), en_templates))
     else:
         ds, folder_classes = load_dataset(name, root, transform, download)
         names, own = given or dataset_classnames(name, lang, None, folder_classes), None
