@@ -242,7 +242,3 @@ def retrieval(spec: str) -> tuple[list[ImageRef], list[list[str]]]:
     if b.kind != "retrieval":
         raise ValueError(f"{spec}: a classification set (no dataset_type.txt saying retrieval in {b.meta})")
     return samples(b)
-
-
-def kind(spec: str) -> str:
-    return open_wds(spec).kind
