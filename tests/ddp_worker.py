@@ -1,6 +1,7 @@
 """Run under torchrun (2 processes, gloo, CPU): two training steps on a fixed global batch for every
-loss combination; rank 0 saves each step's loss and gradients to argv[1]. Also importable for the
-1-process reference (same functions, world 1)."""
+loss combination; rank 0 saves each step's loss and gradients to argv[1], and the
+process's thread count before the group and after it ended. Also importable for the 1-process
+reference (same functions, world 1)."""
 import itertools
 import json
 import os
@@ -74,19 +75,27 @@ def two_steps(combo, rank=0, world=1, n_en=None, order=None):
     return out
 
 
+def threads() -> int:
+    """This process's threads (Linux), C++ ones included: gloo's workers and its transport loop."""
+    return len(os.listdir("/proc/self/task"))
+
+
 def main(out):
     import torch.distributed as dist
 
-    dist.init_process_group("gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
+    from langclip import dist as ldist
+
+    before = threads()
+    rank, world = ldist.init_from_env()   # as train() starts its group
     res = {}
     for combo in COMBOS:
         res[str(combo)] = two_steps(combo, rank, world)
     res["fraction"] = two_steps((1.0, 0.5, 0.3), rank, world, n_en=FRACTION_N)   # each rank replays its first 2
+    dist.barrier()
+    ldist._end_group()   # what runs at exit: the group must end with its threads, before the interpreter
+    res["threads"] = (before, threads())
     if rank == 0:
         torch.save(res, out)
-    dist.barrier()
-    dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import atexit
+import importlib
 import os
 
 import torch
@@ -16,6 +17,14 @@ def init_from_env() -> tuple[int, int]:
     import torch.distributed as dist
 
     if not dist.is_initialized():
+        # torch.distributed.nn's functions take `group=group.WORLD` as a default argument, evaluated when
+        # the module is first imported; DDP imports it, so imported after the group starts it would hold
+        # the group for good: destroy_process_group could not free it, gloo's worker threads would outlive
+        # it, and one that released a finished collective's tensors while the interpreter exited aborted
+        # the process ("terminate called without an active exception", exit -6, a few launches in a
+        # hundred). Imported first, its defaults are None.
+        importlib.import_module("torch.distributed.nn")
+
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         atexit.register(_end_group)
     return dist.get_rank(), world
