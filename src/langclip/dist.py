@@ -21,8 +21,8 @@ def init_from_env() -> tuple[int, int]:
         # the module is first imported; DDP imports it, so imported after the group starts it would hold
         # the group for good: destroy_process_group could not free it, gloo's worker threads would outlive
         # it, and one that released a finished collective's tensors while the interpreter exited aborted
-        # the process ("terminate called without an active exception", exit -6, a few launches in a
-        # hundred). Imported first, its defaults are None.
+        # the process ("terminate called without an active exception", exit -6, about one launch in a
+        # hundred: benchmarks/ddp_exit.py). Imported first, its defaults are None.
         importlib.import_module("torch.distributed.nn")
 
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
@@ -34,8 +34,9 @@ def _end_group() -> None:
     """A process group langclip starts lives until its process exits, then ends here. Ended after a job,
     a second job in the same torchrun process (two `train()` calls in one script) would start a group
     under the first one's name, read its addresses from torchrun's store and fail to connect. Left to
-    the interpreter's teardown, gloo's threads were once destroyed while still running ("terminate
-    called without an active exception", exit -6): a finished job failed."""
+    the interpreter's teardown, gloo's threads ran into it ("terminate called without an active
+    exception", exit -6): a finished job failed. Ending the group ends them only if the group is freed
+    (see init_from_env)."""
     import torch.distributed as dist
 
     if dist.is_initialized():
