@@ -7,6 +7,16 @@ import os
 
 import torch
 
+# torch.distributed.nn's functions take `group=group.WORLD` as a default argument, evaluated when the module
+# is first imported. DDP imports it: imported after a process group starts, it would hold that group for
+# good, destroy_process_group could not free it, and gloo's worker threads would outlive it. One that
+# released a finished collective's tensors while the interpreter exited aborted the process ("terminate
+# called without an active exception", exit -6, about one torchrun launch in a hundred:
+# benchmarks/ddp_exit.py). Imported here, before langclip or a script that imports it starts a group, its
+# defaults are None. (A script that starts its group before importing langclip keeps the old behaviour.)
+if torch.distributed.is_available():
+    importlib.import_module("torch.distributed.nn")
+
 
 def init_from_env() -> tuple[int, int]:
     """(rank, world size) from torchrun's environment, the process group started if none is (it ends
@@ -17,14 +27,6 @@ def init_from_env() -> tuple[int, int]:
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        # torch.distributed.nn's functions take `group=group.WORLD` as a default argument, evaluated when
-        # the module is first imported; DDP imports it, so imported after the group starts it would hold
-        # the group for good: destroy_process_group could not free it, gloo's worker threads would outlive
-        # it, and one that released a finished collective's tensors while the interpreter exited aborted
-        # the process ("terminate called without an active exception", exit -6, about one launch in a
-        # hundred: benchmarks/ddp_exit.py). Imported first, its defaults are None.
-        importlib.import_module("torch.distributed.nn")
-
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         atexit.register(_end_group)
     return dist.get_rank(), world
