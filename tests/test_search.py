@@ -451,6 +451,45 @@ def test_search_images_keeps_an_index_for_the_folder(tmp_path, photos, trained_r
     assert not [p for p in (tmp_path / "home").iterdir()]
 
 
+def test_a_clip_file_and_its_runs_share_a_folders_index(tmp_path, photos, trained_run, tiny_arch, tiny_clip, capsys,
+                                                         monkeypatch):
+    """`search --images` keys a CLIP weights file by its image tower's tensor digest, as runs are keyed: the
+    file a run was trained from finds the run's index (nothing embedded again), so does a copy of it
+    elsewhere, and the file is read for its digest once per version (remembered in the index home). An index
+    kept under the old key (path, size, mtime) is moved to the new one, not rebuilt."""
+    import shutil
+
+    from langclip.search import folder
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("LANGCLIP_INDEX_HOME", str(home))
+    kept = lambda: [p for p in home.iterdir() if p.is_dir()]   # noqa: E731
+    q = ["--image", str(photos / "07.jpg"), "-k", "3", "--paths", "--device", "cpu"]
+    assert main(["search", "--images", str(photos), "--model", str(trained_run)] + q) == 0
+    by_run = capsys.readouterr()
+    assert "indexing" in by_run.err and len(kept()) == 1
+    reads = []   # the digests computed: each a read of the whole file
+    import langclip.weights as weights
+
+    monkeypatch.setattr(weights, "load_state_dict", lambda p, _f=weights.load_state_dict: reads.append(p) or _f(p))
+    for clip in (Path(tiny_clip[1]), Path(shutil.copy(tiny_clip[1], tmp_path / "elsewhere.pt"))):
+        for _ in range(2):
+            assert main(["search", "--images", str(photos), "--model", str(clip), "--arch", tiny_arch] + q) == 0
+            got = capsys.readouterr()
+            assert "indexing" not in got.err and got.out == by_run.out, got.err
+    assert len(kept()) == 1 and len(reads) == 2   # each file's tower read once
+    memo = json.loads((home / "tower_digests.json").read_text())
+    assert {v["tower_sha256"] for v in memo.values()} == {Index(kept()[0]).manifest["tower_sha256"]}
+    # an index from before: kept under the old key, found and moved
+    paths = [str(photos.resolve())]
+    old = home / folder._key(paths, folder._old_file_key(Path(tiny_clip[1])))
+    kept()[0].rename(old)
+    assert main(["search", "--images", str(photos), "--model", tiny_clip[1], "--arch", tiny_arch] + q) == 0
+    got = capsys.readouterr()
+    assert "indexing" not in got.err and got.out == by_run.out
+    assert kept() == [home / folder._key(paths, folder.tower_key(tiny_clip[1]))]
+
+
 def test_search_by_text_needs_no_clip_file(tmp_path, photos, tiny_clip, trained_run, capsys):
     """A text query loads the run's text tower alone: with the CLIP weights file gone it answers as with
     it (the digest compared is the run's record); a query by picture needs the file and names it. The

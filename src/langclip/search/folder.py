@@ -3,7 +3,8 @@ index first. The index lives in one place for these pictures and this image towe
 ($LANGCLIP_INDEX_HOME, default ~/.cache/langclip/indexes/<key>; nothing is written beside the photos), is
 built on the first search and brought up to date (`index update`: new and changed pictures embedded,
 deleted ones dropped) on each later one unless told not to. Any run trained on the same image tower finds
-the same index: the key is the pictures' folders and the tower's digest as the model records it.
+the same index, and so does the CLIP weights file they were trained from: the key is the pictures' folders
+and the tower's tensor digest.
 """
 from __future__ import annotations
 
@@ -21,10 +22,12 @@ def index_home() -> Path:
     return Path(os.environ.get(HOME_ENV) or Path.home() / ".cache" / "langclip" / "indexes").expanduser()
 
 
-def tower_key(model: str | Path) -> str:
-    """What identifies the image tower `model` embeds pictures with, read without loading it: a run's or
-    export's recorded tensor digest (the file's SHA-256 for runs from before it), or for CLIP's own weights
-    file its path, size and modification time."""
+def tower_key(model: str | Path, home: str | Path | None = None) -> str:
+    """What identifies the image tower `model` embeds pictures with: a run's or export's recorded tensor
+    digest (the file's SHA-256 for runs from before it), read without loading it; for CLIP's own weights
+    file the same tensor digest, computed once for each version of the file (its path, size and mtime,
+    remembered in the index home). So a run and the CLIP file it was trained from share a folder's index,
+    and a CLIP file moved or copied elsewhere finds its index again."""
     from ..inference import image_tower_ref, model_meta
 
     p = Path(model).expanduser()
@@ -36,9 +39,40 @@ def tower_key(model: str | Path) -> str:
                              f"`langclip index build` and search it with --index")
         return key
     if p.is_file():
-        st = p.stat()
-        return f"file:{p.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+        return clip_file_digest(p, home)
     raise FileNotFoundError(f"model not found: {model} (a langclip run or export folder, or a CLIP weights file)")
+
+
+def clip_file_digest(path: Path, home: str | Path | None = None) -> str:
+    """A CLIP weights file's image-tower digest (weights.tower_digest), remembered in
+    <index home>/tower_digests.json by the file's resolved path, size and mtime: a file read once per version."""
+    from ..weights import load_state_dict, split_towers, tower_digest
+
+    st, where = path.stat(), str(path.resolve())
+    stamp = [st.st_size, st.st_mtime_ns]
+    memo_file = Path(home or index_home()) / "tower_digests.json"
+    try:
+        memo = json.loads(memo_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        memo = {}
+    if isinstance(memo.get(where), dict) and memo[where].get("stamp") == stamp and memo[where].get("tower_sha256"):
+        return memo[where]["tower_sha256"]
+    vis = split_towers(load_state_dict(path))[0]
+    if not vis:
+        raise ValueError(f"{path}: no image tower in it ('visual.*' weights), so it cannot embed pictures")
+    digest = tower_digest(vis)
+    memo[where] = {"stamp": stamp, "tower_sha256": digest}
+    memo_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = memo_file.with_name(f"{memo_file.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(memo, indent=1), encoding="utf-8")
+    os.replace(tmp, memo_file)   # two searches at once: each writes a whole file, the last one stays
+    return digest
+
+
+def _old_file_key(p: Path) -> str:
+    """The key a CLIP weights file had before session 30 (path, size, mtime): its index is moved, not rebuilt."""
+    st = p.stat()
+    return f"file:{p.resolve()}:{st.st_size}:{st.st_mtime_ns}"
 
 
 def index_for(index: str | None, images: list[str] | None, model, arch: str = "", weights: str | None = None,
@@ -64,11 +98,20 @@ def folder_index(data: list[str], model: str | Path, arch: str = "", weights: st
         if not Path(d).expanduser().exists():
             raise FileNotFoundError(f"--images: not found: {d}")
     paths = sorted(str(Path(d).expanduser().resolve()) for d in data)
-    key = hashlib.sha256(json.dumps({"data": paths, "tower": tower_key(model)}).encode()).hexdigest()[:16]
+    key = _key(paths, tower_key(model, home))
     out = Path(home or index_home()) / key
     out.parent.mkdir(parents=True, exist_ok=True)
     with _locked(out.parent / f"{key}.lock"):   # two searches at once: the second waits, then finds it built
+        p = Path(model).expanduser()
+        old = out.parent / _key(paths, _old_file_key(p)) if p.is_file() else None
+        if old is not None and not out.exists() and (old / "manifest.json").is_file():
+            os.replace(old, out)
+            (out.parent / f"{old.name}.lock").unlink(missing_ok=True)
         return _build_or_update(out, paths, model, arch, weights, device, update)
+
+
+def _key(paths: list[str], tower: str) -> str:
+    return hashlib.sha256(json.dumps({"data": paths, "tower": tower}).encode()).hexdigest()[:16]
 
 
 @contextlib.contextmanager
