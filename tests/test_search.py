@@ -480,6 +480,9 @@ def test_a_clip_file_and_its_runs_share_a_folders_index(tmp_path, photos, traine
     assert len(kept()) == 1 and len(reads) == 2   # each file's tower read once
     memo = json.loads((home / "tower_digests.json").read_text())
     assert {v["tower_sha256"] for v in memo.values()} == {Index(kept()[0]).manifest["tower_sha256"]}
+    (home / "tower_digests.json").write_text("[]")   # damaged: computed again, not an error
+    assert main(["search", "--images", str(photos), "--model", tiny_clip[1], "--arch", tiny_arch] + q) == 0
+    assert capsys.readouterr().out == by_run.out and len(reads) == 3 and len(kept()) == 1
     # an index from before: kept under the old key, found and moved
     paths = [str(photos.resolve())]
     old = home / folder._key(paths, folder._old_file_key(Path(tiny_clip[1])))

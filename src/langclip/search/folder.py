@@ -55,6 +55,7 @@ def clip_file_digest(path: Path, home: str | Path | None = None) -> str:
         memo = json.loads(memo_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         memo = {}
+    memo = memo if isinstance(memo, dict) else {}   # damaged: rebuilt as digests are computed
     if isinstance(memo.get(where), dict) and memo[where].get("stamp") == stamp and memo[where].get("tower_sha256"):
         return memo[where]["tower_sha256"]
     vis = split_towers(load_state_dict(path))[0]
