@@ -283,8 +283,14 @@ def test_imagenet_from_clip_benchmark_copy_and_in_its_languages(root, export_dir
     (copy / "classnames.txt").write_text("\n".join(cb_en) + "\n", encoding="utf-8")
     run = lambda *a: main(["eval", "--model", str(export_dir), "--device", "cpu", "--workers", "0", *a]) == 0   # noqa: E731
     assert run("--dataset", "babel_imagenet", "imagenet1k", "--lang", "it", "--data-root", str(root), "--out", str(tmp_path / "tv"))
+    import langclip.benchwds as benchwds   # both datasets over one copy: its shards listed once
+
+    opened, real_open = [], benchwds.tarfile.open
+    monkeypatch.setattr(benchwds.tarfile, "open", lambda p, *a, **k: opened.append(str(p)) or real_open(p, *a, **k))
     assert run("--dataset", "babel_imagenet", "imagenet1k", "--lang", "it", "--data-root", str(tmp_path / "data"),
                "--out", str(tmp_path / "wds"))
+    monkeypatch.setattr(benchwds.tarfile, "open", real_open)
+    assert sorted(opened) == sorted(str(p) for p in benchwds.shards(benchwds.open_wds(f"wds:{copy}"))), opened
     assert run("--dataset", f"wds:{copy}", "--lang", "it", "--out", str(tmp_path / "spec"))
     tv, wd = (json.loads((tmp_path / d / "results.json").read_text(encoding="utf-8")) for d in ("tv", "wds"))
     spec = json.loads((tmp_path / "spec" / "results.json").read_text(encoding="utf-8"))[f"wds:{copy}"]
