@@ -491,6 +491,14 @@ def test_a_clip_file_and_its_runs_share_a_folders_index(tmp_path, photos, traine
     got = capsys.readouterr()
     assert "indexing" not in got.err and got.out == by_run.out
     assert kept() == [home / folder._key(paths, folder.tower_key(tiny_clip[1]))]
+    # `index list --prune`: the copy gone, its remembered digest goes; the folder is still there, so its index stays
+    assert main(["search", "--images", str(photos), "--model", str(tmp_path / "elsewhere.pt"), "--arch", tiny_arch] + q) == 0
+    assert len(json.loads((home / "tower_digests.json").read_text())) == 2
+    (tmp_path / "elsewhere.pt").unlink()
+    capsys.readouterr()
+    assert main(["index", "list", "--prune"]) == 0 and capsys.readouterr().out == ""
+    memo = json.loads((home / "tower_digests.json").read_text())
+    assert list(memo) == [str(Path(tiny_clip[1]).resolve())] and len(kept()) == 1
 
 
 def test_search_by_text_needs_no_clip_file(tmp_path, photos, tiny_clip, trained_run, capsys):

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 HOME_ENV = "LANGCLIP_INDEX_HOME"
+DIGESTS = "tower_digests.json"   # in the index home: CLIP weights files' tower digests (clip_file_digest)
 
 
 def index_home() -> Path:
@@ -50,7 +51,7 @@ def clip_file_digest(path: Path, home: str | Path | None = None) -> str:
 
     st, where = path.stat(), str(path.resolve())
     stamp = [st.st_size, st.st_mtime_ns]
-    memo_file = Path(home or index_home()) / "tower_digests.json"
+    memo_file = Path(home or index_home()) / DIGESTS
     try:
         memo = json.loads(memo_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -63,11 +64,15 @@ def clip_file_digest(path: Path, home: str | Path | None = None) -> str:
         raise ValueError(f"{path}: no image tower in it ('visual.*' weights), so it cannot embed pictures")
     digest = tower_digest(vis)
     memo[where] = {"stamp": stamp, "tower_sha256": digest}
+    _write_memo(memo_file, memo)
+    return digest
+
+
+def _write_memo(memo_file: Path, memo: dict) -> None:
     memo_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = memo_file.with_name(f"{memo_file.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(memo, indent=1), encoding="utf-8")
     os.replace(tmp, memo_file)   # two searches at once: each writes a whole file, the last one stays
-    return digest
 
 
 def _old_file_key(p: Path) -> str:
@@ -176,11 +181,23 @@ def list_indexes(home: str | Path | None = None) -> list[dict]:
 
 
 def prune_indexes(home: str | Path | None = None) -> list[dict]:
-    """Delete the kept indexes none of whose pictures' folders exist any more; -> those deleted."""
+    """Delete the kept indexes none of whose pictures' folders exist any more, and the remembered digests
+    of CLIP files that are gone; -> the indexes deleted."""
     import shutil
 
     gone = [r for r in list_indexes(home) if r["data"] and len(r["gone"]) == len(r["data"])]
     for r in gone:
         shutil.rmtree(r["path"])
         Path(r["path"] + ".lock").unlink(missing_ok=True)
+    memo_file = Path(home or index_home()) / DIGESTS
+    try:   # the remembered digests of CLIP files that no longer exist go too
+        memo = json.loads(memo_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        memo = None
+    if isinstance(memo, dict):
+        left = {k: v for k, v in memo.items() if Path(k).is_file()}
+        if not left:
+            memo_file.unlink()
+        elif len(left) < len(memo):
+            _write_memo(memo_file, left)
     return gone
