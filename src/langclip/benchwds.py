@@ -107,7 +107,7 @@ def samples(b: WdsBench) -> tuple[list[ImageRef], list]:
     its label/captions is skipped and recorded in b.problems; a shard that cannot be read is an error
     (a benchmark missing a shard's worth of pictures would report another number). A split is listed
     once a process while its shards are unchanged: Babel-ImageNet and ImageNet-1k in one `eval` read one
-    `wds_imagenet1k` copy (50,000 tar members)."""
+    `wds_imagenet1k` copy (ImageNet's 50,000 validation pictures)."""
     parts = shards(b)
     key = (b.kind, tuple((str(p.resolve()), st.st_size, st.st_mtime_ns) for p in parts for st in [p.stat()]))
     if key not in _LISTED:

@@ -52,11 +52,7 @@ def clip_file_digest(path: Path, home: str | Path | None = None) -> str:
     st, where = path.stat(), str(path.resolve())
     stamp = [st.st_size, st.st_mtime_ns]
     memo_file = Path(home or index_home()) / DIGESTS
-    try:
-        memo = json.loads(memo_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        memo = {}
-    memo = memo if isinstance(memo, dict) else {}   # damaged: rebuilt as digests are computed
+    memo = _read_memo(memo_file)
     if isinstance(memo.get(where), dict) and memo[where].get("stamp") == stamp and memo[where].get("tower_sha256"):
         return memo[where]["tower_sha256"]
     vis = split_towers(load_state_dict(path))[0]
@@ -66,6 +62,15 @@ def clip_file_digest(path: Path, home: str | Path | None = None) -> str:
     memo[where] = {"stamp": stamp, "tower_sha256": digest}
     _write_memo(memo_file, memo)
     return digest
+
+
+def _read_memo(memo_file: Path) -> dict:
+    """The remembered digests; {} when there are none or the file is damaged (rebuilt as digests are computed)."""
+    try:
+        memo = json.loads(memo_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return memo if isinstance(memo, dict) else {}
 
 
 def _write_memo(memo_file: Path, memo: dict) -> None:
@@ -189,15 +194,11 @@ def prune_indexes(home: str | Path | None = None) -> list[dict]:
     for r in gone:
         shutil.rmtree(r["path"])
         Path(r["path"] + ".lock").unlink(missing_ok=True)
-    memo_file = Path(home or index_home()) / DIGESTS
-    try:   # the remembered digests of CLIP files that no longer exist go too
-        memo = json.loads(memo_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        memo = None
-    if isinstance(memo, dict):
-        left = {k: v for k, v in memo.items() if Path(k).is_file()}
-        if not left:
-            memo_file.unlink()
-        elif len(left) < len(memo):
-            _write_memo(memo_file, left)
+    memo_file = Path(home or index_home()) / DIGESTS   # the digests of CLIP files that no longer exist go too
+    memo = _read_memo(memo_file)
+    left = {k: v for k, v in memo.items() if Path(k).is_file()}
+    if memo and not left:
+        memo_file.unlink()
+    elif len(left) < len(memo):
+        _write_memo(memo_file, left)
     return gone
