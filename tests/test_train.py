@@ -284,7 +284,7 @@ def test_ddp_two_processes_equal_one_for_every_loss_combination(tmp_path):
     assert "is deprecated" not in r.stderr, r.stderr[-2000:]   # torch.distributed.nn's all_gather (torch >= 2.9)
     got = torch.load(out, weights_only=True)
     # the group ended with its threads: left running into the interpreter's exit, a gloo worker that
-    # released a finished collective's tensors there aborted the rank (exit -6, a few launches in a hundred)
+    # released a finished collective's tensors there aborted the rank (exit -6, about one launch in a hundred: benchmarks/ddp_exit.py)
     before, after = got.pop("threads")
     assert after == before, (before, after)
     # English replay of a fraction under torchrun: each rank replays the first pairs of its share, and
