@@ -94,6 +94,17 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def read_json_dict(path: str | Path) -> dict:
+    """A JSON object file's contents; {} when the file is missing, unreadable, damaged or not an object."""
+    import json
+
+    try:
+        out = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return out if isinstance(out, dict) else {}
+
+
 def json_text(obj, level: int = 0) -> str:
     """JSON with one key of an object a line and every list on one line (a list of lists: a row a
     line): a 1,000-class confusion matrix is 1,000 lines written by json's C encoder, not a million

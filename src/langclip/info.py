@@ -11,15 +11,11 @@ import json
 from pathlib import Path
 
 from .coverage import load_counts, summary, summary_text
+from .files import read_json_dict
 from .folders import last_metrics
 
 
-def _read(f: Path) -> dict:
-    try:
-        out = json.loads(f.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return out if isinstance(out, dict) else {}
+_read = read_json_dict   # a record file's object, {} when missing or damaged
 
 
 def kind(path: str | Path) -> str:

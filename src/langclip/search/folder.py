@@ -15,6 +15,8 @@ import os
 import sys
 from pathlib import Path
 
+from ..files import read_json_dict
+
 HOME_ENV = "LANGCLIP_INDEX_HOME"
 DIGESTS = "tower_digests.json"   # in the index home: CLIP weights files' tower digests (clip_file_digest)
 
@@ -52,7 +54,7 @@ def clip_file_digest(path: Path, home: str | Path | None = None) -> str:
     st, where = path.stat(), str(path.resolve())
     stamp = [st.st_size, st.st_mtime_ns]
     memo_file = Path(home or index_home()) / DIGESTS
-    memo = _read_memo(memo_file)
+    memo = read_json_dict(memo_file)   # damaged: {}, rebuilt as digests are computed
     if isinstance(memo.get(where), dict) and memo[where].get("stamp") == stamp and memo[where].get("tower_sha256"):
         return memo[where]["tower_sha256"]
     vis = split_towers(load_state_dict(path))[0]
@@ -62,15 +64,6 @@ def clip_file_digest(path: Path, home: str | Path | None = None) -> str:
     memo[where] = {"stamp": stamp, "tower_sha256": digest}
     _write_memo(memo_file, memo)
     return digest
-
-
-def _read_memo(memo_file: Path) -> dict:
-    """The remembered digests; {} when there are none or the file is damaged (rebuilt as digests are computed)."""
-    try:
-        memo = json.loads(memo_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return memo if isinstance(memo, dict) else {}
 
 
 def _write_memo(memo_file: Path, memo: dict) -> None:
@@ -195,7 +188,7 @@ def prune_indexes(home: str | Path | None = None) -> list[dict]:
         shutil.rmtree(r["path"])
         Path(r["path"] + ".lock").unlink(missing_ok=True)
     memo_file = Path(home or index_home()) / DIGESTS   # the digests of CLIP files that no longer exist go too
-    memo = _read_memo(memo_file)
+    memo = read_json_dict(memo_file)
     left = {k: v for k, v in memo.items() if Path(k).is_file()}
     if memo and not left:
         memo_file.unlink()
