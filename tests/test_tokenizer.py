@@ -1,7 +1,9 @@
 import json
 import random
+import unicodedata
 
 import pytest
+import regex
 import tokenizers
 
 from langclip.cli import main
@@ -568,7 +570,7 @@ def test_batch_tensor_layout_matches_text_by_text(ru_tokenizer):
     """The vectorised tensor fill and the big-batch (Arrow) lookup agree with encoding text by text."""
     import torch
 
-    from langclip.tokenizer.encode import _lookup_arrow
+    from langclip.tokenizer.encode import _arrow_codes
 
     texts = mixed_texts(1500, seed=3) + ["", "  ", "кот " * 60]
     one_by_one = [ru_tokenizer.encode_batch([t])[0] for t in texts]
@@ -580,7 +582,85 @@ def test_batch_tensor_layout_matches_text_by_text(ru_tokenizer):
             exp[i, 0], exp[i, len(e) + 1] = ru_tokenizer.sot_token_id, ru_tokenizer.eot_token_id
             exp[i, 1: len(e) + 1] = torch.tensor(e, dtype=torch.long)
         assert torch.equal(ru_tokenizer(texts, context_length=L), exp), L
-    assert _lookup_arrow(["a\ud800b"] * 10, ru_tokenizer._cache) is None  # Arrow refuses: the dict path runs
+    assert _arrow_codes(["a\ud800b"] * 10) is None  # Arrow refuses: the dict path runs
+
+
+def real_patterns() -> dict:
+    """CLIP's pre-tokenizer pattern and the two shapes the real recipe makes: a script's marks counted as
+    letters (Bengali's block), and joiners between its letters too (Persian)."""
+    from langclip.tokenizer.vocab import PRETOKENIZE_PATTERN, pretokenize_pattern
+
+    bengali = "".join(chr(c) for c in range(0x980, 0xA00) if unicodedata.category(chr(c))[0] == "M")
+    arabic = "".join(chr(c) for c in range(0x620, 0x64B))
+    return {"clip": PRETOKENIZE_PATTERN, "marks": pretokenize_pattern(bengali),
+            "joiners": pretokenize_pattern("\u064b\u064c\u064d\u064e\u064f\u0650\u0651\u0652", arabic)}
+
+
+@pytest.mark.parametrize("name", ["clip", "marks", "joiners"])
+def test_the_batch_encoders_shortcuts_hold_for_every_character(name):
+    """The batch encoder takes a chunk holding none of `non_letters` as one pre-token without cutting
+    it, and BPE-encodes each pre-token of a cut chunk as it is: checked against the pre-tokenizer
+    itself on every code point, and on random text of letters, marks, digits, apostrophes and joiners."""
+    import sys
+
+    from langclip.tokenizer.clean import non_letters, pre_regex
+
+    pattern = real_patterns()[name]
+    pre, others = pre_regex(pattern), non_letters(pattern)
+    assert others is not None
+    allc = "".join(chr(c) for c in range(sys.maxunicode + 1) if not 0xD800 <= c < 0xE000)
+    letters = others.sub("", regex.sub(r"\s", "", allc))
+    assert len(letters) > 100_000
+    # every character the search lets through continues a run of letters, at its start or inside it
+    assert pre.findall(letters) == [letters] and pre.findall("a" + letters + "a") == ["a" + letters + "a"]
+    assert all(others.search(c) for c in "0٣'.,!-\u200c\u200d😀\u0345")   # U+0345: a mark that folds to ι
+    assert (others.search("\u09be") is None) == (name == "marks")   # Bengali's vowel sign: a letter there
+    rng = random.Random(0)
+    pool = list("abzABZ'sStTdDmlLrRvVe0129.,!?-_()«»\u200c\u200d") + ["'s", "'ll", "'re", "'t"] + \
+        list("কখগাি্ৗোکتابها\u064e\u0651дЖёΣσς北京かな\u3099\u0301\u0331ँं")
+    for _ in range(20_000):
+        text = "".join(rng.choice(pool) for _ in range(rng.randint(1, 12)))
+        for w in pre.findall(text):
+            assert pre.findall(w) == [w], (text, w)
+        if others.search(text) is None:
+            assert pre.findall(text) == [text], text
+
+
+def test_batches_with_texts_that_are_not_nfc_get_the_ids_of_their_normal_form(ru_tokenizer):
+    """The NFC check of the cleaning fast path is made on a batch's new chunks, not on each text. Texts
+    that are not NFC (a combining accent, Japanese's combining voicing mark, Bengali's two-part vowel
+    written in two, whole texts decomposed) and texts that are NFC only until lower-cased ("J\u030c";
+    its lower case, "j\u030c", is "ǰ" decomposed) get the ids of their ftfy-cleaned (so normalised) form
+    whatever the batch around them and whatever an earlier batch memoised; no chunk that is not NFC is
+    memoised. References: SimpleTokenizer for CLIP's own; tokenizer.json's pre-tokenizer and BPE on the
+    cleaned text for the Russian one and for one whose pattern counts combining accents as letters
+    (without tokenizer.json's normaliser, which normalises after lower-casing)."""
+    from open_clip.tokenizer import SimpleTokenizer
+
+    from langclip.tokenizer.vocab import pretokenize_pattern
+
+    def bare(tok):
+        raw = tokenizers.Tokenizer.from_str(tok.hf.to_str())
+        raw.normalizer = None
+        return lambda t: raw.encode(clean(t), add_special_tokens=False).ids
+
+    accents = Tokenizer.from_merges([], pattern=pretokenize_pattern("\u0301\u030c\u0331\u3099"))
+    refs = {"clip": (Tokenizer.clip(), SimpleTokenizer().encode), "ru": (ru_tokenizer, bare(ru_tokenizer)),
+            "accents": (accents, bare(accents))}
+    nfc = ["a photo of a cat", "кот на крыше", "ΣΑΣ ΟΔΟΣ", "café naïve", "বাংলা কোথায়", "がっこう 学校", "hình ảnh"]
+    odd = ["cafe\u0301", "か\u3099っこう", "ক\u09c7\u09beথায়", "J\u030cosé H\u0331", "J\u030c", "e\u0301 and é"]
+    lower = ["j\u030c ǰ", "h\u0331 J\u030c"]   # after "J\u030c" was memoised
+    # (a literal "<|endoftext|>" is plain text, as in SimpleTokenizer; tokenizer.json's is the special token)
+    decomposed = [unicodedata.normalize("NFD", t) for t in mixed_texts(300, seed=5) + nfc if "<|" not in t]
+    assert sum(not unicodedata.is_normalized("NFC", t) for t in decomposed) > 100
+    rng = random.Random(1)
+    big = [rng.choice(nfc + odd) + " " + rng.choice(nfc) for _ in range(3000)]  # > 4096 chunks: Arrow
+    for name, (tok, ref) in refs.items():
+        for batch in (nfc, odd, lower, nfc + odd, odd[::-1] + nfc, decomposed, big, decomposed[:20] + nfc):
+            got, exp = tok.encode_batch(batch), [ref(t) for t in batch]
+            assert got == exp, (name, [(t, g, e) for t, g, e in zip(batch, got, exp) if g != e][:3])
+            assert all(k.isascii() or unicodedata.is_normalized("NFC", k) for k in tok._cache), name
+    assert accents.encode("j\u030c") == accents.encode("ǰ") != accents.encode("J\u030c")
 
 
 def test_corpus_tables_name_their_text_column(tmp_path):

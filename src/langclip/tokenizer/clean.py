@@ -24,6 +24,19 @@ def pre_regex(pattern: str = PRETOKENIZE_PATTERN) -> "regex.Pattern":
 WS = regex.compile(r"\s+")
 
 
+@functools.lru_cache()
+def non_letters(pattern: str = PRETOKENIZE_PATTERN) -> "regex.Pattern | None":
+    """What a pre-tokenizer pattern's run of letters (its `[\\p{L}...]` alternative, after the
+    apostrophe ones) does not take, nor white space: a space-free chunk holding none of it is one
+    pre-token, and searching a whole batch for it is several times faster than cutting every chunk.
+    Compiled without the pattern's IGNORECASE: a character it lets through is in the class as it is,
+    so the case-insensitive run takes it too (U+0345, a mark that folds to a letter, is found here and
+    cut by the pattern; a case-insensitive complement would let it through). None for a pattern of
+    another shape."""
+    m = re.match(r"'s\|'t\|'re\|'ve\|'m\|'ll\|'d\|(?:\(\?:)?\[\\p\{L\}([^\[\]]*)\]", pattern)
+    return regex.compile(r"[^\s\p{L}" + m.group(1) + "]") if m else None
+
+
 SEP = "\x00"  # separates texts in a batch; never in a cleaned text (checked)
 
 

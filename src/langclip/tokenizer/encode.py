@@ -2,14 +2,16 @@
 chunks and the Rust BPE of `tokenizers`) and `HFTextTokenizer` (a Hugging Face encoder's own)."""
 from __future__ import annotations
 
+import codecs
 import gc
 import json
+import re
 import unicodedata
-from itertools import chain
+from itertools import chain, compress
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .clean import SEP, WS, clean, pre_regex, sep_breakers, slow_re
+from .clean import SEP, WS, clean, non_letters, pre_regex, sep_breakers, slow_re
 from .vocab import CLIP_VOCAB, EOT, PAD_ID, PRETOKENIZE_PATTERN, SOT, build_hf_tokenizer, bytes_to_unicode, split_pattern
 
 META_FILE = "langclip_tokenizer.json"
@@ -18,13 +20,13 @@ META_FILE = "langclip_tokenizer.json"
 _chain = chain.from_iterable
 
 
-BYTE_MAP = {i: c for i, c in bytes_to_unicode().items()}  # for str.translate of latin-1-decoded bytes
+BYTE_TABLE = "".join(bytes_to_unicode()[i] for i in range(256))  # CLIP's byte-level characters, a charmap codec
 
 
-def _lookup_arrow(chunks: list[str], cache):
-    """The concatenated ids of `chunks`, for big batches: Arrow's hash table finds the distinct chunks
-    (C++), each distinct chunk is looked up once, and NumPy gathers the rest. ~3x faster than one dict
-    lookup per chunk at 100k texts. None if Arrow cannot take the strings (e.g. lone surrogates)."""
+def _arrow_codes(chunks: list[str]):
+    """(the distinct chunks, each chunk's index among them) of a big batch, found by Arrow's hash table
+    (C++): ~3x faster than a dict lookup per chunk at 100k texts. None if Arrow cannot take the strings
+    (e.g. lone surrogates)."""
     import numpy as np
 
     try:
@@ -36,8 +38,13 @@ def _lookup_arrow(chunks: list[str], cache):
         enc = pc.dictionary_encode(pa.array(chunks, type=pa.string()))
     except (pa.ArrowException, UnicodeError, ValueError, TypeError):
         return None
-    codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    u_ids = [cache[u] for u in enc.dictionary.to_pylist()]
+    return enc.dictionary.to_pylist(), enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _gather(u_ids: list[tuple[int, ...]], codes):
+    """The concatenated ids of the chunks `codes` points at, given each distinct chunk's ids (NumPy)."""
+    import numpy as np
+
     u_lens = np.fromiter(map(len, u_ids), dtype=np.int64, count=len(u_ids))
     u_flat = np.fromiter(_chain(u_ids), dtype=np.int64, count=int(u_lens.sum()))
     c_lens = u_lens[codes]
@@ -46,14 +53,16 @@ def _lookup_arrow(chunks: list[str], cache):
 
 
 class _Memo(dict):
-    """A dict that computes a missing value with `fn(key)` and keeps it."""
+    """A dict that computes a missing value with `fn(key)`, and keeps it if the key is NFC (see `_fill`)."""
 
     def __init__(self, fn):
         super().__init__()
         self.fn = fn
 
     def __missing__(self, key):
-        value = self[key] = self.fn(key)
+        value = self.fn(key)
+        if key.isascii() or unicodedata.is_normalized("NFC", key):
+            self[key] = value
         return value
 
 
@@ -72,6 +81,7 @@ class Tokenizer:
         # the pre-tokenizer of tokenizer.json, so Python and the Rust side cut text alike
         self.pattern = split_pattern(self.hf)
         self._pre = pre_regex(self.pattern)
+        self._others = non_letters(self.pattern)
         # chunk or pre-token -> ids, as tuples: tuples of ints leave the garbage collector's lists
         self._cache = _Memo(self._encode_chunk)
         # the BPE model alone, for pre-tokens already cut and byte-mapped; langclip memoises, so the
@@ -152,41 +162,114 @@ class Tokenizer:
         A cleaned text is cut at its spaces into chunks; no pre-token crosses a space, so a chunk's
         ids never depend on its neighbours and are memoised (as CLIP's own tokenizer memoises words).
         Only a new chunk is pre-tokenized and run through the BPE in `tokenizers` (Rust). Cleaning is
-        skipped where it provably changes nothing but case (see `needs_ftfy`). The whole batch is
-        joined with a separator chunk, split once and looked up in one pass at C speed."""
-        import numpy as np
-
-        cache, slow, is_nfc = self._cache, slow_re().search, unicodedata.is_normalized
+        skipped where it provably changes nothing but case (see `needs_ftfy`; its NFC check is made on
+        the batch's new chunks, see `_fill`). The whole batch is joined with a separator chunk, split
+        once and looked up in one pass at C speed."""
+        cache, slow = self._cache, slow_re().search
         if len(cache) > 2_000_000:
             cache.clear()
         cache[SEP] = (-1,)
-        prepared = [t.lower() if ((t.isprintable() and "&" not in t) if t.isascii() else
-                                  (not slow(t) and is_nfc("NFC", t))) else clean(t) for t in texts]
+        prepared = [t if ((t.isprintable() and "&" not in t) if t.isascii() else not slow(t)) else clean(t)
+                    for t in texts]
+        return self._lookup(texts, prepared)
+
+    def _lookup(self, texts: Sequence[str] | None, prepared: list[str]):
+        """`_encode_flat_inner`'s work on texts prepared for cutting (a text as typed stands for its lower
+        case) but not yet checked for NFC. Given the `texts`, the ones holding a new chunk that is not
+        NFC are cleaned (ftfy normalises) and the batch is looked up again."""
+        import numpy as np
+
+        cache, is_nfc = self._cache, unicodedata.is_normalized
         joined = f" {SEP} ".join(prepared)
         if joined.count(SEP) != max(len(prepared) - 1, 0) or sep_breakers().search(joined):
-            # a cleaned text kept a character that str.split would misread: text by text
+            # a cleaned text kept a character that str.split would misread: text by text, through _Memo
             flat: list[int] = []
             lens: list[int] = []
-            for t in prepared:
+            for t, p in zip(texts or prepared, prepared):
+                p = clean(t) if texts and p is t and not is_nfc("NFC", t) else p
                 n0 = len(flat)
-                t = WS.sub(" ", t).strip(" ")  # no-op on cleaned text; CLIP's split on the others
-                flat.extend(_chain(map(cache.__getitem__, t.split(" ") if t else ())))
+                p = WS.sub(" ", p).strip(" ")  # no-op on cleaned text; CLIP's split on the others
+                flat.extend(_chain(map(cache.__getitem__, p.split(" ") if p else ())))
                 lens.append(len(flat) - n0)
             return np.asarray(flat, dtype=np.int64), np.asarray(lens, dtype=np.int64)
         chunks = joined.split()
-        # a new chunk is encoded by _Memo.__missing__
-        ids = _lookup_arrow(chunks, cache) if len(chunks) >= 4096 else None
-        if ids is None:
+        found = _arrow_codes(chunks) if len(chunks) >= 4096 else None
+        bad = self._fill([c for c in (found[0] if found else dict.fromkeys(chunks)) if c not in cache])
+        if bad and texts is not None:
+            # a text holding one is not NFC: the ftfy path (a text holding one as a piece is cleaned too;
+            # cleaning is right for any text). Many: NFC-decomposed input, checked text by text
+            needs = re.compile("|".join(map(re.escape, bad))).search if len(bad) <= 64 else \
+                (lambda p: not is_nfc("NFC", p))
+            return self._lookup(None, [clean(t) if p is t and not t.isascii() and needs(p) else p
+                                       for t, p in zip(texts, prepared)])
+        # every chunk is memoised now, but those left to _Memo.__missing__ (see _fill)
+        if found:
+            ids = _gather(list(map(cache.__getitem__, found[0])), found[1])
+        else:
             ids = np.fromiter(_chain(map(cache.__getitem__, chunks)), dtype=np.int64)
         seps = np.flatnonzero(ids == -1)
         lens = np.diff(np.concatenate(([-1], seps, [len(ids)]))) - 1
         return (np.delete(ids, seps) if len(seps) else ids), lens
 
+    def _fill(self, new: list[str]) -> set[str]:
+        """Memoise a batch's new chunks (as typed: the ids are their lower case's) in one pass, and return
+        those that are not NFC (not memoised).
+
+        A text is NFC exactly when its chunks are (no canonical reordering or composition crosses white
+        space), so the cleaning fast path's NFC check is made here, once on the new chunks joined, not
+        on every text: for scripts whose marks are NFC "maybe" characters (Bengali's vowel signs) each
+        check is a full normalisation, half the time of a memoised text. Every key kept is NFC, so a
+        chunk found in the memo needs no check. A chunk that is one run of letters (most) is one BPE
+        call; the others are cut by the pre-tokenizer, and each pre-token is one BPE call. A chunk whose
+        lower case is not NFC (rare) is left to `_Memo`, which keeps no key that is not NFC."""
+        import numpy as np
+
+        is_nfc = unicodedata.is_normalized
+        # chunk by chunk: a long string holding one NFC "maybe" character is normalised whole, slower
+        bad = {c for c in new if not is_nfc("NFC", c)}
+        new = [c for c in new if c not in bad] if bad else new
+        raw = " ".join(new)
+        low_all = raw.lower()   # str.lower's final sigma looks no further than a space
+        if low_all != raw and not is_nfc("NFC", low_all):   # lower case can break NFC (rarely)
+            new = [c for c in new if is_nfc("NFC", c.lower())]
+            low_all = " ".join(new).lower()
+        if not new:
+            return bad
+        cache, pre = self._cache, self._pre
+        lowered = low_all.split(" ")
+        if self._others is None:
+            cut = range(len(new))
+        else:   # the chunks holding something besides letters: found by one search of the batch
+            hits = np.fromiter((m.start() for m in self._others.finditer(low_all)), dtype=np.int64)
+            ends = np.fromiter(map(len, lowered), dtype=np.int64, count=len(lowered)).cumsum() + np.arange(len(lowered))
+            cut = np.unique(np.searchsorted(ends, hits)).tolist()
+        multi = {i: pre.findall(lowered[i]) for i in cut}
+        one = np.ones(len(new), dtype=bool)
+        one[list(multi)] = False
+        one = one.tolist()
+        singles = list(compress(lowered, one))
+        todo = dict.fromkeys(singles)
+        for words in multi.values():   # a pre-token is its own pre-tokenization (tested)
+            todo.update(dict.fromkeys(words))
+        keys = [w for w in todo if w not in cache]
+        if keys:
+            joined = " ".join(keys)
+            # CLIP's byte-level characters, all words at once ('!'..'~' map to themselves; a space to "Ġ")
+            mapped = keys if joined.isascii() and joined.isprintable() else \
+                codecs.charmap_decode(joined.encode("utf-8"), "strict", BYTE_TABLE)[0].split(BYTE_TABLE[32])
+            tokenize = self._bpe.tokenize
+            cache.update(zip(keys, [tuple([t.id for t in tokenize(w)]) for w in mapped]))
+        get = cache.__getitem__
+        cache.update(zip(compress(new, one), map(get, singles)))
+        cache.update((new[i], tuple(_chain(map(get, words)))) for i, words in multi.items())
+        return bad
+
     def _encode_chunk(self, chunk: str) -> tuple[int, ...]:
-        """Ids of one cleaned, space-free chunk (not memoised here: `_Memo` stores the result).
+        """Ids of one space-free chunk's lower case (not memoised here: `_Memo` stores the result).
         A literal "<|endoftext|>" in a text is plain text, as in SimpleTokenizer (open_clip >= 3)."""
         # a run of letters is one pre-token; str.isalpha is \p{L} (checked in the old, stable
         # blocks only, where Python's and `regex`'s Unicode tables cannot differ)
+        chunk = chunk.lower()
         if chunk.isalpha() and (chunk.isascii() or max(chunk) < "\u0530"):
             return self._bpe_ids(chunk)
         words = self._pre.findall(chunk)
@@ -197,7 +280,7 @@ class Tokenizer:
     def _bpe_ids(self, word: str) -> tuple[int, ...]:
         """BPE of one pre-token, mapped to CLIP's byte-level characters ('!'..'~' map to themselves)."""
         if not (word.isascii() and word.isprintable()):
-            word = word.encode("utf-8").decode("latin-1").translate(BYTE_MAP)
+            word = codecs.charmap_decode(word.encode("utf-8"), "strict", BYTE_TABLE)[0]
         return tuple([t.id for t in self._bpe.tokenize(word)])
 
     def tokens(self, text: str) -> list[str]:
