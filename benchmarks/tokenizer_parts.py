@@ -2,8 +2,9 @@
 Chinese, Japanese), per text, one thread, median of 5, same run:
 - `cold`: a fresh tokenizer (every chunk new), as tokenizer_bench.py measures;
 - `warm`: the same texts again (every chunk memoised): what is left besides new chunks' BPE;
-- `nfc_check`: `unicodedata.is_normalized("NFC", text)` alone, which the cleaning fast path runs on every
-  non-ASCII text (scripts whose marks are NFC "maybe" characters make it normalise);
+- `nfc_check`: `unicodedata.is_normalized("NFC", text)` alone, which the cleaning fast path ran on every
+  non-ASCII text until session 31 (scripts whose marks are NFC "maybe" characters make it normalise; it now
+  runs on a batch's new chunks only: `tokenizer_encode.py` measures that change);
 - `simple`: open_clip's SimpleTokenizer (the baseline);
 - `one_rust_call`: tried, not kept — every new chunk of the batch encoded in one `tokenizers` call (the
   chunks joined by spaces, split back at their offsets) before the memo lookup, instead of one BPE call each.

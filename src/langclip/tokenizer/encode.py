@@ -269,6 +269,8 @@ class Tokenizer:
         A literal "<|endoftext|>" in a text is plain text, as in SimpleTokenizer (open_clip >= 3)."""
         # a run of letters is one pre-token; str.isalpha is \p{L} (checked in the old, stable
         # blocks only, where Python's and `regex`'s Unicode tables cannot differ)
+        if chunk == SEP:  # (memoised as well; a cache cleared by another thread meanwhile would lose it)
+            return (-1,)
         chunk = chunk.lower()
         if chunk.isalpha() and (chunk.isascii() or max(chunk) < "\u0530"):
             return self._bpe_ids(chunk)
