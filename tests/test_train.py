@@ -261,6 +261,44 @@ def test_a_run_trains_further_from_another_run(tmp_path, trained_run, world_cach
                  f"out={tmp_path / 'cli'}", "tensorboard=false", "max_steps=2"]) == 0
 
 
+GROUP_FIRST = """
+import gc, os, sys, torch, torch.distributed as dist
+threads = lambda: len(os.listdir("/proc/self/task"))   # gloo's workers and transport loop included
+before = threads()
+dist.init_process_group("gloo", init_method="file://" + sys.argv[1], rank=0, world_size=1)
+if sys.argv[2] == "ddp-first":   # DDP imports torch.distributed.nn: after the group started
+    from torch.nn.parallel import DistributedDataParallel
+    m = DistributedDataParallel(torch.nn.Linear(2, 2))
+    m(torch.randn(3, 2)).sum().backward()
+    del m
+import langclip.dist   # what `from langclip.train import train` imports
+x = torch.ones(2)
+dist.all_reduce(x)
+if sys.argv[2] == "langclip-first":
+    from torch.nn.parallel import DistributedDataParallel
+    m = DistributedDataParallel(torch.nn.Linear(2, 2))
+    m(torch.randn(3, 2)).sum().backward()
+    del m
+gc.collect()
+dist.destroy_process_group()
+gc.collect()
+print(before, threads())
+"""
+
+
+@pytest.mark.parametrize("order", ["ddp-first", "langclip-first"])
+def test_a_group_a_script_started_ends_with_its_threads_whenever_langclip_is_imported(tmp_path, order):
+    """A script that starts its own process group and then imports langclip's training (or made a DDP model
+    first): torch.distributed.nn, imported after the group started, held the group in its functions'
+    default arguments, so destroy_process_group left gloo's threads running into the interpreter's exit
+    (where a rank could abort: session 30). langclip's import sets those defaults back to None."""
+    r = subprocess.run([sys.executable, "-c", GROUP_FIRST, str(tmp_path / "store"), order], capture_output=True,
+                       text=True, timeout=120, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    before, after = map(int, r.stdout.split())
+    assert after == before, (before, after)
+
+
 @pytest.mark.slow
 def test_ddp_two_processes_equal_one_for_every_loss_combination(tmp_path):
     """2-process gloo run (torchrun) vs 1 process on the same global batch, two steps each, for every

@@ -13,9 +13,31 @@ import torch
 # released a finished collective's tensors while the interpreter exited aborted the process ("terminate
 # called without an active exception", exit -6, about one torchrun launch in a hundred:
 # benchmarks/ddp_exit.py). Imported here, before langclip or a script that imports it starts a group, its
-# defaults are None. (A script that starts its group before importing langclip keeps the old behaviour.)
+# defaults are None; imported earlier, after a script started its own group, they are set back to None.
+
+
+def _unpin_world() -> int:
+    """Set back to None the defaults of torch.distributed.nn's functions that hold the running group (the
+    module was imported after the group started), as if it had been imported first: None is the default
+    group, the same group, so the functions behave alike. How many functions were changed."""
+    import torch.distributed as dist
+    import torch.distributed.nn.functional as fn
+
+    world = dist.group.WORLD if dist.is_initialized() else None
+    changed = 0
+    for f in list(vars(fn).values()):
+        while world is not None and callable(f):
+            defaults = getattr(f, "__defaults__", None)
+            if defaults and any(d is world for d in defaults):
+                f.__defaults__ = tuple(None if d is world else d for d in defaults)
+                changed += 1
+            f = getattr(f, "__wrapped__", None)
+    return changed
+
+
 if torch.distributed.is_available():
     importlib.import_module("torch.distributed.nn")
+    _unpin_world()
 
 
 def init_from_env() -> tuple[int, int]:
