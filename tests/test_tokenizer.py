@@ -534,6 +534,16 @@ def test_cli_train_stats_encode(tmp_path, capsys):
         assert f"the corpus uses {len(used)} of the 30 added tokens" in capsys.readouterr().out
     assert 0 < len(used) < 30
     assert main(["tokenizer", "encode", "--tokenizer", str(tmp_path / "t"), "красные звезды"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["ids"]) == len(out["tokens"]) == len(out["pieces"]) > 0
+    # the pieces, as text, spell the cleaned text ("</w>" ends each word)
+    assert "".join(out["pieces"]).replace("</w>", " ").strip() == "красные звезды"
+    # tokens and pieces follow the ids, literal "<|endoftext|>" text included; a piece of a character shows its bytes
+    Tokenizer.clip().save(tmp_path / "clip")
+    assert main(["tokenizer", "encode", "--tokenizer", str(tmp_path / "clip"), "ж <|endoftext|>"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["tokens"][:2] == ["Ð", "¶</w>"] and out["pieces"][:2] == ["\\xd0", "\\xb6</w>"]   # b"\xd0\xb6" is "ж"
+    assert out["ids"][2:] == [27, 347, 40786, 4160, 91, 285] and "".join(out["pieces"][2:]).replace("</w>", "") == "<|endoftext|>"
 
 
 def test_cli_bad_input(tmp_path, capsys, caplog):
@@ -656,7 +666,8 @@ def test_batches_with_texts_that_are_not_nfc_get_the_ids_of_their_normal_form(ru
     rng = random.Random(1)
     big = [rng.choice(nfc + odd) + " " + rng.choice(nfc) for _ in range(3000)]  # > 4096 chunks: Arrow
     for name, (tok, ref) in refs.items():
-        for batch in (nfc, odd, lower, nfc + odd, odd[::-1] + nfc, decomposed, big, decomposed[:20] + nfc):
+        for batch in (nfc, odd, lower, nfc + odd, odd[::-1] + nfc, decomposed, big, decomposed[:20] + nfc,
+                      ["", "cafe\u0301", "", "кот", "か\u3099"], [""] * 3 + big[:2000] + [""]):
             got, exp = tok.encode_batch(batch), [ref(t) for t in batch]
             assert got == exp, (name, [(t, g, e) for t, g, e in zip(batch, got, exp) if g != e][:3])
             assert all(k.isascii() or unicodedata.is_normalized("NFC", k) for k in tok._cache), name

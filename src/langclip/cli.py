@@ -235,7 +235,7 @@ def _tokenizer(args: argparse.Namespace) -> int:
     else:
         tok = load_tokenizer(args.tokenizer)
         for t in args.texts:
-            print(json.dumps({"text": t, "ids": tok.encode(t), "tokens": tok.tokens(t)}, ensure_ascii=False))
+            print(json.dumps({"text": t, "ids": tok.encode(t), "tokens": tok.tokens(t), "pieces": tok.pieces(t)}, ensure_ascii=False))
     return 0
 
 

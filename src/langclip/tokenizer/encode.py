@@ -1,18 +1,17 @@
 """Encoding: `Tokenizer` (CLIP's BPE + new merges, batch encoding through a memo of space-free
-chunks and the Rust BPE of `tokenizers`) and `HFTextTokenizer` (a Hugging Face encoder's own)."""
+chunks and the Rust BPE of `tokenizers`); `load_tokenizer` (it, or `hf.HFTextTokenizer`)."""
 from __future__ import annotations
 
 import codecs
 import gc
 import json
-import re
 import unicodedata
 from itertools import chain, compress
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from .clean import SEP, WS, clean, non_letters, pre_regex, sep_breakers, slow_re
-from .vocab import CLIP_VOCAB, EOT, PAD_ID, PRETOKENIZE_PATTERN, SOT, build_hf_tokenizer, bytes_to_unicode, split_pattern
+from .vocab import CLIP_VOCAB, EOT, PAD_ID, PRETOKENIZE_PATTERN, SOT, build_hf_tokenizer, bytes_to_unicode, readable, split_pattern
 
 META_FILE = "langclip_tokenizer.json"
 
@@ -50,6 +49,21 @@ def _gather(u_ids: list[tuple[int, ...]], codes):
     c_lens = u_lens[codes]
     src = np.repeat((u_lens.cumsum() - u_lens)[codes] - (c_lens.cumsum() - c_lens), c_lens) + np.arange(int(c_lens.sum()))
     return u_flat[src]
+
+
+def _splice(flat, lens, rows: list[int], flat2, lens2):
+    """`flat` and `lens` (texts' ids concatenated, their counts) with the texts `rows` (ascending) replaced
+    by those of `flat2` and `lens2`."""
+    import numpy as np
+
+    starts, starts2 = lens.cumsum() - lens, lens2.cumsum() - lens2
+    parts, prev = [], 0
+    for k, j in enumerate(rows):
+        parts += [flat[prev: starts[j]], flat2[starts2[k]: starts2[k] + lens2[k]]]
+        prev = starts[j] + lens[j]
+    lens = lens.copy()
+    lens[rows] = lens2
+    return np.concatenate(parts + [flat[prev:]]).astype(np.int64), lens
 
 
 class _Memo(dict):
@@ -175,8 +189,8 @@ class Tokenizer:
 
     def _lookup(self, texts: Sequence[str] | None, prepared: list[str]):
         """`_encode_flat_inner`'s work on texts prepared for cutting (a text as typed stands for its lower
-        case) but not yet checked for NFC. Given the `texts`, the ones holding a new chunk that is not
-        NFC are cleaned (ftfy normalises) and the batch is looked up again."""
+        case) but not yet checked for NFC. Given the `texts`, the ones holding a new chunk that is not NFC
+        are cleaned (ftfy normalises), encoded apart and spliced in."""
         import numpy as np
 
         cache, is_nfc = self._cache, unicodedata.is_normalized
@@ -195,21 +209,33 @@ class Tokenizer:
         chunks = joined.split()
         found = _arrow_codes(chunks) if len(chunks) >= 4096 else None
         bad = self._fill([c for c in (found[0] if found else dict.fromkeys(chunks)) if c not in cache])
-        if bad and texts is not None:
-            # a text holding one is not NFC: the ftfy path (a text holding one as a piece is cleaned too;
-            # cleaning is right for any text). Many: NFC-decomposed input, checked text by text
-            needs = re.compile("|".join(map(re.escape, bad))).search if len(bad) <= 64 else \
-                (lambda p: not is_nfc("NFC", p))
-            return self._lookup(None, [clean(t) if p is t and not t.isascii() and needs(p) else p
-                                       for t, p in zip(texts, prepared)])
-        # every chunk is memoised now, but those left to _Memo.__missing__ (see _fill)
-        if found:
-            ids = _gather(list(map(cache.__getitem__, found[0])), found[1])
-        else:
-            ids = np.fromiter(_chain(map(cache.__getitem__, chunks)), dtype=np.int64)
+        redo = bad and texts is not None
+        # every chunk is memoised now, but those left to _Memo.__missing__ (see _fill); a chunk that is not
+        # NFC stands empty for a moment when its texts are encoded again below
+        cache.update(dict.fromkeys(bad, ()) if redo else {})
+        try:
+            if found:
+                ids = _gather(list(map(cache.__getitem__, found[0])), found[1])
+            else:
+                ids = np.fromiter(_chain(map(cache.__getitem__, chunks)), dtype=np.int64)
+        finally:
+            for b in bad if redo else ():
+                cache.pop(b, None)
         seps = np.flatnonzero(ids == -1)
         lens = np.diff(np.concatenate(([-1], seps, [len(ids)]))) - 1
-        return (np.delete(ids, seps) if len(seps) else ids), lens
+        flat = np.delete(ids, seps) if len(seps) else ids
+        if not redo:
+            return flat, lens
+        # a text holding one is not NFC: the ftfy path (a cleaned one keeps its text, its chunk left to _Memo)
+        if found:
+            at = np.isin(found[1], [k for k, c in enumerate(found[0]) if c in bad])
+            text_of = np.cumsum(found[1] == (found[0].index(SEP) if SEP in found[0] else -1))
+        else:
+            at = np.array([c in bad for c in chunks], dtype=bool)
+            text_of = np.cumsum([c == SEP for c in chunks])
+        rows = np.unique(text_of[at]).tolist()
+        again = self._lookup(None, [clean(texts[j]) if prepared[j] is texts[j] else prepared[j] for j in rows])
+        return _splice(flat, lens, rows, *again)
 
     def _fill(self, new: list[str]) -> set[str]:
         """Memoise a batch's new chunks (as typed: the ids are their lower case's) in one pass, and return
@@ -286,7 +312,12 @@ class Tokenizer:
         return tuple([t.id for t in self._bpe.tokenize(word)])
 
     def tokens(self, text: str) -> list[str]:
-        return self.hf.encode(clean(text), add_special_tokens=False).tokens
+        """The vocabulary's tokens of `text` (CLIP's byte-level characters: "Ð¶" for "ж")."""
+        return [self.hf.id_to_token(i) for i in self.encode(text)]
+
+    def pieces(self, text: str) -> list[str]:
+        """The tokens of `text` as text: "кот</w>"; a piece of a character as its bytes ("\\xd0")."""
+        return [readable(t) for t in self.tokens(text)]
 
     def decode(self, ids: Iterable[int]) -> str:
         ids = [int(i) for i in ids if int(i) not in (self.sot_token_id, self.eot_token_id)]
@@ -322,65 +353,6 @@ class Tokenizer:
         return torch.from_numpy(out)
 
 
-class HFTextTokenizer:
-    """A Hugging Face encoder's own tokenizer, for `hf:<name>` text towers, with langclip's call:
-    `tok(texts, context_length) -> LongTensor (B, L)` padded with the model's pad id; truncation keeps
-    the closing special token, as Hugging Face tokenizers do."""
-
-    kind = "hf"
-
-    def __init__(self, tok, context_length: int = 77):
-        self.tok = tok
-        self.context_length = context_length
-        self.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else 0
-        self.vocab_size = len(tok)
-        self.meta = {"base": str(getattr(tok, "name_or_path", "")), "kind": "hf"}
-
-    @classmethod
-    def load(cls, name_or_path: str | Path, context_length: int = 77) -> "HFTextTokenizer":
-        try:
-            from transformers import AutoTokenizer
-        except ImportError:
-            raise RuntimeError("hf:<name> text towers need `transformers`: pip install 'langclip[hf]'") from None
-        try:
-            tok = AutoTokenizer.from_pretrained(str(name_or_path))
-        except (OSError, ValueError) as e:
-            raise FileNotFoundError(f"Hugging Face tokenizer {str(name_or_path)!r} could not be loaded: "
-                                    f"{str(e).splitlines()[0]}") from None
-        return cls(tok, context_length)
-
-    def save(self, path: str | Path) -> Path:
-        self.tok.save_pretrained(str(path))
-        return Path(path)
-
-    def digest(self) -> str:
-        import hashlib
-
-        vocab = json.dumps(sorted(self.tok.get_vocab().items()), ensure_ascii=False)
-        return hashlib.sha256(f"{type(self.tok).__name__}\n{vocab}".encode("utf-8")).hexdigest()[:16]
-
-    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        return self.tok(list(texts), add_special_tokens=False)["input_ids"]
-
-    def encode(self, text: str) -> list[int]:
-        return self.encode_batch([text])[0]
-
-    def tokens(self, text: str) -> list[str]:
-        return self.tok.convert_ids_to_tokens(self.encode(text))
-
-    num_added_merges = None    # not an extension of CLIP's BPE
-
-    def decode(self, ids: Iterable[int]) -> str:
-        return self.tok.decode([int(i) for i in ids], skip_special_tokens=True)
-
-    def __call__(self, texts: str | Sequence[str], context_length: int | None = None):
-        if isinstance(texts, str):
-            texts = [texts]
-        L = context_length or self.context_length
-        out = self.tok(list(texts), padding="max_length", truncation=True, max_length=L, return_tensors="pt")
-        return out["input_ids"].long()
-
-
 def load_tokenizer(path: str | Path, context_length: int | None = None):
     """A saved tokenizer folder: langclip's extended BPE, or a Hugging Face encoder's own tokenizer; a run
     folder stands for its tokenizer."""
@@ -388,6 +360,8 @@ def load_tokenizer(path: str | Path, context_length: int | None = None):
     if (path / "model.json").is_file() and (path / "tokenizer").is_dir():
         path = path / "tokenizer"
     if path.is_dir() and not (path / META_FILE).is_file() and (path / "tokenizer_config.json").is_file():
+        from .hf import HFTextTokenizer
+
         return HFTextTokenizer.load(path, context_length or 77)
     tok = Tokenizer.load(path)
     if context_length:

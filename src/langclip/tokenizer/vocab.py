@@ -116,6 +116,16 @@ def bytes_to_unicode() -> dict[int, str]:
     return dict(zip(bs, map(chr, cs)))
 
 
+def readable(token: str) -> str:
+    """A vocabulary token as text: CLIP's byte-level characters back to UTF-8 ("Ð¶" -> "ж"), a piece of a
+    character as its bytes ("\\xd0"), the end-of-word mark kept ("кот</w>")."""
+    end = SUFFIX if token.endswith(SUFFIX) else ""
+    body, dec = token[: len(token) - len(end)], {c: b for b, c in bytes_to_unicode().items()}
+    if not all(c in dec for c in body):
+        return token
+    return bytes(dec[c] for c in body).decode("utf-8", errors="backslashreplace") + end
+
+
 def clip_bpe_file() -> Path:
     """CLIP's merges file, shipped inside open_clip (found without importing open_clip/torch)."""
     spec = importlib.util.find_spec("open_clip")
