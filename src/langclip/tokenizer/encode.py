@@ -242,9 +242,9 @@ class Tokenizer:
         those that are not NFC (not memoised).
 
         A text is NFC exactly when its chunks are (no canonical reordering or composition crosses white
-        space), so the cleaning fast path's NFC check is made here, once on the new chunks joined, not
-        on every text: for scripts whose marks are NFC "maybe" characters (Bengali's vowel signs) each
-        check is a full normalisation, half the time of a memoised text. Every key kept is NFC, so a
+        space), so the cleaning fast path's NFC check is made here, on the new chunks, not on every
+        text: for scripts whose marks are NFC "maybe" characters (Bengali's vowel signs) each check is a
+        full normalisation, half the time of a memoised text. Every key kept is NFC, so a
         chunk found in the memo needs no check. A chunk that is one run of letters (most) is one BPE
         call; the others are cut by the pre-tokenizer, and each pre-token is one BPE call. A chunk whose
         lower case is not NFC (rare) is left to `_Memo`, which keeps no key that is not NFC."""
