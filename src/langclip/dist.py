@@ -23,10 +23,11 @@ def _unpin_world() -> int:
     import torch.distributed as dist
     import torch.distributed.nn.functional as fn
 
-    world = dist.group.WORLD if dist.is_initialized() else None
-    changed = 0
+    if not dist.is_initialized():
+        return 0
+    world, changed = dist.group.WORLD, 0
     for f in list(vars(fn).values()):
-        while world is not None and callable(f):
+        while callable(f):
             defaults = getattr(f, "__defaults__", None)
             if defaults and any(d is world for d in defaults):
                 f.__defaults__ = tuple(None if d is world else d for d in defaults)

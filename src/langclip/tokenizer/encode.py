@@ -212,15 +212,17 @@ class Tokenizer:
         redo = bad and texts is not None
         # every chunk is memoised now, but those left to _Memo.__missing__ (see _fill); a chunk that is not
         # NFC stands empty for a moment when its texts are encoded again below
-        cache.update(dict.fromkeys(bad, ()) if redo else {})
+        if redo:
+            cache.update(dict.fromkeys(bad, ()))
         try:
             if found:
                 ids = _gather(list(map(cache.__getitem__, found[0])), found[1])
             else:
                 ids = np.fromiter(_chain(map(cache.__getitem__, chunks)), dtype=np.int64)
         finally:
-            for b in bad if redo else ():
-                cache.pop(b, None)
+            if redo:
+                for b in bad:
+                    cache.pop(b, None)
         seps = np.flatnonzero(ids == -1)
         lens = np.diff(np.concatenate(([-1], seps, [len(ids)]))) - 1
         flat = np.delete(ids, seps) if len(seps) else ids

@@ -7,7 +7,7 @@ import functools
 import unicodedata
 from collections import Counter
 
-from .vocab import SUFFIX, bytes_to_unicode
+from .vocab import SUFFIX, unicode_to_bytes
 
 
 # -- English stays CLIP's, by construction ------------------------------------------------------
@@ -83,7 +83,7 @@ class ScriptGuard:
         self.scripts = list(scripts)
         self.ascii_letters = ascii_letters and "LATIN" in scripts   # english_words set: ASCII letters are targets
         self._set = frozenset(scripts)
-        self._byte = {c: b for b, c in bytes_to_unicode().items()}
+        self._byte = unicode_to_bytes()
         self._range_memo: dict[tuple[int, int], bool] = {}
         self._char_memo: dict[int, bool] = {}   # is_target of whole characters, as `protected` asks
 

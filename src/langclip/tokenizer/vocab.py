@@ -116,11 +116,17 @@ def bytes_to_unicode() -> dict[int, str]:
     return dict(zip(bs, map(chr, cs)))
 
 
+@functools.lru_cache()
+def unicode_to_bytes() -> dict[str, int]:
+    """`bytes_to_unicode` inverted: CLIP's byte-level character -> its byte (read only)."""
+    return {c: b for b, c in bytes_to_unicode().items()}
+
+
 def readable(token: str) -> str:
     """A vocabulary token as text: CLIP's byte-level characters back to UTF-8 ("Ð¶" -> "ж"), a piece of a
     character as its bytes ("\\xd0"), the end-of-word mark kept ("кот</w>")."""
     end = SUFFIX if token.endswith(SUFFIX) else ""
-    body, dec = token[: len(token) - len(end)], {c: b for b, c in bytes_to_unicode().items()}
+    body, dec = token[: len(token) - len(end)], unicode_to_bytes()
     if not all(c in dec for c in body):
         return token
     return bytes(dec[c] for c in body).decode("utf-8", errors="backslashreplace") + end
