@@ -267,15 +267,15 @@ class Tokenizer:
         lowered = low_all.split(" ")
         if self._others is None:
             cut = range(len(new))
+        elif len(new) < 256:   # a query or a few: one search each costs less than NumPy's calls
+            cut = [i for i, low in enumerate(lowered) if self._others.search(low)]
         else:   # the chunks holding something besides letters: found by one search of the batch
             hits = np.fromiter((m.start() for m in self._others.finditer(low_all)), dtype=np.int64)
             ends = np.fromiter(map(len, lowered), dtype=np.int64, count=len(lowered)).cumsum() + np.arange(len(lowered))
             cut = np.unique(np.searchsorted(ends, hits)).tolist()
         multi = {i: pre.findall(lowered[i]) for i in cut}
-        one = np.ones(len(new), dtype=bool)
-        one[list(multi)] = False
-        one = one.tolist()
-        singles = list(compress(lowered, one))
+        one = [i not in multi for i in range(len(new))] if multi else None
+        singles = list(compress(lowered, one)) if multi else lowered
         todo = dict.fromkeys(singles)
         for words in multi.values():   # a pre-token is its own pre-tokenization (tested)
             todo.update(dict.fromkeys(words))
@@ -288,7 +288,7 @@ class Tokenizer:
             tokenize = self._bpe.tokenize
             cache.update(zip(keys, [tuple([t.id for t in tokenize(w)]) for w in mapped]))
         get = cache.__getitem__
-        cache.update(zip(compress(new, one), map(get, singles)))
+        cache.update(zip(compress(new, one) if multi else new, map(get, singles)))
         cache.update((new[i], tuple(_chain(map(get, words)))) for i, words in multi.items())
         return bad
 
