@@ -51,6 +51,24 @@ def sentences(lang, n, seed=0, kind="uniform"):
     return texts
 
 
+def encode_rates(texts: list[str], tok_dir: str, repeats: int) -> dict:
+    """SimpleTokenizer and langclip's tokenizer (from `tok_dir`) alternately on `texts`, fresh objects each
+    repeat (both memoise words): texts/s of each (medians) and the ratio."""
+    from open_clip.tokenizer import SimpleTokenizer
+
+    from langclip.tokenizer import Tokenizer
+
+    ref_t, ours_t = [], []
+    for _ in range(repeats):
+        ref, tok = SimpleTokenizer(), Tokenizer.load(tok_dir)
+        t0 = time.perf_counter(); ref(texts); ref_t.append(time.perf_counter() - t0)
+        t0 = time.perf_counter(); tok(texts); ours_t.append(time.perf_counter() - t0)
+    ref_s, ours_s = statistics.median(ref_t), statistics.median(ours_t)
+    return {"sentences": len(texts), "open_clip_per_s": round(len(texts) / ref_s),
+            "langclip_per_s": round(len(texts) / ours_s), "speedup": round(ref_s / ours_s, 1),
+            "speedups_each_repeat": [round(r / o, 1) for r, o in zip(ref_t, ours_t)]}
+
+
 def english_identity(tok, lang: str = "ru") -> dict:
     """How many words of wordfreq's list for `lang` that CLIP's ids must keep get other ids than
     SimpleTokenizer's: its Latin-script words without a letter of the target script (Russian: no
@@ -83,7 +101,6 @@ def main():
     a = ap.parse_args()
     os.environ["RAYON_NUM_THREADS"] = str(a.threads)
     torch.set_num_threads(a.threads)
-    from open_clip.tokenizer import SimpleTokenizer
 
     from langclip.tokenizer import Tokenizer
     from langclip.config import TokenizerTrainConfig
@@ -132,16 +149,8 @@ def main():
         for kind in ("uniform", "zipf", "running"):
             for n in a.sentences:
                 texts = sentences(lang, n, kind=kind)
-                ref_t, ours_t = [], []
-                for _ in range(a.repeats):
-                    ref, tok = SimpleTokenizer(), Tokenizer.load(tok_dir)  # fresh: both memoise words
-                    t0 = time.perf_counter(); ref(texts); ref_t.append(time.perf_counter() - t0)
-                    t0 = time.perf_counter(); tok(texts); ours_t.append(time.perf_counter() - t0)
-                ref_s, ours_s = statistics.median(ref_t), statistics.median(ours_t)
-                print(json.dumps({"name": f"encode_distinct_{lang}_{kind}", "sentences": len(texts),
-                                  "open_clip_per_s": round(len(texts) / ref_s), "langclip_per_s": round(len(texts) / ours_s),
-                                  "speedup": round(ref_s / ours_s, 1),
-                                  "speedups_each_repeat": [round(r / o, 1) for r, o in zip(ref_t, ours_t)]}), flush=True)
+                print(json.dumps({"name": f"encode_distinct_{lang}_{kind}", **encode_rates(texts, tok_dir, a.repeats)}),
+                      flush=True)
 
 
 if __name__ == "__main__":

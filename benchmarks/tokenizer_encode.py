@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,7 @@ def worker(tok_dir: str, langs: list[str], n: int, repeats: int) -> None:
     torch.set_num_threads(1)
     sys.path.insert(0, str(Path(__file__).parent))
     from open_clip.tokenizer import SimpleTokenizer
-    from tokenizer_bench import sentences
+    from tokenizer_bench import encode_rates, sentences
 
     import langclip
     from langclip.tokenizer import Tokenizer
@@ -45,17 +44,8 @@ def worker(tok_dir: str, langs: list[str], n: int, repeats: int) -> None:
         warm = sentences(lang, n, seed=1)   # imports and compiled patterns, outside the timing
         Tokenizer.load(tok_dir)(warm), SimpleTokenizer()(warm[:1000])
         for kind in KINDS:
-            texts = sentences(lang, n, kind=kind)
-            ref_t, ours_t = [], []
-            for _ in range(repeats):
-                ref, tok = SimpleTokenizer(), Tokenizer.load(tok_dir)   # fresh: both memoise words
-                t0 = time.perf_counter(); ref(texts); ref_t.append(time.perf_counter() - t0)
-                t0 = time.perf_counter(); tok(texts); ours_t.append(time.perf_counter() - t0)
-            ref_s, ours_s = statistics.median(ref_t), statistics.median(ours_t)
-            print(json.dumps({"langclip": str(Path(langclip.__file__).resolve()), "lang": lang,
-                              "kind": kind, "sentences": len(texts), "open_clip_per_s": round(len(texts) / ref_s),
-                              "langclip_per_s": round(len(texts) / ours_s), "speedup": round(ref_s / ours_s, 1),
-                              "speedups_each_repeat": [round(r / o, 1) for r, o in zip(ref_t, ours_t)]}), flush=True)
+            print(json.dumps({"langclip": str(Path(langclip.__file__).resolve()), "lang": lang, "kind": kind,
+                              **encode_rates(sentences(lang, n, kind=kind), tok_dir, repeats)}), flush=True)
 
 
 def main() -> None:

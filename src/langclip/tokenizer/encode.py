@@ -280,13 +280,7 @@ class Tokenizer:
         for words in multi.values():   # a pre-token is its own pre-tokenization (tested)
             todo.update(dict.fromkeys(words))
         keys = [w for w in todo if w not in cache]
-        if keys:
-            joined = " ".join(keys)
-            # CLIP's byte-level characters, all words at once ('!'..'~' map to themselves; a space to "Ġ")
-            mapped = keys if joined.isascii() and joined.isprintable() else \
-                codecs.charmap_decode(joined.encode("utf-8"), "strict", BYTE_TABLE)[0].split(BYTE_TABLE[32])
-            tokenize = self._bpe.tokenize
-            cache.update(zip(keys, [tuple([t.id for t in tokenize(w)]) for w in mapped]))
+        cache.update(zip(keys, self._bpe_ids(keys)))
         get = cache.__getitem__
         cache.update(zip(compress(new, one) if multi else new, map(get, singles)))
         cache.update((new[i], tuple(_chain(map(get, words)))) for i, words in multi.items())
@@ -295,23 +289,23 @@ class Tokenizer:
     def _encode_chunk(self, chunk: str) -> tuple[int, ...]:
         """Ids of one space-free chunk's lower case (not memoised here: `_Memo` stores the result).
         A literal "<|endoftext|>" in a text is plain text, as in SimpleTokenizer (open_clip >= 3)."""
-        # a run of letters is one pre-token; str.isalpha is \p{L} (checked in the old, stable
-        # blocks only, where Python's and `regex`'s Unicode tables cannot differ)
         if chunk == SEP:  # (memoised as well; a cache cleared by another thread meanwhile would lose it)
             return (-1,)
         chunk = chunk.lower()
-        if chunk.isalpha() and (chunk.isascii() or max(chunk) < "\u0530"):
-            return self._bpe_ids(chunk)
-        words = self._pre.findall(chunk)
+        # one run of letters is one pre-token (`_fill`'s rule)
+        words = [chunk] if self._others is not None and not self._others.search(chunk) else self._pre.findall(chunk)
         if len(words) == 1 and words[0] == chunk:
-            return self._bpe_ids(chunk)
+            return self._bpe_ids([chunk])[0]
         return tuple([i for w in words for i in self._cache[w]])
 
-    def _bpe_ids(self, word: str) -> tuple[int, ...]:
-        """BPE of one pre-token, mapped to CLIP's byte-level characters ('!'..'~' map to themselves)."""
-        if not (word.isascii() and word.isprintable()):
-            word = codecs.charmap_decode(word.encode("utf-8"), "strict", BYTE_TABLE)[0]
-        return tuple([t.id for t in self._bpe.tokenize(word)])
+    def _bpe_ids(self, words: list[str]) -> list[tuple[int, ...]]:
+        """BPE of pre-tokens, one `tokenizers` call each, after mapping all of them at once to CLIP's
+        byte-level characters ('!'..'~' map to themselves; a space, which no pre-token holds, to "Ġ")."""
+        joined = " ".join(words)
+        if words and not (joined.isascii() and joined.isprintable()):
+            words = codecs.charmap_decode(joined.encode("utf-8"), "strict", BYTE_TABLE)[0].split(BYTE_TABLE[32])
+        tokenize = self._bpe.tokenize
+        return [tuple([t.id for t in tokenize(w)]) for w in words]
 
     def tokens(self, text: str) -> list[str]:
         """The vocabulary's tokens of `text` (CLIP's byte-level characters: "Ð¶" for "ж")."""
