@@ -674,6 +674,41 @@ def test_batches_with_texts_that_are_not_nfc_get_the_ids_of_their_normal_form(ru
     assert accents.encode("j\u030c") == accents.encode("ǰ") != accents.encode("J\u030c")
 
 
+def test_threads_sharing_a_tokenizer_each_get_their_texts_ids():
+    """The search server encodes queries in a pool of threads that share one tokenizer and its memo. A
+    batch holding a chunk that is not NFC encodes it apart; while it does, another thread's batch holding
+    the same chunk still gets its ids (session 32: the memo held the chunk empty meanwhile, and the other
+    thread's "café" vanished). The switch interval is made tiny so that the threads interleave."""
+    import sys
+    import threading
+
+    from open_clip.tokenizer import SimpleTokenizer
+
+    tok = Tokenizer.clip()
+    texts = [["cafe\u0301 au lait"], ["une cafe\u0301 noir", "кот"], ["na\u0131\u0308ve cafe\u0301"]]
+    ref = SimpleTokenizer().encode
+    expected = [[ref(t) for t in batch] for batch in texts]
+    wrong, interval = [], sys.getswitchinterval()
+
+    def run(i):
+        for _ in range(1500):
+            got = tok.encode_batch(texts[i])
+            if got != expected[i]:
+                wrong.append((texts[i], got, expected[i]))
+                return
+
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(len(texts))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not wrong, wrong[:2]
+
+
 def test_corpus_tables_name_their_text_column(tmp_path):
     """A corpus table's text column: --column, else a known name; otherwise the error names the file,
     its columns and the option (the same picker as the cache's tables)."""

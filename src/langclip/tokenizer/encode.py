@@ -211,18 +211,16 @@ class Tokenizer:
         bad = self._fill([c for c in (found[0] if found else dict.fromkeys(chunks)) if c not in cache])
         redo = bad and texts is not None
         # every chunk is memoised now, but those left to _Memo.__missing__ (see _fill); a chunk that is not
-        # NFC stands empty for a moment when its texts are encoded again below
+        # NFC stands empty here, its texts are encoded again below (in this call only: the memo is shared
+        # by the threads of a server, and another's batch holding the chunk must not read it empty)
+        get = cache.__getitem__
         if redo:
-            cache.update(dict.fromkeys(bad, ()))
-        try:
-            if found:
-                ids = _gather(list(map(cache.__getitem__, found[0])), found[1])
-            else:
-                ids = np.fromiter(_chain(map(cache.__getitem__, chunks)), dtype=np.int64)
-        finally:
-            if redo:
-                for b in bad:
-                    cache.pop(b, None)
+            hole = dict.fromkeys(bad, ())
+            get = lambda c: hole[c] if c in hole else cache[c]  # noqa: E731
+        if found:
+            ids = _gather(list(map(get, found[0])), found[1])
+        else:
+            ids = np.fromiter(_chain(map(get, chunks)), dtype=np.int64)
         seps = np.flatnonzero(ids == -1)
         lens = np.diff(np.concatenate(([-1], seps, [len(ids)]))) - 1
         flat = np.delete(ids, seps) if len(seps) else ids
