@@ -599,6 +599,37 @@ def test_api_answers(client):
     assert gone.status_code == 410 and "langclip index update" in gone.json()["detail"]
 
 
+def test_a_picture_search_leaves_the_server_answering_the_others(client, monkeypatch):
+    """A picture search decodes the upload and runs the image tower (a second, on a CPU, for a big photo);
+    meanwhile the server answers other requests — before, the upload's route did that work on the event
+    loop, and every other request (the page's thumbnails, other users' searches) waited for it."""
+    import threading
+
+    c, idx = client
+    h = {"Authorization": "Bearer s3cret"}
+    started, release, waited = threading.Event(), threading.Event(), {}
+    encode = QueryModel.encode_image
+
+    def held(self, images):   # the image tower, held until the test has asked something else
+        started.set()
+        waited["in time"] = release.wait(10)
+        return encode(self, images)
+
+    monkeypatch.setattr(QueryModel, "encode_image", held)
+    up = {}
+    with c:   # one event loop for every request, as under uvicorn
+        t = threading.Thread(target=lambda: up.update(r=c.post(
+            "/api/search/image", files={"file": ("q.jpg", (idx.path.parent / "photos" / "04.jpg").read_bytes())},
+            params={"k": 1}, headers=h)))
+        t.start()
+        assert started.wait(10)
+        other = c.get("/api/search", params={"q": "круг", "k": 1}, headers=h)
+        release.set()
+        t.join(30)
+    assert other.status_code == 200 and waited["in time"], "the text search waited for the picture search"
+    assert idx.source(up["r"].json()["results"][0]["id"]).endswith("04.jpg")
+
+
 def test_a_running_server_answers_from_the_updated_index(tmp_path, photos, tiny_arch, tiny_clip, trained_run, caplog):
     """`langclip serve` runs for weeks while `index update` runs nightly: the server answers from the new
     version (new pictures found, deleted ones gone, every thumbnail the new version's bytes) — before, it

@@ -121,6 +121,7 @@ def create_app(index, model, token: str | None = None, limits: Limits | None = N
     The index is looked at for a new version at most every `reload_every` seconds (`LiveIndex`)."""
     import numpy as np
     from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
+    from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import HTMLResponse, Response
 
     from .query import combine, query_terms
@@ -238,9 +239,13 @@ def create_app(index, model, token: str | None = None, limits: Limits | None = N
         data = await file.read(lim.max_upload + 1)
         if len(data) > lim.max_upload:
             raise HTTPException(413, f"the upload is larger than {lim.max_upload >> 20} MiB")
-        im = _open_upload(data, lim.max_pixels, HTTPException)
-        ix = live.current()
-        return results(ix, ix.search(model.encode_image([im])[0], k)[0])
+
+        def answer():   # decoding and the image tower, off the event loop: the other requests go on meanwhile
+            im = _open_upload(data, lim.max_pixels, HTTPException)
+            ix = live.current()
+            return results(ix, ix.search(model.encode_image([im])[0], k)[0])
+
+        return await run_in_threadpool(answer)
 
     @app.get("/api/similar/{id_}", dependencies=[Depends(auth)])
     def similar(id_: str, k: int = Query(24)):
