@@ -4,6 +4,7 @@ every bad request it must refuse."""
 import io
 import json
 import os
+import shutil
 import sys
 import tarfile
 import time
@@ -35,6 +36,44 @@ def photos(tmp_path):
 def _build(photos, tiny_arch, tiny_clip, out, **kw):
     return build_index(IndexConfig(data=[str(photos)], out=str(out), clip=tiny_arch, weights=tiny_clip[1], workers=0,
                                    **kw), progress=False)
+
+
+def test_a_photo_folders_hidden_thumbnail_and_recycle_folders_are_left_out(tmp_path, tiny_arch, tiny_clip, capsys):
+    """A NAS's photo share holds, besides the photos, Synology's thumbnails of each (@eaDir), a recycle bin and
+    snapshots (every photo again), hidden folders (.thumbnails, .git) and macOS's AppleDouble files ("._a.jpg",
+    metadata named like the photo): indexed, they filled the results with copies and the failures with files
+    that are no pictures. They are left out and named; --exclude leaves out more, exclude=[] enters every folder
+    (as rclip's --exclude-dir); `index update` keeps the build's choice."""
+    root = tmp_path / ".album"   # the folder given is entered even when hidden
+    pictures = ["a.jpg", "2024/b.png", "2024/Screens/c.jpg", "#recycled-not/d.jpg", "x@eaDir/e.jpg"]
+    skipped = ["@eaDir/a.jpg/SYNOPHOTO_THUMB_M.jpg", "#recycle/old.jpg", "#snapshot/GMT+03_2026-01-01/a.jpg",
+               ".thumbnails/large/f.png", "2024/.git/g.jpg", "$RECYCLE.BIN/S-1-5/h.jpg", "__MACOSX/i.jpg",
+               "2024/@eaDir/b.png/SYNOFILE_THUMB_S.jpg"]
+    for i, rel in enumerate(pictures + skipped):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        make_image(root / rel, i, size=(40, 30))
+    (root / "._a.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (root / "2024" / "._b.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+
+    def build(out, *extra):
+        assert main(["index", "build", "--data", str(root), "--out", str(tmp_path / out), "--clip", tiny_arch,
+                     "--weights", tiny_clip[1], "--workers", "0", *extra]) == 0
+        idx = Index(tmp_path / out)
+        return sorted(os.path.relpath(idx.source(i), root) for i in idx.ids), idx.manifest["num_failures"]
+
+    assert build("idx") == (sorted(pictures), 0)
+    err = capsys.readouterr().err
+    assert "8 folders left out" in err and os.path.join(str(root), "#recycle") in err
+    assert build("more", "--exclude", "Screens", "--exclude", "#rec*") == \
+        (sorted(set(pictures) - {"2024/Screens/c.jpg", "#recycled-not/d.jpg"}), 0)
+    assert build("all", "exclude=[]") == (sorted(pictures + skipped), 0)
+    shutil.rmtree(root / "#snapshot")
+    make_image(root / "#recycle" / "new.jpg", 50, size=(40, 30))
+    assert update_index(tmp_path / "idx", progress=False)["added"] == 0
+    assert update_index(tmp_path / "all", progress=False)["added"] == 1
+    assert update_index(tmp_path / "all", progress=False, exclude=["#*"])["count"] == len(pictures + skipped) - 3
+    with pytest.raises(ValueError, match="exclude is a list of folder names"):
+        _build(root, tiny_arch, tiny_clip, tmp_path / "bad", exclude="@eaDir")
 
 
 def test_build_searches_itself_first_and_refuses_another_tower(tmp_path, photos, tiny_arch, tiny_clip, trained_run):

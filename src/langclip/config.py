@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from .folders import pin_arch, unfinished_cache
+from .folders import SKIPPED_FOLDERS, pin_arch, unfinished_cache
 from .yamlconfig import ConfigError, from_dict, load_config  # noqa: F401  (the loader, re-exported)
 
 DECODE_MODES = ("pil", "torchvision", "nvjpeg")   # cache build / index build: who decodes the pictures
@@ -155,10 +155,14 @@ class IndexConfig:
     thumb_size: int = 256
     ann_threshold: int = 200_000             # from this many pictures on, approximate search (faiss IVF)
     ann_nprobe: int = 32
+    exclude: list[str] = field(default_factory=lambda: list(SKIPPED_FOLDERS))   # folders not entered (names,
+                                             # fnmatch patterns): hidden ones, thumbnails, recycle bins (folders.py)
 
     def validate(self) -> None:
         if not self.data:
             raise ValueError("no --data given")
+        if not isinstance(self.exclude, list) or not all(isinstance(x, str) and x for x in self.exclude):
+            raise ValueError(f"exclude is a list of folder names or patterns (\"@eaDir\", \".*\"), got {self.exclude!r}")
         self.clip = pin_arch(self.clip)
         if len(self.data) == 1 and (why := unfinished_cache(self.data[0])):
             raise ValueError(f"{self.data[0]} is {why}")

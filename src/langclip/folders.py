@@ -1,5 +1,6 @@
 """What a folder holds, in the terms a later command needs: a build that was interrupted (`unfinished_cache`),
-and the architecture a run, cache or index records (`pin_arch`). Light: the configurations import it."""
+the architecture a run, cache or index records (`pin_arch`), and a photo folder's pictures (`files_under`).
+Light: the configurations import it."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -36,6 +37,31 @@ def unfinished_cache(path: str | Path) -> str | None:
     what = "text-only build" if isinstance(b, dict) and b.get("text_only") else "cache build"
     return (f"an unfinished {what} ({done} of {total} embedding shards written; no manifest.json yet): rerun the "
             f"same `langclip cache build` with --out {p} to finish it (it resumes)")
+
+
+# folders a photo collection holds besides its pictures, not searched by default (as rclip leaves out @eaDir,
+# node_modules and .git): hidden ones (.git, .thumbnails, .Trash-1000, QNAP's .@__thumb), Synology's thumbnails
+# (@eaDir: several small copies of every photo), recycle bin and snapshots (every photo again), Windows' recycle
+# bin and volume information, the debris of a zip made on macOS, a project's dependencies
+SKIPPED_FOLDERS = (".*", "@eaDir", "#recycle", "#snapshot", "$RECYCLE.BIN", "System Volume Information", "__MACOSX",
+                   "node_modules")
+
+
+def files_under(folder: str | Path, exts: tuple[str, ...], skip=SKIPPED_FOLDERS) -> tuple[list[str], list[str]]:
+    """(the files under `folder` whose extension is one of `exts` (lower case), sorted; the folders left out)
+    A folder whose name matches a pattern of `skip` (fnmatch, case-sensitive) is not entered (`folder` itself
+    always is); macOS's AppleDouble files ("._IMG_1.jpg", a picture's metadata on a disk of another system) are
+    not pictures. Paths as strings: a million files stay cheap."""
+    import fnmatch
+    import os
+
+    found, left = [], []
+    for root, dirs, files in os.walk(folder):
+        keep = [d for d in dirs if not any(fnmatch.fnmatchcase(d, pat) for pat in skip)]
+        left += [os.path.join(root, d) for d in dirs if d not in keep]
+        dirs[:] = sorted(keep)
+        found += [os.path.join(root, f) for f in files if os.path.splitext(f)[1].lower() in exts and not f.startswith("._")]
+    return sorted(found), sorted(left)
 
 
 def last_metrics(run: str | Path) -> tuple[dict, dict]:

@@ -9,6 +9,7 @@ import functools
 import io
 import json
 import os
+import sys
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import torch
 
 from .files import URL_PROBLEM, local_path, pick_column, table_rows, url_hint
-from .folders import unfinished_cache
+from .folders import SKIPPED_FOLDERS, files_under, unfinished_cache
 from .pixels import eight_bit
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif", ".avif")
@@ -240,20 +241,22 @@ def read_pairs(specs: list[str], image_column=None, caption_column=None, english
     return pairs
 
 
-def read_images(specs: list[str], image_column=None) -> Pairs:
-    """Images only, for a search index: every image file under a folder (recursive), the image column
-    of a table, or the images of tar shards. Captions are not needed and not kept."""
+def read_images(specs: list[str], image_column=None, skip=SKIPPED_FOLDERS) -> Pairs:
+    """Images only, for a search index: every image file under a folder (recursive; not in the folders `skip`
+    names, see `folders.files_under`), the image column of a table, or the images of tar shards. Captions are
+    not needed and not kept."""
     pairs = Pairs()
     for spec in specs:
         for s in expand(spec):
             p = Path(s).expanduser()
             if p.is_dir():
-                found = []
-                for root, dirs, files in os.walk(p):          # strings, not Path objects: 1M files stay cheap
-                    dirs.sort()
-                    found += [os.path.join(root, f) for f in files if os.path.splitext(f)[1].lower() in IMAGE_EXTS]
-                for f in sorted(found):
+                found, left = files_under(p, IMAGE_EXTS, skip)
+                for f in found:
                     pairs.image_row(ImageRef(f))
+                if left:
+                    print(f"{p}: {len(left)} folder{'s' * (len(left) > 1)} left out ({', '.join(left[:3])}"
+                          f"{', …' * (len(left) > 3)}): hidden, thumbnails, recycle bins (exclude=[] takes them)",
+                          file=sys.stderr)
             elif p.suffix.lower() == ".tar":
                 if not p.exists():
                     pairs.problems.append({"where": str(p), "reason": "shard not found"})

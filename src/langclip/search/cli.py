@@ -8,7 +8,10 @@ from pathlib import Path
 EPILOGS = {
     "index build": "examples:\n  langclip index build --data photos/ --model runs/ru --out idx/\n"
                    "  langclip index build --data photos/ --clip ViT-B-32-quickgelu --pretrained openai --out idx/\n"
-                   "  langclip index build --data cache/ --out idx/      # a langclip cache: nothing embedded again",
+                   "  langclip index build --data cache/ --out idx/      # a langclip cache: nothing embedded again\n"
+                   "  langclip index build --data /volume1/photo --model runs/ru --out idx/ --exclude Screenshots\n"
+                   "  (folders not entered: hidden ones, @eaDir, #recycle, #snapshot, $RECYCLE.BIN, ...; exclude=[]: "
+                   "enter every folder)",
     "index update": "example:\n  langclip index update idx/        # new and changed pictures embedded, deleted ones dropped",
     "index list": "examples:\n  langclip index list            # the indexes `search --images` keeps, newest first\n"
                   "  langclip index list --prune    # and delete those whose pictures' folders are gone",
@@ -51,6 +54,8 @@ def add_parsers(sub, make) -> None:
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--workers", type=int, default=d.workers)
     p.add_argument("--device", default=None)
+    p.add_argument("--exclude", action="append", default=[], metavar="NAME",
+                   help="a folder name (or pattern, \"tmp*\") not to enter, besides the default (repeatable)")
     p.add_argument("overrides", nargs="*", help="key=value for any IndexConfig field, e.g. ann_threshold=100000")
     p = make(isub, "index update", "add new and changed pictures, drop deleted ones", EPILOGS)
     p.add_argument("index")
@@ -120,7 +125,8 @@ def run(args, config) -> int:
         cfg = config(IndexConfig, args, dict(data=args.data, out=args.out, model=args.model, clip=args.clip,
                                              weights=args.weights, pretrained=args.pretrained,
                                              image_column=args.image_column, batch_size=args.batch_size,
-                                             workers=args.workers, device=args.device))
+                                             workers=args.workers, device=args.device,
+                                             **({"exclude": IndexConfig().exclude + args.exclude} if args.exclude else {})))
         build_index(cfg)
         return 0
     if args.cmd == "index" and args.icmd == "list":

@@ -85,7 +85,7 @@ def build_index(cfg: IndexConfig, progress: bool = True) -> Path:
     else:
         from ..pairs import read_images
 
-        pairs = read_images(cfg.data, cfg.image_column)
+        pairs = read_images(cfg.data, cfg.image_column, cfg.exclude)
         emb, keep, man = _embed(pairs.images, cfg, out / "work", progress)
         if emb is None:                               # a torchrun rank other than 0: rank 0 writes
             return out
@@ -195,7 +195,7 @@ def update_index(path: str | Path, data: list[str] | None = None, progress: bool
     if len(cfg.data) == 1 and (Path(cfg.data[0]) / "manifest.json").is_file():
         return _update_from_cache(out, idx, cfg, items, t0)
     known = {s: (i, sz, mt) for i, (s, sz, mt) in enumerate(zip(items["source"], items["stat_size"], items["stat_mtime_ns"]))}
-    pairs = read_images(cfg.data, cfg.image_column)
+    pairs = read_images(cfg.data, cfg.image_column, cfg.exclude)
     bad = {f["source"]: f for f in idx.manifest.get("failures", []) if "stat" in f}
     keep_rows, keep_refs, todo, still_bad = [], [], [], []
     for r in pairs.images:
