@@ -76,6 +76,40 @@ def test_a_photo_folders_hidden_thumbnail_and_recycle_folders_are_left_out(tmp_p
         _build(root, tiny_arch, tiny_clip, tmp_path / "bad", exclude="@eaDir")
 
 
+def test_a_picture_whose_name_is_not_utf8_is_left_out_and_named(tmp_path, tiny_arch, tiny_clip):
+    """A folder copied from an older system keeps names in its encoding ("кот.jpg" in cp1251): Python reads
+    them with stand-ins that no table, JSON file or page can hold, and `index build` failed after embedding
+    every picture ("surrogates not allowed"), the same again on resume. Such a picture (a file, a folder's
+    sidecar pair, a tar member) is now left out as a problem that names its bytes and what to do; the rest
+    is indexed."""
+    from langclip.pairs import read_pairs
+
+    ph = tmp_path / "ph"
+    ph.mkdir()
+    make_image(ph / "ok.jpg", 1, size=(40, 30))
+    make_image(ph / "x.jpg", 2, size=(40, 30))
+    cp1251 = bytes(ph) + "/кот.jpg".encode("cp1251")
+    os.rename(bytes(ph / "x.jpg"), cp1251)
+    (ph / "ok.txt").write_text("кот", encoding="utf-8")
+    open(cp1251[:-4] + b".txt", "w").write("кот")
+    with tarfile.open(tmp_path / "s.tar", "w", format=tarfile.GNU_FORMAT, encoding="cp1251") as tf:
+        for name in ("кот.jpg", "a.jpg"):
+            tf.add(ph / "ok.jpg", arcname=name)
+    out = tmp_path / "idx"
+    assert main(["index", "build", "--data", str(ph), str(tmp_path / "s.tar"), "--out", str(out), "--clip", tiny_arch,
+                 "--weights", tiny_clip[1], "--workers", "0"]) == 0
+    idx = Index(out)
+    assert sorted(os.path.basename(idx.source(i)) for i in idx.ids) == ["ok.jpg", "s.tar::a.jpg"]
+    named = {f["where"]: f["reason"] for f in idx.manifest["failures"]}
+    file, member = str(ph) + "/\\xea\\xee\\xf2.jpg", str(tmp_path / "s.tar") + "::\\xea\\xee\\xf2"
+    assert sorted(named) == [file, member] and named[member] == "member name is not UTF-8: tables cannot hold it"
+    assert named[file].startswith("its name is not UTF-8") and "convmv -r -f cp1251 -t utf-8" in named[file]
+    assert update_index(out, progress=False)["count"] == 2
+    pairs = read_pairs([str(ph)])   # a training folder of pictures with sidecar captions
+    assert [r.path for r in pairs.images] == [str(ph / "ok.jpg")]
+    assert [p["where"] for p in pairs.problems] == [str(ph) + "/\\xea\\xee\\xf2.jpg"]
+
+
 def test_build_searches_itself_first_and_refuses_another_tower(tmp_path, photos, tiny_arch, tiny_clip, trained_run):
     idx = Index(_build(photos, tiny_arch, tiny_clip, tmp_path / "idx"))
     assert len(idx) == 25 and idx.manifest["num_failures"] == 1 and "broken.jpg" in idx.manifest["failures"][0]["source"]

@@ -47,13 +47,15 @@ SKIPPED_FOLDERS = (".*", "@eaDir", "#recycle", "#snapshot", "$RECYCLE.BIN", "Sys
                    "node_modules")
 
 
-def files_under(folder: str | Path, exts: tuple[str, ...], skip=SKIPPED_FOLDERS) -> tuple[list[str], list[str]]:
-    """(the files under `folder` whose extension is one of `exts` (lower case), sorted; the folders left out)
-    A folder whose name matches a pattern of `skip` (fnmatch, case-sensitive) is not entered (`folder` itself
-    always is); macOS's AppleDouble files ("._IMG_1.jpg", a picture's metadata on a disk of another system) are
-    not pictures. Paths as strings: a million files stay cheap."""
+def files_under(folder: str | Path, exts: tuple[str, ...], skip=SKIPPED_FOLDERS, problems: list | None = None) -> list[str]:
+    """The files under `folder` whose extension is one of `exts` (lower case), sorted. A folder whose name
+    matches a pattern of `skip` (fnmatch, case-sensitive) is not entered (`folder` itself always is) and is
+    named on stderr; macOS's AppleDouble files ("._IMG_1.jpg", a picture's metadata on a disk of another
+    system) are not pictures; a file whose path is not UTF-8 is left out as a problem (`problems`) with what
+    to do. Paths as strings: a million files stay cheap."""
     import fnmatch
     import os
+    import sys
 
     found, left = [], []
     for root, dirs, files in os.walk(folder):
@@ -61,7 +63,36 @@ def files_under(folder: str | Path, exts: tuple[str, ...], skip=SKIPPED_FOLDERS)
         left += [os.path.join(root, d) for d in dirs if d not in keep]
         dirs[:] = sorted(keep)
         found += [os.path.join(root, f) for f in files if os.path.splitext(f)[1].lower() in exts and not f.startswith("._")]
-    return sorted(found), sorted(left)
+    if left:
+        print(f"{folder}: {len(left)} folder{'s' * (len(left) > 1)} left out ({', '.join(map(shown_path, sorted(left)[:3]))}"
+              f"{', …' * (len(left) > 3)}): hidden, thumbnails, recycle bins (exclude=[] takes them)", file=sys.stderr)
+    bad = [f for f in found if not is_text(f)]
+    if bad and problems is not None:
+        problems += [{"where": shown_path(f), "reason": NOT_UTF8} for f in bad]
+    return sorted(set(found) - set(bad)) if bad else sorted(found)
+
+
+NOT_UTF8 = ("its name is not UTF-8 (an older system's encoding, e.g. cp1251), which the index's tables and pages "
+            "cannot hold: rename it, e.g. `convmv -r -f cp1251 -t utf-8 --notest FOLDER`")
+
+
+def is_text(name: str) -> bool:
+    """`name` (a path as Python reads it from the disk) is UTF-8 text: it holds none of the lone surrogates
+    that stand for the bytes of a name in another encoding."""
+    if name.isascii():
+        return True
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown_path(name: str) -> str:
+    """A path as text, its bytes that are not UTF-8 written as \\xNN ("\\xea\\xee\\xf2.jpg")."""
+    import os
+
+    return name if is_text(name) else os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def last_metrics(run: str | Path) -> tuple[dict, dict]:

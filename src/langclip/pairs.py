@@ -9,7 +9,6 @@ import functools
 import io
 import json
 import os
-import sys
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import torch
 
 from .files import URL_PROBLEM, local_path, pick_column, table_rows, url_hint
-from .folders import SKIPPED_FOLDERS, files_under, unfinished_cache
+from .folders import NOT_UTF8, SKIPPED_FOLDERS, files_under, is_text, shown_path, unfinished_cache
 from .pixels import eight_bit
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif", ".avif")
@@ -175,6 +174,9 @@ def read_tar(path: str | Path, pairs: Pairs, sidecars: dict | None = None) -> No
     for key in order:
         g = groups[key]
         where = f"{path}::{key}"
+        if not is_text(where):
+            pairs.problems.append({"where": shown_path(where), "reason": "member name is not UTF-8: tables cannot hold it"})
+            continue
         if "image" not in g:
             pairs.problems.append({"where": where, "reason": "no image in sample"})
             continue
@@ -201,6 +203,9 @@ def read_folder(path: str | Path, pairs: Pairs) -> None:
     path = Path(path)
     for p in sorted(path.rglob("*")):
         if p.suffix.lower() in IMAGE_EXTS and p.is_file():
+            if not is_text(str(p)):
+                pairs.problems.append({"where": shown_path(str(p)), "reason": NOT_UTF8})
+                continue
             txt = p.with_suffix(".txt")
             if not txt.is_file():
                 pairs.problems.append({"where": str(p), "reason": "no sidecar .txt caption"})
@@ -250,13 +255,8 @@ def read_images(specs: list[str], image_column=None, skip=SKIPPED_FOLDERS) -> Pa
         for s in expand(spec):
             p = Path(s).expanduser()
             if p.is_dir():
-                found, left = files_under(p, IMAGE_EXTS, skip)
-                for f in found:
+                for f in files_under(p, IMAGE_EXTS, skip, pairs.problems):
                     pairs.image_row(ImageRef(f))
-                if left:
-                    print(f"{p}: {len(left)} folder{'s' * (len(left) > 1)} left out ({', '.join(left[:3])}"
-                          f"{', …' * (len(left) > 3)}): hidden, thumbnails, recycle bins (exclude=[] takes them)",
-                          file=sys.stderr)
             elif p.suffix.lower() == ".tar":
                 if not p.exists():
                     pairs.problems.append({"where": str(p), "reason": "shard not found"})

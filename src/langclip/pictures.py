@@ -27,7 +27,10 @@ def expand_images(paths: list[str]) -> tuple[list[str], int]:
     out, from_folders = [], 0
     for p in paths:
         if Path(p).is_dir():
-            found = [r.path for r in read_images([p]).images]   # an error names a folder without any
+            pairs = read_images([p])   # an error names a folder without any
+            found = [r.path for r in pairs.images]
+            for x in pairs.problems:   # (a name that is not UTF-8: the results could not name it)
+                log.warning("left out: %s: %s", x["where"], x["reason"])
             out += found
             from_folders += len(found)
             continue
