@@ -340,7 +340,7 @@ def test_a_byte_order_mark_is_not_part_of_the_first_name(tmp_path):
 def test_a_table_of_urls_says_to_download_them_first(tmp_path):
     """A table as a dataset site publishes it (image URLs): the rows are named, the build says how to
     download them; a URL among local paths is skipped and named; file:// URLs are paths."""
-    from langclip.files import URL_PROBLEM
+    from langclip.tables import URL_PROBLEM
     from langclip.pairs import read_images
 
     (tmp_path / "urls.csv").write_text("url,caption\nhttps://example.com/1.jpg,кот\nhttp://example.com/2.jpg,пёс\n",

@@ -85,17 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-failure-rate", type=float, default=CACHE.max_failure_rate,
                    help=f"stop when more than this share of images fails (after the first 100; default {CACHE.max_failure_rate})")
 
-    d = sub.add_parser("data", help="prepare public data (the real recipe: docs/recipe.md)")
-    dsub = d.add_subparsers(dest="dcmd", required=True)
-    p = _p(dsub, "data cc3m-tsv", "CC3M's split TSV with a header and the row number (rec_num), for img2dataset")
-    p.add_argument("--tsv", required=True, help="Train_GCC-training.tsv or Validation_GCC-1.1.0-Validation.tsv")
-    p.add_argument("--out", required=True)
-    p = _p(dsub, "data translations", "join the CC3M/COCO machine translations with the downloaded pictures")
-    p.add_argument("--translations", required=True, nargs="+", help="the published JSONL files (a 'dev' name: validation)")
-    p.add_argument("--lang", required=True, help="target language code, e.g. ru, uk")
-    p.add_argument("--shards", nargs="*", help="img2dataset webdataset shards (brace patterns) of CC3M")
-    p.add_argument("--coco-images", help="a folder of COCO pictures (joined by image id)")
-    p.add_argument("--out", required=True, help="pairs table (.parquet); one split a run (train, or dev with the validation shards)")
+    from .data_cli import add_parsers as add_data
+
+    add_data(sub, _p)
 
     p = _p(sub, "train", "train the text tower on a cache")
     p.add_argument("--config", help="YAML config (see configs/)")
@@ -328,13 +320,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _data(args: argparse.Namespace) -> int:
-    from . import translations
+    from .data_cli import run
 
-    if args.dcmd == "cc3m-tsv":
-        print(f"{args.out}: {translations.cc3m_tsv(args.tsv, args.out):,} rows with rec_num")
-    else:
-        translations.prepare(args.translations, args.lang, args.out, args.shards, args.coco_images)
-    return 0
+    return run(args)
 
 
 def _search(args: argparse.Namespace) -> int:

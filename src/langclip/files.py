@@ -1,12 +1,10 @@
 """Leaf I/O shared by every stage: progress bars that stay readable in a log, the rule that a command
-never writes into a folder or onto a file that is not its own, atomic writes, UTF-8 text and the one
-table reader (CSV/TSV/Parquet/JSONL), the memoised file SHA-256, the device choice and whether
-torch.compile can build on it."""
+never writes into a folder or onto a file that is not its own, atomic writes, UTF-8 text, the memoised file
+SHA-256, the device choice and whether torch.compile can build on it. (Tables: tables.py.)"""
 from __future__ import annotations
 
 import functools
 import sys
-from array import array
 from pathlib import Path
 
 LOG_INTERVAL_S = 30.0   # progress updates in a log file (no terminal): one per this many seconds
@@ -224,85 +222,6 @@ def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
     return _DIGESTS[key]
 
 
-class TableRows(list):
-    """A table's rows (dicts) with `lines`: where each row starts in the file (1-based; a CSV row with a
-    quoted line break spans several), or its number in a Parquet file."""
-    lines: "array | range"
-
-
-def table_rows(path: str | Path, problems: list | None = None) -> tuple[list[str], TableRows]:
-    """(column names, rows) of a CSV/TSV/Parquet/JSONL table — the one table reader; errors name the
-    file and line. A CSV/TSV row with another number of fields than the header is skipped and added to
-    `problems` ({"where": "file:line", "reason": ...}), or an error where `problems` is None; a quoted
-    field that is never closed is an error naming the line it opens on (it would swallow every row
-    after it)."""
-    import json
-
-    path = Path(path)
-    suf = path.suffix.lower()
-    if suf == ".parquet":
-        import pyarrow.parquet as pq
-
-        t = pq.read_table(path)
-        rows = TableRows(t.to_pylist())
-        rows.lines = range(1, len(rows) + 1)
-        return t.column_names, rows
-    text = read_utf8(path)
-    if suf in (".csv", ".tsv"):
-        return _csv_rows(path, text, suf == ".tsv", problems)
-    rows = TableRows()
-    rows.lines = array("q")              # 8 bytes a row, not a Python int each
-    for i, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{i}: invalid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{i}: expected a JSON object ({{\"image\": ..., \"caption\": ...}}), "
-                                 f"got {type(row).__name__}")
-            rows.append(row)
-            rows.lines.append(i)
-    names = sorted({k for r in rows for k in r})
-    return names, rows
-
-
-def _csv_rows(path: Path, text: str, tsv: bool, problems: list | None) -> tuple[list[str], TableRows]:
-    """CSV strictly (a stray quote is an error); TSV leniently, as img2dataset's and pandas' TSVs
-    are read ('"quoted" words' at a field's start stay words)."""
-    import csv
-    import io
-
-    r = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if tsv else ",", strict=not tsv)
-    names, rows, start = None, TableRows(), 1
-    last = text.count("\n") + (not text.endswith("\n"))    # lines in the file (no copy of them)
-    rows.lines = array("q")              # 8 bytes a row, not a Python int each
-    try:
-        for fields in r:
-            if fields and names is None:
-                names = fields
-            elif fields and len(fields) == len(names):
-                rows.append(dict(zip(names, fields)))
-                rows.lines.append(start)
-            elif fields:
-                msg = f"{len(fields)} field{'s' * (len(fields) != 1)} where the header has {len(names)}"
-                if problems is None:
-                    raise ValueError(f"{path}:{start}: {msg}")
-                problems.append({"where": f"{path}:{start}", "reason": f"{msg} (row skipped)"})
-            if (r.line_num > start and r.line_num >= last
-                    and "".join(text.splitlines()[start - 1:]).count('"') % 2):   # (split only here, once)
-                raise csv.Error("unexpected end of data")     # lenient mode: an odd quote ran to the end
-            start = r.line_num + 1
-    except csv.Error as e:
-        why = ("a quoted field opens here and is never closed" if "end of data" in str(e) else
-               f"{e} (a quoted field ends at its closing quote; a quote inside one is doubled: \"\")")
-        raise ValueError(f"{path}:{start}: {why}") from None
-    return names or [], rows
-
-
-URL_PROBLEM = "a URL: langclip reads local pictures (download them first, e.g. with img2dataset)"
-
-
 def usable_cores() -> int:
     """The CPU cores this process may run on (its affinity; else the machine's)."""
     import os
@@ -311,49 +230,6 @@ def usable_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
-
-
-def local_path(value: str, parent: Path) -> str | None:
-    """A table's image value as a path (relative ones to the table's folder); None for a URL
-    (file:// URLs are paths)."""
-    if "://" in value[:16] and value.split("://", 1)[0].isalnum():
-        if not value.lower().startswith("file://"):
-            return None
-        from urllib.parse import unquote, urlparse
-
-        value = unquote(urlparse(value).path)
-    q = Path(value).expanduser()
-    return str(q if q.is_absolute() else parent / q)
-
-
-def url_hint(problems: list[dict]) -> str:
-    """For a read that found nothing: what to do when the table listed URLs."""
-    urls = [x for x in problems if x["reason"] == URL_PROBLEM]
-    if not urls:
-        return ""
-    table = urls[0]["where"].rsplit(":", 1)[0]
-    fmt = {".jsonl": "json", ".json": "json"}.get(Path(table).suffix.lower(), Path(table).suffix.lower().lstrip("."))
-    return (f"; {len(urls):,} rows hold URLs (first: {urls[0]['where']}): download them first, e.g. "
-            f"`img2dataset --url_list {table} --input_format {fmt} --url_col IMAGE_COLUMN --caption_col CAPTION_COLUMN "
-            "--output_format webdataset --output_folder shards`, then --data 'shards/{00000..00099}.tar'")
-
-
-def pick_column(path: Path, names: list[str], wanted: str | None, defaults: tuple, flag: str, what: str = "",
-                required: bool = True) -> str | None:
-    """The table column to read: `wanted` (which must exist), else the first of `defaults` present;
-    None when nothing fits and the column is optional. Errors name the file, its columns and the
-    option that chooses (`flag`)."""
-    kind = f"{what} " if what else ""
-    if wanted:
-        if wanted not in names:
-            raise ValueError(f"{path}: no {kind}column {wanted!r}; columns are {names}")
-        return wanted
-    for d in defaults:
-        if d in names:
-            return d
-    if required:
-        raise ValueError(f"{path}: which column holds the {what or 'text'}? pass {flag} (columns: {names})")
-    return None
 
 
 def read_parquet(path: str | Path, columns: list[str] | None = None):

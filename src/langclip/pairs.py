@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .files import URL_PROBLEM, local_path, pick_column, table_rows, url_hint
+from .tables import URL_PROBLEM, local_path, pick_column, picture_bytes, refuse_picture_bytes, table_rows, url_hint
 from .folders import NOT_UTF8, SKIPPED_FOLDERS, files_under, is_text, shown_path, unfinished_cache
 from .pixels import eight_bit
 
@@ -78,21 +78,22 @@ def _listify(v) -> list:
 
 def read_table(path: str | Path, pairs: Pairs, image_column=None, caption_column=None, english_column=None) -> None:
     path = Path(path)
-    if path.suffix.lower() == ".parquet":   # only the needed columns, column by column (large tables)
+    parquet = path.suffix.lower() == ".parquet"   # only the needed columns, column by column (large tables)
+    if parquet:
         import pyarrow.parquet as pq
 
-        names = pq.read_schema(path).names
-        ic = pick_column(path, names, image_column, IMAGE_COLUMNS, "--image-column", "image")
-        cc = pick_column(path, names, caption_column, CAPTION_COLUMNS, "--caption-column", "caption")
-        ec = pick_column(path, names, english_column, ENGLISH_COLUMNS, "--english-column", "english", required=False)
-        t = pq.read_table(path, columns=[c for c in dict.fromkeys((ic, cc, ec)) if c])
-        cols = [t.column(c).to_pylist() if c else None for c in (ic, cc, ec)]
-        lines = range(1, t.num_rows + 1)
+        schema = pq.read_schema(path)
+        names, pictures = schema.names, [f.name for f in schema if picture_bytes(f.type)]
     else:
-        names, rows = table_rows(path, pairs.problems)
-        ic = pick_column(path, names, image_column, IMAGE_COLUMNS, "--image-column", "image")
-        cc = pick_column(path, names, caption_column, CAPTION_COLUMNS, "--caption-column", "caption")
-        ec = pick_column(path, names, english_column, ENGLISH_COLUMNS, "--english-column", "english", required=False)
+        (names, rows), pictures = table_rows(path, pairs.problems), []
+    ic = pick_column(path, names, image_column, IMAGE_COLUMNS, "--image-column", "image")
+    refuse_picture_bytes(path, ic, pictures)
+    cc = pick_column(path, names, caption_column, CAPTION_COLUMNS, "--caption-column", "caption")
+    ec = pick_column(path, names, english_column, ENGLISH_COLUMNS, "--english-column", "english", required=False)
+    if parquet:
+        t = pq.read_table(path, columns=[c for c in dict.fromkeys((ic, cc, ec)) if c])
+        cols, lines = [t.column(c).to_pylist() if c else None for c in (ic, cc, ec)], range(1, t.num_rows + 1)
+    else:
         cols, lines = [[r.get(c) for r in rows] if c else None for c in (ic, cc, ec)], rows.lines
     imgs, caps, ens = cols
     parent = path.parent
@@ -265,6 +266,7 @@ def read_images(specs: list[str], image_column=None, skip=SKIPPED_FOLDERS) -> Pa
             elif p.suffix.lower() in (".csv", ".tsv", ".parquet", ".jsonl", ".json"):
                 names, rows = table_rows(p, pairs.problems)
                 ic = pick_column(p, names, image_column, IMAGE_COLUMNS, "--image-column", "image")
+                refuse_picture_bytes(p, ic, rows.pictures)
                 for i, r in zip(rows.lines, rows):
                     v = r.get(ic)
                     if not v:
@@ -387,14 +389,12 @@ class ImageDataset(torch.utils.data.Dataset):
     def __getitem__(self, i):
         row = self.rows[i]
         try:
-            x = self.transform(open_image(self.refs[row], orient=self.orient))
-            return row, x, ""
+            return row, self.transform(open_image(self.refs[row], orient=self.orient)), ""
         except Exception as e:  # corrupt, missing, truncated, decompression bomb: skipped and counted
             return row, None, f"{type(e).__name__}: {str(e)[:200]}"
 
 
 def collate_images(batch):
-    rows = [b[0] for b in batch]
-    ok = [b[1] is not None for b in batch]
+    rows, ok = [b[0] for b in batch], [b[1] is not None for b in batch]
     xs = [b[1] for b in batch if b[1] is not None]
     return rows, ok, (torch.stack(xs) if xs else None), [b[2] for b in batch]

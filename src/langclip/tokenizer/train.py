@@ -19,7 +19,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..config import TokenizerTrainConfig, check_wordfreq_language
-from ..files import check_out_dir, pick_column, read_utf8, table_rows, usable_cores
+from ..files import check_out_dir, read_utf8, usable_cores
+from ..tables import pick_column, table_rows
 from .bpe import PreTokens, learn_merges
 from .clean import WS, clean, pretokenize
 from .encode import Tokenizer
