@@ -358,6 +358,20 @@ def test_a_table_of_urls_says_to_download_them_first(tmp_path):
     assert [r.path for r in read_images([str(tmp_path / "mixed.jsonl")]).images] == [str(tmp_path / "a.jpg")]
 
 
+def test_a_table_made_on_windows_names_its_pictures_with_backslashes(tmp_path):
+    """A table written on Windows names its pictures "images\\0001.jpg": read here, every row was "not found".
+    Such a relative path is the file it names with "/" when that exists and no file bears the name as
+    written; absolute Windows paths and a file whose name holds a backslash stay as written."""
+    (tmp_path / "images").mkdir()
+    make_image(tmp_path / "images" / "0001.jpg", 0)
+    make_image(tmp_path / "back\\slash.jpg", 1)     # a Linux name holding a backslash
+    (tmp_path / "win.csv").write_text("image,caption\nimages\\0001.jpg,кот\nback\\slash.jpg,пёс\n"
+                                      "C:\\data\\x.jpg,конь\nimages\\missing.jpg,ёж\n", encoding="utf-8")
+    p = read_pairs([str(tmp_path / "win.csv")])
+    assert [r.path for r in p.images] == [str(tmp_path / "images" / "0001.jpg"), str(tmp_path / "back\\slash.jpg"),
+                                          str(tmp_path / "C:\\data\\x.jpg"), str(tmp_path / "images\\missing.jpg")]
+
+
 def test_list_columns_named_columns_and_sidecar_folders(tmp_path):
     """A Parquet table with a list<string> caption column (COCO-style, five captions an image) under
     names given by --image-column/--caption-column/--english-column; a wrong column name is named with

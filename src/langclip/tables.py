@@ -4,6 +4,7 @@ Parquet column that holds the pictures themselves (`picture_bytes`, `refuse_pict
 `datasets`' Image feature), which `langclip data shards` writes out as webdataset shards."""
 from __future__ import annotations
 
+import os
 from array import array
 from pathlib import Path
 
@@ -120,7 +121,8 @@ URL_PROBLEM = "a URL: langclip reads local pictures (download them first, e.g. w
 
 def local_path(value: str, parent: Path) -> str | None:
     """A table's image value as a path (relative ones to the table's folder); None for a URL
-    (file:// URLs are paths)."""
+    (file:// URLs are paths). A relative path written on Windows ("images\\0001.jpg", a table made there)
+    is the file it names here when that exists and no file bears the name as written."""
     if "://" in value[:16] and value.split("://", 1)[0].isalnum():
         if not value.lower().startswith("file://"):
             return None
@@ -128,7 +130,11 @@ def local_path(value: str, parent: Path) -> str | None:
 
         value = unquote(urlparse(value).path)
     q = Path(value).expanduser()
-    return str(q if q.is_absolute() else parent / q)
+    q = q if q.is_absolute() else parent / q
+    if "\\" in value and os.sep == "/" and not value.startswith("\\") and ":" not in value[:3] and not q.exists():
+        w = parent / Path(*value.split("\\"))
+        return str(w if w.exists() else q)
+    return str(q)
 
 
 def url_hint(problems: list[dict]) -> str:
