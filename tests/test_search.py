@@ -72,8 +72,9 @@ def test_a_photo_folders_hidden_thumbnail_and_recycle_folders_are_left_out(tmp_p
     assert update_index(tmp_path / "idx", progress=False)["added"] == 0
     assert update_index(tmp_path / "all", progress=False)["added"] == 1
     assert update_index(tmp_path / "all", progress=False, exclude=["#*"])["count"] == len(pictures + skipped) - 3
-    with pytest.raises(ValueError, match="exclude is a list of folder names"):
-        _build(root, tiny_arch, tiny_clip, tmp_path / "bad", exclude="@eaDir")
+    for bad in ("@eaDir", ["2024/Screens"]):
+        with pytest.raises(ValueError, match="exclude is a list of folder names"):
+            _build(root, tiny_arch, tiny_clip, tmp_path / "bad", exclude=bad)
 
 
 def test_a_picture_whose_name_is_not_utf8_is_left_out_and_named(tmp_path, tiny_arch, tiny_clip):

@@ -161,8 +161,9 @@ class IndexConfig:
     def validate(self) -> None:
         if not self.data:
             raise ValueError("no --data given")
-        if not isinstance(self.exclude, list) or not all(isinstance(x, str) and x for x in self.exclude):
-            raise ValueError(f"exclude is a list of folder names or patterns (\"@eaDir\", \".*\"), got {self.exclude!r}")
+        if not isinstance(self.exclude, list) or not all(isinstance(x, str) and x and "/" not in x for x in self.exclude):
+            raise ValueError(f"exclude is a list of folder names or patterns (\"@eaDir\", \".*\"; a name, not a "
+                             f"path: it is matched at any depth), got {self.exclude!r}")
         self.clip = pin_arch(self.clip)
         if len(self.data) == 1 and (why := unfinished_cache(self.data[0])):
             raise ValueError(f"{self.data[0]} is {why}")
