@@ -25,7 +25,8 @@ def hf_tables(tmp_path):
     """Two tables as Hugging Face datasets write them: an Image feature (struct of bytes and path) with a caption
     and an English one, and a plain binary column with a list of captions a row; some rows without a picture."""
     image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-    a_pics = [{"bytes": _encoded(0, "JPEG"), "path": "0001.jpg"}, {"bytes": _encoded(1, "PNG"), "path": "x.png"},
+    (tmp_path / "local.png").write_bytes(_encoded(1, "PNG"))   # a struct holding a local file's path alone
+    a_pics = [{"bytes": _encoded(0, "JPEG"), "path": "0001.jpg"}, {"bytes": None, "path": "local.png"},
               None, {"bytes": b"not a picture at all", "path": "notes"}, {"bytes": _encoded(4, "WEBP"), "path": None}]
     a = pa.table({"image": pa.array(a_pics, type=image),
                   "caption": ["кот на\nдиване", "собака", "пусто", "шум", "красный круг"],
@@ -73,7 +74,7 @@ def test_data_shards_writes_the_pictures_as_they_are_and_resumes(hf_tables, caps
     got = {}
     for k in range(3):
         got.update(_members(out / f"{k:05d}.tar"))
-    assert got["000000000.jpg"] == a_pics[0]["bytes"] and got["000000001.png"] == a_pics[1]["bytes"]
+    assert got["000000000.jpg"] == a_pics[0]["bytes"] and got["000000001.png"] == (d / "local.png").read_bytes()
     assert got["000000004.webp"] == a_pics[4]["bytes"]
     assert got["000000005.jpg"] == b_pics[0] and got["000000006.gif"] == b_pics[1] and got["000000007.jpg"] == b_pics[2]
     assert got["000000000.txt"].decode() == "кот на диване"                      # one caption a line

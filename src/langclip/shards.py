@@ -6,7 +6,8 @@ number, the picture's original name) — which `cache build`, `index build` and 
 
 Streamed a batch of rows at a time (a table larger than memory is fine); each shard is written under a
 temporary name and renamed when complete, so an interrupted run resumes after its last complete shard.
-A row without a picture, or with bytes in no format langclip reads, is skipped and named."""
+A row whose struct holds no bytes but the path of a file that exists (`datasets` keeps local files so) takes
+that file's bytes. A row without a picture, or with bytes in no format langclip reads, is skipped and named."""
 from __future__ import annotations
 
 import io
@@ -131,6 +132,8 @@ def write_shards(data: list[str], out: str | Path, image_column: str | None = No
                     continue
                 v = d[ic][i]
                 raw, name = (v.get("bytes"), v.get("path")) if isinstance(v, dict) else (v, None)
+                if not raw and name and (f.parent / name).is_file():   # the feature keeps a local file's path alone
+                    raw = (f.parent / name).read_bytes()
                 ext = picture_ext(raw, name) if raw else None
                 if ext is None:
                     problems.append({"where": f"{f}:{n}", "reason": "no picture" if not raw else
