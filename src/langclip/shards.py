@@ -141,7 +141,7 @@ def write_shards(data: list[str], out: str | Path, image_column: str | None = No
                     continue
                 if state["k"] != k:
                     close()
-                    state["k"], state["tar"] = k, tarfile.open(out / f"{k:05d}.tar.tmp", "w", format=tarfile.PAX_FORMAT)
+                    state["k"], state["tar"] = k, tarfile.open(out / f"{k:05d}.tar.tmp", "w", format=tarfile.USTAR_FORMAT)
                 key = f"{g - 1:09d}"
                 add(key + ext, raw)
                 caps = _lines(d[cc][i]) if cc else []
