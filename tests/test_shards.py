@@ -95,6 +95,11 @@ def test_data_shards_writes_the_pictures_as_they_are_and_resumes(hf_tables, caps
     rec = json.loads((out / "shards.json").read_text())
     assert rec["resumed_shards"] == 2 and rec["written"] == 2 and not (out / "00001.tar.tmp").exists()
     assert {k: hashlib.sha256((out / f"{k:05d}.tar").read_bytes()).hexdigest() for k in range(3)} == digests
+    # `langclip info` names the folder and the table (a table is no langclip folder: what to do with it)
+    assert main(["info", str(out), str(d / "train-00000-of-00002.parquet")]) == 2
+    said = capsys.readouterr().out
+    assert "webdataset shards written by `langclip data shards`" in said and "8 rows in 3 shards, 2 skipped" in said
+    assert "a table (5 rows; columns image, caption, caption_en)" in said and "column 'image' holds the pictures" in said
     # other settings into the same folder: refused, nothing overwritten
     assert "holds shards of other tables or settings" in _fails(argv[:-1] + ["4"], capsys)
     assert {k: hashlib.sha256((out / f"{k:05d}.tar").read_bytes()).hexdigest() for k in range(3)} == digests

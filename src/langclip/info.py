@@ -20,8 +20,8 @@ _read = read_json_dict   # a record file's object, {} when missing or damaged
 
 def kind(path: str | Path) -> str:
     """tokenizer | cache | index | run | export-open_clip | export-hf | export-onnx | export-immich |
-    transformers | checkpoint | weights | benchmark-wds (CLIP_benchmark's webdataset copy); ValueError for
-    anything else."""
+    transformers | checkpoint | weights | benchmark-wds (CLIP_benchmark's webdataset copy) | shards (`data
+    shards`' folder); ValueError for anything else (a data file: what it is, see `_data_file`)."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p}: not found")
@@ -34,7 +34,8 @@ def kind(path: str | Path) -> str:
               ((p / "onnx_config.json").is_file(), "export-onnx"),
               ((p / "textual" / "model.onnx").is_file() and (p / "visual" / "model.onnx").is_file(), "export-immich"),
               (((p / "classnames.txt").is_file() or (p / "dataset_type.txt").is_file())
-               and ((p / "test" / "nshards.txt").is_file() or (p / "nshards.txt").is_file()), "benchmark-wds")]
+               and ((p / "test" / "nshards.txt").is_file() or (p / "nshards.txt").is_file()), "benchmark-wds"),
+              ("input" in _read(p / "shards.json"), "shards")]
     found = next((k for ok, k in checks if ok), None)
     if found:
         return found
@@ -45,6 +46,8 @@ def kind(path: str | Path) -> str:
         return "transformers"
     if p.is_file() and p.name.startswith("step_") and p.suffix == ".pt" and (p.parent.parent / "model.json").is_file():
         return "checkpoint"
+    if p.is_file() and p.suffix.lower() in (".parquet", ".csv", ".tsv", ".jsonl", ".json", ".txt", ".tar"):
+        raise ValueError(f"{p}: {_data_file(p)}")
     try:
         weights_file(p)
     except (OSError, ValueError):
@@ -81,9 +84,40 @@ def describe(path: str | Path, digest: bool = True) -> dict:
         d.update(_checkpoint(p))
     elif k == "benchmark-wds":
         d.update(_wds(p))
+    elif k == "shards":
+        d.update(_shards(p))
     else:
         d.update(_weights(p, digest))
     return d
+
+
+def _data_file(p: Path) -> str:
+    """What a data file given to `info` is, in words: not a langclip folder; for a Parquet table whose column holds
+    the pictures themselves, the command that makes shards of it."""
+    what = {".tar": "a tar shard", ".txt": "a text file", ".json": "a JSON file"}.get(p.suffix.lower(), "a table")
+    hint = ""
+    if p.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        from .tables import picture_bytes
+
+        try:
+            schema = pq.read_schema(p)
+        except Exception as e:   # noqa: BLE001 - pyarrow's errors for a file that is not Parquet
+            return f"not a readable Parquet file ({str(e).splitlines()[0][:200]})"
+        pics = [f.name for f in schema if picture_bytes(f.type)]
+        what = f"a table ({pq.ParquetFile(str(p)).metadata.num_rows:,} rows; columns {', '.join(schema.names)})"
+        if pics:
+            hint = (f"; column {pics[0]!r} holds the pictures themselves: `langclip data shards --data {p} --out "
+                    f"shards/` writes them as shards the cache and the index read")
+    return f"{what}, which langclip reads as data (cache build, index build, tokenizer train --corpus); `info` " \
+           f"describes langclip folders and CLIP weights files{hint}"
+
+
+def _shards(p: Path) -> dict:
+    r = _read(p / "shards.json")
+    return {"rows": r.get("rows"), "shards": r.get("shards"), "skipped": len(r.get("problems") or []),
+            "data": r.get("data"), "done": bool(r.get("done"))}
 
 
 def _wds(p: Path) -> dict:
@@ -235,6 +269,10 @@ def render(d: dict) -> str:
             "; other languages: --classnames"))
         add("prompts", f"{d['templates']} of its own (English)" if d["templates"] else None)
         add("evaluate", f"langclip eval --model RUN --dataset wds:{d['path']}")
+    if k == "shards":
+        add("pictures", f"{d['rows']:,} rows in {d['shards']} shards, {d['skipped']:,} skipped" if d["done"] else
+            "unfinished: rerun the same `langclip data shards` to finish (it resumes)")
+        add("read with", d["done"] and f"--data '{d['data']}'")
     if k == "error":
         lines[0] = f"{d['path']}: not recognised — {d['error']}"
     add("tokens", d.get("tokens") and summary_text(d["tokens"]))
@@ -253,6 +291,7 @@ _TITLES = {"tokenizer": "langclip tokenizer", "cache": "langclip image-embedding
            "export-onnx": "ONNX export", "export-immich": "Immich model folder",
            "transformers": "transformers CLIP folder", "weights": "CLIP weights",
            "checkpoint": "langclip training checkpoint", "benchmark-wds": "CLIP_benchmark webdataset copy",
+           "shards": "webdataset shards written by `langclip data shards`",
            "error": ""}
 
 

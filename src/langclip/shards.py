@@ -95,7 +95,7 @@ def write_shards(data: list[str], out: str | Path, image_column: str | None = No
     out = check_out_dir(out, "shards", (RECORD,))
     cols = [_columns(f, image_column, caption_column, english_column) for f in files]
     stamp = _stamp(files, shard_size, cols)
-    rec_f = out / RECORD
+    rec_f, old = out / RECORD, {}
     if rec_f.is_file():
         old = json.loads(rec_f.read_text(encoding="utf-8"))
         if old.get("input") != stamp:
@@ -106,13 +106,16 @@ def write_shards(data: list[str], out: str | Path, image_column: str | None = No
     total = sum(pq.ParquetFile(str(f)).metadata.num_rows for f in files)
     n_shards = max(1, -(-total // shard_size))
     complete = {k for k in range(n_shards) if (out / f"{k:05d}.tar").is_file()}
-    t0, g, written, problems = time.perf_counter(), 0, 0, []
+    # the rows a complete shard skipped, as the run that wrote it recorded them (saved with each shard)
+    problems = [x for x in old.get("problems") or [] if x.get("shard") in complete]
+    t0, g, written = time.perf_counter(), 0, 0
     state = {"k": None, "tar": None}
 
     def close():
         if state["tar"] is not None:
             state["tar"].close()
             os.replace(out / f"{state['k']:05d}.tar.tmp", out / f"{state['k']:05d}.tar")
+            atomic_write_text(rec_f, json.dumps(dict(record, problems=problems), indent=1, ensure_ascii=False))
         state["k"] = state["tar"] = None
 
     def add(name: str, payload: bytes) -> None:
@@ -136,7 +139,7 @@ def write_shards(data: list[str], out: str | Path, image_column: str | None = No
                     raw = (f.parent / name).read_bytes()
                 ext = picture_ext(raw, name) if raw else None
                 if ext is None:
-                    problems.append({"where": f"{f}:{n}", "reason": "no picture" if not raw else
+                    problems.append({"where": f"{f}:{n}", "shard": k, "reason": "no picture" if not raw else
                                      "bytes of no picture format langclip reads"})
                     continue
                 if state["k"] != k:
