@@ -165,6 +165,57 @@ def run_with_own_clip_file(run, clip_file, tmp_path):
     return copy, clip
 
 
+def make_dng(path, rgb, preview: bytes | None = None, orientation: int = 1) -> bytes:
+    """A RAW photo as a camera's DNG holds it, written by hand (TIFF, little-endian): IFD0 the JPEG preview
+    (`preview`, else `rgb` encoded), its SubIFD the raw pixels (`rgb` as 16-bit LinearRaw), the orientation tag.
+    LibRaw (rawpy) reads it as it reads a camera's. -> the preview's bytes."""
+    import io
+    import struct
+
+    import numpy as np
+    from PIL import Image
+
+    h, w = rgb.shape[:2]
+    if preview is None:
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, "JPEG", quality=90)
+        preview = buf.getvalue()
+    pw, ph = Image.open(io.BytesIO(preview)).size
+    out = bytearray(b"II*\x00\x00\x00\x00\x00")
+
+    def blob(b: bytes) -> int:
+        out.extend(b"\x00" * (len(out) % 2))
+        out.extend(b)
+        return len(out) - len(b)
+
+    def ifd(tags) -> int:   # (tag, type, values): 1 BYTE, 2 ASCII, 3 SHORT, 4 LONG, 5 RATIONAL, 10 SRATIONAL
+        packed = []
+        for tag, typ, vals in sorted(tags):
+            data = {1: lambda v: bytes(v), 2: lambda v: v.encode() + b"\x00", 3: lambda v: struct.pack(f"<{len(v)}H", *v),
+                    4: lambda v: struct.pack(f"<{len(v)}I", *v),
+                    5: lambda v: b"".join(struct.pack("<II", *x) for x in v),
+                    10: lambda v: b"".join(struct.pack("<ii", *x) for x in v)}[typ](vals)
+            count = len(data) if typ in (1, 2) else len(vals)
+            packed.append((tag, typ, count, struct.pack("<I", blob(data)) if len(data) > 4 else data.ljust(4, b"\x00")))
+        at = blob(struct.pack("<H", len(packed)) + b"".join(struct.pack("<HHI", t, y, c) + f for t, y, c, f in packed)
+                  + b"\x00\x00\x00\x00")
+        return at
+
+    raw = (rgb.astype(np.uint16) * 257).tobytes()
+    raw_at, jpeg_at = blob(raw), blob(preview)
+    sub = ifd([(254, 4, [0]), (256, 4, [w]), (257, 4, [h]), (258, 3, [16, 16, 16]), (259, 3, [1]), (262, 3, [34892]),
+               (273, 4, [raw_at]), (277, 3, [3]), (278, 4, [h]), (279, 4, [len(raw)]), (284, 3, [1]), (50717, 4, [65535])])
+    eye = [(1, 1), (0, 1), (0, 1), (0, 1), (1, 1), (0, 1), (0, 1), (0, 1), (1, 1)]
+    first = ifd([(254, 4, [1]), (256, 4, [pw]), (257, 4, [ph]), (258, 3, [8, 8, 8]), (259, 3, [7]), (262, 3, [6]),
+                 (271, 2, "langclip"), (272, 2, "test"), (273, 4, [jpeg_at]), (274, 3, [orientation]), (277, 3, [3]),
+                 (278, 4, [ph]), (279, 4, [len(preview)]), (330, 4, [sub]), (50706, 1, [1, 4, 0, 0]),
+                 (50707, 1, [1, 1, 0, 0]), (50708, 2, "langclip test"), (50721, 10, eye), (50728, 5, [(1, 1)] * 3),
+                 (50778, 3, [21])])
+    out[4:8] = struct.pack("<I", first)
+    Path(path).write_bytes(bytes(out))
+    return preview
+
+
 def make_image(path, seed, mode="RGB", size=(40, 30)):
     import numpy as np
     from PIL import Image

@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import make_image
+from conftest import make_dng, make_image
 from langclip.cli import main
 from langclip.config import IndexConfig
 from langclip.search import Index, QueryModel, build_index, update_index
@@ -109,6 +109,46 @@ def test_a_picture_whose_name_is_not_utf8_is_left_out_and_named(tmp_path, tiny_a
     pairs = read_pairs([str(ph)])   # a training folder of pictures with sidecar captions
     assert [r.path for r in pairs.images] == [str(ph / "ok.jpg")]
     assert [p["where"] for p in pairs.problems] == [str(ph) + "/\\xea\\xee\\xf2.jpg"]
+
+
+def test_raw_photos_are_indexed_through_the_picture_they_hold(tmp_path, tiny_arch, tiny_clip, monkeypatch, capsys):
+    """A photographer's folder holds RAW photos (DNG, CR2, NEF, ARW, ...), which were not listed at all. A RAW
+    photo is indexed through the JPEG preview the camera embedded (turned upright by the camera's orientation),
+    or LibRaw's development where that preview is too small; one beside a JPEG of its name (a camera writing
+    both) is left to the JPEG, as rclip does. The DNGs are written by hand (conftest.make_dng); the reference is
+    the same preview saved as a plain JPEG and indexed as one."""
+    rng = np.random.default_rng(3)
+    pics = {n: rng.integers(0, 255, (240, 320, 3), dtype=np.uint8) for n in ("a", "b", "o")}
+    ph, ref = tmp_path / "ph", tmp_path / "ref"
+    ph.mkdir(), ref.mkdir()
+    (ref / "a.jpg").write_bytes(make_dng(ph / "a.DNG", pics["a"]))
+    make_dng(ph / "b.nef", pics["b"])
+    make_image(ph / "b.jpg", 5, size=(40, 30))                       # RAW + JPEG: the JPEG is the photo
+    make_dng(ph / "o.dng", pics["o"], orientation=6)                  # a portrait: turned upright
+    small = io.BytesIO()
+    Image.fromarray(pics["a"]).resize((64, 48)).save(small, "JPEG")
+    make_dng(ph / "s.cr2", pics["a"], preview=small.getvalue())        # an old camera's thumbnail: developed
+    idx = Index(_build(ph, tiny_arch, tiny_clip, tmp_path / "idx"))
+    by_name = {os.path.basename(idx.source(i)): i for i in idx.ids}
+    assert sorted(by_name) == ["a.DNG", "b.jpg", "o.dng", "s.cr2"] and idx.manifest["num_failures"] == 0
+    plain = Index(_build(ref, tiny_arch, tiny_clip, tmp_path / "ref_idx"))
+    assert np.allclose(idx.vector(by_name["a.DNG"]), plain.vector(plain.ids[0]), atol=2e-3)
+    assert Image.open(io.BytesIO(idx.thumbnail(by_name["o.dng"]))).size[0] < Image.open(
+        io.BytesIO(idx.thumbnail(by_name["a.DNG"]))).size[0]             # portrait vs landscape
+    assert idx.image_bytes(by_name["a.DNG"])[:3] == b"\xff\xd8\xff"          # the page shows the preview
+    capsys.readouterr()   # a RAW photo as the query (search --image; predict, similarity: expand_images)
+    assert main(["search", "--index", str(tmp_path / "idx"), "--model", tiny_clip[1], "--arch", tiny_arch,
+                 "--image", str(ph / "o.dng"), "-k", "1", "--paths"]) == 0
+    assert capsys.readouterr().out.strip() == str(ph / "o.dng")
+    from langclip.pictures import expand_images
+    assert expand_images([str(ph / "s.cr2")]) == ([str(ph / "s.cr2")], 0)
+    # without rawpy: a folder of RAW photos stops with what to install; allowed to go on, each is skipped
+    monkeypatch.setitem(sys.modules, "rawpy", None)
+    with pytest.raises(ValueError, match=r"(?s)3 of the first 4 images could not be read.*needs rawpy"):
+        _build(ph, tiny_arch, tiny_clip, tmp_path / "idx2")
+    idx = Index(_build(ph, tiny_arch, tiny_clip, tmp_path / "idx3", max_failure_rate=1.0))
+    assert len(idx) == 1 and idx.manifest["num_failures"] == 3
+    assert all("needs rawpy (pip install 'langclip[search]')" in f["reason"] for f in idx.manifest["failures"])
 
 
 def test_build_searches_itself_first_and_refuses_another_tower(tmp_path, photos, tiny_arch, tiny_clip, trained_run):

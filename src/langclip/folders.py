@@ -51,7 +51,7 @@ def files_under(folder: str | Path, exts: tuple[str, ...], skip=SKIPPED_FOLDERS,
     """The files under `folder` whose extension is one of `exts` (lower case), sorted. A folder whose name
     matches a pattern of `skip` (fnmatch, case-sensitive) is not entered (`folder` itself always is) and is
     named on stderr; macOS's AppleDouble files ("._IMG_1.jpg", a picture's metadata on a disk of another
-    system) are not pictures; a file whose path is not UTF-8 is left out as a problem (`problems`) with what
+    system) are not pictures; a RAW photo beside a picture of its name is left to it; a file whose path is not UTF-8 is left out as a problem (`problems`) with what
     to do. Paths as strings: a million files stay cheap."""
     import fnmatch
     import os
@@ -66,10 +66,26 @@ def files_under(folder: str | Path, exts: tuple[str, ...], skip=SKIPPED_FOLDERS,
     if left:
         print(f"{folder}: {len(left)} folder{'s' * (len(left) > 1)} left out ({', '.join(map(shown_path, sorted(left)[:3]))}"
               f"{', …' * (len(left) > 3)}): hidden, thumbnails, recycle bins (exclude=[] takes them)", file=sys.stderr)
+    found = _raw_left_to_pictures(found)
     bad = [f for f in found if not is_text(f)]
     if bad and problems is not None:
         problems += [{"where": shown_path(f), "reason": NOT_UTF8} for f in bad]
     return sorted(set(found) - set(bad)) if bad else sorted(found)
+
+
+def _raw_left_to_pictures(found: list[str]) -> list[str]:
+    """`found` less the RAW photos that lie beside a picture of the same name ("IMG_1.CR2" and "IMG_1.JPG": a
+    camera writing both; the JPEG is the photo as its owner sees it, as rclip chooses)."""
+    import os
+
+    from .pixels import RAW_EXTS
+
+    raws = [f for f in found if os.path.splitext(f)[1].lower() in RAW_EXTS]
+    if not raws:
+        return found
+    seen = {os.path.splitext(f)[0].lower() for f in found if os.path.splitext(f)[1].lower() not in RAW_EXTS}
+    drop = {f for f in raws if os.path.splitext(f)[0].lower() in seen}
+    return [f for f in found if f not in drop] if drop else found
 
 
 NOT_UTF8 = ("its name is not UTF-8 (an older system's encoding, e.g. cp1251), which the index's tables and pages "

@@ -17,7 +17,7 @@ import torch
 
 from .tables import URL_PROBLEM, local_path, pick_column, picture_bytes, refuse_picture_bytes, table_rows, url_hint
 from .folders import NOT_UTF8, SKIPPED_FOLDERS, files_under, is_text, shown_path, unfinished_cache
-from .pixels import eight_bit
+from .pixels import RAW_EXTS, eight_bit, is_raw, raw_preview
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif", ".avif")
 _HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")   # phones' HEIC
@@ -256,7 +256,7 @@ def read_images(specs: list[str], image_column=None, skip=SKIPPED_FOLDERS) -> Pa
         for s in expand(spec):
             p = Path(s).expanduser()
             if p.is_dir():
-                for f in files_under(p, IMAGE_EXTS, skip, pairs.problems):
+                for f in files_under(p, IMAGE_EXTS + RAW_EXTS, skip, pairs.problems):
                     pairs.image_row(ImageRef(f))
             elif p.suffix.lower() == ".tar":
                 if not p.exists():
@@ -323,7 +323,7 @@ def open_image(ref: ImageRef, draft: int = 0, orient: bool = False):
     sides are both at least twice `draft` is decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling, as
     PIL's own `thumbnail` does), keeping both sides >= `draft`: a 12-megapixel photo then costs a
     fraction of a full decode. `orient`: turned upright by its EXIF orientation, as viewers show it."""
-    if ref.member:
+    if ref.member or is_raw(ref.path):   # (a RAW photo: the picture it holds for viewers)
         return decode_image(read_image_bytes(ref), draft, orient)
     if os.path.getsize(ref.path) == 0:
         raise OSError("zero-byte file")
@@ -363,7 +363,7 @@ def _loaded(img, draft: int, orient: bool = False):
 
 
 def read_image_bytes(ref: ImageRef) -> bytes:
-    """The encoded bytes of a reference (file or tar member); raises on missing or truncated data."""
+    """The encoded bytes of a reference (file, tar member, a RAW photo's preview); raises on missing or cut data."""
     if ref.member:
         if ref.size < 0:
             raise OSError(f"{ref.member} is not in {ref.path}")
@@ -373,7 +373,7 @@ def read_image_bytes(ref: ImageRef) -> bytes:
         if len(data) != ref.size:
             raise OSError("truncated image data")
         return data
-    data = Path(ref.path).read_bytes()
+    data = Path(ref.path).read_bytes() if not is_raw(ref.path) else raw_preview(ref.path) if os.path.getsize(ref.path) else b""
     if not data:
         raise OSError("zero-byte file")
     return data

@@ -22,6 +22,7 @@ def expand_images(paths: list[str]) -> tuple[list[str], int]:
     from PIL import Image, UnidentifiedImageError
 
     from .pairs import heif_support, read_images
+    from .pixels import is_raw
 
     heif_support()    # a phone's HEIC pictures too, where pillow-heif is installed
     out, from_folders = [], 0
@@ -35,8 +36,11 @@ def expand_images(paths: list[str]) -> tuple[list[str], int]:
             from_folders += len(found)
             continue
         try:
-            with Image.open(p):
-                pass
+            if is_raw(p):   # read through LibRaw (pixels.raw_preview) when decoded; PIL knows few RAW formats
+                Path(p).stat()
+            else:
+                with Image.open(p):
+                    pass
         except FileNotFoundError:
             raise FileNotFoundError(f"image not found: {p}") from None
         except (UnidentifiedImageError, OSError) as e:

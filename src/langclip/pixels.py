@@ -1,4 +1,5 @@
-"""Pictures with more than 8 bits a sample, brought to 8 bits before anything converts them to RGB.
+"""Pictures whose pixels need care: more than 8 bits a sample, brought to 8 bits before anything converts them
+to RGB; and RAW photos, seen through the picture they hold for viewers (`raw_preview`).
 
 CLIP's preprocessing (open_clip's `_convert_to_rgb`, CLIP_benchmark, most pipelines) calls PIL's
 `convert("RGB")`, which *clips* integer samples above 255 and floats outside 0..255: a 16-bit
@@ -42,3 +43,45 @@ def eight_bit(img, fmt: str | None = None):
     out = Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8))
     out.info = dict(img.info)
     return out
+
+
+# RAW photos (LibRaw's formats as cameras write them): indexed through the picture they hold for viewers
+RAW_EXTS = (".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".raf", ".orf", ".rw2", ".pef",
+            ".srw", ".3fr", ".erf", ".kdc", ".mrw", ".x3f", ".iiq", ".rwl")
+SMALLEST_PREVIEW = 224   # a preview whose shorter side is smaller (an old camera's thumbnail) is not enough for CLIP
+
+
+def is_raw(path: str) -> bool:
+    import os
+
+    return os.path.splitext(path)[1].lower() in RAW_EXTS
+
+
+def raw_preview(path) -> bytes:
+    """The encoded picture a RAW photo is seen as: the JPEG preview the camera embedded (LibRaw adds the
+    camera's orientation to its EXIF, so it is turned upright as any JPEG is), or, where there is none or it is
+    smaller than CLIP's input, LibRaw's half-size development (upright) as PNG. Needs rawpy (the `search`
+    extra); raises OSError where it is missing or LibRaw cannot read the file."""
+    import io
+
+    try:
+        import rawpy
+    except ImportError:
+        raise OSError("a RAW photo: reading it needs rawpy (pip install 'langclip[search]')") from None
+    from PIL import Image
+
+    try:
+        with rawpy.imread(str(path)) as r:
+            try:
+                thumb = r.extract_thumb()
+            except (rawpy.LibRawNoThumbnailError, rawpy.LibRawUnsupportedThumbnailError):
+                thumb = None
+            if thumb is not None and thumb.format == rawpy.ThumbFormat.JPEG and \
+                    min(Image.open(io.BytesIO(thumb.data)).size) >= SMALLEST_PREVIEW:
+                return bytes(thumb.data)
+            rgb = r.postprocess(half_size=True, use_camera_wb=True)
+    except rawpy.LibRawError as e:
+        raise OSError(f"LibRaw cannot read this RAW photo ({type(e).__name__}: {e})") from None
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "PNG")
+    return buf.getvalue()

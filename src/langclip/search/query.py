@@ -111,6 +111,7 @@ def query_terms(query: str | None = None, image: str | None = None, add=(), subt
     `pictures=False` (the HTTP API, which never reads a file by its path): every term is a text;
     `looking_for`: something else is added (the API's pictures of the index), so texts may only subtract."""
     from ..pairs import IMAGE_EXTS
+    from ..pixels import RAW_EXTS
 
     def term(raw: str, sign: float, picture: bool | None, where: str) -> Term:
         m = WEIGHT.match(raw)
@@ -118,7 +119,7 @@ def query_terms(query: str | None = None, image: str | None = None, add=(), subt
         if not value.strip():
             raise ValueError(f"{where}: an empty term ({raw!r})")
         if picture is None:
-            picture = pictures and (Path(value).is_file() or Path(value).suffix.lower() in IMAGE_EXTS)
+            picture = pictures and (Path(value).is_file() or Path(value).suffix.lower() in IMAGE_EXTS + RAW_EXTS)
         if picture and not Path(value).is_file():
             raise FileNotFoundError(f"{where}: picture not found: {value}")
         return Term(value, sign * w, picture)
