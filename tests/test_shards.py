@@ -57,7 +57,9 @@ def test_the_readers_of_paths_refuse_a_table_of_pictures_and_name_the_command(hf
     assert read_texts(f, column="caption") == ["кот на\nдиване", "собака", "пусто", "шум", "красный круг"]
 
 
-def test_data_shards_writes_the_pictures_as_they_are_and_resumes(hf_tables, capsys):
+def test_data_shards_writes_the_pictures_as_they_are_and_resumes(hf_tables, capsys, monkeypatch):
+    from langclip.shards import write_shards
+
     d, a_pics, b_pics = hf_tables
     out = d / "shards"
     argv = ["data", "shards", "--data", str(d / "train-{00000..00001}-of-00002.parquet"), "--out", str(out),
@@ -95,6 +97,13 @@ def test_data_shards_writes_the_pictures_as_they_are_and_resumes(hf_tables, caps
     rec = json.loads((out / "shards.json").read_text())
     assert rec["resumed_shards"] == 2 and rec["written"] == 2 and not (out / "00001.tar.tmp").exists()
     assert {k: hashlib.sha256((out / f"{k:05d}.tar").read_bytes()).hexdigest() for k in range(3)} == digests
+    # a run stopped before its first shard was complete keeps what the complete shards skipped
+    (out / "00002.tar").unlink()
+    with monkeypatch.context() as m:
+        m.setattr("langclip.shards.tarfile.open", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            write_shards([str(d / "train-{00000..00001}-of-00002.parquet")], out, shard_size=3, progress=False)
+    assert main(argv) == 0 and len(json.loads((out / "shards.json").read_text())["problems"]) == 2
     # `langclip info` names the folder and the table (a table is no langclip folder: what to do with it)
     assert main(["info", str(out), str(d / "train-00000-of-00002.parquet")]) == 2
     said = capsys.readouterr().out

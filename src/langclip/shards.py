@@ -101,13 +101,13 @@ def write_shards(data: list[str], out: str | Path, image_column: str | None = No
         if old.get("input") != stamp:
             raise ValueError(f"{out}: holds shards of other tables or settings ({rec_f}); give another --out")
     out.mkdir(parents=True, exist_ok=True)
-    record = {"input": stamp, "done": False}
-    atomic_write_text(rec_f, json.dumps(record, indent=1, ensure_ascii=False))
     total = sum(pq.ParquetFile(str(f)).metadata.num_rows for f in files)
     n_shards = max(1, -(-total // shard_size))
     complete = {k for k in range(n_shards) if (out / f"{k:05d}.tar").is_file()}
     # the rows a complete shard skipped, as the run that wrote it recorded them (saved with each shard)
     problems = [x for x in old.get("problems") or [] if x.get("shard") in complete]
+    record = {"input": stamp, "done": False}
+    atomic_write_text(rec_f, json.dumps(dict(record, problems=problems), indent=1, ensure_ascii=False))
     t0, g, written = time.perf_counter(), 0, 0
     state = {"k": None, "tar": None}
 
