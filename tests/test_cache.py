@@ -372,6 +372,43 @@ def test_a_table_made_on_windows_names_its_pictures_with_backslashes(tmp_path):
                                           str(tmp_path / "C:\\data\\x.jpg"), str(tmp_path / "images\\missing.jpg")]
 
 
+def test_json_documents_a_json_array_and_cocos_captions_file(tmp_path):
+    """A .json that is one document, not JSON lines: a pretty-printed file was "invalid JSON" at line 1, a JSON
+    array "expected a JSON object, got list", COCO's captions file "which column holds the image?". An array
+    of row objects and COCO's captions file (a row per caption; the picture found beside the file, else in
+    the folder its name gives, COCO's layout) are read; any other document is named with what is read."""
+    from langclip.tokenizer.train import read_texts
+
+    root = tmp_path / "coco"
+    (root / "annotations").mkdir(parents=True)
+    (root / "train2017").mkdir()
+    make_image(root / "train2017" / "000000000009.jpg", 0)
+    coco = {"info": {}, "images": [{"id": 9, "file_name": "000000000009.jpg"}, {"id": 25, "file_name": "000000000025.jpg"}],
+            "annotations": [{"id": 1, "image_id": 9, "caption": "кот на диване"}, {"id": 2, "image_id": 9, "caption": "кошка"},
+                            {"id": 3, "image_id": 25, "caption": "жираф"}, {"id": 4, "image_id": 77, "caption": "ничей"}]}
+    f = root / "annotations" / "captions_train2017.json"
+    for indent in (None, 2):
+        f.write_text(json.dumps(coco, ensure_ascii=False, indent=indent), encoding="utf-8")
+        p = read_pairs([str(f)])
+        assert [r.path for r in p.images] == [str(root / "train2017" / "000000000009.jpg"),
+                                              str(root / "annotations" / "000000000025.jpg")]   # not there: named later
+        assert p.captions == [(0, "кот на диване", None), (0, "кошка", None), (1, "жираф", None)]
+        assert p.problems == [{"where": f"{f}:4", "reason": "empty image"}]
+    assert read_texts(f, column="caption") == ["кот на диване", "кошка", "жираф", "ничей"]
+    make_image(tmp_path / "a.jpg", 1)
+    (tmp_path / "rows.json").write_text(json.dumps([{"image": "a.jpg", "caption": ["кот", "кошка"], "caption_en": ["cat", "a cat"]}],
+                                                   ensure_ascii=False, indent=2), encoding="utf-8")
+    p = read_pairs([str(tmp_path / "rows.json")])
+    assert p.captions == [(0, "кот", "cat"), (0, "кошка", "a cat")]
+    (tmp_path / "other.json").write_text(json.dumps({"data": [1], "version": 2}, indent=2), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"other\.json: one JSON document \(keys \['data', 'version'\]\); langclip reads JSON "
+                                         r"lines .*a JSON array of row objects, or COCO's captions file"):
+        read_pairs([str(tmp_path / "other.json")])
+    (tmp_path / "mixed.json").write_text(json.dumps([{"image": "a.jpg", "caption": "кот"}, "кот"]), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"mixed\.json: item 2 of its JSON array is a str, not a row object"):
+        read_pairs([str(tmp_path / "mixed.json")])
+
+
 def test_list_columns_named_columns_and_sidecar_folders(tmp_path):
     """A Parquet table with a list<string> caption column (COCO-style, five captions an image) under
     names given by --image-column/--caption-column/--english-column; a wrong column name is named with

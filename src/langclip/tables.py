@@ -62,6 +62,8 @@ def table_rows(path: str | Path, problems: list | None = None) -> tuple[list[str
     text = read_utf8(path)
     if suf in (".csv", ".tsv"):
         return _csv_rows(path, text, suf == ".tsv", problems)
+    if (doc := _json_document(path, text)) is not None:
+        return doc
     rows = TableRows()
     rows.lines = array("q")              # 8 bytes a row, not a Python int each
     for i, line in enumerate(text.splitlines(), 1):
@@ -77,6 +79,45 @@ def table_rows(path: str | Path, problems: list | None = None) -> tuple[list[str
             rows.lines.append(i)
     names = sorted({k for r in rows for k in r})
     return names, rows
+
+
+def _json_document(path: Path, text: str) -> tuple[list[str], TableRows] | None:
+    """A .json/.jsonl file that is one JSON document rather than JSON lines, as rows: an array of row objects
+    (item N is "line" N), or COCO's captions file (`images` + `annotations`: a row per caption, the picture by
+    its `file_name`, looked for beside the file, then in the folder the file's name gives — captions_train2017.json
+    -> ../train2017/, COCO's layout). None for JSON lines (one object a line; a single row is one too)."""
+    import json
+    import re
+
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    if isinstance(doc, dict) and isinstance(doc.get("images"), list) and isinstance(doc.get("annotations"), list):
+        m = re.search(r"(train|val|test)\d{4}", path.stem)
+        homes = [path.parent] + ([path.parent.parent / m.group(0), path.parent / m.group(0)] if m else [])
+        found: dict = {}
+
+        def where(name):
+            if name not in found:
+                found[name] = next((str(d / name) for d in homes if (d / name).is_file()), str(path.parent / name))
+            return found[name]
+
+        files = {im.get("id"): im.get("file_name") for im in doc["images"] if isinstance(im, dict)}
+        doc = [{"image": where(files[a["image_id"]]) if files.get(a.get("image_id")) else None,
+                "caption": a.get("caption"), "image_id": a.get("image_id")} for a in doc["annotations"] if isinstance(a, dict)]
+    if isinstance(doc, dict) and text.strip().count("\n"):   # one object over several lines: not a row a line
+        raise ValueError(f"{path}: one JSON document (keys {sorted(doc)[:8]}); langclip reads JSON lines (a row object "
+                         f"a line), a JSON array of row objects, or COCO's captions file (images + annotations)")
+    if not isinstance(doc, list):
+        return None
+    bad = next((i for i, r in enumerate(doc) if not isinstance(r, dict)), None)
+    if bad is not None:
+        raise ValueError(f"{path}: item {bad + 1} of its JSON array is a {type(doc[bad]).__name__}, not a row object "
+                         f"({{\"image\": ..., \"caption\": ...}})")
+    rows = TableRows(doc)
+    rows.lines = range(1, len(doc) + 1)
+    return sorted({k for r in doc for k in r}), rows
 
 
 def _csv_rows(path: Path, text: str, tsv: bool, problems: list | None) -> tuple[list[str], TableRows]:
