@@ -77,6 +77,27 @@ def test_a_photo_folders_hidden_thumbnail_and_recycle_folders_are_left_out(tmp_p
             _build(root, tiny_arch, tiny_clip, tmp_path / "bad", exclude=bad)
 
 
+def test_a_folder_that_cannot_be_listed_is_named(tmp_path, monkeypatch, capsys):
+    """A share's folder the user may not list (another user's, a NAS permission) was passed over in silence by
+    os.walk; its pictures were simply missing. It is named, and the rest is listed. (Tests run as root, whom
+    permissions do not stop: the listing is refused by a stand-in for os.scandir.)"""
+    from langclip.folders import files_under
+
+    for rel in ("a.jpg", "private/b.jpg", "open/c.jpg"):
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        make_image(tmp_path / rel, 1)
+    scandir = os.scandir
+
+    def refuse(path):
+        if os.path.basename(str(path)) == "private":
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refuse)
+    assert files_under(tmp_path, (".jpg",)) == [str(tmp_path / "a.jpg"), str(tmp_path / "open" / "c.jpg")]
+    assert f"{tmp_path / 'private'}: not read (Permission denied); its pictures are left out" in capsys.readouterr().err
+
+
 def test_a_picture_whose_name_is_not_utf8_is_left_out_and_named(tmp_path, tiny_arch, tiny_clip):
     """A folder copied from an older system keeps names in its encoding ("кот.jpg" in cp1251): Python reads
     them with stand-ins that no table, JSON file or page can hold, and `index build` failed after embedding

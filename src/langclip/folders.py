@@ -57,8 +57,8 @@ def files_under(folder: str | Path, exts: tuple[str, ...], skip=SKIPPED_FOLDERS,
     import os
     import sys
 
-    found, left = [], []
-    for root, dirs, files in os.walk(folder):
+    found, left, unread = [], [], []
+    for root, dirs, files in os.walk(folder, onerror=unread.append):   # a folder it may not list: named below
         keep = [d for d in dirs if not any(fnmatch.fnmatchcase(d, pat) for pat in skip)]
         left += [os.path.join(root, d) for d in dirs if d not in keep]
         dirs[:] = sorted(keep)
@@ -66,6 +66,8 @@ def files_under(folder: str | Path, exts: tuple[str, ...], skip=SKIPPED_FOLDERS,
     if left:
         print(f"{folder}: {len(left)} folder{'s' * (len(left) > 1)} left out ({', '.join(map(shown_path, sorted(left)[:3]))}"
               f"{', …' * (len(left) > 3)}): hidden, thumbnails, recycle bins (exclude=[] takes them)", file=sys.stderr)
+    for e in unread:
+        print(f"{shown_path(str(e.filename))}: not read ({e.strerror}); its pictures are left out", file=sys.stderr)
     found = _raw_left_to_pictures(found)
     bad = [f for f in found if not is_text(f)]
     if bad and problems is not None:
