@@ -1,6 +1,7 @@
 """Zero-shot evaluation (parity with CLIP_benchmark), the English reference row, retrieval evaluation,
 shipped class names, inference bad input, and the pictures."""
 import json
+import os
 import pickle
 import warnings
 
@@ -432,6 +433,24 @@ def test_zero_shot_weights_of_several_classes_a_call_equal_one_class_a_call(tiny
         for batch_texts in (7, 3, 1024):
             got = zero_shot_weights(model, open_clip.tokenize, names, templates, batch_texts=batch_texts)
             torch.testing.assert_close(got, want, rtol=0, atol=2e-6, msg=str(batch_texts))
+
+
+def test_an_image_folder_on_a_share_or_from_a_notebook_has_only_its_classes(tmp_path):
+    """`imagefolder:PATH` as torchvision reads it took a notebook's .ipynb_checkpoints and a NAS's @eaDir for
+    classes (a bogus class name among the prompts) and counted the thumbnails in a class's @eaDir and macOS's
+    "._" files as its pictures. Now only the classes' own pictures count (folders.SKIPPED_FOLDERS)."""
+    from langclip.datasets import load_dataset
+
+    root = tmp_path / "pets"
+    for rel in ("cat/0.jpg", "cat/1.png", "dog/0.jpg", ".ipynb_checkpoints/x.jpg", "@eaDir/y.jpg",
+                "cat/@eaDir/0.jpg/SYNOPHOTO_THUMB_M.jpg", "dog/.thumbnails/0.jpg", "dog/sub/2.jpg"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        make_image(root / rel, len(rel))
+    (root / "cat" / "._0.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    ds, classes = load_dataset(f"imagefolder:{root}", tmp_path, transform=None)
+    assert classes == ["cat", "dog"]
+    assert sorted((os.path.relpath(f, root), y) for f, y in ds.samples) == [
+        ("cat/0.jpg", 0), ("cat/1.png", 0), ("dog/0.jpg", 1), ("dog/sub/2.jpg", 1)]
 
 
 def test_imagefolder_class_names_in_each_form(tiny_run, tmp_path, capsys):

@@ -118,7 +118,7 @@ def load_dataset(name: str, root: str | Path, transform, download: bool = False)
         p = Path(name.split(":", 1)[1]).expanduser()
         if not p.is_dir():
             raise FileNotFoundError(f"image folder not found: {p}")
-        ds = tvd.ImageFolder(str(p), transform=transform)
+        ds = _image_folder(p, transform)
         return ds, ds.classes
     cls = {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100, "caltech101": tvd.Caltech101}.get(name)
     if cls is None:
@@ -184,3 +184,32 @@ def _caltech101(root: Path, transform, download: bool):
 
     ds = Caltech101Folder(str(cats), transform=transform)
     return ds, ds.classes
+
+
+def _image_folder(p: Path, transform):
+    """torchvision's ImageFolder (a folder a class, labels in name order) without what a share or a notebook adds:
+    no hidden folder (.ipynb_checkpoints), NAS thumbnail or recycle folder (folders.SKIPPED_FOLDERS) is a class or
+    holds samples, and no macOS "._" file is a picture."""
+    import fnmatch
+    import os
+
+    import torchvision.datasets as tvd
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    from .folders import SKIPPED_FOLDERS
+
+    def skipped(name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, pat) for pat in SKIPPED_FOLDERS)
+
+    def valid(path: str) -> bool:
+        parts = os.path.relpath(path, p).split(os.sep)
+        return path.lower().endswith(IMG_EXTENSIONS) and not parts[-1].startswith("._") and not any(map(skipped, parts[:-1]))
+
+    class Folder(tvd.ImageFolder):
+        def find_classes(self, directory):
+            classes = sorted(e.name for e in os.scandir(directory) if e.is_dir() and not skipped(e.name))
+            if not classes:
+                raise FileNotFoundError(f"{directory}: no class folders (a folder of pictures a class)")
+            return classes, {c: i for i, c in enumerate(classes)}
+
+    return Folder(str(p), transform=transform, is_valid_file=valid)
