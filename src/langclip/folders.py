@@ -50,9 +50,10 @@ SKIPPED_FOLDERS = (".*", "@eaDir", "#recycle", "#snapshot", "$RECYCLE.BIN", "Sys
 def files_under(folder: str | Path, exts: tuple[str, ...], skip=SKIPPED_FOLDERS, problems: list | None = None) -> list[str]:
     """The files under `folder` whose extension is one of `exts` (lower case), sorted. A folder whose name
     matches a pattern of `skip` (fnmatch, case-sensitive) is not entered (`folder` itself always is) and is
-    named on stderr; macOS's AppleDouble files ("._IMG_1.jpg", a picture's metadata on a disk of another
-    system) are not pictures; a RAW photo beside a picture of its name is left to it; a file whose path is not UTF-8 is left out as a problem (`problems`) with what
-    to do. Paths as strings: a million files stay cheap."""
+    named on stderr, as is one that cannot be listed; macOS's AppleDouble files ("._IMG_1.jpg", a picture's
+    metadata on a disk of another system) are not pictures; a RAW photo beside a picture of its name is left to
+    it; a file whose path is not UTF-8 is left out as a problem (`problems`) with what to do. Paths as strings:
+    a million files stay cheap."""
     import fnmatch
     import os
     import sys
