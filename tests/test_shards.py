@@ -33,7 +33,8 @@ def hf_tables(tmp_path):
                   "caption_en": ["a cat on a sofa", "a dog", "empty", "noise", "a red circle"]})
     pq.write_table(a, tmp_path / "train-00000-of-00002.parquet", row_group_size=2)
     b_pics = [_encoded(5, "JPEG"), _encoded(6, "GIF"), _encoded(7, "JPEG")]
-    b = pa.table({"jpg": pa.array(b_pics, type=pa.binary()), "captions": [["звезда", "жёлтая звезда"], ["ромб"], []]})
+    b = pa.table({"jpg": pa.array(b_pics, type=pa.binary()), "captions": [["звезда", "жёлтая звезда"], ["ромб"], []],
+                  "english": [["a star", "a yellow star"], ["a rhombus"], []]})
     pq.write_table(b, tmp_path / "train-00001-of-00002.parquet")
     return tmp_path, a_pics, b_pics
 
@@ -87,7 +88,7 @@ def test_data_shards_writes_the_pictures_as_they_are_and_resumes(hf_tables, caps
     # the cache's reader takes them: pictures, captions, English
     pairs = read_pairs([rec["data"]])
     assert len(pairs.images) == 6
-    assert sorted((c, e) for _, c, e in pairs.captions)[:3] == [("жёлтая звезда", None), ("звезда", None),
+    assert sorted((c, e) for _, c, e in pairs.captions)[:3] == [("жёлтая звезда", "a yellow star"), ("звезда", "a star"),
                                                                ("кот на диване", "a cat on a sofa")]
     # an interrupted run: a shard half written, one missing; the rerun writes the same bytes
     digests = {k: hashlib.sha256((out / f"{k:05d}.tar").read_bytes()).hexdigest() for k in range(3)}
@@ -97,6 +98,9 @@ def test_data_shards_writes_the_pictures_as_they_are_and_resumes(hf_tables, caps
     rec = json.loads((out / "shards.json").read_text())
     assert rec["resumed_shards"] == 2 and rec["written"] == 2 and not (out / "00001.tar.tmp").exists()
     assert {k: hashlib.sha256((out / f"{k:05d}.tar").read_bytes()).hexdigest() for k in range(3)} == digests
+    assert main(argv) == 0   # all complete: nothing written again, the skipped rows still recorded
+    rec = json.loads((out / "shards.json").read_text())
+    assert (rec["written"], rec["resumed_shards"], len(rec["problems"])) == (0, 3, 2)
     # a run stopped before its first shard was complete keeps what the complete shards skipped
     (out / "00002.tar").unlink()
     with monkeypatch.context() as m:

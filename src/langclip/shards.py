@@ -127,6 +127,10 @@ def write_shards(data: list[str], out: str | Path, image_column: str | None = No
     for f, (ic, cc, ec) in zip(files, cols):
         n = 0
         for batch in pq.ParquetFile(str(f)).iter_batches(batch_size=256, columns=[c for c in dict.fromkeys((ic, cc, ec)) if c]):
+            if all(k in complete for k in range(g // shard_size, (g + batch.num_rows - 1) // shard_size + 1)):
+                g, n = g + batch.num_rows, n + batch.num_rows   # a resumed run: rows of complete shards
+                bar.update(batch.num_rows)
+                continue
             d = batch.to_pydict()
             for i in range(batch.num_rows):
                 k, n = g // shard_size, n + 1
@@ -151,7 +155,7 @@ def write_shards(data: list[str], out: str | Path, image_column: str | None = No
                 if caps:
                     add(key + ".txt", "\n".join(caps).encode("utf-8"))
                 en = _lines(d[ec][i]) if ec else []
-                meta = {"source": f"{f}:{n}", **({"path": name} if name else {}), **({"caption_en": en[0]} if en else {})}
+                meta = {"source": f"{f}:{n}", **({"path": name} if name else {}), **({"caption_en": en if len(en) > 1 else en[0]} if en else {})}
                 add(key + ".json", json.dumps(meta, ensure_ascii=False).encode("utf-8"))
                 written += 1
             bar.update(batch.num_rows)
