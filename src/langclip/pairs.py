@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from .tables import URL_PROBLEM, local_path, pick_column, picture_bytes, refuse_picture_bytes, table_rows, url_hint
 from .folders import NOT_UTF8, SKIPPED_FOLDERS, files_under, is_text, shown_path, unfinished_cache
 from .pixels import RAW_EXTS, eight_bit, is_raw, raw_preview
+from .tables import URL_PROBLEM, local_path, pick_column, picture_bytes, refuse_picture_bytes, table_rows, url_hint
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif", ".avif")
 _HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")   # phones' HEIC
@@ -373,7 +373,7 @@ def read_image_bytes(ref: ImageRef) -> bytes:
         if len(data) != ref.size:
             raise OSError("truncated image data")
         return data
-    data = Path(ref.path).read_bytes() if not is_raw(ref.path) else raw_preview(ref.path) if os.path.getsize(ref.path) else b""
+    data = raw_preview(ref.path) if is_raw(ref.path) else Path(ref.path).read_bytes()
     if not data:
         raise OSError("zero-byte file")
     return data
