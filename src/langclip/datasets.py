@@ -190,16 +190,12 @@ def _image_folder(p: Path, transform):
     """torchvision's ImageFolder (a folder a class, labels in name order) without what a share or a notebook adds:
     no hidden folder (.ipynb_checkpoints), NAS thumbnail or recycle folder (folders.SKIPPED_FOLDERS) is a class or
     holds samples, and no macOS "._" file is a picture."""
-    import fnmatch
     import os
 
     import torchvision.datasets as tvd
     from torchvision.datasets.folder import IMG_EXTENSIONS
 
-    from .folders import SKIPPED_FOLDERS
-
-    def skipped(name: str) -> bool:
-        return any(fnmatch.fnmatchcase(name, pat) for pat in SKIPPED_FOLDERS)
+    from .folders import skipped_folder as skipped
 
     def valid(path: str) -> bool:
         parts = os.path.relpath(path, p).split(os.sep)

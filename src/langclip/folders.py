@@ -47,6 +47,13 @@ SKIPPED_FOLDERS = (".*", "@eaDir", "#recycle", "#snapshot", "$RECYCLE.BIN", "Sys
                    "node_modules")
 
 
+def skipped_folder(name: str, skip=SKIPPED_FOLDERS) -> bool:
+    """A folder named `name` is one of those `skip` names (fnmatch patterns, case-sensitive): not entered."""
+    import fnmatch
+
+    return any(fnmatch.fnmatchcase(name, pat) for pat in skip)
+
+
 def files_under(folder: str | Path, exts: tuple[str, ...], skip=SKIPPED_FOLDERS, problems: list | None = None) -> list[str]:
     """The files under `folder` whose extension is one of `exts` (lower case), sorted. A folder whose name
     matches a pattern of `skip` (fnmatch, case-sensitive) is not entered (`folder` itself always is) and is
@@ -54,13 +61,12 @@ def files_under(folder: str | Path, exts: tuple[str, ...], skip=SKIPPED_FOLDERS,
     metadata on a disk of another system) are not pictures; a RAW photo beside a picture of its name is left to
     it; a file whose path is not UTF-8 is left out as a problem (`problems`) with what to do. Paths as strings:
     a million files stay cheap."""
-    import fnmatch
     import os
     import sys
 
     found, left, unread = [], [], []
     for root, dirs, files in os.walk(folder, onerror=unread.append):   # a folder it may not list: named below
-        keep = [d for d in dirs if not any(fnmatch.fnmatchcase(d, pat) for pat in skip)]
+        keep = [d for d in dirs if not skipped_folder(d, skip)]
         left += [os.path.join(root, d) for d in dirs if d not in keep]
         dirs[:] = sorted(keep)
         found += [os.path.join(root, f) for f in files if os.path.splitext(f)[1].lower() in exts and not f.startswith("._")]
