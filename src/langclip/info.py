@@ -99,13 +99,13 @@ def _data_file(p: Path) -> str:
     if p.suffix.lower() == ".parquet":
         import pyarrow.parquet as pq
 
-        from .tables import picture_bytes
+        from .tables import picture_columns
 
         try:
             schema = pq.read_schema(p)
         except Exception as e:   # noqa: BLE001 - pyarrow's errors for a file that is not Parquet
             return f"not a readable Parquet file ({str(e).splitlines()[0][:200]})"
-        pics = [f.name for f in schema if picture_bytes(f.type)]
+        pics = picture_columns(schema)
         what = f"a table ({pq.ParquetFile(str(p)).metadata.num_rows:,} rows; columns {', '.join(schema.names)})"
         if pics:
             hint = (f"; column {pics[0]!r} holds the pictures themselves: `langclip data shards --data {p} --out "

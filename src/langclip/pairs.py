@@ -17,7 +17,7 @@ import torch
 
 from .folders import NOT_UTF8, SKIPPED_FOLDERS, files_under, is_text, shown_path, unfinished_cache
 from .pixels import RAW_EXTS, eight_bit, is_raw, raw_preview
-from .tables import URL_PROBLEM, local_path, pick_column, picture_bytes, refuse_picture_bytes, table_rows, url_hint
+from .tables import URL_PROBLEM, local_path, pick_column, picture_columns, refuse_picture_bytes, table_rows, url_hint
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif", ".avif")
 _HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")   # phones' HEIC
@@ -83,7 +83,7 @@ def read_table(path: str | Path, pairs: Pairs, image_column=None, caption_column
         import pyarrow.parquet as pq
 
         schema = pq.read_schema(path)
-        names, pictures = schema.names, [f.name for f in schema if picture_bytes(f.type)]
+        names, pictures = schema.names, picture_columns(schema)
     else:
         (names, rows), pictures = table_rows(path, pairs.problems), []
     ic = pick_column(path, names, image_column, IMAGE_COLUMNS, "--image-column", "image")

@@ -22,6 +22,11 @@ def picture_bytes(t) -> bool:
     return pa.types.is_binary(t) or pa.types.is_large_binary(t)
 
 
+def picture_columns(schema) -> list[str]:
+    """The columns of a Parquet schema that hold pictures' bytes (`picture_bytes`)."""
+    return [f.name for f in schema if picture_bytes(f.type)]
+
+
 def refuse_picture_bytes(path: Path, column: str, pictures) -> None:
     """The error for a table whose image column (`column`, among `pictures`: the columns `picture_bytes`
     finds) holds the pictures, not paths to them: what it is and the command that makes it readable."""
@@ -54,7 +59,7 @@ def table_rows(path: str | Path, problems: list | None = None) -> tuple[list[str
         import pyarrow.parquet as pq
 
         schema = pq.read_schema(path)
-        pictures = [f.name for f in schema if picture_bytes(f.type)]   # never read into Python objects here
+        pictures = picture_columns(schema)   # never read into Python objects here
         t = pq.ParquetFile(str(path)).read(columns=[n for n in schema.names if n not in pictures])
         rows = TableRows(t.to_pylist())
         rows.lines, rows.pictures = range(1, len(rows) + 1), pictures
