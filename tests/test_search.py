@@ -734,6 +734,75 @@ def test_api_answers(client):
     assert gone.status_code == 410 and "langclip index update" in gone.json()["detail"]
 
 
+def test_the_viewer_gets_every_picture_in_a_form_browsers_show(tmp_path, tiny_arch, tiny_clip, trained_run):
+    """/image/{id} is what the page's viewer shows. A phone's HEIC and a scanner's TIFF were sent as they are
+    (application/octet-stream), which no current browser but Safari shows: the viewer stayed empty. They are now
+    sent as a JPEG of their pixels, upright as their thumbnails are; what browsers show (JPEG, PNG, WebP, GIF,
+    AVIF, BMP) is sent unchanged, with its type."""
+    import pillow_heif
+    from fastapi.testclient import TestClient
+
+    from langclip.search.server import create_app
+
+    pillow_heif.register_heif_opener()
+    y, x = np.mgrid[0:36, 0:48]
+    upright = Image.fromarray(np.stack([x * 5, y * 7, (x + y) * 3], -1).astype(np.uint8))   # smooth: JPEG keeps it
+    d = tmp_path / "phone"
+    d.mkdir()
+    upright.save(d / "a.heic", quality=95)
+    upright.save(d / "b.avif", quality=95)
+    upright.save(d / "c.bmp")
+    upright.save(d / "d.jpg", quality=95)
+    # a scan stored sideways, turned upright by its orientation tag (6: turn 90 degrees clockwise to show)
+    upright.transpose(Image.Transpose.ROTATE_90).save(d / "e.tif", tiffinfo={274: 6})
+    idx = Index(_build(d, tiny_arch, tiny_clip, tmp_path / "idx"))
+    c = TestClient(create_app(idx, QueryModel(trained_run)))
+    ids = {Path(idx.source(i)).name: i for i in idx.ids}
+    assert sorted(ids) == ["a.heic", "b.avif", "c.bmp", "d.jpg", "e.tif"]
+    want = np.asarray(upright).astype(int)
+    for name, mime in (("a.heic", "image/jpeg"), ("e.tif", "image/jpeg"), ("b.avif", "image/avif"),
+                       ("c.bmp", "image/bmp"), ("d.jpg", "image/jpeg")):
+        r = c.get(f"/image/{ids[name]}")
+        assert r.status_code == 200 and r.headers["content-type"] == mime, (name, r.headers["content-type"])
+        if name in ("b.avif", "c.bmp", "d.jpg"):
+            assert r.content == (d / name).read_bytes(), name     # unchanged
+        got = Image.open(io.BytesIO(r.content))
+        assert got.size == (48, 36) and np.abs(np.asarray(got.convert("RGB")).astype(int) - want).mean() < 4, name
+    idx.close()
+
+
+def test_the_api_behind_a_reverse_proxy_under_a_path(tmp_path, photos, tiny_arch, tiny_clip, trained_run,
+                                                     monkeypatch, capsys):
+    """`serve --root-path /photos`, behind a proxy that serves the app at https://host/photos/ (and strips the
+    path, as nginx's `proxy_pass http://127.0.0.1:8000/;`): the answers' links and the API docs carry the path.
+    A root path that is not one is refused before anything is indexed."""
+    from fastapi.testclient import TestClient
+
+    from langclip.search.server import create_app
+
+    idx = Index(_build(photos, tiny_arch, tiny_clip, tmp_path / "idx"))
+    app = create_app(idx, QueryModel(trained_run))
+    # the scope uvicorn --root-path /photos gives a request the proxy stripped of its path: the path put back
+    c = TestClient(app, root_path="/photos")
+    for params, route in (({"q": "красный круг", "k": 2}, "api/search"), ({"k": 2}, "api/similar/0")):
+        r = c.get(f"/photos/{route}", params=params)
+        assert r.status_code == 200, (route, r.text)
+        first = r.json()["results"][0]
+        assert first["thumb"] == f"/photos/thumb/{first['id']}" and first["image"] == f"/photos/image/{first['id']}"
+        assert c.get(first["thumb"]).headers["content-type"] == "image/jpeg"
+    up = c.post("/photos/api/search/image", files={"file": ("q.jpg", (photos / "04.jpg").read_bytes())}, params={"k": 1})
+    assert up.json()["results"][0]["thumb"].startswith("/photos/thumb/")
+    assert c.get("/photos/openapi.json").json()["servers"] == [{"url": "/photos"}]   # /docs asks the API under it
+    plain = TestClient(app)
+    assert plain.get("/api/search", params={"q": "круг", "k": 1}).json()["results"][0]["thumb"].startswith("/thumb/")
+    idx.close()
+    monkeypatch.setenv("LANGCLIP_INDEX_HOME", str(tmp_path / "home"))
+    for bad in ("photos", "/photos?x=1"):
+        assert main(["serve", "--images", str(photos), "--model", str(trained_run), "--root-path", bad]) == 2
+        assert "--root-path" in capsys.readouterr().err
+    assert not (tmp_path / "home").exists()               # refused before the folder was indexed
+
+
 def test_a_picture_search_leaves_the_server_answering_the_others(client, monkeypatch):
     """A picture search decodes the upload and runs the image tower (a second, on a CPU, for a big photo);
     meanwhile the server answers other requests — before, the upload's route did that work on the event

@@ -32,7 +32,7 @@ def server(demo_small):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    srv = uvicorn.Server(uvicorn.Config(_proxied(app, "/photos"), host="127.0.0.1", port=port, log_level="warning"))
     th = threading.Thread(target=srv.run, daemon=True)
     th.start()
     for _ in range(200):
@@ -42,6 +42,16 @@ def server(demo_small):
     yield f"http://127.0.0.1:{port}", demo_small
     srv.should_exit = True
     th.join(10)
+
+
+def _proxied(app, prefix: str):
+    """The app at the server's root, and under `prefix` as a reverse proxy serves it there that strips the path
+    (nginx's `location /photos/ { proxy_pass http://127.0.0.1:8000/; }`): the app is not told (no --root-path)."""
+    async def proxy(scope, receive, send):
+        if scope["type"] == "http" and scope["path"].startswith(prefix + "/"):
+            scope = {**scope, "path": scope["path"][len(prefix):], "raw_path": scope["raw_path"][len(prefix):]}
+        await app(scope, receive, send)
+    return proxy
 
 
 @pytest.fixture(scope="module")
@@ -316,4 +326,32 @@ def test_pictures_join_the_query(server, browser, tmp_path):
     page.wait_for_function("!document.querySelector('[data-testid=message]').textContent.includes('звёзды')")
     alone = shown(add_id=a)
     assert alone[0] == _api(page, add_id=a, k=1)["results"][0]["name"]
+    page.close()
+
+
+def test_the_page_behind_a_reverse_proxy_under_a_path(server, browser):
+    """Served to others, the page often sits behind a reverse proxy under a path (https://host/photos/), with
+    HTTPS in front. Before, it asked /api/health, the thumbnails and the pictures at the host's root, outside
+    that path: the status line showed an error and no search ran. Every request now stays under the page's own
+    address: a search, its thumbnails, the viewer's picture, "similar" and a search by picture all work."""
+    url, demo = server
+    page = browser.new_page(viewport={"width": 1100, "height": 800}, locale="ru-RU")
+    asked = []
+    page.on("request", lambda r: asked.append(r.url))
+    page.goto(f"{url}/photos/#token=t0k")
+    page.wait_for_function("document.querySelector('[data-testid=status]').textContent.includes('индекс')")
+    page.fill("#q", "жёлтый квадрат")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("[data-testid=result]")
+    page.wait_for_function("[...document.querySelectorAll('[data-testid=result] img')].slice(0, 4)"
+                           ".every(i => i.complete && i.naturalWidth > 0)")          # the thumbnails are shown
+    page.click("[data-testid=result] >> nth=0")
+    page.wait_for_function("document.querySelector('#full').complete && document.querySelector('#full').naturalWidth > 0")
+    page.click("#similar")
+    page.wait_for_function("document.querySelector('[data-testid=message]').textContent.includes('Похожие')")
+    page.set_input_files("[data-testid=file]", str(demo / "world" / "test" / "00007.png"))
+    page.wait_for_function("document.querySelector('[data-testid=message]').textContent.includes('00007.png')")
+    assert _names(page)[0] == "00007.png"
+    outside = [u for u in asked if not u.startswith(f"{url}/photos/")]
+    assert len(asked) > 10 and not outside, outside
     page.close()

@@ -31,7 +31,9 @@ EPILOGS = {
     "serve": "examples:\n  langclip serve --index idx/ --model runs/ru      # http://127.0.0.1:8000/\n"
              "  langclip serve --index idx/ --model runs/ru runs/uk ViT-B-32.pt   # Russian, Ukrainian, English: one index\n"
              "  langclip serve --index idx/ --model runs/ru --host 0.0.0.0 --token-file ~/.langclip-token   # or $LANGCLIP_TOKEN\n"
-             "  langclip serve --images ~/Pictures --model runs/ru   # no index build first: kept and updated for you",
+             "  langclip serve --images ~/Pictures --model runs/ru   # no index build first: kept and updated for you\n"
+             "  langclip serve --index idx/ --model runs/ru --root-path /photos   # behind nginx at https://host/photos/ "
+             "(docs/deploy.md)",
 }
 
 
@@ -115,6 +117,9 @@ def add_parsers(sub, make) -> None:
             p.add_argument("--token", help="require Authorization: Bearer TOKEN (visible to other users in `ps`: "
                            "prefer --token-file or $LANGCLIP_TOKEN)")
             p.add_argument("--token-file", help="read the token from this file (its first line)")
+            p.add_argument("--root-path", default="", metavar="PATH", help="behind a reverse proxy that serves it under "
+                           "a path (https://host/photos/ -> /photos): the API's links and /docs carry it; the page "
+                           "works under any path without it (docs/deploy.md)")
 
 
 def run(args, config) -> int:
@@ -159,14 +164,15 @@ def run(args, config) -> int:
                         paths_only=args.paths, images=args.images, update=not args.no_update):
             print(r)
         return 0
-    from .server import serve
-
     from .folder import index_for
+    from .server import check_root_path, serve
+
+    root_path = check_root_path(args.root_path)   # before --images builds an index
 
     # --images: indexed with the first model's image tower (each model is checked against the index)
     index = index_for(args.index, args.images, args.model[0], args.arch, args.weights, args.device, not args.no_update)
     serve(index, args.model, args.host, args.port, serve_token(args.token, args.token_file), args.arch,
-          args.device, args.weights)
+          args.device, args.weights, root_path=root_path)
     return 0
 
 

@@ -118,7 +118,9 @@ def _stamp(path) -> tuple:
 def create_app(index, model, token: str | None = None, limits: Limits | None = None, reload_every: float = 2.0):
     """The app for an `Index` and a `QueryModel`, or several (each checked to share the index's image tower:
     text towers of several languages over one index); the first answers by default, and for pictures.
-    The index is looked at for a new version at most every `reload_every` seconds (`LiveIndex`)."""
+    The index is looked at for a new version at most every `reload_every` seconds (`LiveIndex`).
+    Behind a reverse proxy under a path, the ASGI server's root path (uvicorn's, `serve(root_path=)`) leads
+    the links in the answers and the API docs; the page needs none (its requests are relative to its address)."""
     import numpy as np
     from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
     from fastapi.concurrency import run_in_threadpool
@@ -150,9 +152,11 @@ def create_app(index, model, token: str | None = None, limits: Limits | None = N
             raise HTTPException(401, "a bearer token is required (Authorization: Bearer TOKEN)",
                                 headers={"WWW-Authenticate": "Bearer"})
 
-    def results(ix, hits):   # with the count of the index version that answered (the page's status line)
+    def results(ix, hits, request: Request):   # + the count of the index version that answered (the page's status)
+        root = request.scope.get("root_path", "").rstrip("/")   # a reverse proxy's path for the app ("/photos")
         return {"results": [{"id": i, "score": round(s, 5), "name": ix.source(i).rsplit("/", 1)[-1],
-                             "thumb": f"/thumb/{i}", "image": f"/image/{i}"} for i, s in hits], "pictures": len(ix)}
+                             "thumb": f"{root}/thumb/{i}", "image": f"{root}/image/{i}"} for i, s in hits],
+                "pictures": len(ix)}
 
     def check_k(k: int):
         if not 1 <= k <= lim.max_k:
@@ -190,7 +194,7 @@ def create_app(index, model, token: str | None = None, limits: Limits | None = N
         return out
 
     @app.get("/api/search", dependencies=[Depends(auth)])
-    def search(q: str = Query("", description="what to look for, in any language the model reads"),
+    def search(request: Request, q: str = Query("", description="what to look for, in any language the model reads"),
                k: int = Query(24, description=f"how many results (1..{MAX_K})"),
                as_typed: bool = Query(False, description="no untrained word replaced by a trained form of it"),
                model_key: str | None = Query(None, alias="model", description="which text tower reads the query "
@@ -231,10 +235,10 @@ def create_app(index, model, token: str | None = None, limits: Limits | None = N
                 "rewritten": {w: v for p in ps for w, v in p["rewritten"].items()},
                 **({"terms": [{"text": t.value, "weight": t.weight, "searched": p["text"]} for t, p in zip(terms, ps)]
                     + [{"picture": i, "weight": w} for i, w in pics]} if len(vecs) > 1 else {}),
-                **results(ix, ix.search(vec, k)[0])}
+                **results(ix, ix.search(vec, k)[0], request)}
 
     @app.post("/api/search/image", dependencies=[Depends(auth)])
-    async def search_image(file: UploadFile = File(...), k: int = Query(24)):
+    async def search_image(request: Request, file: UploadFile = File(...), k: int = Query(24)):
         check_k(k)
         data = await file.read(lim.max_upload + 1)
         if len(data) > lim.max_upload:
@@ -243,17 +247,17 @@ def create_app(index, model, token: str | None = None, limits: Limits | None = N
         def answer():   # decoding and the image tower, off the event loop: the other requests go on meanwhile
             im = _open_upload(data, lim.max_pixels, HTTPException)
             ix = live.current()
-            return results(ix, ix.search(model.encode_image([im])[0], k)[0])
+            return results(ix, ix.search(model.encode_image([im])[0], k)[0], request)
 
         return await run_in_threadpool(answer)
 
     @app.get("/api/similar/{id_}", dependencies=[Depends(auth)])
-    def similar(id_: str, k: int = Query(24)):
+    def similar(request: Request, id_: str, k: int = Query(24)):
         check_k(k)
         ix = live.current()
         id_ = known(ix, id_)
         hits = ix.search(ix.vector(id_), min(k + 1, len(ix)))[0]
-        return results(ix, [h for h in hits if h[0] != id_][:k])
+        return results(ix, [h for h in hits if h[0] != id_][:k], request)
 
     @app.get("/thumb/{id_:path}", dependencies=[Depends(auth)])
     def thumb(id_: str):
@@ -270,7 +274,11 @@ def create_app(index, model, token: str | None = None, limits: Limits | None = N
             data = ix.image_bytes(id_)
         except OSError:
             raise HTTPException(410, f"picture {id_} is gone from disk; run `langclip index update`") from None
-        return Response(data, media_type=_mime(data))
+        try:
+            data, mime = _for_browser(data)
+        except Exception:   # noqa: BLE001 - changed on disk since it was indexed
+            raise HTTPException(410, f"picture {id_} can no longer be read; run `langclip index update`") from None
+        return Response(data, media_type=mime)
 
     return app
 
@@ -299,7 +307,29 @@ def _open_upload(data: bytes, max_pixels: int, err):
     return eight_bit(ImageOps.exif_transpose(im), im.format)   # upright (as the indexed pictures are), 8 bits
 
 
+def check_root_path(root_path: str) -> str:
+    """A reverse proxy's path for the app: "/photos" (a trailing slash dropped; "" or "/": none)."""
+    root_path = (root_path or "").rstrip("/")
+    if root_path and (not root_path.startswith("/") or any(c in root_path for c in "?#\\ ")):
+        raise ValueError(f"--root-path {root_path!r}: a path as the proxy serves the app under, e.g. /photos")
+    return root_path
+
+
+def _for_browser(data: bytes) -> tuple[bytes, str]:
+    """A picture's bytes and type as a browser shows them: JPEG, PNG, WebP, GIF, AVIF and BMP as they are;
+    any other (a phone's HEIC, a scanner's TIFF) as a JPEG of its pixels, upright, as its thumbnail is."""
+    mime = _mime(data)
+    if mime != "application/octet-stream":
+        return data, mime
+    from ..pairs import decode_image
+
+    buf = io.BytesIO()
+    decode_image(data, orient=True).convert("RGB").save(buf, "JPEG", quality=90)
+    return buf.getvalue(), "image/jpeg"
+
+
 def _mime(data: bytes) -> str:
+    """The type of a picture every current browser shows; application/octet-stream for any other."""
     if data[:3] == b"\xff\xd8\xff":
         return "image/jpeg"
     if data[:8] == b"\x89PNG\r\n\x1a\n":
@@ -308,12 +338,18 @@ def _mime(data: bytes) -> str:
         return "image/webp"
     if data[:3] == b"GIF":
         return "image/gif"
+    if data[4:12] in (b"ftypavif", b"ftypavis"):
+        return "image/avif"
+    if data[:2] == b"BM":
+        return "image/bmp"
     return "application/octet-stream"
 
 
 def serve(index_path: str, model_path: str | list[str], host: str = "127.0.0.1", port: int = 8000,
-          token: str | None = None, arch: str = "", device: str | None = None, weights: str | None = None) -> None:
-    """`model_path`: one model, or several (their languages offered side by side; the first for pictures)."""
+          token: str | None = None, arch: str = "", device: str | None = None, weights: str | None = None,
+          root_path: str = "") -> None:
+    """`model_path`: one model, or several (their languages offered side by side; the first for pictures).
+    `root_path`: the path a reverse proxy that strips it serves the app under ("/photos"; uvicorn's --root-path)."""
     import logging
 
     try:
@@ -325,6 +361,7 @@ def serve(index_path: str, model_path: str | list[str], host: str = "127.0.0.1",
     from .index import Index
     from .query import QueryModel
 
+    root_path = check_root_path(root_path)
     if host not in ("127.0.0.1", "localhost", "::1"):
         logging.getLogger("langclip").warning(
             "serving on %s: anyone who reaches this machine can search and view the pictures%s", host,
@@ -332,5 +369,6 @@ def serve(index_path: str, model_path: str | list[str], host: str = "127.0.0.1",
     paths = [model_path] if isinstance(model_path, str) else list(model_path)
     app = create_app(Index(index_path), [QueryModel(p, arch=arch, device=device, weights=weights, image=i == 0)
                                          for i, p in enumerate(paths)], token)
-    print(f"langclip search: http://{host if ':' not in host else f'[{host}]'}:{port}/  (API docs: /docs)")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    print(f"langclip search: http://{host if ':' not in host else f'[{host}]'}:{port}/  (API docs: /docs)"
+          + (f"; behind the proxy at {root_path}/" if root_path else ""))
+    uvicorn.run(app, host=host, port=port, log_level="warning", root_path=root_path)
