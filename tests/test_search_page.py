@@ -355,3 +355,26 @@ def test_the_page_behind_a_reverse_proxy_under_a_path(server, browser):
     outside = [u for u in asked if not u.startswith(f"{url}/photos/")]
     assert len(asked) > 10 and not outside, outside
     page.close()
+
+
+def test_a_big_photo_is_sent_small_enough(server, browser, tmp_path):
+    """A phone's photo is often over the server's upload cap (10 MiB; 48-megapixel sensors write 15-25 MB), and
+    was refused (413). The page now sends a big picture at 768 pixels on its shorter side, as a JPEG: a 27 MB
+    picture of one of the index's finds that picture first."""
+    from PIL import Image
+
+    url, demo = server
+    big = tmp_path / "big.png"
+    Image.open(demo / "world" / "test" / "00011.png").convert("RGB").resize((3000, 3000), Image.NEAREST).save(
+        big, compress_level=0)
+    assert big.stat().st_size > 10 << 20
+    page = browser.new_page(locale="ru-RU")
+    page.goto(f"{url}/#token=t0k")
+    page.wait_for_function("document.querySelector('[data-testid=status]').textContent.includes('индекс')")
+    with page.expect_response(lambda r: "/api/search/image" in r.url) as answer:
+        page.set_input_files("[data-testid=file]", str(big))
+    page.wait_for_function("document.querySelector('[data-testid=message]').textContent.includes('big.png')")
+    page.wait_for_selector("[data-testid=result]")
+    assert answer.value.status == 200 and int(answer.value.request.header_value("content-length")) < 1 << 20
+    assert _names(page)[0] == "00011.png"
+    page.close()
