@@ -255,6 +255,40 @@ def test_update_after_most_pictures_are_deleted_compacts_the_thumbnails(tmp_path
     assert not list(out.glob("*.tmp"))
 
 
+def test_a_photo_folders_linked_folders_are_indexed_once(tmp_path, tiny_arch, tiny_clip, capsys):
+    """~/Pictures/phone -> /mnt/nas/phone: os.walk does not enter a folder that is a symbolic link, and the
+    pictures behind one were left out without a word. A linked folder is entered now, under the link's path;
+    each real folder once, so a second link to it, a link into the folder itself and a link that loops add
+    nothing twice, nor does one to a folder above it; a broken link (a NAS not mounted) is named."""
+    root, nas = tmp_path / "Pictures", tmp_path / "nas"
+    for f in ("a.jpg", "2024/b.jpg"):
+        (root / f).parent.mkdir(parents=True, exist_ok=True)
+        make_image(root / f, len(f))
+    for f in ("phone/c.jpg", "phone/DCIM/d.jpg"):
+        (nas / f).parent.mkdir(parents=True, exist_ok=True)
+        make_image(nas / f, len(f) + 10)
+    os.symlink(nas / "phone", root / "phone")             # outside the folder: entered
+    os.symlink(nas / "phone", root / "phone-again")       # the same real folder: once
+    os.symlink(root / "2024", root / "this-year")         # inside the folder: its pictures where they are
+    os.symlink("..", root / "2024" / "up")                # a loop
+    os.symlink(tmp_path, root / "2024" / "home")          # above the folder (it holds nas/ and Pictures/ again)
+    os.symlink(tmp_path / "nowhere", root / "gone")       # broken
+    idx = Index(_build(root, tiny_arch, tiny_clip, tmp_path / "idx"))
+    assert sorted(os.path.relpath(x, root) for x in idx.items["source"]) == [
+        "2024/b.jpg", "a.jpg", "phone/DCIM/d.jpg", "phone/c.jpg"]
+    assert idx.manifest["num_failures"] == 0
+    idx.close()
+    assert f"{root / 'gone'}: not read (a broken link to {tmp_path / 'nowhere'})" in capsys.readouterr().err
+    # a training folder (pictures with .txt captions) through a link as well
+    from langclip.pairs import read_pairs
+
+    (nas / "phone" / "c.txt").write_text("кот\n", encoding="utf-8")
+    (root / "a.txt").write_text("собака\n", encoding="utf-8")
+    pairs = read_pairs([str(root)])
+    assert sorted((os.path.relpath(pairs.images[i].path, root), c) for i, c, _ in pairs.captions) == [
+        ("a.jpg", "собака"), ("phone/c.jpg", "кот")]
+
+
 def test_phone_formats_heic_and_avif_are_indexed(tmp_path, tiny_arch, tiny_clip, monkeypatch, capsys):
     """A phone's photo folder: HEIC (through pillow-heif) and AVIF (Pillow's own) pictures are indexed
     like JPEGs, embedded from the same pixels and given thumbnails; without pillow-heif a HEIC picture

@@ -54,6 +54,73 @@ def skipped_folder(name: str, skip=SKIPPED_FOLDERS) -> bool:
     return any(fnmatch.fnmatchcase(name, pat) for pat in skip)
 
 
+def walk(folder: str | Path, skip=(), left: list | None = None, unread: list | None = None):
+    """(folder, its file names) for `folder` and every folder under it, depth first in name order as os.walk gives
+    them, but entering a folder that is a symbolic link too (a photo folder's `phone -> /mnt/nas/phone`, a dataset's
+    folders linked from a store: os.walk leaves them, and Python's rglob, silently): each real folder once, so a
+    link that loops, or leads where the walk goes anyway (into `folder`) or above it, is not entered. A folder
+    named as in `skip` (skipped_folder) is not entered and is added to `left`; an error listing one, and a broken
+    link (a NAS not mounted), to `unread` (OSError with the path as its filename)."""
+    import errno
+    import os
+
+    left, unread = (left if left is not None else []), (unread if unread is not None else [])
+    top = os.path.realpath(folder)
+    try:
+        st = os.stat(folder)
+    except OSError as e:
+        unread.append(e)
+        return
+    seen, stack = {(st.st_dev, st.st_ino)}, [os.fspath(folder)]
+    while stack:
+        root = stack.pop()
+        try:
+            with os.scandir(root) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            unread.append(e)
+            continue
+        files, dirs = [], []
+        for e in entries:
+            if not _is_dir(e):
+                if e.is_symlink() and not os.path.exists(e.path):   # only a link pays for this look
+                    unread.append(OSError(errno.ENOENT, f"a broken link to {os.readlink(e.path)}", e.path))
+                else:
+                    files.append(e.name)
+            elif skipped_folder(e.name, skip):
+                left.append(e.path)
+            else:
+                try:
+                    st = e.stat()   # a link's target's (the identity of the folder it leads to)
+                except OSError as err:
+                    unread.append(err)
+                    continue
+                if (st.st_dev, st.st_ino) in seen:   # a loop, or a folder reached through another link
+                    continue
+                if not e.is_symlink() or not _nested(os.path.realpath(e.path), top):
+                    seen.add((st.st_dev, st.st_ino))   # (a link into `folder` or above it: its pictures where they are)
+                    dirs.append(e.path)
+        yield root, files
+        stack += reversed(dirs)
+
+
+def _is_dir(entry) -> bool:
+    try:
+        return entry.is_dir()   # a link to a folder too
+    except OSError:
+        return False
+
+
+def _nested(a: str, b: str) -> bool:
+    """One of two real paths lies in the other (or they are one)."""
+    import os
+
+    try:
+        return os.path.commonpath([a, b]) in (a, b)
+    except ValueError:   # on two drives
+        return False
+
+
 def files_under(folder: str | Path, exts: tuple[str, ...], skip=SKIPPED_FOLDERS, problems: list | None = None) -> list[str]:
     """The files under `folder` whose extension is one of `exts` (lower case), sorted. A folder whose name
     matches a pattern of `skip` (fnmatch, case-sensitive) is not entered (`folder` itself always is) and is
@@ -65,10 +132,7 @@ def files_under(folder: str | Path, exts: tuple[str, ...], skip=SKIPPED_FOLDERS,
     import sys
 
     found, left, unread = [], [], []
-    for root, dirs, files in os.walk(folder, onerror=unread.append):   # a folder it may not list: named below
-        keep = [d for d in dirs if not skipped_folder(d, skip)]
-        left += [os.path.join(root, d) for d in dirs if d not in keep]
-        dirs[:] = sorted(keep)
+    for root, files in walk(folder, skip, left, unread):   # a folder it may not list: named below
         found += [os.path.join(root, f) for f in files if os.path.splitext(f)[1].lower() in exts and not f.startswith("._")]
     if left:
         print(f"{folder}: {len(left)} folder{'s' * (len(left) > 1)} left out ({', '.join(map(shown_path, sorted(left)[:3]))}"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .folders import NOT_UTF8, SKIPPED_FOLDERS, files_under, is_text, shown_path, unfinished_cache
+from .folders import NOT_UTF8, SKIPPED_FOLDERS, files_under, is_text, shown_path, unfinished_cache, walk
 from .pixels import RAW_EXTS, eight_bit, is_raw, raw_preview
 from .tables import URL_PROBLEM, local_path, pick_column, picture_columns, refuse_picture_bytes, table_rows, url_hint
 
@@ -201,8 +201,8 @@ def read_tar(path: str | Path, pairs: Pairs, sidecars: dict | None = None) -> No
 
 def read_folder(path: str | Path, pairs: Pairs) -> None:
     """Images with sidecar captions: cat.jpg + cat.txt (one caption a line)."""
-    path = Path(path)
-    for p in sorted(path.rglob("*")):
+    found = [Path(root, f) for root, files in walk(path) for f in files]   # linked folders too (folders.walk)
+    for p in sorted(found):
         if p.suffix.lower() in IMAGE_EXTS and p.is_file():
             if not is_text(str(p)):
                 pairs.problems.append({"where": shown_path(str(p)), "reason": NOT_UTF8})

@@ -116,7 +116,9 @@ def join(translations: dict, shards: list[str] | None = None, coco_images: str |
                 if m.get("status", "success") == "success" and m.get("rec_num") is not None:
                     where[("cc3m", int(m["rec_num"]))] = key
     if coco_images:
-        for f in Path(coco_images).rglob("*"):
+        from .folders import walk
+
+        for f in (Path(root, name) for root, names in walk(coco_images) for name in names):   # linked folders too
             digits = re.findall(r"\d+", f.stem)
             if f.suffix.lower() in (".jpg", ".jpeg", ".png") and digits:
                 where[("coco", int(digits[-1]))] = str(f.resolve())
