@@ -276,7 +276,7 @@ def test_a_photo_folders_linked_folders_are_indexed_once(tmp_path, tiny_arch, ti
     idx = Index(_build(root, tiny_arch, tiny_clip, tmp_path / "idx"))
     assert sorted(os.path.relpath(x, root) for x in idx.items["source"]) == [
         "2024/b.jpg", "a.jpg", "phone/DCIM/d.jpg", "phone/c.jpg"]
-    assert idx.manifest["num_failures"] == 0
+    assert [f["where"] for f in idx.manifest["failures"]] == [str(root / "gone")]   # recorded with the skipped
     idx.close()
     assert f"{root / 'gone'}: not read (a broken link to {tmp_path / 'nowhere'})" in capsys.readouterr().err
     # a training folder (pictures with .txt captions) through a link as well
@@ -287,6 +287,47 @@ def test_a_photo_folders_linked_folders_are_indexed_once(tmp_path, tiny_arch, ti
     pairs = read_pairs([str(root)])
     assert sorted((os.path.relpath(pairs.images[i].path, root), c) for i, c, _ in pairs.captions) == [
         ("a.jpg", "собака"), ("phone/c.jpg", "кот")]
+
+
+def test_an_update_keeps_the_pictures_it_cannot_see(tmp_path, tiny_arch, tiny_clip, capsys, monkeypatch):
+    """A NAS not mounted when `index update` runs (a nightly job): the link to it is broken, or its mount point
+    is an empty folder. Its pictures were taken for deleted and dropped, and embedded again once it was back
+    (hours, for a large collection). Such an update now changes nothing and says why; `search --images` searches
+    the index as it is; --drop-unreachable drops them when that is meant."""
+    root, nas, mnt = tmp_path / "Pictures", tmp_path / "nas", tmp_path / "mnt"
+    for d, names in ((root, ["a.jpg"]), (nas / "phone", ["c.jpg", "d.jpg"]), (mnt, ["m.jpg"])):
+        d.mkdir(parents=True)
+        for n in names:
+            make_image(d / n, len(n) + len(str(d)))
+    os.symlink(nas / "phone", root / "phone")
+    out = build_index(IndexConfig(data=[str(root), str(mnt)], out=str(tmp_path / "idx"), clip=tiny_arch,
+                                  weights=tiny_clip[1], workers=0), progress=False)
+    before = (out / "manifest.json").read_text()
+    (nas).rename(tmp_path / "nas-off")                 # not mounted: the link is broken
+    (mnt / "m.jpg").rename(tmp_path / "m.jpg")         # ... and the mount point empty
+    capsys.readouterr()
+    assert main(["index", "update", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{root / 'phone'}: not read (a broken link to {nas / 'phone'}), and the index holds 2 pictures there" in err
+    assert f"{mnt}: no picture in it now (a mount point with nothing mounted?), and the index holds 1 picture there" in err
+    assert (out / "manifest.json").read_text() == before   # nothing changed
+    (tmp_path / "nas-off").rename(nas)
+    (tmp_path / "m.jpg").rename(mnt / "m.jpg")
+    r = update_index(out, progress=False)                  # back: nothing to embed again
+    assert (r["embedded"], r["removed"], r["count"]) == (0, 0, 4)
+    (nas).rename(tmp_path / "nas-off")
+    r = update_index(out, progress=False, drop_unreachable=True)   # meant: dropped
+    assert (r["removed"], r["count"]) == (2, 2)
+    # `search --images`: a kept index whose folder's NAS is away is searched as it was
+    (tmp_path / "nas-off").rename(nas)
+    monkeypatch.setenv("LANGCLIP_INDEX_HOME", str(tmp_path / "home"))
+    ask = ["search", "--images", str(root), "--model", tiny_clip[1], "--arch", tiny_arch, "кот", "-k", "5", "--paths"]
+    assert main(ask) == 0
+    (nas).rename(tmp_path / "nas-off")
+    capsys.readouterr()
+    assert main(ask) == 0
+    got = capsys.readouterr()
+    assert "searching the index as it is" in got.err and len(got.out.split()) == 3
 
 
 def test_phone_formats_heic_and_avif_are_indexed(tmp_path, tiny_arch, tiny_clip, monkeypatch, capsys):

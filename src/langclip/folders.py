@@ -139,6 +139,8 @@ def files_under(folder: str | Path, exts: tuple[str, ...], skip=SKIPPED_FOLDERS,
               f"{', …' * (len(left) > 3)}): hidden, thumbnails, recycle bins (exclude=[] takes them)", file=sys.stderr)
     for e in unread:
         print(f"{shown_path(str(e.filename))}: not read ({e.strerror}); its pictures are left out", file=sys.stderr)
+        if problems is not None:   # `index update` keeps what it indexed there (unreachable)
+            problems.append({"where": shown_path(str(e.filename)), "reason": f"not read ({e.strerror})", "folder": True})
     found = _raw_left_to_pictures(found)
     bad = [f for f in found if not is_text(f)]
     if bad and problems is not None:
@@ -201,3 +203,29 @@ def last_metrics(run: str | Path) -> tuple[dict, dict]:
         if isinstance(row, dict) and any(k.startswith("zeroshot/") for k in row):
             zs = row
     return val, zs
+
+
+class Unreachable(ValueError):
+    """An update would drop pictures it could not see (a NAS not mounted): nothing was changed."""
+
+
+def unreachable(problems: list[dict], listed: set[str], known: list[str], data: list[str]) -> list[tuple[str, int, str]]:
+    """Where an update could not look that an index holds pictures in, as (folder, pictures, why): a folder that
+    could not be listed or a broken link (`problems` from files_under), or a data folder that holds no picture
+    now (a mount point with nothing mounted). Those pictures are missing from `listed`, not deleted."""
+    import os
+
+    gone = [k for k in known if k not in listed]
+    if not gone:
+        return []
+    places = [(x["where"], x["reason"]) for x in problems if x.get("folder")]
+    for d in data:
+        d = str(Path(d).expanduser())
+        if Path(d).is_dir() and not any(k.startswith(d.rstrip(os.sep) + os.sep) for k in listed):
+            places.append((d, "no picture in it now (a mount point with nothing mounted?)"))
+    out = []
+    for where, why in places:
+        n = sum(k.startswith(where.rstrip(os.sep) + os.sep) for k in gone)
+        if n:
+            out.append((where, n, why))
+    return out

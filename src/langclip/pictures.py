@@ -30,8 +30,9 @@ def expand_images(paths: list[str]) -> tuple[list[str], int]:
         if Path(p).is_dir():
             pairs = read_images([p])   # an error names a folder without any
             found = [r.path for r in pairs.images]
-            for x in pairs.problems:   # (a name that is not UTF-8: the results could not name it)
-                log.warning("left out: %s: %s", x["where"], x["reason"])
+            for x in pairs.problems:   # (a name that is not UTF-8: the results could not name it; a folder: said)
+                if not x.get("folder"):
+                    log.warning("left out: %s: %s", x["where"], x["reason"])
             out += found
             from_folders += len(found)
             continue

@@ -12,7 +12,9 @@ EPILOGS = {
                    "  langclip index build --data /volume1/photo --model runs/ru --out idx/ --exclude Screenshots\n"
                    "  (folders not entered: hidden ones, @eaDir, #recycle, #snapshot, $RECYCLE.BIN, ...; exclude=[]: "
                    "enter every folder)",
-    "index update": "example:\n  langclip index update idx/        # new and changed pictures embedded, deleted ones dropped",
+    "index update": "examples:\n  langclip index update idx/        # new and changed pictures embedded, deleted ones dropped\n"
+                    "  langclip index update idx/ --drop-unreachable   # and those of a folder it cannot see into now "
+                    "(by default\n  such an update changes nothing: a NAS not mounted is not a deletion)",
     "index list": "examples:\n  langclip index list            # the indexes `search --images` keeps, newest first\n"
                   "  langclip index list --prune    # and delete those whose pictures' folders are gone",
     "index tune": "examples:\n  langclip index tune idx/ --model runs/ru        # ~400 shipped class names as queries\n"
@@ -64,6 +66,8 @@ def add_parsers(sub, make) -> None:
     p.add_argument("--data", "--images", dest="data", nargs="+", help="what to index now (default: what it was built from)")
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--device", default=None)
+    p.add_argument("--drop-unreachable", action="store_true", help="drop the pictures of a folder it cannot see into "
+                   "now (a broken link, a mount point with nothing mounted); by default such an update changes nothing")
 
     p = make(isub, "index list", "the indexes `search --images` keeps ($LANGCLIP_INDEX_HOME)", EPILOGS)
     p.add_argument("--prune", action="store_true", help="delete those whose pictures' folders no longer exist")
@@ -156,7 +160,7 @@ def run(args, config) -> int:
         return 0
     if args.cmd == "index":
         over = {k: v for k, v in (("workers", args.workers), ("device", args.device)) if v is not None}
-        update_index(args.index, args.data, **over)
+        update_index(args.index, args.data, drop_unreachable=args.drop_unreachable, **over)
         return 0
     if args.cmd == "search":
         for r in search(args.index, args.model, args.query, args.image, args.k, args.arch, args.device, args.weights,

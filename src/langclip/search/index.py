@@ -179,9 +179,12 @@ def _write(out: Path, cfg: IndexConfig, refs, emb, ids, man: dict, failures, sec
           + (f", approximate search (IVF, {ann['nlist']} lists)" if ann else ", exact search") + f", in {secs:.1f} s")
 
 
-def update_index(path: str | Path, data: list[str] | None = None, progress: bool = True, **overrides) -> dict:
+def update_index(path: str | Path, data: list[str] | None = None, progress: bool = True, drop_unreachable: bool = False,
+                 **overrides) -> dict:
     """Bring an index up to date with its data (or `data`): embed new and changed pictures, drop deleted
-    ones, keep the rest. -> counts and seconds."""
+    ones, keep the rest. -> counts and seconds. Pictures in a folder it cannot see into now (a NAS not mounted)
+    are not taken for deleted: it raises `Unreachable`, changing nothing, unless `drop_unreachable`."""
+    from ..folders import Unreachable, unreachable
     from ..pairs import read_images
 
     t0 = time.perf_counter()
@@ -196,6 +199,12 @@ def update_index(path: str | Path, data: list[str] | None = None, progress: bool
         return _update_from_cache(out, idx, cfg, items, t0)
     known = {s: (i, sz, mt) for i, (s, sz, mt) in enumerate(zip(items["source"], items["stat_size"], items["stat_mtime_ns"]))}
     pairs = read_images(cfg.data, cfg.image_column, cfg.exclude)
+    lost = [] if drop_unreachable else unreachable(pairs.problems, {r.key for r in pairs.images}, items["source"], cfg.data)
+    if lost:
+        idx.close()
+        raise Unreachable(f"{out}: nothing changed: " + "; ".join(f"{w}: {why}, and the index holds {n:,} picture"
+                                                                  f"{'s' * (n != 1)} there" for w, n, why in lost)
+                          + ". Mount or mend it and update again; to drop those pictures, --drop-unreachable")
     bad = {f["source"]: f for f in idx.manifest.get("failures", []) if "stat" in f}
     keep_rows, keep_refs, todo, still_bad = [], [], [], []
     for r in pairs.images:
