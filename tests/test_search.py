@@ -330,6 +330,47 @@ def test_an_update_keeps_the_pictures_it_cannot_see(tmp_path, tiny_arch, tiny_cl
     assert "searching the index as it is" in got.err and len(got.out.split()) == 3
 
 
+def test_a_200_megapixel_phone_photo_is_indexed(tmp_path, tiny_arch, tiny_clip):
+    """Samsung's Ultra phones take 200-megapixel photos (16320 x 12240): PIL refused them as a "decompression
+    bomb" (over 179 million pixels) and the index skipped them; 108-megapixel ones came with a warning. Such a
+    photo is indexed now, from the same pixels as a small copy of it, without a warning."""
+    import warnings
+
+    from langclip.model import LangCLIP, image_transform, model_config, preprocess_cfg
+
+    d = tmp_path / "phone"
+    d.mkdir()
+    Image.new("RGB", (16320, 12240), (200, 40, 90)).save(d / "20251130_101010.jpg", quality=80)
+    make_image(d / "small.jpg", 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        idx = Index(_build(d, tiny_arch, tiny_clip, tmp_path / "idx"))
+    assert idx.manifest["num_failures"] == 0 and len(idx) == 2, idx.manifest["failures"]
+    i = idx.items["id"][idx.items["source"].index(str(d / "20251130_101010.jpg"))]
+    tf = image_transform(preprocess_cfg(LangCLIP(model_config(tiny_arch))))
+    with torch.no_grad():
+        want = torch.nn.functional.normalize(tiny_clip[0].encode_image(tf(Image.new("RGB", (400, 300), (200, 40, 90)))[None]), dim=-1)[0]
+    assert np.abs(idx.vector(i) - want.numpy()).max() < 2e-2
+    idx.close()
+
+
+def test_a_browsers_and_a_cameras_other_extensions_are_pictures(tmp_path, tiny_arch, tiny_clip):
+    """A JPEG a browser saved on Windows (.jfif, .jpe) and a camera's HEIF (.HIF: Canon, Fujifilm, Sony) were not
+    taken for pictures: left out of the index without a word."""
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    d = tmp_path / "downloads"
+    d.mkdir()
+    make_image(d / "a.jpg", 1)
+    for name, fmt in (("b.jfif", "JPEG"), ("c.jpe", "JPEG"), ("DSCF0001.HIF", "HEIF")):
+        Image.open(make_image(tmp_path / f"{name}.png", len(name))).save(d / name, fmt, quality=90)
+    idx = Index(_build(d, tiny_arch, tiny_clip, tmp_path / "idx"))
+    assert sorted(Path(x).name for x in idx.items["source"]) == ["DSCF0001.HIF", "a.jpg", "b.jfif", "c.jpe"]
+    assert idx.manifest["num_failures"] == 0
+    idx.close()
+
+
 def test_phone_formats_heic_and_avif_are_indexed(tmp_path, tiny_arch, tiny_clip, monkeypatch, capsys):
     """A phone's photo folder: HEIC (through pillow-heif) and AVIF (Pillow's own) pictures are indexed
     like JPEGs, embedded from the same pixels and given thumbnails; without pillow-heif a HEIC picture

@@ -1,8 +1,7 @@
 """Readers for image–caption pairs: tables, webdataset tar shards, folders with sidecar captions.
 
 Every reader yields the same thing: a list of distinct images (`ImageRef`) and a list of captions
-pointing at them, plus a list of problems (file, line/member, reason) for what was skipped.
-"""
+pointing at them, plus a list of problems (file, line/member, reason) for what was skipped."""
 from __future__ import annotations
 
 import functools
@@ -16,10 +15,11 @@ from pathlib import Path
 import torch
 
 from .folders import NOT_UTF8, SKIPPED_FOLDERS, files_under, is_text, shown_path, unfinished_cache, walk
-from .pixels import RAW_EXTS, eight_bit, is_raw, raw_preview
+from .pixels import RAW_EXTS, allow_large_photos, eight_bit, is_raw, raw_preview
 from .tables import URL_PROBLEM, local_path, pick_column, picture_columns, refuse_picture_bytes, table_rows, url_hint
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif", ".avif")
+IMAGE_EXTS = (".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif", ".hif",
+              ".avif")   # .jfif: a JPEG a browser saved on Windows; .hif: a Canon, Fujifilm or Sony camera's HEIF
 _HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")   # phones' HEIC
 IMAGE_COLUMNS = ("image", "image_path", "path", "filepath", "file", "filename", "img", "url", "URL")   # URLs: refused, saying how to download
 CAPTION_COLUMNS = ("caption", "text", "query", "captions", "caption_ru", "texts", "TEXT")
@@ -201,8 +201,7 @@ def read_tar(path: str | Path, pairs: Pairs, sidecars: dict | None = None) -> No
 
 def read_folder(path: str | Path, pairs: Pairs) -> None:
     """Images with sidecar captions: cat.jpg + cat.txt (one caption a line)."""
-    found = [Path(root, f) for root, files in walk(path) for f in files]   # linked folders too (folders.walk)
-    for p in sorted(found):
+    for p in sorted(Path(root, f) for root, files in walk(path) for f in files):   # linked folders too (folders.walk)
         if p.suffix.lower() in IMAGE_EXTS and p.is_file():
             if not is_text(str(p)):
                 pairs.problems.append({"where": shown_path(str(p)), "reason": NOT_UTF8})
@@ -337,9 +336,10 @@ def decode_image(data: bytes, draft: int = 0, orient: bool = False):
 
 
 def _pil_open(fp, head: bytes):
-    """PIL's Image.open; a phone's HEIC through pillow-heif (`search` extra) or an error saying so."""
+    """PIL's Image.open (to pixels.MAX_PIXELS); a phone's HEIC via pillow-heif (`search` extra) or an error saying so."""
     from PIL import Image
 
+    allow_large_photos()
     if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS and not heif_support():
         raise OSError("a HEIC/HEIF picture: reading it needs pillow-heif (pip install 'langclip[search]')")
     return Image.open(fp)

@@ -22,9 +22,10 @@ def expand_images(paths: list[str]) -> tuple[list[str], int]:
     from PIL import Image, UnidentifiedImageError
 
     from .pairs import heif_support, read_images
-    from .pixels import is_raw
+    from .pixels import allow_large_photos, is_raw
 
     heif_support()    # a phone's HEIC pictures too, where pillow-heif is installed
+    allow_large_photos()   # and its 200-megapixel photos
     out, from_folders = [], 0
     for p in paths:
         if Path(p).is_dir():

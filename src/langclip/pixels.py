@@ -17,6 +17,21 @@ Every other mode (8-bit greyscale, palette, RGB(A), CMYK, ...) is returned uncha
 from __future__ import annotations
 
 
+# PIL refuses a picture over twice Image.MAX_IMAGE_PIXELS (89.5 million: 179 million) as a "decompression bomb",
+# and warns above it: a 200-megapixel phone photo (16320 x 12240, Samsung's Ultra models) was skipped as one and a
+# 108-megapixel one warned about. Pictures langclip reads are the user's own (an upload to the server has its
+# own cap, checked before decoding): it raises the limit to 2**29 (537 million; refused above 1.07 billion).
+MAX_PIXELS = 1 << 29
+
+
+def allow_large_photos() -> None:
+    """PIL's decompression-bomb limit raised to MAX_PIXELS (never lowered), for this process."""
+    from PIL import Image
+
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < MAX_PIXELS:
+        Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+
 def eight_bit(img, fmt: str | None = None):
     """`img` with its samples in 8 bits (mode "L") when PIL holds them in 16/32-bit integers or floats;
     otherwise `img` itself. `fmt`: the file's format, where `img` no longer says it (a turned copy)."""

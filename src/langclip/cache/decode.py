@@ -132,6 +132,9 @@ def decode_rgb(data: bytes, draft: int = 0, orient: bool = False) -> torch.Tenso
 
     from PIL import Image
 
+    from ..pixels import allow_large_photos
+
+    allow_large_photos()   # a 200-megapixel phone photo too
     if data[:3] == _JPEG and jpeg_orientation(data) == 1:
         try:
             if not draft or min(Image.open(io.BytesIO(data)).size) < 2 * draft:   # reads the header only
