@@ -651,6 +651,48 @@ def test_search_combines_texts_and_pictures(tmp_path, photos, trained_run, capsy
     assert json.loads(capsys.readouterr().out.splitlines()[0])["path"] == pic
 
 
+def test_search_previews_its_results_in_the_terminal(tmp_path, photos, tiny_arch, tiny_clip, trained_run, capsys,
+                                                     monkeypatch):
+    """`search --preview`, as rclip's: under each result line, its thumbnail inline, through the iTerm2 image
+    protocol (ESC ] 1337 ; File=inline=1;… : base64 BEL; iTerm2, WezTerm, Konsole, VS Code) or, in kitty and
+    Ghostty, kitty's graphics protocol (PNG in base64 chunks of at most 4096 bytes, ESC _ G … ESC \\). Each
+    picture shown is the index's thumbnail of that result."""
+    import base64
+    import re
+
+    out = _build(photos, tiny_arch, tiny_clip, tmp_path / "idx")
+    idx = Index(out)
+    ask = ["search", "--index", str(out), "--model", str(trained_run), "красный круг", "-k", "3", "--preview"]
+    monkeypatch.delenv("KITTY_WINDOW_ID", raising=False)
+    for term, program in (("xterm-256color", "iTerm.app"), ("xterm-kitty", ""), ("xterm-ghostty", "ghostty")):
+        monkeypatch.setenv("TERM", term)
+        monkeypatch.setenv("TERM_PROGRAM", program)
+        assert main(ask + ["--preview-height", "5"]) == 0
+        text = capsys.readouterr().out
+        paths = re.findall(r"^ +\d+  -?[\d.]+  (.+)$", text, re.M)
+        assert len(paths) == 3
+        if term == "xterm-256color":
+            shown = [base64.b64decode(b) for n, b in re.findall(
+                r"\x1b\]1337;File=inline=1;size=(\d+);height=5;preserveAspectRatio=1:([A-Za-z0-9+/=]+)\x07", text)]
+            assert [Image.open(io.BytesIO(b)).format for b in shown] == ["JPEG"] * 3
+        else:
+            seqs = re.findall(r"\x1b_G([^;]*);([A-Za-z0-9+/=]*)\x1b\\", text)
+            assert all(len(data) <= 4096 for _, data in seqs) and len(seqs) > 3   # a picture in several chunks
+            shown, cur = [], ""
+            for ctrl, data in seqs:
+                assert ctrl.startswith("a=T,f=100,r=5,") == (cur == "")   # the first chunk carries the keys
+                cur += data
+                if ctrl.endswith("m=0"):
+                    shown.append(base64.b64decode(cur))
+                    cur = ""
+            assert [Image.open(io.BytesIO(b)).format for b in shown] == ["PNG"] * 3
+        for path, b in zip(paths, shown):
+            want = Image.open(io.BytesIO(idx.thumbnail(idx.items["id"][idx.items["source"].index(path)])))
+            assert np.array_equal(np.asarray(Image.open(io.BytesIO(b)).convert("RGB")), np.asarray(want.convert("RGB")))
+    assert main(ask + ["--json"]) == 2 and "--preview" in capsys.readouterr().err
+    idx.close()
+
+
 def test_search_images_keeps_an_index_for_the_folder(tmp_path, photos, trained_run, capsys, monkeypatch):
     """`search --images FOLDER`, as rclip: the first search builds the folder's index in $LANGCLIP_INDEX_HOME
     and answers as `index build` + `search --index` do; a later one embeds only what is new (found at once),

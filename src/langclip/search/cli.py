@@ -29,7 +29,8 @@ EPILOGS = {
               "combined, as rclip does\n"
               "  langclip search --index idx/ --model runs/ru \"кот\" -k 5 --paths | xargs -d '\\n' cp -t picked/\n"
               "  langclip search --images ~/Pictures --model runs/ru \"кот на диване\"   # no index build first: kept "
-              "and updated for you",
+              "and updated for you\n"
+              "  langclip search --index idx/ --model runs/ru \"закат над морем\" --preview   # thumbnails in the terminal",
     "serve": "examples:\n  langclip serve --index idx/ --model runs/ru      # http://127.0.0.1:8000/\n"
              "  langclip serve --index idx/ --model runs/ru runs/uk ViT-B-32.pt   # Russian, Ukrainian, English: one index\n"
              "  langclip serve --index idx/ --model runs/ru --host 0.0.0.0 --token-file ~/.langclip-token   # or $LANGCLIP_TOKEN\n"
@@ -112,6 +113,11 @@ def add_parsers(sub, make) -> None:
             p.add_argument("-k", type=int, default=10)
             p.add_argument("--json", action="store_true")
             p.add_argument("--paths", action="store_true", help="print the paths alone, one a line (for xargs)")
+            p.add_argument("--preview", "-p", action="store_true", help="show each result's thumbnail under it in "
+                           "the terminal, as rclip does: the iTerm2 image protocol (iTerm2, WezTerm, Konsole, VS Code), "
+                           "or kitty's (kitty, Ghostty)")
+            p.add_argument("--preview-height", type=int, default=8, metavar="LINES",
+                           help="how many lines of text high each preview is (default 8)")
             p.add_argument("--as-typed", action="store_true", help="search with the query as typed: no word whose "
                            "tokens the run never trained on is replaced by a trained form of it (ru, uk: pymorphy3; ~50 "
                            "more languages: its dictionary form)")
@@ -165,7 +171,8 @@ def run(args, config) -> int:
     if args.cmd == "search":
         for r in search(args.index, args.model, args.query, args.image, args.k, args.arch, args.device, args.weights,
                         as_json=args.json, as_typed=args.as_typed, add=args.add, subtract=args.subtract,
-                        paths_only=args.paths, images=args.images, update=not args.no_update):
+                        paths_only=args.paths, images=args.images, update=not args.no_update,
+                        preview=(args.preview_height if args.preview_height > 0 else -1) if args.preview else 0):
             print(r)
         return 0
     from .folder import index_for
@@ -200,13 +207,14 @@ def serve_token(token: str | None, token_file: str | None) -> str | None:
 def search(index: str | None, model: str, query: str | None = None, image: str | None = None, k: int = 10,
            arch: str = "", device: str | None = None, weights: str | None = None,
            as_json: bool = False, as_typed: bool = False, add=(), subtract=(), paths_only: bool = False,
-           images: list[str] | None = None, update: bool = True) -> list[str]:
+           images: list[str] | None = None, update: bool = True, preview: int = 0) -> list[str]:
     """Lines to print: rank, score, path (one JSON object a line; the path alone). The query, --image and
     each --add / --subtract term (a text or a picture, optionally weighted "2:…") are combined as rclip does:
     their weighted sum of embeddings (query.combine). A query word whose tokens no training caption held is
     replaced by a trained form of it where the language has a morphology (coverage.rewrite; `as_typed`:
     not), and either is said on standard error. `images` instead of `index`: the pictures' own index,
-    built or updated first (folder.folder_index)."""
+    built or updated first (folder.folder_index). `preview`: each result's thumbnail under its line, that many
+    lines of text high, in the terminal (preview.py)."""
     from ..pairs import ImageRef, open_image
 
     from .folder import index_for, one_source
@@ -215,6 +223,9 @@ def search(index: str | None, model: str, query: str | None = None, image: str |
 
     if k < 1:
         raise ValueError(f"-k must be >= 1, got {k}")
+    if preview < 0 or preview and (as_json or paths_only):
+        raise ValueError("--preview shows the pictures beside the plain results (not with --json or --paths), "
+                         "--preview-height lines high (1 or more)")
     one_source(index, images)   # before anything is read
     terms = query_terms(query, image, add, subtract)
     pictures = {}
@@ -242,7 +253,14 @@ def search(index: str | None, model: str, query: str | None = None, image: str |
     if as_json:
         return [json.dumps({"rank": n, "id": i, "score": round(s, 5), "path": idx.source(i)}, ensure_ascii=False)
                 for n, (i, s) in enumerate(hits, 1)]
-    return [f"{n:>3}  {s:.4f}  {idx.source(i)}" for n, (i, s) in enumerate(hits, 1)]
+    lines = [f"{n:>3}  {s:.4f}  {idx.source(i)}" for n, (i, s) in enumerate(hits, 1)]
+    if preview:
+        from .preview import inline, protocol
+
+        proto = protocol()
+        lines = [line + ("\n" + inline(idx.thumbnail(i), preview, proto) if idx.thumbnail(i) else "")
+                 for line, (i, _) in zip(lines, hits)]
+    return lines
 
 
 def _say(folder, q: dict) -> None:
