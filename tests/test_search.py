@@ -926,7 +926,27 @@ def test_the_viewer_gets_every_picture_in_a_form_browsers_show(tmp_path, tiny_ar
             assert r.content == (d / name).read_bytes(), name     # unchanged
         got = Image.open(io.BytesIO(r.content))
         assert got.size == (48, 36) and np.abs(np.asarray(got.convert("RGB")).astype(int) - want).mean() < 4, name
+        # ?size=: what the viewer asks, at its screen's size: a picture not larger comes as above
+        assert c.get(f"/image/{ids[name]}", params={"size": 64}).content == r.content, name
+    # ... and a larger one scaled down, upright, as a JPEG
+    big = tmp_path / "big"
+    big.mkdir()
+    upright.resize((480, 360)).transpose(Image.Transpose.ROTATE_90).save(big / "f.jpg", exif=_orientation_6())
+    idx2 = Index(_build(big, tiny_arch, tiny_clip, tmp_path / "idx2"))
+    c2 = TestClient(create_app(idx2, QueryModel(trained_run)))
+    got = Image.open(io.BytesIO(c2.get(f"/image/{idx2.ids[0]}", params={"size": 100}).content))
+    assert got.size == (100, 75) and np.abs(np.asarray(got).astype(int)[::7, ::7] - np.asarray(
+        upright.resize((100, 75))).astype(int)[::7, ::7]).mean() < 8                 # upright
+    assert c2.get(f"/image/{idx2.ids[0]}").content == (big / "f.jpg").read_bytes()   # the file itself without
+    assert c2.get(f"/image/{idx2.ids[0]}", params={"size": 10}).status_code == 422
     idx.close()
+    idx2.close()
+
+
+def _orientation_6() -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 6   # turn 90 degrees clockwise to show
+    return exif.tobytes()
 
 
 def test_the_api_behind_a_reverse_proxy_under_a_path(tmp_path, photos, tiny_arch, tiny_clip, trained_run,

@@ -347,6 +347,11 @@ def test_the_page_behind_a_reverse_proxy_under_a_path(server, browser):
                            ".every(i => i.complete && i.naturalWidth > 0)")          # the thumbnails are shown
     page.click("[data-testid=result] >> nth=0")
     page.wait_for_function("document.querySelector('#full').complete && document.querySelector('#full').naturalWidth > 0")
+    # the viewer asks for the picture at the screen's size (device pixels); "original" links the file itself
+    id_ = page.get_attribute("[data-testid=result] >> nth=0", "data-id")
+    side = page.evaluate("Math.ceil(Math.max(screen.width, screen.height) * devicePixelRatio)")
+    assert page.get_attribute("#full", "src") == f"/photos/image/{id_}?size={side}&token=t0k"
+    assert page.get_attribute("[data-testid=original]", "href") == f"/photos/image/{id_}?token=t0k"
     page.click("#similar")
     page.wait_for_function("document.querySelector('[data-testid=message]').textContent.includes('Похожие')")
     page.set_input_files("[data-testid=file]", str(demo / "world" / "test" / "00007.png"))

@@ -29,6 +29,7 @@ MAX_K = 100
 MAX_UPLOAD = 10 << 20    # bytes
 MAX_PIXELS = 40_000_000
 MAX_TERMS = 8            # texts a search may add or subtract
+MIN_SIZE, MAX_SIZE = 64, 8192   # /image/{id}?size=: pixels a side
 
 
 @dataclass
@@ -267,15 +268,19 @@ def create_app(index, model, token: str | None = None, limits: Limits | None = N
                         headers={"Cache-Control": "max-age=3600"})
 
     @app.get("/image/{id_:path}", dependencies=[Depends(auth)])
-    def image(id_: str):
+    def image(id_: str, size: int | None = Query(None, description="at most this many pixels a side: a larger "
+                                                 f"picture comes as a JPEG scaled down ({MIN_SIZE}..{MAX_SIZE}; the "
+                                                 "page's viewer asks its screen's size); default: as it is")):
         ix = live.current()
         id_ = known(ix, id_)
+        if size is not None and not MIN_SIZE <= size <= MAX_SIZE:
+            raise HTTPException(422, f"size must be between {MIN_SIZE} and {MAX_SIZE}")
         try:
             data = ix.image_bytes(id_)
         except OSError:
             raise HTTPException(410, f"picture {id_} is gone from disk; run `langclip index update`") from None
         try:
-            data, mime = _for_browser(data)
+            data, mime = _for_browser(data, size or 0)
         except Exception:   # noqa: BLE001 - changed on disk since it was indexed
             raise HTTPException(410, f"picture {id_} can no longer be read; run `langclip index update`") from None
         return Response(data, media_type=mime)
@@ -315,16 +320,25 @@ def check_root_path(root_path: str) -> str:
     return root_path
 
 
-def _for_browser(data: bytes) -> tuple[bytes, str]:
+def _for_browser(data: bytes, size: int = 0) -> tuple[bytes, str]:
     """A picture's bytes and type as a browser shows them: JPEG, PNG, WebP, GIF, AVIF and BMP as they are;
-    any other (a phone's HEIC, a scanner's TIFF) as a JPEG of its pixels, upright, as its thumbnail is."""
-    mime = _mime(data)
-    if mime != "application/octet-stream":
-        return data, mime
-    from ..pairs import decode_image
+    any other (a phone's HEIC, a scanner's TIFF) as a JPEG of its pixels, upright, as its thumbnail is.
+    `size`: a picture larger than that a side as a JPEG scaled down to it (a 48-megapixel photo: 25 MB to a
+    phone's viewer otherwise), upright; a JPEG decoded at a reduced scale."""
+    from PIL import Image
 
+    from ..pairs import decode_image
+    from ..pixels import allow_large_photos
+
+    allow_large_photos()   # a 200-megapixel photo's header too
+    mime = _mime(data)
+    if mime != "application/octet-stream" and (not size or max(Image.open(io.BytesIO(data)).size) <= size):
+        return data, mime   # (only the header read)
+    im = decode_image(data, draft=size, orient=True).convert("RGB")
+    if size:
+        im.thumbnail((size, size))
     buf = io.BytesIO()
-    decode_image(data, orient=True).convert("RGB").save(buf, "JPEG", quality=90)
+    im.save(buf, "JPEG", quality=90)
     return buf.getvalue(), "image/jpeg"
 
 
