@@ -255,6 +255,34 @@ def test_update_after_most_pictures_are_deleted_compacts_the_thumbnails(tmp_path
     assert not list(out.glob("*.tmp"))
 
 
+def test_a_macos_photos_library_gives_its_originals_once(tmp_path, tiny_arch, tiny_clip, capsys):
+    """~/Pictures on a Mac holds "Photos Library.photoslibrary": the photos as imported (originals/, or Masters/ in
+    an iPhoto library) beside Photos' resized copies of each (resources/derivatives, .../masters), its edit renders
+    and caches. Indexed whole, every photo came back two to four times. Only the originals are entered now (named
+    with the folders left out); exclude=[] enters everything."""
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    root = tmp_path / "Pictures"
+    lib = root / "Photos Library.photoslibrary"
+    originals = ["originals/0/0A1B.heic", "originals/5/5C2D.jpeg"]
+    copies = ["resources/derivatives/0/0A1B_1_105_c.jpeg", "resources/derivatives/masters/5/5C2D_4_5005_c.jpeg",
+              "resources/renders/0/0A1B_1_201_a.jpeg", "private/com.apple.photoanalysisd/x.jpg", "scopes/s.jpg"]
+    old = root / "iPhoto Library.photolibrary"
+    for n, f in enumerate([lib / x for x in originals + copies] + [old / "Masters/2012/IMG_1.JPG", old / "Thumbnails/t.jpg",
+                                                                   root / "trip/a.jpg"]):
+        f.parent.mkdir(parents=True, exist_ok=True)
+        make_image(f, n, size=(48, 36))
+    (lib / originals[0]).unlink()
+    Image.open(make_image(tmp_path / "h.png", 0, size=(48, 36))).save(lib / originals[0], "HEIF", quality=90)
+    out = _build(root, tiny_arch, tiny_clip, tmp_path / "idx")
+    names = sorted(os.path.relpath(x, root) for x in Index(out).items["source"])
+    assert names == sorted([f"{lib.name}/{x}" for x in originals] + [f"{old.name}/Masters/2012/IMG_1.JPG", "trip/a.jpg"])
+    assert f"{lib / 'resources'}" in capsys.readouterr().err
+    everything = _build(root, tiny_arch, tiny_clip, tmp_path / "all", exclude=[])
+    assert len(Index(everything).items["source"]) == len(originals + copies) + 3
+
+
 def test_a_photo_folders_linked_folders_are_indexed_once(tmp_path, tiny_arch, tiny_clip, capsys):
     """~/Pictures/phone -> /mnt/nas/phone: os.walk does not enter a folder that is a symbolic link, and the
     pictures behind one were left out without a word. A linked folder is entered now, under the link's path;

@@ -47,6 +47,12 @@ SKIPPED_FOLDERS = (".*", "@eaDir", "#recycle", "#snapshot", "$RECYCLE.BIN", "Sys
                    "node_modules")
 
 
+# a macOS Photos (or iPhoto) library is a folder holding the photos as imported beside the app's resized copies,
+# edit renders, shared albums' files and caches (resources/derivatives, renders, ...): each photo several times
+# over. Where folders are skipped, only its originals are entered.
+PHOTOS_LIBRARY, LIBRARY_ORIGINALS = (".photoslibrary", ".photolibrary"), ("originals", "Masters")
+
+
 def skipped_folder(name: str, skip=SKIPPED_FOLDERS) -> bool:
     """A folder named `name` is one of those `skip` names (fnmatch patterns, case-sensitive): not entered."""
     import fnmatch
@@ -59,8 +65,9 @@ def walk(folder: str | Path, skip=(), left: list | None = None, unread: list | N
     them, but entering a folder that is a symbolic link too (a photo folder's `phone -> /mnt/nas/phone`, a dataset's
     folders linked from a store: os.walk leaves them, and Python's rglob, silently): each real folder once, so a
     link that loops, or leads where the walk goes anyway (into `folder`) or above it, is not entered. A folder
-    named as in `skip` (skipped_folder) is not entered and is added to `left`; an error listing one, and a broken
-    link (a NAS not mounted), to `unread` (OSError with the path as its filename)."""
+    named as in `skip` (skipped_folder) is not entered and is added to `left`, as is, where `skip` is not empty, any
+    of a macOS Photos library's but its originals (PHOTOS_LIBRARY); an error listing one, and a broken link (a NAS
+    not mounted), to `unread` (OSError with the path as its filename)."""
     import errno
     import os
 
@@ -81,13 +88,14 @@ def walk(folder: str | Path, skip=(), left: list | None = None, unread: list | N
             unread.append(e)
             continue
         files, dirs = [], []
+        library = bool(skip) and os.path.basename(root).lower().endswith(PHOTOS_LIBRARY)
         for e in entries:
             if not _is_dir(e):
                 if e.is_symlink() and not os.path.exists(e.path):   # only a link pays for this look
                     unread.append(OSError(errno.ENOENT, f"a broken link to {os.readlink(e.path)}", e.path))
                 else:
                     files.append(e.name)
-            elif skipped_folder(e.name, skip):
+            elif skipped_folder(e.name, skip) or library and e.name not in LIBRARY_ORIGINALS:
                 left.append(e.path)
             else:
                 try:
@@ -136,7 +144,8 @@ def files_under(folder: str | Path, exts: tuple[str, ...], skip=SKIPPED_FOLDERS,
         found += [os.path.join(root, f) for f in files if os.path.splitext(f)[1].lower() in exts and not f.startswith("._")]
     if left:
         print(f"{folder}: {len(left)} folder{'s' * (len(left) > 1)} left out ({', '.join(map(shown_path, sorted(left)[:3]))}"
-              f"{', …' * (len(left) > 3)}): hidden, thumbnails, recycle bins (exclude=[] takes them)", file=sys.stderr)
+              f"{', …' * (len(left) > 3)}): hidden, thumbnails, recycle bins, a Photos library's copies (exclude=[] takes "
+              f"them)", file=sys.stderr)
     for e in unread:
         print(f"{shown_path(str(e.filename))}: not read ({e.strerror}); its pictures are left out", file=sys.stderr)
         if problems is not None:   # `index update` keeps what it indexed there (unreachable)
