@@ -326,7 +326,7 @@ def test_an_update_keeps_the_pictures_it_cannot_see(tmp_path, tiny_arch, tiny_cl
     for d, names in ((root, ["a.jpg"]), (nas / "phone", ["c.jpg", "d.jpg"]), (mnt, ["m.jpg"])):
         d.mkdir(parents=True)
         for n in names:
-            make_image(d / n, len(n) + len(str(d)))
+            make_image(d / n, ord(n[0]))
     os.symlink(nas / "phone", root / "phone")
     out = build_index(IndexConfig(data=[str(root), str(mnt)], out=str(tmp_path / "idx"), clip=tiny_arch,
                                   weights=tiny_clip[1], workers=0), progress=False)
@@ -677,6 +677,49 @@ def test_search_combines_texts_and_pictures(tmp_path, photos, trained_run, capsy
     pic = str(photos / "04.jpg")
     assert main(args + ["--json", "красный", "--add", "20:" + pic]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[0])["path"] == pic
+
+
+def test_a_picture_and_its_copies_are_one_result(tmp_path, tiny_arch, tiny_clip, trained_run, capsys):
+    """Google Takeout puts every photo of an album in the album's folder and again in its year's: each search
+    showed it two or three times. Copies (the same pixels: byte-equal thumbnails, equal embeddings) are one result
+    now, which lists them — in the CLI, its JSON, the API and "similar", which leaves out the picture's own copies
+    too. A picture saved again at another quality is not a copy."""
+    from fastapi.testclient import TestClient
+
+    from langclip.search.server import create_app
+
+    root = tmp_path / "Takeout" / "Google Photos"
+    for i in range(6):
+        (root / "Photos from 2024").mkdir(parents=True, exist_ok=True)
+        make_image(root / "Photos from 2024" / f"IMG_{i}.jpg", 100 + i, size=(64, 48))
+    for album in ("Trip", "Best of"):
+        (root / album).mkdir()
+        shutil.copy(root / "Photos from 2024" / "IMG_0.jpg", root / album / "IMG_0.jpg")
+    Image.open(root / "Photos from 2024" / "IMG_1.jpg").save(root / "Trip" / "IMG_1-edited.jpg", quality=60)
+    out = _build(root, tiny_arch, tiny_clip, tmp_path / "idx")
+    idx = Index(out)
+    assert len(idx) == 9
+    capsys.readouterr()
+    ask = ["search", "--index", str(out), "--model", str(trained_run), "--image", str(root / "Trip" / "IMG_0.jpg")]
+    assert main(ask + ["-k", "8", "--json"]) == 0
+    rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    paths = [r["path"] for r in rows]
+    assert len(rows) == 7 and len(set(paths)) == 7                     # 9 pictures, 7 distinct
+    first = rows[0]
+    assert sorted([first["path"], *first["copies"]]) == sorted(
+        str(root / d / "IMG_0.jpg") for d in ("Photos from 2024", "Trip", "Best of"))
+    assert str(root / "Trip" / "IMG_1-edited.jpg") in paths and str(root / "Photos from 2024" / "IMG_1.jpg") in paths
+    assert all("copies" not in r for r in rows[1:])
+    assert main(ask + ["-k", "1"]) == 0                                # the plain lines name the copies
+    plain = capsys.readouterr().out.splitlines()
+    assert len(plain) == 3 and all(x.strip().startswith("also ") for x in plain[1:])
+    c = TestClient(create_app(idx, QueryModel(trained_run)))
+    r = c.get("/api/search", params={"q": "красный круг", "k": 8}).json()["results"]
+    assert len(r) == 7 and sum(len(x.get("copies", [])) for x in r) == 2
+    zero = idx.items["id"][idx.items["source"].index(str(root / "Photos from 2024" / "IMG_0.jpg"))]
+    sim = c.get(f"/api/similar/{zero}", params={"k": 8}).json()["results"]
+    assert len(sim) == 6 and not any(x["name"] == "IMG_0.jpg" for x in sim)   # nor its copies
+    idx.close()
 
 
 def test_search_previews_its_results_in_the_terminal(tmp_path, photos, tiny_arch, tiny_clip, trained_run, capsys,

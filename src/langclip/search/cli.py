@@ -217,6 +217,7 @@ def search(index: str | None, model: str, query: str | None = None, image: str |
     lines of text high, in the terminal (preview.py)."""
     from ..pairs import ImageRef, open_image
 
+    from .copies import distinct
     from .folder import index_for, one_source
     from .index import Index
     from .query import QueryModel, combine, query_terms
@@ -247,19 +248,21 @@ def search(index: str | None, model: str, query: str | None = None, image: str |
         _say(m.folder, q)
         vecs.append(m.encode_text([q["text"]])[0])
     vec = vecs[0] if len(terms) == 1 else combine(vecs, [t.weight for t in terms])
-    hits = idx.search(vec, k)[0]
+    hits = distinct(idx, lambda n: idx.search(vec, n)[0], k)   # each picture once, its copies listed with it
     if paths_only:
-        return [idx.source(i) for i, _ in hits]
+        return [idx.source(i) for i, _, _ in hits]
     if as_json:
-        return [json.dumps({"rank": n, "id": i, "score": round(s, 5), "path": idx.source(i)}, ensure_ascii=False)
-                for n, (i, s) in enumerate(hits, 1)]
-    lines = [f"{n:>3}  {s:.4f}  {idx.source(i)}" for n, (i, s) in enumerate(hits, 1)]
+        return [json.dumps({"rank": n, "id": i, "score": round(s, 5), "path": idx.source(i),
+                            **({"copies": [idx.source(c) for c in copies]} if copies else {})}, ensure_ascii=False)
+                for n, (i, s, copies) in enumerate(hits, 1)]
+    lines = [f"{n:>3}  {s:.4f}  {idx.source(i)}" + "".join(f"\n{'':>11}also {idx.source(c)}" for c in copies)
+             for n, (i, s, copies) in enumerate(hits, 1)]
     if preview:
         from .preview import inline, protocol
 
         proto = protocol()
         lines = [line + ("\n" + inline(idx.thumbnail(i), preview, proto) if idx.thumbnail(i) else "")
-                 for line, (i, _) in zip(lines, hits)]
+                 for line, (i, _, _) in zip(lines, hits)]
     return lines
 
 

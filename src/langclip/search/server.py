@@ -127,6 +127,7 @@ def create_app(index, model, token: str | None = None, limits: Limits | None = N
     from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import HTMLResponse, Response
 
+    from .copies import distinct
     from .query import combine, query_terms
 
     models = list(model) if isinstance(model, (list, tuple)) else [model]
@@ -153,11 +154,15 @@ def create_app(index, model, token: str | None = None, limits: Limits | None = N
             raise HTTPException(401, "a bearer token is required (Authorization: Bearer TOKEN)",
                                 headers={"WWW-Authenticate": "Bearer"})
 
-    def results(ix, hits, request: Request):   # + the count of the index version that answered (the page's status)
+    def results(ix, ranked, k: int, request: Request, drop: int | None = None):
+        """The best k distinct pictures of `ranked(n)` (copies.distinct), with the count of the index version that
+        answered (the page's status line)."""
         root = request.scope.get("root_path", "").rstrip("/")   # a reverse proxy's path for the app ("/photos")
-        return {"results": [{"id": i, "score": round(s, 5), "name": ix.source(i).rsplit("/", 1)[-1],
-                             "thumb": f"{root}/thumb/{i}", "image": f"{root}/image/{i}"} for i, s in hits],
-                "pictures": len(ix)}
+        name = lambda i: ix.source(i).rsplit("/", 1)[-1]   # noqa: E731
+        return {"results": [{"id": i, "score": round(s, 5), "name": name(i), "thumb": f"{root}/thumb/{i}",
+                             "image": f"{root}/image/{i}", **({"copies": [{"id": c, "name": name(c)} for c in copies]}
+                                                              if copies else {})}
+                            for i, s, copies in distinct(ix, ranked, k, drop)], "pictures": len(ix)}
 
     def check_k(k: int):
         if not 1 <= k <= lim.max_k:
@@ -236,7 +241,7 @@ def create_app(index, model, token: str | None = None, limits: Limits | None = N
                 "rewritten": {w: v for p in ps for w, v in p["rewritten"].items()},
                 **({"terms": [{"text": t.value, "weight": t.weight, "searched": p["text"]} for t, p in zip(terms, ps)]
                     + [{"picture": i, "weight": w} for i, w in pics]} if len(vecs) > 1 else {}),
-                **results(ix, ix.search(vec, k)[0], request)}
+                **results(ix, lambda n: ix.search(vec, n)[0], k, request)}
 
     @app.post("/api/search/image", dependencies=[Depends(auth)])
     async def search_image(request: Request, file: UploadFile = File(...), k: int = Query(24)):
@@ -248,7 +253,8 @@ def create_app(index, model, token: str | None = None, limits: Limits | None = N
         def answer():   # decoding and the image tower, off the event loop: the other requests go on meanwhile
             im = _open_upload(data, lim.max_pixels, HTTPException)
             ix = live.current()
-            return results(ix, ix.search(model.encode_image([im])[0], k)[0], request)
+            vec = model.encode_image([im])[0]
+            return results(ix, lambda n: ix.search(vec, n)[0], k, request)
 
         return await run_in_threadpool(answer)
 
@@ -257,8 +263,7 @@ def create_app(index, model, token: str | None = None, limits: Limits | None = N
         check_k(k)
         ix = live.current()
         id_ = known(ix, id_)
-        hits = ix.search(ix.vector(id_), min(k + 1, len(ix)))[0]
-        return results(ix, [h for h in hits if h[0] != id_][:k], request)
+        return results(ix, lambda n: ix.search(ix.vector(id_), n)[0], k, request, drop=id_)   # nor its copies
 
     @app.get("/thumb/{id_:path}", dependencies=[Depends(auth)])
     def thumb(id_: str):
