@@ -764,6 +764,21 @@ def test_search_previews_its_results_in_the_terminal(tmp_path, photos, tiny_arch
     idx.close()
 
 
+def test_search_images_names_the_folders_left_out_once(tmp_path, photos, trained_run, capsys, monkeypatch):
+    """`search --images FOLDER` lists the folder at every search (its update): the folders it leaves out (a NAS's
+    @eaDir, hidden ones) were named on every search. They are named when the index is built, not after."""
+    monkeypatch.setenv("LANGCLIP_INDEX_HOME", str(tmp_path / "home"))
+    (photos / "@eaDir").mkdir()
+    make_image(photos / "@eaDir" / "SYNOPHOTO_THUMB_M.jpg", 1)
+    ask = ["search", "--images", str(photos), "красный круг", "--model", str(trained_run), "-k", "2"]
+    assert main(ask) == 0
+    assert "1 folder left out" in capsys.readouterr().err
+    make_image(photos / "new.jpg", 4242, size=(48, 36))   # an update that embeds: it lists the folder again
+    assert main(ask) == 0
+    err = capsys.readouterr().err
+    assert "1 new" in err and "left out" not in err
+
+
 def test_search_images_keeps_an_index_for_the_folder(tmp_path, photos, trained_run, capsys, monkeypatch):
     """`search --images FOLDER`, as rclip: the first search builds the folder's index in $LANGCLIP_INDEX_HOME
     and answers as `index build` + `search --index` do; a later one embeds only what is new (found at once),

@@ -3,6 +3,7 @@ the architecture a run, cache or index records (`pin_arch`), and a photo folder'
 Light: the configurations import it."""
 from __future__ import annotations
 
+import contextvars
 from pathlib import Path
 
 
@@ -129,6 +130,11 @@ def _nested(a: str, b: str) -> bool:
         return False
 
 
+# `search --images` lists its folder at every search: the folders left out are named the first time (the build), not
+# at each search after (the update)
+LEFT_OUT_SAID = contextvars.ContextVar("LEFT_OUT_SAID", default=False)
+
+
 def files_under(folder: str | Path, exts: tuple[str, ...], skip=SKIPPED_FOLDERS, problems: list | None = None) -> list[str]:
     """The files under `folder` whose extension is one of `exts` (lower case), sorted. A folder whose name
     matches a pattern of `skip` (fnmatch, case-sensitive) is not entered (`folder` itself always is) and is
@@ -148,7 +154,7 @@ def files_under(folder: str | Path, exts: tuple[str, ...], skip=SKIPPED_FOLDERS,
             found += [os.path.join(root, f) for f in files if os.path.splitext(f)[1].lower() in exts and not f.startswith("._")]
             bar.n = len(found)
             bar.update(0)
-    if left:
+    if left and not LEFT_OUT_SAID.get():
         print(f"{folder}: {len(left)} folder{'s' * (len(left) > 1)} left out ({', '.join(map(shown_path, sorted(left)[:3]))}"
               f"{', …' * (len(left) > 3)}): hidden, thumbnails, recycle bins, a Photos library's copies (exclude=[] takes "
               f"them)", file=sys.stderr)

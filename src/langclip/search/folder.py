@@ -144,14 +144,17 @@ def _build_or_update(out: Path, paths: list[str], model, arch: str, weights, dev
         if update:
             import io
 
-            from ..folders import Unreachable
+            from ..folders import LEFT_OUT_SAID, Unreachable
 
+            said = LEFT_OUT_SAID.set(True)   # the folders left out: named when the index was built
             try:
                 with contextlib.redirect_stdout(io.StringIO()):   # its JSON line: said below in words, if at all
                     r = update_index(out, progress=True, **tower, **({"device": device} if device else {}))
             except Unreachable as e:   # a NAS not mounted: its pictures are searched as they were indexed
                 print(f"langclip: {e}; searching the index as it is", file=sys.stderr, flush=True)
                 return out
+            finally:
+                LEFT_OUT_SAID.reset(said)
             if r.get("embedded") or r.get("removed") or r.get("changed") or r.get("failed"):
                 print(f"langclip: {out}: {r['added']} new, {r['changed']} changed, {r['removed']} removed, "
                       f"{r['failed']} unreadable; {r['count']:,} pictures", file=sys.stderr, flush=True)
