@@ -190,3 +190,66 @@ def test_retrieval_on_a_cache_checks_an_exports_own_image_tower(tmp_path, traine
     save_file(sd, str(f))
     assert main(args + ["--model", str(out)]) == 2
     assert "was built with image tower" in capsys.readouterr().err
+
+
+HUB_SCRIPT = r'''
+import json, re, sys
+import open_clip, torch
+from transformers import AutoTokenizer, CLIPModel
+
+repo, texts, cards = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+model, _, preprocess = open_clip.create_model_and_transforms("hf-hub:" + repo + "-oc")
+tok = open_clip.get_tokenizer("hf-hub:" + repo + "-oc")
+hf = CLIPModel.from_pretrained(repo + "-hf")
+hf_tok = AutoTokenizer.from_pretrained(repo + "-hf")
+with torch.no_grad():
+    oc = model.encode_text(tok(texts), normalize=True)
+    t = hf.get_text_features(**hf_tok(texts, padding=True, return_tensors="pt"))
+    t = t if torch.is_tensor(t) else t.pooler_output
+    hfe = torch.nn.functional.normalize(t, dim=-1)
+print(json.dumps({"open_clip": oc.tolist(), "hf": hfe.tolist(), "tokenizer": type(tok).__name__}))
+for card in cards:   # the model cards' snippets, as written for the Hub
+    for code in re.findall(r"```python\n(.*?)```", open(card, encoding="utf-8").read(), re.S):
+        if "langclip.load" not in code:
+            exec(compile(code, card, "exec"), {})
+'''
+
+
+def test_an_export_for_the_hub_loads_from_it(tmp_path, trained_run):
+    """Shared on the Hugging Face Hub, an open_clip export is loaded with `hf-hub:owner/name`, and open_clip then
+    fetches the tokenizer by the name the config gives: it was "langclip" (any name worked for local-dir:), a
+    repository that does not exist, so the model loaded and its tokenizer did not. `--hub-id owner/name` names the
+    repository the folder goes to. Checked in a fresh process on the folders laid out as the Hub's download cache,
+    offline: open_clip (model and tokenizer) and transformers give langclip's embeddings, and the model cards'
+    snippets, written for the Hub, run."""
+    import shutil
+    import subprocess
+    import sys
+
+    import langclip
+
+    hub = tmp_path / "hub"
+    for fmt, suffix in (("open_clip", "oc"), ("hf", "hf")):
+        out = tmp_path / fmt
+        assert main(["export", "--model", str(trained_run), "--format", fmt, "--out", str(out),
+                     "--hub-id", f"someone/ru-clip-{suffix}"]) == 0
+        repo = hub / f"models--someone--ru-clip-{suffix}"   # huggingface_hub's cache: refs/main -> snapshots/<rev>/
+        (repo / "refs").mkdir(parents=True)
+        (repo / "refs" / "main").write_text("0" * 40)
+        shutil.copytree(out, repo / "snapshots" / ("0" * 40))
+        if fmt == "open_clip":   # transformers asks for config.json, which the Hub answers 404; the cache keeps that
+            (repo / ".no_exist" / ("0" * 40)).mkdir(parents=True)
+            (repo / ".no_exist" / ("0" * 40) / "config.json").touch()
+    assert main(["export", "--model", str(trained_run), "--format", "onnx", "--out", str(tmp_path / "x"),
+                 "--hub-id", "someone/x"]) == 2
+    texts = ["две красные звезды", "a photo of a cat", "синий квадрат"]
+    env = {**__import__("os").environ, "HF_HUB_CACHE": str(hub), "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "home")}
+    r = subprocess.run([sys.executable, "-c", HUB_SCRIPT, "someone/ru-clip", json.dumps(texts),
+                        json.dumps([str(tmp_path / f / "README.md") for f in ("open_clip", "hf")])],
+                       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(r.stdout.splitlines()[0])
+    want = langclip.load(trained_run, device="cpu").encode_text(texts)
+    assert got["tokenizer"] == "HFTokenizer"
+    for key in ("open_clip", "hf"):
+        assert torch.allclose(torch.tensor(got[key]), want, atol=1e-4), key

@@ -178,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--weights", help="the CLIP weights file, if it moved since training")
     p.add_argument("--device", default="cpu", help="where the model is built to be saved (default cpu)")
+    p.add_argument("--hub-id", metavar="OWNER/NAME", help="the Hugging Face Hub repository it is to be uploaded to "
+                   "(open_clip, hf): open_clip's hf-hub: loading then finds its tokenizer there; the model card says how")
 
     from .info import add_parser as add_info
     from .search.cli import add_parsers
@@ -302,11 +304,12 @@ def _encode(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from .export import export
 
-    out = export(args.model, args.out, args.format, weights=args.weights, device=args.device)
+    out = export(args.model, args.out, args.format, weights=args.weights, device=args.device, hub_id=args.hub_id)
     how = {"hf": f"transformers.CLIPModel.from_pretrained('{out}')",
            "onnx": f"onnxruntime.InferenceSession('{out / 'textual.onnx'}') (see the model card)",
            "immich": f"Immich's machine-learning service as its model {out.name} (docs/deploy.md)"}.get(
-        args.format, f"open_clip.create_model_and_transforms('local-dir:{out}')")
+        args.format, f"open_clip.create_model_and_transforms('local-dir:{out}')"
+        + (f", or, uploaded to {args.hub_id}, 'hf-hub:{args.hub_id}'" if args.hub_id else ""))
     print(f"exported to {out} (model card: {out / 'README.md'}); load with {how}")
     return 0
 

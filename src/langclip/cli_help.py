@@ -42,7 +42,9 @@ EPILOGS = {
               "  langclip export --model runs/ru --format onnx --out export-onnx/ # onnxruntime, no torch\n"
               "  langclip export --model runs/ru --format immich --out immich/ViT-B-32__openai/   # Immich smart search\n"
               "  langclip export --model downloaded-hf/ --format immich --out immich/ViT-B-32__openai/   # from an export\n"
-              "  python -c \"import open_clip; open_clip.create_model_and_transforms('local-dir:export/')\"",
+              "  python -c \"import open_clip; open_clip.create_model_and_transforms('local-dir:export/')\"\n"
+              "  langclip export --model runs/ru --out export/ --hub-id me/ru-clip && hf upload me/ru-clip export/ .   # then "
+              "'hf-hub:me/ru-clip'",
     "demo": "examples:\n  langclip demo --out demo/          # ~2 minutes on a 2-core CPU, no network\n"
             "  langclip demo --lang uk --out demo-uk/     # the same world in Ukrainian (de: German, el: Greek, es: Spanish)",
     "data cc3m-tsv": "example:\n  langclip data cc3m-tsv --tsv Train_GCC-training.tsv --out cc3m_train.tsv",

@@ -10,11 +10,14 @@ wraps in its HFTokenizer with the same cleaning as CLIP's (`clean: lower`: ftfy,
 lower case). Needs `transformers` at load time (open_clip's HFTokenizer uses it).
 `--format hf`: a Hugging Face transformers folder (`export_hf.py`). `--format onnx` / `immich`: ONNX graphs
 for onnxruntime and Immich's machine-learning service (`export_onnx.py`). Every export has a model card.
+`hub_id` ("user/ru-clip", open_clip and hf): the Hub repository the folder is to be uploaded to — open_clip's
+`hf-hub:` loading fetches the tokenizer by the name the config gives, which is then that repository's.
 """
 from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -25,10 +28,11 @@ from .tokenizer import EOT, SOT, clip_normalizer
 
 
 FORMATS = ("open_clip", "hf", "onnx", "immich")
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")   # a Hugging Face Hub repository: owner/name
 
 
 def export(run: str | Path, out: str | Path, format: str = "open_clip", weights: str | Path | None = None,
-           device: str = "cpu") -> Path:
+           device: str = "cpu", hub_id: str | None = None) -> Path:
     """Export a run folder — or an export (open_clip or transformers folder, e.g. a downloaded model) —
     as `open_clip` (a folder stock open_clip loads with `local-dir:`), `hf` (a folder Hugging Face
     transformers loads as CLIPModel + AutoTokenizer + AutoProcessor), `onnx` or `immich`. Each carries a
@@ -37,6 +41,9 @@ def export(run: str | Path, out: str | Path, format: str = "open_clip", weights:
 
     if format not in FORMATS:
         raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
+    if hub_id is not None and (format not in ("open_clip", "hf") or not HUB_ID.fullmatch(hub_id)):
+        raise ValueError(f"--hub-id {hub_id!r}: a Hugging Face Hub repository (owner/name) for --format open_clip or "
+                         f"hf (Immich fetches only its own models; an ONNX folder needs no name)")
     out = check_out_dir(out, "export", ("open_clip_config.json", "config.json", "onnx_config.json"))
     model, tok, meta = _source(Path(run), weights)
     model.to(device)   # the weights are read where the user says (a GPU-only host), saved from the CPU
@@ -60,11 +67,11 @@ def export(run: str | Path, out: str | Path, format: str = "open_clip", weights:
         (export_onnx if format == "onnx" else export_immich)(model, tok, meta, out, files, _preprocess(meta))
     else:
         out.mkdir(parents=True, exist_ok=True)
-        _export_open_clip(model, tok, meta, out)
+        _export_open_clip(model, tok, meta, out, hub_id)
     counts = Path(run) / COUNTS_FILE   # langclip loads these two: its notes on untrained words travel (coverage.py)
     if format in ("open_clip", "hf") and counts.is_file():
         shutil.copyfile(counts, out / COUNTS_FILE)
-    write_model_card(out, format, model, tok, meta, Path(run))
+    write_model_card(out, format, model, tok, meta, Path(run), hub_id)
     return out
 
 
@@ -93,14 +100,15 @@ def export_open_clip(run: str | Path, out: str | Path, weights: str | Path | Non
     return export(run, out, "open_clip", weights, device)
 
 
-def _export_open_clip(model, tok, meta: dict, out: Path) -> Path:
+def _export_open_clip(model, tok, meta: dict, out: Path, hub_id: str | None = None) -> Path:
     from safetensors.torch import save_file
 
     if model.is_hf:
-        return _export_hf(model, tok, meta, out)
+        return _export_hf(model, tok, meta, out, hub_id)
     cfg = copy.deepcopy(model.model_cfg)
     t = cfg["text_cfg"]
-    t["hf_tokenizer_name"] = "langclip"  # any non-empty name: open_clip then reads the tokenizer from this folder
+    # local-dir: open_clip reads the tokenizer from the folder whatever the name; hf-hub: from the repository named
+    t["hf_tokenizer_name"] = hub_id or "langclip"
     t["tokenizer_kwargs"] = {"clean": "lower"}
     doc = {"model_cfg": cfg, "preprocess_cfg": _preprocess(meta), "langclip": _record(tok, meta)}
     (out / "open_clip_config.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False), encoding="utf-8")
@@ -160,7 +168,7 @@ def _preprocess(meta: dict) -> dict:
                                                    "fill_color") if k in meta["preprocess_cfg"]}
 
 
-def _export_hf(model, tok, meta: dict, out: Path) -> Path:
+def _export_hf(model, tok, meta: dict, out: Path, hub_id: str | None = None) -> Path:
     """An `hf:` text tower: the encoder's config and tokenizer files go into the folder, and the config
     names the folder itself (absolute path) as the HF model, so stock open_clip builds the same
     CustomTextCLIP offline. After a move `langclip.load` still works (it falls back to the folder's own
@@ -171,8 +179,8 @@ def _export_hf(model, tok, meta: dict, out: Path) -> Path:
     cfg = copy.deepcopy(model.model_cfg)
     t = cfg["text_cfg"]
     original = meta.get("init", {}).get("hf_model") if isinstance(meta.get("init"), dict) else None
-    t.update(hf_model_name=str(out.resolve()), hf_tokenizer_name=original or t.get("hf_tokenizer_name", ""),
-             hf_model_pretrained=False)
+    t.update(hf_model_name=hub_id or str(out.resolve()),   # the Hub repository it goes to, else this folder
+             hf_tokenizer_name=hub_id or original or t.get("hf_tokenizer_name", ""), hf_model_pretrained=False)
     model.clip.text.config.save_pretrained(str(out))
     tok.save(out)
     doc = {"model_cfg": cfg, "preprocess_cfg": _preprocess(meta),

@@ -80,32 +80,35 @@ def example_labels(run: Path, lang: str) -> tuple[str, str]:
     return '["cat", "dog", "horse"]', "a photo of a {}"
 
 
-def _usage(fmt: str, out: Path, lang: str, run: Path, hf: bool = False, mclip: str | None = None) -> list[str]:
+def _usage(fmt: str, out: Path, lang: str, run: Path, hf: bool = False, mclip: str | None = None,
+           hub_id: str | None = None) -> list[str]:
     labels, template = example_labels(run, lang)
     folder = json.dumps(str(out.resolve()))
-    blocks = []
+    where = json.dumps(hub_id) if hub_id else folder   # transformers: the repository's name, or the folder
+    blocks = [("upload (once)", f"hf upload {hub_id} {json.dumps(str(out.resolve()))} .", "bash")] if hub_id else []
     if fmt in ("onnx", "immich"):
         return _render([_onnx_usage(fmt, folder, labels, template, hf, mclip)])
     if fmt == "hf":
         blocks.append(("transformers (no custom code)", f'''from PIL import Image
 from transformers import AutoProcessor, AutoTokenizer, CLIPModel, pipeline
 
-model = CLIPModel.from_pretrained({folder})
-tokenizer = AutoTokenizer.from_pretrained({folder})
-processor = AutoProcessor.from_pretrained({folder})
+model = CLIPModel.from_pretrained({where})
+tokenizer = AutoTokenizer.from_pretrained({where})
+processor = AutoProcessor.from_pretrained({where})
 texts = tokenizer({labels}, padding=True, return_tensors="pt")
 text_features = model.get_text_features(**texts)
 image = Image.new("RGB", (320, 240), "orange")
 image_features = model.get_image_features(**processor(images=image, return_tensors="pt"))
-classify = pipeline("zero-shot-image-classification", model={folder})
+classify = pipeline("zero-shot-image-classification", model={where})
 print(classify(image, candidate_labels={labels}, hypothesis_template="{template}"))'''))
     else:
+        name = json.dumps(f"hf-hub:{hub_id}") if hub_id else '"local-dir:" + ' + folder
         blocks.append(("open_clip (stock)", f'''import open_clip
 import torch
 from PIL import Image
 
-model, _, preprocess = open_clip.create_model_and_transforms("local-dir:" + {folder})
-tokenizer = open_clip.get_tokenizer("local-dir:" + {folder})
+model, _, preprocess = open_clip.create_model_and_transforms({name})
+tokenizer = open_clip.get_tokenizer({name})
 image = preprocess(Image.new("RGB", (320, 240), "orange")).unsqueeze(0)
 with torch.no_grad():
     probs = (100 * model.encode_image(image, normalize=True) @ model.encode_text(tokenizer({labels}), normalize=True).T).softmax(-1)
@@ -213,10 +216,10 @@ def _immich(arch: str, out: Path, hf: bool = False, mclip: str | None = None) ->
             f"4. Queries: Immich collapses whitespace; {tokenizer}.", ""]
 
 
-def _render(blocks: list[tuple[str, str]]) -> list[str]:
+def _render(blocks: list[tuple]) -> list[str]:
     out_lines = ["## Usage", ""]
-    for title, code in blocks:
-        out_lines += [f"### {title}", "", "```python", code, "```", ""]
+    for title, code, *lang in blocks:   # python, unless a block names its language
+        out_lines += [f"### {title}", "", f"```{lang[0] if lang else 'python'}", code, "```", ""]
     return out_lines
 
 
@@ -230,7 +233,7 @@ def _init_text(init: dict) -> str:
     return f"`{init.get('init')}` init"
 
 
-def write_model_card(out: Path, fmt: str, model, tok, meta: dict, run: Path) -> Path:
+def write_model_card(out: Path, fmt: str, model, tok, meta: dict, run: Path, hub_id: str | None = None) -> Path:
     tower = meta.get("image_tower", {})
     arch = str(tower.get("arch", ""))
     arch = Path(arch).stem if arch.endswith(".json") else arch   # a model-config file: its name
@@ -279,6 +282,6 @@ def write_model_card(out: Path, fmt: str, model, tok, meta: dict, run: Path) -> 
             f"# A {lang} text tower for CLIP {arch} (langclip)", "",
             "Made with langclip: CLIP's image tower stays frozen and a new text "
             "tower reads the language.", "", "## What it is", "", *what, "", "## Results", "", *_results(run),
-            "## Limitations", "", *limits, "", *(_immich(arch, out, hf, mclip) if fmt == "immich" else []), *_usage(fmt, out, lang, run, hf, mclip)]
+            "## Limitations", "", *limits, "", *(_immich(arch, out, hf, mclip) if fmt == "immich" else []), *_usage(fmt, out, lang, run, hf, mclip, hub_id)]
     (out / "README.md").write_text("\n".join(text) + "\n", encoding="utf-8")
     return out / "README.md"
