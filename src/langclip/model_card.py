@@ -113,10 +113,11 @@ image = preprocess(Image.new("RGB", (320, 240), "orange")).unsqueeze(0)
 with torch.no_grad():
     probs = (100 * model.encode_image(image, normalize=True) @ model.encode_text(tokenizer({labels}), normalize=True).T).softmax(-1)
 print(probs)'''))
+    fetch = (f"from huggingface_hub import snapshot_download\n\nm = langclip.load(snapshot_download({where}))" if hub_id
+             else f"\nm = langclip.load({folder})")
     blocks.append(("langclip", f'''import langclip
 from PIL import Image
-
-m = langclip.load({folder})
+{fetch}
 print(m.classify([Image.new("RGB", (320, 240), "orange")], {labels}{f', lang="{lang}"' if lang in EXAMPLE_LABELS else f', ["{template}"]'}))'''))
     return _render(blocks)
 
