@@ -518,3 +518,68 @@ def test_imagefolder_class_names_in_each_form(tiny_run, tmp_path, capsys):
     forms = [f.word for p in pymorphy3.MorphAnalyzer(lang="ru").parse("собака")[:3] for f in p.lexeme]
     trained = [f for f in forms if not set(tok.encode(f)) & set(zero)]
     assert "«собака» (token" in err and trained and any(f"trained form «{f}»" in err for f in trained), (err, trained)
+
+
+def _font_with(path, chars: str, family: str) -> None:
+    """A TrueType font holding a filled square for each of `chars` (written with fontTools, matplotlib's own
+    dependency): a stand-in for a Noto or system font of a script DejaVu Sans lacks."""
+    from fontTools.fontBuilder import FontBuilder
+    from fontTools.pens.ttGlyphPen import TTGlyphPen
+
+    names = [".notdef"] + [f"u{ord(c):04X}" for c in chars]
+    fb = FontBuilder(1000, isTTF=True)
+    fb.setupGlyphOrder(names)
+    fb.setupCharacterMap({ord(c): n for c, n in zip(chars, names[1:])})
+    glyphs = {}
+    for n in names:
+        pen = TTGlyphPen(None)
+        for x, y in ((100, 0), (100, 700), (800, 700), (800, 0)):
+            (pen.lineTo if (x, y) != (100, 0) else pen.moveTo)((x, y))
+        pen.closePath()
+        glyphs[n] = pen.glyph()
+    fb.setupGlyf(glyphs)
+    fb.setupHorizontalMetrics({n: (900, 100) for n in names})
+    fb.setupHorizontalHeader(ascent=800, descent=-200)
+    fb.setupNameTable({"familyName": family, "styleName": "Regular"})
+    fb.setupOS2(sTypoAscender=800, usWinAscent=800, usWinDescent=200)
+    fb.setupPost()
+    fb.save(str(path))
+
+
+def test_pictures_draw_labels_in_any_script_with_an_installed_font(tmp_path, monkeypatch, caplog):
+    """Class names and texts in Chinese, Korean, Hindi, ... were drawn with DejaVu Sans, which has none of their
+    characters: empty boxes, and a warning per character. An installed font that holds them (here one written for
+    the test) now draws them (matplotlib's font fallback): matplotlib warns of no missing glyph. Characters no
+    installed font holds are named once, with what to install, instead of a warning each."""
+    import logging
+    import warnings
+
+    import matplotlib
+    import numpy as np
+    from matplotlib import font_manager
+    from PIL import Image
+
+    from langclip.fonts import fit_fonts
+    from langclip.inference import save_similarity
+    from langclip.pictures import plot_confusion
+
+    monkeypatch.setattr(font_manager.fontManager, "ttflist", list(font_manager.fontManager.ttflist))
+    texts, names = ["红色猫", "한국어 кот"], ["猫", "한국", "кот"]
+    with matplotlib.rc_context(), caplog.at_level(logging.WARNING, logger="langclip.fonts"):
+        with warnings.catch_warnings(record=True) as got:
+            warnings.simplefilter("always")
+            plot_confusion(np.eye(3), names, tmp_path / "boxes.png")   # no font here holds 猫 or 한
+        assert "no installed font holds" in caplog.text and "猫" in caplog.text and "fonts-noto-cjk" in caplog.text
+        assert not [w for w in got if "missing from font" in str(w.message)]   # said once, above
+    font = tmp_path / "han.ttf"
+    _font_with(font, "红色猫한국어", "Langclip Test Han")
+    font_manager.fontManager.addfont(str(font))
+    with matplotlib.rc_context():
+        with warnings.catch_warnings(record=True) as got:
+            warnings.simplefilter("always")
+            save_similarity(np.array([[0.3, 0.1]]), [Image.new("RGB", (8, 8))], ["a.png"], texts, tmp_path / "sim.png")
+            plot_confusion(np.eye(3), names, tmp_path / "conf.png")
+            assert "Langclip Test Han" in matplotlib.rcParams["font.family"]
+        assert not [str(w.message) for w in got if "missing from font" in str(w.message)]
+        assert fit_fonts(["𓀀"]) == ["𓀀"]
+    assert not np.array_equal(np.asarray(Image.open(tmp_path / "conf.png")), np.asarray(Image.open(tmp_path / "boxes.png")))

@@ -359,11 +359,9 @@ def save_similarity(sim, images, image_names: list[str], texts: list[str], out: 
     the .csv and .json every one of `image_names`."""
     import csv
 
-    import matplotlib
+    from .fonts import pyplot_for
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot_for(texts)   # Chinese, Korean, Indic, ... texts in a font that holds them
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     S_all = sim.T  # (texts, images)

@@ -140,11 +140,11 @@ def _iter_in_workers(paths, skipped, upright, batch, preprocess, workers):
 
 
 def plot_confusion(conf, names: list[str], path: str | Path, title: str = "") -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    from .fonts import pyplot_for
+
+    plt = pyplot_for([*names, title])   # class names in any script, in a font that holds them
 
     conf = np.asarray(conf, dtype=float)
     norm = conf / np.maximum(conf.sum(1, keepdims=True), 1)
