@@ -211,6 +211,9 @@ print(json.dumps({"open_clip": oc.tolist(), "hf": hfe.tolist(), "tokenizer": typ
 for card in cards:   # the model cards' snippets, as written for the Hub
     for code in re.findall(r"```python\n(.*?)```", open(card, encoding="utf-8").read(), re.S):
         exec(compile(code, card, "exec"), {})
+from langclip.cli import main   # langclip's commands take the Hub's name too
+assert main(["encode", "--model", "hf-hub:" + repo + "-oc", "--texts", *texts, "--out", "encoded.npy"]) == 0
+assert main(["encode", "--model", "hf-hub:someone/absent", "--texts", "x", "--out", "x.npy"]) == 2
 '''
 
 
@@ -219,8 +222,8 @@ def test_an_export_for_the_hub_loads_from_it(tmp_path, trained_run):
     fetches the tokenizer by the name the config gives: it was "langclip" (any name worked for local-dir:), a
     repository that does not exist, so the model loaded and its tokenizer did not. `--hub-id owner/name` names the
     repository the folder goes to. Checked in a fresh process on the folders laid out as the Hub's download cache,
-    offline: open_clip (model and tokenizer) and transformers give langclip's embeddings, and the model cards'
-    snippets, written for the Hub, run."""
+    offline: open_clip (model and tokenizer), transformers and langclip (`--model hf-hub:owner/name`) give langclip's
+    embeddings, and the model cards' snippets, written for the Hub, run."""
     import shutil
     import subprocess
     import sys
@@ -252,3 +255,7 @@ def test_an_export_for_the_hub_loads_from_it(tmp_path, trained_run):
     assert got["tokenizer"] == "HFTokenizer"
     for key in ("open_clip", "hf"):
         assert torch.allclose(torch.tensor(got[key]), want, atol=1e-4), key
+    import numpy as np
+
+    assert torch.allclose(torch.from_numpy(np.load(tmp_path / "encoded.npy")), want, atol=1e-5)
+    assert "could not be fetched from the Hugging Face Hub" in r.stderr and "hf download someone/absent" in r.stderr

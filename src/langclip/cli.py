@@ -343,7 +343,12 @@ COMMANDS = {"tokenizer": _tokenizer, "cache": _cache, "train": _train, "eval": _
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the parsed subcommand: each maps its flags to a stage function."""
+    """Run the parsed subcommand: each maps its flags to a stage function. A --model on the Hugging Face Hub
+    ("hf-hub:owner/name", an export uploaded with --hub-id) is its downloaded folder (files.hub_model)."""
+    from .files import hub_model
+
+    if getattr(args, "model", None):
+        args.model = [hub_model(m) for m in args.model] if isinstance(args.model, list) else hub_model(args.model)
     return COMMANDS[args.cmd](args)
 
 

@@ -259,3 +259,24 @@ def _compile_problem(kind: str, index) -> str | None:
         return None
     except Exception as e:   # dynamo/inductor raise their own types; the first line says what is missing
         return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
+
+
+HUB_PREFIX = "hf-hub:"   # open_clip's way of naming a model on the Hugging Face Hub
+
+
+def hub_model(ref):
+    """A model named as open_clip names one on the Hugging Face Hub ("hf-hub:owner/name": an export uploaded with
+    `--hub-id`) -> the folder of its download (huggingface_hub's cache: fetched once, offline after); any other
+    reference as it is."""
+    if not str(ref).startswith(HUB_PREFIX):
+        return ref
+    from huggingface_hub import snapshot_download
+
+    repo = str(ref)[len(HUB_PREFIX):]
+    try:
+        return snapshot_download(repo)
+    except Exception as e:   # noqa: BLE001 - offline and not downloaded, no such repository, no access
+        raise FileNotFoundError(f"{ref}: the model could not be fetched from the Hugging Face Hub ({type(e).__name__}: "
+                                f"{str(e).splitlines()[0] if str(e) else ''}); with no network, download it where "
+                                f"there is one (`hf download {repo}`) into the cache this machine reads "
+                                f"($HF_HUB_CACHE)") from None

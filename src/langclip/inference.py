@@ -148,12 +148,13 @@ def image_tower_ref(meta: dict) -> dict:
 
 
 def load(path: str | Path, device: str | None = None, weights: str | None = None, image: bool = True) -> LoadedModel:
-    """A run folder (or an export folder; or CLIP's own weights file: the English original) -> LoadedModel.
+    """A run folder (or an export folder, or "hf-hub:owner/name"; or CLIP's own weights file) -> LoadedModel.
     `image=False`: loaded for texts only (see runfolder.load_model; from an export's one file, its text
     tensors alone)."""
+    from .files import hub_model
     from .runfolder import load_model
 
-    path = Path(path)
+    path = Path(hub_model(path))   # "hf-hub:owner/name": its download
     dev = pick_device(device)
     from .hf_folder import is_transformers_folder
 

@@ -113,7 +113,7 @@ image = preprocess(Image.new("RGB", (320, 240), "orange")).unsqueeze(0)
 with torch.no_grad():
     probs = (100 * model.encode_image(image, normalize=True) @ model.encode_text(tokenizer({labels}), normalize=True).T).softmax(-1)
 print(probs)'''))
-    fetch = (f"from huggingface_hub import snapshot_download\n\nm = langclip.load(snapshot_download({where}))" if hub_id
+    fetch = (f"\nm = langclip.load(\"hf-hub:{hub_id}\")   # and in commands: --model hf-hub:{hub_id}" if hub_id
              else f"\nm = langclip.load({folder})")
     blocks.append(("langclip", f'''import langclip
 from PIL import Image
