@@ -961,6 +961,9 @@ def test_api_answers(client):
     assert "/api/search" in c.get("/openapi.json").json()["paths"]
     r = c.get("/api/search", params={"q": "две красные звезды", "k": 5}, headers=h).json()
     assert len(r["results"]) == 5 and r["results"][0]["thumb"].startswith("/thumb/")
+    # each result's folder within the indexed folder (two cameras' IMG_0001.JPG told apart), no server path
+    every = c.get("/api/search", params={"q": "круг", "k": 30}, headers=h).json()["results"]
+    assert {x["name"]: x["folder"] for x in every if x["name"] in ("00.jpg", "01.jpg")} == {"00.jpg": "2024/summer", "01.jpg": ""}
     odd = c.get("/api/search", params={"q": "ꙮꙮ круг", "k": 1}, headers=h).json()["unseen"]   # coverage.py
     assert list(odd) == ["ꙮꙮ"] and c.get("/api/search", params={"q": "круг", "k": 1}, headers=h).json()["unseen"] == {}
     first = r["results"][0]["id"]

@@ -23,6 +23,7 @@ import threading
 import time
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 
 MAX_QUERY = 300          # characters
 MAX_K = 100
@@ -159,7 +160,8 @@ def create_app(index, model, token: str | None = None, limits: Limits | None = N
         answered (the page's status line)."""
         root = request.scope.get("root_path", "").rstrip("/")   # a reverse proxy's path for the app ("/photos")
         name = lambda i: ix.source(i).rsplit("/", 1)[-1]   # noqa: E731
-        return {"results": [{"id": i, "score": round(s, 5), "name": name(i), "thumb": f"{root}/thumb/{i}",
+        return {"results": [{"id": i, "score": round(s, 5), "name": name(i), "folder": _folder(ix, i),
+                             "thumb": f"{root}/thumb/{i}",
                              "image": f"{root}/image/{i}", **({"copies": [{"id": c, "name": name(c)} for c in copies]}
                                                               if copies else {})}
                             for i, s, copies in distinct(ix, ranked, k, drop)], "pictures": len(ix)}
@@ -315,6 +317,17 @@ def _open_upload(data: bytes, max_pixels: int, err):
     from ..pixels import eight_bit
 
     return eight_bit(ImageOps.exif_transpose(im), im.format)   # upright (as the indexed pictures are), 8 bits
+
+
+def _folder(ix, id_: int) -> str:
+    """The folder of a picture within the data folder it was indexed from ("2024/summer"; "" at its top, or for a
+    table's or a shard's picture): two cameras' IMG_0001.JPG told apart, and no path of the server's shown."""
+    src = ix.source(id_)
+    for d in ix.manifest.get("data") or []:
+        top = str(Path(d).expanduser()).rstrip("/") + "/"
+        if src.startswith(top) and "::" not in src:
+            return src[len(top):].rpartition("/")[0]
+    return ""
 
 
 def check_root_path(root_path: str) -> str:
