@@ -15,7 +15,6 @@ length, k, upload size and pixel count are capped (4xx with a message). With a t
 and /api/health needs `Authorization: Bearer TOKEN` (or `?token=`, for <img> tags).
 """
 
-import io
 import logging
 import os
 import secrets
@@ -130,6 +129,7 @@ def create_app(index, model, token: str | None = None, limits: Limits | None = N
 
     from .copies import distinct
     from .query import combine, query_terms
+    from .served import for_browser, open_upload
 
     models = list(model) if isinstance(model, (list, tuple)) else [model]
 
@@ -253,7 +253,7 @@ def create_app(index, model, token: str | None = None, limits: Limits | None = N
             raise HTTPException(413, f"the upload is larger than {lim.max_upload >> 20} MiB")
 
         def answer():   # decoding and the image tower, off the event loop: the other requests go on meanwhile
-            im = _open_upload(data, lim.max_pixels, HTTPException)
+            im = open_upload(data, lim.max_pixels, HTTPException)
             ix = live.current()
             vec = model.encode_image([im])[0]
             return results(ix, lambda n: ix.search(vec, n)[0], k, request)
@@ -287,36 +287,12 @@ def create_app(index, model, token: str | None = None, limits: Limits | None = N
         except OSError:
             raise HTTPException(410, f"picture {id_} is gone from disk; run `langclip index update`") from None
         try:
-            data, mime = _for_browser(data, size or 0)
+            data, mime = for_browser(data, size or 0)
         except Exception:   # noqa: BLE001 - changed on disk since it was indexed
             raise HTTPException(410, f"picture {id_} can no longer be read; run `langclip index update`") from None
         return Response(data, media_type=mime)
 
     return app
-
-
-def _open_upload(data: bytes, max_pixels: int, err):
-    from PIL import Image
-
-    from ..pairs import heif_support
-
-    heif_support()
-    try:
-        im = Image.open(io.BytesIO(data))
-        w, h = im.size
-    except Exception:
-        raise err(400, "the upload is not a picture langclip can read (JPEG, PNG, WebP, ...)") from None
-    if w * h > max_pixels:
-        raise err(413, f"the picture has {w}x{h} pixels, more than {max_pixels:,}")
-    try:
-        im.load()
-    except Exception:
-        raise err(400, "the upload is a damaged picture") from None
-    from PIL import ImageOps
-
-    from ..pixels import eight_bit
-
-    return eight_bit(ImageOps.exif_transpose(im), im.format)   # upright (as the indexed pictures are), 8 bits
 
 
 def _folder(ix, id_: int) -> str:
@@ -336,45 +312,6 @@ def check_root_path(root_path: str) -> str:
     if root_path and (not root_path.startswith("/") or any(c in root_path for c in "?#\\ ")):
         raise ValueError(f"--root-path {root_path!r}: a path as the proxy serves the app under, e.g. /photos")
     return root_path
-
-
-def _for_browser(data: bytes, size: int = 0) -> tuple[bytes, str]:
-    """A picture's bytes and type as a browser shows them: JPEG, PNG, WebP, GIF, AVIF and BMP as they are;
-    any other (a phone's HEIC, a scanner's TIFF) as a JPEG of its pixels, upright, as its thumbnail is.
-    `size`: a picture larger than that a side as a JPEG scaled down to it (a 48-megapixel photo: 25 MB to a
-    phone's viewer otherwise), upright; a JPEG decoded at a reduced scale."""
-    from PIL import Image
-
-    from ..pairs import decode_image
-    from ..pixels import allow_large_photos
-
-    allow_large_photos()   # a 200-megapixel photo's header too
-    mime = _mime(data)
-    if mime != "application/octet-stream" and (not size or max(Image.open(io.BytesIO(data)).size) <= size):
-        return data, mime   # (only the header read)
-    im = decode_image(data, draft=size, orient=True).convert("RGB")
-    if size:
-        im.thumbnail((size, size))
-    buf = io.BytesIO()
-    im.save(buf, "JPEG", quality=90)
-    return buf.getvalue(), "image/jpeg"
-
-
-def _mime(data: bytes) -> str:
-    """The type of a picture every current browser shows; application/octet-stream for any other."""
-    if data[:3] == b"\xff\xd8\xff":
-        return "image/jpeg"
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "image/png"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    if data[:3] == b"GIF":
-        return "image/gif"
-    if data[4:12] in (b"ftypavif", b"ftypavis"):
-        return "image/avif"
-    if data[:2] == b"BM":
-        return "image/bmp"
-    return "application/octet-stream"
 
 
 def serve(index_path: str, model_path: str | list[str], host: str = "127.0.0.1", port: int = 8000,
