@@ -16,6 +16,7 @@ Every other mode (8-bit greyscale, palette, RGB(A), CMYK, ...) is returned uncha
 """
 from __future__ import annotations
 
+import functools
 
 # PIL refuses a picture over twice Image.MAX_IMAGE_PIXELS (89.5 million: 179 million) as a "decompression bomb",
 # and warns above it: a 200-megapixel phone photo (16320 x 12240, Samsung's Ultra models) was skipped as one and a
@@ -24,6 +25,7 @@ from __future__ import annotations
 MAX_PIXELS = 1 << 29
 
 
+@functools.lru_cache(maxsize=1)   # once a process: it is asked on the decoding path, a picture at a time
 def allow_large_photos() -> None:
     """PIL's decompression-bomb limit raised to MAX_PIXELS (never lowered), for this process."""
     from PIL import Image

@@ -260,9 +260,8 @@ def search(index: str | None, model: str, query: str | None = None, image: str |
     if preview:
         from .preview import inline, protocol
 
-        proto = protocol()
-        lines = [line + ("\n" + inline(idx.thumbnail(i), preview, proto) if idx.thumbnail(i) else "")
-                 for line, (i, _, _) in zip(lines, hits)]
+        proto, thumbs = protocol(), [idx.thumbnail(i) for i, _, _ in hits]   # each read once
+        lines = [line + ("\n" + inline(t, preview, proto) if t else "") for line, t in zip(lines, thumbs)]
     return lines
 
 
